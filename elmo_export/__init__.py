@@ -1,0 +1,1 @@
+"""The PyTorch reference biLM, weight loading, and the ONNX exporter."""

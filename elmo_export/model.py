@@ -1,0 +1,332 @@
+"""The ELMo biLM in PyTorch: the reference every export is measured against.
+
+Top to bottom: options -> char CNN token embedder -> LSTM-with-projection cell -> biLM.
+Written plainly, a Python loop over time steps: this is the yardstick, not the fast path.
+Weights are in TF's convention (gates i, j, f, o; y = x @ W); `weights.py` moves them in.
+
+Shapes: B batch rows, T tokens, C characters per token, E char embedding, F CNN filters in
+all, P projection, D LSTM cells, L layers.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from elmo_runtime import contract
+from elmo_runtime.chars import BOS_CHAR_IDS, EOS_CHAR_IDS
+
+# The char vocabulary: 256 bytes + 5 marks, shifted by one so that id 0 is a padding row.
+N_CHAR_IDS = 262
+
+
+@dataclass(frozen=True)
+class ElmoOptions:
+    """The architecture, as in the official `options.json`."""
+
+    char_embedding_dim: int
+    filters: tuple[tuple[int, int], ...]  # (width, number of filters)
+    n_highway: int
+    activation: str
+    dim: int
+    projection_dim: int
+    n_layers: int
+    cell_clip: float | None
+    proj_clip: float | None
+    use_skip_connections: bool
+    n_characters: int = N_CHAR_IDS
+    max_characters_per_token: int = contract.MAX_CHARACTERS_PER_TOKEN
+
+    @property
+    def n_filters(self) -> int:
+        return sum(n for _, n in self.filters)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "ElmoOptions":
+        """Read an `options.json`. Raises ValueError naming the file and the bad field."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"options file not found: {path}")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path}: not a valid JSON options file: {e}") from None
+        return cls.from_dict(data, source=str(path))
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "options") -> "ElmoOptions":
+        """Parse and check the official nested layout (`{"lstm": ..., "char_cnn": ...}`)."""
+
+        def field(section: str, *keys: str, kind: type | tuple = int, default=...):
+            node = data.get(section) if isinstance(data, dict) else None
+            for key in keys:
+                if not isinstance(node, dict) or key not in node:
+                    if default is not ...:
+                        return default
+                    raise ValueError(f"{source}: missing field {section}.{'.'.join(keys)}")
+                node = node[key]
+            if isinstance(node, bool) and kind is not bool or not isinstance(node, kind):
+                raise ValueError(
+                    f"{source}: field {section}.{'.'.join(keys)} is {node!r}, expected {kind}"
+                )
+            return node
+
+        filters = field("char_cnn", "filters", kind=list)
+        if not filters or not all(
+            isinstance(f, list) and len(f) == 2 and all(type(v) is int and v > 0 for v in f)
+            for f in filters
+        ):
+            raise ValueError(
+                f"{source}: field char_cnn.filters is {filters!r}, expected [[width, count], ...]"
+            )
+        number = (int, float)
+        options = cls(
+            char_embedding_dim=field("char_cnn", "embedding", "dim"),
+            filters=tuple((w, n) for w, n in filters),
+            n_highway=field("char_cnn", "n_highway"),
+            activation=field("char_cnn", "activation", kind=str),
+            dim=field("lstm", "dim"),
+            projection_dim=field("lstm", "projection_dim"),
+            n_layers=field("lstm", "n_layers"),
+            cell_clip=field("lstm", "cell_clip", kind=number, default=None),
+            proj_clip=field("lstm", "proj_clip", kind=number, default=None),
+            use_skip_connections=field("lstm", "use_skip_connections", kind=bool, default=False),
+            n_characters=field("char_cnn", "n_characters", default=N_CHAR_IDS),
+            max_characters_per_token=field(
+                "char_cnn", "max_characters_per_token", default=contract.MAX_CHARACTERS_PER_TOKEN
+            ),
+        )
+        options.check(source)
+        return options
+
+    def check(self, source: str = "options") -> None:
+        if self.activation not in ("relu", "tanh"):
+            raise ValueError(f"{source}: char_cnn.activation is {self.activation!r}, expected relu or tanh")
+        if self.max_characters_per_token != contract.MAX_CHARACTERS_PER_TOKEN:
+            raise ValueError(
+                f"{source}: char_cnn.max_characters_per_token is {self.max_characters_per_token}, "
+                f"only {contract.MAX_CHARACTERS_PER_TOKEN} is supported"
+            )
+        # Trained models say 261 (no padding id), exported ones 262; both index the same table.
+        if self.n_characters not in (N_CHAR_IDS - 1, N_CHAR_IDS):
+            raise ValueError(f"{source}: char_cnn.n_characters is {self.n_characters}, expected 261 or 262")
+        for name in ("char_embedding_dim", "dim", "projection_dim", "n_layers"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{source}: {name} is {getattr(self, name)}, expected > 0")
+        if self.n_highway < 0:
+            raise ValueError(f"{source}: char_cnn.n_highway is {self.n_highway}, expected >= 0")
+        if max(w for w, _ in self.filters) > self.max_characters_per_token:
+            raise ValueError(f"{source}: a filter is wider than {self.max_characters_per_token} characters")
+
+    def to_dict(self) -> dict:
+        """The official nested layout, as written to `options.json`."""
+        lstm = {
+            "dim": self.dim,
+            "projection_dim": self.projection_dim,
+            "n_layers": self.n_layers,
+            "use_skip_connections": self.use_skip_connections,
+        }
+        if self.cell_clip is not None:
+            lstm["cell_clip"] = self.cell_clip
+        if self.proj_clip is not None:
+            lstm["proj_clip"] = self.proj_clip
+        return {
+            "lstm": lstm,
+            "char_cnn": {
+                "embedding": {"dim": self.char_embedding_dim},
+                "filters": [list(f) for f in self.filters],
+                "n_highway": self.n_highway,
+                "activation": self.activation,
+                "n_characters": self.n_characters,
+                "max_characters_per_token": self.max_characters_per_token,
+            },
+        }
+
+    def parameter_count(self) -> int:
+        e, f, p, d = self.char_embedding_dim, self.n_filters, self.projection_dim, self.dim
+        cnn = (N_CHAR_IDS - 1) * e + sum(w * e * n + n for w, n in self.filters)
+        highway = self.n_highway * 2 * (f * f + f)
+        lstm = 2 * self.n_layers * (2 * p * 4 * d + 4 * d + d * p)
+        return cnn + highway + f * p + p + lstm
+
+    def describe(self) -> dict:
+        return asdict(self)
+
+
+class CharCNNTokenEmbedder(nn.Module):
+    """Char ids -> context-free token embeddings: char CNN, max-pool, highway, projection."""
+
+    def __init__(self, options: ElmoOptions):
+        super().__init__()
+        self.activation = torch.tanh if options.activation == "tanh" else torch.relu
+        self.char_embedding = nn.Embedding(N_CHAR_IDS, options.char_embedding_dim)
+        self.convolutions = nn.ModuleList(
+            nn.Conv1d(options.char_embedding_dim, n, kernel_size=w) for w, n in options.filters
+        )
+        f = options.n_filters
+        # Highway (TF naming): carry gate g = sigmoid(x W_carry), out = g * relu(x W_transform) + (1 - g) * x
+        self.highway_transform = nn.ModuleList(nn.Linear(f, f) for _ in range(options.n_highway))
+        self.highway_carry = nn.ModuleList(nn.Linear(f, f) for _ in range(options.n_highway))
+        self.projection = nn.Linear(f, options.projection_dim)
+
+    def forward(self, char_ids: torch.Tensor) -> torch.Tensor:
+        """`(B, T, C)` int char ids -> `(B, T, P)` token embeddings."""
+        b, t, c = char_ids.shape
+        x = self.char_embedding(char_ids.reshape(b * t, c).long())  # (B*T, C, E)
+        x = x.transpose(1, 2)  # (B*T, E, C)
+        # Max-pool over positions, then the activation (bilm-tf's order).
+        pooled = [self.activation(conv(x).max(dim=-1).values) for conv in self.convolutions]
+        x = torch.cat(pooled, dim=-1)  # (B*T, F)
+        for transform, carry in zip(self.highway_transform, self.highway_carry):
+            gate = torch.sigmoid(carry(x))  # (B*T, F)
+            x = gate * torch.relu(transform(x)) + (1.0 - gate) * x
+        x = self.projection(x)  # (B*T, P)
+        return x.reshape(b, t, -1)
+
+
+class LstmpCell(nn.Module):
+    """TF's LSTMCell with a projection and clipping, one time step."""
+
+    def __init__(self, input_dim: int, dim: int, projection_dim: int,
+                 cell_clip: float | None, proj_clip: float | None):
+        super().__init__()
+        self.input_to_gates = nn.Linear(input_dim, 4 * dim)  # carries the bias (+1 on f)
+        self.hidden_to_gates = nn.Linear(projection_dim, 4 * dim, bias=False)
+        self.projection = nn.Linear(dim, projection_dim, bias=False)
+        self.cell_clip = cell_clip
+        self.proj_clip = proj_clip
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`x (B, I)`, `h (B, P)`, `c (B, D)` -> new `(h, c)`."""
+        gates = self.input_to_gates(x) + self.hidden_to_gates(h)  # (B, 4D)
+        i, j, f, o = gates.chunk(4, dim=-1)  # TF gate order
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(j)  # (B, D)
+        if self.cell_clip is not None:
+            c = c.clamp(-self.cell_clip, self.cell_clip)
+        h = self.projection(torch.sigmoid(o) * torch.tanh(c))  # (B, P)
+        if self.proj_clip is not None:
+            h = h.clamp(-self.proj_clip, self.proj_clip)
+        return h, c
+
+
+class LstmState(NamedTuple):
+    """`h (L, 2, B, P)` and `c (L, 2, B, D)`; direction 0 is forward."""
+
+    h: torch.Tensor
+    c: torch.Tensor
+
+
+class BiLmOutput(NamedTuple):
+    layers: torch.Tensor  # (L + 1, B, T, 2P), zero at padding, sentence boundaries removed
+    mask: torch.Tensor  # (B, T) bool
+    state: LstmState  # each row's state after its own last real token
+
+
+def reverse_within_length(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse each row of `x (B, T, ...)` over its first `lengths[b]` steps; padding stays put."""
+    t = torch.arange(x.shape[1], device=x.device)[None, :]  # (1, T)
+    index = torch.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)  # (B, T)
+    index = index.reshape(*index.shape, *([1] * (x.dim() - 2))).expand_as(x)
+    return x.gather(1, index)
+
+
+class ElmoBiLm(nn.Module):
+    """The bidirectional language model: char ids in, all layers and the final state out.
+
+    Layer 0 is the token embedding duplicated for both directions, as the original does.
+    Sentence boundary tokens `<S>` and `</S>` are added around each row and removed from
+    the output; padding rows (all-zero char ids) never move the LSTM state.
+    """
+
+    def __init__(self, options: ElmoOptions):
+        super().__init__()
+        self.options = options
+        o = options
+        self.token_embedder = CharCNNTokenEmbedder(o)
+        # cells[layer][direction]
+        self.cells = nn.ModuleList(
+            nn.ModuleList(
+                LstmpCell(o.projection_dim, o.dim, o.projection_dim, o.cell_clip, o.proj_clip)
+                for _ in range(2)
+            )
+            for _ in range(o.n_layers)
+        )
+        self.register_buffer("bos_char_ids", torch.as_tensor(BOS_CHAR_IDS.copy()), persistent=False)
+        self.register_buffer("eos_char_ids", torch.as_tensor(EOS_CHAR_IDS.copy()), persistent=False)
+
+    def zero_state(self, batch_size: int) -> LstmState:
+        o = self.options
+        dev = self.bos_char_ids.device
+        return LstmState(
+            torch.zeros(o.n_layers, 2, batch_size, o.projection_dim, device=dev),
+            torch.zeros(o.n_layers, 2, batch_size, o.dim, device=dev),
+        )
+
+    def add_sentence_boundaries(self, char_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """`(B, T, C)` -> `(B, T + 2, C)` with `<S>` first and `</S>` after each row's last token."""
+        b, t, c = char_ids.shape
+        out = char_ids.new_zeros(b, t + 2, c)
+        out[:, 1 : t + 1] = char_ids
+        out[:, 0] = self.bos_char_ids
+        out[torch.arange(b), lengths + 1] = self.eos_char_ids
+        return out
+
+    def run_direction(self, cell: LstmpCell, x: torch.Tensor, lengths: torch.Tensor,
+                      h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Run `cell` left to right over `x (B, T, P)`; rows stop at their length."""
+        outputs = []
+        for t in range(x.shape[1]):
+            h_new, c_new = cell(x[:, t], h, c)
+            active = (t < lengths)[:, None]  # (B, 1)
+            h = torch.where(active, h_new, h)
+            c = torch.where(active, c_new, c)
+            outputs.append(torch.where(active, h_new, torch.zeros_like(h_new)))
+        return torch.stack(outputs, dim=1), h, c  # (B, T, P)
+
+    def forward(self, char_ids: torch.Tensor, state: LstmState | None = None) -> BiLmOutput:
+        """Embed a batch.
+
+        Args:
+            char_ids: `(B, T, C)` int char ids without sentence boundaries; padding rows zero.
+            state: initial state, or None for zeros.
+
+        Returns:
+            `BiLmOutput` with `layers (L + 1, B, T, 2P)`, `mask (B, T)` and the final state.
+        """
+        b, t, _ = char_ids.shape
+        mask = (char_ids > 0).any(dim=-1)  # (B, T)
+        lengths = mask.sum(dim=1)  # (B,)
+        if state is None:
+            state = self.zero_state(b)
+
+        x = self.token_embedder(self.add_sentence_boundaries(char_ids, lengths))  # (B, T+2, P)
+        ext_lengths = lengths + 2
+        ext_mask = (torch.arange(t + 2, device=x.device)[None, :] < ext_lengths[:, None])[..., None]
+        x = x * ext_mask  # (B, T+2, P)
+
+        layers = [torch.cat([x, x], dim=-1)]  # (B, T+2, 2P)
+        forward_in, backward_in = x, x
+        final_h, final_c = [], []
+        for layer, (fwd_cell, bwd_cell) in enumerate(self.cells):
+            fwd, hf, cf = self.run_direction(fwd_cell, forward_in, ext_lengths,
+                                             state.h[layer, 0], state.c[layer, 0])
+            bwd_rev, hb, cb = self.run_direction(bwd_cell, reverse_within_length(backward_in, ext_lengths),
+                                                 ext_lengths, state.h[layer, 1], state.c[layer, 1])
+            bwd = reverse_within_length(bwd_rev, ext_lengths)  # (B, T+2, P)
+            if layer > 0 and self.options.use_skip_connections:
+                fwd, bwd = fwd + forward_in, bwd + backward_in
+            layers.append(torch.cat([fwd, bwd], dim=-1))
+            forward_in, backward_in = fwd, bwd
+            final_h.append(torch.stack([hf, hb]))
+            final_c.append(torch.stack([cf, cb]))
+
+        stacked = torch.stack(layers)  # (L+1, B, T+2, 2P)
+        # Drop <S> and each row's </S>: shift left by one, then zero everything past the row.
+        no_boundaries = stacked[:, :, 1 : t + 1] * mask[None, :, :, None]  # (L+1, B, T, 2P)
+        return BiLmOutput(no_boundaries, mask, LstmState(torch.stack(final_h), torch.stack(final_c)))

@@ -1,0 +1,1 @@
+"""Torch-free ELMo embeddings from an exported ONNX model package."""
