@@ -1,0 +1,301 @@
+"""Build the package's two ONNX graphs from a reference biLM, node by node.
+
+Why by hand rather than torch.onnx: the dynamo exporter unrolls the Python time loop to the
+traced length, and the TorchScript exporter that keeps a dynamic `Loop` is deprecated. Writing
+the graph with `onnx.helper` keeps the recurrence a real `Scan` over a dynamic number of
+steps, lets the input-to-hidden products be hoisted out of it into one large MatMul, keeps
+every weight a plain 2-D MatMul operand (what the int8 and int4 quantizers need), and gives
+fp16 its own path instead of a converter that breaks on subgraphs. The reference model stays
+the single source of the weights; parity tests prove the graphs equal to it.
+
+Graph contract: `elmo_runtime.contract`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import onnx
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from elmo_export.model import ElmoBiLm
+from elmo_runtime import contract as C
+
+DEFAULT_OPSET = 17
+SUPPORTED_OPSETS = range(17, 22)
+Precision = Literal["fp32", "fp16"]
+
+_DTYPES = {"fp32": (np.float32, TensorProto.FLOAT), "fp16": (np.float16, TensorProto.FLOAT16)}
+
+
+class _Graph:
+    """Accumulates nodes and initializers with unique names; one instance per (sub)graph."""
+
+    def __init__(self, prefix: str, precision: Precision, opset: int):
+        self.prefix = prefix
+        self.np_dtype, self.onnx_dtype = _DTYPES[precision]
+        self.opset = opset
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self._count = 0
+
+    def name(self, hint: str) -> str:
+        self._count += 1
+        return f"{self.prefix}{hint}_{self._count}"
+
+    def op(self, op_type: str, inputs: list[str], hint: str | None = None, n_out: int = 1, **attrs) -> str | list[str]:
+        outputs = [self.name(hint or op_type) for _ in range(n_out)]
+        self.nodes.append(helper.make_node(op_type, inputs, outputs, name=self.name(op_type), **attrs))
+        return outputs[0] if n_out == 1 else outputs
+
+    def weight(self, value: np.ndarray | torch.Tensor, hint: str) -> str:
+        """A float initializer in the graph's precision."""
+        if isinstance(value, torch.Tensor):
+            value = value.detach().cpu().numpy()
+        return self.const(np.ascontiguousarray(value, dtype=self.np_dtype), hint)
+
+    def const(self, value: np.ndarray, hint: str) -> str:
+        name = self.name(hint)
+        self.initializers.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def ints(self, values: list[int], hint: str = "shape") -> str:
+        return self.const(np.asarray(values, dtype=np.int64), hint)
+
+    def reduce(self, op_type: str, x: str, axes: list[int], keepdims: int, hint: str | None = None) -> str:
+        # Reduce* ops took `axes` as an attribute until opset 18 (ReduceSum: 13), an input after.
+        takes_input = self.opset >= (13 if op_type == "ReduceSum" else 18)
+        if takes_input:
+            return self.op(op_type, [x, self.ints(axes, "axes")], hint, keepdims=keepdims)
+        return self.op(op_type, [x], hint, axes=axes, keepdims=keepdims)
+
+    def clip(self, x: str, limit: float | None) -> str:
+        if limit is None:
+            return x
+        lo = self.const(np.asarray(-limit, dtype=self.np_dtype), "clip_lo")
+        hi = self.const(np.asarray(limit, dtype=self.np_dtype), "clip_hi")
+        return self.op("Clip", [x, lo, hi])
+
+    def to_float(self, x: str) -> str:
+        """Cast to the graph's precision (no-op in fp32)."""
+        return x if self.onnx_dtype == TensorProto.FLOAT else self.op("Cast", [x], to=self.onnx_dtype)
+
+    def to_fp32(self, x: str) -> str:
+        return x if self.onnx_dtype == TensorProto.FLOAT else self.op("Cast", [x], to=TensorProto.FLOAT)
+
+
+def _model(graph: onnx.GraphProto, opset: int, doc: str) -> onnx.ModelProto:
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+                              producer_name="elmo-onnx", doc_string=doc)
+    # ORT 1.14+ reads IR version 8; newer onnx would stamp a version old runtimes refuse.
+    model.ir_version = min(model.ir_version, 8)
+    return model
+
+
+def _check_opset(opset: int) -> None:
+    if opset not in SUPPORTED_OPSETS:
+        raise ValueError(f"opset {opset} is not supported; choose {SUPPORTED_OPSETS.start}..{SUPPORTED_OPSETS.stop - 1}")
+
+
+def _token_embedding(g: _Graph, model: ElmoBiLm, char_ids: str) -> str:
+    """Nodes from int char ids `(N, C)` to token embeddings `(N, P)` in the graph's precision."""
+    te = model.token_embedder
+    o = model.options
+    n_chars = o.max_characters_per_token
+    table = g.weight(te.char_embedding.weight, "char_embedding")
+    x = g.op("Gather", [table, char_ids], "chars")  # (N, C, E)
+    pooled = []
+    for (width, n), conv in zip(o.filters, te.convolutions):
+        # A width-w convolution is a MatMul over every window of w characters: (N, C-w+1, w*E).
+        windows = np.arange(n_chars - width + 1)[:, None] + np.arange(width)[None, :]
+        win = g.op("Gather", [x, g.const(windows.astype(np.int64), "windows")], "windows", axis=1)
+        win = g.op("Reshape", [win, g.ints([0, n_chars - width + 1, width * o.char_embedding_dim])])
+        kernel = conv.weight.detach().permute(2, 1, 0).reshape(width * o.char_embedding_dim, n)  # (w*E, n)
+        y = g.op("MatMul", [win, g.weight(kernel, f"W_cnn_{width}")])  # (N, C-w+1, n)
+        # max(x) + b == max(x + b): add the bias after pooling, on C-w+1 times fewer values.
+        y = g.op("Add", [g.reduce("ReduceMax", y, [1], keepdims=0), g.weight(conv.bias, f"b_cnn_{width}")])
+        pooled.append(g.op("Tanh" if o.activation == "tanh" else "Relu", [y]))
+    x = g.op("Concat", pooled, "cnn", axis=-1)  # (N, F)
+    f = o.n_filters
+    for k, (transform, carry) in enumerate(zip(te.highway_transform, te.highway_carry)):
+        # One MatMul for both halves: [transform | carry].
+        w = torch.cat([transform.weight.T, carry.weight.T], dim=1)  # (F, 2F)
+        b = torch.cat([transform.bias, carry.bias])
+        both = g.op("Add", [g.op("MatMul", [x, g.weight(w, f"W_highway_{k}")]), g.weight(b, f"b_highway_{k}")])
+        t, c = g.op("Split", [both, g.ints([f, f], "split")], "highway", n_out=2, axis=-1)
+        gate = g.op("Sigmoid", [c])
+        # gate * relu(t) + (1 - gate) * x == x + gate * (relu(t) - x)
+        x = g.op("Add", [x, g.op("Mul", [gate, g.op("Sub", [g.op("Relu", [t]), x])])])
+    proj = te.projection
+    return g.op("Add", [g.op("MatMul", [x, g.weight(proj.weight.T, "W_proj")]), g.weight(proj.bias, "b_proj")])
+
+
+def build_token_embedder(model: ElmoBiLm, precision: Precision = "fp32", opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+    """Char ids `(batch, tokens, 50)` -> token embeddings `(batch, tokens, P)` and the mask."""
+    _check_opset(opset)
+    o = model.options
+    g = _Graph("te/", precision, opset)
+    ids = C.CHAR_IDS
+    flat = g.op("Reshape", [ids, g.ints([-1, o.max_characters_per_token])], "flat_ids")
+    emb = _token_embedding(g, model, flat)  # (N, P)
+    shape = g.op("Concat", [g.op("Slice", [g.op("Shape", [ids]), g.ints([0]), g.ints([2])]), g.ints([o.projection_dim])], axis=0)
+    emb = g.to_fp32(g.op("Reshape", [emb, shape]))
+    g.nodes.append(helper.make_node("Identity", [emb], [C.TOKEN_EMBEDDINGS]))
+    # A token is real when any of its char ids is non-zero (padding rows are all zeros).
+    has_char = g.op("Greater", [g.reduce("ReduceMax", ids, [2], keepdims=0), g.const(np.asarray(0, np.int32), "zero")])
+    g.nodes.append(helper.make_node("Cast", [has_char], [C.MASK], to=TensorProto.INT32))
+
+    graph = helper.make_graph(
+        g.nodes, "elmo_token_embedder",
+        inputs=[helper.make_tensor_value_info(ids, TensorProto.INT32, ["batch", "tokens", o.max_characters_per_token])],
+        outputs=[
+            helper.make_tensor_value_info(C.TOKEN_EMBEDDINGS, TensorProto.FLOAT, ["batch", "tokens", o.projection_dim]),
+            helper.make_tensor_value_info(C.MASK, TensorProto.INT32, ["batch", "tokens"]),
+        ],
+        initializer=g.initializers,
+    )
+    return _model(graph, opset, "ELMo char CNN token embedder (elmo-onnx)")
+
+
+def _boundary_embeddings(model: ElmoBiLm) -> tuple[np.ndarray, np.ndarray]:
+    """The token embeddings of <S> and </S>: constants, so computed once at export."""
+    ids = torch.stack([model.bos_char_ids, model.eos_char_ids])[None]  # (1, 2, C)
+    with torch.no_grad():
+        emb = model.token_embedder(ids)[0].numpy()  # (2, P)
+    return emb[0], emb[1]
+
+
+def _lstm_step_body(model: ElmoBiLm, layer: int, precision: Precision, opset: int) -> onnx.GraphProto:
+    """One time step of both directions of a layer: the body of the layer's Scan.
+
+    State in: h_f, c_f, h_b, c_b. Scan inputs: the hoisted input products `(B, 4D)` of each
+    direction and the step's `(B, 1)` activity mask. Scan outputs: each direction's h, zero
+    where the row has ended. A row whose sequence has ended keeps its state unchanged.
+    """
+    o = model.options
+    g = _Graph(f"l{layer}/", precision, opset)
+    t = g.onnx_dtype
+    state_in = ["h_f_in", "c_f_in", "h_b_in", "c_b_in"]
+    xs = ["xw_f_t", "xw_b_t", "active_t"]
+    outs = []
+    zero = g.const(np.zeros((), g.np_dtype), "zero")
+    for d, (h, c, xw) in enumerate([("h_f_in", "c_f_in", "xw_f_t"), ("h_b_in", "c_b_in", "xw_b_t")]):
+        cell = model.cells[layer][d]
+        gates = g.op("Add", [xw, g.op("MatMul", [h, g.weight(cell.hidden_to_gates.weight.T, f"W_h_{d}")])])  # (B, 4D)
+        i, j, f, out_gate = g.op("Split", [gates, g.ints([o.dim] * 4, "split")], "gate", n_out=4, axis=-1)
+        c_new = g.op("Add", [g.op("Mul", [g.op("Sigmoid", [f]), c]),
+                             g.op("Mul", [g.op("Sigmoid", [i]), g.op("Tanh", [j])])])
+        c_new = g.clip(c_new, o.cell_clip)
+        m = g.op("Mul", [g.op("Sigmoid", [out_gate]), g.op("Tanh", [c_new])])  # (B, D)
+        h_new = g.clip(g.op("MatMul", [m, g.weight(cell.projection.weight.T, f"W_p_{d}")]), o.proj_clip)  # (B, P)
+        outs += [g.op("Where", ["active_t", h_new, h], f"h{d}"), g.op("Where", ["active_t", c_new, c], f"c{d}")]
+        outs.append(g.op("Where", ["active_t", h_new, zero], f"y{d}"))
+    h_f, c_f, y_f, h_b, c_b, y_b = outs
+    names_out = ["h_f_out", "c_f_out", "h_b_out", "c_b_out", "y_f_t", "y_b_t"]
+    for src, dst in zip([h_f, c_f, h_b, c_b, y_f, y_b], names_out):
+        g.nodes.append(helper.make_node("Identity", [src], [dst]))
+    p, d = o.projection_dim, o.dim
+    vi = helper.make_tensor_value_info
+    return helper.make_graph(
+        g.nodes, f"lstm_layer_{layer}_step",
+        inputs=[vi(state_in[0], t, ["batch", p]), vi(state_in[1], t, ["batch", d]),
+                vi(state_in[2], t, ["batch", p]), vi(state_in[3], t, ["batch", d]),
+                vi(xs[0], t, ["batch", 4 * d]), vi(xs[1], t, ["batch", 4 * d]),
+                vi(xs[2], TensorProto.BOOL, ["batch", 1])],
+        outputs=[vi(names_out[0], t, ["batch", p]), vi(names_out[1], t, ["batch", d]),
+                 vi(names_out[2], t, ["batch", p]), vi(names_out[3], t, ["batch", d]),
+                 vi(names_out[4], t, ["batch", p]), vi(names_out[5], t, ["batch", p])],
+        initializer=g.initializers,
+    )
+
+
+def build_bilm(model: ElmoBiLm, precision: Precision = "fp32", opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+    """Token embeddings, mask and initial state -> all layers and each row's final state."""
+    _check_opset(opset)
+    o = model.options
+    g = _Graph("bilm/", precision, opset)
+    p, n_layers = o.projection_dim, o.n_layers
+
+    mask_f = g.to_float(g.op("Cast", [C.MASK], to=TensorProto.FLOAT))  # (B, T)
+    lengths = g.reduce("ReduceSum", g.op("Cast", [C.MASK], to=TensorProto.INT64), [1], keepdims=0, hint="lengths")
+    ext_lengths = g.op("Add", [lengths, g.const(np.asarray(2, np.int64), "two")], "ext_lengths")  # (B,)
+    tokens = g.op("Mul", [g.to_float(C.TOKEN_EMBEDDINGS), g.op("Unsqueeze", [mask_f, g.ints([2], "axes")])])
+
+    # Add <S> before every row and </S> after each row's last token: (B, T + 2, P).
+    bos, eos = _boundary_embeddings(model)
+    shape = g.op("Shape", [tokens])
+    batch = g.op("Slice", [shape, g.ints([0]), g.ints([1])], "batch")
+    row_shape = g.op("Concat", [batch, g.ints([1, p])], axis=0)
+    bos_col = g.op("Expand", [g.weight(bos.reshape(1, 1, p), "bos"), row_shape])
+    pad_col = g.op("Expand", [g.weight(np.zeros((1, 1, p)), "pad"), row_shape])
+    x = g.op("Concat", [bos_col, tokens, pad_col], "with_bos", axis=1)
+    steps = g.op("Add", [g.op("Slice", [shape, g.ints([1]), g.ints([2])]), g.ints([2], "two")])  # [T + 2]
+    positions = g.op("Range", [g.const(np.asarray(0, np.int64), "zero"), g.op("Squeeze", [steps, g.ints([0], "axes")]),
+                               g.const(np.asarray(1, np.int64), "one")], "positions")  # (T+2,)
+    positions = g.op("Unsqueeze", [positions, g.ints([0], "axes")])  # (1, T+2)
+    is_eos = g.op("Equal", [positions, g.op("Unsqueeze", [g.op("Sub", [ext_lengths, g.const(np.asarray(1, np.int64), "one")]), g.ints([1], "axes")])])
+    x = g.op("Where", [g.op("Unsqueeze", [is_eos, g.ints([2], "axes")]), g.weight(eos.reshape(1, 1, p), "eos"), x], "with_eos")
+    active = g.op("Less", [positions, g.op("Unsqueeze", [ext_lengths, g.ints([1], "axes")])])  # (B, T+2)
+    active = g.op("Unsqueeze", [active, g.ints([2], "axes")], "active")  # (B, T+2, 1)
+
+    h0 = g.to_float(C.INITIAL_H)
+    c0 = g.to_float(C.INITIAL_C)
+
+    def state(tensor: str, layer: int, direction: int) -> str:
+        picked = g.op("Gather", [g.op("Gather", [tensor, g.const(np.asarray(layer, np.int64), "l")], axis=0),
+                                 g.const(np.asarray(direction, np.int64), "d")], axis=0)
+        return picked  # (B, P) or (B, D)
+
+    layer_outputs = [g.op("Concat", [x, x], "layer0", axis=-1)]
+    forward_in = backward_in = x
+    final_h, final_c = [], []
+    for layer in range(n_layers):
+        fwd_cell, bwd_cell = model.cells[layer]
+        # Hoisted out of the recurrence: the input products of every step in one MatMul each.
+        xw_f = g.op("Add", [g.op("MatMul", [forward_in, g.weight(fwd_cell.input_to_gates.weight.T, "W_x_f")]),
+                            g.weight(fwd_cell.input_to_gates.bias, "b_f")])  # (B, T+2, 4D)
+        reversed_in = g.op("ReverseSequence", [backward_in, ext_lengths], batch_axis=0, time_axis=1)
+        xw_b = g.op("Add", [g.op("MatMul", [reversed_in, g.weight(bwd_cell.input_to_gates.weight.T, "W_x_b")]),
+                            g.weight(bwd_cell.input_to_gates.bias, "b_b")])
+        body = _lstm_step_body(model, layer, precision, opset)
+        h_f, c_f, h_b, c_b, y_f, y_b_rev = g.op(
+            "Scan",
+            [state(h0, layer, 0), state(c0, layer, 0), state(h0, layer, 1), state(c0, layer, 1), xw_f, xw_b, active],
+            f"scan{layer}", n_out=6, body=body, num_scan_inputs=3,
+            scan_input_axes=[1, 1, 1], scan_output_axes=[1, 1],
+        )
+        y_b = g.op("ReverseSequence", [y_b_rev, ext_lengths], batch_axis=0, time_axis=1)  # (B, T+2, P)
+        if layer > 0 and o.use_skip_connections:
+            y_f, y_b = g.op("Add", [y_f, forward_in]), g.op("Add", [y_b, backward_in])
+        layer_outputs.append(g.op("Concat", [y_f, y_b], f"layer{layer + 1}", axis=-1))
+        forward_in, backward_in = y_f, y_b
+        unsq = lambda v: g.op("Unsqueeze", [v, g.ints([0], "axes")])  # noqa: E731
+        final_h.append(g.op("Concat", [unsq(h_f), unsq(h_b)], axis=0))  # (2, B, P)
+        final_c.append(g.op("Concat", [unsq(c_f), unsq(c_b)], axis=0))
+
+    unsq0 = lambda v: g.op("Unsqueeze", [v, g.ints([0], "axes")])  # noqa: E731
+    stacked = g.op("Concat", [unsq0(v) for v in layer_outputs], "stacked", axis=0)  # (L+1, B, T+2, 2P)
+    # Drop <S> and each row's </S>: keep steps 1..T, then zero what lies past each row's end.
+    end = g.op("Add", [g.op("Slice", [shape, g.ints([1]), g.ints([2])]), g.ints([1], "one")])
+    inner = g.op("Slice", [stacked, g.ints([1]), end, g.ints([2], "axis")])  # (L+1, B, T, 2P)
+    inner = g.op("Mul", [inner, g.op("Unsqueeze", [mask_f, g.ints([0, 3], "axes")])])
+    g.nodes.append(helper.make_node("Identity", [g.to_fp32(inner)], [C.LAYERS]))
+    g.nodes.append(helper.make_node("Identity", [g.to_fp32(g.op("Concat", [unsq0(v) for v in final_h], axis=0))], [C.FINAL_H]))
+    g.nodes.append(helper.make_node("Identity", [g.to_fp32(g.op("Concat", [unsq0(v) for v in final_c], axis=0))], [C.FINAL_C]))
+
+    vi = helper.make_tensor_value_info
+    f32 = TensorProto.FLOAT
+    graph = helper.make_graph(
+        g.nodes, "elmo_bilm",
+        inputs=[vi(C.TOKEN_EMBEDDINGS, f32, ["batch", "tokens", p]),
+                vi(C.MASK, TensorProto.INT32, ["batch", "tokens"]),
+                vi(C.INITIAL_H, f32, [n_layers, 2, "batch", p]),
+                vi(C.INITIAL_C, f32, [n_layers, 2, "batch", o.dim])],
+        outputs=[vi(C.LAYERS, f32, [n_layers + 1, "batch", "tokens", 2 * p]),
+                 vi(C.FINAL_H, f32, [n_layers, 2, "batch", p]),
+                 vi(C.FINAL_C, f32, [n_layers, 2, "batch", o.dim])],
+        initializer=g.initializers,
+    )
+    return _model(graph, opset, "ELMo biLM with LSTM state in and out (elmo-onnx)")

@@ -1,0 +1,63 @@
+"""The two graphs, built from the reference, before any packaging."""
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from elmo_export.onnx_graph import build_bilm, build_token_embedder
+from elmo_runtime.chars import batch_to_char_ids
+
+
+def sessions(model, precision="fp32"):
+    graphs = build_token_embedder(model, precision), build_bilm(model, precision)
+    for graph in graphs:
+        onnx.checker.check_model(graph, full_check=True)
+        onnx.shape_inference.infer_shapes(graph, strict_mode=True)
+    return [ort.InferenceSession(g.SerializeToString(), providers=["CPUExecutionProvider"]) for g in graphs]
+
+
+def run(te, bilm, ids, h, c):
+    emb, mask = te.run(None, {"char_ids": ids})
+    return (*bilm.run(None, {"token_embeddings": emb, "mask": mask, "initial_h": h, "initial_c": c}), mask)
+
+
+def test_the_recurrence_is_a_scan_not_unrolled(tiny_model):
+    graph = build_bilm(tiny_model)
+    ops = [n.op_type for n in graph.graph.node]
+    assert ops.count("Scan") == tiny_model.options.n_layers
+    # Unrolled, there would be MatMuls per step in the main graph: only the hoisted ones remain.
+    assert ops.count("MatMul") == 2 * tiny_model.options.n_layers
+
+
+@pytest.mark.parametrize("lengths", [[1], [7, 3, 12], [40, 1]])
+def test_graphs_match_the_reference_for_any_batch_and_length(tiny_model, lengths):
+    te, bilm = sessions(tiny_model)
+    rng = np.random.default_rng(len(lengths))
+    words = ["the", "cat", "sat", "on", "mat", ",", "Zürich", "x" * 60, "1,000", "."]
+    batch = [[words[i] for i in rng.integers(0, len(words), n)] for n in lengths]
+    ids = batch_to_char_ids(batch)
+    b = len(batch)
+    h = rng.normal(size=(2, 2, b, 16)).astype(np.float32)
+    c = rng.normal(size=(2, 2, b, 64)).astype(np.float32)
+    layers, fh, fc, mask = run(te, bilm, ids, h, c)
+    with torch.no_grad():
+        ref = tiny_model(torch.from_numpy(ids), (torch.from_numpy(h), torch.from_numpy(c)))
+    np.testing.assert_array_equal(mask, ref.mask.numpy().astype(np.int32))
+    np.testing.assert_allclose(layers, ref.layers.numpy(), atol=1e-5)
+    np.testing.assert_allclose(fh, ref.state.h.numpy(), atol=1e-5)
+    np.testing.assert_allclose(fc, ref.state.c.numpy(), atol=1e-5)
+
+
+def test_fp16_graphs_run_on_the_cpu_close_to_fp32(tiny_model):
+    te, bilm = sessions(tiny_model, "fp16")
+    ids = batch_to_char_ids([["Half", "precision", "still", "works", "."], ["Yes"]])
+    h, c = np.zeros((2, 2, 2, 16), np.float32), np.zeros((2, 2, 2, 64), np.float32)
+    layers, _, _, mask = run(te, bilm, ids, h, c)
+    assert layers.dtype == np.float32
+    with torch.no_grad():
+        ref = tiny_model(torch.from_numpy(ids)).layers.numpy()
+    got, want = layers[:, mask.astype(bool)], ref[:, mask.astype(bool)]  # (L+1, tokens, 2P)
+    cos = (got * want).sum(-1) / np.linalg.norm(got, axis=-1) / np.linalg.norm(want, axis=-1)
+    assert cos.min() > 0.999
