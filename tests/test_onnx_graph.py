@@ -6,6 +6,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from elmo_export.model import LstmState
 from elmo_export.onnx_graph import build_bilm, build_token_embedder
 from elmo_runtime.chars import batch_to_char_ids
 
@@ -43,7 +44,7 @@ def test_graphs_match_the_reference_for_any_batch_and_length(tiny_model, lengths
     c = rng.normal(size=(2, 2, b, 64)).astype(np.float32)
     layers, fh, fc, mask = run(te, bilm, ids, h, c)
     with torch.no_grad():
-        ref = tiny_model(torch.from_numpy(ids), (torch.from_numpy(h), torch.from_numpy(c)))
+        ref = tiny_model(torch.from_numpy(ids), LstmState(torch.from_numpy(h), torch.from_numpy(c)))
     np.testing.assert_array_equal(mask, ref.mask.numpy().astype(np.int32))
     np.testing.assert_allclose(layers, ref.layers.numpy(), atol=1e-5)
     np.testing.assert_allclose(fh, ref.state.h.numpy(), atol=1e-5)
