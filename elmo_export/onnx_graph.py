@@ -218,25 +218,27 @@ def build_bilm(model: ElmoBiLm, precision: Precision = "fp32", opset: int = DEFA
     g = _Graph("bilm/", precision, opset)
     p, n_layers = o.projection_dim, o.n_layers
 
-    mask_f = g.to_float(g.op("Cast", [C.MASK], to=TensorProto.FLOAT))  # (B, T)
+    # Up to the recurrence the graph works in float32 whatever the precision: it is cheap,
+    # and ORT (1.32) crashes optimizing some float16 Transposes here.
+    mask_f = g.op("Cast", [C.MASK], to=TensorProto.FLOAT)  # (B, T)
     lengths = g.reduce("ReduceSum", g.op("Cast", [C.MASK], to=TensorProto.INT64), [1], keepdims=0, hint="lengths")
     ext_lengths = g.op("Add", [lengths, g.const(np.asarray(2, np.int64), "two")], "ext_lengths")  # (B,)
-    tokens = g.op("Mul", [g.to_float(C.TOKEN_EMBEDDINGS), g.op("Unsqueeze", [mask_f, g.ints([2], "axes")])])
+    tokens = g.op("Mul", [C.TOKEN_EMBEDDINGS, g.op("Unsqueeze", [mask_f, g.ints([2], "axes")])])
 
     # Add <S> before every row and </S> after each row's last token: (B, T + 2, P).
     bos, eos = _boundary_embeddings(model)
     shape = g.op("Shape", [tokens])
     batch = g.op("Slice", [shape, g.ints([0]), g.ints([1])], "batch")
     row_shape = g.op("Concat", [batch, g.ints([1, p])], axis=0)
-    bos_col = g.op("Expand", [g.weight(bos.reshape(1, 1, p), "bos"), row_shape])
-    pad_col = g.op("Expand", [g.weight(np.zeros((1, 1, p)), "pad"), row_shape])
+    bos_col = g.op("Expand", [g.const(bos.reshape(1, 1, p), "bos"), row_shape])
+    pad_col = g.op("Expand", [g.const(np.zeros((1, 1, p), np.float32), "pad"), row_shape])
     x = g.op("Concat", [bos_col, tokens, pad_col], "with_bos", axis=1)
     steps = g.op("Add", [g.op("Slice", [shape, g.ints([1]), g.ints([2])]), g.ints([2], "two")])  # [T + 2]
     positions = g.op("Range", [g.const(np.asarray(0, np.int64), "zero"), g.op("Squeeze", [steps, g.ints([0], "axes")]),
                                g.const(np.asarray(1, np.int64), "one")], "positions")  # (T+2,)
     positions = g.op("Unsqueeze", [positions, g.ints([0], "axes")])  # (1, T+2)
     is_eos = g.op("Equal", [positions, g.op("Unsqueeze", [g.op("Sub", [ext_lengths, g.const(np.asarray(1, np.int64), "one")]), g.ints([1], "axes")])])
-    x = g.op("Where", [g.op("Unsqueeze", [is_eos, g.ints([2], "axes")]), g.weight(eos.reshape(1, 1, p), "eos"), x], "with_eos")
+    x = g.op("Where", [g.op("Unsqueeze", [is_eos, g.ints([2], "axes")]), g.const(eos.reshape(1, 1, p), "eos"), x], "with_eos")
     active = g.op("Less", [positions, g.op("Unsqueeze", [ext_lengths, g.ints([1], "axes")])])  # (B, T+2)
     active = g.op("Unsqueeze", [active, g.ints([2], "axes")], "active")  # (B, T+2, 1)
 
@@ -249,14 +251,18 @@ def build_bilm(model: ElmoBiLm, precision: Precision = "fp32", opset: int = DEFA
         return picked  # (B, P) or (B, D)
 
     layer_outputs = [g.op("Concat", [x, x], "layer0", axis=-1)]
-    forward_in = backward_in = x
+    # The recurrence runs time-major, so that Scan slices its inputs without transposing the
+    # large (B, T+2, 4D) products; only the small (B, T+2, P) tensors are transposed.
+    time_major = lambda v: g.op("Transpose", [v], perm=[1, 0, 2])  # noqa: E731
+    forward_in = backward_in = g.to_float(time_major(x))  # (T+2, B, P)
+    active = time_major(active)  # (T+2, B, 1)
     final_h, final_c = [], []
     for layer in range(n_layers):
         fwd_cell, bwd_cell = model.cells[layer]
         # Hoisted out of the recurrence: the input products of every step in one MatMul each.
         xw_f = g.op("Add", [g.op("MatMul", [forward_in, g.weight(fwd_cell.input_to_gates.weight.T, "W_x_f")]),
-                            g.weight(fwd_cell.input_to_gates.bias, "b_f")])  # (B, T+2, 4D)
-        reversed_in = g.op("ReverseSequence", [backward_in, ext_lengths], batch_axis=0, time_axis=1)
+                            g.weight(fwd_cell.input_to_gates.bias, "b_f")])  # (T+2, B, 4D)
+        reversed_in = g.op("ReverseSequence", [backward_in, ext_lengths], batch_axis=1, time_axis=0)
         xw_b = g.op("Add", [g.op("MatMul", [reversed_in, g.weight(bwd_cell.input_to_gates.weight.T, "W_x_b")]),
                             g.weight(bwd_cell.input_to_gates.bias, "b_b")])
         body = _lstm_step_body(model, layer, precision, opset)
@@ -264,12 +270,11 @@ def build_bilm(model: ElmoBiLm, precision: Precision = "fp32", opset: int = DEFA
             "Scan",
             [state(h0, layer, 0), state(c0, layer, 0), state(h0, layer, 1), state(c0, layer, 1), xw_f, xw_b, active],
             f"scan{layer}", n_out=6, body=body, num_scan_inputs=3,
-            scan_input_axes=[1, 1, 1], scan_output_axes=[1, 1],
         )
-        y_b = g.op("ReverseSequence", [y_b_rev, ext_lengths], batch_axis=0, time_axis=1)  # (B, T+2, P)
+        y_b = g.op("ReverseSequence", [y_b_rev, ext_lengths], batch_axis=1, time_axis=0)  # (T+2, B, P)
         if layer > 0 and o.use_skip_connections:
             y_f, y_b = g.op("Add", [y_f, forward_in]), g.op("Add", [y_b, backward_in])
-        layer_outputs.append(g.op("Concat", [y_f, y_b], f"layer{layer + 1}", axis=-1))
+        layer_outputs.append(time_major(g.to_fp32(g.op("Concat", [y_f, y_b], f"layer{layer + 1}", axis=-1))))
         forward_in, backward_in = y_f, y_b
         unsq = lambda v: g.op("Unsqueeze", [v, g.ints([0], "axes")])  # noqa: E731
         final_h.append(g.op("Concat", [unsq(h_f), unsq(h_b)], axis=0))  # (2, B, P)
@@ -281,7 +286,7 @@ def build_bilm(model: ElmoBiLm, precision: Precision = "fp32", opset: int = DEFA
     end = g.op("Add", [g.op("Slice", [shape, g.ints([1]), g.ints([2])]), g.ints([1], "one")])
     inner = g.op("Slice", [stacked, g.ints([1]), end, g.ints([2], "axis")])  # (L+1, B, T, 2P)
     inner = g.op("Mul", [inner, g.op("Unsqueeze", [mask_f, g.ints([0, 3], "axes")])])
-    g.nodes.append(helper.make_node("Identity", [g.to_fp32(inner)], [C.LAYERS]))
+    g.nodes.append(helper.make_node("Identity", [inner], [C.LAYERS]))
     g.nodes.append(helper.make_node("Identity", [g.to_fp32(g.op("Concat", [unsq0(v) for v in final_h], axis=0))], [C.FINAL_H]))
     g.nodes.append(helper.make_node("Identity", [g.to_fp32(g.op("Concat", [unsq0(v) for v in final_c], axis=0))], [C.FINAL_C]))
 
