@@ -6,7 +6,9 @@ parity check share.
 
 from __future__ import annotations
 
+import functools
 import logging
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -18,44 +20,113 @@ from elmo_runtime.package import Manifest, PackageError, load_manifest
 log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda")
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+# onnxruntime and onnxruntime-gpu install the same `onnxruntime` module: never both at once. The
+# extras bring CUDA and cuDNN as pip packages, for machines without a system-wide CUDA.
+GPU_INSTALL = 'pip uninstall -y onnxruntime && pip install "onnxruntime-gpu[cuda,cudnn]"'
+GPU_INSTALL_OVER_BOTH = 'pip uninstall -y onnxruntime onnxruntime-gpu && pip install "onnxruntime-gpu[cuda,cudnn]"'
 
 
 def providers_for(device: str) -> list[str]:
-    """The execution providers to ask for, checked against what onnxruntime offers."""
+    """The execution providers to ask for, checked against what onnxruntime offers.
+
+    Raises:
+        ValueError: an unknown device.
+        RuntimeError: device="cuda" and onnxruntime offers no CUDA provider (the error lists
+            the providers it does offer and how to install the GPU build).
+    """
     if device not in DEVICES:
         raise ValueError(f"device is {device!r}; choose one of {', '.join(DEVICES)}")
     available = ort.get_available_providers()
     if device == "cpu":
-        return ["CPUExecutionProvider"]
-    if "CUDAExecutionProvider" in available:
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        return [CPU]
+    _warn_if_two_onnxruntimes()
+    if CUDA in available:
+        _preload_cuda_libraries()
+        return [CUDA, CPU]
     if device == "cuda":
         raise RuntimeError(
-            "device='cuda' but onnxruntime offers no CUDAExecutionProvider (available: "
-            f"{', '.join(available)}); install onnxruntime-gpu instead of onnxruntime, or use device='cpu'"
+            f"device='cuda' but onnxruntime offers no {CUDA} (available: {', '.join(available)}); "
+            f"install the GPU build ({GPU_INSTALL}) or use device='cpu'"
         )
-    return ["CPUExecutionProvider"]
+    return [CPU]
 
 
 def create_session(path: Path, device: str = "auto", threads: int | None = None) -> ort.InferenceSession:
-    """One inference session; warns when CUDA was asked for and the CPU is what runs."""
+    """One inference session on `device`.
+
+    "auto" takes CUDA when onnxruntime offers it and it starts, else the CPU (with a warning
+    when the CUDA provider is there but failed to start); "cuda" that ends up on the CPU is
+    an error.
+
+    Raises:
+        ValueError: an unknown device or a bad thread count.
+        RuntimeError: device="cuda" and CUDA is not usable.
+        PackageError: ONNX Runtime cannot load the graph.
+    """
     options = ort.SessionOptions()
     if threads is not None:
-        if not isinstance(threads, int) or threads < 1:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise ValueError(f"threads is {threads!r}; expected a positive integer or None")
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    requested = providers_for(device)
     try:
-        session = ort.InferenceSession(str(path), sess_options=options, providers=providers_for(device))
+        session = ort.InferenceSession(str(path), sess_options=options, providers=requested)
     except (ort.capi.onnxruntime_pybind11_state.InvalidGraph,
             ort.capi.onnxruntime_pybind11_state.InvalidProtobuf,
             ort.capi.onnxruntime_pybind11_state.Fail) as e:
         raise PackageError(f"{path}: ONNX Runtime cannot load this graph ({str(e).splitlines()[0]})") from None
     running = session.get_providers()
-    if device in ("cuda", "auto") and "CUDAExecutionProvider" in providers_for(device) and running[0] != "CUDAExecutionProvider":
-        log.warning("CUDA was requested but %s runs on %s", path.name, running[0])
+    if requested[0] == CUDA and running[0] != CUDA:
+        # onnxruntime-gpu is installed, but CUDA did not start (no GPU, driver, CUDA or cuDNN
+        # libraries): ONNX Runtime quietly falls back to the CPU.
+        reason = (f"onnxruntime offers {CUDA} but it did not start for {path.name} (no usable GPU, "
+                  f"or the CUDA/cuDNN libraries onnxruntime-gpu needs are missing); running on {running[0]}")
+        if device == "cuda":
+            raise RuntimeError(f"device='cuda': {reason}. Use device='cpu' or 'auto' to run on the CPU")
+        log.warning("CUDA was requested (device=%r) but the CPU runs: %s", device, reason)
     return session
+
+
+@functools.cache
+def _preload_cuda_libraries() -> None:
+    """Load CUDA/cuDNN from pip's `nvidia-*` packages (onnxruntime-gpu[cuda,cudnn]), where present.
+
+    Without this, onnxruntime-gpu finds only a system-wide CUDA. `preload_dlls` prints what it
+    cannot load to stdout; that goes to the debug log instead (the CUDA provider failing to start
+    is reported by `create_session`).
+    """
+    import contextlib
+    import importlib.util
+    import io
+
+    if not hasattr(ort, "preload_dlls") or importlib.util.find_spec("nvidia") is None:
+        return
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            ort.preload_dlls()
+    except Exception as e:  # best effort: a failure here shows up as CUDA not starting
+        log.debug("onnxruntime.preload_dlls failed: %s", e)
+    if printed.getvalue().strip():
+        log.debug("onnxruntime.preload_dlls: %s", printed.getvalue().strip())
+
+
+@functools.cache
+def _warn_if_two_onnxruntimes() -> None:
+    """onnxruntime and onnxruntime-gpu share one import name; installed together, one breaks the other."""
+    installed = []
+    for name in ("onnxruntime", "onnxruntime-gpu"):
+        try:
+            installed.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            pass
+    if len(installed) == 2:
+        log.warning("both %s and %s are installed; they overwrite each other's files. For CUDA keep "
+                    "only onnxruntime-gpu: %s", *installed, GPU_INSTALL_OVER_BOTH)
 
 
 class PackageRunner:
@@ -70,9 +141,12 @@ class PackageRunner:
     def __init__(self, package_dir: str | Path, device: str = "auto", threads: int | None = None):
         self.manifest: Manifest = load_manifest(package_dir)
         self.token_embedder = create_session(self.manifest.token_embedder_file, device, threads)
-        self.bilm_session = create_session(self.manifest.bilm_file, device, threads)
+        # With "auto", once CUDA is absent or failed to start (and said so), do not try it again.
+        bilm_device = "cpu" if device == "auto" and self.token_embedder.get_providers()[0] != CUDA else device
+        self.bilm_session = create_session(self.manifest.bilm_file, bilm_device, threads)
         self.providers = self.bilm_session.get_providers()
-        log.info("loaded %s (%s) on %s", self.manifest.directory, self.manifest.precision, self.providers[0])
+        log.info("loaded %s (%s) on %s (device=%r)", self.manifest.directory, self.manifest.precision,
+                 self.providers[0], device)
 
     def token_embeddings(self, char_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """`(B, T, 50)` int32 char ids -> `(B, T, P)` float32 embeddings and `(B, T)` int32 mask."""

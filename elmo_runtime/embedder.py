@@ -1,0 +1,416 @@
+"""The `Elmo` class: sentences in, ELMo vectors out.
+
+    from elmo_runtime import Elmo
+    elmo = Elmo("path/to/package")                       # device="auto": CUDA if usable, else CPU
+    vectors = elmo.embed([["The", "cat", "sat", "."], ["Hi", "!"]])   # pre-tokenized
+    vectors = elmo.embed(["The cat sat.", "Hi!"])                      # raw text is tokenized
+
+Each sentence is embedded from the same initial LSTM state (the package's warm state by
+default), so a sentence's vectors do not depend on what else is in the call or how the runtime
+batches it. The original model was stateful instead; `Elmo.stream()` gives that behaviour back,
+with the carried state in plain sight.
+
+Shapes: L LSTM layers, so L + 1 output layers (layer 0 is the char CNN's token embedding,
+duplicated for both directions); T tokens of one sentence; `dim` = 2 x projection_dim (1024
+for the original model).
+"""
+
+from __future__ import annotations
+
+import logging
+import numbers
+import reprlib
+import threading
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence, Union
+
+import numpy as np
+import onnxruntime as ort
+
+from elmo_runtime.batching import batch_cost, check_budget, chunks_by_tokens, plan_batches
+from elmo_runtime.chars import batch_to_char_ids
+from elmo_runtime.runner import PackageRunner
+from elmo_runtime.tokenize import tokenize
+
+log = logging.getLogger(__name__)
+
+# Token positions per batch (padding and the two sentence-boundary positions included). On a CPU,
+# bigger batches gain nothing once a batch's gate pre-activations (positions x 4 x LSTM cells)
+# leave the cache: on the `small` preset (2 cores) 1024 ran 10-40% faster than 4096. A GPU wants
+# bigger batches (4096: not yet measured on one). For the original model a batch of 4096
+# positions holds 50 MB of output layers plus the LSTM's working set.
+DEFAULT_BATCH_TOKENS = {"CPUExecutionProvider": 1024, "CUDAExecutionProvider": 4096}
+# `embed_iter` reads this many batches' worth of sentences at a time, sorts and embeds them.
+CHUNK_BATCHES = 4
+
+_state = ort.capi.onnxruntime_pybind11_state
+_ORT_RUN_ERRORS = (_state.Fail, _state.RuntimeException, _state.InvalidArgument, _state.EPFail)
+
+POOL_CHOICES = (None, "mean")
+STATE_CHOICES = ("warm", "zero")
+
+Layers = Union[str, int, Sequence[float]]
+Sentence = Union[str, Sequence[str]]
+
+
+class Elmo:
+    """An exported ELMo package, ready to embed sentences.
+
+    Safe to call from several threads at once: it holds no state that a call changes, and
+    ONNX Runtime sessions run concurrently.
+
+    Args:
+        package: a package directory written by `elmo-export` (holding `elmo.json`).
+        device: "auto" (CUDA when onnxruntime-gpu and a GPU are usable, else the CPU; the
+            choice is logged at INFO), "cpu" or "cuda" (an error when CUDA is not usable).
+        threads: intra-op threads per ONNX Runtime session (None: its default, one per core).
+        batch_tokens: default token budget per batch for `embed` and `embed_iter` (see there);
+            None: 1024 on the CPU, 4096 on CUDA (`DEFAULT_BATCH_TOKENS`).
+
+    Raises:
+        FileNotFoundError: `package` is not a directory or has no `elmo.json`.
+        PackageError: the package is missing files, corrupt, or from a newer format version.
+        RuntimeError: device="cuda" and CUDA is not usable (the error lists what is).
+        ValueError: an unknown device or a bad thread count.
+    """
+
+    def __init__(self, package: str | Path, device: str = "auto", threads: int | None = None,
+                 batch_tokens: int | None = None):
+        if batch_tokens is not None:
+            check_budget(batch_tokens, None)
+        self._runner = PackageRunner(package, device=device, threads=threads)
+        self.manifest = self._runner.manifest
+        if batch_tokens is None:
+            batch_tokens = DEFAULT_BATCH_TOKENS.get(self.providers[0], DEFAULT_BATCH_TOKENS["CPUExecutionProvider"])
+        self.batch_tokens = int(batch_tokens)
+
+    @property
+    def providers(self) -> list[str]:
+        """The ONNX Runtime execution providers in use, the preferred one first."""
+        return list(self._runner.providers)
+
+    @property
+    def dim(self) -> int:
+        """Width of each vector: 2 x projection_dim (forward and backward halves)."""
+        return self.manifest.output_dim
+
+    @property
+    def num_layers(self) -> int:
+        """Output layers: the token embedding plus one per LSTM layer."""
+        return self.manifest.n_layers + 1
+
+    @property
+    def default_state(self) -> str:
+        """The state sentences start from unless told otherwise: the package's own mode."""
+        return self.manifest.initial_state_mode
+
+    def __repr__(self) -> str:
+        return (f"Elmo({str(self.manifest.directory)!r}, precision={self.manifest.precision!r}, "
+                f"layers={self.num_layers}, dim={self.dim}, provider={self.providers[0]!r})")
+
+    def embed(self, sentences: Iterable[Sentence], layers: Layers = "all", pool: str | None = None,
+              state: str | None = None, return_tokens: bool = False, batch_tokens: int | None = None,
+              batch_size: int | None = None) -> list[np.ndarray] | tuple[list[np.ndarray], list[list[str]]]:
+        """Embed sentences, one float32 array per sentence, in the order given.
+
+        Args:
+            sentences: each a str of raw text (tokenized with `elmo_runtime.tokenize`) or a
+                list of token strings (used as they are: a token longer than 48 UTF-8 bytes is
+                cut to its first 48, as the original does; control characters are embedded as
+                their bytes). Wrap a single sentence in a list: a flat list of strings is read
+                as that many raw-text sentences.
+            layers: "all" -> `(L + 1, T, dim)`; "top" -> the last LSTM layer `(T, dim)`;
+                "average" -> the mean of all layers `(T, dim)`; an int (negative counts from
+                the top) -> that layer `(T, dim)`; a list of L + 1 floats -> the weighted sum
+                `sum_k w[k] * layer[k]` `(T, dim)`, the weights used as given (not normalised;
+                for AllenNLP's scalar mix pass `gamma * softmax(s)`).
+            pool: None, or "mean" to average over the tokens: one vector per sentence, `(dim,)`
+                (`(L + 1, dim)` with layers="all"), like TF-Hub's `default` output. A sentence
+                with no tokens pools to zeros.
+            state: the LSTM state every sentence starts from: "warm" (the package's warm
+                state), "zero", or None for the package's default (`default_state`: warm unless
+                the package was exported with a zero state). Every row starts from the same
+                state, so batching never changes the vectors.
+            return_tokens: also return each sentence's tokens.
+            batch_tokens: token positions per batch, padding and the two sentence boundaries
+                included (None: the instance's `batch_tokens`, by default 1024 on the CPU and
+                4096 on CUDA). Memory follows this budget, not the input; a longer sentence
+                runs alone.
+            batch_size: also cap each batch at this many sentences (None: no cap).
+
+        Returns:
+            A list of float32 arrays, or `(arrays, tokens)` with return_tokens. A sentence with
+            no tokens gives an array with 0 tokens; no sentences give `[]`.
+
+        Raises:
+            TypeError: `sentences` or one sentence or token has the wrong type (the error names
+                the sentence and token index).
+            ValueError: a bad `layers`, `pool`, `state` or budget.
+        """
+        token_lists = [_as_tokens(s, i) for i, s in enumerate(_sentence_iterable(sentences))]
+        vectors = self._embed_tokens(token_lists, _Options.make(self, layers, pool, state, batch_tokens, batch_size))
+        return (vectors, token_lists) if return_tokens else vectors
+
+    def embed_iter(self, sentences: Iterable[Sentence], layers: Layers = "all", pool: str | None = None,
+                   state: str | None = None, return_tokens: bool = False, batch_tokens: int | None = None,
+                   batch_size: int | None = None) -> Iterator[np.ndarray] | Iterator[tuple[np.ndarray, list[str]]]:
+        """Embed a stream of sentences lazily, yielding one array per sentence in order.
+
+        The input is consumed in chunks of about 4 batches' worth of tokens (`CHUNK_BATCHES` x
+        `batch_tokens`), each sorted and batched like `embed`, so memory follows the budget and
+        not the length of the stream. The vectors equal `embed`'s.
+
+        Args:
+            sentences: any iterable of sentences (a generator over a file, say); see `embed`.
+            layers, pool, state, batch_tokens, batch_size: as for `embed` (checked before any
+                input is read).
+            return_tokens: yield `(array, tokens)` pairs instead of arrays.
+
+        Yields:
+            float32 arrays shaped as `embed` returns them (or `(array, tokens)` pairs).
+
+        Raises:
+            TypeError, ValueError: as `embed`, when the offending sentence is reached.
+        """
+        options = _Options.make(self, layers, pool, state, batch_tokens, batch_size)
+        iterable = _sentence_iterable(sentences)
+        return self._iter(iterable, options, return_tokens)
+
+    def _iter(self, iterable, options: "_Options", return_tokens: bool):
+        prepared = (_as_tokens(s, i) for i, s in enumerate(iterable))
+        chunk_tokens = CHUNK_BATCHES * options.batch_tokens
+        for chunk in chunks_by_tokens(prepared, lambda tokens: batch_cost(1, len(tokens)), chunk_tokens):
+            vectors = self._embed_tokens(chunk, options)
+            if return_tokens:
+                yield from zip(vectors, chunk)
+            else:
+                yield from vectors
+
+    def stream(self, state: str | None = None) -> "ElmoStream":
+        """A stateful embedder: each row's LSTM state carries into the same row of the next call.
+
+        This is how the original TensorFlow model was run (and how its test fixtures were
+        made): `stream.embed(batch)` runs the batch as given, row i after row i of the previous
+        call, without sorting or splitting it. See `ElmoStream`.
+
+        Args:
+            state: the state rows start from (and `reset` returns to): "warm", "zero" (the
+                original's), or None for the package's default.
+        """
+        return ElmoStream(self, _check_state(self, state))
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _embed_tokens(self, token_lists: list[list[str]], options: "_Options") -> list[np.ndarray]:
+        out: list[np.ndarray | None] = [None] * len(token_lists)
+        lengths = [len(tokens) for tokens in token_lists]
+        for rows in plan_batches(lengths, options.batch_tokens, options.batch_size):
+            batch = [token_lists[i] for i in rows]
+            h, c = self._runner.initial_state(options.state, len(batch))
+            layers, _, _ = self._run(batch, h, c)
+            for i, vectors in zip(rows, options.per_row(layers, [lengths[i] for i in rows])):
+                out[i] = vectors
+        for i, n in enumerate(lengths):
+            if n == 0:
+                out[i] = options.empty(self)
+        return out  # type: ignore[return-value]
+
+    def _run(self, batch: list[list[str]], h: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Both graphs on one batch: `layers (L + 1, B, T, dim)`, final `h`, `c`."""
+        char_ids = batch_to_char_ids(batch)  # (B, T, 50)
+        if char_ids.shape[1] == 0:
+            # Every row empty: one all-padding position runs the same as none (the graphs need T > 0).
+            char_ids = np.zeros((len(batch), 1, char_ids.shape[2]), np.int32)
+        log.debug("running a batch of %d sentences x %d tokens", *char_ids.shape[:2])
+        try:
+            embeddings, mask = self._runner.token_embeddings(char_ids)
+            return self._runner.bilm(embeddings, mask, h, c)
+        except _ORT_RUN_ERRORS as e:
+            raise RuntimeError(
+                f"ONNX Runtime failed on a batch of {char_ids.shape[0]} sentences x "
+                f"{char_ids.shape[1]} tokens ({str(e).splitlines()[0]})"
+            ) from None
+
+
+class ElmoStream:
+    """Stateful embedding: row i of each call continues from row i of the previous call.
+
+    Made by `Elmo.stream()`. Each batch runs as one model call, as given: rows are not sorted
+    or split, so memory follows the batch. A row whose sentence is shorter than the batch's
+    longest keeps its state from after its own last token. Rows beyond the current batch keep
+    their state untouched; rows new to a larger batch start from the initial state. An empty
+    sentence still moves its row's state (through the `<S>` and `</S>` the model adds), as in
+    the original.
+
+    One stream is one sequence of calls: calls on it are serialised by a lock; use one stream
+    per thread for concurrent streams.
+    """
+
+    def __init__(self, elmo: Elmo, state: str):
+        self._elmo = elmo
+        self._mode = state
+        self._h: np.ndarray | None = None  # (L, 2, rows, P)
+        self._c: np.ndarray | None = None  # (L, 2, rows, D)
+        self._lock = threading.Lock()
+
+    @property
+    def state(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Copies of the carried `h (L, 2, rows, P)` and `c (L, 2, rows, D)`; None before the first call."""
+        with self._lock:
+            return None if self._h is None else (self._h.copy(), self._c.copy())
+
+    def reset(self) -> None:
+        """Forget the carried state: the next call starts every row from the initial state."""
+        with self._lock:
+            self._h = self._c = None
+
+    def embed(self, batch: Sequence[Sentence], layers: Layers = "all", pool: str | None = None,
+              return_tokens: bool = False) -> list[np.ndarray] | tuple[list[np.ndarray], list[list[str]]]:
+        """Embed one batch, carrying each row's state in and out.
+
+        Args:
+            batch: sentences, row by row (raw text or token lists, as for `Elmo.embed`).
+            layers, pool, return_tokens: as for `Elmo.embed`.
+
+        Returns:
+            One float32 array per row (or `(arrays, tokens)`), as `Elmo.embed` returns them.
+        """
+        token_lists = [_as_tokens(s, i) for i, s in enumerate(_sentence_iterable(batch))]
+        options = _Options.make(self._elmo, layers, pool, self._mode, None, None)
+        if not token_lists:
+            return ([], []) if return_tokens else []
+        rows = len(token_lists)
+        with self._lock:
+            h0, c0 = self._elmo._runner.initial_state(self._mode, rows)
+            if self._h is not None:
+                carried = min(rows, self._h.shape[2])
+                h0[:, :, :carried], c0[:, :, :carried] = self._h[:, :, :carried], self._c[:, :, :carried]
+            layers_out, h, c = self._elmo._run(token_lists, h0, c0)
+            if self._h is not None and self._h.shape[2] > rows:
+                h = np.concatenate([h, self._h[:, :, rows:]], axis=2)
+                c = np.concatenate([c, self._c[:, :, rows:]], axis=2)
+            self._h, self._c = h, c
+        lengths = [len(tokens) for tokens in token_lists]
+        vectors = list(options.per_row(layers_out, lengths))
+        return (vectors, token_lists) if return_tokens else vectors
+
+
+# -- input checking ---------------------------------------------------------------------------
+
+def _sentence_iterable(sentences) -> Iterable:
+    if isinstance(sentences, (str, bytes)):
+        raise TypeError(
+            f"sentences is a single {type(sentences).__name__}; pass a list of sentences, "
+            f"e.g. embed([{sentences[:20]!r}])"
+        )
+    if sentences is None or not isinstance(sentences, Iterable):
+        raise TypeError(f"sentences is {type(sentences).__name__}; expected a list of sentences "
+                        "(each a str or a list of token strings)")
+    return sentences
+
+
+def _as_tokens(sentence, index: int) -> list[str]:
+    """One sentence as a list of tokens; TypeError naming the sentence (and token) if malformed."""
+    if isinstance(sentence, str):
+        return tokenize(sentence)
+    if isinstance(sentence, (list, tuple)):
+        tokens = list(sentence)
+        if all(isinstance(t, str) for t in tokens):
+            return tokens
+        j, bad = next((j, t) for j, t in enumerate(tokens) if not isinstance(t, str))
+        if isinstance(bad, (list, tuple)):
+            raise TypeError(
+                f"sentence {index}, token {j} is a {type(bad).__name__}, not a str: sentences nest "
+                "one level too deep (expected a list of sentences, each a str or a list of str)"
+            )
+        raise TypeError(f"sentence {index}, token {j} is {type(bad).__name__} {reprlib.repr(bad)}; tokens must be str")
+    if isinstance(sentence, bytes):
+        raise TypeError(f"sentence {index} is bytes; decode it to str first")
+    raise TypeError(
+        f"sentence {index} is {type(sentence).__name__} {reprlib.repr(sentence)}; expected a str (raw text) "
+        "or a list of token strings"
+    )
+
+
+def _check_state(elmo: Elmo, state: str | None) -> str:
+    if state is None:
+        return elmo.default_state
+    if state not in STATE_CHOICES:
+        raise ValueError(f"state is {state!r}; choose 'warm', 'zero' or None (the package's default)")
+    if state == "warm" and elmo.manifest.warm_h is None:
+        raise ValueError(f"{elmo.manifest.directory} was exported without a warm state; use state='zero'")
+    return state
+
+
+class _Options:
+    """Checked per-call settings and the layer mix they imply."""
+
+    def __init__(self, mix, pool, state, batch_tokens, batch_size):
+        self.mix = mix  # "all", an int, or a float32 weight vector (L + 1,)
+        self.pool = pool
+        self.state = state
+        self.batch_tokens = batch_tokens
+        self.batch_size = batch_size
+
+    @classmethod
+    def make(cls, elmo: Elmo, layers, pool, state, batch_tokens, batch_size) -> "_Options":
+        n = elmo.num_layers
+        if pool not in POOL_CHOICES:
+            raise ValueError(f"pool is {pool!r}; choose None or 'mean'")
+        batch_tokens = elmo.batch_tokens if batch_tokens is None else batch_tokens
+        check_budget(batch_tokens, batch_size)
+        return cls(_layer_mix(layers, n), pool, _check_state(elmo, state), int(batch_tokens), batch_size)
+
+    def per_row(self, layers: np.ndarray, lengths: Sequence[int]) -> Iterator[np.ndarray]:
+        """`layers (L + 1, B, T, dim)` -> each row's own array, a copy (never a view of the batch)."""
+        if isinstance(self.mix, str):  # "all"
+            mixed = layers  # (L + 1, B, T, dim)
+        elif isinstance(self.mix, int):
+            mixed = layers[self.mix]  # (B, T, dim)
+        else:
+            mixed = np.tensordot(self.mix, layers, axes=1)  # (B, T, dim)
+        if self.pool == "mean":
+            n = np.asarray(lengths)
+            mask = (np.arange(mixed.shape[-2])[None, :] < n[:, None]).astype(np.float32)  # (B, T)
+            pooled = np.einsum("...btd,bt->b...d", mixed, mask) / np.maximum(n, 1).reshape(-1, *[1] * (mixed.ndim - 2))
+            for row in pooled.astype(np.float32):
+                yield row.copy()  # (dim,) or (L + 1, dim); zeros for no tokens
+        elif mixed.ndim == 4:
+            for b, n in enumerate(lengths):
+                yield np.array(mixed[:, b, :n], dtype=np.float32, copy=True)  # (L + 1, n, dim)
+        else:
+            for b, n in enumerate(lengths):
+                yield np.array(mixed[b, :n], dtype=np.float32, copy=True)  # (n, dim)
+
+    def empty(self, elmo: Elmo) -> np.ndarray:
+        """The array for a sentence with no tokens."""
+        shape = (elmo.num_layers, 0, elmo.dim) if isinstance(self.mix, str) else (0, elmo.dim)
+        if self.pool == "mean":
+            shape = shape[:-2] + shape[-1:]
+        return np.zeros(shape, np.float32)
+
+
+def _layer_mix(layers, n: int):
+    """Check `layers` against `n` output layers -> "all", a layer index, or float32 weights."""
+    choices = f"'all', 'top', 'average', a layer index in {-n}..{n - 1}, or a list of {n} weights"
+    if isinstance(layers, str):
+        if layers == "all":
+            return "all"
+        if layers == "top":
+            return n - 1
+        if layers == "average":
+            return np.full(n, 1.0 / n, np.float32)
+        raise ValueError(f"layers is {layers!r}; choose {choices}")
+    if isinstance(layers, numbers.Integral) and not isinstance(layers, bool):
+        if not -n <= layers < n:
+            raise ValueError(f"layers is {layers}; this package has {n} layers: choose {choices}")
+        return int(layers) % n
+    if isinstance(layers, (list, tuple, np.ndarray)):
+        try:
+            weights = np.asarray(layers, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"layers is {layers!r}; the weights must be numbers ({choices})") from None
+        if weights.shape != (n,) or not np.all(np.isfinite(weights)):
+            raise ValueError(f"layers is {layers!r}; expected {n} finite weights ({choices})")
+        return weights.astype(np.float32)
+    raise ValueError(f"layers is {type(layers).__name__} {reprlib.repr(layers)}; choose {choices}")

@@ -1,0 +1,530 @@
+"""The torch-free runtime (`elmo_runtime.Elmo`) against the reference and the TF fixtures.
+
+Packages are exported once per session from the synthetic `tiny` preset and the two fixture
+models (`elmo_export.export.export_package`); tests that break a package work on a copy.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from elmo_export.model import LstmState
+from elmo_export.weights import load_reference
+from elmo_runtime import Elmo, PackageError
+from elmo_runtime import embedder as embedder_module
+from elmo_runtime.batching import batch_cost, plan_batches
+from elmo_runtime.chars import batch_to_char_ids
+from tf_fixtures import FIXTURE_SETS, load_fixture_set
+
+SENTENCES = [
+    ["The", "cat", "sat", "on", "the", "mat", "."],
+    ["Hi", "!"],
+    ["Call", "me", "Ishmael", "."],
+    ["The", "naïve", "café", "owner", "served", "crème", "brûlée", "in", "Zürich", "."],
+    ["x" * 60, "tokens", "longer", "than", "48", "bytes", "are", "cut"],
+    ["It", "was", "the", "best", "of", "times", ",", "it", "was", "the", "worst", "of", "times", ",",
+     "it", "was", "the", "age", "of", "wisdom", ",", "it", "was", "the", "age", "of", "foolishness", "."],
+    ["One"],
+]
+
+
+_EXPORTED: dict[tuple[str, str], Path] = {}
+
+
+def export(options, weights, out, initial_state="warm") -> Path:
+    """Export once per session per model and state mode (test_embed_cli and the install test
+    import these fixtures, which would otherwise export again)."""
+    from elmo_export.export import export_package
+
+    key = (str(Path(options).resolve()), initial_state)
+    if key not in _EXPORTED:
+        _EXPORTED[key] = export_package(options, weights, out, initial_state=initial_state, progress=False)
+    return _EXPORTED[key]
+
+
+@pytest.fixture(scope="session")
+def tiny_package(tiny_weights, tmp_path_factory):
+    """The `tiny` preset exported to fp32 with the default warm initial state."""
+    return export(*tiny_weights, tmp_path_factory.mktemp("pkg") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_zero_package(tiny_weights, tmp_path_factory):
+    """The same model exported with initial_state="zero"."""
+    return export(*tiny_weights, tmp_path_factory.mktemp("pkg") / "tiny-zero", initial_state="zero")
+
+
+@pytest.fixture(scope="session")
+def elmo(tiny_package):
+    return Elmo(tiny_package, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def fixture_packages(tmp_path_factory):
+    """Each TF fixture model exported to fp32 (zero state: the fixtures start from zeros)."""
+    packages = {}
+    for name in FIXTURE_SETS:
+        fixture = load_fixture_set(name)
+        packages[name] = export(fixture.options, fixture.weights,
+                                tmp_path_factory.mktemp("pkg") / name, initial_state="zero")
+    return packages
+
+
+def reference_layers(model, sentences, elmo, state):
+    """The reference's layers for `sentences` (one padded batch) from the package's `state`."""
+    h, c = elmo._runner.initial_state(state, len(sentences))
+    with torch.no_grad():
+        out = model(torch.from_numpy(batch_to_char_ids(sentences)), LstmState(torch.from_numpy(h), torch.from_numpy(c)))
+    return [out.layers[:, b, : len(s)].numpy() for b, s in enumerate(sentences)]  # each (L + 1, T, 2P)
+
+
+# -- the README's examples ---------------------------------------------------------------------
+
+def test_embed_pretokenized_and_raw_text(elmo):
+    vectors = elmo.embed([["The", "cat", "sat", "."], ["Hi", "!"]])
+    assert [v.shape for v in vectors] == [(3, 4, 32), (3, 2, 32)]
+    assert all(v.dtype == np.float32 for v in vectors)
+
+    raw, tokens = elmo.embed(["The cat sat.", "Hi!"], return_tokens=True)
+    assert tokens == [["The", "cat", "sat", "."], ["Hi", "!"]]
+    for got, want in zip(raw, vectors):
+        np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_layer_choices(elmo):
+    sentence = [["The", "cat", "sat", "on", "the", "mat", "."]]
+    (all_layers,) = elmo.embed(sentence)  # (3, 7, 32)
+    np.testing.assert_array_equal(elmo.embed(sentence, layers="top")[0], all_layers[-1])
+    np.testing.assert_array_equal(elmo.embed(sentence, layers=0)[0], all_layers[0])
+    np.testing.assert_array_equal(elmo.embed(sentence, layers=-2)[0], all_layers[1])
+    np.testing.assert_allclose(elmo.embed(sentence, layers="average")[0], all_layers.mean(0), atol=1e-6)
+    # A weighted mix uses the weights as given: no softmax, no gamma.
+    weights = [0.5, -1.0, 2.0]
+    np.testing.assert_allclose(elmo.embed(sentence, layers=weights)[0],
+                               sum(w * layer for w, layer in zip(weights, all_layers)), atol=1e-6)
+
+
+def test_mean_pooling_gives_one_vector_per_sentence(elmo):
+    sentences = [["The", "cat", "sat", "."], ["Hi", "!"], []]
+    full = elmo.embed(sentences)
+    pooled = elmo.embed(sentences, pool="mean")
+    top = elmo.embed(sentences, layers="top", pool="mean")
+    assert [p.shape for p in pooled] == [(3, 32)] * 3 and [t.shape for t in top] == [(32,)] * 3
+    for f, p, t in zip(full[:2], pooled, top):
+        np.testing.assert_allclose(p, f.mean(axis=1), atol=1e-6)
+        np.testing.assert_allclose(t, f[-1].mean(axis=0), atol=1e-6)
+    assert (pooled[2] == 0).all() and (top[2] == 0).all()  # no tokens: zeros
+
+
+def test_empty_sentences_and_empty_input(elmo):
+    assert elmo.embed([]) == []
+    assert elmo.embed([], return_tokens=True) == ([], [])
+    vectors, tokens = elmo.embed([[], "", "   ", ["Hi"]], return_tokens=True)
+    assert [v.shape for v in vectors] == [(3, 0, 32)] * 3 + [(3, 1, 32)]
+    assert tokens == [[], [], [], ["Hi"]]
+    assert elmo.embed([[]], layers="top")[0].shape == (0, 32)
+    assert list(elmo.embed_iter([])) == []
+
+
+def test_properties_and_repr(elmo, tiny_package):
+    assert (elmo.dim, elmo.num_layers, elmo.default_state, elmo.batch_tokens) == (32, 3, "warm", 1024)
+    assert elmo.providers[0] == "CPUExecutionProvider"
+    assert "tiny" in repr(elmo) and "fp32" in repr(elmo)
+
+
+# -- parity with the reference and with TensorFlow ------------------------------------------------
+
+@pytest.mark.parametrize("state", ["warm", "zero"])
+def test_runtime_matches_the_reference(elmo, tiny_weights, state):
+    model = load_reference(*tiny_weights)
+    want = reference_layers(model, SENTENCES, elmo, state)
+    got = elmo.embed(SENTENCES, state=state, batch_tokens=64)  # sorted into several batches
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, atol=1e-5)
+    assert np.abs(got[0] - elmo.embed(SENTENCES[:1], state="zero" if state == "warm" else "warm")[0]).max() > 1e-3
+
+
+def test_the_default_state_is_the_package_warm_state(elmo, tiny_zero_package):
+    np.testing.assert_array_equal(elmo.embed(SENTENCES[:2])[0], elmo.embed(SENTENCES[:2], state="warm")[0])
+    zero = Elmo(tiny_zero_package, device="cpu")
+    assert zero.default_state == "zero"
+    np.testing.assert_allclose(zero.embed(SENTENCES[:2])[0], elmo.embed(SENTENCES[:2], state="zero")[0], atol=1e-6)
+    with pytest.raises(ValueError, match="exported without a warm state; use state='zero'"):
+        zero.embed(SENTENCES[:1], state="warm")
+
+
+@pytest.mark.parametrize("name", FIXTURE_SETS)
+def test_stream_reproduces_tensorflow_with_state_carried(fixture_packages, name):
+    fixture = load_fixture_set(name)
+    stream = Elmo(fixture_packages[name], device="cpu").stream(state="zero")
+    checked = 0
+    for i, batch in enumerate(fixture.batches):
+        top = stream.embed(batch, layers="top")  # rows stay rows: not sorted, not split
+        for row in range(len(batch)):
+            if (i, row) in fixture.expected:
+                np.testing.assert_allclose(top[row], fixture.expected[i, row], atol=1e-6, rtol=1e-5)
+                checked += 1
+    assert checked == (30 if name == "bilm-tf" else 10)
+
+
+def test_stream_state_is_explicit(elmo):
+    stream = elmo.stream()
+    assert stream.state is None
+    batch = [["one", "two", "three"], ["four"]]
+    first = stream.embed(batch)
+    h, c = stream.state
+    assert h.shape == (2, 2, 2, 16) and c.shape == (2, 2, 2, 64)
+    for got, want in zip(first, elmo.embed(batch)):  # the first call starts from the warm state
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    second = stream.embed(batch)
+    assert np.abs(second[0][1:] - first[0][1:]).max() > 1e-3  # the state carried
+    # A smaller batch carries row 0 and leaves row 1's state alone.
+    stream.embed([["five"]])
+    np.testing.assert_array_equal(stream.state[0][:, :, 1], _state_after(elmo, [batch, batch])[0][:, :, 1])
+    stream.reset()
+    assert stream.state is None
+    for got, want in zip(stream.embed(batch), first):
+        np.testing.assert_array_equal(got, want)
+
+
+def _state_after(elmo, batches):
+    stream = elmo.stream()
+    for batch in batches:
+        stream.embed(batch)
+    return stream.state
+
+
+def test_stream_rows_new_to_a_larger_batch_start_fresh(elmo):
+    stream = elmo.stream(state="zero")
+    stream.embed([["a", "b"]])
+    got = stream.embed([["a", "b"], ["c", "d"]])
+    np.testing.assert_allclose(got[1], elmo.embed([["c", "d"]], state="zero")[0], atol=1e-5)
+    assert stream.embed([]) == []
+
+
+# -- batching -------------------------------------------------------------------------------------
+
+def test_batches_respect_the_budget_and_keep_the_order():
+    rng = np.random.default_rng(0)
+    lengths = list(rng.integers(0, 50, 500)) + [300]
+    batches = plan_batches(lengths, batch_tokens=256, batch_size=20)
+    seen = np.concatenate(batches)
+    assert sorted(seen.tolist()) == [i for i, n in enumerate(lengths) if n > 0]
+    for batch in batches:
+        longest = max(lengths[i] for i in batch)
+        assert len(batch) <= 20
+        assert batch_cost(len(batch), longest) <= 256 or len(batch) == 1  # a long one goes alone
+    assert any(len(b) == 1 and lengths[b[0]] == 300 for b in batches)
+    with pytest.raises(ValueError, match="batch_tokens is 0"):
+        plan_batches([1], batch_tokens=0)
+
+
+def test_batch_composition_does_not_change_the_vectors(elmo):
+    rng = np.random.default_rng(1)
+    words = [w for s in SENTENCES for w in s]
+    crowd = [[words[i] for i in rng.integers(0, len(words), rng.integers(0, 40))] for _ in range(300)]
+    crowd[137] = SENTENCES[3]
+    alone = elmo.embed([SENTENCES[3]])[0]
+    together = elmo.embed(crowd, batch_tokens=4096)
+    np.testing.assert_allclose(together[137], alone, atol=1e-5)
+    small_batches = elmo.embed(crowd, batch_tokens=50, batch_size=3)
+    for a, b in zip(together, small_batches):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def record_batches(monkeypatch, elmo) -> list[tuple[int, int]]:
+    """Make `elmo` record the (rows, tokens) of every batch it runs."""
+    shapes = []
+    real = elmo._runner.token_embeddings
+
+    def recording(char_ids):
+        shapes.append(char_ids.shape[:2])
+        return real(char_ids)
+
+    monkeypatch.setattr(elmo._runner, "token_embeddings", recording)
+    return shapes
+
+
+def test_a_long_sentence_runs_alone(elmo, monkeypatch):
+    shapes = record_batches(monkeypatch, elmo)
+    long = ["word", "after", "word", "."] * 1250  # 5,000 tokens
+    vectors = elmo.embed([["Hi"], long, ["Bye", "."]], layers="top", batch_tokens=1000)
+    assert [v.shape for v in vectors] == [(1, 32), (5000, 32), (2, 32)]
+    assert shapes[0] == (1, 5000) and len(shapes) == 2
+
+
+def test_many_short_sentences_are_streamed_within_the_budget(elmo, monkeypatch):
+    # The model itself is stubbed (zeros of the right shapes, ~1000x faster than the tiny model on
+    # 100,000 sentences): this checks what the runtime holds and sends, not the vectors.
+    shapes = []
+
+    def token_embeddings(char_ids):
+        shapes.append(char_ids.shape[:2])
+        return np.zeros((*char_ids.shape[:2], 16), np.float32), (char_ids > 0).any(-1).astype(np.int32)
+
+    def bilm(embeddings, mask, h, c):
+        return np.zeros((3, *mask.shape, 32), np.float32), h, c
+
+    monkeypatch.setattr(elmo._runner, "token_embeddings", token_embeddings)
+    monkeypatch.setattr(elmo._runner, "bilm", bilm)
+    read = 0
+
+    def sentences():
+        nonlocal read
+        for i in range(100_000):
+            read += 1
+            yield ["Hi"] if i % 2 else ["Hello", "there", "!"]
+
+    vectors = elmo.embed_iter(sentences(), batch_tokens=2048)
+    first = next(vectors)
+    assert read <= embedder_module.CHUNK_BATCHES * 2048  # one chunk read, not the whole input
+    assert first.shape == (3, 3, 32) and next(vectors).shape == (3, 1, 32)
+    assert 2 + sum(1 for _ in vectors) == 100_000
+    assert max(rows * (tokens + 2) for rows, tokens in shapes) <= 2048
+    assert len(elmo.embed([["Hi"]] * 100_000, layers="top", batch_tokens=2048)) == 100_000
+
+
+def test_embed_iter_matches_embed(elmo):
+    sentences = SENTENCES * 20
+    got = list(elmo.embed_iter(iter(sentences), batch_tokens=64, return_tokens=True))
+    want = elmo.embed(sentences)
+    assert len(got) == len(want)
+    for (vectors, tokens), w, s in zip(got, want, sentences):
+        assert tokens == s
+        np.testing.assert_allclose(vectors, w, atol=1e-5)
+
+
+def test_threads_share_one_elmo_safely(elmo):
+    rng = np.random.default_rng(2)
+    words = [w for s in SENTENCES for w in s]
+    jobs = [[[words[i] for i in rng.integers(0, len(words), rng.integers(1, 30))] for _ in range(20)]
+            for _ in range(16)]
+    serial = [elmo.embed(job, batch_tokens=128) for job in jobs]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        parallel = list(pool.map(lambda job: elmo.embed(job, batch_tokens=128), jobs))
+    for s_job, p_job in zip(serial, parallel):
+        for s, p in zip(s_job, p_job):
+            np.testing.assert_allclose(p, s, atol=1e-6)
+
+
+# -- bad input ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("sentences, error, message", [
+    ("The cat sat.", TypeError, r"sentences is a single str; pass a list of sentences"),
+    (None, TypeError, r"sentences is NoneType"),
+    ([["The", "cat"], None], TypeError, r"sentence 1 is NoneType None"),
+    ([["The", 5]], TypeError, r"sentence 0, token 1 is int 5; tokens must be str"),
+    ([["ok"], ["fine", None]], TypeError, r"sentence 1, token 1 is NoneType"),
+    ([[["The", "cat"]]], TypeError, r"sentence 0, token 0 is a list, not a str: sentences nest one level too deep"),
+    ([b"bytes"], TypeError, r"sentence 0 is bytes; decode it to str first"),
+    ([{"a": 1}], TypeError, r"sentence 0 is dict"),
+])
+def test_malformed_input_names_the_sentence(elmo, sentences, error, message):
+    with pytest.raises(error, match=message):
+        elmo.embed(sentences)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"layers": "middle"}, r"layers is 'middle'; choose 'all', 'top', 'average', a layer index in -3..2"),
+    ({"layers": 3}, r"layers is 3; this package has 3 layers"),
+    ({"layers": True}, r"layers is bool True"),
+    ({"layers": [1.0, 2.0]}, r"expected 3 finite weights"),
+    ({"layers": ["a", "b", "c"]}, r"the weights must be numbers"),
+    ({"pool": "max"}, r"pool is 'max'; choose None or 'mean'"),
+    ({"state": "carried"}, r"state is 'carried'; choose 'warm', 'zero' or None"),
+    ({"batch_tokens": 0}, r"batch_tokens is 0; expected a positive integer"),
+    ({"batch_size": -1}, r"batch_size is -1; expected a positive integer or None"),
+])
+def test_bad_settings_are_refused_before_any_work(elmo, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        elmo.embed([["Hi"]], **kwargs)
+    with pytest.raises(ValueError, match=message):
+        elmo.embed_iter(iter([["Hi"]]), **kwargs)  # checked when called, not when iterated
+
+
+def test_long_tokens_are_cut_like_the_reference(elmo, tiny_weights):
+    long = "é" * 30  # 60 UTF-8 bytes: cut to 48, i.e. 24 characters
+    got = elmo.embed([["A", long, "x" * 100]], state="zero")[0]
+    cut = elmo.embed([["A", "é" * 24, "x" * 48]], state="zero")[0]
+    np.testing.assert_array_equal(got, cut)
+    model = load_reference(*tiny_weights)
+    np.testing.assert_allclose(got, reference_layers(model, [["A", long, "x" * 100]], elmo, "zero")[0], atol=1e-5)
+
+
+def test_control_characters(elmo, tiny_weights):
+    # In raw text they separate tokens, like whitespace; in given tokens they are bytes like any other.
+    _, tokens = elmo.embed(["tab\tand\x00null\x1bescape"], return_tokens=True)
+    assert tokens == [["tab", "and", "null", "escape"]]
+    odd = [["a\x00b", "\x07", "c\x1bd", "\ud800lone"]]
+    got = elmo.embed(odd, state="zero")[0]
+    model = load_reference(*tiny_weights)
+    np.testing.assert_allclose(got, reference_layers(model, odd, elmo, "zero")[0], atol=1e-5)
+
+
+# -- packages -------------------------------------------------------------------------------------
+
+@pytest.fixture
+def package_copy(tiny_package, tmp_path):
+    return Path(shutil.copytree(tiny_package, tmp_path / "copy"))
+
+
+def edit_manifest(package, change):
+    path = package / "elmo.json"
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def test_missing_package(tmp_path):
+    with pytest.raises(FileNotFoundError, match="model package not found"):
+        Elmo(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="has no elmo.json"):
+        Elmo(tmp_path)
+
+
+def test_package_missing_a_file(package_copy):
+    (package_copy / "bilm.onnx").unlink()
+    with pytest.raises(PackageError, match="file 'bilm.onnx' listed in the manifest is missing"):
+        Elmo(package_copy)
+
+
+def test_corrupt_manifest(package_copy):
+    (package_copy / "elmo.json").write_text('{"format_version": 1, "files": ')
+    with pytest.raises(PackageError, match="elmo.json: corrupt manifest, not valid JSON"):
+        Elmo(package_copy)
+
+
+def test_manifest_missing_a_field(package_copy):
+    edit_manifest(package_copy, lambda d: d["architecture"]["lstm"].pop("projection_dim"))
+    with pytest.raises(PackageError, match="missing field 'architecture.lstm.projection_dim'"):
+        Elmo(package_copy)
+
+
+def test_newer_format_version(package_copy):
+    edit_manifest(package_copy, lambda d: d.update(format_version=99))
+    with pytest.raises(PackageError, match="format version 99 is newer than this runtime reads"):
+        Elmo(package_copy)
+
+
+def test_truncated_graph(package_copy):
+    path = package_copy / "token_embedder.onnx"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(PackageError, match="'token_embedder.onnx' has 1000 bytes, the manifest says"):
+        Elmo(package_copy)
+
+
+def test_garbled_graph(package_copy):
+    path = package_copy / "bilm.onnx"
+    path.write_bytes(b"\x00garbage" * (path.stat().st_size // 8) + b"\x00" * (path.stat().st_size % 8))
+    with pytest.raises(PackageError, match="bilm.onnx: ONNX Runtime cannot load this graph"):
+        Elmo(package_copy)
+
+
+# -- devices and threads --------------------------------------------------------------------------
+
+def cuda_usable() -> bool:
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return False
+    try:
+        from onnx import TensorProto, helper
+
+        graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe",
+                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CUDAExecutionProvider"])
+        return session.get_providers()[0] == "CUDAExecutionProvider"
+    except Exception:
+        return False
+
+
+CUDA_USABLE = cuda_usable()
+needs_cuda = pytest.mark.skipif(not CUDA_USABLE, reason="needs onnxruntime-gpu with a usable CUDA device "
+                                f"(onnxruntime offers {ort.get_available_providers()})")
+
+
+def test_unknown_device(tiny_package):
+    with pytest.raises(ValueError, match="device is 'gpu'; choose one of auto, cpu, cuda"):
+        Elmo(tiny_package, device="gpu")
+
+
+@pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="onnxruntime-gpu is installed")
+def test_cuda_without_onnxruntime_gpu_is_a_clear_error(tiny_package):
+    with pytest.raises(RuntimeError, match=r"device='cuda' but onnxruntime offers no CUDAExecutionProvider "
+                                           r"\(available: .*CPUExecutionProvider.*\); install the GPU build"):
+        Elmo(tiny_package, device="cuda")
+
+
+def test_auto_says_which_device_runs(tiny_package, caplog):
+    with caplog.at_level(logging.INFO, logger="elmo_runtime"):
+        elmo = Elmo(tiny_package, device="auto")
+    assert any(f"on {elmo.providers[0]} (device='auto')" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.skipif(CUDA_USABLE, reason="CUDA works here")
+@pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider' is not in available")
+def test_a_cuda_provider_that_does_not_start(tiny_package, monkeypatch, caplog):
+    # onnxruntime-gpu installed without a usable GPU: ONNX Runtime quietly runs on the CPU.
+    available = ort.get_available_providers()
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", *available])
+    with caplog.at_level(logging.WARNING, logger="elmo_runtime"):
+        elmo = Elmo(tiny_package, device="auto")
+    assert elmo.providers[0] == "CPUExecutionProvider"
+    assert any("CUDA was requested (device='auto') but the CPU runs" in r.getMessage() for r in caplog.records)
+    with pytest.raises(RuntimeError, match="device='cuda': onnxruntime offers CUDAExecutionProvider but it did not start"):
+        Elmo(tiny_package, device="cuda")
+
+
+def test_onnxruntime_and_onnxruntime_gpu_side_by_side_is_flagged(monkeypatch, caplog):
+    from elmo_runtime import runner
+
+    monkeypatch.setattr(runner.metadata, "version", lambda name: "1.31.0")
+    runner._warn_if_two_onnxruntimes.cache_clear()
+    with caplog.at_level(logging.WARNING, logger="elmo_runtime"):
+        runner.providers_for("auto")
+    runner._warn_if_two_onnxruntimes.cache_clear()
+    assert any("both onnxruntime 1.31.0 and onnxruntime-gpu 1.31.0 are installed" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_thread_count(tiny_package, elmo):
+    single = Elmo(tiny_package, device="cpu", threads=1)
+    np.testing.assert_allclose(single.embed(SENTENCES)[5], elmo.embed(SENTENCES)[5], atol=1e-6)
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(ValueError, match="threads is"):
+            Elmo(tiny_package, threads=bad)
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_cuda_matches_the_cpu(tiny_package, elmo):
+    gpu = Elmo(tiny_package, device="cuda")
+    assert gpu.providers[0] == "CUDAExecutionProvider"
+    for got, want in zip(gpu.embed(SENTENCES), elmo.embed(SENTENCES)):
+        np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+# -- the torch-free promise -----------------------------------------------------------------------
+
+def test_the_runtime_never_imports_torch(tiny_package):
+    code = (
+        "import sys\n"
+        "from elmo_runtime import Elmo\n"
+        "import elmo_runtime.cli\n"
+        f"v = Elmo({str(tiny_package)!r}).embed(['Torch-free, at last.'])\n"
+        "assert v[0].shape == (3, 5, 32), v[0].shape\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'elmo_export', 'onnx'))\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
