@@ -28,8 +28,8 @@ import numpy as np
 import onnxruntime as ort
 
 from elmo_runtime.batching import batch_cost, check_budget, chunks_by_tokens, plan_batches
-from elmo_runtime.chars import batch_to_char_ids
 from elmo_runtime.runner import PackageRunner
+from elmo_runtime.token_cache import DEFAULT_CACHE_BYTES, TokenEmbeddingCache
 from elmo_runtime.tokenize import tokenize
 
 log = logging.getLogger(__name__)
@@ -75,11 +75,15 @@ class Elmo:
     """
 
     def __init__(self, package: str | Path, device: str = "auto", threads: int | None = None,
-                 batch_tokens: int | None = None):
+                 batch_tokens: int | None = None, token_cache: int | None = None):
         if batch_tokens is not None:
             check_budget(batch_tokens, None)
         self._runner = PackageRunner(package, device=device, threads=threads)
         self.manifest = self._runner.manifest
+        if token_cache is None:
+            token_cache = DEFAULT_CACHE_BYTES // (4 * self.manifest.projection_dim)
+        self.token_cache = TokenEmbeddingCache(lambda ids: self._runner.token_embeddings(ids)[0],
+                                               self.manifest.projection_dim, token_cache)
         if batch_tokens is None:
             batch_tokens = DEFAULT_BATCH_TOKENS.get(self.providers[0], DEFAULT_BATCH_TOKENS["CPUExecutionProvider"])
         self.batch_tokens = int(batch_tokens)
@@ -216,19 +220,20 @@ class Elmo:
         return out  # type: ignore[return-value]
 
     def _run(self, batch: list[list[str]], h: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Both graphs on one batch: `layers (L + 1, B, T, dim)`, final `h`, `c`."""
-        char_ids = batch_to_char_ids(batch)  # (B, T, 50)
-        if char_ids.shape[1] == 0:
-            # Every row empty: one all-padding position runs the same as none (the graphs need T > 0).
-            char_ids = np.zeros((len(batch), 1, char_ids.shape[2]), np.int32)
-        log.debug("running a batch of %d sentences x %d tokens", *char_ids.shape[:2])
+        """Both graphs on one batch: `layers (L + 1, B, T, dim)`, final `h`, `c`.
+
+        Token embeddings come from the cache, the token embedder running on new tokens only.
+        """
         try:
-            embeddings, mask = self._runner.token_embeddings(char_ids)
+            embeddings, mask = self.token_cache.embed_batch(batch)  # (B, T, P), (B, T)
+            if mask.shape[1] == 0:
+                # Every row empty: one padding position runs the same as none (the graphs need T > 0).
+                embeddings, mask = np.zeros((len(batch), 1, embeddings.shape[2]), np.float32), np.zeros((len(batch), 1), np.int32)
             return self._runner.bilm(embeddings, mask, h, c)
         except _ORT_RUN_ERRORS as e:
             raise RuntimeError(
-                f"ONNX Runtime failed on a batch of {char_ids.shape[0]} sentences x "
-                f"{char_ids.shape[1]} tokens ({str(e).splitlines()[0]})"
+                f"ONNX Runtime failed on a batch of {len(batch)} sentences x "
+                f"{max(map(len, batch), default=0)} tokens ({str(e).splitlines()[0]})"
             ) from None
 
 

@@ -246,13 +246,13 @@ def test_batch_composition_does_not_change_the_vectors(elmo):
 def record_batches(monkeypatch, elmo) -> list[tuple[int, int]]:
     """Make `elmo` record the (rows, tokens) of every batch it runs."""
     shapes = []
-    real = elmo._runner.token_embeddings
+    real = elmo._runner.bilm
 
-    def recording(char_ids):
-        shapes.append(char_ids.shape[:2])
-        return real(char_ids)
+    def recording(embeddings, mask, h, c):
+        shapes.append(mask.shape)
+        return real(embeddings, mask, h, c)
 
-    monkeypatch.setattr(elmo._runner, "token_embeddings", recording)
+    monkeypatch.setattr(elmo._runner, "bilm", recording)
     return shapes
 
 
@@ -270,10 +270,10 @@ def test_many_short_sentences_are_streamed_within_the_budget(elmo, monkeypatch):
     shapes = []
 
     def token_embeddings(char_ids):
-        shapes.append(char_ids.shape[:2])
         return np.zeros((*char_ids.shape[:2], 16), np.float32), (char_ids > 0).any(-1).astype(np.int32)
 
     def bilm(embeddings, mask, h, c):
+        shapes.append(mask.shape)
         return np.zeros((3, *mask.shape, 32), np.float32), h, c
 
     monkeypatch.setattr(elmo._runner, "token_embeddings", token_embeddings)
@@ -528,3 +528,32 @@ def test_the_runtime_never_imports_torch(tiny_package):
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_each_distinct_token_goes_through_the_char_cnn_once(tiny_package, monkeypatch):
+    elmo = Elmo(tiny_package, device="cpu")
+    seen = []
+    real = elmo._runner.token_embeddings
+
+    def recording(char_ids):
+        seen.append(char_ids.shape[1])
+        return real(char_ids)
+
+    monkeypatch.setattr(elmo._runner, "token_embeddings", recording)
+    first = elmo.embed([["the", "cat", "and", "the", "dog"], ["the", "end"]])
+    again = elmo.embed([["the", "dog", "and", "the", "cat"]])
+    assert seen == [5]  # the, cat, and, dog, end; nothing new in the second call
+    # Counted per distinct token of a batch: 5 new ones, then 4 found again.
+    assert elmo.token_cache.misses == 5 and elmo.token_cache.hits == 4
+    uncached = Elmo(tiny_package, device="cpu", token_cache=0)
+    np.testing.assert_array_equal(uncached.embed([["the", "cat", "and", "the", "dog"]])[0], first[0])
+    # Layer 0 is the token embedding: the cached vectors themselves, reused as they are.
+    np.testing.assert_array_equal(again[0][0], first[0][0][[0, 4, 2, 3, 1]])
+
+
+def test_the_token_cache_is_bounded(tiny_package):
+    elmo = Elmo(tiny_package, device="cpu", token_cache=3)
+    elmo.embed([["a", "b", "c", "d", "e"]])
+    assert len(elmo.token_cache) == 3
+    with pytest.raises(ValueError, match="token cache size is -1"):
+        Elmo(tiny_package, device="cpu", token_cache=-1)
