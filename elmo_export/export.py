@@ -1,0 +1,418 @@
+"""options.json + weights.hdf5 -> a verified ONNX model package (the contract: `elmo_runtime.contract`).
+
+`export_package` does every step in a temporary directory beside the output and moves the
+package into place only once it is complete and verified:
+
+1. load the reference (`weights.load_reference`: its errors name missing files and mismatches);
+2. build both graphs (`onnx_graph`), in fp16 directly, or fp32 then quantized (`quantize`);
+3. save them and validate each: `onnx.checker.check_model(full_check=True)` (with strict
+   shape inference), and the names, dtypes and shapes of `graph_specs` (the one export spec);
+4. run the reference: the warm initial state (its state after the built-in warm-up text) and
+   its outputs on the parity sentences (kept per weights file for the process's next export);
+5. write the manifest `elmo.json`, run the package in ONNX Runtime against the reference
+   (`parity.check_parity`, which raises `ParityError`), and record the parity report and the
+   sha256 of every file in the manifest;
+6. rename the directory into place (replacing an old package only with `force`).
+
+A failure at any step removes the temporary directory: no half-written package is left.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import metadata, resources
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import onnx
+import torch
+from tqdm.auto import tqdm
+
+from elmo_export import onnx_graph
+from elmo_export.model import ElmoBiLm, ElmoOptions, LstmState
+from elmo_export.parity import ParityError, ReferenceOutputs, check_parity, reference_outputs  # noqa: F401
+from elmo_export.quantize import DEFAULT_SETTINGS, Int4Settings, Int8Settings, QuantizationSettings, quantize as quantize_graph
+from elmo_export.weights import load_reference
+from elmo_runtime import contract as C
+from elmo_runtime.chars import batch_to_char_ids
+
+log = logging.getLogger(__name__)
+
+QUANTIZE_CHOICES = ("none", "fp16", "int8", "int4")
+INITIAL_STATES = ("warm", "zero")
+WARMUP_TEXT = "warmup.txt"
+WARMUP_SOURCE = "elmo_export/data/warmup.txt: Lincoln, the Gettysburg Address (1863, Bliss copy), public domain"
+PIPELINE = ("char_ids -> token_embedder -> (token_embeddings, mask) -> bilm with (initial_h, initial_c) "
+            "-> (layers, final_h, final_c)")
+# protobuf cannot serialize a message over 2 GiB: above this, weights go to an external data file.
+EXTERNAL_DATA_BYTES = 1_800_000_000
+
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """How to export; `export_package`'s keyword arguments.
+
+    Attributes:
+        quantize: "none" (fp32), "fp16", "int8", "int4", or an `Int8Settings`/`Int4Settings`
+            for non-default quantization settings.
+        initial_state: "warm" (ship the state after the built-in warm-up text) or "zero".
+        opset: ONNX opset of the graphs; None: `onnx_graph.DEFAULT_OPSET`.
+        force: replace an existing package at the output (only once the new one is verified).
+        progress: tqdm progress bars for the long steps.
+    """
+
+    quantize: Union[str, Int8Settings, Int4Settings] = "none"
+    initial_state: str = "warm"
+    opset: int | None = None
+    force: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.quantize, (Int8Settings, Int4Settings)) and self.quantize not in QUANTIZE_CHOICES:
+            raise ValueError(f"quantize is {self.quantize!r}; choose one of {', '.join(QUANTIZE_CHOICES)}")
+        if self.initial_state not in INITIAL_STATES:
+            raise ValueError(f"initial_state is {self.initial_state!r}; choose one of {', '.join(INITIAL_STATES)}")
+        if self.opset is not None and (type(self.opset) is not int or self.opset not in onnx_graph.SUPPORTED_OPSETS):
+            supported = onnx_graph.SUPPORTED_OPSETS
+            raise ValueError(f"opset is {self.opset!r}; choose {supported.start}..{supported.stop - 1}")
+
+    @property
+    def precision(self) -> str:
+        """The package's precision name: fp32, fp16, int8 or int4."""
+        if isinstance(self.quantize, (Int8Settings, Int4Settings)):
+            return self.quantize.name
+        return "fp32" if self.quantize == "none" else self.quantize
+
+    @property
+    def quantization(self) -> QuantizationSettings | None:
+        if isinstance(self.quantize, (Int8Settings, Int4Settings)):
+            return self.quantize
+        return DEFAULT_SETTINGS.get(self.quantize)
+
+    @property
+    def graph_opset(self) -> int:
+        return onnx_graph.DEFAULT_OPSET if self.opset is None else self.opset
+
+
+def graph_specs(options: ElmoOptions) -> dict[str, dict]:
+    """The export spec: each graph's file, and its inputs and outputs with dtype and shape.
+
+    Symbolic (dynamic) dimensions are strings, fixed ones ints. The exporter validates the
+    built graphs against it and writes it to the manifest's `graphs` entry.
+    """
+    p, d, n = options.projection_dim, options.dim, options.n_layers
+
+    def t(dtype: str, *shape) -> dict:
+        return {"dtype": dtype, "shape": list(shape)}
+
+    return {
+        "token_embedder": {
+            "file": C.TOKEN_EMBEDDER_FILE,
+            "inputs": {C.CHAR_IDS: t("int32", "batch", "tokens", C.MAX_CHARACTERS_PER_TOKEN)},
+            "outputs": {C.TOKEN_EMBEDDINGS: t("float32", "batch", "tokens", p), C.MASK: t("int32", "batch", "tokens")},
+        },
+        "bilm": {
+            "file": C.BILM_FILE,
+            "inputs": {C.TOKEN_EMBEDDINGS: t("float32", "batch", "tokens", p), C.MASK: t("int32", "batch", "tokens"),
+                       C.INITIAL_H: t("float32", n, 2, "batch", p), C.INITIAL_C: t("float32", n, 2, "batch", d)},
+            "outputs": {C.LAYERS: t("float32", n + 1, "batch", "tokens", 2 * p),
+                        C.FINAL_H: t("float32", n, 2, "batch", p), C.FINAL_C: t("float32", n, 2, "batch", d)},
+        },
+    }
+
+
+class GraphValidationError(ValueError):
+    """A built graph that fails the ONNX checker, shape inference or the export spec (all listed)."""
+
+
+def validate_graph(path: Path, spec: dict) -> None:
+    """Check a saved graph: ONNX checker (full), strict shape inference, names/dtypes/shapes of the spec.
+
+    Raises:
+        GraphValidationError: every problem found, listed.
+    """
+    problems = []
+    try:
+        # By path, which works beyond 2 GB; full_check adds strict shape inference, which fails
+        # on any inferred shape or type that contradicts a declared one.
+        onnx.checker.check_model(str(path), full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+        problems.append(f"ONNX checker / shape inference: {str(e).strip().splitlines()[0]}")
+    model = onnx.load(str(path), load_external_data=False)
+
+    def described(values) -> dict:
+        out = {}
+        for v in values:
+            tensor = v.type.tensor_type
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name if tensor.elem_type else "?"
+            out[v.name] = {"dtype": dtype, "shape": [d.dim_param or d.dim_value for d in tensor.shape.dim]}
+        return out
+
+    for kind, values in (("inputs", model.graph.input), ("outputs", model.graph.output)):
+        got = described(v for v in values if kind == "outputs" or v.name not in {i.name for i in model.graph.initializer})
+        want = spec[kind]
+        if list(got) != list(want):
+            problems.append(f"{kind} are {list(got)}, the spec says {list(want)}")
+        for name in set(got) & set(want):
+            if got[name] != want[name]:
+                problems.append(f"{kind[:-1]} {name!r} is {got[name]}, the spec says {want[name]}")
+    if problems:
+        raise GraphValidationError(f"{path.name} is not a valid package graph:\n  " + "\n  ".join(problems))
+
+
+def save_graph(model: onnx.ModelProto, path: Path) -> list[Path]:
+    """Save a graph; over `EXTERNAL_DATA_BYTES` its weights go to `<file>.data` beside it.
+
+    Returns:
+        The files written.
+    """
+    if model.ByteSize() > EXTERNAL_DATA_BYTES:
+        data = path.with_name(path.name + ".data")
+        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=data.name, size_threshold=1024)
+        return [path, data]
+    onnx.save_model(model, str(path))
+    return [path]
+
+
+def load_warmup_sentences() -> tuple[list[list[str]], str]:
+    """The built-in warm-up text: tokenized sentences and the text's sha256."""
+    raw = resources.files("elmo_export").joinpath("data", WARMUP_TEXT).read_bytes()
+    lines = raw.decode("utf-8").splitlines()
+    sentences = [line.split(" ") for line in lines if line.strip() and not line.startswith("#")]
+    return sentences, hashlib.sha256(raw).hexdigest()
+
+
+def warm_state(model: ElmoBiLm, sentences: list[list[str]], progress: bool = False) -> LstmState:
+    """The reference's state after `sentences`, one per batch of one, state carried throughout.
+
+    Returns:
+        `LstmState` with `h (L, 2, P)` and `c (L, 2, D)` (the batch axis dropped).
+    """
+    state = None
+    with torch.no_grad():
+        for sentence in tqdm(sentences, desc="warm-up", unit="sentence", disable=not progress, leave=False):
+            state = model(torch.from_numpy(batch_to_char_ids([sentence])), state).state
+    return LstmState(state.h[:, :, 0], state.c[:, :, 0])
+
+
+def _float32_lists(array: np.ndarray) -> list:
+    """Nested lists of the shortest decimals that read back as the same float32 values."""
+    strings = np.asarray(array, dtype=np.float32).astype(str)
+    return np.vectorize(float, otypes=[object])(strings).tolist()
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _producer_version() -> str:
+    try:
+        return metadata.version("elmo-onnx")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _check_output(out: Path, force: bool) -> None:
+    """Refuse an output we must not replace, before any slow work."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"output {out} exists and is not a directory; choose another output directory")
+    if out.is_dir() and any(out.iterdir()):
+        if not force:
+            raise FileExistsError(f"output directory {out} is not empty; pass force=True (--force) to replace it")
+        if not (out / C.MANIFEST_FILE).is_file():
+            raise FileExistsError(
+                f"output directory {out} is not empty and holds no elmo-onnx package ({C.MANIFEST_FILE}); "
+                "refusing to delete its files even with force: choose another output directory"
+            )
+
+
+def _make_staging_dir(out: Path) -> Path:
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    except OSError as e:
+        reason = e.strerror or str(e)
+        raise type(e)(e.errno, f"cannot write the package to {out}: {reason} ({e.filename or out.parent})") from None
+
+
+def _move_into_place(staging: Path, out: Path) -> None:
+    """Rename the finished package to `out`; an old package there is removed only afterwards."""
+    old = None
+    if out.is_dir():
+        if any(out.iterdir()):
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+            os.replace(out, old / out.name)
+        else:
+            out.rmdir()
+    try:
+        os.replace(staging, out)
+    except OSError:
+        if old is not None:
+            os.replace(old / out.name, out)
+            shutil.rmtree(old, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def build_manifest(model: ElmoBiLm, settings: ExportSettings, source: dict, state: LstmState | None,
+                   warmup: dict | None) -> dict:
+    """The manifest without `files` and `parity` (added once the files are written and checked)."""
+    quantization = settings.quantization
+    if quantization is not None:
+        precision = quantization.to_dict()
+    elif settings.precision == "fp16":
+        precision = {"name": "fp16", "weights": "float16", "compute": "float16", "inputs_outputs": "float32"}
+    else:
+        precision = {"name": "fp32"}
+    initial_state = {"mode": settings.initial_state}
+    if state is not None:
+        initial_state.update(warmup=warmup, h=_float32_lists(state.h.numpy()), c=_float32_lists(state.c.numpy()))
+    return {
+        "format_version": C.FORMAT_VERSION,
+        "producer": {"name": "elmo-onnx", "version": _producer_version()},
+        "architecture": model.options.to_dict(),
+        "chars": C.char_constants(),
+        "graphs": graph_specs(model.options),
+        "pipeline": PIPELINE,
+        "precision": precision,
+        "opset": settings.graph_opset,
+        "initial_state": initial_state,
+        "source": source,
+        "files": {},
+        "parity": None,
+    }
+
+
+def _reference_side(model: ElmoBiLm, settings: ExportSettings, source: dict
+                    ) -> tuple[LstmState | None, dict | None, ReferenceOutputs]:
+    """The warm state (with its warm-up description) and the reference's parity outputs."""
+    state = warmup = None
+    if settings.initial_state == "warm":
+        t = time.perf_counter()
+        sentences, text_sha = load_warmup_sentences()
+        state = warm_state(model, sentences, settings.progress)
+        warmup = {"source": WARMUP_SOURCE, "sentences": len(sentences), "tokens": sum(map(len, sentences)),
+                  "batches": len(sentences), "batch_size": 1, "text_sha256": text_sha}
+        log.info("warm state from %d warm-up sentences in %.1f s", len(sentences), time.perf_counter() - t)
+    t = time.perf_counter()
+    warm = None if state is None else (state.h.numpy(), state.c.numpy())
+    reference = reference_outputs(model, warm, progress=settings.progress)
+    log.info("reference parity outputs in %.1f s", time.perf_counter() - t)
+    return state, warmup, reference
+
+
+def _write_manifest(directory: Path, manifest: dict) -> None:
+    (directory / C.MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+
+
+def export_package(
+    options: str | Path,
+    weights: str | Path,
+    out_dir: str | Path,
+    *,
+    quantize: Union[str, Int8Settings, Int4Settings] = "none",
+    initial_state: str = "warm",
+    opset: int | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Export `options.json` + `weights.hdf5` to a verified model package in `out_dir`.
+
+    Args:
+        options: the model's `options.json`.
+        weights: its `weights.hdf5` (official TF layout).
+        out_dir: the package directory to create; it must not exist or be empty, unless `force`.
+        quantize: "none" (fp32), "fp16", "int8", "int4", or `Int8Settings`/`Int4Settings`.
+        initial_state: "warm" or "zero": the state each row starts from by default.
+        opset: ONNX opset; None: `onnx_graph.DEFAULT_OPSET`.
+        force: replace an existing package in `out_dir`, once the new one is verified.
+        progress: tqdm bars for the long steps.
+
+    Returns:
+        `out_dir`, holding the package.
+
+    Raises:
+        ValueError: a bad setting (the allowed values are named).
+        FileNotFoundError: the options or weights file is missing.
+        weights.WeightFileError: the weights do not match the options (every dataset listed).
+        FileExistsError: `out_dir` is not empty and `force` is not set (or it is not a package).
+        OSError (PermissionError, NotADirectoryError, ...): `out_dir` cannot be written.
+        GraphValidationError: a built graph fails the checker or the export spec.
+        parity.ParityError: the package does not reproduce the reference (every failed check
+            listed); nothing is left at `out_dir`.
+    """
+    settings = ExportSettings(quantize=quantize, initial_state=initial_state, opset=opset, force=force, progress=progress)
+    options_path, weights_path, out = Path(options), Path(weights), Path(out_dir)
+    _check_output(out, settings.force)
+
+    started = time.perf_counter()
+    staging = _make_staging_dir(out)  # first: an unwritable output fails before any slow step
+    try:
+        model = load_reference(options_path, weights_path)
+        o = model.options
+        log.info("reference biLM: %.1fM parameters (LSTM %d x %d, projection %d)", o.parameter_count() / 1e6,
+                 o.n_layers, o.dim, o.projection_dim)
+        _export_into(model, settings, options_path, weights_path, staging)
+        _check_output(out, settings.force)  # again: something may have appeared meanwhile
+        _move_into_place(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log.info("exported %s (%s) in %.1f s", out, settings.precision, time.perf_counter() - started)
+    return out
+
+
+def _export_into(model: ElmoBiLm, settings: ExportSettings, options_path: Path, weights_path: Path,
+                 directory: Path) -> None:
+    specs = graph_specs(model.options)
+    graph_precision = "fp16" if settings.precision == "fp16" else "fp32"
+    builders = {"token_embedder": onnx_graph.build_token_embedder, "bilm": onnx_graph.build_bilm}
+    for name, build in builders.items():
+        t = time.perf_counter()
+        graph = build(model, graph_precision, settings.graph_opset)
+        if settings.quantization is not None:
+            graph = quantize_graph(graph, settings.quantization)
+        path = directory / specs[name]["file"]
+        save_graph(graph, path)
+        del graph
+        validate_graph(path, specs[name])
+        log.info("built, saved and checked %s (%s, %.1f MB) in %.1f s", path.name, settings.precision,
+                 path.stat().st_size / 1e6, time.perf_counter() - t)
+
+    source = {
+        "options_file": options_path.name,
+        "options_sha256": sha256_of(options_path),
+        "weights_file": weights_path.name,
+        "weights_sha256": sha256_of(weights_path),
+    }
+    state, warmup, reference = _reference_side(model, settings, source)
+    manifest = build_manifest(model, settings, source, state, warmup)
+    manifest["files"] = {
+        f.name: {"sha256": sha256_of(f), "bytes": f.stat().st_size}
+        for f in sorted(directory.iterdir()) if f.name != C.MANIFEST_FILE
+    }
+    _write_manifest(directory, manifest)
+
+    t = time.perf_counter()
+    report = check_parity(model, directory, settings.precision, reference=reference, progress=settings.progress)
+    worst = report.worst()
+    log.info("parity (%s) passed in %.1f s: worst max abs %.2e, mean cosine %.6f, min cosine %.6f",
+             settings.precision, time.perf_counter() - t, worst["max_abs"], worst["mean_cosine"], worst["min_cosine"])
+    log.debug("parity:\n%s", report.table())
+    manifest["parity"] = report.to_dict()
+    _write_manifest(directory, manifest)

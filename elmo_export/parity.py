@@ -1,0 +1,394 @@
+"""Parity: an exported package, run by ONNX Runtime on the CPU, against the PyTorch reference.
+
+Every export runs this before the package is put in place. The check embeds a built-in set of
+real English sentences (`data/parity_sentences.txt`: 24 sentences of 1 to 60 tokens, mixed
+lengths, in padded batches of 8) through the package (`elmo_runtime.runner.PackageRunner`)
+and through the reference, each state mode starting from the same state:
+
+- `zero`: every batch from the zero state;
+- `warm`: every batch from the package's warm state (packages exported with one);
+- `carried`: the first batch from the package's default state (the same run as that mode's
+  first batch, so not repeated), then each batch from the state the previous batch left, the
+  package's own state fed back into the package and the reference's into the reference (the
+  stateful use of the original).
+
+It records per layer the max abs error (over every position, padding included: padding must
+stay zero) and the mean and min cosine similarity of the real tokens' vectors, plus the max abs
+error of the final state. The tolerances are named, per precision, in `TOLERANCES`; a package
+that misses any of them raises `ParityError` listing every failed check.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from elmo_export.model import ElmoBiLm, ElmoOptions, LstmState
+from elmo_runtime.chars import batch_to_char_ids
+
+log = logging.getLogger(__name__)
+
+PARITY_SENTENCES = "parity_sentences.txt"
+BATCH_SIZE = 8
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """What one precision must meet; None: not checked (still measured).
+
+    Attributes:
+        max_abs: the largest allowed abs difference of any layer value or final-state value.
+        min_cosine: the smallest allowed cosine similarity of any token vector, any layer.
+        mean_cosine: the smallest allowed mean cosine similarity of a layer's token vectors.
+    """
+
+    max_abs: float | None = None
+    min_cosine: float | None = None
+    mean_cosine: float | None = None
+
+
+# fp32 graphs differ from the reference only by summation order, an error that grows with the
+# width of the products. The rule: 1e-5 below the original's 4096 LSTM cells (the fixtures' 64,
+# small's 1024, medium's 2048), 1e-4 from 4096 on. Measured: fixtures and tiny <= 1.1e-6,
+# synthetic small 3.5e-6, synthetic original 3.8e-6 at most.
+FP32_MAX_ABS = 1e-5
+FP32_MAX_ABS_LARGE = 1e-4
+FP32_LARGE_DIM = 4096
+
+TOLERANCES: dict[str, Tolerance] = {
+    "fp32": Tolerance(max_abs=FP32_MAX_ABS),  # FP32_MAX_ABS_LARGE from dim >= FP32_LARGE_DIM
+    "fp16": Tolerance(min_cosine=0.999),
+    "int8": Tolerance(mean_cosine=0.99),
+    "int4": Tolerance(mean_cosine=0.98),
+}
+
+
+def tolerance_for(precision: str, options: ElmoOptions) -> Tolerance:
+    """The named tolerance of `precision`, with the fp32 rule by LSTM width applied.
+
+    Raises:
+        ValueError: unknown precision (the known ones are listed).
+    """
+    if precision not in TOLERANCES:
+        raise ValueError(f"precision is {precision!r}; choose one of {', '.join(TOLERANCES)}")
+    if precision == "fp32" and options.dim >= FP32_LARGE_DIM:
+        return Tolerance(max_abs=FP32_MAX_ABS_LARGE)
+    return TOLERANCES[precision]
+
+
+class ParityError(RuntimeError):
+    """A package that does not reproduce the reference within its precision's tolerance.
+
+    Attributes:
+        report: the full `ParityReport`.
+        failures: one line per failed check.
+    """
+
+    def __init__(self, report: "ParityReport"):
+        self.report = report
+        self.failures = list(report.failures)
+        super().__init__(
+            f"the {report.precision} package fails parity with the reference "
+            f"({len(self.failures)} failed checks):\n  " + "\n  ".join(self.failures)
+        )
+
+
+@dataclass
+class LayerParity:
+    """One layer in one state mode. Cosines over real tokens; max abs over all positions."""
+
+    layer: int
+    max_abs: float
+    mean_cosine: float
+    min_cosine: float
+
+
+@dataclass
+class ModeParity:
+    """One state mode: every layer, and the final state after each batch."""
+
+    mode: str
+    layers: list[LayerParity]
+    final_state_max_abs: float
+
+
+@dataclass
+class ParityReport:
+    """Parity of one package with the reference, as stored in the manifest's `parity` entry."""
+
+    precision: str
+    tolerance: Tolerance
+    sentences: int
+    tokens: int
+    batch_size: int
+    source: str
+    modes: list[ModeParity]
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def worst(self) -> dict:
+        """The worst figure of each kind over all modes and layers."""
+        layers = [l for m in self.modes for l in m.layers]
+        if not layers:
+            return {}
+        return {
+            "max_abs": max(l.max_abs for l in layers),
+            "mean_cosine": min(l.mean_cosine for l in layers),
+            "min_cosine": min(l.min_cosine for l in layers),
+            "final_state_max_abs": max(m.final_state_max_abs for m in self.modes),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ParityReport":
+        """The inverse of `to_dict` (e.g. from a manifest's `parity` entry)."""
+        modes = [ModeParity(m["mode"], [LayerParity(**l) for l in m["layers"]], m["final_state_max_abs"])
+                 for m in data["modes"]]
+        return cls(data["precision"], Tolerance(**data["tolerance"]), data["sentences"], data["tokens"],
+                   data["batch_size"], data["source"], modes, list(data["failures"]))
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["passed"] = self.passed
+        data["worst"] = self.worst()
+        return data
+
+    def table(self) -> str:
+        """A fixed-width table, one line per mode and layer."""
+        lines = [f"{'state':<8} {'layer':>5} {'max abs':>10} {'mean cos':>10} {'min cos':>10} {'state max abs':>14}"]
+        for m in self.modes:
+            for l in m.layers:
+                state = f"{m.final_state_max_abs:14.2e}" if l.layer == 0 else ""
+                lines.append(f"{m.mode:<8} {l.layer:>5} {l.max_abs:10.2e} {l.mean_cosine:10.6f} {l.min_cosine:10.6f} {state}")
+        t = self.tolerance
+        bar = ", ".join(f"{k} {'<=' if k == 'max_abs' else '>='} {v:g}" for k, v in asdict(t).items() if v is not None)
+        lines.append(f"{self.precision} tolerance: {bar} -> {'PASSED' if self.passed else 'FAILED'}")
+        return "\n".join(lines)
+
+
+def load_sentences(path: str | Path | None = None) -> list[list[str]]:
+    """Read tokenized sentences: one per line, tokens split by spaces, `#` lines skipped.
+
+    Args:
+        path: a file; None reads the built-in `elmo_export/data/parity_sentences.txt`.
+    """
+    if path is None:
+        text = resources.files("elmo_export").joinpath("data", PARITY_SENTENCES).read_text(encoding="utf-8")
+    else:
+        text = Path(path).read_text(encoding="utf-8")
+    return [line.split(" ") for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def _cosines(got: np.ndarray, want: np.ndarray) -> np.ndarray:
+    """Cosine similarity along the last axis; 1 where both vectors are zero."""
+    dot = (got.astype(np.float64) * want).sum(-1)
+    norms = np.linalg.norm(got.astype(np.float64), axis=-1) * np.linalg.norm(want.astype(np.float64), axis=-1)
+    both_zero = norms == 0
+    return np.where(both_zero, 1.0, dot / np.where(both_zero, 1.0, norms))
+
+
+@dataclass
+class ReferenceOutputs:
+    """The reference's side of a parity check: a function of the weights alone, so computed once
+    and reused for every precision exported from the same weights.
+
+    Attributes:
+        sentences: the tokenized sentences, in batches of `batch_size`.
+        warm: the warm initial state `(h (L, 2, P), c (L, 2, D))`, or None for zero-state packages.
+        runs: per state mode, per batch: `(layers (L+1, B, T, 2P), mask (B, T), final_h, final_c)`.
+        source: what the sentences are, for the report.
+    """
+
+    sentences: list[list[str]]
+    batch_size: int
+    warm: tuple[np.ndarray, np.ndarray] | None
+    runs: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]]
+    source: str
+
+    @property
+    def modes(self) -> list[str]:
+        return list(self.runs)
+
+    def batches(self) -> list[list[list[str]]]:
+        return [self.sentences[i : i + self.batch_size] for i in range(0, len(self.sentences), self.batch_size)]
+
+    def warm_state(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        """The warm state repeated over `batch` rows: `(L, 2, B, P)`, `(L, 2, B, D)`."""
+        h, c = self.warm
+        return np.repeat(h[:, :, None], batch, axis=2), np.repeat(c[:, :, None], batch, axis=2)
+
+
+def reference_outputs(
+    model: ElmoBiLm,
+    warm: LstmState | tuple[np.ndarray, np.ndarray] | None,
+    sentences: Sequence[Sequence[str]] | None = None,
+    batch_size: int = BATCH_SIZE,
+    progress: bool = False,
+) -> ReferenceOutputs:
+    """Run the reference over the parity batches in every state mode.
+
+    Args:
+        model: the reference biLM.
+        warm: the package's warm state `h (L, 2, P)`, `c (L, 2, D)`; None for a zero-state package.
+        sentences: tokenized sentences; None: the built-in parity sentences.
+        batch_size: sentences per padded batch.
+        progress: a tqdm bar over the batches.
+    """
+    source = "built-in parity sentences (elmo_export/data/parity_sentences.txt)" if sentences is None else "given sentences"
+    sentences = load_sentences() if sentences is None else [list(s) for s in sentences]
+    if not sentences or any(len(s) == 0 for s in sentences):
+        raise ValueError("parity needs at least one sentence, and no empty sentence")
+    if batch_size < 1:
+        raise ValueError(f"batch_size is {batch_size!r}; expected >= 1")
+    if warm is not None:
+        warm = tuple(np.asarray(v, dtype=np.float32) for v in warm)
+    out = ReferenceOutputs(sentences, batch_size, warm, {}, source)
+    modes = ["zero", "warm", "carried"] if warm is not None else ["zero", "carried"]
+    batches = out.batches()
+    bar = tqdm(total=len(modes) * len(batches), desc="parity (reference)", unit="batch", disable=not progress, leave=False)
+    with torch.no_grad():
+        for mode in modes:
+            runs, state = [], None
+            for k, batch in enumerate(batches):
+                if mode == "carried" and k == 0:  # starts like the package's default mode: same run
+                    runs.append(out.runs["warm" if warm is not None else "zero"][0])
+                    state = LstmState(*(torch.from_numpy(v) for v in runs[0][2:]))
+                    bar.update()
+                    continue
+                if mode != "carried":
+                    if mode == "zero":
+                        state = model.zero_state(len(batch))
+                    else:
+                        state = LstmState(*(torch.from_numpy(v) for v in out.warm_state(len(batch))))
+                ref = model(torch.from_numpy(batch_to_char_ids(batch)), state)
+                runs.append((ref.layers.numpy(), ref.mask.numpy(), ref.state.h.numpy(), ref.state.c.numpy()))
+                state = ref.state
+                bar.update()
+            out.runs[mode] = runs
+    bar.close()
+    return out
+
+
+def check_parity(
+    model: ElmoBiLm,
+    package_dir: str | Path,
+    precision: str,
+    *,
+    reference: ReferenceOutputs | None = None,
+    tolerance: Tolerance | None = None,
+    progress: bool = False,
+    raise_on_failure: bool = True,
+) -> ParityReport:
+    """Compare the package in `package_dir` with `model` on the parity sentences.
+
+    Args:
+        model: the reference the package was exported from.
+        package_dir: the package (its manifest is read by `PackageRunner`).
+        precision: "fp32", "fp16", "int8" or "int4": picks the tolerance.
+        reference: the reference's outputs (`reference_outputs`); None: computed here on the
+            built-in sentences, from the package's own warm state.
+        tolerance: overrides the named tolerance.
+        progress: tqdm bars over the batches.
+        raise_on_failure: raise `ParityError` when a check fails (else return the report).
+
+    Returns:
+        The `ParityReport`.
+
+    Raises:
+        ParityError: a check failed (all failures listed), if `raise_on_failure`.
+    """
+    from elmo_runtime.runner import PackageRunner
+
+    if tolerance is None:
+        tolerance = tolerance_for(precision, model.options)
+    runner = PackageRunner(package_dir, device="cpu")
+    m = runner.manifest
+    if reference is None:
+        warm = (m.warm_h, m.warm_c) if m.initial_state_mode == "warm" else None
+        reference = reference_outputs(model, warm, progress=progress)
+    n_layers = model.options.n_layers + 1
+    sentences, batches = reference.sentences, reference.batches()
+
+    failures = []
+    package_warm = m.initial_state_mode == "warm"
+    if package_warm != (reference.warm is not None):
+        failures.append(f"the package's initial state is {m.initial_state_mode!r}, the reference's "
+                        f"{'warm' if reference.warm is not None else 'zero'}")
+    elif package_warm and not (np.array_equal(m.warm_h, reference.warm[0]) and np.array_equal(m.warm_c, reference.warm[1])):
+        failures.append("the package's warm state differs from the exported one (manifest round trip)")
+    if failures:
+        report = ParityReport(precision, tolerance, len(sentences), sum(map(len, sentences)), reference.batch_size,
+                              reference.source, [], failures)
+        if raise_on_failure:
+            raise ParityError(report)
+        return report
+
+    results, first_runs = [], {}
+    bar = tqdm(total=len(reference.modes) * len(batches), desc="parity (onnxruntime)", unit="batch",
+               disable=not progress, leave=False)
+    for mode in reference.modes:
+        max_abs = np.zeros(n_layers)
+        cos_sum, cos_min, n_tokens = np.zeros(n_layers), np.ones(n_layers), 0
+        state_max_abs = 0.0
+        state = None
+        for k, (batch, (want, real, want_h, want_c)) in enumerate(zip(batches, reference.runs[mode])):
+            if mode == "carried" and k == 0:  # starts like the package's default mode: same run
+                layers, mask, final_h, final_c = first_runs[m.initial_state_mode]
+            else:
+                if mode != "carried":
+                    state = runner.initial_state(mode, len(batch))
+                layers, mask, final_h, final_c = runner.run(batch_to_char_ids(batch), *state)
+                if k == 0:
+                    first_runs[mode] = layers, mask, final_h, final_c
+            if layers.shape != want.shape or not np.array_equal(mask.astype(bool), real):
+                failures.append(f"state {mode}: layers have shape {layers.shape} and mask {mask.shape} "
+                                f"({int(mask.sum())} tokens), the reference {want.shape} ({int(real.sum())} tokens)")
+                break
+            max_abs = np.maximum(max_abs, np.abs(layers - want).reshape(n_layers, -1).max(axis=1))
+            cos = _cosines(layers[:, real], want[:, real])  # (L+1, tokens)
+            cos_sum += cos.sum(axis=1)
+            cos_min = np.minimum(cos_min, cos.min(axis=1))
+            n_tokens += cos.shape[1]
+            state_max_abs = max(state_max_abs, float(np.abs(final_h - want_h).max()), float(np.abs(final_c - want_c).max()))
+            state = (final_h, final_c)
+            bar.update()
+        results.append(ModeParity(mode, [LayerParity(k, float(max_abs[k]), float(cos_sum[k] / max(n_tokens, 1)),
+                                                     float(cos_min[k])) for k in range(n_layers)], state_max_abs))
+    bar.close()
+
+    report = ParityReport(precision, tolerance, len(sentences), sum(map(len, sentences)), reference.batch_size,
+                          reference.source, results)
+    report.failures = failures + _failures(report)
+    for line in report.table().splitlines():
+        log.debug(line)
+    if report.failures and raise_on_failure:
+        raise ParityError(report)
+    return report
+
+
+def _failures(report: ParityReport) -> list[str]:
+    t, failures = report.tolerance, []
+    for m in report.modes:
+        for l in m.layers:
+            where = f"state {m.mode}, layer {l.layer}"
+            if not (np.isfinite(l.max_abs) and np.isfinite(l.mean_cosine)):
+                failures.append(f"{where}: non-finite outputs (max abs {l.max_abs}, mean cosine {l.mean_cosine})")
+                continue
+            if t.max_abs is not None and l.max_abs > t.max_abs:
+                failures.append(f"{where}: max abs error {l.max_abs:.3g} > {t.max_abs:g}")
+            if t.min_cosine is not None and l.min_cosine < t.min_cosine:
+                failures.append(f"{where}: min cosine {l.min_cosine:.6f} < {t.min_cosine:g}")
+            if t.mean_cosine is not None and l.mean_cosine < t.mean_cosine:
+                failures.append(f"{where}: mean cosine {l.mean_cosine:.6f} < {t.mean_cosine:g}")
+        if t.max_abs is not None and not m.final_state_max_abs <= t.max_abs:
+            failures.append(f"state {m.mode}, final state: max abs error {m.final_state_max_abs:.3g} > {t.max_abs:g}")
+    return failures

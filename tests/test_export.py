@@ -1,0 +1,324 @@
+"""Exported packages: parity per precision, the TF fixtures through ONNX Runtime, the manifest,
+the state contract, and the errors for bad inputs and outputs."""
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from elmo_export import export as E
+from elmo_export import onnx_graph, parity
+from elmo_export.export import ExportSettings, GraphValidationError, export_package, graph_specs, validate_graph
+from elmo_export.model import LstmState
+from elmo_export.parity import ParityError, Tolerance
+from elmo_export.weights import WeightFileError
+from elmo_runtime import contract as C
+from elmo_runtime.chars import batch_to_char_ids
+from elmo_runtime.package import load_manifest
+from elmo_runtime.runner import PackageRunner
+from tf_fixtures import FIXTURE_SETS, FIXTURES, load_fixture_set
+
+PRECISIONS = ["none", "fp16", "int8", "int4"]
+MODELS = ["tiny", *FIXTURE_SETS]
+
+
+@pytest.fixture(scope="session")
+def model_files(tiny_weights):
+    def files(name):
+        if name == "tiny":
+            return tiny_weights
+        fixture = load_fixture_set(name)
+        return fixture.options, fixture.weights
+
+    return files
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory, model_files):
+    """Export each (model, precision) once per session; later asks reuse the package."""
+    root = tmp_path_factory.mktemp("packages")
+    done = {}
+
+    def get(name, quantize="none"):
+        if (name, quantize) not in done:
+            done[name, quantize] = export_package(*model_files(name), root / f"{name}-{quantize}",
+                                                  quantize=quantize, progress=False)
+        return done[name, quantize]
+
+    return get
+
+
+def manifest_of(package):
+    return json.loads((package / C.MANIFEST_FILE).read_text())
+
+
+@pytest.mark.parametrize("quantize", PRECISIONS)
+@pytest.mark.parametrize("name", MODELS)
+def test_every_precision_meets_its_tolerance(exported, name, quantize):
+    report = manifest_of(exported(name, quantize))["parity"]
+    assert report["passed"] and report["failures"] == []
+    assert [m["mode"] for m in report["modes"]] == ["zero", "warm", "carried"]
+    assert report["sentences"] == 24
+    worst = report["worst"]
+    if quantize == "none":
+        assert worst["max_abs"] <= 1e-5 and worst["final_state_max_abs"] <= 1e-5
+    elif quantize == "fp16":
+        assert worst["min_cosine"] >= 0.999
+    else:
+        assert worst["mean_cosine"] >= {"int8": 0.99, "int4": 0.98}[quantize]
+
+
+@pytest.mark.parametrize("name", FIXTURE_SETS)
+def test_fp32_package_reproduces_tensorflow_with_state_carried(exported, name):
+    fixture = load_fixture_set(name)
+    runner = PackageRunner(exported(name), device="cpu")
+    h, c = runner.initial_state("zero", 3)  # the fixtures start from zeros
+    checked = 0
+    for i, batch in enumerate(fixture.batches):
+        layers, _, h, c = runner.run(batch_to_char_ids(batch), h, c)
+        for row, sentence in enumerate(batch):
+            if (i, row) in fixture.expected:
+                np.testing.assert_allclose(layers[-1, row, : len(sentence)], fixture.expected[i, row], atol=1e-6, rtol=1e-5)
+                checked += 1
+    assert checked == (30 if name == "bilm-tf" else 10)
+
+
+def test_char_cnn_of_the_package_reproduces_tensorflow_token_embeddings(exported):
+    import h5py
+
+    from elmo_runtime.chars import tokens_to_char_ids
+
+    folder = FIXTURES / "allennlp-elmo"
+    runner = PackageRunner(exported("allennlp-elmo"), device="cpu")
+    words = (folder / "vocab_test.txt").read_text().strip().split("\n")
+    with h5py.File(folder / "elmo_token_embeddings.hdf5") as fin:
+        expected = fin["embedding"][...]
+    emb, mask = runner.token_embeddings(tokens_to_char_ids(words)[None])
+    assert mask.all()
+    np.testing.assert_allclose(emb[0], expected, atol=1e-6, rtol=1e-5)
+
+
+def test_carrying_state_through_onnx_equals_carrying_through_the_reference(exported, tiny_model):
+    runner = PackageRunner(exported("tiny"), device="cpu")
+    batches = [[["The", "cat", "sat", "."], ["Hi"], ["A", "longer", "one", "with", "more", "tokens", "."]],
+               [["Then"], ["it", "rained", "all", "day"], ["Zürich", "x" * 60]],
+               [["Yes", "."], ["No", "!"], ["Maybe", "later", ",", "perhaps", "."]]]
+    h, c = runner.initial_state("warm", 3)
+    state = LstmState(torch.from_numpy(h.copy()), torch.from_numpy(c.copy()))
+    for batch in batches:
+        ids = batch_to_char_ids(batch)
+        layers, mask, h, c = runner.run(ids, h, c)
+        with torch.no_grad():
+            ref = tiny_model(torch.from_numpy(ids), state)
+        state = ref.state
+        np.testing.assert_array_equal(mask.astype(bool), ref.mask.numpy())
+        np.testing.assert_allclose(layers, ref.layers.numpy(), atol=1e-5)
+        np.testing.assert_allclose(h, ref.state.h.numpy(), atol=1e-5)
+        np.testing.assert_allclose(c, ref.state.c.numpy(), atol=1e-5)
+
+
+def test_manifest_has_the_contract_keys_and_true_hashes(exported, tiny_weights, tiny_model):
+    package = exported("tiny", "int8")
+    manifest = manifest_of(package)
+    assert list(manifest) == ["format_version", "producer", "architecture", "chars", "graphs", "pipeline",
+                              "precision", "opset", "initial_state", "source", "files", "parity"]
+    assert manifest["format_version"] == C.FORMAT_VERSION
+    assert manifest["producer"]["name"] == "elmo-onnx" and manifest["producer"]["version"]
+    assert manifest["architecture"] == tiny_model.options.to_dict()
+    assert manifest["chars"] == C.char_constants()
+    assert manifest["graphs"] == graph_specs(tiny_model.options)
+    assert manifest["graphs"]["bilm"]["inputs"]["initial_h"] == {"dtype": "float32", "shape": [2, 2, "batch", 16]}
+    assert manifest["precision"]["name"] == "int8" and manifest["precision"]["per_channel"] is True
+    assert manifest["opset"] == onnx_graph.DEFAULT_OPSET
+
+    # Every file but the manifest, with its true sha256 and size.
+    on_disk = {p.name for p in package.iterdir()} - {C.MANIFEST_FILE}
+    assert set(manifest["files"]) == on_disk == {C.TOKEN_EMBEDDER_FILE, C.BILM_FILE}
+    for name, entry in manifest["files"].items():
+        data = (package / name).read_bytes()
+        assert entry == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    options, weights = tiny_weights
+    assert manifest["source"] == {
+        "options_file": "options.json", "options_sha256": hashlib.sha256(Path(options).read_bytes()).hexdigest(),
+        "weights_file": "weights.hdf5", "weights_sha256": hashlib.sha256(Path(weights).read_bytes()).hexdigest(),
+    }
+    load_manifest(package, verify_files=True)
+
+
+def test_warm_state_is_the_reference_state_after_the_warmup_text(exported, tiny_model):
+    state = manifest_of(exported("tiny"))["initial_state"]
+    assert state["mode"] == "warm"
+    sentences, sha = E.load_warmup_sentences()
+    assert state["warmup"]["sentences"] == len(sentences) >= 5 and state["warmup"]["batch_size"] == 1
+    assert state["warmup"]["text_sha256"] == sha
+    assert sum(map(len, sentences)) > 250  # a few hundred words of real prose
+    want = E.warm_state(tiny_model, sentences)
+    # Stored as float32 decimals that read back exactly.
+    np.testing.assert_array_equal(np.asarray(state["h"], np.float32), want.h.numpy())
+    np.testing.assert_array_equal(np.asarray(state["c"], np.float32), want.c.numpy())
+    assert np.abs(want.h.numpy()).max() > 0.01  # not a zero state
+
+
+def test_zero_initial_state_stores_no_state(tmp_path, tiny_weights):
+    package = export_package(*tiny_weights, tmp_path / "zero", initial_state="zero", progress=False)
+    manifest = manifest_of(package)
+    assert manifest["initial_state"] == {"mode": "zero"}
+    assert [m["mode"] for m in manifest["parity"]["modes"]] == ["zero", "carried"]
+    assert PackageRunner(package, device="cpu").manifest.warm_h is None
+
+
+def test_other_opsets_export(tmp_path, tiny_weights):
+    package = export_package(*tiny_weights, tmp_path / "opset21", opset=21, quantize="int8", progress=False)
+    assert manifest_of(package)["opset"] == 21
+    assert onnx.load(package / C.BILM_FILE).opset_import[0].version == 21
+
+
+def test_large_graphs_go_to_external_data(tmp_path, tiny_weights, monkeypatch):
+    monkeypatch.setattr(E, "EXTERNAL_DATA_BYTES", 10_000)
+    package = export_package(*tiny_weights, tmp_path / "external", progress=False)
+    files = manifest_of(package)["files"]
+    assert set(files) == {C.TOKEN_EMBEDDER_FILE, C.BILM_FILE, C.TOKEN_EMBEDDER_FILE + ".data", C.BILM_FILE + ".data"}
+    assert manifest_of(package)["parity"]["passed"]
+
+
+# -- failures -----------------------------------------------------------------------------------
+
+
+def _leftovers(parent: Path) -> list[str]:
+    return sorted(p.name for p in parent.iterdir() if p.name.startswith("."))
+
+
+def test_a_parity_failure_raises_and_leaves_no_package(tmp_path, tiny_weights, monkeypatch):
+    monkeypatch.setitem(parity.TOLERANCES, "fp32", Tolerance(min_cosine=1.5))
+    out = tmp_path / "pkg"
+    with pytest.raises(ParityError) as info:
+        export_package(*tiny_weights, out, progress=False)
+    assert len(info.value.failures) == 3 * 3  # every layer of every state mode, all listed
+    assert "min cosine" in str(info.value)
+    assert not out.exists() and _leftovers(tmp_path) == []
+
+
+def test_a_corrupted_graph_weight_fails_parity(tmp_path, tiny_weights, monkeypatch):
+    build = onnx_graph.build_bilm
+
+    def corrupted(model, precision="fp32", opset=onnx_graph.DEFAULT_OPSET):
+        graph = build(model, precision, opset)
+        scan = next(n for n in graph.graph.node if n.op_type == "Scan")
+        body = scan.attribute[0].g
+        weight = next(t for t in body.initializer if len(t.dims) == 2)
+        value = onnx.numpy_helper.to_array(weight).copy()
+        value[0, 0] += 1.0
+        weight.CopyFrom(onnx.numpy_helper.from_array(value, weight.name))
+        return graph
+
+    monkeypatch.setattr(onnx_graph, "build_bilm", corrupted)
+    out = tmp_path / "pkg"
+    with pytest.raises(ParityError, match="max abs error"):
+        export_package(*tiny_weights, out, progress=False)
+    assert not out.exists() and _leftovers(tmp_path) == []
+
+
+def test_an_existing_package_is_kept_when_the_new_one_fails(tmp_path, tiny_weights, monkeypatch):
+    out = tmp_path / "pkg"
+    export_package(*tiny_weights, out, progress=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    monkeypatch.setitem(parity.TOLERANCES, "int8", Tolerance(mean_cosine=1.5))
+    with pytest.raises(ParityError):
+        export_package(*tiny_weights, out, quantize="int8", force=True, progress=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert _leftovers(tmp_path) == []
+
+
+def test_force_replaces_a_package_once_the_new_one_is_verified(tmp_path, tiny_weights):
+    out = tmp_path / "pkg"
+    export_package(*tiny_weights, out, progress=False)
+    with pytest.raises(FileExistsError, match="not empty.*force"):
+        export_package(*tiny_weights, out, quantize="int8", progress=False)
+    export_package(*tiny_weights, out, quantize="int8", force=True, progress=False)
+    assert manifest_of(out)["precision"]["name"] == "int8"
+    assert _leftovers(tmp_path) == []
+
+
+def test_force_never_deletes_a_directory_that_is_not_a_package(tmp_path, tiny_weights):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("precious")
+    with pytest.raises(FileExistsError, match="no elmo-onnx package"):
+        export_package(*tiny_weights, out, force=True, progress=False)
+    assert (out / "notes.txt").read_text() == "precious"
+
+
+def test_an_empty_output_directory_is_used(tmp_path, tiny_weights):
+    out = tmp_path / "empty"
+    out.mkdir()
+    export_package(*tiny_weights, out, progress=False)
+    assert (out / C.MANIFEST_FILE).is_file()
+
+
+def test_missing_files_are_named(tmp_path, tiny_weights):
+    options, weights = tiny_weights
+    with pytest.raises(FileNotFoundError, match="options file not found"):
+        export_package(tmp_path / "nope.json", weights, tmp_path / "out", progress=False)
+    with pytest.raises(FileNotFoundError, match="weights file not found"):
+        export_package(options, tmp_path / "nope.hdf5", tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_mismatched_options_list_every_bad_dataset(tmp_path, tiny_weights):
+    options, weights = tiny_weights
+    data = json.loads(Path(options).read_text())
+    data["lstm"]["dim"] = 32
+    wrong = tmp_path / "options.json"
+    wrong.write_text(json.dumps(data))
+    with pytest.raises(WeightFileError, match=r"W_0.*has shape \(32, 256\), expected \(32, 128\)"):
+        export_package(wrong, weights, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_unwritable_output_is_a_clear_error(tmp_path, tiny_weights):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(OSError, match="cannot write the package"):
+        export_package(*tiny_weights, blocker / "out", progress=False)
+    with pytest.raises(FileExistsError, match="not a directory"):
+        export_package(*tiny_weights, blocker, progress=False)
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root can write anywhere")
+def test_a_read_only_parent_is_a_clear_error(tmp_path, tiny_weights):
+    parent = tmp_path / "ro"
+    parent.mkdir()
+    parent.chmod(0o500)
+    try:
+        with pytest.raises(PermissionError, match="cannot write the package"):
+            export_package(*tiny_weights, parent / "out", progress=False)
+    finally:
+        parent.chmod(0o700)
+
+
+def test_bad_settings_name_the_allowed_values():
+    with pytest.raises(ValueError, match="none, fp16, int8, int4"):
+        ExportSettings(quantize="int3")
+    with pytest.raises(ValueError, match="warm, zero"):
+        ExportSettings(initial_state="hot")
+    with pytest.raises(ValueError, match="opset is 9"):
+        ExportSettings(opset=9)
+
+
+def test_validation_lists_every_spec_mismatch(tmp_path, tiny_model):
+    graph = onnx_graph.build_bilm(tiny_model)
+    graph.graph.output[0].name = "all_layers"
+    graph.graph.node[-3].output[0] = "all_layers"
+    graph.graph.input[2].type.tensor_type.shape.dim[1].dim_value = 3
+    path = tmp_path / "bilm.onnx"
+    onnx.save(graph, path)
+    with pytest.raises(GraphValidationError) as info:
+        validate_graph(path, graph_specs(tiny_model.options)["bilm"])
+    message = str(info.value)
+    assert "outputs are ['all_layers', 'final_h', 'final_c']" in message
+    assert "input 'initial_h'" in message

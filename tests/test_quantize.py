@@ -1,0 +1,131 @@
+"""Quantization wrappers: graph in, graph out, every weight MatMul reached (Scan bodies included)."""
+
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from elmo_export.onnx_graph import build_bilm, build_token_embedder
+from elmo_export.quantize import (
+    Int4Settings,
+    Int8Settings,
+    float_weight_matmuls,
+    op_counts,
+    quantize,
+    quantize_int4,
+    quantize_int8,
+)
+
+
+@pytest.fixture(scope="module")
+def graphs(tiny_model):
+    return {"token_embedder": build_token_embedder(tiny_model), "bilm": build_bilm(tiny_model)}
+
+
+def _subgraph_initializers(graph):
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from attr.g.initializer
+                yield from _subgraph_initializers(attr.g)
+
+
+def test_int8_quantizes_every_weight_matmul_including_the_scan_bodies(graphs, tiny_model):
+    n_layers = tiny_model.options.n_layers
+    bilm = quantize_int8(graphs["bilm"])
+    counts = op_counts(bilm)
+    # Hoisted input products: one per layer and direction in the main graph; the recurrent and
+    # projection MatMuls: two per direction in each layer's Scan body.
+    assert counts["main"]["MatMulInteger"] == 2 * n_layers
+    assert counts["subgraphs"]["MatMulInteger"] == 4 * n_layers
+    assert counts["main"]["MatMul"] == counts["subgraphs"]["MatMul"] == 0
+    assert float_weight_matmuls(bilm) == []
+    assert float_weight_matmuls(quantize_int8(graphs["token_embedder"])) == []
+
+
+def test_int4_quantizes_the_scan_bodies_and_keeps_the_char_cnn_and_projection_float(graphs, tiny_model):
+    n_layers = tiny_model.options.n_layers
+    bilm = quantize_int4(graphs["bilm"])
+    counts = op_counts(bilm)
+    assert counts["main"]["MatMulNBits"] == 2 * n_layers
+    assert counts["subgraphs"]["MatMulNBits"] == 4 * n_layers
+    assert float_weight_matmuls(bilm) == []
+    # The float weights it replaced are gone from the Scan bodies too (no size saved otherwise).
+    float_weights = {t.name for t in _subgraph_initializers(graphs["bilm"].graph) if len(t.dims) == 2}
+    assert float_weights and not float_weights & {t.name for t in _subgraph_initializers(bilm.graph)}
+
+    embedder = quantize_int4(graphs["token_embedder"])
+    left = float_weight_matmuls(embedder)
+    n_filters = len(tiny_model.options.filters)
+    assert len(left) == n_filters + 1  # the char CNN kernels and the projection, by design
+    assert all("W_cnn" in line or "W_proj" in line for line in left)
+    assert op_counts(embedder)["main"]["MatMulNBits"] == tiny_model.options.n_highway
+
+
+def test_nothing_kept_float_quantizes_every_matmul(graphs):
+    embedder = quantize_int4(graphs["token_embedder"], Int4Settings(keep_float=()))
+    assert float_weight_matmuls(embedder) == []
+
+
+@pytest.mark.parametrize("settings", [Int8Settings(), Int8Settings(per_channel=False, weight_type="QUInt8"),
+                                      Int4Settings(), Int4Settings(block_size=128, symmetric=True)])
+def test_quantized_graphs_pass_the_checker_and_run_close_to_fp32(graphs, settings):
+    rng = np.random.default_rng(0)
+    b, t = 2, 5
+    feeds = {
+        "token_embeddings": rng.normal(size=(b, t, 16)).astype(np.float32),
+        "mask": np.array([[1] * 5, [1] * 3 + [0] * 2], np.int32),
+        "initial_h": np.zeros((2, 2, b, 16), np.float32),
+        "initial_c": np.zeros((2, 2, b, 64), np.float32),
+    }
+    runs = []
+    for graph in (graphs["bilm"], quantize(graphs["bilm"], settings)):
+        onnx.checker.check_model(graph, full_check=True)
+        session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+        runs.append(session.run(["layers"], feeds)[0])
+    want, got = runs
+    cos = (got * want).sum(-1) / (np.linalg.norm(got, axis=-1) * np.linalg.norm(want, axis=-1) + 1e-12)
+    assert cos[:, feeds["mask"].astype(bool)].mean() > 0.95
+
+
+def test_quantizing_leaves_the_input_graph_unchanged(graphs):
+    before = graphs["bilm"].SerializeToString()
+    quantize_int4(graphs["bilm"])
+    quantize_int8(graphs["bilm"])
+    assert graphs["bilm"].SerializeToString() == before
+
+
+def test_int4_block_size_shrinks_only_for_matrices_with_few_rows():
+    s = Int4Settings()
+    assert [s.block_size_for(k) for k in (16, 64, 124, 128, 256, 512, 4096)] == [16, 16, 16, 32, 64, 64, 64]
+    assert Int4Settings(block_size=32, min_blocks=1).block_size_for(16) == 16
+
+
+def test_settings_reject_bad_values_by_name():
+    with pytest.raises(ValueError, match="block_size is 48"):
+        Int4Settings(block_size=48)
+    with pytest.raises(ValueError, match="accuracy_level"):
+        Int4Settings(accuracy_level=7)
+    with pytest.raises(ValueError, match="QInt4"):
+        Int8Settings(weight_type="QInt4")
+    with pytest.raises(ValueError, match="op_types"):
+        Int8Settings(op_types=("Conv",))
+    with pytest.raises(TypeError, match="Int8Settings or Int4Settings"):
+        quantize(onnx.ModelProto(), "int8")
+
+
+def test_settings_describe_themselves_for_the_manifest():
+    int8, int4 = Int8Settings().to_dict(), Int4Settings().to_dict()
+    assert int8["name"] == "int8" and int8["per_channel"] is True and int8["weight_type"] == "QInt8"
+    assert int8["devices"] == ["cpu"]
+    assert int4["name"] == "int4" and int4["block_size"] == 64 and int4["symmetric"] is False
+    assert int4["keep_float"] == ["W_cnn", "W_proj"]
+
+
+def test_int4_without_onnx_ir_says_what_to_install(graphs, monkeypatch):
+    monkeypatch.delitem(sys.modules, "onnxruntime.quantization.matmul_nbits_quantizer", raising=False)
+    monkeypatch.setitem(sys.modules, "onnx_ir", None)
+    with pytest.raises(ImportError, match="onnx-ir"):
+        quantize_int4(graphs["bilm"])
