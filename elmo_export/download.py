@@ -407,7 +407,7 @@ class _Fetcher:
             received = offset
             with open(part, mode) as out, tqdm(
                 total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-                desc=desc, disable=not self.progress, leave=False,
+                desc=desc, disable=None if self.progress else True, leave=False,
             ) as bar:
                 try:
                     while chunk := response.read(CHUNK_BYTES):

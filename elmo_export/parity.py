@@ -254,7 +254,7 @@ def reference_outputs(
     out = ReferenceOutputs(sentences, batch_size, warm, {}, source)
     modes = ["zero", "warm", "carried"] if warm is not None else ["zero", "carried"]
     batches = out.batches()
-    bar = tqdm(total=len(modes) * len(batches), desc="parity (reference)", unit="batch", disable=not progress, leave=False)
+    bar = tqdm(total=len(modes) * len(batches), desc="parity (reference)", unit="batch", disable=None if progress else True, leave=False)
     with torch.no_grad():
         for mode in modes:
             runs, state = [], None
@@ -334,7 +334,7 @@ def check_parity(
 
     results, first_runs = [], {}
     bar = tqdm(total=len(reference.modes) * len(batches), desc="parity (onnxruntime)", unit="batch",
-               disable=not progress, leave=False)
+               disable=None if progress else True, leave=False)
     for mode in reference.modes:
         max_abs = np.zeros(n_layers)
         cos_sum, cos_min, n_tokens = np.zeros(n_layers), np.ones(n_layers), 0

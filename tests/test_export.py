@@ -138,7 +138,7 @@ def test_manifest_has_the_contract_keys_and_true_hashes(exported, tiny_weights, 
 
     # Every file but the manifest, with its true sha256 and size.
     on_disk = {p.name for p in package.iterdir()} - {C.MANIFEST_FILE}
-    assert set(manifest["files"]) == on_disk == {C.TOKEN_EMBEDDER_FILE, C.BILM_FILE}
+    assert set(manifest["files"]) == on_disk == {C.TOKEN_EMBEDDER_FILE, C.BILM_FILE, C.TOKEN_EMBEDDER_FILE + ".data", C.BILM_FILE + ".data"}
     for name, entry in manifest["files"].items():
         data = (package / name).read_bytes()
         assert entry == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
@@ -178,12 +178,13 @@ def test_other_opsets_export(tmp_path, tiny_weights):
     assert onnx.load(package / C.BILM_FILE).opset_import[0].version == 21
 
 
-def test_large_graphs_go_to_external_data(tmp_path, tiny_weights, monkeypatch):
-    monkeypatch.setattr(E, "EXTERNAL_DATA_BYTES", 10_000)
+def test_weights_go_to_external_data_files(tmp_path, tiny_weights):
     package = export_package(*tiny_weights, tmp_path / "external", progress=False)
     files = manifest_of(package)["files"]
     assert set(files) == {C.TOKEN_EMBEDDER_FILE, C.BILM_FILE, C.TOKEN_EMBEDDER_FILE + ".data", C.BILM_FILE + ".data"}
     assert manifest_of(package)["parity"]["passed"]
+    graph = onnx.load(package / C.BILM_FILE, load_external_data=False)
+    assert all(t.data_location == onnx.TensorProto.EXTERNAL for t in graph.graph.initializer if t.dims and np.prod(t.dims) > 256)
 
 
 # -- failures -----------------------------------------------------------------------------------

@@ -1,0 +1,271 @@
+"""Speed, start-up and memory of every package precision against the PyTorch reference.
+
+One run measures, on the same inputs, for each architecture (synthetic weights: speed does not
+depend on their values): throughput at batch 32, latency of one 20-token sentence at batch 1,
+cold start in a fresh process (import, load, first embedding), peak RSS, package size, and the
+gain of the token-embedding cache on running text. Medians over repeats after a warm-up; ratios
+against the reference measured in the same run.
+
+    python benchmarks/bench.py                     # original and small, writes RESULTS.md
+    python benchmarks/bench.py --presets small --repeats 3 --no-write
+
+Inputs: `benchmarks/data/GPL-3.txt`, the GNU GPL v3 (verbatim, as its licence allows), split
+into its 223 sentences (median 25 tokens, up to 138) by `sentences()` below and tokenized by the
+runtime's tokenizer: real English prose with a natural length distribution.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+CACHE = HERE / ".cache"
+BATCH = 32
+LATENCY_TOKENS = 20
+
+
+def sentences() -> list[list[str]]:
+    """The benchmark text, one token list per sentence, in document order."""
+    from elmo_runtime.tokenize import tokenize
+
+    text = (HERE / "data" / "GPL-3.txt").read_text(encoding="utf-8")
+    paragraphs = [re.sub(r"\s+", " ", p).strip() for p in text.split("\n\n")]
+    split = (s for p in paragraphs for s in re.split(r"(?<=[.;:?!])\s+(?=[A-Z(\"])", p))
+    return [tokens for tokens in map(tokenize, split) if tokens]
+
+
+def throughput_batches(all_sentences: list[list[str]], n_batches: int) -> list[list[list[str]]]:
+    """Batches of 32 sentences, each batch of similar lengths (as the runtime would form them).
+
+    Both engines get exactly these batches, so padding is the same for both.
+    """
+    chosen = all_sentences[: n_batches * BATCH]
+    ordered = sorted(chosen, key=len)
+    return [ordered[i : i + BATCH] for i in range(0, len(ordered), BATCH)]
+
+
+def latency_sentence(all_sentences: list[list[str]]) -> list[str]:
+    return next(s for s in all_sentences if len(s) >= LATENCY_TOKENS)[:LATENCY_TOKENS]
+
+
+def median_time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+@dataclass
+class Row:
+    preset: str
+    engine: str
+    batch_tok_s: float
+    latency_ms: float
+    cold_start_s: float
+    peak_rss_mib: float
+    size_mb: float
+    extra: dict = field(default_factory=dict)
+
+
+# -- fresh-process measurements ---------------------------------------------------------------
+
+_CHILD = textwrap.dedent("""
+    import json, sys, time
+    kind, path, options, threads, workload, spawned = sys.argv[1:7]
+    threads, spawned = int(threads), float(spawned)
+    batches = json.loads(open(workload).read())
+    if kind == "reference":
+        import torch
+        torch.set_num_threads(threads)
+        from elmo_export.weights import load_reference
+        from elmo_runtime.chars import batch_to_char_ids
+        model = load_reference(options, path)
+        def embed(batch):
+            with torch.no_grad():
+                model(torch.from_numpy(batch_to_char_ids(batch)))
+    else:
+        from elmo_runtime import Elmo
+        elmo = Elmo(path, device="cpu", threads=threads)
+        def embed(batch):
+            elmo.embed(batch)  # the runtime's own batching: its default token budget bounds memory
+    embed([batches[0][0]])
+    first = time.time() - spawned  # from the parent's spawn: interpreter start-up counts too
+    for batch in batches:
+        embed(batch)
+    # VmHWM, not ru_maxrss: a child's ru_maxrss starts from its parent's peak at fork.
+    hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+    print(json.dumps({"first_embedding_s": first, "peak_rss_mib": int(hwm.split()[1]) / 1024}))
+""")
+
+
+def fresh_process(kind: str, path: Path, options: Path, threads: int, workload: Path) -> tuple[float, float]:
+    """(cold start seconds, peak RSS MiB) of a new interpreter.
+
+    Cold start: from spawning the process to its first embedding (import, load, one sentence).
+    Peak RSS: after it has then embedded the throughput workload, the reference in batches of
+    32 and a package with the runtime's default batching (a token budget, which is what bounds
+    its memory: batches of 32 long sentences would hold gate products of 32 x 140 x 16384).
+    """
+    args = [kind, str(path), str(options), str(threads), str(workload), repr(time.time())]
+    out = subprocess.run([sys.executable, "-c", _CHILD, *args], check=True, capture_output=True, text=True)
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    return report["first_embedding_s"], report["peak_rss_mib"]
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+def prepare(preset: str, precisions: list[str]) -> tuple[Path, Path, dict[str, Path]]:
+    from elmo_export.export import export_package
+    from elmo_export.synthetic import write_synthetic
+
+    weights_dir = CACHE / preset / "weights"
+    options, weights = weights_dir / "options.json", weights_dir / "weights.hdf5"
+    if not weights.exists():
+        write_synthetic(preset, weights_dir, seed=0)
+    packages = {}
+    for precision in precisions:
+        package = CACHE / preset / precision
+        if not (package / "elmo.json").exists():
+            export_package(options, weights, package, quantize=precision, force=True, progress=False)
+        packages[precision] = package
+    return options, weights, packages
+
+
+def package_size_mb(package: Path) -> float:
+    return sum(f.stat().st_size for f in package.iterdir()) / 1e6
+
+
+def run_preset(preset: str, precisions: list[str], threads: int, repeats: int, n_batches: int) -> list[Row]:
+    import torch
+
+    from elmo_export.weights import load_reference
+    from elmo_runtime import Elmo
+    from elmo_runtime.chars import batch_to_char_ids
+
+    options, weights, packages = prepare(preset, precisions)
+    text = sentences()
+    batches = throughput_batches(text, n_batches)
+    n_tokens = sum(len(s) for b in batches for s in b)
+    one = [latency_sentence(text)]
+    workload = CACHE / preset / "workload.json"
+    workload.write_text(json.dumps(batches))
+
+    rows = []
+    torch.set_num_threads(threads)
+    model = load_reference(options, weights)
+
+    def reference(batch_list):
+        def run():
+            with torch.no_grad():
+                for batch in batch_list:
+                    model(torch.from_numpy(batch_to_char_ids(batch)))
+        return run
+
+    cold, rss = fresh_process("reference", weights, options, threads, workload)
+    rows.append(Row(preset, "PyTorch reference", n_tokens / median_time(reference(batches), repeats),
+                    1000 * median_time(reference([one]), repeats * 3), cold, rss,
+                    (options.stat().st_size + weights.stat().st_size) / 1e6))
+    del model
+
+    for precision, package in packages.items():
+        elmo = Elmo(package, device="cpu", threads=threads)
+
+        def runtime(batch_list, elmo=elmo):
+            def run():
+                for batch in batch_list:
+                    elmo.embed(batch, batch_size=BATCH, batch_tokens=1 << 20)
+            return run
+
+        cold, rss = fresh_process("package", package, options, threads, workload)
+        rows.append(Row(preset, f"ONNX {precision}", n_tokens / median_time(runtime(batches), repeats),
+                        1000 * median_time(runtime([one]), repeats * 3), cold, rss, package_size_mb(package)))
+        if precision == "int8":
+            rows[-1].extra = cache_gain(package, threads, repeats)
+    return rows
+
+
+def cache_gain(package: Path, threads: int, repeats: int) -> dict:
+    """Tokens/s on running text (the whole benchmark text in order) with and without the cache."""
+    from elmo_runtime import Elmo
+
+    text = sentences()
+    n_tokens = sum(map(len, text))
+    result = {}
+    for label, size in (("cache", None), ("no cache", 0)):
+        def run():
+            # A fresh instance per run: the cache starts empty, as in a new process.
+            Elmo(package, device="cpu", threads=threads, token_cache=size).embed(text, batch_size=BATCH)
+        result[label] = n_tokens / median_time(run, repeats)
+    return result
+
+
+def table(rows: list[Row]) -> str:
+    lines = ["| model | engine | batch 32 tokens/s | x ref | batch 1, 20 tokens (ms) | x ref | cold start (s) | peak RSS (MiB) | size (MB) |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    refs = {r.preset: r for r in rows if r.engine == "PyTorch reference"}
+    for r in rows:
+        ref = refs[r.preset]
+        lines.append(f"| {r.preset} | {r.engine} | {r.batch_tok_s:,.0f} | {r.batch_tok_s / ref.batch_tok_s:.1f} | "
+                     f"{r.latency_ms:.1f} | {ref.latency_ms / r.latency_ms:.1f} | {r.cold_start_s:.2f} | "
+                     f"{r.peak_rss_mib:,.0f} | {r.size_mb:,.1f} |")
+    gains = [f"| {r.preset} | {r.engine} | {r.extra['cache']:,.0f} | {r.extra['no cache']:,.0f} | "
+             f"{r.extra['cache'] / r.extra['no cache']:.2f} |" for r in rows if r.extra]
+    if gains:
+        lines += ["", "Token-embedding cache on running text (all 223 sentences in order, batches of 32, "
+                  "a fresh cache per run):", "",
+                  "| model | engine | tokens/s, cache | tokens/s, no cache | gain |", "| --- | --- | ---: | ---: | ---: |",
+                  *gains]
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    import onnxruntime
+    import torch
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return (f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, onnxruntime "
+            f"{onnxruntime.__version__}, torch {torch.__version__}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--presets", nargs="+", default=["original", "small"])
+    parser.add_argument("--precisions", nargs="+", default=["none", "int8", "int4"],
+                        help="package precisions (fp16 is for CUDA; on the CPU it is slower than fp32)")
+    parser.add_argument("--threads", type=int, default=2, help="threads for torch and onnxruntime alike")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batches", type=int, default=3, help="batches of 32 sentences in the throughput run")
+    parser.add_argument("--no-write", action="store_true", help="print only; do not rewrite RESULTS.md")
+    args = parser.parse_args()
+
+    rows = []
+    for preset in args.presets:
+        rows += run_preset(preset, args.precisions, args.threads, args.repeats, args.batches)
+        print(table(rows), flush=True)
+    result = (f"# Benchmark results\n\n{date.today().isoformat()}, `python benchmarks/bench.py "
+              f"{' '.join(sys.argv[1:])}`\n\nMachine: {machine()}; {args.threads} threads for every engine.\n\n"
+              f"{table(rows)}\n")
+    print(result)
+    if not args.no_write:
+        (HERE / "RESULTS.md").write_text(result, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
