@@ -238,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=None, metavar="N",
                         help="at most N sentences per batch (default: only the token budget limits)")
     parser.add_argument("--batch-tokens", type=int, default=None, metavar="N",
-                        help="token positions per batch, padding included (default 1024 on CPU, 4096 on CUDA)")
+                        help="token positions per batch, padding included (default 512 on CPU, 4096 on CUDA)")
     parser.add_argument("--device", choices=DEVICES, default="auto", help="default auto: CUDA if usable, else CPU")
     parser.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads per session")
     parser.add_argument("--state", choices=("warm", "zero"), default=None,

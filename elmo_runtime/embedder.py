@@ -35,11 +35,11 @@ from elmo_runtime.tokenize import tokenize
 log = logging.getLogger(__name__)
 
 # Token positions per batch (padding and the two sentence-boundary positions included). On a CPU,
-# bigger batches gain nothing once a batch's gate pre-activations (positions x 4 x LSTM cells)
-# leave the cache: on the `small` preset (2 cores) 1024 ran 10-40% faster than 4096. A GPU wants
-# bigger batches (4096: not yet measured on one). For the original model a batch of 4096
-# positions holds 50 MB of output layers plus the LSTM's working set.
-DEFAULT_BATCH_TOKENS = {"CPUExecutionProvider": 1024, "CUDAExecutionProvider": 4096}
+# bigger batches gain little once a batch's gate pre-activations (positions x 4 x LSTM cells)
+# leave the cache, and they set the peak memory: on `original` int8 (2 cores), 512 positions ran
+# at 1,520 tokens/s with a 376 MiB peak RSS, 1024 at 1,627 tokens/s with 500 MiB; on `small`, 512
+# was the faster of the two. A GPU wants bigger batches (4096: not yet measured on one).
+DEFAULT_BATCH_TOKENS = {"CPUExecutionProvider": 512, "CUDAExecutionProvider": 4096}
 # `embed_iter` reads this many batches' worth of sentences at a time, sorts and embeds them.
 CHUNK_BATCHES = 4
 
@@ -65,7 +65,7 @@ class Elmo:
             choice is logged at INFO), "cpu" or "cuda" (an error when CUDA is not usable).
         threads: intra-op threads per ONNX Runtime session (None: its default, one per core).
         batch_tokens: default token budget per batch for `embed` and `embed_iter` (see there);
-            None: 1024 on the CPU, 4096 on CUDA (`DEFAULT_BATCH_TOKENS`).
+            None: 512 on the CPU, 4096 on CUDA (`DEFAULT_BATCH_TOKENS`).
 
     Raises:
         FileNotFoundError: `package` is not a directory or has no `elmo.json`.
@@ -137,7 +137,7 @@ class Elmo:
                 state, so batching never changes the vectors.
             return_tokens: also return each sentence's tokens.
             batch_tokens: token positions per batch, padding and the two sentence boundaries
-                included (None: the instance's `batch_tokens`, by default 1024 on the CPU and
+                included (None: the instance's `batch_tokens`, by default 512 on the CPU and
                 4096 on CUDA). Memory follows this budget, not the input; a longer sentence
                 runs alone.
             batch_size: also cap each batch at this many sentences (None: no cap).

@@ -138,7 +138,7 @@ def test_empty_sentences_and_empty_input(elmo):
 
 
 def test_properties_and_repr(elmo, tiny_package):
-    assert (elmo.dim, elmo.num_layers, elmo.default_state, elmo.batch_tokens) == (32, 3, "warm", 1024)
+    assert (elmo.dim, elmo.num_layers, elmo.default_state, elmo.batch_tokens) == (32, 3, "warm", 512)
     assert elmo.providers[0] == "CPUExecutionProvider"
     assert "tiny" in repr(elmo) and "fp32" in repr(elmo)
 
