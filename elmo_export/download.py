@@ -27,7 +27,6 @@ Only the standard library speaks HTTP here (urllib); tqdm draws the progress bar
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import logging
@@ -42,6 +41,7 @@ from typing import Callable, Mapping
 from tqdm import tqdm
 
 from elmo_export.catalog import CatalogModel, get_model, load_catalog
+from elmo_runtime.package import sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -116,12 +116,13 @@ def offline_mode() -> bool:
     )
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
+def _verified_digest(path: Path, verify: Callable[[Path], None], pinned: str | None) -> str:
+    """Run `verify` on a file, then return its sha256, which must equal `pinned` when given."""
+    verify(path)
+    digest = sha256_of(path)
+    if pinned is not None and digest != pinned:
+        raise ValueError(f"its sha256 is {digest}, the catalog pins {pinned}")
+    return digest
 
 
 def fetch_model(
@@ -257,10 +258,7 @@ class _Fetcher:
                 stale.unlink(missing_ok=True)
         self._download(url, part, meta, f"{self.model.name} {filename}")
         try:
-            verify(part)
-            digest = sha256_file(part)
-            if pinned is not None and digest != pinned:
-                raise ValueError(f"its sha256 is {digest}, the catalog pins {pinned}")
+            digest = _verified_digest(part, verify, pinned)
         except _VERIFY_ERRORS as e:
             part.unlink(missing_ok=True)
             meta.unlink(missing_ok=True)
@@ -285,10 +283,7 @@ class _Fetcher:
             # Present but never recorded: put there by hand, or a crash between the rename and
             # the record. Check it as if just downloaded, then record it.
             try:
-                verify(final)
-                digest = sha256_file(final)
-                if pinned is not None and digest != pinned:
-                    raise ValueError(f"its sha256 is {digest}, the catalog pins {pinned}")
+                digest = _verified_digest(final, verify, pinned)
             except _VERIFY_ERRORS as e:
                 raise CorruptCacheError(f"cached file {final} is not usable: {e}. {how_to_fix}") from e
             self._remember(filename, url, final, digest)
@@ -302,7 +297,7 @@ class _Fetcher:
                 log.warning("%s came from %s, the catalog now says %s: downloading again",
                             final, entry.get("url"), url)
                 return None
-        digest = sha256_file(final)
+        digest = sha256_of(final)
         if digest != entry["sha256"]:
             raise CorruptCacheError(
                 f"cached file {final} is corrupt: its sha256 is {digest}, but {self.sidecar} recorded "

@@ -43,6 +43,7 @@ from elmo_export.quantize import DEFAULT_SETTINGS, Int4Settings, Int8Settings, Q
 from elmo_export.weights import load_reference
 from elmo_runtime import contract as C
 from elmo_runtime.chars import batch_to_char_ids
+from elmo_runtime.package import sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -208,14 +209,6 @@ def _float32_lists(array: np.ndarray) -> list:
     """Nested lists of the shortest decimals that read back as the same float32 values."""
     strings = np.asarray(array, dtype=np.float32).astype(str)
     return np.vectorize(float, otypes=[object])(strings).tolist()
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _producer_version() -> str:
