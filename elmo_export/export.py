@@ -8,7 +8,7 @@ package into place only once it is complete and verified:
 3. save them and validate each: `onnx.checker.check_model(full_check=True)` (with strict
    shape inference), and the names, dtypes and shapes of `graph_specs` (the one export spec);
 4. run the reference: the warm initial state (its state after the built-in warm-up text) and
-   its outputs on the parity sentences (kept per weights file for the process's next export);
+   its outputs on the parity sentences;
 5. write the manifest `elmo.json`, run the package in ONNX Runtime against the reference
    (`parity.check_parity`, which raises `ParityError`), and record the parity report and the
    sha256 of every file in the manifest;
@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from elmo_export import onnx_graph
 from elmo_export.model import ElmoBiLm, ElmoOptions, LstmState
-from elmo_export.parity import ParityError, ReferenceOutputs, check_parity, reference_outputs  # noqa: F401
+from elmo_export.parity import ReferenceOutputs, check_parity, reference_outputs
 from elmo_export.quantize import DEFAULT_SETTINGS, Int4Settings, Int8Settings, QuantizationSettings, quantize as quantize_graph
 from elmo_export.weights import load_reference
 from elmo_runtime import contract as C
@@ -290,7 +290,7 @@ def build_manifest(model: ElmoBiLm, settings: ExportSettings, source: dict, stat
     }
 
 
-def _reference_side(model: ElmoBiLm, settings: ExportSettings, source: dict
+def _reference_side(model: ElmoBiLm, settings: ExportSettings
                     ) -> tuple[LstmState | None, dict | None, ReferenceOutputs]:
     """The warm state (with its warm-up description) and the reference's parity outputs."""
     state = warmup = None
@@ -392,7 +392,7 @@ def _export_into(model: ElmoBiLm, settings: ExportSettings, options_path: Path, 
         "weights_file": weights_path.name,
         "weights_sha256": sha256_of(weights_path),
     }
-    state, warmup, reference = _reference_side(model, settings, source)
+    state, warmup, reference = _reference_side(model, settings)
     manifest = build_manifest(model, settings, source, state, warmup)
     manifest["files"] = {
         f.name: {"sha256": sha256_of(f), "bytes": f.stat().st_size}

@@ -11,12 +11,11 @@ all, P projection, D LSTM cells, L layers.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from elmo_runtime import contract
@@ -155,9 +154,6 @@ class ElmoOptions:
         lstm = 2 * self.n_layers * (2 * p * 4 * d + 4 * d + d * p)
         return cnn + highway + f * p + p + lstm
 
-    def describe(self) -> dict:
-        return asdict(self)
-
 
 class CharCNNTokenEmbedder(nn.Module):
     """Char ids -> context-free token embeddings: char CNN, max-pool, highway, projection."""
@@ -241,7 +237,8 @@ class ElmoBiLm(nn.Module):
 
     Layer 0 is the token embedding duplicated for both directions, as the original does.
     Sentence boundary tokens `<S>` and `</S>` are added around each row and removed from
-    the output; padding rows (all-zero char ids) never move the LSTM state.
+    the output. Padding tokens (all-zero char ids) never move the LSTM state; an empty row
+    still reads its `<S> </S>`, as the original does.
     """
 
     def __init__(self, options: ElmoOptions):

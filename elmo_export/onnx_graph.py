@@ -89,8 +89,9 @@ class _Graph:
 def _model(graph: onnx.GraphProto, opset: int, doc: str) -> onnx.ModelProto:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
                               producer_name="elmo-onnx", doc_string=doc)
-    # ORT 1.14+ reads IR version 8; newer onnx would stamp a version old runtimes refuse.
-    model.ir_version = min(model.ir_version, 8)
+    # The lowest IR version the opset allows (8 for opset 17 and 18): newer onnx would stamp
+    # its own, which older ONNX Runtimes refuse.
+    model.ir_version = helper.find_min_ir_version_for(list(model.opset_import))
     return model
 
 

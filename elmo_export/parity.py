@@ -198,8 +198,7 @@ def _cosines(got: np.ndarray, want: np.ndarray) -> np.ndarray:
 
 @dataclass
 class ReferenceOutputs:
-    """The reference's side of a parity check: a function of the weights alone, so computed once
-    and reused for every precision exported from the same weights.
+    """The reference's side of a parity check: a function of the weights alone.
 
     Attributes:
         sentences: the tokenized sentences, in batches of `batch_size`.
@@ -358,7 +357,8 @@ def check_parity(
             cos_sum += cos.sum(axis=1)
             cos_min = np.minimum(cos_min, cos.min(axis=1))
             n_tokens += cos.shape[1]
-            state_max_abs = max(state_max_abs, float(np.abs(final_h - want_h).max()), float(np.abs(final_c - want_c).max()))
+            # np.max, not max(): a NaN must propagate, and max(0.0, nan) is 0.0.
+            state_max_abs = float(np.max([state_max_abs, np.abs(final_h - want_h).max(), np.abs(final_c - want_c).max()]))
             state = (final_h, final_c)
             bar.update()
         results.append(ModeParity(mode, [LayerParity(k, float(max_abs[k]), float(cos_sum[k] / max(n_tokens, 1)),
@@ -389,6 +389,8 @@ def _failures(report: ParityReport) -> list[str]:
                 failures.append(f"{where}: min cosine {l.min_cosine:.6f} < {t.min_cosine:g}")
             if t.mean_cosine is not None and l.mean_cosine < t.mean_cosine:
                 failures.append(f"{where}: mean cosine {l.mean_cosine:.6f} < {t.mean_cosine:g}")
-        if t.max_abs is not None and not m.final_state_max_abs <= t.max_abs:
+        if not np.isfinite(m.final_state_max_abs):
+            failures.append(f"state {m.mode}, final state: non-finite (max abs error {m.final_state_max_abs})")
+        elif t.max_abs is not None and not m.final_state_max_abs <= t.max_abs:
             failures.append(f"state {m.mode}, final state: max abs error {m.final_state_max_abs:.3g} > {t.max_abs:g}")
     return failures

@@ -14,8 +14,8 @@ fp16 is not made here: `onnx_graph.build_*(precision="fp16")` builds it directly
 (onnxconverter_common's float16 pass breaks Loop/Scan bodies).
 
 onnxruntime checks nothing after quantizing: the exporter re-validates every quantized package
-against the reference with its own tolerance (`parity.py`), and `quantized_matmul_report`
-below tells whether any weight MatMul was left in float.
+against the reference with its own tolerance (`parity.py`); `float_weight_matmuls` below
+lists any weight MatMul left in float (the tests use it).
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ convention and PyTorch's is spelled out next to the dataset it applies to.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -174,12 +175,21 @@ def load_weights(model: ElmoBiLm, path: str | Path, options_source: str = "the o
 
 
 def save_weights(model: ElmoBiLm, path: str | Path) -> None:
-    """Write `model` as an official weights file (the inverse of `load_weights`)."""
-    with h5py.File(path, "w") as fout:
-        for name, entry in name_map(model.options).items():
-            value = entry.save(model)
-            assert value.shape == entry.shape, (name, value.shape, entry.shape)
-            fout.create_dataset(name, data=value)
+    """Write `model` as an official weights file (the inverse of `load_weights`).
+
+    Written beside `path` and renamed at the end: a failure never leaves a truncated file.
+    """
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        with h5py.File(partial, "w") as fout:
+            for name, entry in name_map(model.options).items():
+                value = entry.save(model)
+                assert value.shape == entry.shape, (name, value.shape, entry.shape)
+                fout.create_dataset(name, data=value)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def load_reference(options_path: str | Path, weights_path: str | Path) -> ElmoBiLm:

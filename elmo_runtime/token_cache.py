@@ -41,6 +41,12 @@ class TokenEmbeddingCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def clear(self) -> None:
+        """Forget every entry and reset the counters."""
+        with self._lock:
+            self._entries.clear()
+            self.hits = self.misses = 0
+
     def lookup(self, tokens: Sequence[str]) -> np.ndarray:
         """Embeddings of distinct `tokens`, `(len(tokens), P)`, running the embedder on misses only."""
         with self._lock:
@@ -51,7 +57,8 @@ class TokenEmbeddingCache:
         missing = [t for t, v in zip(tokens, found) if v is None]
         if missing:
             fresh = self._embed(tokens_to_char_ids(missing)[None])[0]  # (M, P)
-            by_token = dict(zip(missing, fresh))
+            # Copies: a row view would keep the whole batch's output alive in the cache.
+            by_token = {t: row.copy() for t, row in zip(missing, fresh)}
             found = [by_token[t] if v is None else v for t, v in zip(tokens, found)]
             if self.max_tokens:
                 with self._lock:

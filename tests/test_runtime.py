@@ -264,9 +264,11 @@ def test_a_long_sentence_runs_alone(elmo, monkeypatch):
     assert shapes[0] == (1, 5000) and len(shapes) == 2
 
 
-def test_many_short_sentences_are_streamed_within_the_budget(elmo, monkeypatch):
+def test_many_short_sentences_are_streamed_within_the_budget(tiny_package, monkeypatch):
     # The model itself is stubbed (zeros of the right shapes, ~1000x faster than the tiny model on
-    # 100,000 sentences): this checks what the runtime holds and sends, not the vectors.
+    # 100,000 sentences): this checks what the runtime holds and sends, not the vectors. An
+    # instance of its own, so that the stub's zeros never reach a shared token cache.
+    elmo = Elmo(tiny_package, device="cpu", token_cache=0)
     shapes = []
 
     def token_embeddings(char_ids):
@@ -305,14 +307,18 @@ def test_embed_iter_matches_embed(elmo):
         np.testing.assert_allclose(vectors, w, atol=1e-5)
 
 
-def test_threads_share_one_elmo_safely(elmo):
+def test_threads_share_one_elmo_safely(tiny_package):
     rng = np.random.default_rng(2)
-    words = [w for s in SENTENCES for w in s]
+    words = [w for s in SENTENCES for w in s] + [f"new{i}" for i in range(200)]
     jobs = [[[words[i] for i in rng.integers(0, len(words), rng.integers(1, 30))] for _ in range(20)]
             for _ in range(16)]
-    serial = [elmo.embed(job, batch_tokens=128) for job in jobs]
+    # Threads first, on an empty token cache: they miss and fill it concurrently.
+    elmo = Elmo(tiny_package, device="cpu")
     with ThreadPoolExecutor(max_workers=8) as pool:
         parallel = list(pool.map(lambda job: elmo.embed(job, batch_tokens=128), jobs))
+    assert elmo.token_cache.misses > 0
+    serial_elmo = Elmo(tiny_package, device="cpu", token_cache=0)
+    serial = [serial_elmo.embed(job, batch_tokens=128) for job in jobs]
     for s_job, p_job in zip(serial, parallel):
         for s, p in zip(s_job, p_job):
             np.testing.assert_allclose(p, s, atol=1e-6)
@@ -555,5 +561,7 @@ def test_the_token_cache_is_bounded(tiny_package):
     elmo = Elmo(tiny_package, device="cpu", token_cache=3)
     elmo.embed([["a", "b", "c", "d", "e"]])
     assert len(elmo.token_cache) == 3
+    # Entries own their memory: a view would keep its whole batch's output alive.
+    assert all(v.base is None and v.shape == (16,) for v in elmo.token_cache._entries.values())
     with pytest.raises(ValueError, match="token cache size is -1"):
         Elmo(tiny_package, device="cpu", token_cache=-1)
