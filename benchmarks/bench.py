@@ -181,7 +181,6 @@ def run_preset(preset: str, precisions: list[str], threads: int, repeats: int, n
     rows.append(Row(preset, "PyTorch reference", n_tokens / median_time(reference(batches), repeats),
                     1000 * median_time(reference([one]), repeats * 3), cold, rss,
                     (options.stat().st_size + weights.stat().st_size) / 1e6))
-    del model
 
     for precision, package in packages.items():
         # No token cache here: repeating the same input would skip the char CNN entirely, which

@@ -11,7 +11,6 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from elmo_export.model import ElmoBiLm, ElmoOptions

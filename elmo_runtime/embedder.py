@@ -17,7 +17,6 @@ for the original model).
 
 from __future__ import annotations
 
-import logging
 import numbers
 import reprlib
 import threading
@@ -32,7 +31,6 @@ from elmo_runtime.runner import PackageRunner
 from elmo_runtime.token_cache import DEFAULT_CACHE_BYTES, TokenEmbeddingCache
 from elmo_runtime.tokenize import tokenize
 
-log = logging.getLogger(__name__)
 
 # Token positions per batch (padding and the two sentence-boundary positions included). On a CPU,
 # bigger batches gain little once a batch's gate pre-activations (positions x 4 x LSTM cells)

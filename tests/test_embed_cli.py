@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from elmo_runtime import Elmo, cli
-from test_runtime import elmo, tiny_package  # noqa: F401  (session fixtures)
 
 LINES = ["The cat sat on the mat.", "Hi!", "Call me Ishmael.", "The cat sat on the mat."]
 

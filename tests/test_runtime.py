@@ -39,45 +39,25 @@ SENTENCES = [
 ]
 
 
-_EXPORTED: dict[tuple[str, str], Path] = {}
-
-
-def export(options, weights, out, initial_state="warm") -> Path:
-    """Export once per session per model and state mode (test_embed_cli and the install test
-    import these fixtures, which would otherwise export again)."""
-    from elmo_export.export import export_package
-
-    key = (str(Path(options).resolve()), initial_state)
-    if key not in _EXPORTED:
-        _EXPORTED[key] = export_package(options, weights, out, initial_state=initial_state, progress=False)
-    return _EXPORTED[key]
-
-
-@pytest.fixture(scope="session")
-def tiny_package(tiny_weights, tmp_path_factory):
-    """The `tiny` preset exported to fp32 with the default warm initial state."""
-    return export(*tiny_weights, tmp_path_factory.mktemp("pkg") / "tiny")
-
-
 @pytest.fixture(scope="session")
 def tiny_zero_package(tiny_weights, tmp_path_factory):
-    """The same model exported with initial_state="zero"."""
-    return export(*tiny_weights, tmp_path_factory.mktemp("pkg") / "tiny-zero", initial_state="zero")
+    """The `tiny` preset exported with initial_state="zero"."""
+    from elmo_export.export import export_package
 
-
-@pytest.fixture(scope="session")
-def elmo(tiny_package):
-    return Elmo(tiny_package, device="cpu")
+    return export_package(*tiny_weights, tmp_path_factory.mktemp("pkg") / "tiny-zero",
+                          initial_state="zero", progress=False)
 
 
 @pytest.fixture(scope="session")
 def fixture_packages(tmp_path_factory):
     """Each TF fixture model exported to fp32 (zero state: the fixtures start from zeros)."""
+    from elmo_export.export import export_package
+
     packages = {}
     for name in FIXTURE_SETS:
         fixture = load_fixture_set(name)
-        packages[name] = export(fixture.options, fixture.weights,
-                                tmp_path_factory.mktemp("pkg") / name, initial_state="zero")
+        packages[name] = export_package(fixture.options, fixture.weights, tmp_path_factory.mktemp("pkg") / name,
+                                        initial_state="zero", progress=False)
     return packages
 
 

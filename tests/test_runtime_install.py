@@ -18,12 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from test_runtime import tiny_package  # noqa: F401  (session fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 # Copied to build from: everything but environments, VCS data and build or test leftovers.
 NOT_SOURCES = shutil.ignore_patterns(".venv*", ".git", "__pycache__", "*.egg-info", "build", "dist",
-                                     ".pytest_cache", "out", ".whl")
+                                     ".pytest_cache", "out", "*.whl")
 OFFLINE_SIGNS = ("No matching distribution found", "Could not find a version that satisfies",
                  "NewConnectionError", "Temporary failure in name resolution", "Network is unreachable",
                  "ConnectTimeoutError", "ReadTimeoutError", "Max retries exceeded")
