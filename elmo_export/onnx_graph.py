@@ -168,43 +168,60 @@ def _boundary_embeddings(model: ElmoBiLm) -> tuple[np.ndarray, np.ndarray]:
     return emb[0], emb[1]
 
 
+GATES = "ijfo"  # TF's gate order in the LSTM weight matrices
+
+
+def _gate_columns(weight: torch.Tensor, dim: int) -> list[np.ndarray]:
+    """A `(4D, in)` Linear weight -> one `(in, D)` MatMul operand per gate, in `GATES` order."""
+    w = weight.detach().cpu().numpy().T
+    return [np.ascontiguousarray(w[:, k * dim:(k + 1) * dim]) for k in range(len(GATES))]
+
+
 def _lstm_step_body(model: ElmoBiLm, layer: int, precision: Precision, opset: int) -> onnx.GraphProto:
     """One time step of both directions of a layer: the body of the layer's Scan.
 
-    State in: h_f, c_f, h_b, c_b. Scan inputs: the hoisted input products `(B, 4D)` of each
-    direction and the step's `(B, 1)` activity mask. Scan outputs: each direction's h, zero
-    where the row has ended. A row whose sequence has ended keeps its state unchanged.
+    State in: h_f, c_f, h_b, c_b. Scan inputs: the hoisted input products `(B, D)` of each gate
+    of each direction, and the step's `(B, 1)` keep (1 while the row is active) and drop
+    (1 - keep) masks. Scan outputs: each direction's new h; what it holds past a row's end is
+    never read (the next layer's state ignores it, the graph's output masks it).
+
+    Each gate has its own MatMul: four `(P, D)` products cost what one `(P, 4D)` does, and spare
+    the Split that would copy the `(B, 4D)` sum every step. A row whose sequence has ended keeps
+    its state, by arithmetic with the masks: exact for 0/1, and several times cheaper in ONNX
+    Runtime than a Where that broadcasts the condition.
     """
     o = model.options
     g = _Graph(f"l{layer}/", precision, opset)
     t = g.onnx_dtype
+    p, d = o.projection_dim, o.dim
+    vi = helper.make_tensor_value_info
     state_in = ["h_f_in", "c_f_in", "h_b_in", "c_b_in"]
-    xs = ["xw_f_t", "xw_b_t", "active_t"]
+    xs = [f"xw_{gate}_{side}_t" for side in "fb" for gate in GATES]
     outs = []
-    zero = g.const(np.zeros((), g.np_dtype), "zero")
-    for d, (h, c, xw) in enumerate([("h_f_in", "c_f_in", "xw_f_t"), ("h_b_in", "c_b_in", "xw_b_t")]):
-        cell = model.cells[layer][d]
-        gates = g.op("Add", [xw, g.op("MatMul", [h, g.weight(cell.hidden_to_gates.weight.T, f"W_h_{d}")])])  # (B, 4D)
-        i, j, f, out_gate = g.op("Split", [gates, g.ints([o.dim] * 4, "split")], "gate", n_out=4, axis=-1)
+    for side, h, c in [("f", "h_f_in", "c_f_in"), ("b", "h_b_in", "c_b_in")]:
+        cell = model.cells[layer]["fb".index(side)]
+        w_h = _gate_columns(cell.hidden_to_gates.weight, d)
+        i, j, f, out_gate = (
+            g.op("Add", [f"xw_{gate}_{side}_t", g.op("MatMul", [h, g.weight(w, f"W_h_{gate}_{side}")])], f"{gate}_{side}")
+            for gate, w in zip(GATES, w_h)
+        )
         c_new = g.op("Add", [g.op("Mul", [g.op("Sigmoid", [f]), c]),
                              g.op("Mul", [g.op("Sigmoid", [i]), g.op("Tanh", [j])])])
         c_new = g.clip(c_new, o.cell_clip)
         m = g.op("Mul", [g.op("Sigmoid", [out_gate]), g.op("Tanh", [c_new])])  # (B, D)
-        h_new = g.clip(g.op("MatMul", [m, g.weight(cell.projection.weight.T, f"W_p_{d}")]), o.proj_clip)  # (B, P)
-        outs += [g.op("Where", ["active_t", h_new, h], f"h{d}"), g.op("Where", ["active_t", c_new, c], f"c{d}")]
-        outs.append(g.op("Where", ["active_t", h_new, zero], f"y{d}"))
-    h_f, c_f, y_f, h_b, c_b, y_b = outs
+        h_new = g.clip(g.op("MatMul", [m, g.weight(cell.projection.weight.T, f"W_p_{side}")]), o.proj_clip)  # (B, P)
+        keep = lambda new, old: g.op("Add", [g.op("Mul", [new, "keep_t"]), g.op("Mul", [old, "drop_t"])])  # noqa: E731
+        outs.append((keep(h_new, h), keep(c_new, c), h_new))
+    (h_f, c_f, y_f), (h_b, c_b, y_b) = outs
     names_out = ["h_f_out", "c_f_out", "h_b_out", "c_b_out", "y_f_t", "y_b_t"]
     for src, dst in zip([h_f, c_f, h_b, c_b, y_f, y_b], names_out):
         g.nodes.append(helper.make_node("Identity", [src], [dst]))
-    p, d = o.projection_dim, o.dim
-    vi = helper.make_tensor_value_info
     return helper.make_graph(
         g.nodes, f"lstm_layer_{layer}_step",
         inputs=[vi(state_in[0], t, ["batch", p]), vi(state_in[1], t, ["batch", d]),
-                vi(state_in[2], t, ["batch", p]), vi(state_in[3], t, ["batch", d]),
-                vi(xs[0], t, ["batch", 4 * d]), vi(xs[1], t, ["batch", 4 * d]),
-                vi(xs[2], TensorProto.BOOL, ["batch", 1])],
+                vi(state_in[2], t, ["batch", p]), vi(state_in[3], t, ["batch", d])]
+        + [vi(x, t, ["batch", d]) for x in xs]
+        + [vi("keep_t", t, ["batch", 1]), vi("drop_t", t, ["batch", 1])],
         outputs=[vi(names_out[0], t, ["batch", p]), vi(names_out[1], t, ["batch", d]),
                  vi(names_out[2], t, ["batch", p]), vi(names_out[3], t, ["batch", d]),
                  vi(names_out[4], t, ["batch", p]), vi(names_out[5], t, ["batch", p])],
@@ -256,21 +273,24 @@ def build_bilm(model: ElmoBiLm, precision: Precision = "fp32", opset: int = DEFA
     # large (B, T+2, 4D) products; only the small (B, T+2, P) tensors are transposed.
     time_major = lambda v: g.op("Transpose", [v], perm=[1, 0, 2])  # noqa: E731
     forward_in = backward_in = g.to_float(time_major(x))  # (T+2, B, P)
-    active = time_major(active)  # (T+2, B, 1)
+    keep = g.to_float(g.op("Cast", [time_major(active)], "keep", to=TensorProto.FLOAT))  # (T+2, B, 1)
+    drop = g.op("Sub", [g.const(np.ones((), g.np_dtype), "one"), keep], "drop")
     final_h, final_c = [], []
     for layer in range(n_layers):
-        fwd_cell, bwd_cell = model.cells[layer]
-        # Hoisted out of the recurrence: the input products of every step in one MatMul each.
-        xw_f = g.op("Add", [g.op("MatMul", [forward_in, g.weight(fwd_cell.input_to_gates.weight.T, "W_x_f")]),
-                            g.weight(fwd_cell.input_to_gates.bias, "b_f")])  # (T+2, B, 4D)
-        reversed_in = g.op("ReverseSequence", [backward_in, ext_lengths], batch_axis=1, time_axis=0)
-        xw_b = g.op("Add", [g.op("MatMul", [reversed_in, g.weight(bwd_cell.input_to_gates.weight.T, "W_x_b")]),
-                            g.weight(bwd_cell.input_to_gates.bias, "b_b")])
+        # Hoisted out of the recurrence: each gate's input products for every step, one MatMul.
+        hoisted = []
+        for side, cell, inputs in [("f", model.cells[layer][0], forward_in), ("b", model.cells[layer][1], backward_in)]:
+            if side == "b":
+                inputs = g.op("ReverseSequence", [inputs, ext_lengths], batch_axis=1, time_axis=0)
+            bias = cell.input_to_gates.bias.detach().cpu().numpy()
+            for k, (gate, w) in enumerate(zip(GATES, _gate_columns(cell.input_to_gates.weight, o.dim))):
+                hoisted.append(g.op("Add", [g.op("MatMul", [inputs, g.weight(w, f"W_x_{gate}_{side}")]),
+                                            g.weight(bias[k * o.dim:(k + 1) * o.dim], f"b_{gate}_{side}")]))  # (T+2, B, D)
         body = _lstm_step_body(model, layer, precision, opset)
         h_f, c_f, h_b, c_b, y_f, y_b_rev = g.op(
             "Scan",
-            [state(h0, layer, 0), state(c0, layer, 0), state(h0, layer, 1), state(c0, layer, 1), xw_f, xw_b, active],
-            f"scan{layer}", n_out=6, body=body, num_scan_inputs=3,
+            [state(h0, layer, 0), state(c0, layer, 0), state(h0, layer, 1), state(c0, layer, 1), *hoisted, keep, drop],
+            f"scan{layer}", n_out=6, body=body, num_scan_inputs=len(hoisted) + 2,
         )
         y_b = g.op("ReverseSequence", [y_b_rev, ext_lengths], batch_axis=1, time_axis=0)  # (T+2, B, P)
         if layer > 0 and o.use_skip_connections:

@@ -28,8 +28,9 @@ def test_the_recurrence_is_a_scan_not_unrolled(tiny_model):
     graph = build_bilm(tiny_model)
     ops = [n.op_type for n in graph.graph.node]
     assert ops.count("Scan") == tiny_model.options.n_layers
-    # Unrolled, there would be MatMuls per step in the main graph: only the hoisted ones remain.
-    assert ops.count("MatMul") == 2 * tiny_model.options.n_layers
+    # Unrolled, there would be MatMuls per step in the main graph: only the hoisted ones remain,
+    # one per gate, direction and layer.
+    assert ops.count("MatMul") == 4 * 2 * tiny_model.options.n_layers
 
 
 @pytest.mark.parametrize("lengths", [[1], [7, 3, 12], [40, 1]])
