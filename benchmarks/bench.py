@@ -141,10 +141,24 @@ def prepare(preset: str, precisions: list[str]) -> tuple[Path, Path, dict[str, P
     packages = {}
     for precision in precisions:
         package = CACHE / preset / precision
-        if not (package / "elmo.json").exists():
+        # A package exported by other exporter code would measure that code: export again.
+        stamp = CACHE / preset / f"{precision}.exporter-sha256"
+        if not (package / "elmo.json").exists() or not stamp.exists() or stamp.read_text() != exporter_hash():
             export_package(options, weights, package, quantize=precision, force=True, progress=False)
+            stamp.write_text(exporter_hash())
         packages[precision] = package
     return options, weights, packages
+
+
+def exporter_hash() -> str:
+    """sha256 over the exporter's and the runtime's contract sources."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    root = HERE.parent
+    for path in sorted([*(root / "elmo_export").glob("*.py"), root / "elmo_runtime" / "contract.py"]):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def package_size_mb(package: Path) -> float:
