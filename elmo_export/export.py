@@ -373,13 +373,7 @@ def _export_into(model: ElmoBiLm, settings: ExportSettings, options_path: Path, 
                  directory: Path) -> None:
     specs = graph_specs(model.options)
     graph_precision = "fp16" if settings.precision == "fp16" else "fp32"
-    # Dynamic int8 kernels run the recurrence faster with the input products taken per step,
-    # the float ones with them hoisted out of it (measurements: `onnx_graph.build_bilm`).
-    hoist_inputs = not isinstance(settings.quantization, Int8Settings)
-    builders = {
-        "token_embedder": onnx_graph.build_token_embedder,
-        "bilm": lambda *args: onnx_graph.build_bilm(*args, hoist_inputs=hoist_inputs),
-    }
+    builders = {"token_embedder": onnx_graph.build_token_embedder, "bilm": onnx_graph.build_bilm}
     for name, build in builders.items():
         t = time.perf_counter()
         graph = build(model, graph_precision, settings.graph_opset)

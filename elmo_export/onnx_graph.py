@@ -3,8 +3,7 @@
 Why by hand rather than torch.onnx: the dynamo exporter unrolls the Python time loop to the
 traced length, and the TorchScript exporter that keeps a dynamic `Loop` is deprecated. Writing
 the graph with `onnx.helper` keeps the recurrence a real `Scan` over a dynamic number of
-steps, lets the input-to-hidden products be hoisted out of it into large MatMuls (or not, per
-precision: see `build_bilm`), keeps every weight a plain 2-D MatMul operand (what the int8 and int4 quantizers need), and gives
+steps that computes only the rows still running, keeps every weight a plain 2-D MatMul operand (what the int8 and int4 quantizers need), and gives
 fp16 its own path instead of a converter that breaks on subgraphs. The reference model stays
 the single source of the weights; parity tests prove the graphs equal to it.
 
@@ -27,6 +26,7 @@ DEFAULT_OPSET = 17
 SUPPORTED_OPSETS = range(17, 22)
 Precision = Literal["fp32", "fp16"]
 
+_LAST = np.iinfo(np.int64).max  # a Slice end meaning "to the end"
 _DTYPES = {"fp32": (np.float32, TensorProto.FLOAT), "fp16": (np.float16, TensorProto.FLOAT16)}
 
 
@@ -182,49 +182,51 @@ def _gate_biases(cell: torch.nn.Module) -> list[np.ndarray]:
     return np.split(cell.input_to_gates.bias.detach().cpu().numpy(), len(GATES))
 
 
-def _lstm_step_body(model: ElmoBiLm, layer: int, precision: Precision, opset: int, hoisted: bool) -> onnx.GraphProto:
+def _lstm_step_body(model: ElmoBiLm, layer: int, precision: Precision, opset: int) -> onnx.GraphProto:
     """One time step of both directions of a layer: the body of the layer's Scan.
 
-    State in: h_f, c_f, h_b, c_b. Scan inputs, per direction: hoisted, each gate's input
-    products `(B, D)` (bias included); otherwise the step's input `(B, I)`, which is joined to h
-    for one product `[x, h] @ [W_x; W_h]` per gate. Then the step's `(B, 1)` keep (1 while the row
-    is active) and drop (1 - keep) masks. Scan outputs: each direction's new h; what it holds
-    past a row's end is never read (the next layer's state ignores it, the output masks it).
+    State in: h_f, c_f, h_b, c_b. Scan inputs: each direction's input at this step `(B, I)`,
+    then `n_t`, the number of rows still active: the rows are sorted longest first, so these are
+    the first `n_t`, and only they are computed; the others keep their state. Scan outputs:
+    each direction's h after the step; what it holds past a row's end is never read (the next
+    layer's state ignores it, the graph's output masks it).
 
-    Each gate has its own MatMul: four `(K, D)` products cost what one `(K, 4D)` does, and spare
-    the Split that would copy the `(B, 4D)` sum every step. A row whose sequence has ended keeps
-    its state by arithmetic with the masks: exact for 0/1, and several times cheaper in ONNX
-    Runtime than a Where that broadcasts the condition.
+    The input joins h for one product `[x, h] @ [W_x; W_h]` per gate, inside the recurrence
+    rather than hoisted out of it into one large MatMul over all steps. Measured on `original`
+    (2 cores, the benchmark's batches of 32), hoisting takes 35% longer in int8, 9% in int4, and
+    is no faster in float32 (within 1%): it computes the padding too, and in int8 each step's
+    activations lose their own quantization scale. One MatMul per gate: four `(K, D)` products
+    cost what one `(K, 4D)` does, and spare the Split that would copy the `(B, 4D)` sum.
     """
     o = model.options
     g = _Graph(f"l{layer}/", precision, opset)
     t = g.onnx_dtype
     p, d = o.projection_dim, o.dim
     vi = helper.make_tensor_value_info
+    n = g.op("Unsqueeze", ["n_t", g.ints([0], "axes")], "n")  # (1,)
+    first, rows = g.ints([0], "first"), g.ints([0], "rows")
+    active = lambda v: g.op("Slice", [v, first, n, rows])  # noqa: E731
+    kept = lambda new, old: g.op("Concat", [new, g.op("Slice", [old, n, g.ints([_LAST], "last"), rows])], axis=0)  # noqa: E731
     inputs, outs = [], []
     for side, h, c in [("f", "h_f_in", "c_f_in"), ("b", "h_b_in", "c_b_in")]:
         cell = model.cells[layer]["fb".index(side)]
-        if hoisted:
-            xw = [f"xw_{gate}_{side}_t" for gate in GATES]
-            inputs += [vi(x, t, ["batch", d]) for x in xw]
-            w_h = _gate_columns(cell.hidden_to_gates.weight, d)
-            pre = [g.op("Add", [x, g.op("MatMul", [h, g.weight(w, f"W_h_{gate}_{side}")])], f"{gate}_{side}")
-                   for gate, x, w in zip(GATES, xw, w_h)]
-        else:
-            inputs.append(vi(f"x_{side}_t", t, ["batch", cell.input_to_gates.in_features]))
-            xh = g.op("Concat", [f"x_{side}_t", h], f"xh_{side}", axis=-1)
-            w_xh = _gate_columns(torch.cat([cell.input_to_gates.weight, cell.hidden_to_gates.weight], dim=1), d)
-            pre = [g.op("Add", [g.op("MatMul", [xh, g.weight(w, f"W_xh_{gate}_{side}")]), g.weight(b, f"b_{gate}_{side}")],
-                        f"{gate}_{side}") for gate, w, b in zip(GATES, w_xh, _gate_biases(cell))]
-        i, j, f, out_gate = pre  # (B, D) each
+        h_all, c_all = h, c
+        h, c = active(h_all), active(c_all)  # (n, P), (n, D)
+        inputs.append(vi(f"x_{side}_t", t, ["batch", cell.input_to_gates.in_features]))
+        xh = g.op("Concat", [active(f"x_{side}_t"), h], f"xh_{side}", axis=-1)  # (n, I + P)
+        w_xh = _gate_columns(torch.cat([cell.input_to_gates.weight, cell.hidden_to_gates.weight], dim=1), d)
+        i, j, f, out_gate = (  # (n, D) each
+            g.op("Add", [g.op("MatMul", [xh, g.weight(w, f"W_xh_{gate}_{side}")]), g.weight(b, f"b_{gate}_{side}")], f"{gate}_{side}")
+            for gate, w, b in zip(GATES, w_xh, _gate_biases(cell))
+        )
         c_new = g.op("Add", [g.op("Mul", [g.op("Sigmoid", [f]), c]),
                              g.op("Mul", [g.op("Sigmoid", [i]), g.op("Tanh", [j])])])
         c_new = g.clip(c_new, o.cell_clip)
-        m = g.op("Mul", [g.op("Sigmoid", [out_gate]), g.op("Tanh", [c_new])])  # (B, D)
-        h_new = g.clip(g.op("MatMul", [m, g.weight(cell.projection.weight.T, f"W_p_{side}")]), o.proj_clip)  # (B, P)
-        keep = lambda new, old: g.op("Add", [g.op("Mul", [new, "keep_t"]), g.op("Mul", [old, "drop_t"])])  # noqa: E731
-        outs.append((keep(h_new, h), keep(c_new, c), h_new))
-    (h_f, c_f, y_f), (h_b, c_b, y_b) = outs
+        m = g.op("Mul", [g.op("Sigmoid", [out_gate]), g.op("Tanh", [c_new])])  # (n, D)
+        h_new = g.clip(g.op("MatMul", [m, g.weight(cell.projection.weight.T, f"W_p_{side}")]), o.proj_clip)  # (n, P)
+        outs.append((kept(h_new, h_all), kept(c_new, c_all)))
+    (h_f, c_f), (h_b, c_b) = outs
+    y_f, y_b = h_f, h_b
     names_out = ["h_f_out", "c_f_out", "h_b_out", "c_b_out", "y_f_t", "y_b_t"]
     for src, dst in zip([h_f, c_f, h_b, c_b, y_f, y_b], names_out):
         g.nodes.append(helper.make_node("Identity", [src], [dst]))
@@ -232,7 +234,7 @@ def _lstm_step_body(model: ElmoBiLm, layer: int, precision: Precision, opset: in
         g.nodes, f"lstm_layer_{layer}_step",
         inputs=[vi("h_f_in", t, ["batch", p]), vi("c_f_in", t, ["batch", d]),
                 vi("h_b_in", t, ["batch", p]), vi("c_b_in", t, ["batch", d])]
-        + inputs + [vi("keep_t", t, ["batch", 1]), vi("drop_t", t, ["batch", 1])],
+        + inputs + [vi("n_t", TensorProto.INT64, [])],
         outputs=[vi(names_out[0], t, ["batch", p]), vi(names_out[1], t, ["batch", d]),
                  vi(names_out[2], t, ["batch", p]), vi(names_out[3], t, ["batch", d]),
                  vi(names_out[4], t, ["batch", p]), vi(names_out[5], t, ["batch", p])],
@@ -240,17 +242,8 @@ def _lstm_step_body(model: ElmoBiLm, layer: int, precision: Precision, opset: in
     )
 
 
-def build_bilm(model: ElmoBiLm, precision: Precision = "fp32", opset: int = DEFAULT_OPSET,
-               hoist_inputs: bool = True) -> onnx.ModelProto:
-    """Token embeddings, mask and initial state -> all layers and each row's final state.
-
-    `hoist_inputs`: compute the input-to-gate products of all steps before the recurrence, in
-    one large MatMul per gate (True), or inside it, joined to the hidden-to-gate product of each
-    step (False). Which is faster depends on the kernels the weights end up in. Measured on
-    `original`, 2 cores, 32 sentences: float32 and int4 weight-only MatMuls are 14% and 12%
-    faster hoisted; dynamic int8 is 4% faster per step (each step's activations get their own
-    scale, and the large (T, B, 4D) products never go through memory).
-    """
+def build_bilm(model: ElmoBiLm, precision: Precision = "fp32", opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+    """Token embeddings, mask and initial state -> all layers and each row's final state."""
     _check_opset(opset)
     o = model.options
     g = _Graph("bilm/", precision, opset)
@@ -278,10 +271,16 @@ def build_bilm(model: ElmoBiLm, precision: Precision = "fp32", opset: int = DEFA
     is_eos = g.op("Equal", [positions, g.op("Unsqueeze", [g.op("Sub", [ext_lengths, g.const(np.asarray(1, np.int64), "one")]), g.ints([1], "axes")])])
     x = g.op("Where", [g.op("Unsqueeze", [is_eos, g.ints([2], "axes")]), g.const(eos.reshape(1, 1, p), "eos"), x], "with_eos")
     active = g.op("Less", [positions, g.op("Unsqueeze", [ext_lengths, g.ints([1], "axes")])])  # (B, T+2)
-    active = g.op("Unsqueeze", [active, g.ints([2], "axes")], "active")  # (B, T+2, 1)
+    n_active = g.reduce("ReduceSum", g.op("Cast", [active], to=TensorProto.INT64), [0], keepdims=0, hint="n_active")  # (T+2,)
 
-    h0 = g.to_float(C.INITIAL_H)
-    c0 = g.to_float(C.INITIAL_C)
+    # The recurrence runs on rows sorted longest first, so that the rows still active at any
+    # step are a prefix of the batch and only they are computed (as AllenNLP's LSTM does):
+    # padding costs nothing. The outputs are put back in the caller's order at the end.
+    ext_lengths, order = g.op("TopK", [ext_lengths, batch], "sorted", n_out=2, axis=0, largest=1, sorted=1)
+    unorder = g.op("TopK", [order, batch], "unorder", n_out=2, axis=0, largest=0, sorted=1)[1]
+    x = g.op("Gather", [x, order], axis=0)
+    h0 = g.to_float(g.op("Gather", [C.INITIAL_H, order], axis=2))
+    c0 = g.to_float(g.op("Gather", [C.INITIAL_C, order], axis=2))
 
     def state(tensor: str, layer: int, direction: int) -> str:
         picked = g.op("Gather", [g.op("Gather", [tensor, g.const(np.asarray(layer, np.int64), "l")], axis=0),
@@ -289,29 +288,17 @@ def build_bilm(model: ElmoBiLm, precision: Precision = "fp32", opset: int = DEFA
         return picked  # (B, P) or (B, D)
 
     layer_outputs = [g.op("Concat", [x, x], "layer0", axis=-1)]
-    # The recurrence runs time-major, so that Scan slices its inputs without transposing the
-    # large (B, T+2, 4D) products; only the small (B, T+2, P) tensors are transposed.
+    # The recurrence runs time-major: Scan then hands each step a contiguous slice, not a copy.
     time_major = lambda v: g.op("Transpose", [v], perm=[1, 0, 2])  # noqa: E731
     forward_in = backward_in = g.to_float(time_major(x))  # (T+2, B, P)
-    keep = g.to_float(g.op("Cast", [time_major(active)], "keep", to=TensorProto.FLOAT))  # (T+2, B, 1)
-    drop = g.op("Sub", [g.const(np.ones((), g.np_dtype), "one"), keep], "drop")
     final_h, final_c = [], []
     for layer in range(n_layers):
-        scanned = []  # per direction: each gate's input products (hoisted) or the inputs
-        for side, cell, inputs in [("f", model.cells[layer][0], forward_in), ("b", model.cells[layer][1], backward_in)]:
-            if side == "b":
-                inputs = g.op("ReverseSequence", [inputs, ext_lengths], batch_axis=1, time_axis=0)
-            if not hoist_inputs:
-                scanned.append(inputs)
-                continue
-            for gate, w, b in zip(GATES, _gate_columns(cell.input_to_gates.weight, o.dim), _gate_biases(cell)):
-                scanned.append(g.op("Add", [g.op("MatMul", [inputs, g.weight(w, f"W_x_{gate}_{side}")]),
-                                            g.weight(b, f"b_{gate}_{side}")]))  # (T+2, B, D)
-        body = _lstm_step_body(model, layer, precision, opset, hoist_inputs)
+        reversed_in = g.op("ReverseSequence", [backward_in, ext_lengths], batch_axis=1, time_axis=0)
+        body = _lstm_step_body(model, layer, precision, opset)
         h_f, c_f, h_b, c_b, y_f, y_b_rev = g.op(
             "Scan",
-            [state(h0, layer, 0), state(c0, layer, 0), state(h0, layer, 1), state(c0, layer, 1), *scanned, keep, drop],
-            f"scan{layer}", n_out=6, body=body, num_scan_inputs=len(scanned) + 2,
+            [state(h0, layer, 0), state(c0, layer, 0), state(h0, layer, 1), state(c0, layer, 1), forward_in, reversed_in, n_active],
+            f"scan{layer}", n_out=6, body=body, num_scan_inputs=3,
         )
         y_b = g.op("ReverseSequence", [y_b_rev, ext_lengths], batch_axis=1, time_axis=0)  # (T+2, B, P)
         if layer > 0 and o.use_skip_connections:
@@ -324,13 +311,15 @@ def build_bilm(model: ElmoBiLm, precision: Precision = "fp32", opset: int = DEFA
 
     unsq0 = lambda v: g.op("Unsqueeze", [v, g.ints([0], "axes")])  # noqa: E731
     stacked = g.op("Concat", [unsq0(v) for v in layer_outputs], "stacked", axis=0)  # (L+1, B, T+2, 2P)
+    stacked = g.op("Gather", [stacked, unorder], axis=1)
     # Drop <S> and each row's </S>: keep steps 1..T, then zero what lies past each row's end.
     end = g.op("Add", [g.op("Slice", [shape, g.ints([1]), g.ints([2])]), g.ints([1], "one")])
     inner = g.op("Slice", [stacked, g.ints([1]), end, g.ints([2], "axis")])  # (L+1, B, T, 2P)
     inner = g.op("Mul", [inner, g.op("Unsqueeze", [mask_f, g.ints([0, 3], "axes")])])
     g.nodes.append(helper.make_node("Identity", [inner], [C.LAYERS]))
-    g.nodes.append(helper.make_node("Identity", [g.to_fp32(g.op("Concat", [unsq0(v) for v in final_h], axis=0))], [C.FINAL_H]))
-    g.nodes.append(helper.make_node("Identity", [g.to_fp32(g.op("Concat", [unsq0(v) for v in final_c], axis=0))], [C.FINAL_C]))
+    for states, name in [(final_h, C.FINAL_H), (final_c, C.FINAL_C)]:
+        stacked_states = g.op("Concat", [unsq0(v) for v in states], axis=0)  # (L, 2, B, P) or (L, 2, B, D)
+        g.nodes.append(helper.make_node("Identity", [g.to_fp32(g.op("Gather", [stacked_states, unorder], axis=2))], [name]))
 
     vi = helper.make_tensor_value_info
     f32 = TensorProto.FLOAT
