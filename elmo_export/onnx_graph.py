@@ -182,21 +182,25 @@ def _gate_biases(cell: torch.nn.Module) -> list[np.ndarray]:
     return np.split(cell.input_to_gates.bias.detach().cpu().numpy(), len(GATES))
 
 
-def _lstm_step_body(model: ElmoBiLm, layer: int, precision: Precision, opset: int) -> onnx.GraphProto:
+def _lstm_step_body(model: ElmoBiLm, layer: int, precision: Precision, opset: int,
+                    products: dict[str, list[str]]) -> onnx.GraphProto:
     """One time step of both directions of a layer: the body of the layer's Scan.
 
-    State in: h_f, c_f, h_b, c_b. Scan inputs: each direction's input at this step `(B, I)`,
-    then `n_t`, the number of rows still active: the rows are sorted longest first, so these are
-    the first `n_t`, and only they are computed; the others keep their state. Scan outputs:
-    each direction's h after the step; what it holds past a row's end is never read (the next
+    State in: h_f, c_f, h_b, c_b. Scan inputs: `start_t` and `n_t`. The rows are sorted
+    longest first, so the rows still active at a step are its first `n_t`: only they are
+    computed, and the others keep their state. `products` names, per direction, each gate's
+    input products (bias included), computed before the recurrence for the active positions
+    only, packed step after step: this step's rows start at `start_t`. Scan outputs: each
+    direction's h after the step; what it holds past a row's end is never read (the next
     layer's state ignores it, the graph's output masks it).
 
-    The input joins h for one product `[x, h] @ [W_x; W_h]` per gate, inside the recurrence
-    rather than hoisted out of it into one large MatMul over all steps. Measured on `original`
-    (2 cores, the benchmark's batches of 32), hoisting takes 35% longer in int8, 9% in int4, and
-    is no faster in float32 (within 1%): it computes the padding too, and in int8 each step's
-    activations lose their own quantization scale. One MatMul per gate: four `(K, D)` products
-    cost what one `(K, 4D)` does, and spare the Split that would copy the `(B, 4D)` sum.
+    Why hoist the input products over packed positions, measured on `original` (2 cores): taking
+    them inside the recurrence instead (one `[x, h] @ [W_x; W_h]` per step) costs 26% more time
+    in float32 at batch 32, and doubles the latency of one sentence in float32 (+40% in int8),
+    because each step then reads twice the weights; hoisting them over every padded position
+    computes the padding too (35% slower in int8 on the benchmark's batches). One MatMul per gate:
+    four `(K, D)` products cost what one `(K, 4D)` does, and spare the Split that would copy the
+    `(B, 4D)` sum every step.
     """
     o = model.options
     g = _Graph(f"l{layer}/", precision, opset)
@@ -204,20 +208,20 @@ def _lstm_step_body(model: ElmoBiLm, layer: int, precision: Precision, opset: in
     p, d = o.projection_dim, o.dim
     vi = helper.make_tensor_value_info
     n = g.op("Unsqueeze", ["n_t", g.ints([0], "axes")], "n")  # (1,)
+    start = g.op("Unsqueeze", ["start_t", g.ints([0], "axes")], "start")  # (1,)
     first, rows = g.ints([0], "first"), g.ints([0], "rows")
     active = lambda v: g.op("Slice", [v, first, n, rows])  # noqa: E731
+    this_step = lambda v: g.op("Slice", [v, start, g.op("Add", [start, n]), rows])  # noqa: E731
     kept = lambda new, old: g.op("Concat", [new, g.op("Slice", [old, n, g.ints([_LAST], "last"), rows])], axis=0)  # noqa: E731
-    inputs, outs = [], []
+    outs = []
     for side, h, c in [("f", "h_f_in", "c_f_in"), ("b", "h_b_in", "c_b_in")]:
         cell = model.cells[layer]["fb".index(side)]
         h_all, c_all = h, c
         h, c = active(h_all), active(c_all)  # (n, P), (n, D)
-        inputs.append(vi(f"x_{side}_t", t, ["batch", cell.input_to_gates.in_features]))
-        xh = g.op("Concat", [active(f"x_{side}_t"), h], f"xh_{side}", axis=-1)  # (n, I + P)
-        w_xh = _gate_columns(torch.cat([cell.input_to_gates.weight, cell.hidden_to_gates.weight], dim=1), d)
+        w_h = _gate_columns(cell.hidden_to_gates.weight, d)
         i, j, f, out_gate = (  # (n, D) each
-            g.op("Add", [g.op("MatMul", [xh, g.weight(w, f"W_xh_{gate}_{side}")]), g.weight(b, f"b_{gate}_{side}")], f"{gate}_{side}")
-            for gate, w, b in zip(GATES, w_xh, _gate_biases(cell))
+            g.op("Add", [this_step(xw), g.op("MatMul", [h, g.weight(w, f"W_h_{gate}_{side}")])], f"{gate}_{side}")
+            for gate, w, xw in zip(GATES, w_h, products[side])
         )
         c_new = g.op("Add", [g.op("Mul", [g.op("Sigmoid", [f]), c]),
                              g.op("Mul", [g.op("Sigmoid", [i]), g.op("Tanh", [j])])])
@@ -234,7 +238,7 @@ def _lstm_step_body(model: ElmoBiLm, layer: int, precision: Precision, opset: in
         g.nodes, f"lstm_layer_{layer}_step",
         inputs=[vi("h_f_in", t, ["batch", p]), vi("c_f_in", t, ["batch", d]),
                 vi("h_b_in", t, ["batch", p]), vi("c_b_in", t, ["batch", d])]
-        + inputs + [vi("n_t", TensorProto.INT64, [])],
+        + [vi("start_t", TensorProto.INT64, []), vi("n_t", TensorProto.INT64, [])],
         outputs=[vi(names_out[0], t, ["batch", p]), vi(names_out[1], t, ["batch", d]),
                  vi(names_out[2], t, ["batch", p]), vi(names_out[3], t, ["batch", d]),
                  vi(names_out[4], t, ["batch", p]), vi(names_out[5], t, ["batch", p])],
@@ -270,8 +274,6 @@ def build_bilm(model: ElmoBiLm, precision: Precision = "fp32", opset: int = DEFA
     positions = g.op("Unsqueeze", [positions, g.ints([0], "axes")])  # (1, T+2)
     is_eos = g.op("Equal", [positions, g.op("Unsqueeze", [g.op("Sub", [ext_lengths, g.const(np.asarray(1, np.int64), "one")]), g.ints([1], "axes")])])
     x = g.op("Where", [g.op("Unsqueeze", [is_eos, g.ints([2], "axes")]), g.const(eos.reshape(1, 1, p), "eos"), x], "with_eos")
-    active = g.op("Less", [positions, g.op("Unsqueeze", [ext_lengths, g.ints([1], "axes")])])  # (B, T+2)
-    n_active = g.reduce("ReduceSum", g.op("Cast", [active], to=TensorProto.INT64), [0], keepdims=0, hint="n_active")  # (T+2,)
 
     # The recurrence runs on rows sorted longest first, so that the rows still active at any
     # step are a prefix of the batch and only they are computed (as AllenNLP's LSTM does):
@@ -281,6 +283,11 @@ def build_bilm(model: ElmoBiLm, precision: Precision = "fp32", opset: int = DEFA
     x = g.op("Gather", [x, order], axis=0)
     h0 = g.to_float(g.op("Gather", [C.INITIAL_H, order], axis=2))
     c0 = g.to_float(g.op("Gather", [C.INITIAL_C, order], axis=2))
+    # (T+2, B): row b is active at step t; per step, the first n_active[t] rows.
+    active = g.op("Less", [g.op("Transpose", [positions]), g.op("Unsqueeze", [ext_lengths, g.ints([0], "axes")])])
+    n_active = g.reduce("ReduceSum", g.op("Cast", [active], to=TensorProto.INT64), [1], keepdims=0, hint="n_active")  # (T+2,)
+    starts = g.op("CumSum", [n_active, g.const(np.asarray(0, np.int64), "axis")], "starts", exclusive=1)  # (T+2,)
+    active_flat = g.op("Reshape", [active, g.ints([-1])])
 
     def state(tensor: str, layer: int, direction: int) -> str:
         picked = g.op("Gather", [g.op("Gather", [tensor, g.const(np.asarray(layer, np.int64), "l")], axis=0),
@@ -294,11 +301,20 @@ def build_bilm(model: ElmoBiLm, precision: Precision = "fp32", opset: int = DEFA
     final_h, final_c = [], []
     for layer in range(n_layers):
         reversed_in = g.op("ReverseSequence", [backward_in, ext_lengths], batch_axis=1, time_axis=0)
-        body = _lstm_step_body(model, layer, precision, opset)
+        # The input products of every active step and row, in one MatMul per gate, hoisted out
+        # of the recurrence: the active positions, packed step after step, (N, P) -> (N, D).
+        products = {}
+        for side, cell, inputs in [("f", model.cells[layer][0], forward_in), ("b", model.cells[layer][1], reversed_in)]:
+            packed = g.op("Compress", [g.op("Reshape", [inputs, g.ints([-1, p])]), active_flat], f"packed_{side}", axis=0)
+            products[side] = [
+                g.op("Add", [g.op("MatMul", [packed, g.weight(w, f"W_x_{gate}_{side}")]), g.weight(b, f"b_{gate}_{side}")], f"xw_{gate}_{side}")
+                for gate, w, b in zip(GATES, _gate_columns(cell.input_to_gates.weight, o.dim), _gate_biases(cell))
+            ]
+        body = _lstm_step_body(model, layer, precision, opset, products)
         h_f, c_f, h_b, c_b, y_f, y_b_rev = g.op(
             "Scan",
-            [state(h0, layer, 0), state(c0, layer, 0), state(h0, layer, 1), state(c0, layer, 1), forward_in, reversed_in, n_active],
-            f"scan{layer}", n_out=6, body=body, num_scan_inputs=3,
+            [state(h0, layer, 0), state(c0, layer, 0), state(h0, layer, 1), state(c0, layer, 1), starts, n_active],
+            f"scan{layer}", n_out=6, body=body, num_scan_inputs=2,
         )
         y_b = g.op("ReverseSequence", [y_b_rev, ext_lengths], batch_axis=1, time_axis=0)  # (T+2, B, P)
         if layer > 0 and o.use_skip_connections:

@@ -20,6 +20,7 @@ lists any weight MatMul left in float (the tests use it).
 
 from __future__ import annotations
 
+import heapq
 import logging
 import tempfile
 from collections import Counter
@@ -161,6 +162,52 @@ def quantize(model: onnx.ModelProto, settings: QuantizationSettings) -> onnx.Mod
     raise TypeError(f"settings is {type(settings).__name__}; expected Int8Settings or Int4Settings")
 
 
+def sort_nodes(graph: onnx.GraphProto) -> None:
+    """Order `graph`'s nodes (and its subgraphs') topologically, in place, counting what each
+    subgraph reads from the enclosing scope; ties keep their original order.
+
+    onnxruntime's quantizers add their nodes at the end and reorder by explicit inputs only,
+    which can put a Scan before the producers of what its body reads from the outer scope (the
+    hoisted input products): the ONNX checker then rejects the graph.
+    """
+    producer = {out: k for k, node in enumerate(graph.node) for out in node.output}
+    needs = []
+    for node in graph.node:
+        for sub in _subgraphs(node):
+            sort_nodes(sub)
+        names = set(node.input).union(*(_outer_reads(sub) for sub in _subgraphs(node)))
+        needs.append({producer[name] for name in names if name in producer})
+    users: dict[int, list[int]] = {k: [] for k in range(len(graph.node))}
+    for k, deps in enumerate(needs):
+        for dep in deps:
+            users[dep].append(k)
+    waiting = [len(deps) for deps in needs]
+    ready = [k for k, n in enumerate(waiting) if n == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        k = heapq.heappop(ready)
+        order.append(k)
+        for user in users[k]:
+            waiting[user] -= 1
+            if waiting[user] == 0:
+                heapq.heappush(ready, user)
+    if len(order) != len(graph.node):
+        raise ValueError(f"graph {graph.name!r} has a cycle")
+    nodes = [graph.node[k] for k in order]
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+
+def _outer_reads(graph: onnx.GraphProto) -> set[str]:
+    """The names a subgraph reads but does not define: what it takes from the enclosing scope."""
+    defined = {v.name for v in graph.input} | {t.name for t in graph.initializer}
+    defined |= {out for node in graph.node for out in node.output}
+    read = {name for node in graph.node for name in node.input if name}
+    read |= {name for node in graph.node for sub in _subgraphs(node) for name in _outer_reads(sub)}
+    return read - defined
+
+
 def quantize_int8(model: onnx.ModelProto, settings: Int8Settings = Int8Settings()) -> onnx.ModelProto:
     """Dynamic int8: `quantize_dynamic` over the graph and every subgraph; `model` is unchanged."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -180,7 +227,9 @@ def quantize_int8(model: onnx.ModelProto, settings: Int8Settings = Int8Settings(
                 use_external_data_format=large,
                 extra_options={"EnableSubgraph": True, "MatMulConstBOnly": True},
             )
-        return onnx.load(out)
+        quantized = onnx.load(out)
+    sort_nodes(quantized.graph)  # see `sort_nodes`
+    return quantized
 
 
 def quantize_int4(model: onnx.ModelProto, settings: Int4Settings = Int4Settings()) -> onnx.ModelProto:
@@ -220,6 +269,7 @@ def quantize_int4(model: onnx.ModelProto, settings: Int4Settings = Int4Settings(
             )
             quantizer.process()
             out = quantizer.model.model
+    sort_nodes(out.graph)  # see `sort_nodes`
     return out
 
 

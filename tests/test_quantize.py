@@ -16,6 +16,7 @@ from elmo_export.quantize import (
     quantize,
     quantize_int4,
     quantize_int8,
+    sort_nodes,
 )
 
 
@@ -36,7 +37,9 @@ def test_int8_quantizes_every_weight_matmul_including_the_scan_bodies(graphs, ti
     n_layers = tiny_model.options.n_layers
     bilm = quantize_int8(graphs["bilm"])
     counts = op_counts(bilm)
-    # In each layer's Scan body, per direction: one MatMul per gate and the projection.
+    # The hoisted input products: one per gate, direction and layer in the main graph; in each
+    # layer's Scan body, per direction, one hidden-to-gate product per gate and the projection.
+    assert counts["main"]["MatMulInteger"] == 4 * 2 * n_layers
     assert counts["subgraphs"]["MatMulInteger"] == (4 + 1) * 2 * n_layers
     assert counts["main"]["MatMul"] == counts["subgraphs"]["MatMul"] == 0
     assert float_weight_matmuls(bilm) == []
@@ -47,6 +50,7 @@ def test_int4_quantizes_the_scan_bodies_and_keeps_the_char_cnn_and_projection_fl
     n_layers = tiny_model.options.n_layers
     bilm = quantize_int4(graphs["bilm"])
     counts = op_counts(bilm)
+    assert counts["main"]["MatMulNBits"] == 4 * 2 * n_layers
     assert counts["subgraphs"]["MatMulNBits"] == (4 + 1) * 2 * n_layers
     assert float_weight_matmuls(bilm) == []
     # The float weights it replaced are gone from the Scan bodies too (no size saved otherwise).
@@ -126,3 +130,22 @@ def test_int4_without_onnx_ir_says_what_to_install(graphs, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx_ir", None)
     with pytest.raises(ImportError, match="onnx-ir"):
         quantize_int4(graphs["bilm"])
+
+
+def test_sort_nodes_puts_what_a_scan_body_reads_from_outside_before_the_scan(graphs):
+    model = onnx.ModelProto()
+    model.CopyFrom(graphs["bilm"])
+    nodes = list(model.graph.node)[::-1]  # every producer after its users, Scans first
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    with pytest.raises(onnx.checker.ValidationError, match="topologically sorted"):
+        onnx.checker.check_model(model)
+    sort_nodes(model.graph)
+    onnx.checker.check_model(model, full_check=True)
+    positions = {out: k for k, node in enumerate(model.graph.node) for out in node.output}
+    scans = [k for k, node in enumerate(model.graph.node) if node.op_type == "Scan"]
+    # Each Scan comes after the hoisted products its body reads (outer-scope names, no inputs).
+    for k in scans:
+        body = model.graph.node[k].attribute[0].g
+        outer = {name for node in body.node for name in node.input if name in positions}
+        assert outer and all(positions[name] < k for name in outer)
