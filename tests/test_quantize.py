@@ -70,7 +70,31 @@ def test_nothing_kept_float_quantizes_every_matmul(graphs):
     assert float_weight_matmuls(embedder) == []
 
 
+def _weight_scale_sizes(graph):
+    """{"main": sizes, "steps": sizes}: how many scales each quantized weight has, by location."""
+    sizes = {"main": set(), "steps": set()}
+    for name, tensors in [("main", graph.initializer), ("steps", list(_subgraph_initializers(graph)))]:
+        for t in tensors:
+            if "/W_" in t.name and t.name.endswith("_scale"):
+                sizes[name].add(int(np.prod(t.dims)))
+    return sizes
+
+
+@pytest.mark.parametrize("per_channel", [True, False])
+@pytest.mark.parametrize("per_channel_steps", [True, False])
+def test_int8_scales_per_column_or_per_matrix_outside_and_inside_the_recurrence(graphs, tiny_model, per_channel,
+                                                                                 per_channel_steps):
+    d, p = tiny_model.options.dim, tiny_model.options.projection_dim
+    settings = Int8Settings(per_channel=per_channel, per_channel_steps=per_channel_steps)
+    sizes = _weight_scale_sizes(quantize_int8(graphs["bilm"], settings).graph)
+    # Outside: the input products (D columns); inside: the gate products (D) and projection (P).
+    assert sizes["main"] == ({d} if per_channel else {1})
+    assert sizes["steps"] == ({d, p} if per_channel_steps else {1})
+    assert float_weight_matmuls(quantize_int8(graphs["bilm"], settings)) == []
+
+
 @pytest.mark.parametrize("settings", [Int8Settings(), Int8Settings(per_channel=False, weight_type="QUInt8"),
+                                      Int8Settings(per_channel_steps=True),
                                       Int4Settings(), Int4Settings(block_size=128, symmetric=True)])
 def test_quantized_graphs_pass_the_checker_and_run_close_to_fp32(graphs, settings):
     rng = np.random.default_rng(0)
