@@ -45,8 +45,10 @@ class _Graph:
         self._count += 1
         return f"{self.prefix}{hint}_{self._count}"
 
-    def op(self, op_type: str, inputs: list[str], hint: str | None = None, n_out: int = 1, **attrs) -> str | list[str]:
-        outputs = [self.name(hint or op_type) for _ in range(n_out)]
+    def op(self, op_type: str, inputs: list[str], hint: str | None = None, n_out: int = 1, output: str | None = None,
+           **attrs) -> str | list[str]:
+        """Add a node; `output` names its (single) output instead of a generated name."""
+        outputs = [output] if output else [self.name(hint or op_type) for _ in range(n_out)]
         self.nodes.append(helper.make_node(op_type, inputs, outputs, name=self.name(op_type), **attrs))
         return outputs[0] if n_out == 1 else outputs
 
@@ -186,11 +188,11 @@ def _lstm_step_body(model: ElmoBiLm, layer: int, precision: Precision, opset: in
                     products: dict[str, list[str]]) -> onnx.GraphProto:
     """One time step of both directions of a layer: the body of the layer's Scan.
 
-    State in: h_f, c_f, h_b, c_b. Scan inputs: `start_t` and `n_t`. The rows are sorted
-    longest first, so the rows still active at a step are its first `n_t`: only they are
-    computed, and the others keep their state. `products` names, per direction, each gate's
+    State in: h_f, c_f, h_b, c_b. Scan inputs: `start_t`, `end_t`, `n_t`, each `(1,)`. The rows
+    are sorted longest first, so the rows still active at a step are its first `n_t`: only they
+    are computed, and the others keep their state. `products` names, per direction, each gate's
     input products (bias included), computed before the recurrence for the active positions
-    only, packed step after step: this step's rows start at `start_t`. Scan outputs: each
+    only, packed step after step: this step's rows are `start_t:end_t`. Scan outputs: each
     direction's h after the step; what it holds past a row's end is never read (the next
     layer's state ignores it, the graph's output masks it).
 
@@ -207,13 +209,11 @@ def _lstm_step_body(model: ElmoBiLm, layer: int, precision: Precision, opset: in
     t = g.onnx_dtype
     p, d = o.projection_dim, o.dim
     vi = helper.make_tensor_value_info
-    n = g.op("Unsqueeze", ["n_t", g.ints([0], "axes")], "n")  # (1,)
-    start = g.op("Unsqueeze", ["start_t", g.ints([0], "axes")], "start")  # (1,)
     first, rows = g.ints([0], "first"), g.ints([0], "rows")
-    active = lambda v: g.op("Slice", [v, first, n, rows])  # noqa: E731
-    this_step = lambda v: g.op("Slice", [v, start, g.op("Add", [start, n]), rows])  # noqa: E731
-    kept = lambda new, old: g.op("Concat", [new, g.op("Slice", [old, n, g.ints([_LAST], "last"), rows])], axis=0)  # noqa: E731
-    outs = []
+    active = lambda v: g.op("Slice", [v, first, "n_t", rows])  # noqa: E731
+    this_step = lambda v: g.op("Slice", [v, "start_t", "end_t", rows])  # noqa: E731
+    kept = lambda new, old, name: g.op(  # noqa: E731
+        "Concat", [new, g.op("Slice", [old, "n_t", g.ints([_LAST], "last"), rows])], axis=0, output=name)
     for side, h, c in [("f", "h_f_in", "c_f_in"), ("b", "h_b_in", "c_b_in")]:
         cell = model.cells[layer]["fb".index(side)]
         h_all, c_all = h, c
@@ -228,17 +228,15 @@ def _lstm_step_body(model: ElmoBiLm, layer: int, precision: Precision, opset: in
         c_new = g.clip(c_new, o.cell_clip)
         m = g.op("Mul", [g.op("Sigmoid", [out_gate]), g.op("Tanh", [c_new])])  # (n, D)
         h_new = g.clip(g.op("MatMul", [m, g.weight(cell.projection.weight.T, f"W_p_{side}")]), o.proj_clip)  # (n, P)
-        outs.append((kept(h_new, h_all), kept(c_new, c_all)))
-    (h_f, c_f), (h_b, c_b) = outs
-    y_f, y_b = h_f, h_b
+        kept(h_new, h_all, f"h_{side}_out")
+        kept(c_new, c_all, f"c_{side}_out")
+        g.op("Identity", [f"h_{side}_out"], output=f"y_{side}_t")
     names_out = ["h_f_out", "c_f_out", "h_b_out", "c_b_out", "y_f_t", "y_b_t"]
-    for src, dst in zip([h_f, c_f, h_b, c_b, y_f, y_b], names_out):
-        g.nodes.append(helper.make_node("Identity", [src], [dst]))
     return helper.make_graph(
         g.nodes, f"lstm_layer_{layer}_step",
         inputs=[vi("h_f_in", t, ["batch", p]), vi("c_f_in", t, ["batch", d]),
                 vi("h_b_in", t, ["batch", p]), vi("c_b_in", t, ["batch", d])]
-        + [vi("start_t", TensorProto.INT64, []), vi("n_t", TensorProto.INT64, [])],
+        + [vi(name, TensorProto.INT64, [1]) for name in ("start_t", "end_t", "n_t")],
         outputs=[vi(names_out[0], t, ["batch", p]), vi(names_out[1], t, ["batch", d]),
                  vi(names_out[2], t, ["batch", p]), vi(names_out[3], t, ["batch", d]),
                  vi(names_out[4], t, ["batch", p]), vi(names_out[5], t, ["batch", p])],
@@ -286,7 +284,9 @@ def build_bilm(model: ElmoBiLm, precision: Precision = "fp32", opset: int = DEFA
     # (T+2, B): row b is active at step t; per step, the first n_active[t] rows.
     active = g.op("Less", [g.op("Transpose", [positions]), g.op("Unsqueeze", [ext_lengths, g.ints([0], "axes")])])
     n_active = g.reduce("ReduceSum", g.op("Cast", [active], to=TensorProto.INT64), [1], keepdims=0, hint="n_active")  # (T+2,)
-    starts = g.op("CumSum", [n_active, g.const(np.asarray(0, np.int64), "axis")], "starts", exclusive=1)  # (T+2,)
+    ends = g.op("CumSum", [n_active, g.const(np.asarray(0, np.int64), "axis")], "ends")  # (T+2,)
+    # Per step, as (1,) tensors, which is what the body's Slices take.
+    per_step = [g.op("Unsqueeze", [v, g.ints([1], "axes")]) for v in (g.op("Sub", [ends, n_active], "starts"), ends, n_active)]
     active_flat = g.op("Reshape", [active, g.ints([-1])])
 
     def state(tensor: str, layer: int, direction: int) -> str:
@@ -313,8 +313,8 @@ def build_bilm(model: ElmoBiLm, precision: Precision = "fp32", opset: int = DEFA
         body = _lstm_step_body(model, layer, precision, opset, products)
         h_f, c_f, h_b, c_b, y_f, y_b_rev = g.op(
             "Scan",
-            [state(h0, layer, 0), state(c0, layer, 0), state(h0, layer, 1), state(c0, layer, 1), starts, n_active],
-            f"scan{layer}", n_out=6, body=body, num_scan_inputs=2,
+            [state(h0, layer, 0), state(c0, layer, 0), state(h0, layer, 1), state(c0, layer, 1), *per_step],
+            f"scan{layer}", n_out=6, body=body, num_scan_inputs=3,
         )
         y_b = g.op("ReverseSequence", [y_b_rev, ext_lengths], batch_axis=1, time_axis=0)  # (T+2, B, P)
         if layer > 0 and o.use_skip_connections:
