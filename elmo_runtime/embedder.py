@@ -32,11 +32,12 @@ from elmo_runtime.token_cache import DEFAULT_CACHE_BYTES, TokenEmbeddingCache
 from elmo_runtime.tokenize import tokenize
 
 
-# Token positions per batch (padding and the two sentence-boundary positions included). On a CPU,
-# bigger batches gain little once a batch's gate pre-activations (positions x 4 x LSTM cells)
-# leave the cache, and they set the peak memory: on `original` int8 (2 cores), 512 positions ran
-# at 1,520 tokens/s with a 376 MiB peak RSS, 1024 at 1,627 tokens/s with 500 MiB; on `small`, 512
-# was the faster of the two. A GPU wants bigger batches (4096: not yet measured on one).
+# Token positions per batch (padding and the two sentence-boundary positions included). The
+# budget sets the peak memory (a batch's gate pre-activations are positions x 4 x LSTM cells)
+# more than the speed: on `original` int8 (2 cores, the benchmark text, every layer kept, one
+# process), 256 positions ran at 1,674 tokens/s with a 402 MiB peak RSS, 512 at 2,200 with 493
+# MiB, 1024 at 2,463 with 742 MiB; on `small`, 512 at 8,694 with 204 MiB, 1024 at 9,599 with 339
+# MiB. A GPU wants bigger batches (4096: not yet measured on one).
 DEFAULT_BATCH_TOKENS = {"CPUExecutionProvider": 512, "CUDAExecutionProvider": 4096}
 # `embed_iter` reads this many batches' worth of sentences at a time, sorts and embeds them.
 CHUNK_BATCHES = 4
