@@ -209,9 +209,13 @@ def _lstm_step_body(model: ElmoBiLm, layer: int, precision: Precision, opset: in
     t = g.onnx_dtype
     p, d = o.projection_dim, o.dim
     vi = helper.make_tensor_value_info
-    first, rows = g.ints([0], "first"), g.ints([0], "rows")
-    active = lambda v: g.op("Slice", [v, first, "n_t", rows])  # noqa: E731
-    this_step = lambda v: g.op("Slice", [v, "start_t", "end_t", rows])  # noqa: E731
+    rows = g.ints([0], "rows")
+    sq = lambda v: g.op("Squeeze", [v, g.ints([0], "axes")])  # noqa: E731
+    one = g.const(np.asarray(1, np.int64), "one")
+    active_rows = g.op("Range", [g.const(np.asarray(0, np.int64), "zero"), sq("n_t"), one])
+    step_rows = g.op("Range", [sq("start_t"), sq("end_t"), one])
+    active = lambda v: g.op("Gather", [v, active_rows], axis=0)  # noqa: E731
+    this_step = lambda v: g.op("Gather", [v, step_rows], axis=0)  # noqa: E731
     kept = lambda new, old, name: g.op(  # noqa: E731
         "Concat", [new, g.op("Slice", [old, "n_t", g.ints([_LAST], "last"), rows])], axis=0, output=name)
     for side, h, c in [("f", "h_f_in", "c_f_in"), ("b", "h_b_in", "c_b_in")]:
