@@ -86,11 +86,12 @@ def test_int8_scales_per_column_or_per_matrix_outside_and_inside_the_recurrence(
                                                                                  per_channel_steps):
     d, p = tiny_model.options.dim, tiny_model.options.projection_dim
     settings = Int8Settings(per_channel=per_channel, per_channel_steps=per_channel_steps)
-    sizes = _weight_scale_sizes(quantize_int8(graphs["bilm"], settings).graph)
+    bilm = quantize_int8(graphs["bilm"], settings)
+    sizes = _weight_scale_sizes(bilm.graph)
     # Outside: the input products (D columns); inside: the gate products (D) and projection (P).
     assert sizes["main"] == ({d} if per_channel else {1})
     assert sizes["steps"] == ({d, p} if per_channel_steps else {1})
-    assert float_weight_matmuls(quantize_int8(graphs["bilm"], settings)) == []
+    assert float_weight_matmuls(bilm) == []
 
 
 @pytest.mark.parametrize("settings", [Int8Settings(), Int8Settings(per_channel=False, weight_type="QUInt8"),
