@@ -32,8 +32,11 @@ from pathlib import Path
 
 import numpy as np
 
+from elmo_runtime.contract import precision_name
+
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / ".cache"
+DESIGN_MEASUREMENTS = "## Design measurements"
 BATCH = 32
 LATENCY_TOKENS = 20
 
@@ -281,7 +284,7 @@ def machine() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="+", default=["original", "small"])
-    parser.add_argument("--precisions", nargs="+", default=["none", "int8", "int4"],
+    parser.add_argument("--precisions", nargs="+", type=precision_name, default=["fp32", "int8", "int4"],
                         help="package precisions (fp16 is for CUDA; on the CPU it is slower than fp32)")
     parser.add_argument("--threads", type=int, default=2, help="threads for torch and onnxruntime alike")
     parser.add_argument("--repeats", type=int, default=5)
@@ -298,7 +301,11 @@ def main() -> None:
               f"{table(rows)}\n")
     print(result)
     if not args.no_write:
-        (HERE / "RESULTS.md").write_text(result, encoding="utf-8")
+        results = HERE / "RESULTS.md"
+        # The design measurements are not this script's: keep them.
+        old = results.read_text(encoding="utf-8") if results.exists() else ""
+        kept = old[old.index(DESIGN_MEASUREMENTS):] if DESIGN_MEASUREMENTS in old else ""
+        results.write_text(result + ("\n" + kept if kept else ""), encoding="utf-8")
 
 
 if __name__ == "__main__":

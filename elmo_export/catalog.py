@@ -5,7 +5,7 @@ two dataclasses below: every field's type and allowed range is read from them, s
 here is checked without a second list to keep in step. A missing, unknown or ill-typed field
 raises `ValueError` naming the file, the model and the field.
 
-Where the file is looked for, first hit wins:
+Where the file is looked for, first hit wins (`MODELS_DIRS`, the project's `models/` folder):
 
 1. `elmo_export/models/catalog.json`, where an installed wheel puts it;
 2. `<repository>/models/catalog.json`, for a source checkout or an editable install.
@@ -15,7 +15,6 @@ This module imports neither torch nor h5py: listing models stays cheap.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import types
@@ -24,14 +23,29 @@ from pathlib import Path
 from typing import Any, Mapping, Union, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit
 
+from elmo_runtime.jsonfile import read_json
+
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 CATALOG_FILENAME = "catalog.json"
+# The project's models/ folder (the catalog and the shipped default model), first hit wins: an
+# installed wheel puts it at elmo_export/models, a checkout has it beside the package.
+MODELS_DIRS = (Path(__file__).resolve().parent / "models", Path(__file__).resolve().parents[1] / "models")
 
 # Names become cache directory names: no separators, no leading dot, nothing to escape.
 _NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+
+
+def check_model_name(name: str, source: str = "") -> str:
+    """`name` if it can name a model (and its cache folder). Raises ValueError if not."""
+    if not isinstance(name, str) or not _NAME_PATTERN.match(name):
+        raise ValueError(
+            f"{source + ': ' if source else ''}model name {name!r} is not allowed: use lower-case letters, "
+            "digits, '.', '_' and '-', starting with a letter or digit"
+        )
+    return name
 
 
 def _positive(**kwargs: Any) -> Any:
@@ -92,11 +106,7 @@ class CatalogModel:
 
     def __post_init__(self) -> None:
         # Checked here as well as on load: the name becomes a directory under the cache.
-        if not isinstance(self.name, str) or not _NAME_PATTERN.match(self.name):
-            raise ValueError(
-                f"model name {self.name!r} is not allowed: use lower-case letters, digits, "
-                "'.', '_' and '-', starting with a letter or digit"
-            )
+        check_model_name(self.name)
 
     @classmethod
     def from_dict(cls, name: str, data: Any, source: str = "catalog") -> "CatalogModel":
@@ -105,11 +115,7 @@ class CatalogModel:
         Raises:
             ValueError: a missing, unknown, ill-typed or out-of-range field, naming the model.
         """
-        if not isinstance(name, str) or not _NAME_PATTERN.match(name):
-            raise ValueError(
-                f"{source}: model name {name!r} is not allowed: use lower-case letters, digits, "
-                "'.', '_' and '-', starting with a letter or digit"
-            )
+        check_model_name(name, source)
         return _build(cls, data, f"{source}: model {name!r}", "", preset={"name": name})
 
 
@@ -225,8 +231,7 @@ def parse_catalog(data: Any, source: str = "catalog") -> dict[str, CatalogModel]
 
 def catalog_candidates() -> list[Path]:
     """Where the catalog is looked for, in order (see the module docstring)."""
-    here = Path(__file__).resolve()
-    return [here.parent / "models" / CATALOG_FILENAME, here.parents[1] / "models" / CATALOG_FILENAME]
+    return [directory / CATALOG_FILENAME for directory in MODELS_DIRS]
 
 
 def default_catalog_path() -> Path:
@@ -257,13 +262,7 @@ def load_catalog(path: str | Path | None = None) -> dict[str, CatalogModel]:
         ValueError: not JSON, or an entry that does not fit the schema (naming model and field).
     """
     path = default_catalog_path() if path is None else Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"catalog file not found: {path}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not a valid JSON catalog: {e}") from None
-    catalog = parse_catalog(data, source=str(path))
+    catalog = parse_catalog(read_json(path, "catalog file"), source=str(path))
     log.debug("read %d models from %s", len(catalog), path)
     return catalog
 

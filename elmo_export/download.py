@@ -40,15 +40,14 @@ from typing import Callable, Mapping
 
 from tqdm import tqdm
 
-from elmo_export.catalog import CatalogModel, get_model, load_catalog
+from elmo_export.catalog import CatalogModel, check_model_name, get_model, load_catalog
+from elmo_runtime import contract as C
 from elmo_runtime.package import sha256_of
 
 log = logging.getLogger(__name__)
 
 ENV_CACHE = "ELMO_ONNX_CACHE"
 ENV_OFFLINE = "ELMO_ONNX_OFFLINE"
-OPTIONS_FILENAME = "options.json"
-WEIGHTS_FILENAME = "weights.hdf5"
 SIDECAR_FILENAME = "sha256.json"
 PART_SUFFIX = ".part"
 PART_META_SUFFIX = ".part.json"  # the URL and the server's validator, to resume safely
@@ -94,8 +93,7 @@ def default_cache_dir() -> Path:
 
 def model_cache_dir(name: str, cache_dir: str | Path | None = None) -> Path:
     """`<cache_dir>/<name>/`, where one model's files live."""
-    if not name or "/" in name or "\\" in name or name.startswith("."):
-        raise ValueError(f"model name {name!r} cannot name a cache folder")
+    check_model_name(name)
     return (Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()) / name
 
 
@@ -176,9 +174,9 @@ def fetch_model(
     fetch = _Fetcher(model, directory, progress=progress, force=force,
                      offline=offline_source if offline else None, retries=retries, timeout_s=timeout_s)
 
-    options_path = fetch.ensure(OPTIONS_FILENAME, model.options_url, model.options_sha256,
+    options_path = fetch.ensure(C.OPTIONS_FILE, model.options_url, model.options_sha256,
                                 lambda path: _verify_options(model, path))
-    weights_path = fetch.ensure(WEIGHTS_FILENAME, model.weights_url, model.weights_sha256,
+    weights_path = fetch.ensure(C.WEIGHTS_FILE, model.weights_url, model.weights_sha256,
                                 lambda path: _verify_weights(options_path, path))
     return options_path, weights_path
 
@@ -336,83 +334,13 @@ class _Fetcher:
 
     def _attempt(self, url: str, part: Path, meta: Path, desc: str) -> bool:
         """One request. True: `part` is complete. False: cut short (retry). Raises _Retry too."""
-        offset = part.stat().st_size if part.exists() else 0
-        validator = None
-        if offset:
-            saved = _read_json(meta)
-            if saved.get("url") != url:  # a leftover of another URL: start over
-                log.info("discarding %s: it was not downloaded from %s", part, url)
-                part.unlink()
-                offset = 0
-            else:
-                validator = saved.get("validator")
-        headers = {"User-Agent": "elmo-onnx"}
-        if offset:
-            headers["Range"] = f"bytes={offset}-"
-            if validator:
-                headers["If-Range"] = validator  # a changed file comes back whole (200)
-        request = urllib.request.Request(url, headers=headers)
-        try:
-            response = urllib.request.urlopen(request, timeout=self.timeout_s)
-        except urllib.error.HTTPError as e:
-            content_range = e.headers.get("Content-Range", "") if e.headers else ""
-            e.close()
-            if e.code == 416 and offset:
-                match = _UNSATISFIED_RANGE.match(content_range or "")
-                if match and int(match.group(1)) == offset:
-                    log.info("%s already holds all %d bytes", part, offset)
-                    return True
-                log.info("the server refused to resume %s: starting over", part)
-                part.unlink(missing_ok=True)
-                raise _Retry(f"HTTP 416 for bytes {offset}- of a partial download") from None
-            if e.code in _RETRYABLE_STATUS:
-                raise _Retry(f"HTTP {e.code} {e.reason}") from None
-            raise DownloadError(
-                f"download of {url} failed: the server answered HTTP {e.code} {e.reason}. "
-                f"{_LOCAL_FILES_HINT}"
-            ) from None
-        except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
-            reason = e.reason if isinstance(e, urllib.error.URLError) else e
-            raise _Retry(f"{type(reason).__name__}: {reason}") from None
-
+        offset, validator = self._resume_point(url, part, meta)
+        response = self._open(url, part, offset, validator)
+        if response is None:  # the server says `part` already holds the whole file
+            return True
         with response:
-            length = _int_header(response.headers.get("Content-Length"))
-            if response.status == 206 and offset:
-                match = _CONTENT_RANGE.match(response.headers.get("Content-Range", "") or "")
-                if not match or int(match.group(1)) != offset:
-                    part.unlink(missing_ok=True)
-                    raise _Retry(f"the server resumed at the wrong place "
-                                 f"(Content-Range {response.headers.get('Content-Range')!r})")
-                total = (int(match.group(3)) if match.group(3) != "*"
-                         else offset + length if length is not None else None)
-                mode = "ab"
-                log.info("resuming %s at byte %d", url, offset)
-            elif response.status == 200:
-                if offset:
-                    log.info("the server sent all of %s again (it ignored the range): restarting", url)
-                offset, total, mode = 0, length, "wb"
-                validator = response.headers.get("ETag") or response.headers.get("Last-Modified")
-                meta.write_text(json.dumps({"url": url, "validator": validator}) + "\n", encoding="utf-8")
-            else:
-                raise DownloadError(
-                    f"download of {url} failed: unexpected HTTP {response.status} "
-                    f"{response.reason}. {_LOCAL_FILES_HINT}"
-                )
-
-            received = offset
-            with open(part, mode) as out, tqdm(
-                total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-                desc=desc, disable=None if self.progress else True, leave=False,
-            ) as bar:
-                try:
-                    while chunk := response.read(CHUNK_BYTES):
-                        out.write(chunk)
-                        received += len(chunk)
-                        bar.update(len(chunk))
-                except (http.client.HTTPException, OSError) as e:
-                    out.flush()
-                    raise _Retry(f"the transfer broke after {received} bytes ({type(e).__name__}: {e})") from None
-
+            offset, total, mode = self._accept(response, url, part, meta, offset)
+            received = self._stream_into(part, mode, response, offset, total, desc)
         if total is None:
             return True  # no length announced: verification is the only check
         if received < total:
@@ -426,6 +354,104 @@ class _Fetcher:
                 f"announced; the partial file was deleted. {_LOCAL_FILES_HINT}"
             )
         return True
+
+    @staticmethod
+    def _resume_point(url: str, part: Path, meta: Path) -> tuple[int, str | None]:
+        """Where to resume `part` (0: from the start) and the validator it was fetched under."""
+        offset = part.stat().st_size if part.exists() else 0
+        if not offset:
+            return 0, None
+        saved = _read_json(meta)
+        if saved.get("url") != url:  # a leftover of another URL: start over
+            log.info("discarding %s: it was not downloaded from %s", part, url)
+            part.unlink()
+            return 0, None
+        return offset, saved.get("validator")
+
+    def _open(self, url: str, part: Path, offset: int, validator: str | None):
+        """The response to a request for `url` from byte `offset`; None: nothing is left to fetch.
+
+        Raises:
+            _Retry: an answer another attempt may fix (a network error, 5xx, a refused range).
+            DownloadError: an answer no retry fixes.
+        """
+        headers = {"User-Agent": "elmo-onnx"}
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+            if validator:
+                headers["If-Range"] = validator  # a changed file comes back whole (200)
+        try:
+            return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=self.timeout_s)
+        except urllib.error.HTTPError as e:
+            content_range = e.headers.get("Content-Range", "") if e.headers else ""
+            e.close()
+            if e.code == 416 and offset:
+                match = _UNSATISFIED_RANGE.match(content_range or "")
+                if match and int(match.group(1)) == offset:
+                    log.info("%s already holds all %d bytes", part, offset)
+                    return None
+                log.info("the server refused to resume %s: starting over", part)
+                part.unlink(missing_ok=True)
+                raise _Retry(f"HTTP 416 for bytes {offset}- of a partial download") from None
+            if e.code in _RETRYABLE_STATUS:
+                raise _Retry(f"HTTP {e.code} {e.reason}") from None
+            raise DownloadError(
+                f"download of {url} failed: the server answered HTTP {e.code} {e.reason}. "
+                f"{_LOCAL_FILES_HINT}"
+            ) from None
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
+            reason = e.reason if isinstance(e, urllib.error.URLError) else e
+            raise _Retry(f"{type(reason).__name__}: {reason}") from None
+
+    @staticmethod
+    def _accept(response, url: str, part: Path, meta: Path, offset: int) -> tuple[int, int | None, str]:
+        """What the answer means for `part`: -> `(offset, total bytes or None, file mode)`.
+
+        A 206 continues `part` where it ends; a 200 sends the whole file again (a changed file,
+        or a server that ignores ranges): `part` restarts, and its URL and validator are saved.
+        """
+        length = _int_header(response.headers.get("Content-Length"))
+        if response.status == 206 and offset:
+            match = _CONTENT_RANGE.match(response.headers.get("Content-Range", "") or "")
+            if not match or int(match.group(1)) != offset:
+                part.unlink(missing_ok=True)
+                raise _Retry(f"the server resumed at the wrong place "
+                             f"(Content-Range {response.headers.get('Content-Range')!r})")
+            total = (int(match.group(3)) if match.group(3) != "*"
+                     else offset + length if length is not None else None)
+            log.info("resuming %s at byte %d", url, offset)
+            return offset, total, "ab"
+        if response.status == 200:
+            if offset:
+                log.info("the server sent all of %s again (it ignored the range): restarting", url)
+            validator = response.headers.get("ETag") or response.headers.get("Last-Modified")
+            meta.write_text(json.dumps({"url": url, "validator": validator}) + "\n", encoding="utf-8")
+            return 0, length, "wb"
+        raise DownloadError(
+            f"download of {url} failed: unexpected HTTP {response.status} "
+            f"{response.reason}. {_LOCAL_FILES_HINT}"
+        )
+
+    def _stream_into(self, part: Path, mode: str, response, offset: int, total: int | None, desc: str) -> int:
+        """Copy the response body into `part`; -> the bytes `part` then holds.
+
+        Raises:
+            _Retry: the transfer broke (what arrived is kept, to resume from).
+        """
+        received = offset
+        with open(part, mode) as out, tqdm(
+            total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
+            desc=desc, disable=None if self.progress else True, leave=False,
+        ) as bar:
+            try:
+                while chunk := response.read(CHUNK_BYTES):
+                    out.write(chunk)
+                    received += len(chunk)
+                    bar.update(len(chunk))
+            except (http.client.HTTPException, OSError) as e:
+                out.flush()
+                raise _Retry(f"the transfer broke after {received} bytes ({type(e).__name__}: {e})") from None
+        return received
 
 
 class _Retry(Exception):

@@ -6,7 +6,8 @@ package into place only once it is complete and verified:
 1. load the reference (`weights.load_reference`: its errors name missing files and mismatches);
 2. build both graphs (`onnx_graph`), in fp16 directly, or fp32 then quantized (`quantize`);
 3. save them and validate each: `onnx.checker.check_model(full_check=True)` (with strict
-   shape inference), and the names, dtypes and shapes of `graph_specs` (the one export spec);
+   shape inference), and the names, dtypes and shapes of `contract.graph_specs` (the one
+   export spec);
 4. run the reference: the warm initial state (its state after the built-in warm-up text) and
    its outputs on the parity sentences;
 5. write the manifest `elmo.json`, run the package in ONNX Runtime against the reference
@@ -19,7 +20,6 @@ A failure at any step removes the temporary directory: no half-written package i
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -27,11 +27,10 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass
-from importlib import metadata, resources
+from importlib import metadata
 from pathlib import Path
 from typing import Union
 
-import numpy as np
 import onnx
 import torch
 from tqdm.auto import tqdm
@@ -39,21 +38,19 @@ from tqdm.auto import tqdm
 from elmo_export import onnx_graph
 from elmo_export.model import ElmoBiLm, ElmoOptions, LstmState
 from elmo_export.parity import ReferenceOutputs, check_parity, reference_outputs
-from elmo_export.quantize import DEFAULT_SETTINGS, Int4Settings, Int8Settings, QuantizationSettings, quantize as quantize_graph
+from elmo_export.quantize import DEFAULT_SETTINGS, Int4Settings, Int8Settings, QuantizationSettings
+from elmo_export.quantize import quantize as quantize_graph
+from elmo_export.sentences import builtin_sentences
 from elmo_export.weights import load_reference
 from elmo_runtime import contract as C
 from elmo_runtime.chars import batch_to_char_ids
-from elmo_runtime.package import sha256_of
+from elmo_runtime.package import InitialState, Manifest, sha256_of
 
 log = logging.getLogger(__name__)
 
-QUANTIZE_CHOICES = ("none", "fp16", "int8", "int4")
-INITIAL_STATES = ("warm", "zero")
 WARMUP_TEXT = "warmup.txt"
 WARMUP_SOURCE = "elmo_export/data/warmup.txt: Lincoln, the Gettysburg Address (1863, Bliss copy), public domain"
-PIPELINE = ("char_ids -> token_embedder -> (token_embeddings, mask) -> bilm with (initial_h, initial_c) "
-            "-> (layers, final_h, final_c)")
-
+FP16_SETTINGS = {"weights": "float16", "compute": "float16", "inputs_outputs": "float32"}
 
 
 @dataclass(frozen=True)
@@ -61,79 +58,62 @@ class ExportSettings:
     """How to export; `export_package`'s keyword arguments.
 
     Attributes:
-        quantize: "none" (fp32), "fp16", "int8", "int4", or an `Int8Settings`/`Int4Settings`
-            for non-default quantization settings.
+        quantize: "fp32" (or its alias "none"), "fp16", "int8", "int4", or an
+            `Int8Settings`/`Int4Settings` for non-default quantization settings.
         initial_state: "warm" (ship the state after the built-in warm-up text) or "zero".
-        opset: ONNX opset of the graphs; None: `onnx_graph.DEFAULT_OPSET`.
+        opset: ONNX opset of the graphs; None: `contract.DEFAULT_OPSET`.
         force: replace an existing package at the output (only once the new one is verified).
         progress: tqdm progress bars for the long steps.
     """
 
-    quantize: Union[str, Int8Settings, Int4Settings] = "none"
-    initial_state: str = "warm"
+    quantize: Union[str, Int8Settings, Int4Settings] = "fp32"
+    initial_state: str = C.WARM
     opset: int | None = None
     force: bool = False
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if not isinstance(self.quantize, (Int8Settings, Int4Settings)) and self.quantize not in QUANTIZE_CHOICES:
-            raise ValueError(f"quantize is {self.quantize!r}; choose one of {', '.join(QUANTIZE_CHOICES)}")
-        if self.initial_state not in INITIAL_STATES:
-            raise ValueError(f"initial_state is {self.initial_state!r}; choose one of {', '.join(INITIAL_STATES)}")
-        if self.opset is not None and (type(self.opset) is not int or self.opset not in onnx_graph.SUPPORTED_OPSETS):
-            supported = onnx_graph.SUPPORTED_OPSETS
-            raise ValueError(f"opset is {self.opset!r}; choose {supported.start}..{supported.stop - 1}")
+        if not isinstance(self.quantize, (Int8Settings, Int4Settings)):
+            C.precision_name(self.quantize, "quantize")
+        C.check_state_mode(self.initial_state, "initial_state")
+        if self.opset is not None:
+            C.check_opset(self.opset)
 
     @property
     def precision(self) -> str:
         """The package's precision name: fp32, fp16, int8 or int4."""
         if isinstance(self.quantize, (Int8Settings, Int4Settings)):
             return self.quantize.name
-        return "fp32" if self.quantize == "none" else self.quantize
+        return C.precision_name(self.quantize)
 
     @property
     def quantization(self) -> QuantizationSettings | None:
         if isinstance(self.quantize, (Int8Settings, Int4Settings)):
             return self.quantize
-        return DEFAULT_SETTINGS.get(self.quantize)
+        return DEFAULT_SETTINGS.get(self.precision)
+
+    @property
+    def precision_settings(self) -> dict:
+        """How the precision is made, as the manifest records it (beside its name)."""
+        if self.quantization is not None:
+            return {k: v for k, v in self.quantization.to_dict().items() if k != "name"}
+        return dict(FP16_SETTINGS) if self.precision == "fp16" else {}
 
     @property
     def graph_opset(self) -> int:
-        return onnx_graph.DEFAULT_OPSET if self.opset is None else self.opset
+        return C.DEFAULT_OPSET if self.opset is None else self.opset
 
 
-def graph_specs(options: ElmoOptions) -> dict[str, dict]:
-    """The export spec: each graph's file, and its inputs and outputs with dtype and shape.
-
-    Symbolic (dynamic) dimensions are strings, fixed ones ints. The exporter validates the
-    built graphs against it and writes it to the manifest's `graphs` entry.
-    """
-    p, d, n = options.projection_dim, options.dim, options.n_layers
-
-    def t(dtype: str, *shape) -> dict:
-        return {"dtype": dtype, "shape": list(shape)}
-
-    return {
-        "token_embedder": {
-            "file": C.TOKEN_EMBEDDER_FILE,
-            "inputs": {C.CHAR_IDS: t("int32", "batch", "tokens", C.MAX_CHARACTERS_PER_TOKEN)},
-            "outputs": {C.TOKEN_EMBEDDINGS: t("float32", "batch", "tokens", p), C.MASK: t("int32", "batch", "tokens")},
-        },
-        "bilm": {
-            "file": C.BILM_FILE,
-            "inputs": {C.TOKEN_EMBEDDINGS: t("float32", "batch", "tokens", p), C.MASK: t("int32", "batch", "tokens"),
-                       C.INITIAL_H: t("float32", n, 2, "batch", p), C.INITIAL_C: t("float32", n, 2, "batch", d)},
-            "outputs": {C.LAYERS: t("float32", n + 1, "batch", "tokens", 2 * p),
-                        C.FINAL_H: t("float32", n, 2, "batch", p), C.FINAL_C: t("float32", n, 2, "batch", d)},
-        },
-    }
+def graph_specs(options: ElmoOptions) -> dict[str, C.GraphSpec]:
+    """The contract's graph interface for a model's options (`contract.graph_specs`)."""
+    return C.graph_specs(options.n_layers, options.projection_dim, options.dim)
 
 
 class GraphValidationError(ValueError):
     """A built graph that fails the ONNX checker, shape inference or the export spec (all listed)."""
 
 
-def validate_graph(path: Path, spec: dict) -> None:
+def validate_graph(path: Path, spec: C.GraphSpec) -> None:
     """Check a saved graph: ONNX checker (full), strict shape inference, names/dtypes/shapes of the spec.
 
     Raises:
@@ -158,7 +138,7 @@ def validate_graph(path: Path, spec: dict) -> None:
 
     for kind, values in (("inputs", model.graph.input), ("outputs", model.graph.output)):
         got = described(v for v in values if kind == "outputs" or v.name not in {i.name for i in model.graph.initializer})
-        want = spec[kind]
+        want = {t.name: t.to_dict() for t in getattr(spec, kind)}
         if list(got) != list(want):
             problems.append(f"{kind} are {list(got)}, the spec says {list(want)}")
         for name in set(got) & set(want):
@@ -186,10 +166,7 @@ def save_graph(model: onnx.ModelProto, path: Path) -> list[Path]:
 
 def load_warmup_sentences() -> tuple[list[list[str]], str]:
     """The built-in warm-up text: tokenized sentences and the text's sha256."""
-    raw = resources.files("elmo_export").joinpath("data", WARMUP_TEXT).read_bytes()
-    lines = raw.decode("utf-8").splitlines()
-    sentences = [line.split(" ") for line in lines if line.strip() and not line.startswith("#")]
-    return sentences, hashlib.sha256(raw).hexdigest()
+    return builtin_sentences(WARMUP_TEXT)
 
 
 def warm_state(model: ElmoBiLm, sentences: list[list[str]], progress: bool = False) -> LstmState:
@@ -203,12 +180,6 @@ def warm_state(model: ElmoBiLm, sentences: list[list[str]], progress: bool = Fal
         for sentence in tqdm(sentences, desc="warm-up", unit="sentence", disable=None if progress else True, leave=False):
             state = model(torch.from_numpy(batch_to_char_ids([sentence])), state).state
     return LstmState(state.h[:, :, 0], state.c[:, :, 0])
-
-
-def _float32_lists(array: np.ndarray) -> list:
-    """Nested lists of the shortest decimals that read back as the same float32 values."""
-    strings = np.asarray(array, dtype=np.float32).astype(str)
-    return np.vectorize(float, otypes=[object])(strings).tolist()
 
 
 def _producer_version() -> str:
@@ -262,39 +233,29 @@ def _move_into_place(staging: Path, out: Path) -> None:
 
 
 def build_manifest(model: ElmoBiLm, settings: ExportSettings, source: dict, state: LstmState | None,
-                   warmup: dict | None) -> dict:
+                   warmup: dict | None) -> Manifest:
     """The manifest without `files` and `parity` (added once the files are written and checked)."""
-    quantization = settings.quantization
-    if quantization is not None:
-        precision = quantization.to_dict()
-    elif settings.precision == "fp16":
-        precision = {"name": "fp16", "weights": "float16", "compute": "float16", "inputs_outputs": "float32"}
+    if state is None:
+        initial_state = InitialState(settings.initial_state)
     else:
-        precision = {"name": "fp32"}
-    initial_state = {"mode": settings.initial_state}
-    if state is not None:
-        initial_state.update(warmup=warmup, h=_float32_lists(state.h.numpy()), c=_float32_lists(state.c.numpy()))
-    return {
-        "format_version": C.FORMAT_VERSION,
-        "producer": {"name": "elmo-onnx", "version": _producer_version()},
-        "architecture": model.options.to_dict(),
-        "chars": C.char_constants(),
-        "graphs": graph_specs(model.options),
-        "pipeline": PIPELINE,
-        "precision": precision,
-        "opset": settings.graph_opset,
-        "initial_state": initial_state,
-        "source": source,
-        "files": {},
-        "parity": None,
-    }
+        initial_state = InitialState(settings.initial_state, state.h.numpy(), state.c.numpy(), warmup)
+    return Manifest(
+        architecture=model.options.to_dict(),
+        graphs=graph_specs(model.options),
+        precision=settings.precision,
+        precision_settings=settings.precision_settings,
+        opset=settings.graph_opset,
+        initial_state=initial_state,
+        source=source,
+        producer={"name": "elmo-onnx", "version": _producer_version()},
+    )
 
 
-def _reference_side(model: ElmoBiLm, settings: ExportSettings
-                    ) -> tuple[LstmState | None, dict | None, ReferenceOutputs]:
+def _warm_state_and_reference(model: ElmoBiLm, settings: ExportSettings
+                              ) -> tuple[LstmState | None, dict | None, ReferenceOutputs]:
     """The warm state (with its warm-up description) and the reference's parity outputs."""
     state = warmup = None
-    if settings.initial_state == "warm":
+    if settings.initial_state == C.WARM:
         t = time.perf_counter()
         sentences, text_sha = load_warmup_sentences()
         state = warm_state(model, sentences, settings.progress)
@@ -308,8 +269,8 @@ def _reference_side(model: ElmoBiLm, settings: ExportSettings
     return state, warmup, reference
 
 
-def _write_manifest(directory: Path, manifest: dict) -> None:
-    (directory / C.MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+def _write_manifest(directory: Path, manifest: Manifest) -> None:
+    (directory / C.MANIFEST_FILE).write_text(json.dumps(manifest.to_json(), indent=1) + "\n", encoding="utf-8")
 
 
 def export_package(
@@ -317,8 +278,8 @@ def export_package(
     weights: str | Path,
     out_dir: str | Path,
     *,
-    quantize: Union[str, Int8Settings, Int4Settings] = "none",
-    initial_state: str = "warm",
+    quantize: Union[str, Int8Settings, Int4Settings] = "fp32",
+    initial_state: str = C.WARM,
     opset: int | None = None,
     force: bool = False,
     progress: bool = True,
@@ -329,9 +290,9 @@ def export_package(
         options: the model's `options.json`.
         weights: its `weights.hdf5` (official TF layout).
         out_dir: the package directory to create; it must not exist or be empty, unless `force`.
-        quantize: "none" (fp32), "fp16", "int8", "int4", or `Int8Settings`/`Int4Settings`.
+        quantize: "fp32" (alias "none"), "fp16", "int8", "int4", or `Int8Settings`/`Int4Settings`.
         initial_state: "warm" or "zero": the state each row starts from by default.
-        opset: ONNX opset; None: `onnx_graph.DEFAULT_OPSET`.
+        opset: ONNX opset; None: `contract.DEFAULT_OPSET`.
         force: replace an existing package in `out_dir`, once the new one is verified.
         progress: tqdm bars for the long steps.
 
@@ -379,7 +340,7 @@ def _export_into(model: ElmoBiLm, settings: ExportSettings, options_path: Path, 
         graph = build(model, graph_precision, settings.graph_opset)
         if settings.quantization is not None:
             graph = quantize_graph(graph, settings.quantization)
-        path = directory / specs[name]["file"]
+        path = directory / specs[name].file
         save_graph(graph, path)
         del graph
         validate_graph(path, specs[name])
@@ -392,12 +353,11 @@ def _export_into(model: ElmoBiLm, settings: ExportSettings, options_path: Path, 
         "weights_file": weights_path.name,
         "weights_sha256": sha256_of(weights_path),
     }
-    state, warmup, reference = _reference_side(model, settings)
-    manifest = build_manifest(model, settings, source, state, warmup)
-    manifest["files"] = {
+    state, warmup, reference = _warm_state_and_reference(model, settings)
+    manifest = build_manifest(model, settings, source, state, warmup).replace(files={
         f.name: {"sha256": sha256_of(f), "bytes": f.stat().st_size}
         for f in sorted(directory.iterdir()) if f.name != C.MANIFEST_FILE
-    }
+    })
     _write_manifest(directory, manifest)
 
     t = time.perf_counter()
@@ -406,5 +366,4 @@ def _export_into(model: ElmoBiLm, settings: ExportSettings, options_path: Path, 
     log.info("parity (%s) passed in %.1f s: worst max abs %.2e, mean cosine %.6f, min cosine %.6f",
              settings.precision, time.perf_counter() - t, worst["max_abs"], worst["mean_cosine"], worst["min_cosine"])
     log.debug("parity:\n%s", report.table())
-    manifest["parity"] = report.to_dict()
-    _write_manifest(directory, manifest)
+    _write_manifest(directory, manifest.replace(parity=report.to_dict()))

@@ -10,7 +10,6 @@ all, P projection, D LSTM cells, L layers.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -20,6 +19,7 @@ from torch import nn
 
 from elmo_runtime import contract
 from elmo_runtime.chars import BOS_CHAR_IDS, EOS_CHAR_IDS
+from elmo_runtime.jsonfile import json_field, read_json
 
 # The char vocabulary: 256 bytes + 5 marks, shifted by one so that id 0 is a padding row.
 N_CHAR_IDS = 262
@@ -49,32 +49,17 @@ class ElmoOptions:
     @classmethod
     def from_file(cls, path: str | Path) -> "ElmoOptions":
         """Read an `options.json`. Raises ValueError naming the file and the bad field."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"options file not found: {path}")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{path}: not a valid JSON options file: {e}") from None
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_json(path, "options file"), source=str(path))
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "options") -> "ElmoOptions":
         """Parse and check the official nested layout (`{"lstm": ..., "char_cnn": ...}`)."""
 
         def field(section: str, *keys: str, kind: type | tuple = int, default=...):
-            node = data.get(section) if isinstance(data, dict) else None
-            for key in keys:
-                if not isinstance(node, dict) or key not in node:
-                    if default is not ...:
-                        return default
-                    raise ValueError(f"{source}: missing field {section}.{'.'.join(keys)}")
-                node = node[key]
-            if isinstance(node, bool) and kind is not bool or not isinstance(node, kind):
-                raise ValueError(
-                    f"{source}: field {section}.{'.'.join(keys)} is {node!r}, expected {kind}"
-                )
-            return node
+            path = ".".join((section, *keys))
+            if default is ...:
+                return json_field(data, path, kind, source)
+            return json_field(data, path, kind, source, default=default)
 
         filters = field("char_cnn", "filters", kind=list)
         if not filters or not all(

@@ -13,7 +13,7 @@ Graph contract: `elmo_runtime.contract`.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import onnx
@@ -23,12 +23,11 @@ from onnx import TensorProto, helper, numpy_helper
 from elmo_export.model import ElmoBiLm
 from elmo_runtime import contract as C
 
-DEFAULT_OPSET = 17
-SUPPORTED_OPSETS = range(17, 22)
 Precision = Literal["fp32", "fp16"]
 
 _LAST = np.iinfo(np.int64).max  # a Slice end meaning "to the end"
 _DTYPES = {"fp32": (np.float32, TensorProto.FLOAT), "fp16": (np.float16, TensorProto.FLOAT16)}
+_ONNX_DTYPES = {"float32": TensorProto.FLOAT, "int32": TensorProto.INT32}
 
 
 class _Graph:
@@ -36,6 +35,7 @@ class _Graph:
 
     def __init__(self, prefix: str, precision: Precision, opset: int):
         self.prefix = prefix
+        self.precision = precision
         self.np_dtype, self.onnx_dtype = _DTYPES[precision]
         self.opset = opset
         self.nodes: list[onnx.NodeProto] = []
@@ -98,9 +98,27 @@ def _model(graph: onnx.GraphProto, opset: int, doc: str) -> onnx.ModelProto:
     return model
 
 
-def _check_opset(opset: int) -> None:
-    if opset not in SUPPORTED_OPSETS:
-        raise ValueError(f"opset {opset} is not supported; choose {SUPPORTED_OPSETS.start}..{SUPPORTED_OPSETS.stop - 1}")
+def _specs(model: ElmoBiLm) -> dict[str, C.GraphSpec]:
+    o = model.options
+    return C.graph_specs(o.n_layers, o.projection_dim, o.dim)
+
+
+def _graph(g: _Graph, name: str, spec: C.GraphSpec) -> onnx.GraphProto:
+    """The graph of `g`'s nodes, its inputs and outputs declared as the contract's `spec` says."""
+    def value_info(t: C.TensorSpec) -> onnx.ValueInfoProto:
+        return helper.make_tensor_value_info(t.name, _ONNX_DTYPES[t.dtype], list(t.shape))
+
+    return helper.make_graph(g.nodes, name, inputs=[value_info(t) for t in spec.inputs],
+                             outputs=[value_info(t) for t in spec.outputs], initializer=g.initializers)
+
+
+def _unsqueeze0(g: _Graph, v: str) -> str:
+    return g.op("Unsqueeze", [v, g.ints([0], "axes")])
+
+
+def _time_major(g: _Graph, v: str) -> str:
+    """`(B, T, X)` <-> `(T, B, X)`."""
+    return g.op("Transpose", [v], perm=[1, 0, 2])
 
 
 def _token_embedding(g: _Graph, model: ElmoBiLm, char_ids: str) -> str:
@@ -136,30 +154,24 @@ def _token_embedding(g: _Graph, model: ElmoBiLm, char_ids: str) -> str:
     return g.op("Add", [g.op("MatMul", [x, g.weight(proj.weight.T, "W_proj")]), g.weight(proj.bias, "b_proj")])
 
 
-def build_token_embedder(model: ElmoBiLm, precision: Precision = "fp32", opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+def build_token_embedder(model: ElmoBiLm, precision: Precision = "fp32", opset: int = C.DEFAULT_OPSET
+                         ) -> onnx.ModelProto:
     """Char ids `(batch, tokens, 50)` -> token embeddings `(batch, tokens, P)` and the mask."""
-    _check_opset(opset)
+    C.check_opset(opset)
     o = model.options
     g = _Graph("te/", precision, opset)
     ids = C.CHAR_IDS
     flat = g.op("Reshape", [ids, g.ints([-1, o.max_characters_per_token])], "flat_ids")
     emb = _token_embedding(g, model, flat)  # (N, P)
-    shape = g.op("Concat", [g.op("Slice", [g.op("Shape", [ids]), g.ints([0]), g.ints([2])]), g.ints([o.projection_dim])], axis=0)
+    batch_tokens = g.op("Slice", [g.op("Shape", [ids]), g.ints([0]), g.ints([2])])
+    shape = g.op("Concat", [batch_tokens, g.ints([o.projection_dim])], axis=0)
     emb = g.to_fp32(g.op("Reshape", [emb, shape]))
     g.nodes.append(helper.make_node("Identity", [emb], [C.TOKEN_EMBEDDINGS]))
     # A token is real when any of its char ids is non-zero (padding rows are all zeros).
-    has_char = g.op("Greater", [g.reduce("ReduceMax", ids, [2], keepdims=0), g.const(np.asarray(0, np.int32), "zero")])
+    max_id = g.reduce("ReduceMax", ids, [2], keepdims=0)
+    has_char = g.op("Greater", [max_id, g.const(np.asarray(0, np.int32), "zero")])
     g.nodes.append(helper.make_node("Cast", [has_char], [C.MASK], to=TensorProto.INT32))
-
-    graph = helper.make_graph(
-        g.nodes, "elmo_token_embedder",
-        inputs=[helper.make_tensor_value_info(ids, TensorProto.INT32, ["batch", "tokens", o.max_characters_per_token])],
-        outputs=[
-            helper.make_tensor_value_info(C.TOKEN_EMBEDDINGS, TensorProto.FLOAT, ["batch", "tokens", o.projection_dim]),
-            helper.make_tensor_value_info(C.MASK, TensorProto.INT32, ["batch", "tokens"]),
-        ],
-        initializer=g.initializers,
-    )
+    graph = _graph(g, "elmo_token_embedder", _specs(model)["token_embedder"])
     return _model(graph, opset, "ELMo char CNN token embedder (elmo-onnx)")
 
 
@@ -197,14 +209,10 @@ def _lstm_step_body(model: ElmoBiLm, layer: int, precision: Precision, opset: in
     direction's h after the step; what it holds past a row's end is never read (the next
     layer's state ignores it, the graph's output masks it).
 
-    Why hoist the input products over packed positions, measured on `original` (2 cores): taking
-    them inside the recurrence instead (one `[x, h] @ [W_x; W_h]` per step) costs 26% more time
-    in float32 at batch 32, and doubles the latency of one sentence in float32 (+40% in int8),
-    because each step then reads twice the weights; hoisting them over every padded position
-    computes the padding too (in int8, 35% more time on the benchmark's batches than taking them
-    per step). One MatMul per gate: four `(K, D)` products cost what one `(K, 4D)` does, and spare
-    the Split that would copy the `(B, 4D)` sum every step. Rows are taken with Gather: a third
-    faster than Slice here (37 vs 57 us for a step's `(32, 4096)` products on `original`).
+    Why this shape (measured in `benchmarks/RESULTS.md`, "Design measurements"): input products
+    hoisted over the packed active positions read each weight once per layer instead of once
+    per step; one MatMul per gate spares a Split of the gate sum every step; rows are taken
+    with Gather, faster than Slice here.
     """
     o = model.options
     g = _Graph(f"l{layer}/", precision, opset)
@@ -214,11 +222,18 @@ def _lstm_step_body(model: ElmoBiLm, layer: int, precision: Precision, opset: in
     one = g.const(np.asarray(1, np.int64), "one")
     active_rows = g.op("Range", [g.const(np.asarray(0, np.int64), "zero"), "n_t", one])
     step_rows = g.op("Range", ["start_t", "end_t", one])
-    active = lambda v: g.op("Gather", [v, active_rows], axis=0)  # noqa: E731
-    this_step = lambda v: g.op("Gather", [v, step_rows], axis=0)  # noqa: E731
     n = g.op("Unsqueeze", ["n_t", g.ints([0], "axes")])
-    rest = lambda v: g.op("Slice", [v, n, g.ints([_LAST], "last"), g.ints([0], "rows")])  # noqa: E731
-    kept = lambda new, old, name: g.op("Concat", [new, rest(old)], axis=0, output=name)  # noqa: E731
+
+    def active(v: str) -> str:  # the rows still running: (n, X)
+        return g.op("Gather", [v, active_rows], axis=0)
+
+    def this_step(v: str) -> str:  # this step's rows of the packed input products: (n, D)
+        return g.op("Gather", [v, step_rows], axis=0)
+
+    def kept(new: str, old: str, name: str) -> str:  # the new state of the active rows, the old of the rest
+        rest = g.op("Slice", [old, n, g.ints([_LAST], "last"), g.ints([0], "rows")])
+        return g.op("Concat", [new, rest], axis=0, output=name)
+
     for side, h, c in [("f", "h_f_in", "c_f_in"), ("b", "h_b_in", "c_b_in")]:
         cell = model.cells[layer]["fb".index(side)]
         h_all, c_all = h, c
@@ -239,98 +254,152 @@ def _lstm_step_body(model: ElmoBiLm, layer: int, precision: Precision, opset: in
     names_out = ["h_f_out", "c_f_out", "h_b_out", "c_b_out", "y_f_t", "y_b_t"]
     return helper.make_graph(
         g.nodes, f"lstm_layer_{layer}_step",
-        inputs=[vi("h_f_in", t, ["batch", p]), vi("c_f_in", t, ["batch", d]),
-                vi("h_b_in", t, ["batch", p]), vi("c_b_in", t, ["batch", d])]
+        inputs=[vi("h_f_in", t, [C.BATCH, p]), vi("c_f_in", t, [C.BATCH, d]),
+                vi("h_b_in", t, [C.BATCH, p]), vi("c_b_in", t, [C.BATCH, d])]
         + [vi(name, TensorProto.INT64, []) for name in ("start_t", "end_t", "n_t")],
-        outputs=[vi(names_out[0], t, ["batch", p]), vi(names_out[1], t, ["batch", d]),
-                 vi(names_out[2], t, ["batch", p]), vi(names_out[3], t, ["batch", d]),
-                 vi(names_out[4], t, ["batch", p]), vi(names_out[5], t, ["batch", p])],
+        outputs=[vi(names_out[0], t, [C.BATCH, p]), vi(names_out[1], t, [C.BATCH, d]),
+                 vi(names_out[2], t, [C.BATCH, p]), vi(names_out[3], t, [C.BATCH, d]),
+                 vi(names_out[4], t, [C.BATCH, p]), vi(names_out[5], t, [C.BATCH, p])],
         initializer=g.initializers,
     )
 
 
-def build_bilm(model: ElmoBiLm, precision: Precision = "fp32", opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+def build_bilm(model: ElmoBiLm, precision: Precision = "fp32", opset: int = C.DEFAULT_OPSET) -> onnx.ModelProto:
     """Token embeddings, mask and initial state -> all layers and each row's final state."""
-    _check_opset(opset)
-    o = model.options
+    C.check_opset(opset)
     g = _Graph("bilm/", precision, opset)
-    p, n_layers = o.projection_dim, o.n_layers
-
     # Up to the recurrence the graph works in float32 whatever the precision: it is cheap,
-    # and ORT (1.32) crashes optimizing some float16 Transposes here.
+    # and ONNX Runtime (1.32) crashed optimizing some float16 Transposes here.
+    x, mask_f, ext_lengths, shape, batch, positions = _with_boundaries(g, model)
+    rows = _sort_rows(g, x, ext_lengths, batch, positions)
+
+    layer_outputs = [g.op("Concat", [rows.x, rows.x], "layer0", axis=-1)]  # (B, T+2, 2P)
+    # The recurrence runs time-major: Scan then hands each step a contiguous slice, not a copy.
+    forward_in = backward_in = g.to_float(_time_major(g, rows.x))  # (T+2, B, P)
+    final_h, final_c = [], []
+    for layer in range(model.options.n_layers):
+        y_f, y_b, (h_f, c_f, h_b, c_b) = _bilm_layer(g, model, layer, forward_in, backward_in, rows)
+        both = g.op("Concat", [y_f, y_b], f"layer{layer + 1}", axis=-1)  # (T+2, B, 2P)
+        layer_outputs.append(_time_major(g, g.to_fp32(both)))  # (B, T+2, 2P)
+        forward_in, backward_in = y_f, y_b
+        final_h.append(g.op("Concat", [_unsqueeze0(g, h_f), _unsqueeze0(g, h_b)], axis=0))  # (2, B, P)
+        final_c.append(g.op("Concat", [_unsqueeze0(g, c_f), _unsqueeze0(g, c_b)], axis=0))  # (2, B, D)
+
+    _outputs(g, layer_outputs, final_h, final_c, rows.unorder, shape, mask_f)
+    graph = _graph(g, "elmo_bilm", _specs(model)["bilm"])
+    return _model(graph, opset, "ELMo biLM with LSTM state in and out (elmo-onnx)")
+
+
+def _with_boundaries(g: _Graph, model: ElmoBiLm) -> tuple[str, str, str, str, str, str]:
+    """The masked token embeddings with `<S>` before every row and `</S>` after its last token.
+
+    Returns:
+        `x (B, T+2, P)`, `mask_f (B, T)` float, `ext_lengths (B,)` (tokens + 2), the input's
+        `shape` [B, T, P], `batch` [B], `positions (1, T+2)`.
+    """
+    p = model.options.projection_dim
     mask_f = g.op("Cast", [C.MASK], to=TensorProto.FLOAT)  # (B, T)
     lengths = g.reduce("ReduceSum", g.op("Cast", [C.MASK], to=TensorProto.INT64), [1], keepdims=0, hint="lengths")
     ext_lengths = g.op("Add", [lengths, g.const(np.asarray(2, np.int64), "two")], "ext_lengths")  # (B,)
-    tokens = g.op("Mul", [C.TOKEN_EMBEDDINGS, g.op("Unsqueeze", [mask_f, g.ints([2], "axes")])])
+    tokens = g.op("Mul", [C.TOKEN_EMBEDDINGS, g.op("Unsqueeze", [mask_f, g.ints([2], "axes")])])  # (B, T, P)
 
-    # Add <S> before every row and </S> after each row's last token: (B, T + 2, P).
     bos, eos = _boundary_embeddings(model)
     shape = g.op("Shape", [tokens])
     batch = g.op("Slice", [shape, g.ints([0]), g.ints([1])], "batch")
     row_shape = g.op("Concat", [batch, g.ints([1, p])], axis=0)
-    bos_col = g.op("Expand", [g.const(bos.reshape(1, 1, p), "bos"), row_shape])
-    pad_col = g.op("Expand", [g.const(np.zeros((1, 1, p), np.float32), "pad"), row_shape])
-    x = g.op("Concat", [bos_col, tokens, pad_col], "with_bos", axis=1)
+    bos_col = g.op("Expand", [g.const(bos.reshape(1, 1, p), "bos"), row_shape])  # (B, 1, P)
+    pad_col = g.op("Expand", [g.const(np.zeros((1, 1, p), np.float32), "pad"), row_shape])  # (B, 1, P)
+    x = g.op("Concat", [bos_col, tokens, pad_col], "with_bos", axis=1)  # (B, T+2, P)
     steps = g.op("Add", [g.op("Slice", [shape, g.ints([1]), g.ints([2])]), g.ints([2], "two")])  # [T + 2]
-    positions = g.op("Range", [g.const(np.asarray(0, np.int64), "zero"), g.op("Squeeze", [steps, g.ints([0], "axes")]),
-                               g.const(np.asarray(1, np.int64), "one")], "positions")  # (T+2,)
+    zero = g.const(np.asarray(0, np.int64), "zero")
+    steps_scalar = g.op("Squeeze", [steps, g.ints([0], "axes")])
+    one = g.const(np.asarray(1, np.int64), "one")
+    positions = g.op("Range", [zero, steps_scalar, one], "positions")  # (T+2,)
     positions = g.op("Unsqueeze", [positions, g.ints([0], "axes")])  # (1, T+2)
-    is_eos = g.op("Equal", [positions, g.op("Unsqueeze", [g.op("Sub", [ext_lengths, g.const(np.asarray(1, np.int64), "one")]), g.ints([1], "axes")])])
-    x = g.op("Where", [g.op("Unsqueeze", [is_eos, g.ints([2], "axes")]), g.const(eos.reshape(1, 1, p), "eos"), x], "with_eos")
+    last = g.op("Sub", [ext_lengths, g.const(np.asarray(1, np.int64), "one")])  # (B,): where </S> goes
+    is_eos = g.op("Equal", [positions, g.op("Unsqueeze", [last, g.ints([1], "axes")])])  # (B, T+2)
+    eos_where = g.op("Unsqueeze", [is_eos, g.ints([2], "axes")])  # (B, T+2, 1)
+    x = g.op("Where", [eos_where, g.const(eos.reshape(1, 1, p), "eos"), x], "with_eos")  # (B, T+2, P)
+    return x, mask_f, ext_lengths, shape, batch, positions
 
-    # The recurrence runs on rows sorted longest first, so that the rows still active at any
-    # step are a prefix of the batch and only they are computed (as AllenNLP's LSTM does):
-    # padding costs nothing. The outputs are put back in the caller's order at the end.
+
+class _SortedRows(NamedTuple):
+    """The batch sorted longest row first, and what the recurrence needs per step."""
+
+    x: str  # (B, T+2, P) the rows, sorted
+    ext_lengths: str  # (B,) sorted, descending
+    unorder: str  # (B,) the permutation back to the caller's order
+    h0: str  # (L, 2, B, P) initial state, sorted, in the graph's precision
+    c0: str  # (L, 2, B, D)
+    per_step: list[str]  # the Scan body's start_t, end_t, n_t, each (T+2,)
+    active_flat: str  # ((T+2) * B,) bool: whether step t of row b runs, time-major
+
+
+def _sort_rows(g: _Graph, x: str, ext_lengths: str, batch: str, positions: str) -> _SortedRows:
+    """Sort the rows longest first, so that the rows still active at any step are a prefix.
+
+    Then only they are computed (as AllenNLP's LSTM does): padding costs nothing. The outputs
+    are put back in the caller's order at the end (`unorder`).
+    """
     ext_lengths, order = g.op("TopK", [ext_lengths, batch], "sorted", n_out=2, axis=0, largest=1, sorted=1)
     unorder = g.op("TopK", [order, batch], "unorder", n_out=2, axis=0, largest=0, sorted=1)[1]
     x = g.op("Gather", [x, order], axis=0)
     h0 = g.to_float(g.op("Gather", [C.INITIAL_H, order], axis=2))
     c0 = g.to_float(g.op("Gather", [C.INITIAL_C, order], axis=2))
     # (T+2, B): row b is active at step t; per step, the first n_active[t] rows.
-    active = g.op("Less", [g.op("Transpose", [positions]), g.op("Unsqueeze", [ext_lengths, g.ints([0], "axes")])])
-    n_active = g.reduce("ReduceSum", g.op("Cast", [active], to=TensorProto.INT64), [1], keepdims=0, hint="n_active")  # (T+2,)
+    steps_column = g.op("Transpose", [positions])  # (T+2, 1)
+    lengths_row = g.op("Unsqueeze", [ext_lengths, g.ints([0], "axes")])  # (1, B)
+    active = g.op("Less", [steps_column, lengths_row])
+    active_ints = g.op("Cast", [active], to=TensorProto.INT64)
+    n_active = g.reduce("ReduceSum", active_ints, [1], keepdims=0, hint="n_active")  # (T+2,)
     ends = g.op("CumSum", [n_active, g.const(np.asarray(0, np.int64), "axis")], "ends")  # (T+2,)
     per_step = [g.op("Sub", [ends, n_active], "starts"), ends, n_active]  # the body's start_t, end_t, n_t
     active_flat = g.op("Reshape", [active, g.ints([-1])])
+    return _SortedRows(x, ext_lengths, unorder, h0, c0, per_step, active_flat)
 
-    def state(tensor: str, layer: int, direction: int) -> str:
-        picked = g.op("Gather", [g.op("Gather", [tensor, g.const(np.asarray(layer, np.int64), "l")], axis=0),
-                                 g.const(np.asarray(direction, np.int64), "d")], axis=0)
-        return picked  # (B, P) or (B, D)
 
-    layer_outputs = [g.op("Concat", [x, x], "layer0", axis=-1)]
-    # The recurrence runs time-major: Scan then hands each step a contiguous slice, not a copy.
-    time_major = lambda v: g.op("Transpose", [v], perm=[1, 0, 2])  # noqa: E731
-    forward_in = backward_in = g.to_float(time_major(x))  # (T+2, B, P)
-    final_h, final_c = [], []
-    for layer in range(n_layers):
-        reversed_in = g.op("ReverseSequence", [backward_in, ext_lengths], batch_axis=1, time_axis=0)
-        # The input products of every active step and row, in one MatMul per gate, hoisted out
-        # of the recurrence: the active positions, packed step after step, (N, P) -> (N, D).
-        products = {}
-        for side, cell, inputs in [("f", model.cells[layer][0], forward_in), ("b", model.cells[layer][1], reversed_in)]:
-            packed = g.op("Compress", [g.op("Reshape", [inputs, g.ints([-1, p])]), active_flat], f"packed_{side}", axis=0)
-            products[side] = [
-                g.op("Add", [g.op("MatMul", [packed, g.weight(w, f"W_x_{gate}_{side}")]), g.weight(b, f"b_{gate}_{side}")], f"xw_{gate}_{side}")
-                for gate, w, b in zip(GATES, _gate_columns(cell.input_to_gates.weight, o.dim), _gate_biases(cell))
-            ]
-        body = _lstm_step_body(model, layer, precision, opset, products)
-        h_f, c_f, h_b, c_b, y_f, y_b_rev = g.op(
-            "Scan",
-            [state(h0, layer, 0), state(c0, layer, 0), state(h0, layer, 1), state(c0, layer, 1), *per_step],
-            f"scan{layer}", n_out=6, body=body, num_scan_inputs=3,
-        )
-        y_b = g.op("ReverseSequence", [y_b_rev, ext_lengths], batch_axis=1, time_axis=0)  # (T+2, B, P)
-        if layer > 0 and o.use_skip_connections:
-            y_f, y_b = g.op("Add", [y_f, forward_in]), g.op("Add", [y_b, backward_in])
-        layer_outputs.append(time_major(g.to_fp32(g.op("Concat", [y_f, y_b], f"layer{layer + 1}", axis=-1))))
-        forward_in, backward_in = y_f, y_b
-        unsq = lambda v: g.op("Unsqueeze", [v, g.ints([0], "axes")])  # noqa: E731
-        final_h.append(g.op("Concat", [unsq(h_f), unsq(h_b)], axis=0))  # (2, B, P)
-        final_c.append(g.op("Concat", [unsq(c_f), unsq(c_b)], axis=0))
+def _state_of(g: _Graph, tensor: str, layer: int, direction: int) -> str:
+    """One layer's and direction's rows of an `(L, 2, B, X)` state: `(B, X)`."""
+    of_layer = g.op("Gather", [tensor, g.const(np.asarray(layer, np.int64), "l")], axis=0)
+    return g.op("Gather", [of_layer, g.const(np.asarray(direction, np.int64), "d")], axis=0)
 
-    unsq0 = lambda v: g.op("Unsqueeze", [v, g.ints([0], "axes")])  # noqa: E731
-    stacked = g.op("Concat", [unsq0(v) for v in layer_outputs], "stacked", axis=0)  # (L+1, B, T+2, 2P)
+
+def _bilm_layer(g: _Graph, model: ElmoBiLm, layer: int, forward_in: str, backward_in: str,
+                rows: _SortedRows) -> tuple[str, str, tuple[str, str, str, str]]:
+    """One LSTM layer, both directions in one Scan.
+
+    Returns:
+        `y_f`, `y_b` `(T+2, B, P)` (skip connection added from layer 1 on), and the final
+        `(h_f, c_f, h_b, c_b)`.
+    """
+    o = model.options
+    p = o.projection_dim
+    reversed_in = g.op("ReverseSequence", [backward_in, rows.ext_lengths], batch_axis=1, time_axis=0)
+    # The input products of every active step and row, in one MatMul per gate, hoisted out
+    # of the recurrence: the active positions, packed step after step, (N, P) -> (N, D).
+    products = {}
+    for side, cell, inputs in [("f", model.cells[layer][0], forward_in), ("b", model.cells[layer][1], reversed_in)]:
+        flat = g.op("Reshape", [inputs, g.ints([-1, p])])  # ((T+2) * B, P)
+        packed = g.op("Compress", [flat, rows.active_flat], f"packed_{side}", axis=0)  # (N, P)
+        products[side] = []
+        for gate, w, b in zip(GATES, _gate_columns(cell.input_to_gates.weight, o.dim), _gate_biases(cell)):
+            product = g.op("MatMul", [packed, g.weight(w, f"W_x_{gate}_{side}")])
+            products[side].append(g.op("Add", [product, g.weight(b, f"b_{gate}_{side}")], f"xw_{gate}_{side}"))
+    body = _lstm_step_body(model, layer, g.precision, g.opset, products)
+    initial = [_state_of(g, rows.h0, layer, 0), _state_of(g, rows.c0, layer, 0),
+               _state_of(g, rows.h0, layer, 1), _state_of(g, rows.c0, layer, 1)]
+    h_f, c_f, h_b, c_b, y_f, y_b_rev = g.op("Scan", [*initial, *rows.per_step], f"scan{layer}", n_out=6,
+                                            body=body, num_scan_inputs=3)
+    y_b = g.op("ReverseSequence", [y_b_rev, rows.ext_lengths], batch_axis=1, time_axis=0)  # (T+2, B, P)
+    if layer > 0 and o.use_skip_connections:
+        y_f, y_b = g.op("Add", [y_f, forward_in]), g.op("Add", [y_b, backward_in])
+    return y_f, y_b, (h_f, c_f, h_b, c_b)
+
+
+def _outputs(g: _Graph, layer_outputs: list[str], final_h: list[str], final_c: list[str], unorder: str,
+             shape: str, mask_f: str) -> None:
+    """The graph's outputs, rows back in the caller's order, without `<S>` and `</S>`."""
+    stacked = g.op("Concat", [_unsqueeze0(g, v) for v in layer_outputs], "stacked", axis=0)  # (L+1, B, T+2, 2P)
     stacked = g.op("Gather", [stacked, unorder], axis=1)
     # Drop <S> and each row's </S>: keep steps 1..T, then zero what lies past each row's end.
     end = g.op("Add", [g.op("Slice", [shape, g.ints([1]), g.ints([2])]), g.ints([1], "one")])
@@ -338,20 +407,6 @@ def build_bilm(model: ElmoBiLm, precision: Precision = "fp32", opset: int = DEFA
     inner = g.op("Mul", [inner, g.op("Unsqueeze", [mask_f, g.ints([0, 3], "axes")])])
     g.nodes.append(helper.make_node("Identity", [inner], [C.LAYERS]))
     for states, name in [(final_h, C.FINAL_H), (final_c, C.FINAL_C)]:
-        stacked_states = g.op("Concat", [unsq0(v) for v in states], axis=0)  # (L, 2, B, P) or (L, 2, B, D)
-        g.nodes.append(helper.make_node("Identity", [g.to_fp32(g.op("Gather", [stacked_states, unorder], axis=2))], [name]))
-
-    vi = helper.make_tensor_value_info
-    f32 = TensorProto.FLOAT
-    graph = helper.make_graph(
-        g.nodes, "elmo_bilm",
-        inputs=[vi(C.TOKEN_EMBEDDINGS, f32, ["batch", "tokens", p]),
-                vi(C.MASK, TensorProto.INT32, ["batch", "tokens"]),
-                vi(C.INITIAL_H, f32, [n_layers, 2, "batch", p]),
-                vi(C.INITIAL_C, f32, [n_layers, 2, "batch", o.dim])],
-        outputs=[vi(C.LAYERS, f32, [n_layers + 1, "batch", "tokens", 2 * p]),
-                 vi(C.FINAL_H, f32, [n_layers, 2, "batch", p]),
-                 vi(C.FINAL_C, f32, [n_layers, 2, "batch", o.dim])],
-        initializer=g.initializers,
-    )
-    return _model(graph, opset, "ELMo biLM with LSTM state in and out (elmo-onnx)")
+        stacked_states = g.op("Concat", [_unsqueeze0(g, v) for v in states], axis=0)  # (L, 2, B, P) or (L, 2, B, D)
+        in_order = g.op("Gather", [stacked_states, unorder], axis=2)
+        g.nodes.append(helper.make_node("Identity", [g.to_fp32(in_order)], [name]))

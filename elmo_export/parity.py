@@ -22,21 +22,23 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
-from importlib import resources
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from elmo_export.model import ElmoBiLm, ElmoOptions, LstmState
+from elmo_export.sentences import builtin_sentences, read_sentences
+from elmo_runtime import contract as C
 from elmo_runtime.chars import batch_to_char_ids
 
 log = logging.getLogger(__name__)
 
 PARITY_SENTENCES = "parity_sentences.txt"
 BATCH_SIZE = 8
+CARRIED = "carried"  # the state mode that feeds each batch's final state into the next
 
 
 @dataclass(frozen=True)
@@ -76,8 +78,7 @@ def tolerance_for(precision: str, options: ElmoOptions) -> Tolerance:
     Raises:
         ValueError: unknown precision (the known ones are listed).
     """
-    if precision not in TOLERANCES:
-        raise ValueError(f"precision is {precision!r}; choose one of {', '.join(TOLERANCES)}")
+    precision = C.precision_name(precision)
     if precision == "fp32" and options.dim >= FP32_LARGE_DIM:
         return Tolerance(max_abs=FP32_MAX_ABS_LARGE)
     return TOLERANCES[precision]
@@ -181,11 +182,7 @@ def load_sentences(path: str | Path | None = None) -> list[list[str]]:
     Args:
         path: a file; None reads the built-in `elmo_export/data/parity_sentences.txt`.
     """
-    if path is None:
-        text = resources.files("elmo_export").joinpath("data", PARITY_SENTENCES).read_text(encoding="utf-8")
-    else:
-        text = Path(path).read_text(encoding="utf-8")
-    return [line.split(" ") for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    return builtin_sentences(PARITY_SENTENCES)[0] if path is None else read_sentences(path, comments=True)
 
 
 def _cosines(got: np.ndarray, want: np.ndarray) -> np.ndarray:
@@ -226,6 +223,36 @@ class ReferenceOutputs:
         return np.repeat(h[:, :, None], batch, axis=2), np.repeat(c[:, :, None], batch, axis=2)
 
 
+def _state_modes(warm: bool) -> list[str]:
+    return [C.ZERO, C.WARM, CARRIED] if warm else [C.ZERO, CARRIED]
+
+
+Run = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # layers, mask, final_h, final_c
+
+
+def _run_mode(mode: str, batches: list[list[list[str]]], first_runs: dict[str, Run], default_mode: str,
+              initial_state: Callable[[str, int], tuple], run: Callable[[list[list[str]], tuple], Run]
+              ) -> Iterator[Run]:
+    """The runs of one state mode over the batches, for the reference and the package alike.
+
+    "zero" and "warm": every batch from that state (`initial_state(mode, rows)`). "carried":
+    the first batch starts from the default mode's state, so it is that mode's first run
+    (`first_runs`, not repeated); then each batch starts from the state the previous one left.
+    """
+    state = None
+    for k, batch in enumerate(batches):
+        if mode == CARRIED and k == 0:
+            out = first_runs[default_mode]
+        else:
+            if mode != CARRIED:
+                state = initial_state(mode, len(batch))
+            out = run(batch, state)
+            if k == 0:
+                first_runs[mode] = out
+        state = out[2], out[3]
+        yield out
+
+
 def reference_outputs(
     model: ElmoBiLm,
     warm: LstmState | tuple[np.ndarray, np.ndarray] | None,
@@ -251,30 +278,93 @@ def reference_outputs(
     if warm is not None:
         warm = tuple(np.asarray(v, dtype=np.float32) for v in warm)
     out = ReferenceOutputs(sentences, batch_size, warm, {}, source)
-    modes = ["zero", "warm", "carried"] if warm is not None else ["zero", "carried"]
-    batches = out.batches()
-    bar = tqdm(total=len(modes) * len(batches), desc="parity (reference)", unit="batch", disable=None if progress else True, leave=False)
-    with torch.no_grad():
+
+    def initial_state(mode: str, rows: int) -> tuple[np.ndarray, np.ndarray]:
+        if mode == C.ZERO:
+            return tuple(v.numpy() for v in model.zero_state(rows))
+        return out.warm_state(rows)
+
+    def run(batch: list[list[str]], state: tuple[np.ndarray, np.ndarray]) -> Run:
+        ref = model(torch.from_numpy(batch_to_char_ids(batch)), LstmState(*(torch.from_numpy(v) for v in state)))
+        return ref.layers.numpy(), ref.mask.numpy(), ref.state.h.numpy(), ref.state.c.numpy()
+
+    modes, batches, first_runs = _state_modes(warm is not None), out.batches(), {}
+    default_mode = C.WARM if warm is not None else C.ZERO
+    with torch.no_grad(), _bar(len(modes) * len(batches), "parity (reference)", progress) as bar:
         for mode in modes:
-            runs, state = [], None
-            for k, batch in enumerate(batches):
-                if mode == "carried" and k == 0:  # starts like the package's default mode: same run
-                    runs.append(out.runs["warm" if warm is not None else "zero"][0])
-                    state = LstmState(*(torch.from_numpy(v) for v in runs[0][2:]))
-                    bar.update()
-                    continue
-                if mode != "carried":
-                    if mode == "zero":
-                        state = model.zero_state(len(batch))
-                    else:
-                        state = LstmState(*(torch.from_numpy(v) for v in out.warm_state(len(batch))))
-                ref = model(torch.from_numpy(batch_to_char_ids(batch)), state)
-                runs.append((ref.layers.numpy(), ref.mask.numpy(), ref.state.h.numpy(), ref.state.c.numpy()))
-                state = ref.state
+            out.runs[mode] = []
+            for result in _run_mode(mode, batches, first_runs, default_mode, initial_state, run):
+                out.runs[mode].append(result)
                 bar.update()
-            out.runs[mode] = runs
-    bar.close()
     return out
+
+
+def _bar(total: int, desc: str, progress: bool) -> tqdm:
+    return tqdm(total=total, desc=desc, unit="batch", disable=None if progress else True, leave=False)
+
+
+class _ModeErrors:
+    """The running figures of one state mode: per layer max abs and cosines, final-state max abs."""
+
+    def __init__(self, n_layers: int):
+        self.max_abs = np.zeros(n_layers)
+        self.cos_sum, self.cos_min, self.tokens = np.zeros(n_layers), np.ones(n_layers), 0
+        self.state_max_abs = 0.0
+
+    def add(self, got: Run, want: Run) -> None:
+        (layers, _, final_h, final_c), (want_layers, real, want_h, want_c) = got, want
+        n_layers = len(self.max_abs)
+        self.max_abs = np.maximum(self.max_abs, np.abs(layers - want_layers).reshape(n_layers, -1).max(axis=1))
+        cos = _cosines(layers[:, real], want_layers[:, real])  # (L+1, tokens)
+        self.cos_sum += cos.sum(axis=1)
+        self.cos_min = np.minimum(self.cos_min, cos.min(axis=1))
+        self.tokens += cos.shape[1]
+        # np.max, not max(): a NaN must propagate, and max(0.0, nan) is 0.0.
+        self.state_max_abs = float(np.max([self.state_max_abs, np.abs(final_h - want_h).max(),
+                                           np.abs(final_c - want_c).max()]))
+
+    def result(self, mode: str) -> ModeParity:
+        layers = [LayerParity(k, float(self.max_abs[k]), float(self.cos_sum[k] / max(self.tokens, 1)),
+                              float(self.cos_min[k])) for k in range(len(self.max_abs))]
+        return ModeParity(mode, layers, self.state_max_abs)
+
+
+def _initial_state_mismatch(manifest, reference: ReferenceOutputs) -> list[str]:
+    """Whether the package starts from the state the reference ran from (a manifest round trip)."""
+    package_warm = manifest.initial_state_mode == C.WARM
+    if package_warm != (reference.warm is not None):
+        return [f"the package's initial state is {manifest.initial_state_mode!r}, the reference's "
+                f"{C.WARM if reference.warm is not None else C.ZERO}"]
+    if package_warm and not (np.array_equal(manifest.warm_h, reference.warm[0])
+                             and np.array_equal(manifest.warm_c, reference.warm[1])):
+        return ["the package's warm state differs from the exported one (manifest round trip)"]
+    return []
+
+
+def _compare_modes(runner, reference: ReferenceOutputs, n_layers: int, progress: bool
+                   ) -> tuple[list[ModeParity], list[str]]:
+    """Run the package over the parity batches in every mode the reference ran, and compare."""
+    def run(batch: list[list[str]], state: tuple[np.ndarray, np.ndarray]) -> Run:
+        return runner.run(batch_to_char_ids(batch), *state)
+
+    results, failures, first_runs = [], [], {}
+    batches = reference.batches()
+    with _bar(len(reference.modes) * len(batches), "parity (onnxruntime)", progress) as bar:
+        for mode in reference.modes:
+            errors = _ModeErrors(n_layers)
+            package_runs = _run_mode(mode, batches, first_runs, runner.manifest.initial_state_mode,
+                                     runner.initial_state, run)
+            for got, want in zip(package_runs, reference.runs[mode]):
+                layers, mask = got[0], got[1]
+                if layers.shape != want[0].shape or not np.array_equal(mask.astype(bool), want[1]):
+                    failures.append(f"state {mode}: layers have shape {layers.shape} and mask {mask.shape} "
+                                    f"({int(mask.sum())} tokens), the reference {want[0].shape} "
+                                    f"({int(want[1].sum())} tokens)")
+                    break
+                errors.add(got, want)
+                bar.update()
+            results.append(errors.result(mode))
+    return results, failures
 
 
 def check_parity(
@@ -307,66 +397,22 @@ def check_parity(
     """
     from elmo_runtime.runner import PackageRunner
 
+    precision = C.precision_name(precision)
     if tolerance is None:
         tolerance = tolerance_for(precision, model.options)
     runner = PackageRunner(package_dir, device="cpu")
     m = runner.manifest
     if reference is None:
-        warm = (m.warm_h, m.warm_c) if m.initial_state_mode == "warm" else None
+        warm = (m.warm_h, m.warm_c) if m.initial_state_mode == C.WARM else None
         reference = reference_outputs(model, warm, progress=progress)
-    n_layers = model.options.n_layers + 1
-    sentences, batches = reference.sentences, reference.batches()
 
-    failures = []
-    package_warm = m.initial_state_mode == "warm"
-    if package_warm != (reference.warm is not None):
-        failures.append(f"the package's initial state is {m.initial_state_mode!r}, the reference's "
-                        f"{'warm' if reference.warm is not None else 'zero'}")
-    elif package_warm and not (np.array_equal(m.warm_h, reference.warm[0]) and np.array_equal(m.warm_c, reference.warm[1])):
-        failures.append("the package's warm state differs from the exported one (manifest round trip)")
-    if failures:
-        report = ParityReport(precision, tolerance, len(sentences), sum(map(len, sentences)), reference.batch_size,
-                              reference.source, [], failures)
-        if raise_on_failure:
-            raise ParityError(report)
-        return report
-
-    results, first_runs = [], {}
-    bar = tqdm(total=len(reference.modes) * len(batches), desc="parity (onnxruntime)", unit="batch",
-               disable=None if progress else True, leave=False)
-    for mode in reference.modes:
-        max_abs = np.zeros(n_layers)
-        cos_sum, cos_min, n_tokens = np.zeros(n_layers), np.ones(n_layers), 0
-        state_max_abs = 0.0
-        state = None
-        for k, (batch, (want, real, want_h, want_c)) in enumerate(zip(batches, reference.runs[mode])):
-            if mode == "carried" and k == 0:  # starts like the package's default mode: same run
-                layers, mask, final_h, final_c = first_runs[m.initial_state_mode]
-            else:
-                if mode != "carried":
-                    state = runner.initial_state(mode, len(batch))
-                layers, mask, final_h, final_c = runner.run(batch_to_char_ids(batch), *state)
-                if k == 0:
-                    first_runs[mode] = layers, mask, final_h, final_c
-            if layers.shape != want.shape or not np.array_equal(mask.astype(bool), real):
-                failures.append(f"state {mode}: layers have shape {layers.shape} and mask {mask.shape} "
-                                f"({int(mask.sum())} tokens), the reference {want.shape} ({int(real.sum())} tokens)")
-                break
-            max_abs = np.maximum(max_abs, np.abs(layers - want).reshape(n_layers, -1).max(axis=1))
-            cos = _cosines(layers[:, real], want[:, real])  # (L+1, tokens)
-            cos_sum += cos.sum(axis=1)
-            cos_min = np.minimum(cos_min, cos.min(axis=1))
-            n_tokens += cos.shape[1]
-            # np.max, not max(): a NaN must propagate, and max(0.0, nan) is 0.0.
-            state_max_abs = float(np.max([state_max_abs, np.abs(final_h - want_h).max(), np.abs(final_c - want_c).max()]))
-            state = (final_h, final_c)
-            bar.update()
-        results.append(ModeParity(mode, [LayerParity(k, float(max_abs[k]), float(cos_sum[k] / max(n_tokens, 1)),
-                                                     float(cos_min[k])) for k in range(n_layers)], state_max_abs))
-    bar.close()
-
+    failures = _initial_state_mismatch(m, reference)
+    modes = []
+    if not failures:
+        modes, failures = _compare_modes(runner, reference, model.options.n_layers + 1, progress)
+    sentences = reference.sentences
     report = ParityReport(precision, tolerance, len(sentences), sum(map(len, sentences)), reference.batch_size,
-                          reference.source, results)
+                          reference.source, modes)
     report.failures = failures + _failures(report)
     for line in report.table().splitlines():
         log.debug(line)

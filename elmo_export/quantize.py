@@ -48,15 +48,11 @@ class Int8Settings:
             and compute-bound.
         per_channel_steps: the same for the weights used at every time step (the LSTM's
             hidden-to-gate products and projection). Off by default: these products are
-            memory-bound, and onnxruntime's kernel reads per-column weights about 25% slower
-            (one sentence of 20 tokens on `original`, 2 cores: 37.6 ms per channel, 32.1 ms
-            with these defaults, 30.5 ms per matrix everywhere). Worst layer's mean cosine
-            against fp32, all per channel / these defaults / all per matrix: `original`
-            0.99969 / 0.99964 / 0.99951; `small` 0.99975 / 0.99970 / 0.99954; the trained
-            default model 0.99973 / 0.99970 / 0.99966.
-        weight_type: "QInt8" (signed, the default) or "QUInt8". Equally exact here (0.99975 vs
-            0.99976); QInt8 weights with uint8 activations use onnxruntime's fast u8s8 kernels
-            (VNNI/AVX-512 on x86), which is what onnxruntime recommends for CPUs.
+            memory-bound, and onnxruntime's kernel reads per-column weights slower, for little
+            accuracy (measured: benchmarks/RESULTS.md, "Design measurements").
+        weight_type: "QInt8" (signed, the default) or "QUInt8". Equally exact here; QInt8
+            weights with uint8 activations use onnxruntime's fast u8s8 kernels (VNNI/AVX-512 on
+            x86), which is what onnxruntime recommends for CPUs.
         reduce_range: 7-bit weights, for CPUs without VNNI where 8-bit products can saturate.
         op_types: the op types whose constant weights are quantized. The char CNN's Conv and the
             char embedding stay float (0.2% of the parameters, and the most sensitive ones).
@@ -97,10 +93,7 @@ class Int4Settings:
     Attributes:
         block_size: weights along K sharing one scale (and zero point); a power of two >= 16.
             64 is the default: 128 loses accuracy and 32 puts the `original` package over its
-            size target (a float scale per 32 weights is +3.1% of the fp32 size). Measured on
-            the synthetic `small` preset, worst layer's mean cosine, every MatMul in 4 bits:
-            block 128 symmetric 0.968, 32 symmetric 0.979, 32 asymmetric 0.983; these
-            defaults: 0.9885 (`original`: 0.9842 at 15.6% of the fp32 size).
+            size target (measured: benchmarks/RESULTS.md, "Design measurements").
         min_blocks: a matrix with few rows K gets smaller blocks, so that each column has at
             least this many (never below 16): the fixture-size models (K = 16 to 124) need it to
             meet the int4 tolerance; every matrix of the official architectures has K >= 256 and

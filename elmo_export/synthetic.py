@@ -13,29 +13,10 @@ from pathlib import Path
 
 import torch
 
+from elmo_export.architectures import ARCHITECTURES, architecture
 from elmo_export.model import ElmoBiLm, ElmoOptions
 from elmo_export.weights import save_weights
-
-_CNN_2048 = [[1, 32], [2, 32], [3, 64], [4, 128], [5, 256], [6, 512], [7, 1024]]
-
-
-def _options(dim: int, projection: int, highway: int, filters: list, char_dim: int = 16) -> dict:
-    return {
-        "lstm": {"dim": dim, "projection_dim": projection, "n_layers": 2, "cell_clip": 3,
-                 "proj_clip": 3, "use_skip_connections": True},
-        "char_cnn": {"embedding": {"dim": char_dim}, "filters": filters, "n_highway": highway,
-                     "activation": "relu", "n_characters": 262, "max_characters_per_token": 50},
-    }
-
-
-# The official architectures (AllenNLP's names) and the fixtures' tiny one.
-PRESETS: dict[str, dict] = {
-    "tiny": _options(64, 16, 2, [[1, 4], [2, 8], [3, 16], [4, 32], [5, 64]], char_dim=4),
-    "small": _options(1024, 128, 1, _CNN_2048),  # 2x1024_128_2048cnn_1xhighway
-    "medium": _options(2048, 256, 1, _CNN_2048),  # 2x2048_256_2048cnn_1xhighway
-    "original": _options(4096, 512, 2, _CNN_2048),  # 2x4096_512_2048cnn_2xhighway
-}
-
+from elmo_runtime import contract as C
 
 def random_model(options: ElmoOptions, seed: int = 0) -> ElmoBiLm:
     """A biLM with seeded fan-in-scaled weights."""
@@ -56,22 +37,21 @@ def random_model(options: ElmoOptions, seed: int = 0) -> ElmoBiLm:
     return model.eval()
 
 
-def write_synthetic(preset: str, out_dir: str | Path, seed: int = 0) -> tuple[Path, Path]:
-    """Write `options.json` + `weights.hdf5` for a preset into `out_dir`.
+def write_synthetic(name: str, out_dir: str | Path, seed: int = 0) -> tuple[Path, Path]:
+    """Write `options.json` + `weights.hdf5` of architecture `name` (`ARCHITECTURES`) into `out_dir`.
 
     Returns:
         `(options_path, weights_path)`.
 
     Raises:
-        ValueError: unknown preset (the known ones are listed).
+        ValueError: unknown architecture (the known ones are listed).
     """
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    data = architecture(name)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    options = ElmoOptions.from_dict(PRESETS[preset], source=f"preset {preset}")
-    options_path, weights_path = out_dir / "options.json", out_dir / "weights.hdf5"
-    options_path.write_text(json.dumps(PRESETS[preset], indent=2) + "\n", encoding="utf-8")
+    options = ElmoOptions.from_dict(data, source=f"architecture {name}")
+    options_path, weights_path = out_dir / C.OPTIONS_FILE, out_dir / C.WEIGHTS_FILE
+    options_path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     save_weights(random_model(options, seed), weights_path)
     return options_path, weights_path
 
@@ -80,11 +60,11 @@ def main() -> None:
     import argparse
 
     parser = argparse.ArgumentParser(description="Write synthetic ELMo weights in the official layout.")
-    parser.add_argument("preset", choices=sorted(PRESETS))
+    parser.add_argument("architecture", choices=sorted(ARCHITECTURES))
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    options_path, weights_path = write_synthetic(args.preset, args.out_dir, args.seed)
+    options_path, weights_path = write_synthetic(args.architecture, args.out_dir, args.seed)
     print(options_path, weights_path, sep="\n")
 
 

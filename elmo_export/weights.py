@@ -10,13 +10,13 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import h5py
 import numpy as np
 import torch
 
-from elmo_export.model import ElmoBiLm, ElmoOptions
+from elmo_export.model import N_CHAR_IDS, ElmoBiLm, ElmoOptions
 
 log = logging.getLogger(__name__)
 
@@ -25,13 +25,48 @@ class WeightFileError(ValueError):
     """A weights file that cannot be used with the given options."""
 
 
+class Conversion(NamedTuple):
+    """How a dataset becomes model parameters (one value per parameter) and back."""
+
+    to_torch: Callable[[np.ndarray], tuple[np.ndarray, ...]]
+    to_tf: Callable[..., np.ndarray]
+
+
+def _forget_bias(n: int) -> np.ndarray:
+    """`(4D,)`: 1 for the forget gate, the third of TF's gates i, j, f, o."""
+    forget = np.zeros(n, dtype=np.float32)
+    forget[n // 2 : 3 * n // 4] = 1.0
+    return forget
+
+
+AS_IS = Conversion(lambda a: (a,), lambda w: w)
+# TF stores y = x @ W, torch's Linear y = x @ W.T.
+LINEAR = Conversion(lambda a: (a.T,), lambda w: w.T)
+# TF conv2d kernel (1, width, in, out); torch Conv1d wants (out, in, width).
+CONV = Conversion(lambda a: (a[0].transpose(2, 1, 0),), lambda w: w.transpose(2, 1, 0)[None])
+# Stored without the padding row: our char ids are shifted by 1, so row 0 is added as zeros.
+CHAR_EMBEDDING = Conversion(lambda a: (np.concatenate([np.zeros((1, a.shape[1])), a]),), lambda w: w[1:])
+# W_0 multiplies concat([x, h]): the first P rows act on x (input_to_gates), the rest on h.
+LSTM_KERNEL = Conversion(lambda a: (a[: len(a) // 2].T, a[len(a) // 2 :].T),
+                         lambda w_x, w_h: np.concatenate([w_x.T, w_h.T]))
+# TF's LSTMCell adds forget_bias=1.0 at run time; the file's B does not include it.
+LSTM_BIAS = Conversion(lambda a: (a + _forget_bias(len(a)),), lambda b: b - _forget_bias(len(b)))
+
+
 @dataclass(frozen=True)
 class Entry:
-    """One dataset: its expected shape and how it moves into and out of the model."""
+    """One dataset: its expected shape, the model parameters it holds, and how it converts."""
 
     shape: tuple[int, ...]
-    load: Callable[[ElmoBiLm, np.ndarray], None]
-    save: Callable[[ElmoBiLm], np.ndarray]
+    parameters: tuple[str, ...]  # paths for `model.get_parameter`
+    conversion: Conversion
+
+    def load(self, model: ElmoBiLm, value: np.ndarray) -> None:
+        for path, converted in zip(self.parameters, self.conversion.to_torch(value)):
+            _set(model.get_parameter(path), converted)
+
+    def save(self, model: ElmoBiLm) -> np.ndarray:
+        return self.conversion.to_tf(*(_get(model.get_parameter(path)) for path in self.parameters))
 
 
 def _set(param: torch.Tensor, value: np.ndarray) -> None:
@@ -48,77 +83,31 @@ def lstm_dataset(direction: int, layer: int, name: str) -> str:
 
 
 def name_map(options: ElmoOptions) -> dict[str, Entry]:
-    """Every dataset of an official weights file for these options."""
+    """Every dataset of an official weights file for these options: name -> `Entry`."""
     o = options
     e, f, p, d = o.char_embedding_dim, o.n_filters, o.projection_dim, o.dim
-    entries: dict[str, Entry] = {}
-
-    # Stored without the padding row: our char ids are shifted by 1, so row 0 is added as zeros.
-    entries["char_embed"] = Entry(
-        (260 + 1, e),
-        lambda m, a: _set(m.token_embedder.char_embedding.weight, np.concatenate([np.zeros((1, e)), a])),
-        lambda m: _get(m.token_embedder.char_embedding.weight)[1:],
-    )
-    for i, (w, n) in enumerate(o.filters):
-        conv = lambda m, i=i: m.token_embedder.convolutions[i]  # noqa: E731
-        # TF conv2d kernel (1, width, in, out); torch Conv1d wants (out, in, width).
-        entries[f"CNN/W_cnn_{i}"] = Entry(
-            (1, w, e, n),
-            lambda m, a, conv=conv: _set(conv(m).weight, a[0].transpose(2, 1, 0)),
-            lambda m, conv=conv: _get(conv(m).weight).transpose(2, 1, 0)[None],
-        )
-        entries[f"CNN/b_cnn_{i}"] = Entry(
-            (n,),
-            lambda m, a, conv=conv: _set(conv(m).bias, a),
-            lambda m, conv=conv: _get(conv(m).bias),
-        )
-
-    def linear(get_layer: Callable[[ElmoBiLm], torch.nn.Linear]) -> tuple[Callable, Callable, Callable, Callable]:
-        # TF stores y = x @ W, torch's Linear y = x @ W.T.
-        return (
-            lambda m, a: _set(get_layer(m).weight, a.T),
-            lambda m: _get(get_layer(m).weight).T,
-            lambda m, a: _set(get_layer(m).bias, a),
-            lambda m: _get(get_layer(m).bias),
-        )
-
+    rows = [("char_embed", (N_CHAR_IDS - 1, e), ["token_embedder.char_embedding.weight"], CHAR_EMBEDDING)]
+    for i, (width, n) in enumerate(o.filters):
+        conv = f"token_embedder.convolutions.{i}"
+        rows += [(f"CNN/W_cnn_{i}", (1, width, e, n), [f"{conv}.weight"], CONV),
+                 (f"CNN/b_cnn_{i}", (n,), [f"{conv}.bias"], AS_IS)]
     for k in range(o.n_highway):
-        for part, modules in (("transform", "highway_transform"), ("carry", "highway_carry")):
-            wl, ws, bl, bs = linear(lambda m, k=k, modules=modules: getattr(m.token_embedder, modules)[k])
-            entries[f"CNN_high_{k}/W_{part}"] = Entry((f, f), wl, ws)
-            entries[f"CNN_high_{k}/b_{part}"] = Entry((f,), bl, bs)
-    wl, ws, bl, bs = linear(lambda m: m.token_embedder.projection)
-    entries["CNN_proj/W_proj"] = Entry((f, p), wl, ws)
-    entries["CNN_proj/b_proj"] = Entry((p,), bl, bs)
-
-    # TF's LSTMCell adds forget_bias=1.0 at run time; the file's B does not include it.
-    forget = np.zeros(4 * d, dtype=np.float32)
-    forget[2 * d : 3 * d] = 1.0
+        for part in ("transform", "carry"):
+            linear = f"token_embedder.highway_{part}.{k}"
+            rows += [(f"CNN_high_{k}/W_{part}", (f, f), [f"{linear}.weight"], LINEAR),
+                     (f"CNN_high_{k}/b_{part}", (f,), [f"{linear}.bias"], AS_IS)]
+    rows += [("CNN_proj/W_proj", (f, p), ["token_embedder.projection.weight"], LINEAR),
+             ("CNN_proj/b_proj", (p,), ["token_embedder.projection.bias"], AS_IS)]
     for layer in range(o.n_layers):
         for direction in range(2):
-            cell = lambda m, layer=layer, direction=direction: m.cells[layer][direction]  # noqa: E731
-
-            def load_w(m: ElmoBiLm, a: np.ndarray, cell=cell) -> None:
-                # W_0 multiplies concat([x, h]): the first P rows act on x, the rest on h.
-                _set(cell(m).input_to_gates.weight, a[:p].T)
-                _set(cell(m).hidden_to_gates.weight, a[p:].T)
-
-            def save_w(m: ElmoBiLm, cell=cell) -> np.ndarray:
-                return np.concatenate([_get(cell(m).input_to_gates.weight).T,
-                                       _get(cell(m).hidden_to_gates.weight).T])
-
-            entries[lstm_dataset(direction, layer, "W_0")] = Entry((2 * p, 4 * d), load_w, save_w)
-            entries[lstm_dataset(direction, layer, "B")] = Entry(
-                (4 * d,),
-                lambda m, a, cell=cell: _set(cell(m).input_to_gates.bias, a + forget),
-                lambda m, cell=cell: _get(cell(m).input_to_gates.bias) - forget,
-            )
-            entries[lstm_dataset(direction, layer, "W_P_0")] = Entry(
-                (d, p),
-                lambda m, a, cell=cell: _set(cell(m).projection.weight, a.T),
-                lambda m, cell=cell: _get(cell(m).projection.weight).T,
-            )
-    return entries
+            cell = f"cells.{layer}.{direction}"
+            rows += [
+                (lstm_dataset(direction, layer, "W_0"), (2 * p, 4 * d),
+                 [f"{cell}.input_to_gates.weight", f"{cell}.hidden_to_gates.weight"], LSTM_KERNEL),
+                (lstm_dataset(direction, layer, "B"), (4 * d,), [f"{cell}.input_to_gates.bias"], LSTM_BIAS),
+                (lstm_dataset(direction, layer, "W_P_0"), (d, p), [f"{cell}.projection.weight"], LINEAR),
+            ]
+    return {name: Entry(shape, tuple(parameters), conversion) for name, shape, parameters, conversion in rows}
 
 
 def _open(path: Path) -> h5py.File:

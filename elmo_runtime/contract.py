@@ -1,4 +1,5 @@
-"""The model package contract: file names, graph input/output names, shapes and char-id constants.
+"""The model package contract: file names, the graphs' interface (`graph_specs`), state modes,
+precision names, opsets and char-id constants.
 
 The exporter writes packages by this contract and the runtime reads them by it; a client in
 another language finds the same facts in the package's `elmo.json`. Change it only together
@@ -10,12 +11,32 @@ can cache token embeddings (the char CNN's output) between calls; their weights 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 FORMAT_VERSION = 1
 MANIFEST_FILE = "elmo.json"
 TOKEN_EMBEDDER_FILE = "token_embedder.onnx"
 BILM_FILE = "bilm.onnx"
 
+# The source model, in the official layout: what `elmo-export` reads.
+OPTIONS_FILE = "options.json"
+WEIGHTS_FILE = "weights.hdf5"
+
+# The state every row starts from: the package's warm state (the reference's state after a
+# built-in warm-up text) or zeros.
+WARM, ZERO = "warm", "zero"
+STATE_MODES = (WARM, ZERO)
+
+# Precisions of a package. "none" (no quantization) is accepted for fp32 as an alias only.
+PRECISIONS = ("fp32", "fp16", "int8", "int4")
+PRECISION_ALIASES = {"none": "fp32"}
+
+# Opsets the exporter writes (Scan, Reduce* with axes as an input from 18, ...).
+DEFAULT_OPSET = 17
+SUPPORTED_OPSETS = range(17, 22)
+
 # Graph tensor names. Dimension names are the symbolic (dynamic) axes.
+BATCH, TOKENS = "batch", "tokens"
 CHAR_IDS = "char_ids"  # int32 [batch, tokens, max_characters_per_token]
 TOKEN_EMBEDDINGS = "token_embeddings"  # float32 [batch, tokens, projection_dim]
 MASK = "mask"  # int32 [batch, tokens]; 1 for real tokens, a prefix of each row
@@ -25,10 +46,90 @@ LAYERS = "layers"  # float32 [n_layers + 1, batch, tokens, 2 * projection_dim]
 FINAL_H = "final_h"  # like INITIAL_H: each row's state after its own last real token
 FINAL_C = "final_c"  # like INITIAL_C
 
-TOKEN_EMBEDDER_INPUTS = (CHAR_IDS,)
-TOKEN_EMBEDDER_OUTPUTS = (TOKEN_EMBEDDINGS, MASK)
-BILM_INPUTS = (TOKEN_EMBEDDINGS, MASK, INITIAL_H, INITIAL_C)
-BILM_OUTPUTS = (LAYERS, FINAL_H, FINAL_C)
+PIPELINE = ("char_ids -> token_embedder -> (token_embeddings, mask) -> bilm with (initial_h, initial_c) "
+            "-> (layers, final_h, final_c)")
+
+
+def precision_name(name: str, what: str = "precision") -> str:
+    """The canonical precision name for `name` ("none" -> "fp32"); `what` names it in errors.
+
+    Raises:
+        ValueError: an unknown name (the known ones are listed).
+    """
+    canonical = PRECISION_ALIASES.get(name, name) if isinstance(name, str) else name
+    if canonical not in PRECISIONS:
+        raise ValueError(f"{what} is {name!r}; choose one of {', '.join(PRECISIONS)} "
+                         f"({', '.join(f'{a} = {c}' for a, c in PRECISION_ALIASES.items())})")
+    return canonical
+
+
+def check_state_mode(mode: str, what: str = "state") -> str:
+    """`mode` if it is a state mode. Raises ValueError naming the allowed ones."""
+    if mode not in STATE_MODES:
+        raise ValueError(f"{what} is {mode!r}; choose one of {', '.join(STATE_MODES)}")
+    return mode
+
+
+def check_opset(opset: int) -> int:
+    """`opset` if the exporter writes it. Raises ValueError naming the supported range."""
+    if type(opset) is not int or opset not in SUPPORTED_OPSETS:
+        raise ValueError(f"opset is {opset!r}; choose {SUPPORTED_OPSETS.start}..{SUPPORTED_OPSETS.stop - 1}")
+    return opset
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One graph input or output: name, element type, and shape (str: a symbolic axis)."""
+
+    name: str
+    dtype: str  # "int32" or "float32"
+    shape: tuple[int | str, ...]
+
+    def to_dict(self) -> dict:
+        return {"dtype": self.dtype, "shape": list(self.shape)}
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """One graph of the package: its file and its inputs and outputs, in order."""
+
+    file: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    def to_dict(self) -> dict:
+        return {"file": self.file,
+                "inputs": {t.name: t.to_dict() for t in self.inputs},
+                "outputs": {t.name: t.to_dict() for t in self.outputs}}
+
+    @property
+    def output_names(self) -> list[str]:
+        return [t.name for t in self.outputs]
+
+
+def graph_specs(n_layers: int, projection_dim: int, dim: int) -> dict[str, GraphSpec]:
+    """The export spec: each graph's file, inputs and outputs, for one architecture.
+
+    The one declaration of the graphs' interface: the graph builders derive their inputs and
+    outputs from it, the exporter validates the saved graphs and writes it to the manifest,
+    and the runtime checks every session against it when it loads a package.
+    """
+    p, d, n = projection_dim, dim, n_layers
+    char_ids = TensorSpec(CHAR_IDS, "int32", (BATCH, TOKENS, MAX_CHARACTERS_PER_TOKEN))
+    embeddings = TensorSpec(TOKEN_EMBEDDINGS, "float32", (BATCH, TOKENS, p))
+    mask = TensorSpec(MASK, "int32", (BATCH, TOKENS))
+    h = (n, 2, BATCH, p)
+    c = (n, 2, BATCH, d)
+    return {
+        "token_embedder": GraphSpec(TOKEN_EMBEDDER_FILE, (char_ids,), (embeddings, mask)),
+        "bilm": GraphSpec(
+            BILM_FILE,
+            (embeddings, mask, TensorSpec(INITIAL_H, "float32", h), TensorSpec(INITIAL_C, "float32", c)),
+            (TensorSpec(LAYERS, "float32", (n + 1, BATCH, TOKENS, 2 * p)),
+             TensorSpec(FINAL_H, "float32", h), TensorSpec(FINAL_C, "float32", c)),
+        ),
+    }
+
 
 # Character ids (AllenNLP's ELMoCharacterMapper, bilm-tf's UnicodeCharsVocabulary): a token is
 # [begin-of-word, its UTF-8 bytes (at most 48), end-of-word, padding...], every id shifted by

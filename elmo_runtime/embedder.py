@@ -24,29 +24,23 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence, Union
 
 import numpy as np
-import onnxruntime as ort
 
+from elmo_runtime import contract as C
 from elmo_runtime.batching import batch_cost, check_budget, chunks_by_tokens, plan_batches
-from elmo_runtime.runner import PackageRunner
+from elmo_runtime.runner import CPU, CUDA, RUN_ERRORS, PackageRunner
 from elmo_runtime.token_cache import DEFAULT_CACHE_BYTES, TokenEmbeddingCache
 from elmo_runtime.tokenize import tokenize
 
 
 # Token positions per batch (padding and the two sentence-boundary positions included). The
 # budget sets the peak memory (a batch's gate pre-activations are positions x 4 x LSTM cells)
-# more than the speed: on `original` int8 (2 cores, the benchmark text, every layer kept, one
-# process), 256 positions ran at 1,674 tokens/s with a 402 MiB peak RSS, 512 at 2,200 with 493
-# MiB, 1024 at 2,463 with 742 MiB; on `small`, 512 at 8,694 with 204 MiB, 1024 at 9,599 with 339
-# MiB. A GPU wants bigger batches (4096: not yet measured on one).
-DEFAULT_BATCH_TOKENS = {"CPUExecutionProvider": 512, "CUDAExecutionProvider": 4096}
+# more than the speed (measured: benchmarks/RESULTS.md, "Design measurements"). A GPU wants
+# bigger batches (4096: not yet measured on one).
+DEFAULT_BATCH_TOKENS = {CPU: 512, CUDA: 4096}
 # `embed_iter` reads this many batches' worth of sentences at a time, sorts and embeds them.
 CHUNK_BATCHES = 4
 
-_state = ort.capi.onnxruntime_pybind11_state
-_ORT_RUN_ERRORS = (_state.Fail, _state.RuntimeException, _state.InvalidArgument, _state.EPFail)
-
 POOL_CHOICES = (None, "mean")
-STATE_CHOICES = ("warm", "zero")
 
 Layers = Union[str, int, Sequence[float]]
 Sentence = Union[str, Sequence[str]]
@@ -84,7 +78,7 @@ class Elmo:
         self.token_cache = TokenEmbeddingCache(lambda ids: self._runner.token_embeddings(ids)[0],
                                                self.manifest.projection_dim, token_cache)
         if batch_tokens is None:
-            batch_tokens = DEFAULT_BATCH_TOKENS.get(self.providers[0], DEFAULT_BATCH_TOKENS["CPUExecutionProvider"])
+            batch_tokens = DEFAULT_BATCH_TOKENS.get(self.providers[0], DEFAULT_BATCH_TOKENS[CPU])
         self.batch_tokens = int(batch_tokens)
 
     @property
@@ -229,7 +223,7 @@ class Elmo:
                 # Every row empty: one padding position runs the same as none (the graphs need T > 0).
                 embeddings, mask = np.zeros((len(batch), 1, embeddings.shape[2]), np.float32), np.zeros((len(batch), 1), np.int32)
             return self._runner.bilm(embeddings, mask, h, c)
-        except _ORT_RUN_ERRORS as e:
+        except RUN_ERRORS as e:
             raise RuntimeError(
                 f"ONNX Runtime failed on a batch of {len(batch)} sentences x "
                 f"{max(map(len, batch), default=0)} tokens ({str(e).splitlines()[0]})"
@@ -339,9 +333,9 @@ def _as_tokens(sentence, index: int) -> list[str]:
 def _check_state(elmo: Elmo, state: str | None) -> str:
     if state is None:
         return elmo.default_state
-    if state not in STATE_CHOICES:
-        raise ValueError(f"state is {state!r}; choose 'warm', 'zero' or None (the package's default)")
-    if state == "warm" and elmo.manifest.warm_h is None:
+    if state not in C.STATE_MODES:
+        raise ValueError(f"state is {state!r}; choose one of {', '.join(C.STATE_MODES)}, or None (the package's default)")
+    if state == C.WARM and elmo.manifest.warm_h is None:
         raise ValueError(f"{elmo.manifest.directory} was exported without a warm state; use state='zero'")
     return state
 

@@ -1,15 +1,20 @@
-"""Read and check a model package's manifest (`elmo.json`)."""
+"""The package manifest (`elmo.json`) as one typed object, written by the exporter and read here.
+
+`Manifest.to_json` is what the exporter writes and `Manifest.from_json` what the runtime reads:
+one definition of the document, checked field by field on the way in.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from elmo_runtime import contract as C
+from elmo_runtime.jsonfile import json_field, read_json
 
 
 class PackageError(ValueError):
@@ -17,25 +22,216 @@ class PackageError(ValueError):
 
 
 @dataclass(frozen=True)
-class Manifest:
-    """What the runtime needs from `elmo.json`; `data` keeps the whole document."""
+class InitialState:
+    """The state every row starts from by default.
 
-    directory: Path
-    format_version: int
+    Attributes:
+        mode: "warm" or "zero" (`contract.STATE_MODES`).
+        h: the warm state's `(L, 2, P)` hidden state (None for "zero").
+        c: the warm state's `(L, 2, D)` cell state (None for "zero").
+        warmup: what the warm state was computed from (None for "zero").
+    """
+
+    mode: str
+    h: np.ndarray | None = None
+    c: np.ndarray | None = None
+    warmup: dict | None = None
+
+    def to_json(self) -> dict:
+        data: dict = {"mode": self.mode}
+        if self.h is not None:
+            data.update(warmup=self.warmup, h=float32_lists(self.h), c=float32_lists(self.c))
+        return data
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything `elmo.json` says about a package.
+
+    Attributes:
+        architecture: the model's options, in the official `options.json` layout.
+        graphs: each graph's file and interface (`contract.graph_specs`).
+        precision: "fp32", "fp16", "int8" or "int4".
+        precision_settings: how that precision was made (quantization settings), by name.
+        opset: the graphs' ONNX opset.
+        initial_state: the default initial state.
+        source: the source model files and their sha256.
+        files: every file of the package but the manifest: `{name: {"sha256", "bytes"}}`.
+        parity: the parity report against the reference (None until it has run).
+        producer: the program that wrote the package.
+        directory: where the package was read from (None for a manifest being written).
+    """
+
+    architecture: dict
+    graphs: dict[str, C.GraphSpec]
     precision: str
-    n_layers: int
-    projection_dim: int
-    dim: int
-    token_embedder_file: Path
-    bilm_file: Path
-    initial_state_mode: str
-    warm_h: np.ndarray | None  # (L, 2, P)
-    warm_c: np.ndarray | None  # (L, 2, D)
-    data: dict
+    precision_settings: dict
+    opset: int
+    initial_state: InitialState
+    source: dict
+    files: dict[str, dict] = field(default_factory=dict)
+    parity: dict | None = None
+    producer: dict = field(default_factory=lambda: {"name": "elmo-onnx", "version": "unknown"})
+    chars: dict = field(default_factory=C.char_constants)
+    pipeline: str = C.PIPELINE
+    format_version: int = C.FORMAT_VERSION
+    directory: Path | None = None
+
+    @property
+    def n_layers(self) -> int:
+        return self.architecture["lstm"]["n_layers"]
+
+    @property
+    def projection_dim(self) -> int:
+        return self.architecture["lstm"]["projection_dim"]
+
+    @property
+    def dim(self) -> int:
+        """LSTM cells per layer and direction."""
+        return self.architecture["lstm"]["dim"]
 
     @property
     def output_dim(self) -> int:
         return 2 * self.projection_dim
+
+    @property
+    def initial_state_mode(self) -> str:
+        return self.initial_state.mode
+
+    @property
+    def warm_h(self) -> np.ndarray | None:
+        """`(L, 2, P)`, or None for a zero-state package."""
+        return self.initial_state.h
+
+    @property
+    def warm_c(self) -> np.ndarray | None:
+        """`(L, 2, D)`, or None for a zero-state package."""
+        return self.initial_state.c
+
+    def graph_file(self, graph: str) -> Path:
+        """The path of a graph ("token_embedder" or "bilm") in the package directory."""
+        return Path(self.directory or ".") / self.graphs[graph].file
+
+    @property
+    def token_embedder_file(self) -> Path:
+        return self.graph_file("token_embedder")
+
+    @property
+    def bilm_file(self) -> Path:
+        return self.graph_file("bilm")
+
+    def contract(self) -> dict[str, C.GraphSpec]:
+        """The graphs' interface the contract prescribes for this architecture."""
+        return C.graph_specs(self.n_layers, self.projection_dim, self.dim)
+
+    def replace(self, **changes) -> "Manifest":
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> dict:
+        """The `elmo.json` document."""
+        return {
+            "format_version": self.format_version,
+            "producer": self.producer,
+            "architecture": self.architecture,
+            "chars": self.chars,
+            "graphs": {name: spec.to_dict() for name, spec in self.graphs.items()},
+            "pipeline": self.pipeline,
+            "precision": {"name": self.precision, **self.precision_settings},
+            "opset": self.opset,
+            "initial_state": self.initial_state.to_json(),
+            "source": self.source,
+            "files": self.files,
+            "parity": self.parity,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict, source: str | Path, directory: Path | None = None) -> "Manifest":
+        """Check and read an `elmo.json` document.
+
+        Raises:
+            PackageError: a missing or mistyped field, a newer format version, or graphs whose
+                interface differs from the contract (the field is named).
+        """
+        def get(path: str, kind: type | tuple[type, ...], default=...):
+            if default is ...:
+                return json_field(data, path, kind, source, PackageError)
+            return json_field(data, path, kind, source, PackageError, default)
+
+        if not isinstance(data, dict):
+            raise PackageError(f"{source}: corrupt manifest, expected a JSON object")
+        version = get("format_version", int)
+        if version > C.FORMAT_VERSION:
+            raise PackageError(
+                f"{source}: package format version {version} is newer than this runtime reads "
+                f"({C.FORMAT_VERSION}); upgrade elmo-onnx"
+            )
+        if version < 1:
+            raise PackageError(f"{source}: invalid format_version {version}")
+        for name in ("n_layers", "projection_dim", "dim"):
+            get(f"architecture.lstm.{name}", int)
+        architecture = get("architecture", dict)
+        n_layers, p, d = (architecture["lstm"][k] for k in ("n_layers", "projection_dim", "dim"))
+        precision = get("precision", dict)
+        name = get("precision.name", str)
+        graphs = _graphs(data, source, C.graph_specs(n_layers, p, d))
+        return cls(
+            architecture=architecture,
+            graphs=graphs,
+            precision=name,
+            precision_settings={k: v for k, v in precision.items() if k != "name"},
+            opset=get("opset", int, None),
+            initial_state=_initial_state(data, source, n_layers, p, d),
+            source=get("source", dict, {}),
+            files=get("files", dict),
+            parity=get("parity", (dict, type(None)), None),
+            producer=get("producer", dict, {}),
+            chars=get("chars", dict, {}),
+            pipeline=get("pipeline", str, ""),
+            format_version=version,
+            directory=directory,
+        )
+
+
+def _graphs(data: dict, source: str | Path, contract: dict[str, C.GraphSpec]) -> dict[str, C.GraphSpec]:
+    """The manifest's `graphs`, which must declare the contract's interface."""
+    graphs = {}
+    for graph, spec in contract.items():
+        file = json_field(data, f"graphs.{graph}.file", str, source, PackageError)
+        declared = data["graphs"][graph]
+        for kind in ("inputs", "outputs"):
+            want = {t.name: t.to_dict() for t in getattr(spec, kind)}
+            got = declared.get(kind, want)
+            if got != want:
+                raise PackageError(f"{source}: graphs.{graph}.{kind} is {got}, the contract says {want}")
+        graphs[graph] = C.GraphSpec(file, spec.inputs, spec.outputs)
+    return graphs
+
+
+def _initial_state(data: dict, source: str | Path, n_layers: int, p: int, d: int) -> InitialState:
+    mode = json_field(data, "initial_state.mode", str, source, PackageError)
+    if mode == C.ZERO:
+        return InitialState(mode)
+    if mode != C.WARM:
+        raise PackageError(f"{source}: initial_state.mode is {mode!r}, expected one of {', '.join(C.STATE_MODES)}")
+    try:
+        h = np.asarray(json_field(data, "initial_state.h", list, source, PackageError), dtype=np.float32)
+        c = np.asarray(json_field(data, "initial_state.c", list, source, PackageError), dtype=np.float32)
+    except PackageError:
+        raise
+    except ValueError as e:
+        raise PackageError(f"{source}: initial_state.h/c are not numeric arrays ({e})") from None
+    if h.shape != (n_layers, 2, p) or c.shape != (n_layers, 2, d):
+        raise PackageError(
+            f"{source}: warm initial state has shapes h {h.shape}, c {c.shape}; "
+            f"expected {(n_layers, 2, p)} and {(n_layers, 2, d)}"
+        )
+    return InitialState(mode, h, c, data["initial_state"].get("warmup"))
+
+
+def float32_lists(array: np.ndarray) -> list:
+    """Nested lists of the shortest decimals that read back as the same float32 values."""
+    strings = np.asarray(array, dtype=np.float32).astype(str)
+    return np.vectorize(float, otypes=[object])(strings).tolist()
 
 
 def sha256_of(path: Path) -> str:
@@ -44,17 +240,6 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _field(data: dict, path: str, kind: type | tuple, source: Path):
-    node = data
-    for key in path.split("."):
-        if not isinstance(node, dict) or key not in node:
-            raise PackageError(f"{source}: missing field {path!r}")
-        node = node[key]
-    if isinstance(node, bool) and kind is not bool or not isinstance(node, kind):
-        raise PackageError(f"{source}: field {path!r} is {type(node).__name__}, expected {kind}")
-    return node
 
 
 def load_manifest(package_dir: str | Path, verify_files: bool = False) -> Manifest:
@@ -76,24 +261,13 @@ def load_manifest(package_dir: str | Path, verify_files: bool = False) -> Manife
     source = directory / C.MANIFEST_FILE
     if not source.is_file():
         raise FileNotFoundError(f"{directory} is not an elmo-onnx model package: it has no {C.MANIFEST_FILE}")
-    try:
-        data = json.loads(source.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise PackageError(f"{source}: corrupt manifest, not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise PackageError(f"{source}: corrupt manifest, expected a JSON object")
+    manifest = Manifest.from_json(read_json(source, "manifest", PackageError), source, directory)
+    _check_files(manifest, directory, verify_files)
+    return manifest
 
-    version = _field(data, "format_version", int, source)
-    if version > C.FORMAT_VERSION:
-        raise PackageError(
-            f"{source}: package format version {version} is newer than this runtime reads "
-            f"({C.FORMAT_VERSION}); upgrade elmo-onnx"
-        )
-    if version < 1:
-        raise PackageError(f"{source}: invalid format_version {version}")
 
-    files = _field(data, "files", dict, source)
-    for name, entry in files.items():
+def _check_files(manifest: Manifest, directory: Path, verify_files: bool) -> None:
+    for name, entry in manifest.files.items():
         path = directory / name
         if not path.is_file():
             raise PackageError(f"{directory}: file {name!r} listed in the manifest is missing")
@@ -104,38 +278,6 @@ def load_manifest(package_dir: str | Path, verify_files: bool = False) -> Manife
             )
         if verify_files and isinstance(entry, dict) and entry.get("sha256") and sha256_of(path) != entry["sha256"]:
             raise PackageError(f"{directory}: file {name!r} does not match its sha256 in the manifest (corrupt)")
-
-    graphs = {}
-    for graph in ("token_embedder", "bilm"):
-        name = _field(data, f"graphs.{graph}.file", str, source)
-        if not (directory / name).is_file():
-            raise PackageError(f"{directory}: graph file {name!r} ({graph}) is missing")
-        graphs[graph] = directory / name
-
-    n_layers = _field(data, "architecture.lstm.n_layers", int, source)
-    projection_dim = _field(data, "architecture.lstm.projection_dim", int, source)
-    dim = _field(data, "architecture.lstm.dim", int, source)
-    mode = _field(data, "initial_state.mode", str, source)
-    warm_h = warm_c = None
-    if mode == "warm":
-        try:
-            warm_h = np.asarray(_field(data, "initial_state.h", list, source), dtype=np.float32)
-            warm_c = np.asarray(_field(data, "initial_state.c", list, source), dtype=np.float32)
-        except ValueError as e:
-            if isinstance(e, PackageError):
-                raise
-            raise PackageError(f"{source}: initial_state.h/c are not numeric arrays ({e})") from None
-        if warm_h.shape != (n_layers, 2, projection_dim) or warm_c.shape != (n_layers, 2, dim):
-            raise PackageError(
-                f"{source}: warm initial state has shapes h {warm_h.shape}, c {warm_c.shape}; "
-                f"expected {(n_layers, 2, projection_dim)} and {(n_layers, 2, dim)}"
-            )
-    elif mode != "zero":
-        raise PackageError(f"{source}: initial_state.mode is {mode!r}, expected 'warm' or 'zero'")
-
-    precision = data.get("precision")
-    precision_name = precision.get("name") if isinstance(precision, dict) else precision
-    if not isinstance(precision_name, str):
-        raise PackageError(f"{source}: missing field 'precision.name'")
-    return Manifest(directory, version, precision_name, n_layers, projection_dim, dim,
-                    graphs["token_embedder"], graphs["bilm"], mode, warm_h, warm_c, data)
+    for graph, spec in manifest.graphs.items():
+        if not (directory / spec.file).is_file():
+            raise PackageError(f"{directory}: graph file {spec.file!r} ({graph}) is missing")

@@ -27,6 +27,15 @@ CPU = "CPUExecutionProvider"
 GPU_INSTALL = 'pip uninstall -y onnxruntime && pip install "onnxruntime-gpu[cuda,cudnn]"'
 GPU_INSTALL_OVER_BOTH = 'pip uninstall -y onnxruntime onnxruntime-gpu && pip install "onnxruntime-gpu[cuda,cudnn]"'
 
+# ONNX Runtime's own exception classes (not exported at the top level): what loading a broken
+# graph raises, and what a failing run raises.
+_ORT_ERRORS = ort.capi.onnxruntime_pybind11_state
+LOAD_ERRORS = (_ORT_ERRORS.InvalidGraph, _ORT_ERRORS.InvalidProtobuf, _ORT_ERRORS.Fail)
+RUN_ERRORS = (_ORT_ERRORS.Fail, _ORT_ERRORS.RuntimeException, _ORT_ERRORS.InvalidArgument, _ORT_ERRORS.EPFail)
+# The element types of ONNX Runtime's NodeArg.type strings.
+_ORT_DTYPES = {"tensor(float)": "float32", "tensor(int32)": "int32", "tensor(float16)": "float16",
+               "tensor(int64)": "int64"}
+
 
 def providers_for(device: str) -> list[str]:
     """The execution providers to ask for, checked against what onnxruntime offers.
@@ -74,17 +83,13 @@ def create_session(path: Path, device: str = "auto", threads: int | None = None)
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # The runtime runs two sessions back to back, each with its own thread pool. Threads that
     # spin-wait between the ops of a run are fast; threads that go on spinning after it take the
-    # cores from the other session's run. So: spin during a run, stop when it returns. Measured
-    # on `original` int8, 2 cores: batch 32 x 20 tokens 2,717 -> 3,028 tokens/s and one 20-token
-    # sentence 33.9 -> 31.0 ms against spinning in the biLM session only; spinning in both
-    # without stopping took 62 ms for that sentence.
+    # cores from the other session's run. So: spin during a run, stop when it returns
+    # (measured: benchmarks/RESULTS.md, "Design measurements").
     options.add_session_config_entry("session.force_spinning_stop", "1")
     requested = providers_for(device)
     try:
         session = ort.InferenceSession(str(path), sess_options=options, providers=requested)
-    except (ort.capi.onnxruntime_pybind11_state.InvalidGraph,
-            ort.capi.onnxruntime_pybind11_state.InvalidProtobuf,
-            ort.capi.onnxruntime_pybind11_state.Fail) as e:
+    except LOAD_ERRORS as e:
         raise PackageError(f"{path}: ONNX Runtime cannot load this graph ({str(e).splitlines()[0]})") from None
     running = session.get_providers()
     if requested[0] == CUDA and running[0] != CUDA:
@@ -136,28 +141,67 @@ def _warn_if_two_onnxruntimes() -> None:
                     "only onnxruntime-gpu: %s", *installed, GPU_INSTALL_OVER_BOTH)
 
 
+def check_session(session: ort.InferenceSession, spec: C.GraphSpec, path: Path) -> None:
+    """Check a session's inputs and outputs against the contract: names, element types, ranks.
+
+    Raises:
+        PackageError: every difference, named.
+    """
+    problems = []
+    for kind, got, want in (("inputs", session.get_inputs(), spec.inputs), ("outputs", session.get_outputs(), spec.outputs)):
+        found = {arg.name: arg for arg in got}
+        missing = [t.name for t in want if t.name not in found]
+        extra = [name for name in found if name not in {t.name for t in want}]
+        if missing or extra:
+            problems.append(f"{kind} are {list(found)}, the contract says {[t.name for t in want]}")
+        for t in want:
+            arg = found.get(t.name)
+            if arg is None:
+                continue
+            dtype = _ORT_DTYPES.get(arg.type, arg.type)
+            if dtype != t.dtype:
+                problems.append(f"{kind[:-1]} {t.name!r} is {dtype}, the contract says {t.dtype}")
+            if len(arg.shape) != len(t.shape):
+                problems.append(f"{kind[:-1]} {t.name!r} has rank {len(arg.shape)} {arg.shape}, "
+                                f"the contract says {len(t.shape)} {list(t.shape)}")
+    if problems:
+        raise PackageError(f"{path}: the graph does not match the package contract:\n  " + "\n  ".join(problems))
+
+
 class PackageRunner:
-    """The two sessions of a package.
+    """The two sessions of a package, checked against the contract when loaded.
 
     Args:
         package_dir: a directory written by `elmo-export`.
         device: "auto", "cpu" or "cuda".
         threads: intra-op threads per session (None: onnxruntime's default, all cores).
+
+    Raises:
+        PackageError: the package is corrupt, or a graph's inputs or outputs differ from the
+            contract (`contract.graph_specs`).
     """
 
     def __init__(self, package_dir: str | Path, device: str = "auto", threads: int | None = None):
         self.manifest: Manifest = load_manifest(package_dir)
-        self.token_embedder = create_session(self.manifest.token_embedder_file, device, threads)
+        self.specs = self.manifest.contract()
+        self.token_embedder = self._session("token_embedder", device, threads)
         # With "auto", once CUDA is absent or failed to start (and said so), do not try it again.
         bilm_device = "cpu" if device == "auto" and self.token_embedder.get_providers()[0] != CUDA else device
-        self.bilm_session = create_session(self.manifest.bilm_file, bilm_device, threads)
+        self.bilm_session = self._session("bilm", bilm_device, threads)
         self.providers = self.bilm_session.get_providers()
         log.info("loaded %s (%s) on %s (device=%r)", self.manifest.directory, self.manifest.precision,
                  self.providers[0], device)
 
+    def _session(self, graph: str, device: str, threads: int | None) -> ort.InferenceSession:
+        path = self.manifest.graph_file(graph)
+        session = create_session(path, device, threads)
+        check_session(session, self.specs[graph], path)
+        return session
+
     def token_embeddings(self, char_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """`(B, T, 50)` int32 char ids -> `(B, T, P)` float32 embeddings and `(B, T)` int32 mask."""
-        emb, mask = self.token_embedder.run(None, {C.CHAR_IDS: np.ascontiguousarray(char_ids, dtype=np.int32)})
+        emb, mask = self.token_embedder.run([C.TOKEN_EMBEDDINGS, C.MASK],
+                                            {C.CHAR_IDS: np.ascontiguousarray(char_ids, dtype=np.int32)})
         return emb, mask
 
     def bilm(self, embeddings: np.ndarray, mask: np.ndarray, h: np.ndarray, c: np.ndarray
@@ -165,20 +209,19 @@ class PackageRunner:
         """Run the biLM: -> `layers (L+1, B, T, 2P)`, `final_h (L, 2, B, P)`, `final_c (L, 2, B, D)`."""
         feeds = {C.TOKEN_EMBEDDINGS: embeddings, C.MASK: mask.astype(np.int32, copy=False),
                  C.INITIAL_H: h.astype(np.float32, copy=False), C.INITIAL_C: c.astype(np.float32, copy=False)}
-        layers, final_h, final_c = self.bilm_session.run(None, feeds)
+        layers, final_h, final_c = self.bilm_session.run([C.LAYERS, C.FINAL_H, C.FINAL_C], feeds)
         return layers, final_h, final_c
 
     def initial_state(self, mode: str, batch: int) -> tuple[np.ndarray, np.ndarray]:
         """The state every row starts from: the package's warm state, or zeros."""
         m = self.manifest
-        if mode == "zero":
+        C.check_state_mode(mode)
+        if mode == C.ZERO:
             return (np.zeros((m.n_layers, 2, batch, m.projection_dim), np.float32),
                     np.zeros((m.n_layers, 2, batch, m.dim), np.float32))
-        if mode == "warm":
-            if m.warm_h is None:
-                raise ValueError(f"{m.directory} was exported with a zero initial state; use state='zero'")
-            return (np.repeat(m.warm_h[:, :, None], batch, axis=2), np.repeat(m.warm_c[:, :, None], batch, axis=2))
-        raise ValueError(f"state is {mode!r}; choose 'warm' or 'zero'")
+        if m.warm_h is None:
+            raise ValueError(f"{m.directory} was exported with a zero initial state; use state='zero'")
+        return (np.repeat(m.warm_h[:, :, None], batch, axis=2), np.repeat(m.warm_c[:, :, None], batch, axis=2))
 
     def run(self, char_ids: np.ndarray, h: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Both graphs: char ids -> `(layers, mask, final_h, final_c)`."""

@@ -3,7 +3,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory):
-    """options.json + weights.hdf5 of the synthetic `tiny` preset."""
+    """options.json + weights.hdf5 of the synthetic `tiny` architecture."""
     from elmo_export.synthetic import write_synthetic
 
     return write_synthetic("tiny", tmp_path_factory.mktemp("tiny"), seed=0)
@@ -17,11 +17,54 @@ def tiny_model(tiny_weights):
 
 
 @pytest.fixture(scope="session")
-def tiny_package(tiny_weights, tmp_path_factory):
-    """The `tiny` preset exported to fp32 with the default warm initial state."""
+def sizes(tiny_model):
+    """The tiny model's sizes, as the tests expect them in shapes (never written as literals)."""
+    from types import SimpleNamespace
+
+    o = tiny_model.options
+    return SimpleNamespace(layers=o.n_layers + 1, dim=2 * o.projection_dim, n_layers=o.n_layers,
+                           projection_dim=o.projection_dim, cells=o.dim)
+
+
+@pytest.fixture(scope="session")
+def model_files(tiny_weights):
+    """`(options, weights)` of a model by name: "tiny", or a TF fixture set."""
+    from tf_fixtures import load_fixture_set
+
+    def files(name):
+        if name == "tiny":
+            return tiny_weights
+        fixture = load_fixture_set(name)
+        return fixture.options, fixture.weights
+
+    return files
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory, model_files):
+    """`exported(name, precision="fp32", state="warm")`: that export, made once per session.
+
+    Tests that only read a package share it; tests that break one work on a copy.
+    """
     from elmo_export.export import export_package
 
-    return export_package(*tiny_weights, tmp_path_factory.mktemp("pkg") / "tiny", progress=False)
+    root = tmp_path_factory.mktemp("packages")
+    done = {}
+
+    def get(name, precision="fp32", state="warm"):
+        if (name, precision, state) not in done:
+            done[name, precision, state] = export_package(
+                *model_files(name), root / f"{name}-{precision}-{state}", quantize=precision,
+                initial_state=state, progress=False)
+        return done[name, precision, state]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def tiny_package(exported):
+    """The `tiny` architecture exported to fp32 with the default warm initial state."""
+    return exported("tiny")
 
 
 @pytest.fixture(scope="session")

@@ -35,7 +35,7 @@ from elmo_export.download import (
     offline_mode,
 )
 from elmo_export.model import ElmoOptions
-from elmo_export.synthetic import PRESETS
+from elmo_export.architectures import ARCHITECTURES
 
 REPO = Path(__file__).resolve().parents[1]
 OFFICIAL = ["small", "medium", "original", "original-5.5b"]
@@ -147,7 +147,7 @@ def source(tiny_weights) -> dict[str, bytes]:
 
 def tiny_entry(url: str, **overrides) -> CatalogModel:
     """A catalog entry for the synthetic tiny model, served from `url`."""
-    options = ElmoOptions.from_dict(PRESETS["tiny"])
+    options = ElmoOptions.from_dict(ARCHITECTURES["tiny"])
     data = {
         "allennlp_name": "tiny",
         "description": "synthetic weights for tests",
@@ -509,7 +509,7 @@ def test_shipped_catalog_lists_the_official_models():
 def test_catalog_agrees_with_the_synthetic_presets():
     # The presets are written from AllenNLP's option files: sizes and shapes must agree.
     for name in ("small", "medium", "original"):
-        model, options = get_model(name), ElmoOptions.from_dict(PRESETS[name])
+        model, options = get_model(name), ElmoOptions.from_dict(ARCHITECTURES[name])
         assert model.architecture.mismatches(options) == []
         assert round(options.parameter_count() / 1e6, 1) == model.parameters_millions
 

@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
-from elmo_runtime import Elmo, cli
+from elmo_runtime import Elmo, cli, files
 
 LINES = ["The cat sat on the mat.", "Hi!", "Call me Ishmael.", "The cat sat on the mat."]
 
@@ -31,14 +31,14 @@ def leftovers(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp"))
 
 
-def test_hdf5_in_allennlp_layout(tiny_package, elmo, text_file, tmp_path):
+def test_hdf5_in_allennlp_layout(tiny_package, elmo, text_file, tmp_path, sizes):
     out = tmp_path / "out.hdf5"
     assert run(tiny_package, text_file, out) == 0
     want = elmo.embed(LINES)
     with h5py.File(out, "r") as f:
         assert sorted(f.keys()) == ["0", "1", "2", "3", "sentence_to_index"]
         for i, vectors in enumerate(want):
-            assert f[str(i)].shape == vectors.shape == (3, len(elmo.embed([LINES[i]], return_tokens=True)[1][0]), 32)
+            assert f[str(i)].shape == vectors.shape == (sizes.layers, len(elmo.embed([LINES[i]], return_tokens=True)[1][0]), sizes.dim)
             assert f[str(i)].dtype == np.float32
             np.testing.assert_allclose(f[str(i)][...], vectors, atol=1e-5)
         # As AllenNLP writes it: a (1,) string dataset holding json.dumps({sentence: key}).
@@ -100,7 +100,7 @@ def test_refuses_to_overwrite_without_force(tiny_package, text_file, tmp_path, c
         assert "3" in f
 
 
-def test_empty_line_is_an_error_naming_it(tiny_package, tmp_path, capsys):
+def test_empty_line_is_an_error_naming_it(tiny_package, tmp_path, capsys, sizes):
     path = tmp_path / "gaps.txt"
     path.write_text("First.\nSecond.\n\nFourth.\n", encoding="utf-8")
     out = tmp_path / "out.hdf5"
@@ -111,7 +111,7 @@ def test_empty_line_is_an_error_naming_it(tiny_package, tmp_path, capsys):
 
     assert run(tiny_package, path, out, "--allow-empty-lines") == 0
     with h5py.File(out) as f:
-        assert f["2"].shape == (3, 0, 32) and f["3"].shape[1] == 2
+        assert f["2"].shape == (sizes.layers, 0, sizes.dim) and f["3"].shape[1] == 2
 
 
 def test_invalid_utf8_names_the_line(tiny_package, tmp_path, capsys):
@@ -178,7 +178,7 @@ def test_input_is_streamed(tiny_package, tmp_path, monkeypatch):
     path = tmp_path / "many.txt"
     path.write_text("".join(f"Sentence number {i} .\n" for i in range(3000)), encoding="utf-8")
     lines_read, read_at_first_write = 0, []
-    real_read, real_add = cli._read_lines, cli._Hdf5Writer.add
+    real_read, real_add = files._read_lines, files._Hdf5Writer.add
 
     def counting_read(source):
         nonlocal lines_read
@@ -190,21 +190,21 @@ def test_input_is_streamed(tiny_package, tmp_path, monkeypatch):
         read_at_first_write.append(lines_read)
         real_add(self, key, array)
 
-    monkeypatch.setattr(cli, "_read_lines", counting_read)
-    monkeypatch.setattr(cli._Hdf5Writer, "add", noting_add)
+    monkeypatch.setattr(files, "_read_lines", counting_read)
+    monkeypatch.setattr(files._Hdf5Writer, "add", noting_add)
     assert run(tiny_package, path, tmp_path / "out.hdf5", "--batch-tokens", 128, "--top") == 0
     assert lines_read == 3000 and read_at_first_write[0] < 200  # one chunk, not the file
 
 
 def test_progress_bar_only_when_asked_or_on_a_terminal(tiny_package, text_file, tmp_path, capsys):
-    cli.embed_file(tiny_package, text_file, tmp_path / "quiet.hdf5")  # stderr is not a terminal here
+    files.embed_file(tiny_package, text_file, tmp_path / "quiet.hdf5")  # stderr is not a terminal here
     assert "sentences/s" not in capsys.readouterr().err
-    cli.embed_file(tiny_package, text_file, tmp_path / "shown.hdf5", progress=True)
+    files.embed_file(tiny_package, text_file, tmp_path / "shown.hdf5", progress=True)
     err = capsys.readouterr().err
     assert "4/4" in err and "sentences/s" in err
 
 
-def test_the_console_script(tiny_package, text_file, tmp_path):
+def test_the_console_script(tiny_package, text_file, tmp_path, sizes):
     out = tmp_path / "out.hdf5"
     done = subprocess.run([sys.executable, "-m", "elmo_runtime.cli", str(tiny_package), str(text_file), str(out),
                            "--average", "--device", "cpu", "--threads", "1"],
@@ -212,7 +212,7 @@ def test_the_console_script(tiny_package, text_file, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "on CPUExecutionProvider" in done.stderr and "wrote 4 sentences" in done.stderr
     with h5py.File(out) as f:
-        assert f["1"].shape == (2, 32)
+        assert f["1"].shape == (2, sizes.dim)
     bad = subprocess.run([sys.executable, "-m", "elmo_runtime.cli", str(tiny_package), str(text_file), str(out)],
                          capture_output=True, text=True)
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
@@ -230,4 +230,16 @@ def test_standard_input_and_forget_sentences(tiny_package, elmo, tmp_path):
 
 
 def test_embed_file_reuses_an_elmo(elmo, text_file, tmp_path):
-    assert cli.embed_file(elmo, text_file, tmp_path / "out.hdf5", layers="top", batch_size=1) == 4
+    assert files.embed_file(elmo, text_file, tmp_path / "out.hdf5", layers="top", batch_size=1) == 4
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8", "int4"])
+def test_every_precision_writes_what_elmo_embeds(exported, text_file, tmp_path, precision):
+    package = exported("tiny", precision)
+    out = tmp_path / f"{precision}.hdf5"
+    assert run(package, text_file, out, "--top") == 0
+    want = Elmo(package, device="cpu").embed(LINES, layers="top")
+    with h5py.File(out) as f:
+        assert sorted(f.keys()) == ["0", "1", "2", "3", "sentence_to_index"]
+        for i, vectors in enumerate(want):
+            np.testing.assert_allclose(f[str(i)][...], vectors, atol=1e-6)

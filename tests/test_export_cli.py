@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from elmo_export import cli, parity
-from elmo_export.cli import EXIT_OK, EXIT_PARITY, EXIT_USAGE, UsageError, main, resolve_model
+from elmo_export import catalog, cli, parity
+from elmo_export.cli import EXIT_OK, EXIT_PARITY, EXIT_USAGE, main
+from elmo_export.sources import ModelSourceError, resolve_model
 from elmo_export.parity import Tolerance
 from elmo_runtime import contract as C
 
@@ -27,7 +28,7 @@ def test_help_explains_every_option_with_an_example(capsys):
         main(["--help"])
     assert info.value.code == 0
     text = capsys.readouterr().out
-    for option in ("MODEL", "--options", "--weights", "-o OUT", "--quantize", "{none,fp16,int8,int4}",
+    for option in ("MODEL", "--options", "--weights", "-o OUT", "--quantize", "{fp32,fp16,int8,int4}",
                    "--initial-state", "{warm,zero}", "--opset", "--force", "--no-progress", "exit codes"):
         assert option in text
     assert "examples:" in text and "elmo-export path/to/model -o" in text
@@ -55,20 +56,23 @@ def test_options_and_weights_flags_map_onto_the_library(tiny_weights, tmp_path, 
     assert code == EXIT_OK
     assert seen["args"] == (Path(options), Path(weights), tmp_path / "x")
     assert seen["kwargs"] == {"quantize": "int4", "initial_state": "zero", "opset": 18, "force": True, "progress": False}
+    # fp32 has one name; "none" is accepted as its alias.
+    assert main(["--options", str(options), "--weights", str(weights), "-o", str(tmp_path / "x"), "--quantize", "none"]) == 0
+    assert seen["kwargs"]["quantize"] == "fp32"
 
 
 def test_a_model_directory_must_hold_options_and_one_weights_file(model_dir):
     (model_dir / "softmax.hdf5").write_bytes(b"")  # a training run's extra file: *weights.hdf5 wins
     assert resolve_model(str(model_dir)) == (model_dir / "options.json", model_dir / "elmo_tiny_weights.hdf5")
     (model_dir / "other_weights.hdf5").write_bytes(b"")
-    with pytest.raises(UsageError, match=r"exactly one weights \.hdf5 file, found 3 \.hdf5 files.*other_weights\.hdf5"):
+    with pytest.raises(ModelSourceError, match=r"exactly one weights \.hdf5 file, found 3 \.hdf5 files.*other_weights\.hdf5"):
         resolve_model(str(model_dir))
     for f in model_dir.glob("*.hdf5"):
         f.unlink()
-    with pytest.raises(UsageError, match=r"found no \.hdf5 file \(all files: options\.json\)"):
+    with pytest.raises(ModelSourceError, match=r"found no \.hdf5 file \(all files: options\.json\)"):
         resolve_model(str(model_dir))
     (model_dir / "options.json").unlink()
-    with pytest.raises(UsageError, match="has no options.json"):
+    with pytest.raises(ModelSourceError, match="has no options.json"):
         resolve_model(str(model_dir))
 
 
@@ -128,7 +132,7 @@ def test_a_parity_failure_exits_1_and_leaves_nothing(model_dir, tmp_path, capsys
 
 
 def test_without_a_default_model_it_says_so_and_how_to_pass_one(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(cli, "MODELS_DIRS", (tmp_path / "installed", tmp_path / "models"))
+    monkeypatch.setattr(catalog, "MODELS_DIRS", (tmp_path / "installed", tmp_path / "models"))
     assert main(["-o", str(tmp_path / "pkg"), "-q"]) == EXIT_USAGE
     err = capsys.readouterr().err
     assert "there is no default model yet" in err
@@ -139,20 +143,20 @@ def test_the_default_model_is_models_default(model_dir, tmp_path, monkeypatch):
     models = tmp_path / "models"
     models.mkdir()
     shutil.copytree(model_dir, models / "default-test")
-    monkeypatch.setattr(cli, "MODELS_DIRS", (tmp_path / "installed", models))
+    monkeypatch.setattr(catalog, "MODELS_DIRS", (tmp_path / "installed", models))
     assert resolve_model() == (models / "default-test" / "options.json", models / "default-test" / "elmo_tiny_weights.hdf5")
     shutil.copytree(model_dir, models / "default-other")
-    with pytest.raises(UsageError, match="several default models"):
+    with pytest.raises(ModelSourceError, match="several default models"):
         resolve_model()
 
 
 def test_an_official_name_is_fetched(tiny_weights, monkeypatch):
-    catalog = pytest.importorskip("elmo_export.catalog")
-    download = pytest.importorskip("elmo_export.download")
+    from elmo_export import download
+
     name = next(iter(catalog.load_catalog()))
     fetched = []
     monkeypatch.setattr(download, "fetch_model", lambda n, **k: fetched.append(n) or tiny_weights)
     assert resolve_model(name, progress=False) == tuple(Path(p) for p in tiny_weights)
     assert fetched == [name]
-    with pytest.raises(UsageError, match="nor is it an official model name.*known models"):
+    with pytest.raises(ModelSourceError, match="nor is it an official model name.*known models"):
         resolve_model("not-a-model")

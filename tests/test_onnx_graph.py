@@ -1,5 +1,7 @@
 """The two graphs, built from the reference, before any packaging."""
 
+import functools
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -11,6 +13,7 @@ from elmo_export.onnx_graph import build_bilm, build_token_embedder
 from elmo_runtime.chars import batch_to_char_ids
 
 
+@functools.cache  # one build per model and precision, shared by the parametrized tests
 def sessions(model, precision="fp32"):
     graphs = build_token_embedder(model, precision), build_bilm(model, precision)
     for graph in graphs:
@@ -40,7 +43,7 @@ def test_the_recurrence_is_a_scan_not_unrolled(tiny_model):
 # the graph sorts rows by length and computes only those still running at each step.
 @pytest.mark.parametrize("lengths, padding", [([1], 0), ([7, 3, 12], 0), ([40, 1], 0), ([3, 0, 3, 9, 0], 0),
                                               ([0, 0], 1), ([2, 5], 3)])
-def test_graphs_match_the_reference_for_any_batch_and_length(tiny_model, lengths, padding):
+def test_graphs_match_the_reference_for_any_batch_and_length(tiny_model, sizes, lengths, padding):
     te, bilm = sessions(tiny_model)
     rng = np.random.default_rng(len(lengths))
     words = ["the", "cat", "sat", "on", "mat", ",", "Zürich", "x" * 60, "1,000", "."]
@@ -48,8 +51,8 @@ def test_graphs_match_the_reference_for_any_batch_and_length(tiny_model, lengths
     ids = batch_to_char_ids(batch)
     ids = np.pad(ids, [(0, 0), (0, padding), (0, 0)])
     b = len(batch)
-    h = rng.normal(size=(2, 2, b, 16)).astype(np.float32)
-    c = rng.normal(size=(2, 2, b, 64)).astype(np.float32)
+    h = rng.normal(size=(sizes.n_layers, 2, b, sizes.projection_dim)).astype(np.float32)
+    c = rng.normal(size=(sizes.n_layers, 2, b, sizes.cells)).astype(np.float32)
     layers, fh, fc, mask = run(te, bilm, ids, h, c)
     with torch.no_grad():
         ref = tiny_model(torch.from_numpy(ids), LstmState(torch.from_numpy(h), torch.from_numpy(c)))
@@ -59,10 +62,11 @@ def test_graphs_match_the_reference_for_any_batch_and_length(tiny_model, lengths
     np.testing.assert_allclose(fc, ref.state.c.numpy(), atol=1e-5)
 
 
-def test_fp16_graphs_run_on_the_cpu_close_to_fp32(tiny_model):
+def test_fp16_graphs_run_on_the_cpu_close_to_fp32(tiny_model, sizes):
     te, bilm = sessions(tiny_model, "fp16")
     ids = batch_to_char_ids([["Half", "precision", "still", "works", "."], ["Yes"]])
-    h, c = np.zeros((2, 2, 2, 16), np.float32), np.zeros((2, 2, 2, 64), np.float32)
+    h = np.zeros((sizes.n_layers, 2, 2, sizes.projection_dim), np.float32)
+    c = np.zeros((sizes.n_layers, 2, 2, sizes.cells), np.float32)
     layers, _, _, mask = run(te, bilm, ids, h, c)
     assert layers.dtype == np.float32
     with torch.no_grad():

@@ -97,14 +97,14 @@ def test_int8_scales_per_column_or_per_matrix_outside_and_inside_the_recurrence(
 @pytest.mark.parametrize("settings", [Int8Settings(), Int8Settings(per_channel=False, weight_type="QUInt8"),
                                       Int8Settings(per_channel_steps=True),
                                       Int4Settings(), Int4Settings(block_size=128, symmetric=True)])
-def test_quantized_graphs_pass_the_checker_and_run_close_to_fp32(graphs, settings):
+def test_quantized_graphs_pass_the_checker_and_run_close_to_fp32(graphs, sizes, settings):
     rng = np.random.default_rng(0)
     b, t = 2, 5
     feeds = {
-        "token_embeddings": rng.normal(size=(b, t, 16)).astype(np.float32),
+        "token_embeddings": rng.normal(size=(b, t, sizes.projection_dim)).astype(np.float32),
         "mask": np.array([[1] * 5, [1] * 3 + [0] * 2], np.int32),
-        "initial_h": np.zeros((2, 2, b, 16), np.float32),
-        "initial_c": np.zeros((2, 2, b, 64), np.float32),
+        "initial_h": np.zeros((sizes.n_layers, 2, b, sizes.projection_dim), np.float32),
+        "initial_c": np.zeros((sizes.n_layers, 2, b, sizes.cells), np.float32),
     }
     runs = []
     for graph in (graphs["bilm"], quantize(graphs["bilm"], settings)):

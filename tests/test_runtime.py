@@ -1,7 +1,8 @@
 """The torch-free runtime (`elmo_runtime.Elmo`) against the reference and the TF fixtures.
 
-Packages are exported once per session from the synthetic `tiny` preset and the two fixture
-models (`elmo_export.export.export_package`); tests that break a package work on a copy.
+Packages are exported once per session (conftest's `exported`) from the synthetic `tiny`
+architecture and the two fixture models; tests that break a package work on a copy. Sizes come
+from the tiny model's options (conftest's `sizes`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import pytest
 import torch
 
 from elmo_export.model import LstmState
-from elmo_export.weights import load_reference
 from elmo_runtime import Elmo, PackageError
 from elmo_runtime import embedder as embedder_module
 from elmo_runtime.batching import batch_cost, plan_batches
@@ -40,25 +40,9 @@ SENTENCES = [
 
 
 @pytest.fixture(scope="session")
-def tiny_zero_package(tiny_weights, tmp_path_factory):
-    """The `tiny` preset exported with initial_state="zero"."""
-    from elmo_export.export import export_package
-
-    return export_package(*tiny_weights, tmp_path_factory.mktemp("pkg") / "tiny-zero",
-                          initial_state="zero", progress=False)
-
-
-@pytest.fixture(scope="session")
-def fixture_packages(tmp_path_factory):
-    """Each TF fixture model exported to fp32 (zero state: the fixtures start from zeros)."""
-    from elmo_export.export import export_package
-
-    packages = {}
-    for name in FIXTURE_SETS:
-        fixture = load_fixture_set(name)
-        packages[name] = export_package(fixture.options, fixture.weights, tmp_path_factory.mktemp("pkg") / name,
-                                        initial_state="zero", progress=False)
-    return packages
+def tiny_zero_package(exported):
+    """The `tiny` architecture exported with initial_state="zero"."""
+    return exported("tiny", "fp32", "zero")
 
 
 def reference_layers(model, sentences, elmo, state):
@@ -71,9 +55,9 @@ def reference_layers(model, sentences, elmo, state):
 
 # -- the README's examples ---------------------------------------------------------------------
 
-def test_embed_pretokenized_and_raw_text(elmo):
+def test_embed_pretokenized_and_raw_text(elmo, sizes):
     vectors = elmo.embed([["The", "cat", "sat", "."], ["Hi", "!"]])
-    assert [v.shape for v in vectors] == [(3, 4, 32), (3, 2, 32)]
+    assert [v.shape for v in vectors] == [(sizes.layers, 4, sizes.dim), (sizes.layers, 2, sizes.dim)]
     assert all(v.dtype == np.float32 for v in vectors)
 
     raw, tokens = elmo.embed(["The cat sat.", "Hi!"], return_tokens=True)
@@ -84,7 +68,7 @@ def test_embed_pretokenized_and_raw_text(elmo):
 
 def test_layer_choices(elmo):
     sentence = [["The", "cat", "sat", "on", "the", "mat", "."]]
-    (all_layers,) = elmo.embed(sentence)  # (3, 7, 32)
+    (all_layers,) = elmo.embed(sentence)  # (L + 1, 7, dim)
     np.testing.assert_array_equal(elmo.embed(sentence, layers="top")[0], all_layers[-1])
     np.testing.assert_array_equal(elmo.embed(sentence, layers=0)[0], all_layers[0])
     np.testing.assert_array_equal(elmo.embed(sentence, layers=-2)[0], all_layers[1])
@@ -95,30 +79,30 @@ def test_layer_choices(elmo):
                                sum(w * layer for w, layer in zip(weights, all_layers)), atol=1e-6)
 
 
-def test_mean_pooling_gives_one_vector_per_sentence(elmo):
+def test_mean_pooling_gives_one_vector_per_sentence(elmo, sizes):
     sentences = [["The", "cat", "sat", "."], ["Hi", "!"], []]
     full = elmo.embed(sentences)
     pooled = elmo.embed(sentences, pool="mean")
     top = elmo.embed(sentences, layers="top", pool="mean")
-    assert [p.shape for p in pooled] == [(3, 32)] * 3 and [t.shape for t in top] == [(32,)] * 3
+    assert [p.shape for p in pooled] == [(sizes.layers, sizes.dim)] * 3 and [t.shape for t in top] == [(sizes.dim,)] * 3
     for f, p, t in zip(full[:2], pooled, top):
         np.testing.assert_allclose(p, f.mean(axis=1), atol=1e-6)
         np.testing.assert_allclose(t, f[-1].mean(axis=0), atol=1e-6)
     assert (pooled[2] == 0).all() and (top[2] == 0).all()  # no tokens: zeros
 
 
-def test_empty_sentences_and_empty_input(elmo):
+def test_empty_sentences_and_empty_input(elmo, sizes):
     assert elmo.embed([]) == []
     assert elmo.embed([], return_tokens=True) == ([], [])
     vectors, tokens = elmo.embed([[], "", "   ", ["Hi"]], return_tokens=True)
-    assert [v.shape for v in vectors] == [(3, 0, 32)] * 3 + [(3, 1, 32)]
+    assert [v.shape for v in vectors] == [(sizes.layers, 0, sizes.dim)] * 3 + [(sizes.layers, 1, sizes.dim)]
     assert tokens == [[], [], [], ["Hi"]]
-    assert elmo.embed([[]], layers="top")[0].shape == (0, 32)
+    assert elmo.embed([[]], layers="top")[0].shape == (0, sizes.dim)
     assert list(elmo.embed_iter([])) == []
 
 
-def test_properties_and_repr(elmo, tiny_package):
-    assert (elmo.dim, elmo.num_layers, elmo.default_state, elmo.batch_tokens) == (32, 3, "warm", 512)
+def test_properties_and_repr(elmo, sizes):
+    assert (elmo.dim, elmo.num_layers, elmo.default_state, elmo.batch_tokens) == (sizes.dim, sizes.layers, "warm", 512)
     assert elmo.providers[0] == "CPUExecutionProvider"
     assert "tiny" in repr(elmo) and "fp32" in repr(elmo)
 
@@ -126,9 +110,8 @@ def test_properties_and_repr(elmo, tiny_package):
 # -- parity with the reference and with TensorFlow ------------------------------------------------
 
 @pytest.mark.parametrize("state", ["warm", "zero"])
-def test_runtime_matches_the_reference(elmo, tiny_weights, state):
-    model = load_reference(*tiny_weights)
-    want = reference_layers(model, SENTENCES, elmo, state)
+def test_runtime_matches_the_reference(elmo, tiny_model, state):
+    want = reference_layers(tiny_model, SENTENCES, elmo, state)
     got = elmo.embed(SENTENCES, state=state, batch_tokens=64)  # sorted into several batches
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, atol=1e-5)
@@ -145,9 +128,9 @@ def test_the_default_state_is_the_package_warm_state(elmo, tiny_zero_package):
 
 
 @pytest.mark.parametrize("name", FIXTURE_SETS)
-def test_stream_reproduces_tensorflow_with_state_carried(fixture_packages, name):
+def test_stream_reproduces_tensorflow_with_state_carried(exported, name):
     fixture = load_fixture_set(name)
-    stream = Elmo(fixture_packages[name], device="cpu").stream(state="zero")
+    stream = Elmo(exported(name), device="cpu").stream(state="zero")  # the fixtures start from zeros
     checked = 0
     for i, batch in enumerate(fixture.batches):
         top = stream.embed(batch, layers="top")  # rows stay rows: not sorted, not split
@@ -158,13 +141,13 @@ def test_stream_reproduces_tensorflow_with_state_carried(fixture_packages, name)
     assert checked == (30 if name == "bilm-tf" else 10)
 
 
-def test_stream_state_is_explicit(elmo):
+def test_stream_state_is_explicit(elmo, sizes):
     stream = elmo.stream()
     assert stream.state is None
     batch = [["one", "two", "three"], ["four"]]
     first = stream.embed(batch)
     h, c = stream.state
-    assert h.shape == (2, 2, 2, 16) and c.shape == (2, 2, 2, 64)
+    assert h.shape == (sizes.n_layers, 2, 2, sizes.projection_dim) and c.shape == (sizes.n_layers, 2, 2, sizes.cells)
     for got, want in zip(first, elmo.embed(batch)):  # the first call starts from the warm state
         np.testing.assert_allclose(got, want, atol=1e-5)
     second = stream.embed(batch)
@@ -191,6 +174,58 @@ def test_stream_rows_new_to_a_larger_batch_start_fresh(elmo):
     got = stream.embed([["a", "b"], ["c", "d"]])
     np.testing.assert_allclose(got[1], elmo.embed([["c", "d"]], state="zero")[0], atol=1e-5)
     assert stream.embed([]) == []
+
+
+# -- every precision ------------------------------------------------------------------------------
+
+PRECISIONS = ["fp32", "fp16", "int8", "int4"]
+
+
+def _cosines(got, want):
+    """Cosine of each token vector `(..., dim)` with its reference."""
+    return (got * want).sum(-1) / np.maximum(np.linalg.norm(got, axis=-1) * np.linalg.norm(want, axis=-1), 1e-12)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_every_precision_meets_its_bar_through_elmo(exported, tiny_model, precision):
+    """`Elmo` (sorting, batching, the token cache) on each package, against the reference, by
+    the bar the package met at export (`parity.tolerance_for`)."""
+    from elmo_export.parity import tolerance_for
+
+    elmo = Elmo(exported("tiny", precision), device="cpu")
+    bar = tolerance_for(precision, tiny_model.options)
+    for state in ("warm", "zero"):
+        got = elmo.embed(SENTENCES, state=state, batch_tokens=64)  # sorted into several batches
+        want = reference_layers(tiny_model, SENTENCES, elmo, state)
+        cos = np.concatenate([_cosines(g, w).ravel() for g, w in zip(got, want)])
+        if bar.max_abs is not None:
+            assert max(np.abs(g - w).max() for g, w in zip(got, want)) <= bar.max_abs
+        if bar.min_cosine is not None:
+            assert cos.min() >= bar.min_cosine
+        if bar.mean_cosine is not None:
+            assert cos.mean() >= bar.mean_cosine
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_every_precision_streams_and_batches_like_fp32(exported, precision):
+    elmo = Elmo(exported("tiny", precision), device="cpu")
+    # A stream's first call starts from the same state as `embed`: the same vectors.
+    batch = SENTENCES[:3]
+    for got, want in zip(elmo.stream().embed(batch), elmo.embed(batch)):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    # Batch-mates: none for fp32, fp16 and int4 (weights only); int8 quantizes a step's
+    # activations with one scale for the whole batch, so its vectors move by quantization
+    # noise (the README's claim: cosine 0.9995 on the default model).
+    rng = np.random.default_rng(1)
+    words = [w for s in SENTENCES for w in s]
+    crowd = [[words[i] for i in rng.integers(0, len(words), rng.integers(1, 40))] for _ in range(60)]
+    crowd[37] = SENTENCES[3]
+    alone = elmo.embed([SENTENCES[3]])[0]
+    together = elmo.embed(crowd, batch_tokens=4096)[37]
+    if precision == "int8":
+        assert _cosines(together, alone).min() >= 0.999
+    else:
+        np.testing.assert_allclose(together, alone, atol=1e-5 if precision != "fp16" else 2e-3)
 
 
 # -- batching -------------------------------------------------------------------------------------
@@ -236,15 +271,15 @@ def record_batches(monkeypatch, elmo) -> list[tuple[int, int]]:
     return shapes
 
 
-def test_a_long_sentence_runs_alone(elmo, monkeypatch):
+def test_a_long_sentence_runs_alone(elmo, monkeypatch, sizes):
     shapes = record_batches(monkeypatch, elmo)
     long = ["word", "after", "word", "."] * 1250  # 5,000 tokens
     vectors = elmo.embed([["Hi"], long, ["Bye", "."]], layers="top", batch_tokens=1000)
-    assert [v.shape for v in vectors] == [(1, 32), (5000, 32), (2, 32)]
+    assert [v.shape for v in vectors] == [(1, sizes.dim), (5000, sizes.dim), (2, sizes.dim)]
     assert shapes[0] == (1, 5000) and len(shapes) == 2
 
 
-def test_many_short_sentences_are_streamed_within_the_budget(tiny_package, monkeypatch):
+def test_many_short_sentences_are_streamed_within_the_budget(tiny_package, monkeypatch, sizes):
     # The model itself is stubbed (zeros of the right shapes, ~1000x faster than the tiny model on
     # 100,000 sentences): this checks what the runtime holds and sends, not the vectors. An
     # instance of its own, so that the stub's zeros never reach a shared token cache.
@@ -252,11 +287,11 @@ def test_many_short_sentences_are_streamed_within_the_budget(tiny_package, monke
     shapes = []
 
     def token_embeddings(char_ids):
-        return np.zeros((*char_ids.shape[:2], 16), np.float32), (char_ids > 0).any(-1).astype(np.int32)
+        return np.zeros((*char_ids.shape[:2], sizes.projection_dim), np.float32), (char_ids > 0).any(-1).astype(np.int32)
 
     def bilm(embeddings, mask, h, c):
         shapes.append(mask.shape)
-        return np.zeros((3, *mask.shape, 32), np.float32), h, c
+        return np.zeros((sizes.layers, *mask.shape, sizes.dim), np.float32), h, c
 
     monkeypatch.setattr(elmo._runner, "token_embeddings", token_embeddings)
     monkeypatch.setattr(elmo._runner, "bilm", bilm)
@@ -271,7 +306,7 @@ def test_many_short_sentences_are_streamed_within_the_budget(tiny_package, monke
     vectors = elmo.embed_iter(sentences(), batch_tokens=2048)
     first = next(vectors)
     assert read <= embedder_module.CHUNK_BATCHES * 2048  # one chunk read, not the whole input
-    assert first.shape == (3, 3, 32) and next(vectors).shape == (3, 1, 32)
+    assert first.shape == (sizes.layers, 3, sizes.dim) and next(vectors).shape == (sizes.layers, 1, sizes.dim)
     assert 2 + sum(1 for _ in vectors) == 100_000
     assert max(rows * (tokens + 2) for rows, tokens in shapes) <= 2048
     assert len(elmo.embed([["Hi"]] * 100_000, layers="top", batch_tokens=2048)) == 100_000
@@ -328,7 +363,7 @@ def test_malformed_input_names_the_sentence(elmo, sentences, error, message):
     ({"layers": [1.0, 2.0]}, r"expected 3 finite weights"),
     ({"layers": ["a", "b", "c"]}, r"the weights must be numbers"),
     ({"pool": "max"}, r"pool is 'max'; choose None or 'mean'"),
-    ({"state": "carried"}, r"state is 'carried'; choose 'warm', 'zero' or None"),
+    ({"state": "carried"}, r"state is 'carried'; choose one of warm, zero, or None"),
     ({"batch_tokens": 0}, r"batch_tokens is 0; expected a positive integer"),
     ({"batch_size": -1}, r"batch_size is -1; expected a positive integer or None"),
 ])
@@ -339,23 +374,21 @@ def test_bad_settings_are_refused_before_any_work(elmo, kwargs, message):
         elmo.embed_iter(iter([["Hi"]]), **kwargs)  # checked when called, not when iterated
 
 
-def test_long_tokens_are_cut_like_the_reference(elmo, tiny_weights):
+def test_long_tokens_are_cut_like_the_reference(elmo, tiny_model):
     long = "é" * 30  # 60 UTF-8 bytes: cut to 48, i.e. 24 characters
     got = elmo.embed([["A", long, "x" * 100]], state="zero")[0]
     cut = elmo.embed([["A", "é" * 24, "x" * 48]], state="zero")[0]
     np.testing.assert_array_equal(got, cut)
-    model = load_reference(*tiny_weights)
-    np.testing.assert_allclose(got, reference_layers(model, [["A", long, "x" * 100]], elmo, "zero")[0], atol=1e-5)
+    np.testing.assert_allclose(got, reference_layers(tiny_model, [["A", long, "x" * 100]], elmo, "zero")[0], atol=1e-5)
 
 
-def test_control_characters(elmo, tiny_weights):
+def test_control_characters(elmo, tiny_model):
     # In raw text they separate tokens, like whitespace; in given tokens they are bytes like any other.
     _, tokens = elmo.embed(["tab\tand\x00null\x1bescape"], return_tokens=True)
     assert tokens == [["tab", "and", "null", "escape"]]
     odd = [["a\x00b", "\x07", "c\x1bd", "\ud800lone"]]
     got = elmo.embed(odd, state="zero")[0]
-    model = load_reference(*tiny_weights)
-    np.testing.assert_allclose(got, reference_layers(model, odd, elmo, "zero")[0], atol=1e-5)
+    np.testing.assert_allclose(got, reference_layers(tiny_model, odd, elmo, "zero")[0], atol=1e-5)
 
 
 # -- packages -------------------------------------------------------------------------------------
@@ -387,7 +420,7 @@ def test_package_missing_a_file(package_copy):
 
 def test_corrupt_manifest(package_copy):
     (package_copy / "elmo.json").write_text('{"format_version": 1, "files": ')
-    with pytest.raises(PackageError, match="elmo.json: corrupt manifest, not valid JSON"):
+    with pytest.raises(PackageError, match="elmo.json: not a valid JSON manifest"):
         Elmo(package_copy)
 
 
@@ -415,6 +448,100 @@ def test_garbled_graph(package_copy):
     path.write_bytes(b"\x00garbage" * (path.stat().st_size // 8) + b"\x00" * (path.stat().st_size % 8))
     with pytest.raises(PackageError, match="bilm.onnx: ONNX Runtime cannot load this graph"):
         Elmo(package_copy)
+
+
+def rewrite_graph(package, name, change):
+    """Change one graph of a package, and record its new files in the manifest (so that only
+    the change, not a size or digest, can be what the runtime objects to)."""
+    import hashlib
+
+    import onnx
+
+    path = package / name
+    model = onnx.load(str(path))
+    change(model.graph)
+    (package / f"{name}.data").unlink()
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=f"{name}.data", size_threshold=1024)
+    files = {f: {"sha256": hashlib.sha256((package / f).read_bytes()).hexdigest(), "bytes": (package / f).stat().st_size}
+             for f in (name, f"{name}.data")}
+    edit_manifest(package, lambda d: d["files"].update(files))
+
+
+def test_outputs_are_taken_by_name_not_position(package_copy, elmo):
+    def reverse_outputs(graph):
+        outputs = list(graph.output)[::-1]  # final_c, final_h, layers
+        del graph.output[:]
+        graph.output.extend(outputs)
+
+    rewrite_graph(package_copy, "bilm.onnx", reverse_outputs)
+    for got, want in zip(Elmo(package_copy, device="cpu").embed(SENTENCES), elmo.embed(SENTENCES)):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_a_graph_output_the_contract_does_not_name_is_refused(package_copy):
+    def rename_final_c(graph):
+        node = next(n for n in graph.node if "final_c" in n.output)
+        node.output[list(node.output).index("final_c")] = "cell_state"
+        next(o for o in graph.output if o.name == "final_c").name = "cell_state"
+
+    rewrite_graph(package_copy, "bilm.onnx", rename_final_c)
+    with pytest.raises(PackageError, match=r"bilm.onnx: the graph does not match the package contract:\n  "
+                                           r"outputs are \['layers', 'final_h', 'cell_state'\], the contract says "
+                                           r"\['layers', 'final_h', 'final_c'\]"):
+        Elmo(package_copy)
+
+
+def test_a_graph_output_of_another_type_is_refused(package_copy):
+    from onnx import TensorProto
+
+    def mask_as_int64(graph):
+        cast = next(n for n in graph.node if "mask" in n.output)
+        next(a for a in cast.attribute if a.name == "to").i = TensorProto.INT64
+        next(o for o in graph.output if o.name == "mask").type.tensor_type.elem_type = TensorProto.INT64
+
+    rewrite_graph(package_copy, "token_embedder.onnx", mask_as_int64)
+    with pytest.raises(PackageError, match="token_embedder.onnx: .*output 'mask' is int64, the contract says int32"):
+        Elmo(package_copy)
+
+
+def test_the_contract_check_names_names_types_and_ranks():
+    from types import SimpleNamespace
+
+    from elmo_runtime import contract as C
+    from elmo_runtime.runner import check_session
+
+    spec = C.graph_specs(n_layers=2, projection_dim=16, dim=64)["token_embedder"]
+
+    def session(inputs, outputs):
+        args = lambda specs: [SimpleNamespace(name=n, type=t, shape=s) for n, t, s in specs]  # noqa: E731
+        return SimpleNamespace(get_inputs=lambda: args(inputs), get_outputs=lambda: args(outputs))
+
+    good_in = [("char_ids", "tensor(int32)", ["batch", "tokens", 50])]
+    good_out = [("token_embeddings", "tensor(float)", ["batch", "tokens", 16]), ("mask", "tensor(int32)", ["batch", "tokens"])]
+    check_session(session(good_in, good_out), spec, Path("te.onnx"))  # no error
+    with pytest.raises(PackageError) as info:
+        check_session(session([("char_ids", "tensor(int64)", ["batch", 50])], good_out[::-1]), spec, Path("te.onnx"))
+    message = str(info.value)
+    assert "input 'char_ids' is int64, the contract says int32" in message
+    assert "input 'char_ids' has rank 2" in message and "the contract says 3" in message
+    assert "outputs" not in message  # the same names in another order are fine: outputs go by name
+
+
+def test_a_manifest_whose_graphs_differ_from_the_contract_is_refused(package_copy):
+    edit_manifest(package_copy, lambda d: d["graphs"]["bilm"]["outputs"].pop("final_c"))
+    with pytest.raises(PackageError, match="graphs.bilm.outputs is .* the contract says"):
+        Elmo(package_copy)
+
+
+def test_the_manifest_reads_back_as_written(tiny_package):
+    from elmo_runtime.package import Manifest, load_manifest
+
+    data = json.loads((tiny_package / "elmo.json").read_text())
+    manifest = load_manifest(tiny_package)
+    assert manifest.to_json() == data
+    assert Manifest.from_json(data, "elmo.json").to_json() == data
+    assert (manifest.precision, manifest.initial_state_mode) == ("fp32", "warm")
 
 
 # -- devices and threads --------------------------------------------------------------------------
@@ -503,13 +630,13 @@ def test_cuda_matches_the_cpu(tiny_package, elmo):
 
 # -- the torch-free promise -----------------------------------------------------------------------
 
-def test_the_runtime_never_imports_torch(tiny_package):
+def test_the_runtime_never_imports_torch(tiny_package, sizes):
     code = (
         "import sys\n"
         "from elmo_runtime import Elmo\n"
         "import elmo_runtime.cli\n"
         f"v = Elmo({str(tiny_package)!r}).embed(['Torch-free, at last.'])\n"
-        "assert v[0].shape == (3, 5, 32), v[0].shape\n"
+        f"assert v[0].shape == {(sizes.layers, 5, sizes.dim)}, v[0].shape\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'elmo_export', 'onnx'))\n"
         "assert not heavy, heavy\n"
     )
@@ -537,11 +664,11 @@ def test_each_distinct_token_goes_through_the_char_cnn_once(tiny_package, monkey
     np.testing.assert_array_equal(again[0][0], first[0][0][[0, 4, 2, 3, 1]])
 
 
-def test_the_token_cache_is_bounded(tiny_package):
+def test_the_token_cache_is_bounded(tiny_package, sizes):
     elmo = Elmo(tiny_package, device="cpu", token_cache=3)
     elmo.embed([["a", "b", "c", "d", "e"]])
     assert len(elmo.token_cache) == 3
     # Entries own their memory: a view would keep its whole batch's output alive.
-    assert all(v.base is None and v.shape == (16,) for v in elmo.token_cache._entries.values())
+    assert all(v.base is None and v.shape == (sizes.projection_dim,) for v in elmo.token_cache._entries.values())
     with pytest.raises(ValueError, match="token cache size is -1"):
         Elmo(tiny_package, device="cpu", token_cache=-1)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # builds a wheel and installs it with its dependencies: minutes
 
 REPO = Path(__file__).resolve().parents[1]
 # Copied to build from: everything but environments, VCS data and build or test leftovers.

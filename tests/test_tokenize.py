@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from elmo_runtime.tokenize import Tokenizer, tokenize, tokenize_batch
+from tf_fixtures import FIXTURES, require_fixture
 
-FIXTURES = Path(__file__).parents[1].parent / "shared" / "fixtures"
 SENTENCES = FIXTURES / "bilm-tf" / "lm_embeddings_sentences.json"
 
 
@@ -199,8 +198,7 @@ def test_a_single_str_is_not_a_batch():
 
 
 def _reference_sentences() -> list[list[str]]:
-    if not SENTENCES.is_file():
-        pytest.skip(f"bilm-tf reference sentences not found at {SENTENCES} (they live in ../shared/fixtures)")
+    require_fixture(SENTENCES)
     return [s.split(" ") for group in json.loads(SENTENCES.read_text()) for s in group]
 
 

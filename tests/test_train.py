@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from elmo_export.corpus import build_vocab, read_sentences, write_vocab
-from elmo_export.train import (ARCHITECTURES, BACKWARD, FORWARD, TrainSettings, encode, evaluate,
-                               load_language_model, train, unigram_perplexity)
+from elmo_export.architectures import ARCHITECTURES
+from elmo_export.sentences import read_sentences
 from elmo_export.weights import load_reference
+from elmo_train.corpus import build_vocab, write_vocab
+from elmo_train.train import (BACKWARD, FORWARD, TrainSettings, encode, evaluate, load_language_model, train,
+                              unigram_perplexity)
 from elmo_runtime.chars import batch_to_char_ids
 
 SHIPPED = Path(__file__).resolve().parent.parent / "models" / "default-wordnet"
@@ -36,7 +38,7 @@ def trained(tmp_path_factory):
                              warmup_steps=1, dropout=0.0, cutoffs=(), eval_every=0, log_every=10,
                              heldout_sample=5)
     torch.set_num_threads(1)
-    result = train(_tiny_corpus(root / "corpus"), root / "out", ARCHITECTURES["tiny"], settings)
+    result = train(_tiny_corpus(root / "corpus"), root / "out", ARCHITECTURES["train-tiny"], settings)
     return result, root / "out"
 
 
@@ -55,7 +57,7 @@ def test_training_writes_the_official_files(trained):
         assert (out / name).is_file(), name
     options = json.loads((out / "options.json").read_text())
     assert options["lstm"]["use_skip_connections"] is True
-    assert options["char_cnn"]["filters"] == ARCHITECTURES["tiny"]["char_cnn"]["filters"]
+    assert options["char_cnn"]["filters"] == ARCHITECTURES["train-tiny"]["char_cnn"]["filters"]
 
 
 def test_written_weights_reproduce_the_trained_language_models(trained):
@@ -107,8 +109,13 @@ def test_shipped_model_beats_the_unigram_baseline():
     assert unigram == pytest.approx(recorded["unigram"], rel=1e-9)
 
 
+def test_the_shipped_model_is_the_default_wordnet_architecture():
+    # One name, one architecture: the table the trainer builds from describes the shipped files.
+    assert json.loads((SHIPPED / "options.json").read_text()) == ARCHITECTURES["default-wordnet"]
+
+
 def test_gloss_lines_give_the_definition_and_each_example():
-    from elmo_export.corpus import gloss_sentences
+    from elmo_train.corpus import gloss_sentences
 
     line = ('00004492 29 v 01 hold 4 001 @ 02422681 v 0000 01 + 08 00 | keep from exhaling or '
             'expelling; "hold your breath"; "she held her breath"  \n')

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from elmo_export.model import ElmoOptions
-from elmo_export.synthetic import PRESETS, random_model, write_synthetic
+from elmo_export.architectures import ARCHITECTURES
+from elmo_export.synthetic import random_model, write_synthetic
 from elmo_export.weights import WeightFileError, check_weight_file, load_reference, save_weights
 from elmo_runtime.chars import batch_to_char_ids
 
@@ -23,7 +24,7 @@ def tiny_copy(tiny_weights, tmp_path):
 
 
 def test_save_then_load_gives_the_same_model(tmp_path):
-    options = ElmoOptions.from_dict(PRESETS["tiny"])
+    options = ElmoOptions.from_dict(ARCHITECTURES["tiny"])
     model = random_model(options, seed=3)
     save_weights(model, tmp_path / "w.hdf5")
     (tmp_path / "o.json").write_text(json.dumps(options.to_dict()))
@@ -35,7 +36,7 @@ def test_save_then_load_gives_the_same_model(tmp_path):
 
 
 def test_synthetic_presets_have_the_official_sizes():
-    counts = {name: ElmoOptions.from_dict(o).parameter_count() for name, o in PRESETS.items()}
+    counts = {name: ElmoOptions.from_dict(o).parameter_count() for name, o in ARCHITECTURES.items()}
     assert round(counts["original"] / 1e6, 1) == 93.6
     assert round(counts["small"] / 1e6, 1) == 13.6
     assert round(counts["medium"] / 1e6, 1) == 28.0
@@ -103,10 +104,10 @@ def test_non_finite_weights_are_refused(tiny_copy):
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (lambda d: d["lstm"].pop("projection_dim"), r"missing field lstm.projection_dim"),
+        (lambda d: d["lstm"].pop("projection_dim"), r"missing field 'lstm.projection_dim'"),
         (lambda d: d["char_cnn"].update(activation="gelu"), r"activation is 'gelu'"),
         (lambda d: d["char_cnn"].update(filters=[[1, "x"]]), r"char_cnn.filters"),
-        (lambda d: d["lstm"].update(n_layers="2"), r"lstm.n_layers is '2'"),
+        (lambda d: d["lstm"].update(n_layers="2"), r"'lstm.n_layers' is str '2'"),
     ],
 )
 def test_bad_options_name_the_field(tiny_copy, edit, message):

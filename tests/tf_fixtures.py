@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,11 +23,23 @@ class FixtureSet:
     expected: dict[tuple[int, int], np.ndarray]  # (batch, row) -> top layer (T, 2P)
 
 
+def require_fixture(path: Path) -> Path:
+    """`path` under the fixtures; skip the test where it is absent, but fail in CI.
+
+    In CI (environment variable CI set) the ground truth must never go missing unnoticed.
+    """
+    if not path.exists():
+        where = (f"TF fixture not found at {path}: the fixtures must be in ../shared/fixtures beside the "
+                 f"checkout (here {FIXTURES}); they are not copied into the repository")
+        if os.environ.get("CI"):
+            pytest.fail(where + " (CI is set: a missing fixture is a failure, not a skip)")
+        pytest.skip(where)
+    return path
+
+
 def load_fixture_set(name: str) -> FixtureSet:
-    """Read one fixture folder; skip the test where ../shared/fixtures is absent."""
-    folder = FIXTURES / name
-    if not folder.is_dir():
-        pytest.skip(f"TF fixtures not found at {folder} (they live in ../shared/fixtures)")
+    """Read one fixture folder (`require_fixture`: a skip, or a failure in CI, where it is absent)."""
+    folder = require_fixture(FIXTURES / name)
     sentences_file = next(f for f in ("sentences.json", "lm_embeddings_sentences.json") if (folder / f).exists())
     sentences = json.loads((folder / sentences_file).read_text())
     batches = [[sentences[row][i].split(" ") for row in range(3)] for i in range(10)]

@@ -8,6 +8,7 @@ the held-out split when a hash of its text says so, so the split does not depend
 
 Writes into the output folder:
     train.txt, heldout.txt   one sentence a line, tokens separated by single spaces
+                             (`elmo_export.sentences.read_sentences` reads them)
     vocab.txt                `word<TAB>count`: <S>, </S>, <UNK>, then words with count >= k
                              by count (ties in byte order), counts from train.txt
     stats.json               token and sentence counts, the settings used
@@ -118,12 +119,6 @@ def read_vocab(path: str | Path) -> list[tuple[str, int]]:
     if [w for w, _ in rows[:3]] != list(SPECIAL_TOKENS):
         raise ValueError(f"{path}: must start with {', '.join(SPECIAL_TOKENS)}")
     return rows
-
-
-def read_sentences(path: str | Path) -> list[list[str]]:
-    """One tokenized sentence a line, tokens separated by single spaces."""
-    with Path(path).open(encoding="utf-8") as fin:
-        return [line.rstrip("\n").split(" ") for line in fin if line.strip()]
 
 
 def prepare_corpus(out_dir: str | Path, wordnet_dir: str | Path = WORDNET_DIR,

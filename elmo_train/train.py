@@ -40,36 +40,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from elmo_export.corpus import UNK_TOKEN, read_sentences, read_vocab
+from elmo_export.architectures import ARCHITECTURES
 from elmo_export.model import ElmoBiLm, ElmoOptions, LstmState
+from elmo_export.sentences import read_sentences
 from elmo_export.weights import load_reference, save_weights
 from elmo_runtime import contract
 from elmo_runtime.chars import tokens_to_char_ids
+from elmo_train.corpus import UNK_TOKEN, read_vocab
 
 log = logging.getLogger(__name__)
 
 FORWARD, BACKWARD = 0, 1
 BOS_ID, EOS_ID, UNK_ID = 0, 1, 2  # rows of vocab.txt
 
-# The shipped default: a small biLM (about 3M parameters) that trains on two CPU cores in
-# half an hour. bilm-tf's layout, scaled down.
-ARCHITECTURES: dict[str, dict] = {
-    "small": {
-        "lstm": {"dim": 512, "projection_dim": 128, "n_layers": 2, "cell_clip": 3,
-                 "proj_clip": 3, "use_skip_connections": True},
-        "char_cnn": {"embedding": {"dim": 16},
-                     "filters": [[1, 32], [2, 32], [3, 64], [4, 128], [5, 256]],
-                     "n_highway": 1, "activation": "relu", "n_characters": 262,
-                     "max_characters_per_token": 50},
-    },
-    "tiny": {
-        "lstm": {"dim": 32, "projection_dim": 16, "n_layers": 2, "cell_clip": 3,
-                 "proj_clip": 3, "use_skip_connections": True},
-        "char_cnn": {"embedding": {"dim": 4}, "filters": [[1, 8], [2, 8], [3, 16]],
-                     "n_highway": 1, "activation": "relu", "n_characters": 262,
-                     "max_characters_per_token": 50},
-    },
-}
+# The architecture `train` builds unless told otherwise (`elmo_export.architectures`).
+DEFAULT_ARCHITECTURE = "default-wordnet"
 
 
 @dataclass(frozen=True)
@@ -112,8 +97,8 @@ class TrainSettings:
 class BiLanguageModel(nn.Module):
     """An `ElmoBiLm` with the shared softmax that trains it as a forward and a backward LM."""
 
-    def __init__(self, options: ElmoOptions, n_words: int, cutoffs: Sequence[int] = (2000, 10000),
-                 div_value: float = 4.0, dropout: float = 0.1):
+    def __init__(self, options: ElmoOptions, n_words: int, cutoffs: Sequence[int] = TrainSettings.cutoffs,
+                 div_value: float = TrainSettings.div_value, dropout: float = TrainSettings.dropout):
         super().__init__()
         self.bilm = ElmoBiLm(options)
         # Clusters past the vocabulary are dropped; the softmax needs at least one.
@@ -370,7 +355,7 @@ def load_softmax(path: str | Path) -> nn.AdaptiveLogSoftmaxWithLoss:
 def load_language_model(model_dir: str | Path) -> tuple[BiLanguageModel, list[tuple[str, int]]]:
     """A trained model folder -> (the model in eval mode, its vocabulary rows)."""
     model_dir = Path(model_dir)
-    bilm = load_reference(model_dir / "options.json", model_dir / "weights.hdf5")
+    bilm = load_reference(model_dir / contract.OPTIONS_FILE, model_dir / contract.WEIGHTS_FILE)
     vocab_rows = read_vocab(model_dir / "vocab.txt")
     softmax = load_softmax(model_dir / "softmax.hdf5")
     if softmax.n_classes != len(vocab_rows):
@@ -383,8 +368,8 @@ def load_language_model(model_dir: str | Path) -> tuple[BiLanguageModel, list[tu
 def write_model(model: BiLanguageModel, out_dir: Path, vocab_path: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     options = model.bilm.options.to_dict()
-    (out_dir / "options.json").write_text(json.dumps(options, indent=2) + "\n", encoding="utf-8")
-    save_weights(model.bilm, out_dir / "weights.hdf5")
+    (out_dir / contract.OPTIONS_FILE).write_text(json.dumps(options, indent=2) + "\n", encoding="utf-8")
+    save_weights(model.bilm, out_dir / contract.WEIGHTS_FILE)
     save_softmax(model.softmax, out_dir / "softmax.hdf5")
     if vocab_path.resolve() != (out_dir / "vocab.txt").resolve():
         shutil.copyfile(vocab_path, out_dir / "vocab.txt")
@@ -395,14 +380,142 @@ class TrainResult(NamedTuple):
     record: dict  # what `training.json` holds
 
 
+class _Corpus(NamedTuple):
+    vocab_rows: list[tuple[str, int]]
+    vocab: dict[str, int]  # word -> vocabulary row
+    train_sentences: list[list[str]]
+    heldout: list[list[str]]
+    encoded: Encoded  # the training sentences as token-table indices
+
+    @property
+    def train_tokens(self) -> int:
+        return sum(len(s) for s in self.train_sentences)
+
+    def epochs(self, step: int, settings: TrainSettings) -> float:
+        """Passes over the training text after `step` steps (boundaries counted as tokens)."""
+        seen = step * settings.batch_size * settings.unroll_steps
+        return seen / (self.train_tokens + 2 * len(self.train_sentences))
+
+
+def _read_corpus(corpus: Path) -> _Corpus:
+    for name in ("train.txt", "heldout.txt", "vocab.txt"):
+        if not (corpus / name).is_file():
+            raise FileNotFoundError(f"{corpus / name} not found; make the corpus with elmo_train.corpus")
+    vocab_rows = read_vocab(corpus / "vocab.txt")
+    vocab = {w: i for i, (w, _) in enumerate(vocab_rows)}
+    train_sentences = read_sentences(corpus / "train.txt")
+    data = _Corpus(vocab_rows, vocab, train_sentences, read_sentences(corpus / "heldout.txt"),
+                   encode(train_sentences, vocab))
+    log.info("corpus: %d train sentences, %d tokens, %d distinct; %d held-out sentences; vocab %d",
+             len(train_sentences), data.train_tokens, len(data.encoded.n_bytes), len(data.heldout), len(vocab_rows))
+    return data
+
+
+class _Budget:
+    """When to stop: after `settings.steps`, or a step budget timed from the first steps for `minutes`.
+
+    The steps from the 3rd to the `3 + calibration_steps`th are timed (the first ones are slower)
+    before the warm-up ends, so the learning-rate schedule is that of `steps=budget`.
+    """
+
+    def __init__(self, settings: TrainSettings):
+        self.settings = settings
+        self.total_steps = settings.steps
+        self.started = time.perf_counter()
+        self.deadline = None if settings.minutes is None else self.started + settings.minutes * 60
+        self._calibration_start: float | None = None
+
+    def after_step(self, step: int) -> None:
+        settings = self.settings
+        if step == 3:
+            self._calibration_start = time.perf_counter()
+        if settings.steps is None and step == 3 + settings.calibration_steps:
+            per_step = (time.perf_counter() - self._calibration_start) / settings.calibration_steps
+            self.total_steps = max(step + 1, int((self.deadline - self.started) / per_step))
+            log.info("%.3f s a step: a budget of %d steps for %.1f minutes", per_step, self.total_steps,
+                     settings.minutes)
+            if self.total_steps <= settings.warmup_steps:
+                log.warning("the budget is inside the warm-up (%d steps)", settings.warmup_steps)
+
+    def done(self, step: int) -> bool:
+        if self.total_steps is not None and step >= self.total_steps:
+            return True
+        if self.deadline is not None and time.perf_counter() > self.deadline + 0.25 * (self.deadline - self.started):
+            log.warning("stopping at step %d of %s: over the time limit by a quarter", step, self.total_steps)
+            return True
+        return False
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started
+
+
+def _train_step(model: BiLanguageModel, optimizer: torch.optim.Optimizer, window: Window, state: LstmState,
+                lr: float, clip_norm: float) -> tuple[torch.Tensor, LstmState]:
+    """One optimizer step on one window: -> each LM's mean loss `(2,)` and the carried state."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    top, state = model(window.char_ids, window.n_bytes, window.tokens, state)
+    state = LstmState(state.h.detach(), state.c.detach())  # truncated backpropagation through time
+    log_p = model.target_log_probs(top, window.targets)  # (2, B, T)
+    per_direction = -(log_p * window.scored).sum(dim=(1, 2)) / window.scored.sum(dim=(1, 2)).clamp(min=1)  # (2,)
+    optimizer.zero_grad(set_to_none=True)
+    per_direction.mean().backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+    optimizer.step()
+    return per_direction.detach(), state
+
+
+def _log_losses(running: list[torch.Tensor], step: int, epoch: int, lr: float, budget: _Budget) -> dict:
+    """Log the mean losses since the last log; -> the `loss_history` entry."""
+    mean = torch.stack(running).mean(dim=0)
+    log.info("step %d epoch %d lr %.2e loss fwd %.3f bwd %.3f (ppl %.1f / %.1f) %.0f s", step, epoch, lr,
+             mean[0], mean[1], math.exp(mean[0]), math.exp(mean[1]), budget.seconds)
+    return {"step": step, "loss_forward": float(mean[0]), "loss_backward": float(mean[1])}
+
+
+def _run_record(model: BiLanguageModel, data: _Corpus, settings: TrainSettings, out: Path, step: int,
+                budget: _Budget, history: list[dict]) -> dict:
+    """Held-out perplexities, the held-out sample written beside the model, and the run record."""
+    train_seconds = budget.seconds
+    log.info("trained %d steps (%.2f epochs) in %.1f minutes", step, data.epochs(step, settings), train_seconds / 60)
+    ppl = evaluate(model, data.heldout, data.vocab, settings.eval_batch_size, settings.unroll_steps)
+    unigram = unigram_perplexity(data.heldout, data.vocab_rows)
+    log.info("held-out perplexity: forward %.2f, backward %.2f, unigram %.2f (%d targets)",
+             ppl["forward"], ppl["backward"], unigram, ppl["tokens"])
+    sample_every = max(1, len(data.heldout) // max(settings.heldout_sample, 1))
+    sample = data.heldout[::sample_every][: settings.heldout_sample]
+    (out / "heldout_sample.txt").write_text("".join(" ".join(s) + "\n" for s in sample), encoding="utf-8")
+    return {
+        "settings": asdict(settings),
+        "steps_done": step,
+        "step_budget": budget.total_steps,
+        "epochs": data.epochs(step, settings),
+        "train_seconds": train_seconds,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "parameters": {"bilm": sum(p.numel() for p in model.bilm.parameters()),
+                       "softmax": sum(p.numel() for p in model.softmax.parameters())},
+        "corpus": {"train_sentences": len(data.train_sentences), "train_tokens": data.train_tokens,
+                   "heldout_sentences": len(data.heldout), "vocab": len(data.vocab_rows)},
+        "heldout_perplexity": {"forward": ppl["forward"], "backward": ppl["backward"],
+                               "unigram": unigram, "targets": ppl["tokens"]},
+        "sample_perplexity": {**evaluate(model, sample, data.vocab, settings.eval_batch_size,
+                                         settings.unroll_steps),
+                              "unigram": unigram_perplexity(sample, data.vocab_rows)},
+        "loss_history": history,
+    }
+
+
 def train(corpus: str | Path, out: str | Path, options: dict | None = None,
           settings: TrainSettings = TrainSettings(steps=1000)) -> TrainResult:
     """Train a biLM on `corpus` (`train.txt`, `heldout.txt`, `vocab.txt`) and write it to `out`.
 
     Args:
-        corpus: folder made by `elmo_export.corpus` (or alike).
+        corpus: folder made by `elmo_train.corpus` (or alike).
         out: output folder (created).
-        options: the architecture in the official `options.json` layout; default `small`.
+        options: the architecture in the official `options.json` layout; default
+            `ARCHITECTURES["default-wordnet"]`.
         settings: the training settings.
 
     Returns:
@@ -414,118 +527,49 @@ def train(corpus: str | Path, out: str | Path, options: dict | None = None,
     """
     settings.check()
     corpus, out = Path(corpus), Path(out)
-    for name in ("train.txt", "heldout.txt", "vocab.txt"):
-        if not (corpus / name).is_file():
-            raise FileNotFoundError(f"{corpus / name} not found; make the corpus with elmo_export.corpus")
-    options_dict = options if options is not None else ARCHITECTURES["small"]
+    data = _read_corpus(corpus)
+    options_dict = options if options is not None else ARCHITECTURES[DEFAULT_ARCHITECTURE]
     elmo_options = ElmoOptions.from_dict(options_dict, source="training options")
 
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
-    vocab_rows = read_vocab(corpus / "vocab.txt")
-    vocab = {w: i for i, (w, _) in enumerate(vocab_rows)}
-    train_sentences = read_sentences(corpus / "train.txt")
-    heldout = read_sentences(corpus / "heldout.txt")
-    encoded = encode(train_sentences, vocab)
-    n_train_tokens = sum(len(s) for s in train_sentences)
-    log.info("corpus: %d train sentences, %d tokens, %d distinct; %d held-out sentences; vocab %d",
-             len(train_sentences), n_train_tokens, len(encoded.n_bytes), len(heldout), len(vocab_rows))
-
-    model = BiLanguageModel(elmo_options, len(vocab_rows), settings.cutoffs, settings.div_value,
+    model = BiLanguageModel(elmo_options, len(data.vocab_rows), settings.cutoffs, settings.div_value,
                             settings.dropout)
     init_like_bilm_tf(model)
     model.train()
-    n_bilm = sum(p.numel() for p in model.bilm.parameters())
-    n_softmax = sum(p.numel() for p in model.softmax.parameters())
-    log.info("parameters: biLM %d (file: %d), softmax %d", n_bilm, elmo_options.parameter_count(), n_softmax)
+    log.info("parameters: biLM %d (file: %d), softmax %d", sum(p.numel() for p in model.bilm.parameters()),
+             elmo_options.parameter_count(), sum(p.numel() for p in model.softmax.parameters()))
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
 
-    total_steps = settings.steps
-    started = time.perf_counter()
-    deadline = None if settings.minutes is None else started + settings.minutes * 60
+    budget = _Budget(settings)
     step, epoch, running, history = 0, 0, [], []
-    calibration_start = None
-    eval_subset = heldout[: settings.eval_sentences]
+    eval_subset = data.heldout[: settings.eval_sentences]
     done = False
     while not done:
-        order = rng.permutation(len(train_sentences))
-        streams = make_streams(encoded.sentences, order, settings.batch_size, settings.unroll_steps)
+        order = rng.permutation(len(data.train_sentences))
+        streams = make_streams(data.encoded.sentences, order, settings.batch_size, settings.unroll_steps)
         state = model.bilm.zero_state(settings.batch_size)
-        for window in windows(encoded, streams, settings.unroll_steps):
-            for group in optimizer.param_groups:
-                group["lr"] = settings.learning_rate * lr_factor(step, settings, total_steps)
-            top, state = model(window.char_ids, window.n_bytes, window.tokens, state)
-            state = LstmState(state.h.detach(), state.c.detach())
-            log_p = model.target_log_probs(top, window.targets)  # (2, B, T)
-            per_direction = -(log_p * window.scored).sum(dim=(1, 2)) / window.scored.sum(dim=(1, 2)).clamp(min=1)
-            loss = per_direction.mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.clip_norm)
-            optimizer.step()
+        for window in windows(data.encoded, streams, settings.unroll_steps):
+            lr = settings.learning_rate * lr_factor(step, settings, budget.total_steps)
+            per_direction, state = _train_step(model, optimizer, window, state, lr, settings.clip_norm)
             step += 1
-            running.append(per_direction.detach())
-
-            if step == 3:
-                calibration_start = time.perf_counter()
-            if settings.steps is None and step == 3 + settings.calibration_steps:
-                per_step = (time.perf_counter() - calibration_start) / settings.calibration_steps
-                total_steps = max(step + 1, int((deadline - started) / per_step))
-                log.info("%.3f s a step: a budget of %d steps for %.1f minutes", per_step, total_steps,
-                         settings.minutes)
-                if total_steps <= settings.warmup_steps:
-                    log.warning("the budget is inside the warm-up (%d steps)", settings.warmup_steps)
+            running.append(per_direction)
+            budget.after_step(step)
             if step % settings.log_every == 0:
-                mean = torch.stack(running).mean(dim=0)
+                history.append(_log_losses(running, step, epoch, lr, budget))
                 running = []
-                log.info("step %d epoch %d lr %.2e loss fwd %.3f bwd %.3f (ppl %.1f / %.1f) %.0f s",
-                         step, epoch, optimizer.param_groups[0]["lr"], mean[0], mean[1],
-                         math.exp(mean[0]), math.exp(mean[1]), time.perf_counter() - started)
-                history.append({"step": step, "loss_forward": float(mean[0]), "loss_backward": float(mean[1])})
             if settings.eval_every and step % settings.eval_every == 0:
-                ppl = evaluate(model, eval_subset, vocab, settings.eval_batch_size, settings.unroll_steps)
+                ppl = evaluate(model, eval_subset, data.vocab, settings.eval_batch_size, settings.unroll_steps)
                 log.info("step %d held-out (%d sentences) ppl fwd %.1f bwd %.1f", step,
                          len(eval_subset), ppl["forward"], ppl["backward"])
                 write_model(model, out, corpus / "vocab.txt")  # a usable model even if stopped
-            if total_steps is not None and step >= total_steps:
-                done = True
-            elif deadline is not None and time.perf_counter() > deadline + 0.25 * (deadline - started):
-                log.warning("stopping at step %d of %s: over the time limit by a quarter", step, total_steps)
-                done = True
+            done = budget.done(step)
             if done:
                 break
         epoch += 1
 
-    train_seconds = time.perf_counter() - started
-    log.info("trained %d steps (%.2f epochs) in %.1f minutes", step,
-             step * settings.batch_size * settings.unroll_steps / (n_train_tokens + 2 * len(train_sentences)),
-             train_seconds / 60)
     write_model(model, out, corpus / "vocab.txt")
-    ppl = evaluate(model, heldout, vocab, settings.eval_batch_size, settings.unroll_steps)
-    unigram = unigram_perplexity(heldout, vocab_rows)
-    log.info("held-out perplexity: forward %.2f, backward %.2f, unigram %.2f (%d targets)",
-             ppl["forward"], ppl["backward"], unigram, ppl["tokens"])
-    sample_every = max(1, len(heldout) // max(settings.heldout_sample, 1))
-    sample = heldout[::sample_every][: settings.heldout_sample]
-    (out / "heldout_sample.txt").write_text("".join(" ".join(s) + "\n" for s in sample), encoding="utf-8")
-    record = {
-        "settings": asdict(settings),
-        "steps_done": step,
-        "step_budget": total_steps,
-        "epochs": step * settings.batch_size * settings.unroll_steps / (n_train_tokens + 2 * len(train_sentences)),
-        "train_seconds": train_seconds,
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "parameters": {"bilm": n_bilm, "softmax": n_softmax},
-        "corpus": {"train_sentences": len(train_sentences), "train_tokens": n_train_tokens,
-                   "heldout_sentences": len(heldout), "vocab": len(vocab_rows)},
-        "heldout_perplexity": {"forward": ppl["forward"], "backward": ppl["backward"],
-                               "unigram": unigram, "targets": ppl["tokens"]},
-        "sample_perplexity": {**evaluate(model, sample, vocab, settings.eval_batch_size,
-                                         settings.unroll_steps),
-                              "unigram": unigram_perplexity(sample, vocab_rows)},
-        "loss_history": history,
-    }
+    record = _run_record(model, data, settings, out, step, budget, history)
     (out / "training.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return TrainResult(model.eval(), record)
 
@@ -535,7 +579,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Train an ELMo biLM and write it in the official layout.")
     parser.add_argument("--corpus", type=Path, required=True, help="folder with train.txt, heldout.txt, vocab.txt")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--architecture", choices=sorted(ARCHITECTURES), default="small")
+    parser.add_argument("--architecture", choices=sorted(ARCHITECTURES), default=DEFAULT_ARCHITECTURE)
     parser.add_argument("--options", type=Path, help="an options.json to train instead of --architecture")
     parser.add_argument("--steps", type=int, help="step budget (exact reproduction of a run)")
     parser.add_argument("--minutes", type=float, help="time budget; the step budget is estimated from it")

@@ -1,0 +1,251 @@
+"""Embed a text file, one sentence per line, into HDF5 (AllenNLP's layout) or NPZ: `embed_file`.
+
+`elmo-embed` is its command line. The output reads like the one AllenNLP's `allennlp elmo`
+command writes, so downstream scripts read it unchanged: one float32 dataset per input line,
+keyed by its 0-based line number as a string ("0", "1", ...), shaped `(L + 1, T, dim)` with
+layers="all" and `(T, dim)` with "top" or "average"; and a dataset `sentence_to_index` of shape
+(1,) holding one string, the JSON of {sentence text: key} (the text is the line stripped of
+surrounding whitespace; a sentence repeated maps to its last line, as in AllenNLP). In NPZ the
+same keys are `.npy` members of a zip file and `sentence_to_index` is a 0-d unicode array.
+
+The input is streamed: memory follows the batch budget, not the file (only the
+`sentence_to_index` texts are kept; forget_sentences drops them). Output goes to a temporary
+file beside the output, renamed onto it only once complete, so a crash never leaves a
+truncated output.
+
+Input rules: UTF-8 (a BOM is allowed); lines end with "\\n" (a "\\r" before it is dropped).
+An empty or blank line, or one that has no tokens, is an error naming the line, as in
+AllenNLP, unless allow_empty_lines embeds it as a 0-token dataset. An empty file is an
+error. Unless `tokenized`, each line is raw text, tokenized by `elmo_runtime.tokenize`;
+tokenized lines are split on whitespace (`str.split()`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import tempfile
+import zipfile
+from collections import deque
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from elmo_runtime.embedder import Elmo
+from elmo_runtime.tokenize import tokenize
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("hdf5", "npz")
+OUTPUT_LAYERS = ("all", "top", "average")
+SENTENCE_TO_INDEX = "sentence_to_index"
+
+
+class InputFileError(ValueError):
+    """An input file that cannot be embedded; the message names the file and line."""
+
+
+def embed_file(package: str | Path | Elmo, input: str | Path, output: str | Path, *, layers: str = "all",
+               format: str = "hdf5", tokenized: bool = False, batch_tokens: int | None = None,
+               batch_size: int | None = None, device: str = "auto", threads: int | None = None,
+               state: str | None = None, force: bool = False, allow_empty_lines: bool = False,
+               forget_sentences: bool = False, progress: bool | None = None) -> int:
+    """Embed every line of `input` into `output`; what `elmo-embed` runs.
+
+    Args:
+        package: a package directory, or an `Elmo` to reuse (then device/threads are ignored).
+        input: a UTF-8 text file, one sentence per line ("-": standard input).
+        output: the HDF5 or NPZ file to write.
+        layers: "all" -> `(L + 1, T, dim)` per sentence; "top" or "average" -> `(T, dim)`.
+        format: "hdf5" (AllenNLP's layout) or "npz".
+        tokenized: lines are already tokenized (split on whitespace) instead of raw text.
+        batch_tokens, batch_size, state: as for `Elmo.embed` (None: the defaults there).
+        device, threads: as for `Elmo`.
+        force: overwrite an existing `output`.
+        allow_empty_lines: embed empty lines as 0 tokens instead of refusing them.
+        forget_sentences: leave out `sentence_to_index` (AllenNLP's --forget-sentences).
+        progress: show a progress bar on stderr (None: only when stderr is a terminal).
+
+    Returns:
+        The number of sentences written.
+
+    Raises:
+        FileNotFoundError: no such input file, package or output directory.
+        FileExistsError: `output` exists and `force` is False.
+        InputFileError: invalid UTF-8, an empty line (unless allowed) or an empty file; the
+            message names the line. No output is left behind.
+        ValueError, TypeError, PackageError: bad settings or package (see `Elmo`).
+    """
+    _check_arguments(input, output, layers, format, force)
+    elmo = package if isinstance(package, Elmo) else Elmo(package, device=device, threads=threads)
+    lines = _Sentences(input, tokenized, allow_empty_lines)
+    with _replacing(Path(output), force) as tmp, _writer(format, tmp) as writer:
+        with _progress_bar(input, progress) as bar:
+            vectors = elmo.embed_iter(lines, layers=layers, state=state, batch_tokens=batch_tokens,
+                                      batch_size=batch_size)
+            count, sentence_to_index = _write_vectors(writer, vectors, lines.texts, not forget_sentences, bar)
+        if count == 0:
+            raise InputFileError(f"{input} is empty: there are no sentences to embed")
+        if not forget_sentences:
+            writer.add_sentence_to_index(json.dumps(sentence_to_index))
+    log.info("wrote %d sentences to %s", count, output)
+    return count
+
+
+def _check_arguments(input: str | Path, output: str | Path, layers: str, format: str, force: bool) -> None:
+    """Refuse bad settings and unusable files before any slow work."""
+    if layers not in OUTPUT_LAYERS:
+        raise ValueError(f"layers is {layers!r}; choose one of {', '.join(OUTPUT_LAYERS)}")
+    if format not in FORMATS:
+        raise ValueError(f"format is {format!r}; choose one of {', '.join(FORMATS)}")
+    output = Path(output)
+    if output.is_dir():
+        raise IsADirectoryError(f"output {output} is a directory; give a file name")
+    if output.exists() and not force:
+        raise FileExistsError(f"output {output} exists; pass --force (force=True) to overwrite it")
+    if not output.parent.is_dir():
+        raise FileNotFoundError(f"output directory {output.parent} does not exist")
+    if str(input) != "-" and not Path(input).is_file():
+        raise FileNotFoundError(f"input file not found: {input}")
+
+
+class _Sentences:
+    """The tokens of each line of a file, in order, checked.
+
+    `embed_iter` reads ahead of what it yields, so the texts of the lines read but not yet
+    written wait in `texts`, oldest first: the i-th vectors out belong to `texts[0]`.
+    """
+
+    def __init__(self, path: str | Path, tokenized: bool, allow_empty_lines: bool):
+        self.path, self.tokenized, self.allow_empty_lines = path, tokenized, allow_empty_lines
+        self.texts: deque[str] = deque()
+
+    def __iter__(self) -> Iterator[list[str]]:
+        for number, text in _read_lines(self.path):
+            tokens = text.split() if self.tokenized else tokenize(text)
+            if not tokens and not self.allow_empty_lines:
+                what = "is empty" if not text else "has no tokens"
+                raise InputFileError(f"{self.path}:{number}: line {what}; remove it or pass --allow-empty-lines "
+                                     "(allow_empty_lines=True) to embed it as 0 tokens")
+            self.texts.append(text)
+            yield tokens
+
+
+def _write_vectors(writer, vectors: Iterator[np.ndarray], texts: deque[str], keep_texts: bool,
+                   bar) -> tuple[int, dict[str, str]]:
+    """Write each sentence's vectors under its line's 0-based number; -> count and {text: key}
+    (empty unless `keep_texts`: with it, only the texts stay in memory, never the vectors)."""
+    sentence_to_index: dict[str, str] = {}
+    count = 0
+    for array in vectors:
+        key = str(count)
+        writer.add(key, array)
+        text = texts.popleft()
+        if keep_texts:
+            sentence_to_index[text] = key
+        count += 1
+        bar.update(1)
+    return count, sentence_to_index
+
+
+@contextmanager
+def _replacing(output: Path, force: bool) -> Iterator[Path]:
+    """A temporary file beside `output`, renamed onto it if the block succeeds, deleted if not.
+
+    A crash or an error never leaves a truncated `output`, nor a temporary file.
+    """
+    fd, tmp_name = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        if output.exists() and not force:  # appeared while we worked
+            raise FileExistsError(f"output {output} exists; pass --force (force=True) to overwrite it")
+        os.replace(tmp, output)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def _writer(format: str, path: Path) -> Iterator["_Hdf5Writer | _NpzWriter"]:
+    writer = (_Hdf5Writer if format == "hdf5" else _NpzWriter)(path)
+    try:
+        yield writer
+    finally:
+        writer.close()
+
+
+def _read_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """`(line number from 1, text stripped of surrounding whitespace)`, decoding strictly."""
+    stream = sys.stdin.buffer if str(path) == "-" else open(path, "rb")
+    try:
+        for number, raw in enumerate(stream, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise InputFileError(
+                    f"{path}:{number}: not valid UTF-8 (byte {raw[e.start:e.start + 1]!r} at column {e.start + 1})"
+                ) from None
+            if number == 1:
+                line = line.removeprefix("\ufeff")
+            yield number, line.strip()
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+
+
+def _progress_bar(path: str | Path, enabled: bool | None):
+    from tqdm.auto import tqdm
+
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    total = None
+    if enabled and str(path) != "-":
+        with open(path, "rb") as f:  # counting lines is cheap next to embedding them
+            total, last = 0, b"\n"
+            for block in iter(lambda: f.read(1 << 20), b""):
+                total += block.count(b"\n")
+                last = block[-1:]
+            total += last != b"\n"
+    return tqdm(total=total, unit=" sentences", disable=not enabled, file=sys.stderr, dynamic_ncols=True)
+
+
+class _Hdf5Writer:
+    def __init__(self, path: Path):
+        import h5py
+
+        self._h5py = h5py
+        self._file = h5py.File(path, "w")
+
+    def add(self, key: str, array: np.ndarray) -> None:
+        self._file.create_dataset(key, array.shape, dtype="float32", data=array)
+
+    def add_sentence_to_index(self, text: str) -> None:
+        # AllenNLP: a (1,) dataset of variable-length str holding json.dumps(sentence_to_index).
+        dataset = self._file.create_dataset(SENTENCE_TO_INDEX, (1,), dtype=self._h5py.special_dtype(vlen=str))
+        dataset[0] = text
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class _NpzWriter:
+    """`numpy.savez` layout, written one member at a time."""
+
+    def __init__(self, path: Path):
+        self._zip = zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
+
+    def add(self, key: str, array: np.ndarray) -> None:
+        with self._zip.open(f"{key}.npy", "w", force_zip64=True) as member:
+            np.lib.format.write_array(member, array, allow_pickle=False)
+
+    def add_sentence_to_index(self, text: str) -> None:
+        self.add(SENTENCE_TO_INDEX, np.array(text))  # 0-d unicode: loads without pickle
+
+    def close(self) -> None:
+        self._zip.close()
