@@ -66,10 +66,12 @@ def test_truncated_file_names_the_file(tiny_copy):
 
 def test_wrong_shape_names_dataset_expected_and_found(tiny_copy):
     options, weights = tiny_copy
+    o = ElmoOptions.from_file(options)
+    f_, p = o.n_filters, o.projection_dim
     with h5py.File(weights, "a") as f:
         del f["CNN_proj/W_proj"]
-        f["CNN_proj/W_proj"] = np.zeros((124, 17), np.float32)
-    with pytest.raises(WeightFileError, match=r"'CNN_proj/W_proj' has shape \(124, 17\), expected \(124, 16\)"):
+        f["CNN_proj/W_proj"] = np.zeros((f_, p + 1), np.float32)
+    with pytest.raises(WeightFileError, match=rf"'CNN_proj/W_proj' has shape \({f_}, {p + 1}\), expected \({f_}, {p}\)"):
         load_reference(options, weights)
 
 
