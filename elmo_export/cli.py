@@ -11,6 +11,7 @@ output that exists or cannot be written, a download that failed).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import sys
 import time
@@ -23,6 +24,9 @@ from elmo_runtime import contract as C
 log = logging.getLogger("elmo_export")
 
 EXIT_OK, EXIT_PARITY, EXIT_USAGE = 0, 1, 2
+# The exporter's extra: absent on a base (runtime-only) install.
+EXPORT_MODULES = ("torch", "onnx")
+EXPORT_INSTALL = 'pip install torch==2.13.0 && pip install "elmo-onnx[export]"'
 
 
 def _precision(name: str) -> str:
@@ -79,6 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
                              f"supported {supported.start}-{supported.stop - 1})")
     parser.add_argument("--force", action="store_true",
                         help="replace an existing package at OUT, once the new one is complete and verified")
+    parser.add_argument("--push-to-hub", metavar="OWNER/REPO",
+                        help="then upload the verified package, with a generated model card, to this Hugging Face "
+                             "Hub repository (created if needed; HF_TOKEN, HF_ENDPOINT as usual)")
+    parser.add_argument("--license", metavar="NAME",
+                        help="the licence of the source weights, for the model card (default: the catalog's for "
+                             "an official model, else the model folder's one LICENSE* file)")
+    parser.add_argument("--private", action="store_true", default=None,
+                        help="with --push-to-hub: create the repository private")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only warnings, errors and the summary")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -106,10 +118,42 @@ def summary(package: Path, seconds: float) -> str:
     return "\n".join(lines)
 
 
+def missing_export_modules() -> list[str]:
+    """The exporter's dependencies this install lacks (a base install lacks them all)."""
+    return [name for name in EXPORT_MODULES if importlib.util.find_spec(name) is None]
+
+
+def source_license(model: str | None, options: Path, given: str | None):
+    """The licence of the weights being exported, for a model card (see `--license`).
+
+    Raises:
+        UsageError: none given and none found.
+    """
+    from elmo_export.publish import SourceLicense
+
+    if given:
+        return SourceLicense(given)
+    if model is not None and not Path(model).exists():
+        from elmo_export.catalog import get_model
+
+        entry = get_model(model)
+        return SourceLicense(entry.license, url=entry.homepage)
+    found = SourceLicense.from_model_dir(options.parent)
+    if found is None:
+        raise UsageError(f"--push-to-hub needs the licence of the source weights: {options.parent} holds no single "
+                         "LICENSE* file; pass --license NAME (an SPDX id such as Apache-2.0)")
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run `elmo-export`; returns the exit code (0 ok, 1 parity failure, 2 usage/input error)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    missing = missing_export_modules()
+    if missing:
+        print(f"elmo-export: error: exporting needs {' and '.join(missing)}, which this install lacks (the runtime "
+              f"alone needs neither): {EXPORT_INSTALL}", file=sys.stderr)
+        return EXIT_USAGE
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="elmo-export: %(message)s")
     if not args.verbose:
@@ -122,7 +166,12 @@ def main(argv: list[str] | None = None) -> int:
     errors = (ValueError, OSError, ImportError, DownloadError)
     started = time.perf_counter()
     try:
+        if args.push_to_hub:  # a malformed repository fails before the export, not after
+            from elmo_runtime.hub import parse_repo
+
+            parse_repo(args.push_to_hub)
         options, weights = resolve_model(args.model, args.options, args.weights, progress=args.progress)
+        license = source_license(args.model, options, args.license) if args.push_to_hub else None
         package = export_package(options, weights, args.output, quantize=args.quantize,
                                  initial_state=args.initial_state, opset=args.opset, force=args.force,
                                  progress=args.progress)
@@ -136,6 +185,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"elmo-export: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     print(summary(package, time.perf_counter() - started))
+    if args.push_to_hub:
+        from huggingface_hub.errors import HfHubHTTPError
+
+        from elmo_export.publish import push_to_hub
+
+        try:
+            url = push_to_hub(package, args.push_to_hub, license=license, private=args.private)
+        except (HfHubHTTPError, ValueError, OSError) as e:
+            print(f"elmo-export: error: the package was exported to {package}, but pushing it to "
+                  f"{args.push_to_hub} failed: {e}", file=sys.stderr)
+            return EXIT_USAGE
+        print(f"pushed to {args.push_to_hub}: {url}")
     return EXIT_OK
 
 

@@ -23,7 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Embed a text file (one sentence per line) with an ELMo package into HDF5 "
                     "(AllenNLP's `elmo` command layout) or NPZ.",
     )
-    parser.add_argument("package", help="model package directory (written by elmo-export)")
+    parser.add_argument("package", metavar="PACKAGE",
+                        help="a package folder (written by elmo-export), 'default' (shipped inside the runtime), "
+                             "a catalog name (downloaded once and cached; ELMO_ONNX_CATALOG adds catalogs), or "
+                             "hf:owner/repo[@revision] (a package on the Hugging Face Hub)")
     parser.add_argument("input", help="UTF-8 text file, one sentence per line ('-': standard input)")
     parser.add_argument("output", help="HDF5 (or --format npz) file to write")
     which = parser.add_mutually_exclusive_group()

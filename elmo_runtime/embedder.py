@@ -1,6 +1,7 @@
 """The `Elmo` class: sentences in, ELMo vectors out.
 
     from elmo_runtime import Elmo
+    elmo = Elmo()                                        # the default package, shipped inside
     elmo = Elmo("path/to/package")                       # device="auto": CUDA if usable, else CPU
     vectors = elmo.embed([["The", "cat", "sat", "."], ["Hi", "!"]])   # pre-tokenized
     vectors = elmo.embed(["The cat sat.", "Hi!"])                      # raw text is tokenized
@@ -27,6 +28,8 @@ import numpy as np
 
 from elmo_runtime import contract as C
 from elmo_runtime.batching import batch_cost, check_budget, chunks_by_tokens, plan_batches
+from elmo_runtime.catalog import SHIPPED_NAME
+from elmo_runtime.resolve import resolve_package
 from elmo_runtime.runner import CPU, CUDA, RUN_ERRORS, PackageRunner
 from elmo_runtime.token_cache import DEFAULT_CACHE_BYTES, TokenEmbeddingCache
 from elmo_runtime.tokenize import tokenize
@@ -53,7 +56,10 @@ class Elmo:
     ONNX Runtime sessions run concurrently.
 
     Args:
-        package: a package directory written by `elmo-export` (holding `elmo.json`).
+        package: a package folder written by `elmo-export` (holding `elmo.json`), "default"
+            (the default model's int8 package, shipped inside the runtime), a catalog name, or
+            "hf:owner/repo[@revision]" (see `elmo_runtime.resolve.resolve_package` for the order;
+            downloads are cached and verified, `ELMO_ONNX_OFFLINE=1` uses the cache only).
         device: "auto" (CUDA when onnxruntime-gpu and a GPU are usable, else the CPU; the
             choice is logged at INFO), "cpu" or "cuda" (an error when CUDA is not usable).
         threads: intra-op threads per ONNX Runtime session (None: its default, one per core).
@@ -61,17 +67,19 @@ class Elmo:
             None: 512 on the CPU, 4096 on CUDA (`DEFAULT_BATCH_TOKENS`).
 
     Raises:
-        FileNotFoundError: `package` is not a directory or has no `elmo.json`.
+        FileNotFoundError: `package` is a path to no directory, or to one without `elmo.json`.
+        ValueError: an unknown package name (the known names and accepted forms are listed),
+            an unknown device or a bad thread count.
         PackageError: the package is missing files, corrupt, or from a newer format version.
+        DownloadError: the package could not be downloaded, or offline mode and not cached.
         RuntimeError: device="cuda" and CUDA is not usable (the error lists what is).
-        ValueError: an unknown device or a bad thread count.
     """
 
-    def __init__(self, package: str | Path, device: str = "auto", threads: int | None = None,
+    def __init__(self, package: str | Path = SHIPPED_NAME, device: str = "auto", threads: int | None = None,
                  batch_tokens: int | None = None, token_cache: int | None = None):
         if batch_tokens is not None:
             check_budget(batch_tokens, None)
-        self._runner = PackageRunner(package, device=device, threads=threads)
+        self._runner = PackageRunner(resolve_package(package), device=device, threads=threads)
         self.manifest = self._runner.manifest
         if token_cache is None:
             token_cache = DEFAULT_CACHE_BYTES // (4 * self.manifest.projection_dim)

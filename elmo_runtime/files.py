@@ -57,7 +57,8 @@ def embed_file(package: str | Path | Elmo, input: str | Path, output: str | Path
     """Embed every line of `input` into `output`; what `elmo-embed` runs.
 
     Args:
-        package: a package directory, or an `Elmo` to reuse (then device/threads are ignored).
+        package: a package folder or name (see `Elmo`), or an `Elmo` to reuse (then
+            device/threads are ignored).
         input: a UTF-8 text file, one sentence per line ("-": standard input).
         output: the HDF5 or NPZ file to write.
         layers: "all" -> `(L + 1, T, dim)` per sentence; "top" or "average" -> `(T, dim)`.

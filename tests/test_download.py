@@ -1,8 +1,8 @@
 """The model catalog and the download path, end to end against a local HTTP server.
 
-The server (stdlib `http.server` on 127.0.0.1, port 0, in a thread) serves the synthetic `tiny`
-model and can misbehave on demand: cut a response short, ignore `Range`, answer an error status,
-or serve damaged weights. A catalog entry points the download at it.
+The server (`tests/http_server.py`: stdlib `http.server` on 127.0.0.1) serves the synthetic
+`tiny` model and can misbehave on demand: cut a response short, ignore `Range`, answer an error
+status, or serve damaged weights. A catalog entry points the download at it.
 """
 
 from __future__ import annotations
@@ -12,15 +12,13 @@ import json
 import re
 import shutil
 import socket
-import threading
-from collections import defaultdict
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
+from http_server import serving
 
-from elmo_export import download
+from elmo_runtime import download
 from elmo_export.catalog import (
     CatalogModel,
     get_model,
@@ -41,93 +39,10 @@ REPO = Path(__file__).resolve().parents[1]
 OFFICIAL = ["small", "medium", "original", "original-5.5b"]
 
 
-# --- the local server -------------------------------------------------------------------------
-
-
-class ServerState:
-    """What the server serves, how it misbehaves, and every request it saw."""
-
-    def __init__(self) -> None:
-        self.files: dict[str, bytes] = {}
-        self.requests: list[dict] = []
-        self.cuts: dict[str, list[int]] = defaultdict(list)  # path -> bytes to send before dropping
-        self.statuses: dict[str, list[int]] = defaultdict(list)  # path -> error statuses to answer
-        self.ignore_range = False
-        self.lock = threading.Lock()
-        self.url = ""
-
-    def etag(self, path: str) -> str:
-        return '"' + hashlib.sha256(self.files[path]).hexdigest()[:16] + '"'
-
-    def seen(self, path: str) -> list[dict]:
-        with self.lock:
-            return [r for r in self.requests if r["path"] == path]
-
-
-class Handler(BaseHTTPRequestHandler):
-    timeout = 10  # a stuck client cannot hold a server thread for longer
-
-    def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
-        state: ServerState = self.server.state  # type: ignore[attr-defined]
-        with state.lock:
-            state.requests.append(
-                {"path": self.path, "range": self.headers.get("Range"), "if_range": self.headers.get("If-Range")}
-            )
-            status = state.statuses[self.path].pop(0) if state.statuses[self.path] else None
-            cut = state.cuts[self.path].pop(0) if state.cuts[self.path] else None
-        if status is not None:
-            self.send_error(status)
-            return
-        if self.path not in state.files:
-            self.send_error(404)
-            return
-        body, etag = state.files[self.path], state.etag(self.path)
-        start, status = 0, 200
-        requested = self.headers.get("Range")
-        if_range = self.headers.get("If-Range")
-        if requested and not state.ignore_range and if_range in (None, etag):
-            start = int(re.fullmatch(r"bytes=(\d+)-", requested).group(1))
-            if start >= len(body):
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{len(body)}")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            status = 206
-        payload = body[start:]
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(payload)))
-        self.send_header("ETag", etag)
-        if status == 206:
-            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-        self.end_headers()
-        if cut is not None:  # announce the whole length, send part of it, hang up
-            self.wfile.write(payload[:cut])
-            self.wfile.flush()
-            self.close_connection = True
-            self.connection.shutdown(socket.SHUT_RDWR)
-            return
-        self.wfile.write(payload)
-
-    def log_message(self, format: str, *args) -> None:  # keep test output quiet
-        pass
-
-
 @pytest.fixture
 def server():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    httpd.state = ServerState()  # type: ignore[attr-defined]
-    httpd.state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield httpd.state
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
-        assert not thread.is_alive(), "the test server did not stop"
+    with serving() as state:
+        yield state
 
 
 @pytest.fixture(autouse=True)
@@ -321,19 +236,68 @@ def test_corrupted_cache_file_is_detected_and_left_alone(served, source, tmp_pat
     assert len(server.seen("/tiny/weights.hdf5")) == 2
 
 
-def test_unrecorded_cached_files_are_verified_then_recorded(served, source, tmp_path):
+def test_unrecorded_unpinned_files_are_checked_and_used_but_never_recorded(served, source, tmp_path):
     server, entry = served
     cache = tmp_path / "cache"
     fetch(entry, cache)
-    (cache / "tiny" / "sha256.json").unlink()
+    (cache / "tiny" / "sha256.json").unlink()  # lost: as good as files put there by hand
     fetch(entry, cache)
     assert len(server.requests) == 2  # nothing downloaded again
-    assert json.loads((cache / "tiny" / "sha256.json").read_text())["weights.hdf5"]["sha256"] == sha(source["weights"])
+    # Nothing pins these files: a record rebuilt now would vouch for whatever the cache holds.
+    assert not (cache / "tiny" / "sha256.json").exists()
 
-    (cache / "tiny" / "sha256.json").unlink()
     (cache / "tiny" / "weights.hdf5").write_bytes(b"not hdf5 at all")
     with pytest.raises(CorruptCacheError, match="not usable"):
         fetch(entry, cache)
+
+
+def test_a_garbled_record_is_not_rebuilt_from_the_cache(served, source, tmp_path):
+    """Reliability probe L9: a flipped byte plus a garbled sha256.json must not pass as verified."""
+    server, entry = served
+    cache = tmp_path / "cache"
+    _, weights_path = fetch(entry, cache)
+    damaged = bytearray(source["weights"])
+    damaged[-100] ^= 0x01  # in the data: the file's structure still checks out
+    weights_path.write_bytes(bytes(damaged))
+    (cache / "tiny" / "sha256.json").write_text("{garbage")
+    with pytest.raises(CorruptCacheError) as failed:
+        fetch(entry, cache)
+    message = str(failed.value)
+    assert "cannot be trusted" in message and "sha256.json" in message and "is damaged" in message
+    assert "force=True" in message
+    assert (cache / "tiny" / "sha256.json").read_text() == "{garbage"  # left as it was
+
+    # With the digests pinned, the pins decide: the damaged file is caught, the record rewritten.
+    pinned = tiny_entry(server.url, options_sha256=sha(source["options"]), weights_sha256=sha(source["weights"]))
+    with pytest.raises(CorruptCacheError, match="the catalog pins"):
+        fetch(pinned, cache)
+    assert json.loads((cache / "tiny" / "sha256.json").read_text())["options.json"]["sha256"] == sha(source["options"])
+    weights_path.write_bytes(source["weights"])
+    assert fetch(pinned, cache)[1] == weights_path
+    assert len(server.requests) == 2
+
+
+def test_a_read_only_cache_filled_by_hand_works_offline(source, tmp_path, monkeypatch):
+    """Reliability probe L4: nothing may need writing to use files put in the cache by hand."""
+    cache = tmp_path / "cache"
+    (cache / "tiny").mkdir(parents=True)
+    (cache / "tiny" / "options.json").write_bytes(source["options"])
+    (cache / "tiny" / "weights.hdf5").write_bytes(source["weights"])
+    real_write_text, real_replace = Path.write_text, download.os.replace
+
+    def refuse(path) -> None:
+        if str(path).startswith(str(cache)):
+            raise OSError(30, "Read-only file system", str(path))
+
+    monkeypatch.setattr(Path, "write_text", lambda self, *a, **k: refuse(self) or real_write_text(self, *a, **k))
+    monkeypatch.setattr(download.os, "replace", lambda a, b: refuse(b) or real_replace(a, b))
+    entry = tiny_entry("http://127.0.0.1:9")  # nothing listens there: offline must not ask
+    assert fetch(entry, cache, offline=True) == (cache / "tiny" / "options.json", cache / "tiny" / "weights.hdf5")
+    # Pinned: verified against the pins; the record cannot be written, which is only a warning.
+    pinned = tiny_entry("http://127.0.0.1:9", options_sha256=sha(source["options"]),
+                        weights_sha256=sha(source["weights"]))
+    assert fetch(pinned, cache, offline=True)[1] == cache / "tiny" / "weights.hdf5"
+    assert sorted(p.name for p in (cache / "tiny").iterdir()) == ["options.json", "weights.hdf5"]
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])
@@ -441,10 +405,10 @@ def test_cache_location(served, source, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")
     assert default_cache_dir() == tmp_path / "home" / ".cache" / "elmo-onnx" / "models"
     monkeypatch.setenv("ELMO_ONNX_CACHE", str(tmp_path / "env"))
-    assert default_cache_dir() == tmp_path / "env"
+    assert default_cache_dir() == tmp_path / "env" / "models"
 
     options_path, weights_path = fetch_model("tiny", catalog={"tiny": entry}, progress=False)
-    assert weights_path == tmp_path / "env" / "tiny" / "weights.hdf5"
+    assert weights_path == tmp_path / "env" / "models" / "tiny" / "weights.hdf5"
     assert weights_path.read_bytes() == source["weights"]
     # The argument wins over the environment.
     _, elsewhere = fetch(entry, tmp_path / "arg")

@@ -160,3 +160,13 @@ def test_an_official_name_is_fetched(tiny_weights, monkeypatch):
     assert fetched == [name]
     with pytest.raises(ModelSourceError, match="nor is it an official model name.*known models"):
         resolve_model("not-a-model")
+
+
+def test_without_torch_it_says_in_one_line_what_to_install(tmp_path, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # as on a base install: torch cannot be found
+    assert main(["-o", str(tmp_path / "out")]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "needs torch" in err and 'pip install torch==2.13.0 && pip install "elmo-onnx[export]"' in err
+    assert not (tmp_path / "out").exists()

@@ -47,6 +47,13 @@ def test_base_install_embeds_text_without_torch(tiny_package, tmp_path):
     built = pip("wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "wheels"), str(source))
     assert built.returncode == 0, built.stderr
     (wheel,) = (tmp_path / "wheels").glob("elmo_onnx-*.whl")
+    import zipfile
+
+    members = zipfile.ZipFile(wheel).namelist()
+    # What the runtime never reads stays out: the default model's TF weights and training files.
+    assert not [m for m in members if m.endswith((".hdf5", "vocab.txt"))], members
+    assert {"elmo_runtime/default/elmo.json", "elmo_runtime/default/bilm.onnx.data",
+            "elmo_runtime/catalog.json"} <= set(members)
 
     venv = tmp_path / "venv"
     # No pip inside (saves ensurepip's seconds): this interpreter's pip installs into it via --python.
@@ -69,7 +76,9 @@ def test_base_install_embeds_text_without_torch(tiny_package, tmp_path):
         f"elmo = Elmo({str(tiny_package)!r})\n"
         "vectors = elmo.embed(['The base install embeds text.', 'No torch needed!'], layers='top')\n"
         "assert [v.shape for v in vectors] == [(6, 32), (4, 32)], [v.shape for v in vectors]\n"
-        "assert not [m for m in sys.modules if m.split('.')[0] in ('torch', 'elmo_export')]\n"
+        "default = Elmo().embed(['The shipped package needs no download.'], layers='top')\n"
+        "assert default[0].shape == (7, 256), default[0].shape\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] in ('torch', 'elmo_export', 'huggingface_hub')]\n"
         "print('ok')\n"
     )
     ran = subprocess.run([str(python), "-c", code], capture_output=True, text=True, env=clean_env(), cwd=tmp_path)
@@ -81,4 +90,15 @@ def test_base_install_embeds_text_without_torch(tiny_package, tmp_path):
                              "--top", "-q"], capture_output=True, text=True, env=clean_env(), cwd=tmp_path)
     assert script.returncode == 0, script.stderr
     assert (tmp_path / "out.hdf5").is_file()
+    offline = {**clean_env(), "ELMO_ONNX_OFFLINE": "1", "ELMO_ONNX_CACHE": str(tmp_path / "cache")}
+    script = subprocess.run([str(venv / "bin" / "elmo-embed"), "default", str(text), str(tmp_path / "default.hdf5"),
+                             "-q"], capture_output=True, text=True, env=offline, cwd=tmp_path)
+    assert script.returncode == 0, script.stderr
+
+    # The exporter's command is there, but says in one line what it needs instead of a traceback.
+    export = subprocess.run([str(venv / "bin" / "elmo-export"), "-o", str(tmp_path / "pkg")], capture_output=True,
+                            text=True, env=clean_env(), cwd=tmp_path)
+    assert export.returncode == 2
+    assert export.stderr.count("\n") == 1 and "pip install torch==2.13.0" in export.stderr, export.stderr
+    assert "Traceback" not in export.stderr and not (tmp_path / "pkg").exists()
     print(f"install test took {time.perf_counter() - started:.1f} s")
