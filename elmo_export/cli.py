@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from elmo_export.download import DownloadError
-from elmo_export.sources import resolve_model
+from elmo_export.sources import ModelSourceError, resolve_model
 from elmo_runtime import contract as C
 
 log = logging.getLogger("elmo_export")
@@ -127,7 +127,7 @@ def source_license(model: str | None, options: Path, given: str | None):
     """The licence of the weights being exported, for a model card (see `--license`).
 
     Raises:
-        UsageError: none given and none found.
+        ModelSourceError: none given and none found.
     """
     from elmo_export.publish import SourceLicense
 
@@ -140,7 +140,7 @@ def source_license(model: str | None, options: Path, given: str | None):
         return SourceLicense(entry.license, url=entry.homepage)
     found = SourceLicense.from_model_dir(options.parent)
     if found is None:
-        raise UsageError(f"--push-to-hub needs the licence of the source weights: {options.parent} holds no single "
+        raise ModelSourceError(f"--push-to-hub needs the licence of the source weights: {options.parent} holds no single "
                          "LICENSE* file; pass --license NAME (an SPDX id such as Apache-2.0)")
     return found
 

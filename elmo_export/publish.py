@@ -70,7 +70,7 @@ def verified_manifest(package: str | Path) -> dict:
         FileNotFoundError, PackageError: no package, a file that does not match, or no passed
             parity report.
     """
-    manifest = load_manifest(package, verify_files=True).data
+    manifest = load_manifest(package, verify_files=True).to_json()
     parity = manifest.get("parity")
     if not isinstance(parity, dict) or parity.get("passed") is not True:
         raise PackageError(f"{package}: the manifest holds no passed parity report; only a package that "

@@ -53,6 +53,6 @@ def test_the_shipped_default_verifies():
     from elmo_runtime.package import load_manifest
 
     manifest = load_manifest(SHIPPED_PACKAGE, verify_files=True)
-    assert manifest.precision == "int8" and manifest.data["parity"]["passed"] is True
-    total = sum(entry["bytes"] for entry in manifest.data["files"].values())
+    assert manifest.precision == "int8" and manifest.parity["passed"] is True
+    total = sum(entry["bytes"] for entry in manifest.files.values())
     assert total < 4_000_000, f"the shipped package grew to {total / 1e6:.1f} MB"

@@ -42,3 +42,15 @@ def test_the_readme_main_job_gives_the_pinned_vectors(tmp_path):
         got = [float(f[key][index]) for key, values in PINNED.items() for index in values]
     want = [value for values in PINNED.values() for value in values.values()]
     np.testing.assert_allclose(got, want, atol=2e-3, rtol=0)
+
+
+def test_the_readme_first_command_embeds_with_the_shipped_package(tmp_path, monkeypatch):
+    # pip install . && ... && elmo-embed default sentences.txt vectors.hdf5   (no torch, no download)
+    monkeypatch.setenv("ELMO_ONNX_OFFLINE", "1")
+    sentences = tmp_path / "sentences.txt"
+    sentences.write_text("".join(s + "\n" for s in SENTENCES), encoding="utf-8")
+    assert embed_cli.main(["default", str(sentences), str(tmp_path / "vectors.hdf5"), "-q"]) == 0
+    with h5py.File(tmp_path / "vectors.hdf5") as f:
+        got = [float(f[key][index]) for key, values in PINNED.items() for index in values]
+    want = [value for values in PINNED.values() for value in values.values()]
+    np.testing.assert_allclose(got, want, atol=2e-3, rtol=0)
