@@ -58,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "model", nargs="?", metavar="MODEL",
-        help="a directory holding options.json and exactly one weights .hdf5 (or one *weights.hdf5), or the "
+        help="a directory holding options.json and exactly one weights .hdf5 (or one *weights.hdf5), an "
+             "ELMoForManyLangs model directory (config.json, char.dic, word.dic, token_embedder.pkl, encoder.pkl), "
+             "a model ZIP of either kind (as the NLPL repository serves them), or the "
              "name of an official model (e.g. small, original), downloaded into the cache; "
              "omitted: the project's default model (models/default*/, shipped with elmo-onnx)",
     )
@@ -160,21 +162,29 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("onnxruntime").setLevel(logging.WARNING)
 
     # Imported here: `--help` and argument errors stay fast (torch and onnx load in seconds).
-    from elmo_export.export import export_package
+    from elmo_export.archives import export_other_family, is_other_family
+    from elmo_export.export import ExportSettings, export_package
     from elmo_export.parity import ParityError
 
     errors = (ValueError, OSError, ImportError, DownloadError)
     started = time.perf_counter()
+    settings = dict(quantize=args.quantize, initial_state=args.initial_state, opset=args.opset, force=args.force,
+                    progress=args.progress)
     try:
         if args.push_to_hub:  # a malformed repository fails before the export, not after
             from elmo_runtime.hub import parse_repo
 
             parse_repo(args.push_to_hub)
-        options, weights = resolve_model(args.model, args.options, args.weights, progress=args.progress)
-        license = source_license(args.model, options, args.license) if args.push_to_hub else None
-        package = export_package(options, weights, args.output, quantize=args.quantize,
-                                 initial_state=args.initial_state, opset=args.opset, force=args.force,
-                                 progress=args.progress)
+        if args.model is not None and is_other_family(args.model):
+            if args.push_to_hub and not args.license:
+                raise ValueError("--push-to-hub needs the licence of the source weights: ELMoForManyLangs and NLPL "
+                                 "models state none; pass --license NAME")
+            license = source_license(args.model, Path(args.model), args.license) if args.push_to_hub else None
+            package = export_other_family(args.model, args.output, ExportSettings(**settings))
+        else:
+            options, weights = resolve_model(args.model, args.options, args.weights, progress=args.progress)
+            license = source_license(args.model, options, args.license) if args.push_to_hub else None
+            package = export_package(options, weights, args.output, **settings)
     except ParityError as e:
         print(f"elmo-export: error: {e}", file=sys.stderr)
         if e.report.modes:

@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Union
+from typing import Callable, Union
 
 import onnx
 import torch
@@ -43,8 +43,8 @@ from elmo_export.quantize import quantize as quantize_graph
 from elmo_export.sentences import builtin_sentences
 from elmo_export.weights import load_reference
 from elmo_runtime import contract as C
-from elmo_runtime.chars import batch_to_char_ids
 from elmo_runtime.package import InitialState, Manifest, sha256_of
+from elmo_runtime.token_schemes import DictionaryScheme
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,8 @@ class ExportSettings:
 
 def graph_specs(options: ElmoOptions) -> dict[str, C.GraphSpec]:
     """The contract's graph interface for a model's options (`contract.graph_specs`)."""
-    return C.graph_specs(options.n_layers, options.projection_dim, options.dim)
+    return C.graph_specs(options.n_layers, options.projection_dim, options.dim, options.max_characters_per_token,
+                         word_ids=options.word_dim > 0)
 
 
 class GraphValidationError(ValueError):
@@ -178,7 +179,7 @@ def warm_state(model: ElmoBiLm, sentences: list[list[str]], progress: bool = Fal
     state = None
     with torch.no_grad():
         for sentence in tqdm(sentences, desc="warm-up", unit="sentence", disable=None if progress else True, leave=False):
-            state = model(torch.from_numpy(batch_to_char_ids([sentence])), state).state
+            state = model.run_tokens([sentence], state).state
     return LstmState(state.h[:, :, 0], state.c[:, :, 0])
 
 
@@ -248,7 +249,29 @@ def build_manifest(model: ElmoBiLm, settings: ExportSettings, source: dict, stat
         initial_state=initial_state,
         source=source,
         producer={"name": "elmo-onnx", "version": _producer_version()},
+        **token_scheme_entries(model),
     )
+
+
+def token_scheme_entries(model: ElmoBiLm) -> dict:
+    """The manifest fields that say how tokens become ids (`elmo_runtime.token_schemes`).
+
+    Byte-scheme models keep format 1's `chars` entry (with their own width; format 2 where it
+    is not 50); dictionary models (ELMoForManyLangs) describe their dictionaries, shipped
+    beside the graphs, and that they expect pre-tokenized input.
+    """
+    scheme = model.scheme
+    if not isinstance(scheme, DictionaryScheme):
+        width = scheme.max_characters_per_token
+        return {"chars": scheme.to_manifest(),
+                "format_version": C.BYTES_FORMAT_VERSION if width == C.MAX_CHARACTERS_PER_TOKEN else C.FORMAT_VERSION}
+    return {"format_version": C.FORMAT_VERSION, "chars": scheme.to_manifest(),
+            "input": {"tokenization": "pretokenized", "expects": INPUT_EXPECTS_UD}}
+
+
+INPUT_EXPECTS_UD = ("tokens as in Universal Dependencies treebanks (CoNLL 2018 shared task); Chinese "
+                    "word-segmented. Raw text is not tokenized by default: pass token lists, or choose "
+                    "a tokenizer (Elmo(..., tokenizer='whitespace'), elmo-embed --tokenized)")
 
 
 def _warm_state_and_reference(model: ElmoBiLm, settings: ExportSettings
@@ -310,17 +333,46 @@ def export_package(
             listed); nothing is left at `out_dir`.
     """
     settings = ExportSettings(quantize=quantize, initial_state=initial_state, opset=opset, force=force, progress=progress)
-    options_path, weights_path, out = Path(options), Path(weights), Path(out_dir)
+    return export_reference(bilm_tf_loader(options, weights), out_dir, settings)
+
+
+def bilm_tf_loader(options: str | Path, weights: str | Path) -> Callable[[], tuple[ElmoBiLm, dict]]:
+    """`export_reference`'s loader for `options.json` + `weights.hdf5` (bilm-tf's layout)."""
+    options_path, weights_path = Path(options), Path(weights)
+
+    def load() -> tuple[ElmoBiLm, dict]:
+        source = {
+            "options_file": options_path.name,
+            "options_sha256": sha256_of(options_path),
+            "weights_file": weights_path.name,
+            "weights_sha256": sha256_of(weights_path),
+        }
+        return load_reference(options_path, weights_path), source
+
+    return load
+
+
+def export_reference(load: Callable[[], tuple[ElmoBiLm, dict]], out_dir: str | Path,
+                     settings: ExportSettings | None = None) -> Path:
+    """Export the reference biLM that `load()` returns (with its manifest `source` entry).
+
+    Every model family goes through here once its loader has built the reference: the
+    staging directory and the checks are those of `export_package`, which documents the
+    errors. `load` runs after the output is checked, so that a bad output fails before any
+    slow step.
+    """
+    settings = ExportSettings() if settings is None else settings
+    out = Path(out_dir)
     _check_output(out, settings.force)
 
     started = time.perf_counter()
     staging = _make_staging_dir(out)  # first: an unwritable output fails before any slow step
     try:
-        model = load_reference(options_path, weights_path)
+        model, source = load()
         o = model.options
         log.info("reference biLM: %.1fM parameters (LSTM %d x %d, projection %d)", o.parameter_count() / 1e6,
                  o.n_layers, o.dim, o.projection_dim)
-        _export_into(model, settings, options_path, weights_path, staging)
+        _export_into(model, settings, source, staging)
         _check_output(out, settings.force)  # again: something may have appeared meanwhile
         _move_into_place(staging, out)
     except BaseException:
@@ -330,8 +382,7 @@ def export_package(
     return out
 
 
-def _export_into(model: ElmoBiLm, settings: ExportSettings, options_path: Path, weights_path: Path,
-                 directory: Path) -> None:
+def _export_into(model: ElmoBiLm, settings: ExportSettings, source: dict, directory: Path) -> None:
     specs = graph_specs(model.options)
     graph_precision = "fp16" if settings.precision == "fp16" else "fp32"
     builders = {"token_embedder": onnx_graph.build_token_embedder, "bilm": onnx_graph.build_bilm}
@@ -347,12 +398,8 @@ def _export_into(model: ElmoBiLm, settings: ExportSettings, options_path: Path, 
         log.info("built, saved and checked %s (%s, %.1f MB) in %.1f s", path.name, settings.precision,
                  path.stat().st_size / 1e6, time.perf_counter() - t)
 
-    source = {
-        "options_file": options_path.name,
-        "options_sha256": sha256_of(options_path),
-        "weights_file": weights_path.name,
-        "weights_sha256": sha256_of(weights_path),
-    }
+    if isinstance(model.scheme, DictionaryScheme):
+        model.scheme.write_files(directory)
     state, warmup, reference = _warm_state_and_reference(model, settings)
     manifest = build_manifest(model, settings, source, state, warmup).replace(files={
         f.name: {"sha256": sha256_of(f), "bytes": f.stat().st_size}

@@ -10,16 +10,18 @@ all, P projection, D LSTM cells, L layers.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import nn
 
 from elmo_runtime import contract
-from elmo_runtime.chars import BOS_CHAR_IDS, EOS_CHAR_IDS
 from elmo_runtime.jsonfile import json_field, read_json
+from elmo_runtime.token_schemes import WORD_IDS, ByteScheme, TokenScheme
 
 # The char vocabulary: 256 bytes + 5 marks, shifted by one so that id 0 is a padding row.
 N_CHAR_IDS = 262
@@ -41,10 +43,24 @@ class ElmoOptions:
     use_skip_connections: bool
     n_characters: int = N_CHAR_IDS
     max_characters_per_token: int = contract.MAX_CHARACTERS_PER_TOKEN
+    # bilm-tf has no CNN_proj when the filters already sum to projection_dim, and no W_P_0
+    # when projection_dim is not below dim (an LSTMCell without num_proj).
+    token_projection: bool = True
+    lstm_projection: bool = True
+    # ELMoForManyLangs: a per-model char dictionary (its size; None: the 262-id byte scheme)
+    # and a word embedding concatenated, word part first, before the projection.
+    char_vocab_size: int | None = None
+    word_dim: int = 0
+    word_vocab_size: int = 0
 
     @property
     def n_filters(self) -> int:
         return sum(n for _, n in self.filters)
+
+    @property
+    def char_table_rows(self) -> int:
+        """Rows of the char embedding table: id 0 (a zero row) for padding tokens, then the ids."""
+        return N_CHAR_IDS if self.char_vocab_size is None else self.char_vocab_size + 1
 
     @classmethod
     def from_file(cls, path: str | Path) -> "ElmoOptions":
@@ -73,11 +89,11 @@ class ElmoOptions:
         options = cls(
             char_embedding_dim=field("char_cnn", "embedding", "dim"),
             filters=tuple((w, n) for w, n in filters),
-            n_highway=field("char_cnn", "n_highway"),
+            n_highway=field("char_cnn", "n_highway", default=0),  # bilm-tf's default
             activation=field("char_cnn", "activation", kind=str),
             dim=field("lstm", "dim"),
             projection_dim=field("lstm", "projection_dim"),
-            n_layers=field("lstm", "n_layers"),
+            n_layers=field("lstm", "n_layers", default=1),  # bilm-tf's default
             cell_clip=field("lstm", "cell_clip", kind=number, default=None),
             proj_clip=field("lstm", "proj_clip", kind=number, default=None),
             use_skip_connections=field("lstm", "use_skip_connections", kind=bool, default=False),
@@ -86,19 +102,24 @@ class ElmoOptions:
                 "char_cnn", "max_characters_per_token", default=contract.MAX_CHARACTERS_PER_TOKEN
             ),
         )
+        p, d = options.projection_dim, options.dim
+        if p > d:
+            # bilm-tf then runs an LSTMCell without projection whose D-wide output cannot
+            # stack with the P-wide token layer: no working model has it.
+            raise ValueError(f"{source}: lstm.projection_dim {p} > lstm.dim {d}: not a bilm-tf architecture")
+        options = dataclasses.replace(options, token_projection=options.n_filters != p, lstm_projection=p < d)
         options.check(source)
         return options
 
     def check(self, source: str = "options") -> None:
         if self.activation not in ("relu", "tanh"):
             raise ValueError(f"{source}: char_cnn.activation is {self.activation!r}, expected relu or tanh")
-        if self.max_characters_per_token != contract.MAX_CHARACTERS_PER_TOKEN:
+        if self.max_characters_per_token < 3:
             raise ValueError(
-                f"{source}: char_cnn.max_characters_per_token is {self.max_characters_per_token}, "
-                f"only {contract.MAX_CHARACTERS_PER_TOKEN} is supported"
+                f"{source}: char_cnn.max_characters_per_token is {self.max_characters_per_token}, expected >= 3"
             )
         # Trained models say 261 (no padding id), exported ones 262; both index the same table.
-        if self.n_characters not in (N_CHAR_IDS - 1, N_CHAR_IDS):
+        if self.char_vocab_size is None and self.n_characters not in (N_CHAR_IDS - 1, N_CHAR_IDS):
             raise ValueError(f"{source}: char_cnn.n_characters is {self.n_characters}, expected 261 or 262")
         for name in ("char_embedding_dim", "dim", "projection_dim", "n_layers"):
             if getattr(self, name) <= 0:
@@ -107,6 +128,12 @@ class ElmoOptions:
             raise ValueError(f"{source}: char_cnn.n_highway is {self.n_highway}, expected >= 0")
         if max(w for w, _ in self.filters) > self.max_characters_per_token:
             raise ValueError(f"{source}: a filter is wider than {self.max_characters_per_token} characters")
+        if not self.token_projection and self.word_dim + self.n_filters != self.projection_dim:
+            raise ValueError(f"{source}: without a token projection the filters ({self.n_filters}) must sum to "
+                             f"projection_dim ({self.projection_dim})")
+        if not self.lstm_projection and self.projection_dim != self.dim:
+            raise ValueError(f"{source}: without an LSTM projection, projection_dim ({self.projection_dim}) "
+                             f"must equal dim ({self.dim})")
 
     def to_dict(self) -> dict:
         """The official nested layout, as written to `options.json`."""
@@ -120,7 +147,7 @@ class ElmoOptions:
             lstm["cell_clip"] = self.cell_clip
         if self.proj_clip is not None:
             lstm["proj_clip"] = self.proj_clip
-        return {
+        out = {
             "lstm": lstm,
             "char_cnn": {
                 "embedding": {"dim": self.char_embedding_dim},
@@ -131,13 +158,26 @@ class ElmoOptions:
                 "max_characters_per_token": self.max_characters_per_token,
             },
         }
+        # Written only where they differ from what from_dict derives, so that bilm-tf options
+        # read back the same.
+        if self.token_projection != (self.n_filters != self.projection_dim) or self.word_dim:
+            out["char_cnn"]["projection"] = self.token_projection
+        if self.lstm_projection != (self.projection_dim < self.dim):
+            lstm["projection"] = self.lstm_projection
+        if self.char_vocab_size is not None:
+            out["char_cnn"]["char_vocab_size"] = self.char_vocab_size
+        if self.word_dim:
+            out["word_embedding"] = {"dim": self.word_dim, "vocab_size": self.word_vocab_size}
+        return out
 
     def parameter_count(self) -> int:
         e, f, p, d = self.char_embedding_dim, self.n_filters, self.projection_dim, self.dim
-        cnn = (N_CHAR_IDS - 1) * e + sum(w * e * n + n for w, n in self.filters)
+        cnn = (self.char_table_rows - 1) * e + sum(w * e * n + n for w, n in self.filters)
         highway = self.n_highway * 2 * (f * f + f)
-        lstm = 2 * self.n_layers * (2 * p * 4 * d + 4 * d + d * p)
-        return cnn + highway + f * p + p + lstm
+        words = self.word_vocab_size * self.word_dim
+        projection = (self.word_dim + f) * p + p if self.token_projection else 0
+        lstm = 2 * self.n_layers * (2 * p * 4 * d + 4 * d + (d * p if self.lstm_projection else 0))
+        return cnn + highway + words + projection + lstm
 
 
 class CharCNNTokenEmbedder(nn.Module):
@@ -146,7 +186,8 @@ class CharCNNTokenEmbedder(nn.Module):
     def __init__(self, options: ElmoOptions):
         super().__init__()
         self.activation = torch.tanh if options.activation == "tanh" else torch.relu
-        self.char_embedding = nn.Embedding(N_CHAR_IDS, options.char_embedding_dim)
+        self.char_embedding = nn.Embedding(options.char_table_rows, options.char_embedding_dim)
+        self.word_embedding = nn.Embedding(options.word_vocab_size, options.word_dim) if options.word_dim else None
         self.convolutions = nn.ModuleList(
             nn.Conv1d(options.char_embedding_dim, n, kernel_size=w) for w, n in options.filters
         )
@@ -154,10 +195,10 @@ class CharCNNTokenEmbedder(nn.Module):
         # Highway (TF naming): carry gate g = sigmoid(x W_carry), out = g * relu(x W_transform) + (1 - g) * x
         self.highway_transform = nn.ModuleList(nn.Linear(f, f) for _ in range(options.n_highway))
         self.highway_carry = nn.ModuleList(nn.Linear(f, f) for _ in range(options.n_highway))
-        self.projection = nn.Linear(f, options.projection_dim)
+        self.projection = nn.Linear(options.word_dim + f, options.projection_dim) if options.token_projection else None
 
-    def forward(self, char_ids: torch.Tensor) -> torch.Tensor:
-        """`(B, T, C)` int char ids -> `(B, T, P)` token embeddings."""
+    def forward(self, char_ids: torch.Tensor, word_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """`(B, T, C)` int char ids (and `(B, T)` word ids, with a word table) -> `(B, T, P)` token embeddings."""
         b, t, c = char_ids.shape
         x = self.char_embedding(char_ids.reshape(b * t, c).long())  # (B*T, C, E)
         x = x.transpose(1, 2)  # (B*T, E, C)
@@ -167,7 +208,13 @@ class CharCNNTokenEmbedder(nn.Module):
         for transform, carry in zip(self.highway_transform, self.highway_carry):
             gate = torch.sigmoid(carry(x))  # (B*T, F)
             x = gate * torch.relu(transform(x)) + (1.0 - gate) * x
-        x = self.projection(x)  # (B*T, P)
+        if self.word_embedding is not None:
+            if word_ids is None:
+                raise ValueError("this model has a word embedding: pass word_ids")
+            words = self.word_embedding(word_ids.reshape(b * t).long())  # (B*T, W)
+            x = torch.cat([words, x], dim=-1)  # (B*T, W+F): ELMoForManyLangs puts the word part first
+        if self.projection is not None:
+            x = self.projection(x)  # (B*T, P)
         return x.reshape(b, t, -1)
 
 
@@ -175,11 +222,13 @@ class LstmpCell(nn.Module):
     """TF's LSTMCell with a projection and clipping, one time step."""
 
     def __init__(self, input_dim: int, dim: int, projection_dim: int,
-                 cell_clip: float | None, proj_clip: float | None):
+                 cell_clip: float | None, proj_clip: float | None, projection: bool = True):
         super().__init__()
         self.input_to_gates = nn.Linear(input_dim, 4 * dim)  # carries the bias (+1 on f)
         self.hidden_to_gates = nn.Linear(projection_dim, 4 * dim, bias=False)
-        self.projection = nn.Linear(dim, projection_dim, bias=False)
+        # Without a projection (bilm-tf's LSTMCell without num_proj) h is o * tanh(c) and
+        # proj_clip does not apply, as in TF.
+        self.projection = nn.Linear(dim, projection_dim, bias=False) if projection else None
         self.cell_clip = cell_clip
         self.proj_clip = proj_clip
 
@@ -190,9 +239,11 @@ class LstmpCell(nn.Module):
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(j)  # (B, D)
         if self.cell_clip is not None:
             c = c.clamp(-self.cell_clip, self.cell_clip)
-        h = self.projection(torch.sigmoid(o) * torch.tanh(c))  # (B, P)
-        if self.proj_clip is not None:
-            h = h.clamp(-self.proj_clip, self.proj_clip)
+        h = torch.sigmoid(o) * torch.tanh(c)  # (B, D)
+        if self.projection is not None:
+            h = self.projection(h)  # (B, P)
+            if self.proj_clip is not None:
+                h = h.clamp(-self.proj_clip, self.proj_clip)
         return h, c
 
 
@@ -226,21 +277,26 @@ class ElmoBiLm(nn.Module):
     still reads its `<S> </S>`, as the original does.
     """
 
-    def __init__(self, options: ElmoOptions):
+    def __init__(self, options: ElmoOptions, scheme: TokenScheme | None = None):
         super().__init__()
         self.options = options
+        # How tokens become the token embedder's inputs: the package ships it (manifest).
+        self.scheme = ByteScheme(options.max_characters_per_token) if scheme is None else scheme
         o = options
         self.token_embedder = CharCNNTokenEmbedder(o)
         # cells[layer][direction]
         self.cells = nn.ModuleList(
             nn.ModuleList(
-                LstmpCell(o.projection_dim, o.dim, o.projection_dim, o.cell_clip, o.proj_clip)
+                LstmpCell(o.projection_dim, o.dim, o.projection_dim, o.cell_clip, o.proj_clip, o.lstm_projection)
                 for _ in range(2)
             )
             for _ in range(o.n_layers)
         )
-        self.register_buffer("bos_char_ids", torch.as_tensor(BOS_CHAR_IDS.copy()), persistent=False)
-        self.register_buffer("eos_char_ids", torch.as_tensor(EOS_CHAR_IDS.copy()), persistent=False)
+        boundaries = self.scheme.encode([self.scheme.bos_token, self.scheme.eos_token])
+        self.register_buffer("bos_char_ids", torch.as_tensor(boundaries["char_ids"][0].copy()), persistent=False)
+        self.register_buffer("eos_char_ids", torch.as_tensor(boundaries["char_ids"][1].copy()), persistent=False)
+        words = boundaries.get(WORD_IDS, np.zeros(2, np.int32))
+        self.register_buffer("boundary_word_ids", torch.as_tensor(words.astype(np.int64)), persistent=False)
 
     def zero_state(self, batch_size: int) -> LstmState:
         o = self.options
@@ -259,6 +315,20 @@ class ElmoBiLm(nn.Module):
         out[torch.arange(b), lengths + 1] = self.eos_char_ids
         return out
 
+    def add_boundary_words(self, word_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """`(B, T)` word ids -> `(B, T + 2)`, the boundary tokens' word ids added as for the chars."""
+        b, t = word_ids.shape
+        out = word_ids.new_zeros(b, t + 2)
+        out[:, 1 : t + 1] = word_ids
+        out[:, 0] = self.boundary_word_ids[0]
+        out[torch.arange(b), lengths + 1] = self.boundary_word_ids[1].to(word_ids.dtype)
+        return out
+
+    def run_tokens(self, sentences: list[list[str]], state: LstmState | None = None) -> BiLmOutput:
+        """Embed tokenized sentences, mapped to ids by the model's token scheme."""
+        inputs = {k: torch.from_numpy(v) for k, v in self.scheme.encode_batch(sentences).items()}
+        return self(inputs["char_ids"], state, inputs.get(WORD_IDS))
+
     def run_direction(self, cell: LstmpCell, x: torch.Tensor, lengths: torch.Tensor,
                       h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Run `cell` left to right over `x (B, T, P)`; rows stop at their length."""
@@ -271,12 +341,14 @@ class ElmoBiLm(nn.Module):
             outputs.append(torch.where(active, h_new, torch.zeros_like(h_new)))
         return torch.stack(outputs, dim=1), h, c  # (B, T, P)
 
-    def forward(self, char_ids: torch.Tensor, state: LstmState | None = None) -> BiLmOutput:
+    def forward(self, char_ids: torch.Tensor, state: LstmState | None = None,
+                word_ids: torch.Tensor | None = None) -> BiLmOutput:
         """Embed a batch.
 
         Args:
             char_ids: `(B, T, C)` int char ids without sentence boundaries; padding rows zero.
             state: initial state, or None for zeros.
+            word_ids: `(B, T)` word ids, for a model with a word embedding (else ignored).
 
         Returns:
             `BiLmOutput` with `layers (L + 1, B, T, 2P)`, `mask (B, T)` and the final state.
@@ -287,7 +359,9 @@ class ElmoBiLm(nn.Module):
         if state is None:
             state = self.zero_state(b)
 
-        x = self.token_embedder(self.add_sentence_boundaries(char_ids, lengths))  # (B, T+2, P)
+        if word_ids is not None and self.token_embedder.word_embedding is not None:
+            word_ids = self.add_boundary_words(word_ids, lengths)  # (B, T+2)
+        x = self.token_embedder(self.add_sentence_boundaries(char_ids, lengths), word_ids)  # (B, T+2, P)
         ext_lengths = lengths + 2
         ext_mask = (torch.arange(t + 2, device=x.device)[None, :] < ext_lengths[:, None])[..., None]
         x = x * ext_mask  # (B, T+2, P)

@@ -100,7 +100,7 @@ def _model(graph: onnx.GraphProto, opset: int, doc: str) -> onnx.ModelProto:
 
 def _specs(model: ElmoBiLm) -> dict[str, C.GraphSpec]:
     o = model.options
-    return C.graph_specs(o.n_layers, o.projection_dim, o.dim)
+    return C.graph_specs(o.n_layers, o.projection_dim, o.dim, o.max_characters_per_token, word_ids=o.word_dim > 0)
 
 
 def _graph(g: _Graph, name: str, spec: C.GraphSpec) -> onnx.GraphProto:
@@ -121,8 +121,8 @@ def _time_major(g: _Graph, v: str) -> str:
     return g.op("Transpose", [v], perm=[1, 0, 2])
 
 
-def _token_embedding(g: _Graph, model: ElmoBiLm, char_ids: str) -> str:
-    """Nodes from int char ids `(N, C)` to token embeddings `(N, P)` in the graph's precision."""
+def _token_embedding(g: _Graph, model: ElmoBiLm, char_ids: str, word_ids: str | None = None) -> str:
+    """Nodes from int char ids `(N, C)` (and word ids `(N,)`) to token embeddings `(N, P)` in the graph's precision."""
     te = model.token_embedder
     o = model.options
     n_chars = o.max_characters_per_token
@@ -150,7 +150,13 @@ def _token_embedding(g: _Graph, model: ElmoBiLm, char_ids: str) -> str:
         gate = g.op("Sigmoid", [c])
         # gate * relu(t) + (1 - gate) * x == x + gate * (relu(t) - x)
         x = g.op("Add", [x, g.op("Mul", [gate, g.op("Sub", [g.op("Relu", [t]), x])])])
+    if te.word_embedding is not None:
+        # A Gather, not a MatMul: the word table stays float under int8/int4 quantization.
+        words = g.op("Gather", [g.weight(te.word_embedding.weight, "word_embedding"), word_ids], "words", axis=0)
+        x = g.op("Concat", [words, x], "words_and_chars", axis=-1)  # (N, W+F), word part first
     proj = te.projection
+    if proj is None:  # bilm-tf without CNN_proj: the filters already sum to projection_dim
+        return x
     return g.op("Add", [g.op("MatMul", [x, g.weight(proj.weight.T, "W_proj")]), g.weight(proj.bias, "b_proj")])
 
 
@@ -162,7 +168,9 @@ def build_token_embedder(model: ElmoBiLm, precision: Precision = "fp32", opset: 
     g = _Graph("te/", precision, opset)
     ids = C.CHAR_IDS
     flat = g.op("Reshape", [ids, g.ints([-1, o.max_characters_per_token])], "flat_ids")
-    emb = _token_embedding(g, model, flat)  # (N, P)
+    has_words = model.token_embedder.word_embedding is not None
+    flat_words = g.op("Reshape", [C.WORD_IDS, g.ints([-1])], "flat_word_ids") if has_words else None
+    emb = _token_embedding(g, model, flat, flat_words)  # (N, P)
     batch_tokens = g.op("Slice", [g.op("Shape", [ids]), g.ints([0]), g.ints([2])])
     shape = g.op("Concat", [batch_tokens, g.ints([o.projection_dim])], axis=0)
     emb = g.to_fp32(g.op("Reshape", [emb, shape]))
@@ -179,7 +187,7 @@ def _boundary_embeddings(model: ElmoBiLm) -> tuple[np.ndarray, np.ndarray]:
     """The token embeddings of <S> and </S>: constants, so computed once at export."""
     ids = torch.stack([model.bos_char_ids, model.eos_char_ids])[None]  # (1, 2, C)
     with torch.no_grad():
-        emb = model.token_embedder(ids)[0].numpy()  # (2, P)
+        emb = model.token_embedder(ids, model.boundary_word_ids[None])[0].numpy()  # (2, P)
     return emb[0], emb[1]
 
 
@@ -247,7 +255,10 @@ def _lstm_step_body(model: ElmoBiLm, layer: int, precision: Precision, opset: in
                              g.op("Mul", [g.op("Sigmoid", [i]), g.op("Tanh", [j])])])
         c_new = g.clip(c_new, o.cell_clip)
         m = g.op("Mul", [g.op("Sigmoid", [out_gate]), g.op("Tanh", [c_new])])  # (n, D)
-        h_new = g.clip(g.op("MatMul", [m, g.weight(cell.projection.weight.T, f"W_p_{side}")]), o.proj_clip)  # (n, P)
+        if cell.projection is None:  # no projection (bilm-tf without num_proj): no proj_clip either
+            h_new = m
+        else:
+            h_new = g.clip(g.op("MatMul", [m, g.weight(cell.projection.weight.T, f"W_p_{side}")]), o.proj_clip)  # (n, P)
         kept(h_new, h_all, f"h_{side}_out")
         kept(c_new, c_all, f"c_{side}_out")
         g.op("Identity", [f"h_{side}_out"], output=f"y_{side}_t")

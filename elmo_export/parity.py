@@ -32,7 +32,6 @@ from tqdm.auto import tqdm
 from elmo_export.model import ElmoBiLm, ElmoOptions, LstmState
 from elmo_export.sentences import builtin_sentences, read_sentences
 from elmo_runtime import contract as C
-from elmo_runtime.chars import batch_to_char_ids
 
 log = logging.getLogger(__name__)
 
@@ -285,7 +284,7 @@ def reference_outputs(
         return out.warm_state(rows)
 
     def run(batch: list[list[str]], state: tuple[np.ndarray, np.ndarray]) -> Run:
-        ref = model(torch.from_numpy(batch_to_char_ids(batch)), LstmState(*(torch.from_numpy(v) for v in state)))
+        ref = model.run_tokens(batch, LstmState(*(torch.from_numpy(v) for v in state)))
         return ref.layers.numpy(), ref.mask.numpy(), ref.state.h.numpy(), ref.state.c.numpy()
 
     modes, batches, first_runs = _state_modes(warm is not None), out.batches(), {}
@@ -345,7 +344,7 @@ def _compare_modes(runner, reference: ReferenceOutputs, n_layers: int, progress:
                    ) -> tuple[list[ModeParity], list[str]]:
     """Run the package over the parity batches in every mode the reference ran, and compare."""
     def run(batch: list[list[str]], state: tuple[np.ndarray, np.ndarray]) -> Run:
-        return runner.run(batch_to_char_ids(batch), *state)
+        return runner.run(runner.scheme.encode_batch(batch), *state)
 
     results, failures, first_runs = [], [], {}
     batches = reference.batches()

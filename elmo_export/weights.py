@@ -96,8 +96,9 @@ def name_map(options: ElmoOptions) -> dict[str, Entry]:
             linear = f"token_embedder.highway_{part}.{k}"
             rows += [(f"CNN_high_{k}/W_{part}", (f, f), [f"{linear}.weight"], LINEAR),
                      (f"CNN_high_{k}/b_{part}", (f,), [f"{linear}.bias"], AS_IS)]
-    rows += [("CNN_proj/W_proj", (f, p), ["token_embedder.projection.weight"], LINEAR),
-             ("CNN_proj/b_proj", (p,), ["token_embedder.projection.bias"], AS_IS)]
+    if o.token_projection:  # bilm-tf writes no CNN_proj when the filters sum to projection_dim
+        rows += [("CNN_proj/W_proj", (f, p), ["token_embedder.projection.weight"], LINEAR),
+                 ("CNN_proj/b_proj", (p,), ["token_embedder.projection.bias"], AS_IS)]
     for layer in range(o.n_layers):
         for direction in range(2):
             cell = f"cells.{layer}.{direction}"
@@ -105,8 +106,9 @@ def name_map(options: ElmoOptions) -> dict[str, Entry]:
                 (lstm_dataset(direction, layer, "W_0"), (2 * p, 4 * d),
                  [f"{cell}.input_to_gates.weight", f"{cell}.hidden_to_gates.weight"], LSTM_KERNEL),
                 (lstm_dataset(direction, layer, "B"), (4 * d,), [f"{cell}.input_to_gates.bias"], LSTM_BIAS),
-                (lstm_dataset(direction, layer, "W_P_0"), (d, p), [f"{cell}.projection.weight"], LINEAR),
             ]
+            if o.lstm_projection:  # an LSTMCell without num_proj has no W_P_0
+                rows.append((lstm_dataset(direction, layer, "W_P_0"), (d, p), [f"{cell}.projection.weight"], LINEAR))
     return {name: Entry(shape, tuple(parameters), conversion) for name, shape, parameters, conversion in rows}
 
 

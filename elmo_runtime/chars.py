@@ -9,8 +9,8 @@ import numpy as np
 from elmo_runtime import contract as C
 
 
-def _special_ids(character: int) -> np.ndarray:
-    ids = np.full(C.MAX_CHARACTERS_PER_TOKEN, C.PADDING_CHARACTER, dtype=np.int32)
+def _special_ids(character: int, width: int = C.MAX_CHARACTERS_PER_TOKEN) -> np.ndarray:
+    ids = np.full(width, C.PADDING_CHARACTER, dtype=np.int32)
     ids[:3] = (C.BEGINNING_OF_WORD_CHARACTER, character, C.END_OF_WORD_CHARACTER)
     return ids + C.CHAR_ID_OFFSET
 
@@ -21,19 +21,28 @@ BOS_CHAR_IDS.flags.writeable = False
 EOS_CHAR_IDS.flags.writeable = False
 
 
-def tokens_to_char_ids(tokens: Sequence[str]) -> np.ndarray:
+def boundary_char_ids(width: int = C.MAX_CHARACTERS_PER_TOKEN) -> tuple[np.ndarray, np.ndarray]:
+    """The char ids of `<S>` and `</S>` for tokens `width` ids wide."""
+    if width == C.MAX_CHARACTERS_PER_TOKEN:
+        return BOS_CHAR_IDS, EOS_CHAR_IDS
+    return _special_ids(C.BEGINNING_OF_SENTENCE_CHARACTER, width), _special_ids(C.END_OF_SENTENCE_CHARACTER, width)
+
+
+def tokens_to_char_ids(tokens: Sequence[str], width: int = C.MAX_CHARACTERS_PER_TOKEN) -> np.ndarray:
     """Map tokens to character ids, one row per token.
 
-    A token longer than 48 UTF-8 bytes is truncated to its first 48 bytes (possibly mid
-    character), as the original does; characters UTF-8 cannot encode (lone surrogates) are
-    dropped. The literal tokens `<S>` and `</S>` map to the sentence-boundary ids.
+    A token longer than `width - 2` (48) UTF-8 bytes is truncated to its first `width - 2`
+    bytes (possibly mid character), as the original does; characters UTF-8 cannot encode
+    (lone surrogates) are dropped. The literal tokens `<S>` and `</S>` map to the
+    sentence-boundary ids. `width` is the model's `max_characters_per_token` (bilm-tf made it
+    tunable; NLPL models for languages of multi-byte characters may use more than 50).
 
     Returns:
-        `(len(tokens), 50)` int32 array, every id >= 1.
+        `(len(tokens), width)` int32 array, every id >= 1.
     """
     n = len(tokens)
     try:
-        encoded = [t.encode("utf-8", "ignore")[: C.MAX_TOKEN_BYTES] for t in tokens]
+        encoded = [t.encode("utf-8", "ignore")[: width - 2] for t in tokens]
     except AttributeError:
         bad = next(i for i, t in enumerate(tokens) if not isinstance(t, str))
         raise TypeError(
@@ -42,7 +51,7 @@ def tokens_to_char_ids(tokens: Sequence[str]) -> np.ndarray:
     lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=n)
     flat = np.frombuffer(b"".join(encoded), dtype=np.uint8).astype(np.int32)
 
-    ids = np.full((n, C.MAX_CHARACTERS_PER_TOKEN), C.PADDING_CHARACTER, dtype=np.int32)
+    ids = np.full((n, width), C.PADDING_CHARACTER, dtype=np.int32)
     ids[:, 0] = C.BEGINNING_OF_WORD_CHARACTER
     rows = np.repeat(np.arange(n), lengths)
     starts = np.cumsum(lengths) - lengths
@@ -51,26 +60,28 @@ def tokens_to_char_ids(tokens: Sequence[str]) -> np.ndarray:
     ids[np.arange(n), lengths + 1] = C.END_OF_WORD_CHARACTER
     ids += C.CHAR_ID_OFFSET
 
-    for i, t in enumerate(tokens) if (C.BOS_TOKEN in tokens or C.EOS_TOKEN in tokens) else ():
-        if t == C.BOS_TOKEN:
-            ids[i] = BOS_CHAR_IDS
-        elif t == C.EOS_TOKEN:
-            ids[i] = EOS_CHAR_IDS
+    if C.BOS_TOKEN in tokens or C.EOS_TOKEN in tokens:
+        bos, eos = boundary_char_ids(width)
+        for i, t in enumerate(tokens):
+            if t == C.BOS_TOKEN:
+                ids[i] = bos
+            elif t == C.EOS_TOKEN:
+                ids[i] = eos
     return ids
 
 
-def batch_to_char_ids(sentences: Sequence[Sequence[str]]) -> np.ndarray:
+def batch_to_char_ids(sentences: Sequence[Sequence[str]], width: int = C.MAX_CHARACTERS_PER_TOKEN) -> np.ndarray:
     """Map a batch of tokenized sentences to char ids padded with all-zero rows.
 
     Returns:
-        `(len(sentences), max_tokens, 50)` int32 array; row `b`, token `t` is zero for
+        `(len(sentences), max_tokens, width)` int32 array; row `b`, token `t` is zero for
         `t >= len(sentences[b])`.
     """
     lengths = [len(s) for s in sentences]
-    width = max(lengths, default=0)
-    out = np.zeros((len(sentences), width, C.MAX_CHARACTERS_PER_TOKEN), dtype=np.int32)
+    longest = max(lengths, default=0)
+    out = np.zeros((len(sentences), longest, width), dtype=np.int32)
     flat = [t for s in sentences for t in s]
     if flat:
-        mask = np.arange(width)[None, :] < np.asarray(lengths)[:, None]
-        out[mask] = tokens_to_char_ids(flat)
+        mask = np.arange(longest)[None, :] < np.asarray(lengths)[:, None]
+        out[mask] = tokens_to_char_ids(flat, width)
     return out

@@ -13,7 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-FORMAT_VERSION = 1
+# The newest format this runtime reads. A package states the oldest format that reads it: 1 for
+# the 50-wide byte scheme, 2 for any other token scheme (`elmo_runtime.token_schemes`: a char
+# width other than 50, or ELMoForManyLangs' dictionaries and word ids), which a format-1
+# runtime would map wrongly.
+FORMAT_VERSION = 2
+BYTES_FORMAT_VERSION = 1
 MANIFEST_FILE = "elmo.json"
 TOKEN_EMBEDDER_FILE = "token_embedder.onnx"
 BILM_FILE = "bilm.onnx"
@@ -38,6 +43,7 @@ SUPPORTED_OPSETS = range(17, 22)
 # Graph tensor names. Dimension names are the symbolic (dynamic) axes.
 BATCH, TOKENS = "batch", "tokens"
 CHAR_IDS = "char_ids"  # int32 [batch, tokens, max_characters_per_token]
+WORD_IDS = "word_ids"  # int32 [batch, tokens]; only where the model has a word table (ELMoForManyLangs)
 TOKEN_EMBEDDINGS = "token_embeddings"  # float32 [batch, tokens, projection_dim]
 MASK = "mask"  # int32 [batch, tokens]; 1 for real tokens, a prefix of each row
 INITIAL_H = "initial_h"  # float32 [n_layers, 2, batch, projection_dim]; direction 0 forward
@@ -107,21 +113,28 @@ class GraphSpec:
         return [t.name for t in self.outputs]
 
 
-def graph_specs(n_layers: int, projection_dim: int, dim: int) -> dict[str, GraphSpec]:
+def graph_specs(n_layers: int, projection_dim: int, dim: int, max_characters_per_token: int | None = None,
+                word_ids: bool = False) -> dict[str, GraphSpec]:
     """The export spec: each graph's file, inputs and outputs, for one architecture.
+
+    `max_characters_per_token`: the char-id width (None: 50); `word_ids`: the token embedder
+    also takes word ids (a model with a word table).
 
     The one declaration of the graphs' interface: the graph builders derive their inputs and
     outputs from it, the exporter validates the saved graphs and writes it to the manifest,
     and the runtime checks every session against it when it loads a package.
     """
     p, d, n = projection_dim, dim, n_layers
-    char_ids = TensorSpec(CHAR_IDS, "int32", (BATCH, TOKENS, MAX_CHARACTERS_PER_TOKEN))
+    width = MAX_CHARACTERS_PER_TOKEN if max_characters_per_token is None else max_characters_per_token
+    token_inputs = (TensorSpec(CHAR_IDS, "int32", (BATCH, TOKENS, width)),)
+    if word_ids:
+        token_inputs += (TensorSpec(WORD_IDS, "int32", (BATCH, TOKENS)),)
     embeddings = TensorSpec(TOKEN_EMBEDDINGS, "float32", (BATCH, TOKENS, p))
     mask = TensorSpec(MASK, "int32", (BATCH, TOKENS))
     h = (n, 2, BATCH, p)
     c = (n, 2, BATCH, d)
     return {
-        "token_embedder": GraphSpec(TOKEN_EMBEDDER_FILE, (char_ids,), (embeddings, mask)),
+        "token_embedder": GraphSpec(TOKEN_EMBEDDER_FILE, token_inputs, (embeddings, mask)),
         "bilm": GraphSpec(
             BILM_FILE,
             (embeddings, mask, TensorSpec(INITIAL_H, "float32", h), TensorSpec(INITIAL_C, "float32", c)),

@@ -22,7 +22,7 @@ import numbers
 import reprlib
 import threading
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence, Union
+from typing import Callable, Iterable, Iterator, Sequence, Union
 
 import numpy as np
 
@@ -65,6 +65,11 @@ class Elmo:
         threads: intra-op threads per ONNX Runtime session (None: its default, one per core).
         batch_tokens: default token budget per batch for `embed` and `embed_iter` (see there);
             None: 512 on the CPU, 4096 on CUDA (`DEFAULT_BATCH_TOKENS`).
+        tokenizer: how raw-text sentences become tokens: "english" (`elmo_runtime.tokenize`,
+            the official models' convention), "whitespace" (`str.split`), or a function
+            str -> list of str. None: the package's default, "english", except for packages
+            whose manifest says the model expects pre-tokenized input (ELMoForManyLangs: UD
+            tokens), where raw text is then an error that says how to choose.
 
     Raises:
         FileNotFoundError: `package` is a path to no directory, or to one without `elmo.json`.
@@ -76,14 +81,16 @@ class Elmo:
     """
 
     def __init__(self, package: str | Path = SHIPPED_NAME, device: str = "auto", threads: int | None = None,
-                 batch_tokens: int | None = None, token_cache: int | None = None):
+                 batch_tokens: int | None = None, token_cache: int | None = None,
+                 tokenizer: str | Callable[[str], list[str]] | None = None):
         if batch_tokens is not None:
             check_budget(batch_tokens, None)
         self._runner = PackageRunner(resolve_package(package), device=device, threads=threads)
         self.manifest = self._runner.manifest
+        self.tokenizer = _tokenizer_for(self.manifest.input, tokenizer)
         if token_cache is None:
             token_cache = DEFAULT_CACHE_BYTES // (4 * self.manifest.projection_dim)
-        self.token_cache = TokenEmbeddingCache(lambda ids: self._runner.token_embeddings(ids)[0],
+        self.token_cache = TokenEmbeddingCache(self._runner.embed_tokens,
                                                self.manifest.projection_dim, token_cache)
         if batch_tokens is None:
             batch_tokens = DEFAULT_BATCH_TOKENS.get(self.providers[0], DEFAULT_BATCH_TOKENS[CPU])
@@ -152,7 +159,7 @@ class Elmo:
                 the sentence and token index).
             ValueError: a bad `layers`, `pool`, `state` or budget.
         """
-        token_lists = [_as_tokens(s, i) for i, s in enumerate(_sentence_iterable(sentences))]
+        token_lists = [_as_tokens(s, i, self.tokenizer) for i, s in enumerate(_sentence_iterable(sentences))]
         vectors = self._embed_tokens(token_lists, _Options.make(self, layers, pool, state, batch_tokens, batch_size))
         return (vectors, token_lists) if return_tokens else vectors
 
@@ -182,7 +189,7 @@ class Elmo:
         return self._iter(iterable, options, return_tokens)
 
     def _iter(self, iterable, options: "_Options", return_tokens: bool):
-        prepared = (_as_tokens(s, i) for i, s in enumerate(iterable))
+        prepared = (_as_tokens(s, i, self.tokenizer) for i, s in enumerate(iterable))
         chunk_tokens = CHUNK_BATCHES * options.batch_tokens
         for chunk in chunks_by_tokens(prepared, lambda tokens: batch_cost(1, len(tokens)), chunk_tokens):
             vectors = self._embed_tokens(chunk, options)
@@ -281,7 +288,7 @@ class ElmoStream:
         Returns:
             One float32 array per row (or `(arrays, tokens)`), as `Elmo.embed` returns them.
         """
-        token_lists = [_as_tokens(s, i) for i, s in enumerate(_sentence_iterable(batch))]
+        token_lists = [_as_tokens(s, i, self._elmo.tokenizer) for i, s in enumerate(_sentence_iterable(batch))]
         options = _Options.make(self._elmo, layers, pool, self._mode, None, None)
         if not token_lists:
             return ([], []) if return_tokens else []
@@ -315,10 +322,39 @@ def _sentence_iterable(sentences) -> Iterable:
     return sentences
 
 
-def _as_tokens(sentence, index: int) -> list[str]:
+TOKENIZERS = {"english": tokenize, "whitespace": str.split}
+
+
+def _tokenizer_for(input_entry: dict, tokenizer) -> Callable[[str], list[str]] | None:
+    """The tokenizer for raw-text sentences: the one asked for, else the package's default.
+
+    Packages of models that expect another tokenization than ours (ELMoForManyLangs: UD
+    tokens) say so in their manifest (`input.tokenization: "pretokenized"`): by default they
+    get none, and raw text is an error that says what to do.
+    """
+    if callable(tokenizer):
+        return tokenizer
+    if tokenizer is None:
+        pretokenized = (input_entry or {}).get("tokenization") == "pretokenized"
+        return None if pretokenized else tokenize
+    if tokenizer not in TOKENIZERS:
+        raise ValueError(f"tokenizer is {tokenizer!r}; choose one of {', '.join(TOKENIZERS)}, or pass a function "
+                         "str -> list of str")
+    return TOKENIZERS[tokenizer]
+
+
+def _as_tokens(sentence, index: int, tokenizer: Callable[[str], list[str]] | None = tokenize) -> list[str]:
     """One sentence as a list of tokens; TypeError naming the sentence (and token) if malformed."""
     if isinstance(sentence, str):
-        return tokenize(sentence)
+        if tokenizer is None:
+            raise ValueError(
+                f"sentence {index} is raw text, but this package's model expects pre-tokenized input "
+                "(its manifest: input.tokenization = 'pretokenized'; ELMoForManyLangs models were trained on "
+                "Universal Dependencies tokens). Pass each sentence as a list of tokens, or choose a tokenizer: "
+                "Elmo(..., tokenizer='whitespace') splits on whitespace, tokenizer='english' is elmo-onnx's "
+                "English tokenizer, or pass your own function"
+            )
+        return tokenizer(sentence)
     if isinstance(sentence, (list, tuple)):
         tokens = list(sentence)
         if all(isinstance(t, str) for t in tokens):

@@ -16,7 +16,8 @@ truncated output.
 Input rules: UTF-8 (a BOM is allowed); lines end with "\\n" (a "\\r" before it is dropped).
 An empty or blank line, or one that has no tokens, is an error naming the line, as in
 AllenNLP, unless allow_empty_lines embeds it as a 0-token dataset. An empty file is an
-error. Unless `tokenized`, each line is raw text, tokenized by `elmo_runtime.tokenize`;
+error. Unless `tokenized`, each line is raw text, tokenized by the `Elmo`'s tokenizer (`elmo_runtime.tokenize`
+unless the package expects pre-tokenized input: then `tokenized` is required);
 tokenized lines are split on whitespace (`str.split()`).
 """
 
@@ -31,12 +32,11 @@ import zipfile
 from collections import deque
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
 from elmo_runtime.embedder import Elmo
-from elmo_runtime.tokenize import tokenize
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,12 @@ def embed_file(package: str | Path | Elmo, input: str | Path, output: str | Path
     """
     _check_arguments(input, output, layers, format, force)
     elmo = package if isinstance(package, Elmo) else Elmo(package, device=device, threads=threads)
-    lines = _Sentences(input, tokenized, allow_empty_lines)
+    split = str.split if tokenized else elmo.tokenizer
+    if split is None:
+        raise ValueError(f"{elmo.manifest.directory}: this package's model expects pre-tokenized input "
+                         "(ELMoForManyLangs: Universal Dependencies tokens); write one sentence per line with its "
+                         "tokens separated by spaces and pass --tokenized (tokenized=True)")
+    lines = _Sentences(input, split, allow_empty_lines)
     with _replacing(Path(output), force) as tmp, _writer(format, tmp) as writer:
         with _progress_bar(input, progress) as bar:
             vectors = elmo.embed_iter(lines, layers=layers, state=state, batch_tokens=batch_tokens,
@@ -121,13 +126,13 @@ class _Sentences:
     written wait in `texts`, oldest first: the i-th vectors out belong to `texts[0]`.
     """
 
-    def __init__(self, path: str | Path, tokenized: bool, allow_empty_lines: bool):
-        self.path, self.tokenized, self.allow_empty_lines = path, tokenized, allow_empty_lines
+    def __init__(self, path: str | Path, split: Callable[[str], list[str]], allow_empty_lines: bool):
+        self.path, self.split, self.allow_empty_lines = path, split, allow_empty_lines
         self.texts: deque[str] = deque()
 
     def __iter__(self) -> Iterator[list[str]]:
         for number, text in _read_lines(self.path):
-            tokens = text.split() if self.tokenized else tokenize(text)
+            tokens = self.split(text)
             if not tokens and not self.allow_empty_lines:
                 what = "is empty" if not text else "has no tokens"
                 raise InputFileError(f"{self.path}:{number}: line {what}; remove it or pass --allow-empty-lines "

@@ -73,6 +73,7 @@ class Manifest:
     parity: dict | None = None
     producer: dict = field(default_factory=lambda: {"name": "elmo-onnx", "version": "unknown"})
     chars: dict = field(default_factory=C.char_constants)
+    input: dict = field(default_factory=dict)  # e.g. {"tokenization": "pretokenized"} (ELMoForManyLangs)
     pipeline: str = C.PIPELINE
     format_version: int = C.FORMAT_VERSION
     directory: Path | None = None
@@ -121,8 +122,8 @@ class Manifest:
         return self.graph_file("bilm")
 
     def contract(self) -> dict[str, C.GraphSpec]:
-        """The graphs' interface the contract prescribes for this architecture."""
-        return C.graph_specs(self.n_layers, self.projection_dim, self.dim)
+        """The graphs' interface the contract prescribes for this architecture and token scheme."""
+        return C.graph_specs(self.n_layers, self.projection_dim, self.dim, *_token_interface(self.chars))
 
     def replace(self, **changes) -> "Manifest":
         return dataclasses.replace(self, **changes)
@@ -142,6 +143,7 @@ class Manifest:
             "source": self.source,
             "files": self.files,
             "parity": self.parity,
+            **({"input": self.input} if self.input else {}),
         }
 
     @classmethod
@@ -173,7 +175,8 @@ class Manifest:
         n_layers, p, d = (architecture["lstm"][k] for k in ("n_layers", "projection_dim", "dim"))
         precision = get("precision", dict)
         name = get("precision.name", str)
-        graphs = _graphs(data, source, C.graph_specs(n_layers, p, d))
+        chars = get("chars", dict, {})
+        graphs = _graphs(data, source, C.graph_specs(n_layers, p, d, *_token_interface(chars)))
         return cls(
             architecture=architecture,
             graphs=graphs,
@@ -185,11 +188,19 @@ class Manifest:
             files=get("files", dict),
             parity=get("parity", (dict, type(None)), None),
             producer=get("producer", dict, {}),
-            chars=get("chars", dict, {}),
+            chars=chars,
+            input=get("input", dict, {}),
             pipeline=get("pipeline", str, ""),
             format_version=version,
             directory=directory,
         )
+
+
+def _token_interface(chars: dict) -> tuple[int, bool]:
+    """The char-id width and whether there are word ids, from the manifest's `chars` entry."""
+    width = chars.get("max_characters_per_token", C.MAX_CHARACTERS_PER_TOKEN)
+    params = chars.get(chars.get("scheme", ""), {})
+    return width, isinstance(params, dict) and bool(params.get("words"))
 
 
 def _graphs(data: dict, source: str | Path, contract: dict[str, C.GraphSpec]) -> dict[str, C.GraphSpec]:

@@ -10,12 +10,14 @@ import functools
 import logging
 from importlib import metadata
 from pathlib import Path
+from typing import Mapping, Sequence
 
 import numpy as np
 import onnxruntime as ort
 
 from elmo_runtime import contract as C
 from elmo_runtime.package import Manifest, PackageError, load_manifest
+from elmo_runtime.token_schemes import SchemeError, TokenScheme, scheme_from_manifest
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +186,10 @@ class PackageRunner:
     def __init__(self, package_dir: str | Path, device: str = "auto", threads: int | None = None):
         self.manifest: Manifest = load_manifest(package_dir)
         self.specs = self.manifest.contract()
+        try:
+            self.scheme: TokenScheme = scheme_from_manifest(self.manifest.chars, self.manifest.directory)
+        except SchemeError as e:
+            raise PackageError(str(e)) from None
         self.token_embedder = self._session("token_embedder", device, threads)
         # With "auto", once CUDA is absent or failed to start (and said so), do not try it again.
         bilm_device = "cpu" if device == "auto" and self.token_embedder.get_providers()[0] != CUDA else device
@@ -198,11 +204,24 @@ class PackageRunner:
         check_session(session, self.specs[graph], path)
         return session
 
-    def token_embeddings(self, char_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """`(B, T, 50)` int32 char ids -> `(B, T, P)` float32 embeddings and `(B, T)` int32 mask."""
-        emb, mask = self.token_embedder.run([C.TOKEN_EMBEDDINGS, C.MASK],
-                                            {C.CHAR_IDS: np.ascontiguousarray(char_ids, dtype=np.int32)})
+    def token_embeddings(self, inputs: np.ndarray | Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Token ids -> `(B, T, P)` float32 embeddings and `(B, T)` int32 mask.
+
+        Args:
+            inputs: the scheme's inputs (`self.scheme.encode_batch(sentences)`): `char_ids`
+                `(B, T, C)` int32, and `word_ids` `(B, T)` for packages with a word table; or
+                just the char ids array.
+        """
+        if not isinstance(inputs, Mapping):
+            inputs = {C.CHAR_IDS: inputs}
+        feeds = {name: np.ascontiguousarray(value, dtype=np.int32) for name, value in inputs.items()}
+        emb, mask = self.token_embedder.run([C.TOKEN_EMBEDDINGS, C.MASK], feeds)
         return emb, mask
+
+    def embed_tokens(self, tokens: Sequence[str]) -> np.ndarray:
+        """Context-free embeddings of distinct tokens: `(N, P)` float32."""
+        inputs = {name: value[None] for name, value in self.scheme.encode(tokens).items()}
+        return self.token_embeddings(inputs)[0][0]
 
     def bilm(self, embeddings: np.ndarray, mask: np.ndarray, h: np.ndarray, c: np.ndarray
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -223,8 +242,9 @@ class PackageRunner:
             raise ValueError(f"{m.directory} was exported with a zero initial state; use state='zero'")
         return (np.repeat(m.warm_h[:, :, None], batch, axis=2), np.repeat(m.warm_c[:, :, None], batch, axis=2))
 
-    def run(self, char_ids: np.ndarray, h: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Both graphs: char ids -> `(layers, mask, final_h, final_c)`."""
-        emb, mask = self.token_embeddings(char_ids)
+    def run(self, inputs: np.ndarray | Mapping[str, np.ndarray], h: np.ndarray, c: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Both graphs: token ids (as for `token_embeddings`) -> `(layers, mask, final_h, final_c)`."""
+        emb, mask = self.token_embeddings(inputs)
         layers, final_h, final_c = self.bilm(emb, mask, h, c)
         return layers, mask, final_h, final_c

@@ -13,7 +13,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from elmo_runtime.chars import tokens_to_char_ids
 
 # 32 MiB of float32 vectors: 16,384 tokens of the original model (projection 512).
 DEFAULT_CACHE_BYTES = 32 << 20
@@ -23,15 +22,16 @@ class TokenEmbeddingCache:
     """Least-recently-used token -> embedding map, bounded in entries; thread-safe.
 
     Args:
-        embed_char_ids: runs the token embedder: `(1, N, 50)` int32 -> `(1, N, P)` float32.
+        embed_tokens: runs the token embedder on distinct tokens: `N` tokens -> `(N, P)` float32
+            (`PackageRunner.embed_tokens`, which maps them by the package's token scheme).
         dim: P, the width of a token embedding.
         max_tokens: entries kept; 0 disables caching (every token is embedded every time).
     """
 
-    def __init__(self, embed_char_ids: Callable[[np.ndarray], np.ndarray], dim: int, max_tokens: int):
+    def __init__(self, embed_tokens: Callable[[list[str]], np.ndarray], dim: int, max_tokens: int):
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0:
             raise ValueError(f"token cache size is {max_tokens!r}; expected an integer >= 0")
-        self._embed = embed_char_ids
+        self._embed = embed_tokens
         self.dim = dim
         self.max_tokens = max_tokens
         self._entries: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -56,7 +56,7 @@ class TokenEmbeddingCache:
                     self._entries.move_to_end(t)
         missing = [t for t, v in zip(tokens, found) if v is None]
         if missing:
-            fresh = self._embed(tokens_to_char_ids(missing)[None])[0]  # (M, P)
+            fresh = self._embed(missing)  # (M, P)
             # Copies: a row view would keep the whole batch's output alive in the cache.
             by_token = {t: row.copy() for t, row in zip(missing, fresh)}
             found = [by_token[t] if v is None else v for t, v in zip(tokens, found)]

@@ -113,7 +113,7 @@ def test_an_existing_output_needs_force_and_an_unwritable_one_exits_2(model_dir,
     err = capsys.readouterr().err
     assert "not empty" in err and "--force" in err
     assert main([str(model_dir), "-o", str(out), "-q", "--no-progress", "--force"]) == EXIT_OK
-    assert json.loads((out / C.MANIFEST_FILE).read_text())["format_version"] == C.FORMAT_VERSION
+    assert json.loads((out / C.MANIFEST_FILE).read_text())["format_version"] == C.BYTES_FORMAT_VERSION
 
     blocker = tmp_path / "a-file"
     blocker.write_text("")

@@ -286,7 +286,8 @@ def test_many_short_sentences_are_streamed_within_the_budget(tiny_package, monke
     elmo = Elmo(tiny_package, device="cpu", token_cache=0)
     shapes = []
 
-    def token_embeddings(char_ids):
+    def token_embeddings(inputs):
+        char_ids = inputs["char_ids"]
         return np.zeros((*char_ids.shape[:2], sizes.projection_dim), np.float32), (char_ids > 0).any(-1).astype(np.int32)
 
     def bilm(embeddings, mask, h, c):
@@ -648,9 +649,9 @@ def test_each_distinct_token_goes_through_the_char_cnn_once(tiny_package, monkey
     seen = []
     real = elmo._runner.token_embeddings
 
-    def recording(char_ids):
-        seen.append(char_ids.shape[1])
-        return real(char_ids)
+    def recording(inputs):
+        seen.append(inputs["char_ids"].shape[1])
+        return real(inputs)
 
     monkeypatch.setattr(elmo._runner, "token_embeddings", recording)
     first = elmo.embed([["the", "cat", "and", "the", "dog"], ["the", "end"]])
