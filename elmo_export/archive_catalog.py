@@ -102,19 +102,17 @@ def fetch_archive(model: str | ArchiveModel, cache_dir: str | Path | None = None
 
     The arguments and errors are `elmo_export.download.fetch_model`'s.
     """
-    from elmo_export.download import ENV_OFFLINE, _Fetcher, model_cache_dir, offline_mode
+    from elmo_export.download import model_cache_dir
+    from elmo_runtime.download import CachedFiles, resolve_offline
 
     if isinstance(model, str):
         found = find_archive(model)
         if found is None:
             raise ValueError(f"unknown archive model {model!r}")
         model = found
-    if offline is None:
-        offline, source = offline_mode(), f"{ENV_OFFLINE}=1"
-    else:
-        source = "offline=True"
     directory = model_cache_dir(model.name, cache_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    fetcher = _Fetcher(model, directory, progress=progress, force=force, offline=source if offline else None,
-                       retries=retries, timeout_s=timeout_s)
-    return fetcher.ensure(ARCHIVE_FILE, model.url, model.sha256, _verify_archive)
+    files = CachedFiles(directory, f"model {model.name!r}", offline=resolve_offline(offline), force=force,
+                        progress=progress, retries=retries, timeout_s=timeout_s,
+                        hint=f"To use a ZIP you already have, pass it instead: elmo-export path/to/{model.nlpl_id}.zip",
+                        how_to_fix=f"Delete it (or the folder {directory}) and fetch again.")
+    return files.ensure(ARCHIVE_FILE, model.url, sha256=model.sha256, verify=_verify_archive)

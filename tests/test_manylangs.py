@@ -327,7 +327,7 @@ def test_a_model_by_name_is_downloaded_once_then_exported(tiny_dir, tmp_path, mo
         monkeypatch.setattr(archive_catalog, "archives_path", lambda: catalog)
         monkeypatch.setenv("ELMO_ONNX_CACHE", str(tmp_path / "cache"))
         path = fetch_archive("manylangs-test", progress=False)
-        assert path == tmp_path / "cache" / "manylangs-test" / "model.zip"
+        assert path == tmp_path / "cache" / "models" / "manylangs-test" / "model.zip"
     finally:
         httpd.shutdown()
     monkeypatch.setenv("ELMO_ONNX_OFFLINE", "1")  # the server is gone: the cache serves the name
