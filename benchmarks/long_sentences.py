@@ -38,11 +38,11 @@ CHILD = textwrap.dedent("""
     import numpy as np
     from elmo_runtime import Elmo
 
-    package, n, budget = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    package, n, budget, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[5])
     words = open(sys.argv[4], encoding="utf-8").read().split()
     rng = np.random.default_rng(0)
     tokens = [words[i] for i in rng.integers(0, len(words), n)]
-    elmo = Elmo(package, device="cpu", threads=2)
+    elmo = Elmo(package, device="cpu", threads=threads)
     loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.perf_counter()
     vectors = elmo.embed([tokens], batch_tokens=budget)[0]
@@ -66,8 +66,9 @@ def package() -> Path:
     return path
 
 
-def measure(pkg: Path, n: int, budget: int) -> dict:
-    out = subprocess.run([sys.executable, "-c", CHILD, str(pkg), str(n), str(budget), str(MODEL / "heldout_sample.txt")],
+def measure(pkg: Path, n: int, budget: int, threads: int) -> dict:
+    out = subprocess.run([sys.executable, "-c", CHILD, str(pkg), str(n), str(budget), str(MODEL / "heldout_sample.txt"),
+                          str(threads)],
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
 
@@ -98,6 +99,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lengths", type=int, nargs="+", default=list(LENGTHS))
     parser.add_argument("--budget", type=int, default=512, help="batch_tokens of the chunked runs (default 512)")
+    parser.add_argument("--threads", type=int, default=2, help="onnxruntime threads per session (default 2)")
     parser.add_argument("--no-write", action="store_true", help="print only; do not rewrite RESULTS.md")
     args = parser.parse_args()
 
@@ -106,7 +108,7 @@ def main() -> None:
     for n in args.lengths:
         runs = [("chunks", args.budget)] + ([("whole", 10**9)] if n <= WHOLE_UP_TO else [])
         for run, budget in runs:
-            row = {"n": n, "run": run, **measure(pkg, n, budget)}
+            row = {"n": n, "run": run, **measure(pkg, n, budget, args.threads)}
             assert row["finite"], row
             rows.append(row)
             print(f"{n:>8,} {run:<7} peak {row['peak_mib']:8,.0f} MiB  array {row['array_mib']:6,.0f} MiB  "
@@ -118,8 +120,8 @@ def main() -> None:
     text = "\n".join([
         "## Peak memory against sentence length",
         "",
-        f"{date.today()}, `python benchmarks/long_sentences.py` (default model `models/default-wordnet`, fp32, "
-        f"all layers, 2 threads, chunks within `batch_tokens={args.budget}`; onnxruntime {onnxruntime.__version__}, "
+        f"{date.today()}, `python benchmarks/long_sentences.py {' '.join(sys.argv[1:])}` (default model `models/default-wordnet`, fp32, "
+        f"all layers, {args.threads} thread(s), chunks within `batch_tokens={args.budget}`; onnxruntime {onnxruntime.__version__}, "
         f"numpy {numpy.__version__}). Load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on "
         f"{os.cpu_count()} cores: the machine was shared, so seconds are indicative; memory is not affected.",
         "",

@@ -207,7 +207,12 @@ def _graphs(data: dict, source: str | Path, contract: dict[str, C.GraphSpec]) ->
             got = declared.get(kind, want)
             if got != want:
                 raise PackageError(f"{source}: graphs.{graph}.{kind} is {got}, the contract says {want}")
-        graphs[graph] = C.GraphSpec(file, spec.inputs, spec.outputs)
+        # Optional inputs are declared by packages that have them (older ones run without).
+        optional = declared.get("optional_inputs")
+        want = {t.name: t.to_dict() for t in spec.optional_inputs}
+        if optional is not None and optional != want:
+            raise PackageError(f"{source}: graphs.{graph}.optional_inputs is {optional}, the contract says {want}")
+        graphs[graph] = C.GraphSpec(file, spec.inputs, spec.outputs, spec.optional_inputs if optional else ())
     return graphs
 
 
