@@ -2,13 +2,17 @@
 
 The runtime runs a sentence longer than its batch budget in time chunks with the LSTM state
 carried (`Elmo._embed_in_time_chunks`); before that, such a sentence ran as one batch and its
-memory grew with its length. This measures both on the project's default model (fp32, every
-layer returned, as `elmo-embed --all` writes it), each length in a fresh process: peak RSS, the
-RSS after loading, the size of the returned array, and what is left, the working memory.
+memory grew with its length. This measures both on the project's default model (or a
+synthetic preset, `--model tiny`: the same code path, faster to run; fp32, every
+layer returned, as `elmo-embed --all` writes it), each length in a fresh process: the peak RSS
+of the call, the RSS before it, the size of the returned array, and what is left, the working
+memory.
 "Whole" is the same runtime with a budget no sentence exceeds (`batch_tokens=10**9`), which is
-what every budget did before; it stops at 50k tokens (about 3 GB at 100k).
+what every budget did before; by default it stops at 50k tokens (`--whole-up-to`; about 3 GB
+at 100k on the default model).
 
     python benchmarks/long_sentences.py              # writes its section of RESULTS.md
+    python benchmarks/long_sentences.py --model tiny --lengths 1000 10000 50000 200000 --threads 1
     python benchmarks/long_sentences.py --lengths 1000 5000 --no-write
 """
 
@@ -34,7 +38,7 @@ WHOLE_UP_TO = 50_000
 BEGIN, END = "<!-- long_sentences.py: begin -->", "<!-- long_sentences.py: end -->"
 
 CHILD = textwrap.dedent("""
-    import json, resource, sys, time
+    import json, sys, time
     import numpy as np
     from elmo_runtime import Elmo
 
@@ -43,26 +47,40 @@ CHILD = textwrap.dedent("""
     rng = np.random.default_rng(0)
     tokens = [words[i] for i in rng.integers(0, len(words), n)]
     elmo = Elmo(package, device="cpu", threads=threads)
-    loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    def status(field):  # kB
+        return int(next(l for l in open("/proc/self/status") if l.startswith(field)).split()[1])
+
+    # Loading peaks above what it keeps: reset the peak (Linux's clear_refs) to see the embedding's.
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    loaded = status("VmRSS")
     started = time.perf_counter()
     vectors = elmo.embed([tokens], batch_tokens=budget)[0]
     seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = status("VmHWM")
     print(json.dumps({"peak_mib": peak / 1024, "loaded_mib": loaded / 1024, "array_mib": vectors.nbytes / 2**20,
                       "seconds": seconds, "finite": bool(np.isfinite(vectors).all())}))
 """)
 
 
-def package() -> Path:
-    """The default model exported to fp32 (again when the exporter's sources changed)."""
+def package(model: str) -> Path:
+    """The model exported to fp32 (again when the exporter's sources changed): "default" (the
+    project's default model) or a synthetic preset (`elmo_export.synthetic`, e.g. "tiny")."""
     from elmo_export.export import export_package
 
     sources = sorted((ROOT / "elmo_export").glob("*.py"))
     stamp = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:16]
-    path = CACHE / f"default-wordnet-fp32-{stamp}"
+    path = CACHE / f"{model}-fp32-{stamp}"
     if not path.is_dir():
         CACHE.mkdir(exist_ok=True)
-        export_package(MODEL / "options.json", MODEL / "weights.hdf5", path, progress=False)
+        if model == "default":
+            options, weights = MODEL / "options.json", MODEL / "weights.hdf5"
+        else:
+            from elmo_export.synthetic import write_synthetic
+
+            options, weights = write_synthetic(model, CACHE / f"{model}-weights", seed=0)
+        export_package(options, weights, path, progress=False)
     return path
 
 
@@ -74,7 +92,7 @@ def measure(pkg: Path, n: int, budget: int, threads: int) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| tokens | run | peak RSS (MiB) | after load (MiB) | returned array (MiB) | working memory (MiB) | seconds |",
+    lines = ["| tokens | run | peak RSS while embedding (MiB) | RSS before (MiB) | returned array (MiB) | working memory (MiB) | seconds |",
              "| ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         working = r["peak_mib"] - r["loaded_mib"] - r["array_mib"]
@@ -97,16 +115,18 @@ def write_section(text: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="default", help='"default" (models/default-wordnet) or a synthetic preset')
     parser.add_argument("--lengths", type=int, nargs="+", default=list(LENGTHS))
+    parser.add_argument("--whole-up-to", type=int, default=WHOLE_UP_TO, help="longest sentence also run whole")
     parser.add_argument("--budget", type=int, default=512, help="batch_tokens of the chunked runs (default 512)")
     parser.add_argument("--threads", type=int, default=2, help="onnxruntime threads per session (default 2)")
     parser.add_argument("--no-write", action="store_true", help="print only; do not rewrite RESULTS.md")
     args = parser.parse_args()
 
-    pkg = package()
+    pkg = package(args.model)
     rows = []
     for n in args.lengths:
-        runs = [("chunks", args.budget)] + ([("whole", 10**9)] if n <= WHOLE_UP_TO else [])
+        runs = [("chunks", args.budget)] + ([("whole", 10**9)] if n <= args.whole_up_to else [])
         for run, budget in runs:
             row = {"n": n, "run": run, **measure(pkg, n, budget, args.threads)}
             assert row["finite"], row
@@ -120,12 +140,13 @@ def main() -> None:
     text = "\n".join([
         "## Peak memory against sentence length",
         "",
-        f"{date.today()}, `python benchmarks/long_sentences.py {' '.join(sys.argv[1:])}` (default model `models/default-wordnet`, fp32, "
+        f"{date.today()}, `python benchmarks/long_sentences.py {' '.join(sys.argv[1:])}` (model {args.model}, fp32, "
         f"all layers, {args.threads} thread(s), chunks within `batch_tokens={args.budget}`; onnxruntime {onnxruntime.__version__}, "
         f"numpy {numpy.__version__}). Load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on "
         f"{os.cpu_count()} cores: the machine was shared, so seconds are indicative; memory is not affected.",
         "",
-        "Working memory = peak RSS - RSS after loading - the returned array. In time chunks it stays flat "
+        "Peak RSS while embedding: the peak from the call on (reset after loading through /proc/self/clear_refs). "
+        "Working memory = that peak - the RSS before the call - the returned array. In time chunks it stays flat "
         "whatever the length; a whole sentence's grows with it.",
         "",
         table(rows),
