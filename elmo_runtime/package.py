@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -273,7 +274,7 @@ def _confined(directory: Path, name: str, what: str) -> Path:
 
 def _is_staging_dir(directory: Path) -> bool:
     """The name `elmo-export` gives a package while it is built and checked: `.OUT.<pid>.<random>.partial`."""
-    return directory.name.startswith(".") and directory.name.endswith(STAGING_SUFFIX)
+    return re.fullmatch(r"\..+\.\d+\.[0-9a-f]{8}" + re.escape(STAGING_SUFFIX), directory.name) is not None
 
 
 def load_manifest(package_dir: str | Path, verify_files: bool = True, *, require_parity: bool = True) -> Manifest:
