@@ -3,13 +3,15 @@ reference on the same GPU, and the GPU batch budget (issue #16).
 
 On a machine with a GPU, torch with CUDA and onnxruntime-gpu (`original`, fp32 and fp16):
 
-    PYTHONPATH=/tmp/ort-gpu:. python3 benchmarks/gpu.py --out OUT_DIR
+    python3 benchmarks/gpu.py --prepare-only --work /tmp/elmo-gpu    # CPU work; may run beforehand
+    PYTHONPATH=/tmp/ort-gpu:. python3 benchmarks/gpu.py --work /tmp/elmo-gpu --out OUT_DIR
 
 (`/tmp/ort-gpu`: where `benchmarks/ort_gpu_wheel.py install` put onnxruntime-gpu, ahead of any
-CPU build; `.`: the checkout, which need not be installed.) The CPU dry run that the tests run
+CPU build; `.`: the checkout, which need not be installed. That script prints the device calls
+that bring the wheel and run both lines.) The CPU dry run that the tests run
 (`tests/test_gpu_bench.py`), every step on `tiny`:
 
-    python benchmarks/gpu.py --device cpu --preset tiny --repeats 1 --batches 1 --budgets 256 512
+    python benchmarks/gpu.py --device cpu --preset tiny --repeats 1 --batches 1 --sizes 4 8 --sentences 16 --budgets 64 128
 
 One run, in order; after each step the results so far are written to OUT_DIR/gpu.md (tables)
 and OUT_DIR/gpu.json (every figure), so a run cut short keeps what it measured:
@@ -343,8 +345,21 @@ def write(result: dict, out: Path) -> None:
 
 # -- the run --------------------------------------------------------------------------------
 
+def prepare(preset: str, precisions: list[str], work: Path) -> tuple[Path, Path, dict[str, Path]]:
+    """`bench.prepare` under a lock on `work`: a run started while a `--prepare-only` run in the
+    background is still exporting waits for it, then finds its packages."""
+    import fcntl
+
+    work.mkdir(parents=True, exist_ok=True)
+    with (work / ".prepare.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        options, weights, by_quantize = bench.prepare(preset, [QUANTIZE[p] for p in precisions], cache=work)
+    return options, weights, {p: by_quantize[QUANTIZE[p]] for p in precisions}
+
+
 def run(device: str, preset: str, precisions: list[str], repeats: int, n_batches: int, sizes: list[int],
-        budgets: list[int], threads: int | None, work: Path, out: Path, args: str = "") -> dict:
+        budgets: list[int], threads: int | None, work: Path, out: Path, n_sentences: int | None = None,
+        args: str = "") -> dict:
     """Every step of the module docstring; returns the result also written to `out`.
 
     Raises:
@@ -361,12 +376,11 @@ def run(device: str, preset: str, precisions: list[str], repeats: int, n_batches
     write(result, out)
 
     t = time.perf_counter()
-    options, weights, by_quantize = bench.prepare(preset, [QUANTIZE[p] for p in precisions], cache=work)
-    packages = {p: by_quantize[QUANTIZE[p]] for p in precisions}
+    options, weights, packages = prepare(preset, precisions, work)
     result["prepare_s"] = time.perf_counter() - t
     log.info("weights and packages ready in %.0f s", result["prepare_s"])
 
-    text = bench.sentences()
+    text = bench.sentences()[:n_sentences]
     gauge = MemoryGauge(device)
     result["placement"] = {}
     for precision, package in packages.items():
@@ -435,15 +449,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64], help="sentences per batch")
     parser.add_argument("--budgets", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384],
                         help="token positions per batch for the budget runs")
+    parser.add_argument("--sentences", type=int, default=None,
+                        help="only the text's first N sentences (dry runs; default: all 223)")
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime threads per session (default: all)")
     parser.add_argument("--work", type=Path, default=bench.CACHE, help="weights and packages (reused between runs)")
+    parser.add_argument("--prepare-only", action="store_true",
+                        help="only make the weights and export the packages (CPU work: while the wheel travels)")
     parser.add_argument("--out", type=Path, default=None, help="where gpu.md and gpu.json go (default: WORK/gpu-DEVICE)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     out = args.out or args.work / f"gpu-{args.device}"
+    if args.prepare_only:
+        prepare(args.preset, args.precisions, args.work)
+        return 0
     try:
         result = run(args.device, args.preset, args.precisions, args.repeats, args.batches, args.sizes, args.budgets,
-                     args.threads, args.work, out, " ".join(sys.argv[1:] if argv is None else argv))
+                     args.threads, args.work, out, args.sentences, " ".join(sys.argv[1:] if argv is None else argv))
     except EngineError as e:
         print(f"gpu.py: {e}", file=sys.stderr)
         return 2
