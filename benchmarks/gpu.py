@@ -37,8 +37,9 @@ and OUT_DIR/gpu.json (every figure), so a run cut short keeps what it measured:
    the largest budget in positions, for each --budgets value (ascending, one session each
    precision: memory is the peak up to that budget).
 
-Exit status: 0 when every parity check passed, 1 when one failed (the figures are still written,
-marked FAILED), 2 when the engines are not what was asked for.
+Exit status: 0 when every parity check passed and every measurement ran; 1 when a check failed
+(marked FAILED) or a measurement raised (its error is listed; the other engines are still
+measured: a short GPU slot must not lose them all); 2 when the engines are not what was asked for.
 
 Bringing onnxruntime-gpu to a GPU machine without network access: `benchmarks/ort_gpu_wheel.py`.
 """
@@ -69,6 +70,7 @@ log = logging.getLogger("gpu")
 
 CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
 PROVIDER = {"cuda": CUDA, "cpu": CPU}
+REFERENCE = "PyTorch reference"
 QUANTIZE = {"fp32": "none", "fp16": "fp16"}  # package precision -> export_package's quantize
 # Work that must run on the GPU for a CUDA measurement to mean anything. ONNX Runtime places
 # shape arithmetic (Shape, Gather on shapes, Range, ...) on the CPU on purpose: not listed.
@@ -161,7 +163,7 @@ def reference_engine(options: Path, weights: Path, device: str) -> Engine:
         with torch.inference_mode():
             model(torch.from_numpy(batch_to_char_ids(batch)).to(device)).layers.cpu()  # .cpu() waits for the GPU
 
-    return Engine("PyTorch reference", embed)
+    return Engine(REFERENCE, embed)
 
 
 def open_package(package: Path, device: str, threads: int | None):
@@ -315,16 +317,16 @@ def tables(result: dict) -> str:
         lines.append("")
     if result.get("speed"):
         sizes = list(result["speed"][0]["tokens_per_s"])
-        ref = result["speed"][0]
+        ref = next((r for r in result["speed"] if r["engine"] == REFERENCE), None)
         head = "".join(f" batch {s} tokens/s | x ref |" for s in sizes)
         lines += [f"Speed ({result['repeats']} repeats, medians; memory: held after the run, over before loading):", "",
                   f"| engine |{head} batch 1, {bench.LATENCY_TOKENS} tokens (ms) | x ref | memory (MiB) |",
                   "| --- |" + " ---: | ---: |" * len(sizes) + " ---: | ---: | ---: |"]
         for r in result["speed"]:
-            cells = "".join(f" {r['tokens_per_s'][s]:,.0f} | {r['tokens_per_s'][s] / ref['tokens_per_s'][s]:.1f} |"
+            cells = "".join(f" {r['tokens_per_s'][s]:,.0f} | {ratio(r['tokens_per_s'][s], ref and ref['tokens_per_s'][s])} |"
                             for s in sizes)
-            lines.append(f"| {r['engine']} |{cells} {r['latency_ms']:.1f} | {ref['latency_ms'] / r['latency_ms']:.1f} | "
-                         f"{r['memory_mib']:,.0f} |")
+            lines.append(f"| {r['engine']} |{cells} {r['latency_ms']:.1f} | "
+                         f"{ratio(ref and ref['latency_ms'], r['latency_ms'])} | {r['memory_mib']:,.0f} |")
         lines.append("")
     if result.get("budgets"):
         lines += [f"Batch budget (`Elmo.embed` over {result['budget_tokens']:,} tokens of the text, "
@@ -334,13 +336,33 @@ def tables(result: dict) -> str:
             for r in rows:
                 mark = " (best)" if r["tokens_per_s"] == best else ""
                 lines.append(f"| {precision} | {r['budget']:,} | {r['tokens_per_s']:,.0f}{mark} | {r['memory_mib']:,.0f} |")
-    return "\n".join(lines) + "\n"
+        lines.append("")
+    if result.get("errors"):
+        lines += ["Failed measurements:", "", *(f"- {e}" for e in result["errors"]), ""]
+    return "\n".join(lines)
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.1f}" if a and b else "n/a"
 
 
 def write(result: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "gpu.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     (out / "gpu.md").write_text(tables(result), encoding="utf-8")
+
+
+def attempt(result: dict, what: str, measure: Callable):
+    """`measure()`, or None with the error recorded in `result["errors"]`: in a short GPU slot one
+    engine that fails must not lose the others' figures. EngineError still stops the run."""
+    try:
+        return measure()
+    except EngineError:
+        raise
+    except Exception as e:
+        log.exception("%s failed", what)
+        result["errors"].append(f"{what}: {type(e).__name__}: {(str(e).splitlines() or [''])[0]}")
+        return None
 
 
 # -- the run --------------------------------------------------------------------------------
@@ -371,7 +393,7 @@ def run(device: str, preset: str, precisions: list[str], repeats: int, n_batches
 
     started = time.perf_counter()
     result: dict = {"date": date.today().isoformat(), "args": args, "preset": preset, "repeats": repeats,
-                    "engines": check_engines(device)}
+                    "engines": check_engines(device), "errors": []}
     log.info("engines: %s", result["engines"])
     write(result, out)
 
@@ -396,7 +418,10 @@ def run(device: str, preset: str, precisions: list[str], repeats: int, n_batches
     reference = reference_outputs(model, warm)
     result["parity"] = {}
     for precision, package in packages.items():
-        on_device = check_parity(model, package, precision, reference=reference, device=device, raise_on_failure=False)
+        on_device = attempt(result, f"parity of {precision} on {device}", lambda: check_parity(
+            model, package, precision, reference=reference, device=device, raise_on_failure=False))
+        if on_device is None:
+            continue
         gate = ParityReport.from_dict(load_manifest(package).data["parity"])
         tolerance = {k: v for k, v in asdict(tolerance_for(precision, model.options)).items() if v is not None}
         result["parity"][precision] = {"tolerance": ", ".join(f"{k} {v:g}" for k, v in tolerance.items()),
@@ -410,18 +435,22 @@ def run(device: str, preset: str, precisions: list[str], repeats: int, n_batches
     batches = {size: bench.throughput_batches(text, n_batches, size) for size in sizes}
     one = [bench.latency_sentence(text)]
     result["speed"] = []
-    makers = [lambda: reference_engine(options, weights, device)]
-    makers += [lambda p=p: package_engine(packages[p], p, device, threads) for p in precisions]
-    for make in makers:
-        release(device)
+    makers = {REFERENCE: lambda: reference_engine(options, weights, device)}
+    makers.update({f"ONNX {p}": lambda p=p: package_engine(packages[p], p, device, threads) for p in precisions})
+
+    def speed_of(make: Callable[[], Engine]) -> Speed:
         before = gauge.used()
         engine = make()
         tokens_per_s, latency_ms = measure_speed(engine, batches, one, repeats)
-        memory = (gauge.used() - before) / 2**20
-        result["speed"].append(asdict(Speed(engine.name, tokens_per_s, latency_ms, memory)))
-        del engine
-        log.info("%s: %s tokens/s, %.1f ms, %.0f MiB", result["speed"][-1]["engine"],
-                 {k: round(v) for k, v in tokens_per_s.items()}, latency_ms, memory)
+        return Speed(engine.name, tokens_per_s, latency_ms, (gauge.used() - before) / 2**20)
+
+    for name, make in makers.items():
+        release(device)
+        speed = attempt(result, f"speed of {name} on {device}", lambda: speed_of(make))
+        if speed is not None:
+            result["speed"].append(asdict(speed))
+            log.info("%s: %s tokens/s, %.1f ms, %.0f MiB", name, {k: round(v) for k, v in speed.tokens_per_s.items()},
+                     speed.latency_ms, speed.memory_mib)
         write(result, out)
 
     long_text = budget_text(text, max(budgets))
@@ -430,9 +459,10 @@ def run(device: str, preset: str, precisions: list[str], repeats: int, n_batches
     for precision, package in packages.items():
         release(device)
         before = gauge.used()
-        elmo = open_package(package, device, threads)
-        result["budgets"][precision] = measure_budgets(elmo, budgets, long_text, repeats, gauge, before)
-        del elmo
+        rows = attempt(result, f"budgets of {precision} on {device}", lambda: measure_budgets(
+            open_package(package, device, threads), budgets, long_text, repeats, gauge, before))
+        if rows is not None:
+            result["budgets"][precision] = rows
         write(result, out)
     result["total_s"] = time.perf_counter() - started
     write(result, out)
@@ -470,8 +500,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(tables(result))
     failed = [p for p, r in result["parity"].items() if not r["passed"]]
-    if failed:
-        print(f"gpu.py: parity FAILED on {args.device} for {', '.join(failed)} (see the table)", file=sys.stderr)
+    if failed or result["errors"]:
+        print(f"gpu.py: parity FAILED on {args.device} for {', '.join(failed) or 'none'}; "
+              f"{len(result['errors'])} measurements failed (see the tables)", file=sys.stderr)
         return 1
     return 0
 

@@ -153,3 +153,21 @@ def test_wheel_parts_travel_one_call_at_a_time_and_join_back(wheel_tool, tmp_pat
     assert calls[1] == ("python3 benchmarks/ort_gpu_wheel.py receive", [".whl/ort-gpu-2"], None)
     assert "ort_gpu_wheel.py install && (" in calls[2][0] and calls[2][2] == 600
     assert "PYTHONPATH=/tmp/ort-gpu:. PYTHONUNBUFFERED=1 python3 benchmarks/gpu.py --work /tmp/elmo-gpu --out $OUT" in calls[2][0]
+
+
+def test_a_failing_measurement_is_recorded_and_the_others_go_on(gpu):
+    result = {"errors": []}
+
+    def broken():
+        raise RuntimeError("CUDA failure 700: an illegal memory access\nat ...")
+
+    assert gpu.attempt(result, "speed of ONNX fp16 on cuda", broken) is None
+    assert result["errors"] == ["speed of ONNX fp16 on cuda: RuntimeError: CUDA failure 700: an illegal memory access"]
+    assert gpu.attempt(result, "speed of ONNX fp32 on cuda", lambda: 42) == 42
+
+    def fallback():
+        raise gpu.EngineError("placed MatMul off CUDAExecutionProvider")
+
+    with pytest.raises(gpu.EngineError):  # never recorded and skipped: it stops the run
+        gpu.attempt(result, "placement", fallback)
+    assert len(result["errors"]) == 1
