@@ -4,7 +4,7 @@ The GPU machine (see the device tool's notes) has torch with CUDA 13 and cuDNN 9
 CPU build of onnxruntime; it cannot download anything. onnxruntime-gpu 1.31.1 (cp312,
 manylinux_2_28, built for CUDA 13) is a 255.6 MB wheel, and one call to that machine carries at
 most 64 MiB: the checkout's files plus the paths named in `carry`. So the wheel travels in parts,
-one per call, in calls made back to back (a machine left idle goes back within a minute, and
+one per call, in calls made back to back (a machine left idle goes back after about 30 s, and
 its /tmp with it), and is put together and installed there.
 
 Here, with network, in the checkout the device tool sends (the session's own; a helper's
