@@ -71,7 +71,7 @@ log = logging.getLogger("gpu")
 CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
 PROVIDER = {"cuda": CUDA, "cpu": CPU}
 REFERENCE = "PyTorch reference"
-QUANTIZE = {"fp32": "none", "fp16": "fp16"}  # package precision -> export_package's quantize
+PRECISIONS = ("fp32", "fp16")
 # Work that must run on the GPU for a CUDA measurement to mean anything. ONNX Runtime places
 # shape arithmetic (Shape, Gather on shapes, Range, ...) on the CPU on purpose: not listed.
 HEAVY_OPS = frozenset({"MatMul", "Gemm", "Conv", "Scan", "Loop", "Einsum", "FusedMatMul", "FusedConv",
@@ -375,8 +375,7 @@ def prepare(preset: str, precisions: list[str], work: Path) -> tuple[Path, Path,
     work.mkdir(parents=True, exist_ok=True)
     with (work / ".prepare.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        options, weights, by_quantize = bench.prepare(preset, [QUANTIZE[p] for p in precisions], cache=work)
-    return options, weights, {p: by_quantize[QUANTIZE[p]] for p in precisions}
+        return bench.prepare(preset, precisions, cache=work)
 
 
 def run(device: str, preset: str, precisions: list[str], repeats: int, n_batches: int, sizes: list[int],
@@ -422,7 +421,7 @@ def run(device: str, preset: str, precisions: list[str], repeats: int, n_batches
             model, package, precision, reference=reference, device=device, raise_on_failure=False))
         if on_device is None:
             continue
-        gate = ParityReport.from_dict(load_manifest(package).data["parity"])
+        gate = ParityReport.from_dict(load_manifest(package).parity)
         tolerance = {k: v for k, v in asdict(tolerance_for(precision, model.options)).items() if v is not None}
         result["parity"][precision] = {"tolerance": ", ".join(f"{k} {v:g}" for k, v in tolerance.items()),
                                        "cpu": gate.worst(), "device": on_device.worst(),
@@ -473,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=sorted(PROVIDER), default="cuda")
     parser.add_argument("--preset", default="original")
-    parser.add_argument("--precisions", nargs="+", choices=list(QUANTIZE), default=list(QUANTIZE))
+    parser.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batches", type=int, default=3, help="batches of each size in the throughput runs")
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64], help="sentences per batch")

@@ -39,14 +39,14 @@ def test_the_dry_run_takes_every_step_on_the_cpu(gpu, tmp_path, capsys):
     out, work = tmp_path / "out", tmp_path / "work"
     # As on the GPU machine: the packages made first (in the background there), then the run.
     assert gpu.main([*DRY_RUN, "--work", str(work), "--prepare-only"]) == 0
-    exported = {p: (work / "tiny" / p / "bilm.onnx").stat().st_mtime_ns for p in ("none", "fp16")}
+    exported = {p: (work / "tiny" / p / "bilm.onnx").stat().st_mtime_ns for p in ("fp32", "fp16")}
     assert not out.exists()
     assert gpu.main([*DRY_RUN, "--work", str(work), "--out", str(out)]) == 0
-    assert {p: (work / "tiny" / p / "bilm.onnx").stat().st_mtime_ns for p in ("none", "fp16")} == exported
+    assert {p: (work / "tiny" / p / "bilm.onnx").stat().st_mtime_ns for p in ("fp32", "fp16")} == exported
 
     result = json.loads((out / "gpu.json").read_text())
     assert result["engines"]["device"] == "cpu"
-    assert sorted(p.name for p in (work / "tiny").iterdir() if p.is_dir()) == ["fp16", "none", "weights"]
+    assert sorted(p.name for p in (work / "tiny").iterdir() if p.is_dir()) == ["fp16", "fp32", "weights"]
     for precision in ("fp32", "fp16"):
         placement = result["placement"][precision]
         assert placement["heavy_off_device"] == [] and placement["off_device_share"] == 0.0
