@@ -51,14 +51,14 @@ def sentences() -> list[list[str]]:
     return [tokens for tokens in map(tokenize, split) if tokens]
 
 
-def throughput_batches(all_sentences: list[list[str]], n_batches: int) -> list[list[list[str]]]:
-    """Batches of 32 sentences, each batch of similar lengths (as the runtime would form them).
+def throughput_batches(all_sentences: list[list[str]], n_batches: int, batch: int = BATCH) -> list[list[list[str]]]:
+    """Batches of `batch` sentences, each batch of similar lengths (as the runtime would form them).
 
     Both engines get exactly these batches, so padding is the same for both.
     """
-    chosen = all_sentences[: n_batches * BATCH]
+    chosen = all_sentences[: n_batches * batch]
     ordered = sorted(chosen, key=len)
-    return [ordered[i : i + BATCH] for i in range(0, len(ordered), BATCH)]
+    return [ordered[i : i + batch] for i in range(0, len(ordered), batch)]
 
 
 def latency_sentence(all_sentences: list[list[str]]) -> list[str]:
@@ -144,19 +144,20 @@ def fresh_process(kind: str, path: Path, options: Path, threads: int, workload: 
 
 # -- the run ----------------------------------------------------------------------------------
 
-def prepare(preset: str, precisions: list[str]) -> tuple[Path, Path, dict[str, Path]]:
+def prepare(preset: str, precisions: list[str], cache: Path = CACHE) -> tuple[Path, Path, dict[str, Path]]:
+    """Synthetic weights of `preset` and its packages under `cache/preset`, made once and reused."""
     from elmo_export.export import export_package
     from elmo_export.synthetic import write_synthetic
 
-    weights_dir = CACHE / preset / "weights"
+    weights_dir = cache / preset / "weights"
     options, weights = weights_dir / "options.json", weights_dir / "weights.hdf5"
     if not weights.exists():
         write_synthetic(preset, weights_dir, seed=0)
     packages = {}
     for precision in precisions:
-        package = CACHE / preset / precision
+        package = cache / preset / precision
         # A package exported by other exporter code would measure that code: export again.
-        stamp = CACHE / preset / f"{precision}.exporter-sha256"
+        stamp = cache / preset / f"{precision}.exporter-sha256"
         if not (package / "elmo.json").exists() or not stamp.exists() or stamp.read_text() != exporter_hash():
             export_package(options, weights, package, quantize=precision, force=True, progress=False)
             stamp.write_text(exporter_hash())

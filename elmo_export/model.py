@@ -276,7 +276,7 @@ class ElmoBiLm(nn.Module):
         out = char_ids.new_zeros(b, t + 2, c)
         out[:, 1 : t + 1] = char_ids
         out[:, 0] = self.bos_char_ids
-        out[torch.arange(b), lengths + 1] = self.eos_char_ids
+        out[torch.arange(b, device=out.device), lengths + 1] = self.eos_char_ids
         return out
 
     def run_direction(self, cell: LstmpCell, x: torch.Tensor, lengths: torch.Tensor,
