@@ -9,6 +9,7 @@ against the reference measured in the same run.
 
     python benchmarks/bench.py                     # original and small, writes RESULTS.md
     python benchmarks/bench.py --presets small --repeats 3 --no-write
+    python benchmarks/bench.py --extra-package "original:int8, old exporter=/tmp/old-int8"  # old vs new, one run
 
 Inputs: `benchmarks/data/GPL-3.txt`, the GNU GPL v3 (verbatim, as its licence allows), split
 into its 223 sentences (median 25 tokens, up to 138) by `sentences()` below and tokenized by the
