@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             license = source_license(args.model, options, args.license) if args.push_to_hub else None
             package = export_package(options, weights, args.output, quantize=args.quantize,
                                      initial_state=args.initial_state, opset=args.opset, force=args.force,
-                                     progress=args.progress)
+                                     progress=args.progress, stop=interrupted.event)
     except ParityError as e:
         print(f"elmo-export: error: {e}", file=sys.stderr)
         if e.report.modes:

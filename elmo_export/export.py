@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 import time
 from dataclasses import dataclass
 from importlib import metadata
@@ -306,6 +307,7 @@ def export_package(
     opset: int | None = None,
     force: bool = False,
     progress: bool = True,
+    stop: threading.Event | None = None,
 ) -> Path:
     """Export `options.json` + `weights.hdf5` to a verified model package in `out_dir`.
 
@@ -318,6 +320,9 @@ def export_package(
         opset: ONNX opset; None: `contract.DEFAULT_OPSET`.
         force: replace an existing package in `out_dir`, once the new one is verified.
         progress: tqdm bars for the long steps.
+        stop: an event that, once set, stops the export before the package is renamed into
+            place (KeyboardInterrupt, nothing left at `out_dir`); the command line sets it on
+            SIGINT or SIGTERM, whose own KeyboardInterrupt can be lost inside library code.
 
     Returns:
         `out_dir`, holding the package.
@@ -345,6 +350,8 @@ def export_package(
                  o.n_layers, o.dim, o.projection_dim)
         _export_into(model, settings, options_path, weights_path, staging)
         _check_output(out, settings.force)  # again: something may have appeared meanwhile
+        if stop is not None and stop.is_set():
+            raise KeyboardInterrupt
         _move_into_place(staging, out)
     except BaseException:
         # By name, not by the variable: an interrupt may come between the mkdir and the assignment.
