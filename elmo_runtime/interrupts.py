@@ -4,13 +4,16 @@ SIGTERM is what `timeout`, `kill` and `docker stop` send; by default it ends Pyt
 skipping the cleanup that removes temporary files. Here it raises `KeyboardInterrupt` like
 Ctrl-C, so the same `except`/`finally` paths run. The signal is also recorded in an event:
 a `KeyboardInterrupt` raised while Python runs a weakref callback or a `__del__` (h5py's
-object registry does so) is printed as "Exception ignored" and lost, and a loop that checks
-the event stops anyway.
+object registry and torch do so) is lost, and a loop that checks the event stops anyway.
+Python would print such a lost interrupt as an "Exception ignored" traceback; within the
+block it is dropped silently instead, since the event carries it and the command line says
+"interrupted" in one line.
 """
 
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from contextlib import contextmanager
 from typing import Iterator
@@ -46,9 +49,15 @@ def interrupts_raise() -> Iterator[Interrupts]:
         seen.event.set()
         raise KeyboardInterrupt
 
+    def unraisable(info) -> None:
+        if not (seen.event.is_set() and isinstance(info.exc_value, KeyboardInterrupt)):
+            previous_hook(info)
+
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous_hook, sys.unraisablehook = sys.unraisablehook, unraisable
     try:
         yield seen
     finally:
+        sys.unraisablehook = previous_hook
         for s, old in previous.items():
             signal.signal(s, signal.SIG_DFL if old is None else old)
