@@ -27,8 +27,6 @@ import textwrap
 import time
 from pathlib import Path
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import bench  # noqa: E402  (the English benchmark's inputs, packages and helpers)

@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import tempfile
+import threading
 import zipfile
 from pathlib import Path
 from typing import Callable, Iterator
@@ -136,8 +137,12 @@ def is_other_family(model: str | Path) -> bool:
     return find_archive(str(model)) is not None
 
 
-def export_other_family(model: str | Path, out_dir: str | Path, settings: ExportSettings) -> Path:
-    """Export what `is_other_family` accepts; a name is downloaded once into the cache first."""
+def export_other_family(model: str | Path, out_dir: str | Path, settings: ExportSettings, *,
+                        stop: threading.Event | None = None) -> Path:
+    """Export what `is_other_family` accepts; a name is downloaded once into the cache first.
+
+    `settings` and `stop` as for `export.export_package`.
+    """
     from elmo_export.archive_catalog import fetch_archive
 
     path = Path(model)
@@ -146,8 +151,8 @@ def export_other_family(model: str | Path, out_dir: str | Path, settings: Export
         path = fetch_archive(str(model), progress=settings.progress)
     if is_archive(path):
         with archive_loader(path) as load:
-            return export_reference(load, out_dir, settings)
+            return export_reference(load, out_dir, settings, stop=stop)
     load = loader_for_directory(path)
     if load is None:
         raise ValueError(f"{path} is neither a bilm-tf nor an ELMoForManyLangs model directory")
-    return export_reference(load, out_dir, settings)
+    return export_reference(load, out_dir, settings, stop=stop)

@@ -3,7 +3,8 @@
 `export_package` does every step in a temporary directory beside the output and moves the
 package into place only once it is complete and verified:
 
-1. load the reference (`weights.load_reference`: its errors name missing files and mismatches);
+1. load the reference (`weights.load_reference`, or another family's loader through
+   `export_reference`: `manylangs`, `archives`; their errors name missing files and mismatches);
 2. build both graphs (`onnx_graph`), in fp16 directly, or fp32 then quantized (`quantize`);
 3. save them and validate each: `onnx.checker.check_model(full_check=True)` (with strict
    shape inference), and the names, dtypes and shapes of `contract.graph_specs` (the one
@@ -24,7 +25,7 @@ import json
 import logging
 import os
 import shutil
-import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from importlib import metadata
@@ -43,7 +44,8 @@ from elmo_export.quantize import quantize as quantize_graph
 from elmo_export.sentences import builtin_sentences
 from elmo_export.weights import load_reference
 from elmo_runtime import contract as C
-from elmo_runtime.package import InitialState, Manifest, sha256_of
+from elmo_runtime import scratch
+from elmo_runtime.package import STAGING_SUFFIX, InitialState, Manifest, sha256_of
 from elmo_runtime.token_schemes import DictionaryScheme
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,7 @@ log = logging.getLogger(__name__)
 WARMUP_TEXT = "warmup.txt"
 WARMUP_SOURCE = "elmo_export/data/warmup.txt: Lincoln, the Gettysburg Address (1863, Bliss copy), public domain"
 FP16_SETTINGS = {"weights": "float16", "compute": "float16", "inputs_outputs": "float32"}
+OLD_SUFFIX = ".old"  # an old package moved aside while the new one is renamed into place
 
 
 @dataclass(frozen=True)
@@ -137,8 +140,14 @@ def validate_graph(path: Path, spec: C.GraphSpec) -> None:
             out[v.name] = {"dtype": dtype, "shape": [d.dim_param or d.dim_value for d in tensor.shape.dim]}
         return out
 
+    defaults = {i.name: i for i in model.graph.initializer}
+    optional = {name: {**described([v])[name], "default": onnx.numpy_helper.to_array(defaults[name]).tolist()}
+                for v in model.graph.input for name in [v.name] if name in defaults}
+    want_optional = {t.name: t.to_dict() for t in spec.optional_inputs}
+    if optional != want_optional:
+        problems.append(f"optional inputs are {optional}, the spec says {want_optional}")
     for kind, values in (("inputs", model.graph.input), ("outputs", model.graph.output)):
-        got = described(v for v in values if kind == "outputs" or v.name not in {i.name for i in model.graph.initializer})
+        got = described(v for v in values if kind == "outputs" or v.name not in defaults)
         want = {t.name: t.to_dict() for t in getattr(spec, kind)}
         if list(got) != list(want):
             problems.append(f"{kind} are {list(got)}, the spec says {list(want)}")
@@ -192,6 +201,9 @@ def _producer_version() -> str:
 
 def _check_output(out: Path, force: bool) -> None:
     """Refuse an output we must not replace, before any slow work."""
+    if out.name in ("", ".", ".."):
+        raise ValueError(f"output {str(out)!r} names no directory of its own; give the package directory by "
+                         f"name (e.g. ../{Path.cwd().name if out.name == '' else 'NAME'})")
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"output {out} exists and is not a directory; choose another output directory")
     if out.is_dir() and any(out.iterdir()):
@@ -205,12 +217,25 @@ def _check_output(out: Path, force: bool) -> None:
 
 
 def _make_staging_dir(out: Path) -> Path:
+    """`.OUT.<pid>.<random>.partial` beside `out`, after removing those of dead exports."""
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+        for suffix in (STAGING_SUFFIX, OLD_SUFFIX):
+            scratch.remove_stale(out, suffix)
+        return scratch.create_dir(out, STAGING_SUFFIX)
     except OSError as e:
         reason = e.strerror or str(e)
         raise type(e)(e.errno, f"cannot write the package to {out}: {reason} ({e.filename or out.parent})") from None
+
+
+def _open_to_umask(directory: Path) -> None:
+    """Give the package's files the modes a plain `open()` would (onnx writes `.data` files 0600).
+
+    The staging directory was made with mode 0o777 less the umask, so its mode tells the umask.
+    """
+    allowed = directory.stat().st_mode & 0o777
+    for f in directory.iterdir():
+        f.chmod(0o666 & allowed)
 
 
 def _move_into_place(staging: Path, out: Path) -> None:
@@ -218,7 +243,7 @@ def _move_into_place(staging: Path, out: Path) -> None:
     old = None
     if out.is_dir():
         if any(out.iterdir()):
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+            old = scratch.create_dir(out, OLD_SUFFIX)
             os.replace(out, old / out.name)
         else:
             out.rmdir()
@@ -256,17 +281,14 @@ def build_manifest(model: ElmoBiLm, settings: ExportSettings, source: dict, stat
 def token_scheme_entries(model: ElmoBiLm) -> dict:
     """The manifest fields that say how tokens become ids (`elmo_runtime.token_schemes`).
 
-    Byte-scheme models keep format 1's `chars` entry (with their own width; format 2 where it
-    is not 50); dictionary models (ELMoForManyLangs) describe their dictionaries, shipped
-    beside the graphs, and that they expect pre-tokenized input.
+    Byte-scheme models keep format 1's `chars` entry (with their own width); dictionary models
+    (ELMoForManyLangs) name their scheme and describe their dictionaries, shipped beside the
+    graphs, and say that they expect pre-tokenized input (`input`).
     """
     scheme = model.scheme
     if not isinstance(scheme, DictionaryScheme):
-        width = scheme.max_characters_per_token
-        return {"chars": scheme.to_manifest(),
-                "format_version": C.BYTES_FORMAT_VERSION if width == C.MAX_CHARACTERS_PER_TOKEN else C.FORMAT_VERSION}
-    return {"format_version": C.FORMAT_VERSION, "chars": scheme.to_manifest(),
-            "input": {"tokenization": "pretokenized", "expects": INPUT_EXPECTS_UD}}
+        return {"chars": scheme.to_manifest()}
+    return {"chars": scheme.to_manifest(), "input": {"tokenization": "pretokenized", "expects": INPUT_EXPECTS_UD}}
 
 
 INPUT_EXPECTS_UD = ("tokens as in Universal Dependencies treebanks (CoNLL 2018 shared task); Chinese "
@@ -306,6 +328,7 @@ def export_package(
     opset: int | None = None,
     force: bool = False,
     progress: bool = True,
+    stop: threading.Event | None = None,
 ) -> Path:
     """Export `options.json` + `weights.hdf5` to a verified model package in `out_dir`.
 
@@ -318,6 +341,9 @@ def export_package(
         opset: ONNX opset; None: `contract.DEFAULT_OPSET`.
         force: replace an existing package in `out_dir`, once the new one is verified.
         progress: tqdm bars for the long steps.
+        stop: an event that, once set, stops the export before the package is renamed into
+            place (KeyboardInterrupt, nothing left at `out_dir`); the command line sets it on
+            SIGINT or SIGTERM, whose own KeyboardInterrupt can be lost inside library code.
 
     Returns:
         `out_dir`, holding the package.
@@ -333,7 +359,7 @@ def export_package(
             listed); nothing is left at `out_dir`.
     """
     settings = ExportSettings(quantize=quantize, initial_state=initial_state, opset=opset, force=force, progress=progress)
-    return export_reference(bilm_tf_loader(options, weights), out_dir, settings)
+    return export_reference(bilm_tf_loader(options, weights), out_dir, settings, stop=stop)
 
 
 def bilm_tf_loader(options: str | Path, weights: str | Path) -> Callable[[], tuple[ElmoBiLm, dict]]:
@@ -341,42 +367,47 @@ def bilm_tf_loader(options: str | Path, weights: str | Path) -> Callable[[], tup
     options_path, weights_path = Path(options), Path(weights)
 
     def load() -> tuple[ElmoBiLm, dict]:
+        model = load_reference(options_path, weights_path)  # first: its errors name a missing file
         source = {
             "options_file": options_path.name,
             "options_sha256": sha256_of(options_path),
             "weights_file": weights_path.name,
             "weights_sha256": sha256_of(weights_path),
         }
-        return load_reference(options_path, weights_path), source
+        return model, source
 
     return load
 
 
 def export_reference(load: Callable[[], tuple[ElmoBiLm, dict]], out_dir: str | Path,
-                     settings: ExportSettings | None = None) -> Path:
+                     settings: ExportSettings | None = None, *, stop: threading.Event | None = None) -> Path:
     """Export the reference biLM that `load()` returns (with its manifest `source` entry).
 
     Every model family goes through here once its loader has built the reference: the
-    staging directory and the checks are those of `export_package`, which documents the
-    errors. `load` runs after the output is checked, so that a bad output fails before any
-    slow step.
+    staging directory, the checks and `stop` are those of `export_package`, which documents
+    the errors. `load` runs after the output is checked and the staging directory made, so
+    that a bad output fails before any slow step; it must check the source's shapes against
+    its options (and those against `ElmoOptions.check`'s bounds) before it allocates a model.
     """
     settings = ExportSettings() if settings is None else settings
     out = Path(out_dir)
     _check_output(out, settings.force)
 
     started = time.perf_counter()
-    staging = _make_staging_dir(out)  # first: an unwritable output fails before any slow step
     try:
+        staging = _make_staging_dir(out)  # first: an unwritable output fails before any slow step
         model, source = load()
         o = model.options
         log.info("reference biLM: %.1fM parameters (LSTM %d x %d, projection %d)", o.parameter_count() / 1e6,
                  o.n_layers, o.dim, o.projection_dim)
         _export_into(model, settings, source, staging)
         _check_output(out, settings.force)  # again: something may have appeared meanwhile
+        if stop is not None and stop.is_set():
+            raise KeyboardInterrupt
         _move_into_place(staging, out)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        # By name, not by the variable: an interrupt may come between the mkdir and the assignment.
+        scratch.remove_own(out, STAGING_SUFFIX)
         raise
     log.info("exported %s (%s) in %.1f s", out, settings.precision, time.perf_counter() - started)
     return out
@@ -414,3 +445,4 @@ def _export_into(model: ElmoBiLm, settings: ExportSettings, source: dict, direct
              settings.precision, time.perf_counter() - t, worst["max_abs"], worst["mean_cosine"], worst["min_cosine"])
     log.debug("parity:\n%s", report.table())
     _write_manifest(directory, manifest.replace(parity=report.to_dict()))
+    _open_to_umask(directory)

@@ -27,10 +27,10 @@ from __future__ import annotations
 import json
 import logging
 import pickle
+import threading
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from elmo_export.model import ElmoBiLm, ElmoOptions
@@ -390,12 +390,14 @@ def _copy_weights(model: ElmoBiLm, token_sd: dict[str, torch.Tensor], encoder_sd
                 put(cell.projection.weight, encoder_sd[f"{name}.state_projection.weight"])
 
 
-def export_manylangs(directory: str | Path, out_dir: str | Path, **settings) -> Path:
+def export_manylangs(directory: str | Path, out_dir: str | Path, *, stop: threading.Event | None = None,
+                     **settings) -> Path:
     """Export an ELMoForManyLangs model directory to a verified package.
 
     Args:
+        stop: as for `export.export_package`.
         settings: `export.ExportSettings`' fields (quantize, initial_state, opset, force, progress).
     """
     from elmo_export.export import ExportSettings, export_reference
 
-    return export_reference(lambda: load_manylangs(directory), out_dir, ExportSettings(**settings))
+    return export_reference(lambda: load_manylangs(directory), out_dir, ExportSettings(**settings), stop=stop)

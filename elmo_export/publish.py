@@ -89,6 +89,18 @@ def _parity_table(parity: dict) -> str:
     return "\n".join(rows) + f"\n\nTolerance for {parity['precision']}: {bars}: passed."
 
 
+def _source_line(source: dict) -> str:
+    """The source weights in one table cell: bilm-tf's HDF5 file, or another family's files."""
+    if "weights_file" in source:
+        line = f"{source.get('weights_file')} (sha256 {source.get('weights_sha256')})"
+    else:  # ELMoForManyLangs (elmo_export.manylangs): each file's sha256 is in elmo.json's `source`
+        line = f"{source.get('format', 'unknown')}: {', '.join(source.get('files', {}))} (sha256 of each in elmo.json)"
+    archive = source.get("archive")
+    if isinstance(archive, dict):
+        line += f", from {archive.get('file')} (sha256 {archive.get('sha256')})"
+    return line
+
+
 def model_card(manifest: dict, repo_id: str, license: SourceLicense) -> str:
     """The README.md of a published package: metadata, what it is, how to use it, its parity."""
     lstm, cnn = manifest["architecture"]["lstm"], manifest["architecture"]["char_cnn"]
@@ -100,6 +112,10 @@ def model_card(manifest: dict, repo_id: str, license: SourceLicense) -> str:
         meta.append(f"license_name: {json.dumps(license.name)}")
     meta += ["tags:", "- elmo", "- onnx", f"- {precision}", "---", ""]
     source = manifest.get("source", {})
+    pretokenized = manifest.get("input", {}).get("tokenization") == "pretokenized"
+    example = ('vectors = elmo.embed([["The", "cat", "sat", "."]])   # token lists: the model expects its '
+               'own tokenization' if pretokenized else
+               'vectors = elmo.embed(["The cat sat on the mat."])   # (layers, tokens, dim) per sentence')
     licence_lines = [f"The weights this package was exported from are under: **{license.name}**"
                      + (f" ({license.url})" if license.url else "") + ". Its terms apply to this package."]
     if license.text:
@@ -114,10 +130,11 @@ def model_card(manifest: dict, repo_id: str, license: SourceLicense) -> str:
         "```python",
         "from elmo_runtime import Elmo",
         f'elmo = Elmo("hf:{repo_id}")',
-        'vectors = elmo.embed(["The cat sat on the mat."])   # (layers, tokens, dim) per sentence',
+        example,
         "```",
         "",
-        f"or `elmo-embed hf:{repo_id} sentences.txt vectors.hdf5`.",
+        f"or `elmo-embed hf:{repo_id} sentences.txt vectors.hdf5{' --tokenized' if pretokenized else ''}`."
+        + (f" Input: {manifest['input'].get('expects', 'pre-tokenized')}." if pretokenized else ""),
         "",
         "## Architecture",
         "",
@@ -131,12 +148,12 @@ def model_card(manifest: dict, repo_id: str, license: SourceLicense) -> str:
         f"| initial state | {manifest['initial_state']['mode']} |",
         f"| ONNX opset | {manifest['opset']} |",
         f"| size | {sum(e['bytes'] for e in files.values()) / 1e6:.2f} MB ({', '.join(files)}, {C.MANIFEST_FILE}) |",
-        f"| source weights | {source.get('weights_file')} (sha256 {source.get('weights_sha256')}) |",
+        f"| source weights | {_source_line(source)} |",
         "",
         "## Parity with the reference",
         "",
         f"Checked at export in ONNX Runtime (CPU) against elmo-onnx's PyTorch reference, which reproduces "
-        f"the original TensorFlow ELMo, on {parity['sentences']} sentences ({parity['tokens']} tokens, "
+        f"{'ELMoForManyLangs' if source.get('format') == 'elmoformanylangs' else 'the original TensorFlow ELMo'}, on {parity['sentences']} sentences ({parity['tokens']} tokens, "
         f"batches of {parity['batch_size']}), with the zero, the warm and a carried state:",
         "",
         _parity_table(parity),

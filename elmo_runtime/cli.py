@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 
 from elmo_runtime import contract as C
 from elmo_runtime.files import FORMATS, embed_file
+from elmo_runtime.interrupts import interrupts_raise
 from elmo_runtime.runner import DEVICES
 
 
@@ -28,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "a catalog name (downloaded once and cached; ELMO_ONNX_CATALOG adds catalogs), or "
                              "hf:owner/repo[@revision] (a package on the Hugging Face Hub)")
     parser.add_argument("input", help="UTF-8 text file, one sentence per line ('-': standard input)")
-    parser.add_argument("output", help="HDF5 (or --format npz) file to write")
+    parser.add_argument("output", help="HDF5 (or --format npz) file to write (not '-': both formats need a file)")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--all", dest="layers", action="store_const", const="all",
                        help="all layers, (L+1, T, dim) per sentence (default)")
@@ -48,7 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads per session")
     parser.add_argument("--state", choices=C.STATE_MODES, default=None,
                         help="initial LSTM state of every sentence (default: the package's)")
-    parser.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
+    parser.add_argument("--force", action="store_true",
+                        help="overwrite OUTPUT if it exists (a regular file only, never INPUT; its mode is kept)")
+    parser.add_argument("--no-verify", dest="verify", action="store_false",
+                        help="skip the sha256 check of the package's files (for a package verified when deployed)")
     parser.add_argument("--allow-empty-lines", action="store_true",
                         help="embed empty lines as 0 tokens instead of refusing them")
     parser.add_argument("--forget-sentences", action="store_true",
@@ -63,14 +68,16 @@ def main(argv: list[str] | None = None) -> int:
     args = vars(build_parser().parse_args(argv))
     quiet = args.pop("quiet")
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="elmo-embed: %(message)s")
-    try:
-        embed_file(**args)
-    except KeyboardInterrupt:
-        print("elmo-embed: interrupted; no output written", file=sys.stderr)
-        return 130
-    except (OSError, ValueError, TypeError, RuntimeError) as e:
-        print(f"elmo-embed: error: {e}", file=sys.stderr)
-        return 1
+    with interrupts_raise() as interrupted:
+        try:
+            embed_file(**args, stop=interrupted.event)
+        except KeyboardInterrupt:
+            signum = interrupted.signum or signal.SIGINT
+            print(f"elmo-embed: interrupted ({signal.Signals(signum).name}); no output written", file=sys.stderr)
+            return 128 + signum
+        except (OSError, ValueError, TypeError, RuntimeError) as e:
+            print(f"elmo-embed: error: {e}", file=sys.stderr)
+            return 1
     return 0
 
 

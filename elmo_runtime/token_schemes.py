@@ -206,6 +206,25 @@ class DictionaryScheme:
 TokenScheme = ByteScheme | DictionaryScheme
 
 
+def scheme_files(entry: Mapping) -> list[tuple[str, object]]:
+    """The files a manifest's `chars` entry reads, as `(field, value)`: the dictionary scheme's
+    `chars.dictionary.file` and `chars.dictionary.words.file` (none for `bytes`).
+
+    `package.load_manifest` confines them to the package and requires them listed in `files`
+    (so sized and sha256-checked), as it does the graphs, before `scheme_from_manifest` reads them.
+    """
+    if not isinstance(entry, Mapping) or entry.get("scheme") != DICTIONARY:
+        return []
+    params = entry.get(DICTIONARY)
+    if not isinstance(params, Mapping):
+        return []  # scheme_from_manifest names the missing parameters
+    out = [(f"chars.{DICTIONARY}.file", params.get("file"))]
+    words = params.get("words")
+    if isinstance(words, Mapping):
+        out.append((f"chars.{DICTIONARY}.words.file", words.get("file")))
+    return out
+
+
 class SchemeError(ValueError):
     """A manifest whose token scheme this runtime cannot read (the field is named)."""
 
@@ -213,7 +232,7 @@ class SchemeError(ValueError):
 def scheme_from_manifest(entry: Mapping, directory: str | Path) -> TokenScheme:
     """The token scheme a package's manifest describes in its `chars` entry.
 
-    A `chars` entry without `scheme` (format 1 packages) means `bytes`.
+    A `chars` entry without `scheme` (every package before the dictionary scheme) means `bytes`.
 
     Raises:
         SchemeError: an unknown scheme, a missing field or an unreadable dictionary file.

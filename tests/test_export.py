@@ -103,7 +103,7 @@ def test_manifest_has_the_contract_keys_and_true_hashes(exported, tiny_weights, 
     manifest = manifest_of(package)
     assert list(manifest) == ["format_version", "producer", "architecture", "chars", "graphs", "pipeline",
                               "precision", "opset", "initial_state", "source", "files", "parity"]
-    assert manifest["format_version"] == C.BYTES_FORMAT_VERSION
+    assert manifest["format_version"] == C.FORMAT_VERSION
     assert manifest["producer"]["name"] == "elmo-onnx" and manifest["producer"]["version"]
     assert manifest["architecture"] == tiny_model.options.to_dict()
     assert manifest["chars"] == C.char_constants()

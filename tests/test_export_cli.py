@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,8 @@ def test_options_and_weights_flags_map_onto_the_library(tiny_weights, tmp_path, 
                  "--initial-state", "zero", "--opset", "18", "--force", "--no-progress"])
     assert code == EXIT_OK
     assert seen["args"] == (Path(options), Path(weights), tmp_path / "x")
+    stop = seen["kwargs"].pop("stop")  # the CLI's signal event, unset: no signal came
+    assert isinstance(stop, threading.Event) and not stop.is_set()
     assert seen["kwargs"] == {"quantize": "int4", "initial_state": "zero", "opset": 18, "force": True, "progress": False}
     # fp32 has one name; "none" is accepted as its alias.
     assert main(["--options", str(options), "--weights", str(weights), "-o", str(tmp_path / "x"), "--quantize", "none"]) == 0
@@ -113,7 +116,7 @@ def test_an_existing_output_needs_force_and_an_unwritable_one_exits_2(model_dir,
     err = capsys.readouterr().err
     assert "not empty" in err and "--force" in err
     assert main([str(model_dir), "-o", str(out), "-q", "--no-progress", "--force"]) == EXIT_OK
-    assert json.loads((out / C.MANIFEST_FILE).read_text())["format_version"] == C.BYTES_FORMAT_VERSION
+    assert json.loads((out / C.MANIFEST_FILE).read_text())["format_version"] == C.FORMAT_VERSION
 
     blocker = tmp_path / "a-file"
     blocker.write_text("")

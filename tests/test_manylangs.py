@@ -30,6 +30,7 @@ from elmo_export.manylangs import (RELEASED_ARCHITECTURE, export_manylangs, load
 from elmo_export.synthetic import write_synthetic_manylangs
 from elmo_export.weights import WeightFileError
 from elmo_runtime import Elmo
+from elmo_runtime import contract as C
 from elmo_runtime.package import sha256_of
 
 elmoformanylangs = pytest.importorskip("elmoformanylangs", reason="the oracle is installed by the test extra")
@@ -107,7 +108,7 @@ def test_reference_matches_the_oracle_with_state_carried_between_two_batches(tin
 
 def test_package_carries_both_dictionaries_and_describes_the_scheme(tiny_fp32, tiny_dir):
     manifest = json.loads((tiny_fp32 / "elmo.json").read_text(encoding="utf-8"))
-    assert manifest["chars"]["scheme"] == "dictionary" and manifest["format_version"] == 2
+    assert manifest["chars"]["scheme"] == "dictionary" and manifest["format_version"] == C.FORMAT_VERSION
     chars = manifest["chars"]["dictionary"]
     words = chars["words"]
     assert chars["file"] == "chars.json" and words["file"] == "words.json"
@@ -140,6 +141,10 @@ def test_exported_package_matches_the_oracle(tiny_dir, tiny_fp32, tmp_path, prec
         cos = np.concatenate([(g * w).sum(-1) / np.linalg.norm(g, axis=-1) / np.linalg.norm(w, axis=-1)
                               for g, w in real])
         assert cos.mean() >= 0.99, cos.mean()
+        # The batch-invariant quantizer (per-row activation scales): alone or in a batch, bit for bit.
+        elmo = Elmo(package, device="cpu", token_cache=0)
+        for sentence, in_batch in zip(SENTENCES, got):
+            np.testing.assert_array_equal(elmo.embed([sentence], state="zero")[0], in_batch)
 
 
 @pytest.mark.parametrize("precision", ["fp16", "int4"])
@@ -171,6 +176,70 @@ def test_raw_text_needs_a_chosen_tokenizer(tiny_fp32):
         elmo.embed(["the señor ."])
     split = Elmo(tiny_fp32, device="cpu", tokenizer="whitespace").embed(["the señor ."], state="zero")[0]
     np.testing.assert_array_equal(split, elmo.embed([["the", "señor", "."]], state="zero")[0])
+
+
+def test_a_sentence_over_the_budget_runs_in_time_chunks_and_matches_the_oracle(tiny_dir, tiny_fp32):
+    tokens = [t for sentence in SENTENCES for t in sentence] * 3  # 75 tokens
+    want = oracle_embed(tiny_dir, [tokens])[0]
+    elmo = Elmo(tiny_fp32, device="cpu")
+    assert elmo._runner.runs_time_chunks  # the bilm takes `sentence_edges`
+    edges = []
+    bilm = elmo._runner.bilm
+    elmo._runner.bilm = lambda *args: (edges.append(args[4] if len(args) > 4 else None), bilm(*args))[1]
+    for budget in (7, 40):  # chunks of 1 and of 18 tokens, the state carried between them
+        got = elmo.embed([tokens], state="zero", batch_tokens=budget)[0]
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+    assert len(edges) > 4 and all(e is not None for e in edges)
+
+
+def test_a_stop_event_leaves_nothing_behind(tiny_dir, tmp_path):
+    import threading
+
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(KeyboardInterrupt):
+        export_manylangs(tiny_dir, tmp_path / "out", initial_state="zero", progress=False, stop=stop)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_dictionaries_are_verified_and_confined_like_the_graphs(tiny_fp32, tmp_path):
+    from elmo_runtime.package import PackageError
+
+    manifest = json.loads((tiny_fp32 / "elmo.json").read_text(encoding="utf-8"))
+    assert manifest["parity"]["passed"]
+    altered = shutil.copytree(tiny_fp32, tmp_path / "altered")
+    words = json.loads((altered / "words.json").read_text(encoding="utf-8"))
+    (altered / "words.json").write_text(json.dumps({**words, "the": words["."], ".": words["the"]}), encoding="utf-8")
+    entry = manifest["files"]["words.json"]
+    entry["bytes"] = (altered / "words.json").stat().st_size  # the size fits: only the sha256 tells
+    (altered / "elmo.json").write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(PackageError, match=r"'words\.json' does not match its sha256"):
+        Elmo(altered, device="cpu")
+
+    outside = shutil.copytree(tiny_fp32, tmp_path / "outside")
+    manifest = json.loads((outside / "elmo.json").read_text(encoding="utf-8"))
+    (tmp_path / "chars.json").write_text((outside / "chars.json").read_text(encoding="utf-8"), encoding="utf-8")
+    manifest["chars"]["dictionary"]["file"] = "../chars.json"
+    (outside / "elmo.json").write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(PackageError, match=r"chars\.dictionary\.file '\.\./chars\.json' is not a plain file name"):
+        Elmo(outside, device="cpu")
+
+    unlisted = shutil.copytree(tiny_fp32, tmp_path / "unlisted")
+    manifest = json.loads((unlisted / "elmo.json").read_text(encoding="utf-8"))
+    (unlisted / "other.json").write_text((unlisted / "words.json").read_text(encoding="utf-8"), encoding="utf-8")
+    manifest["chars"]["dictionary"]["words"]["file"] = "other.json"
+    (unlisted / "elmo.json").write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(PackageError, match=r"words\.file 'other\.json' is not listed in 'files'"):
+        Elmo(unlisted, device="cpu")
+
+
+def test_the_model_card_says_how_to_feed_a_pretokenized_model(tiny_fp32):
+    from elmo_export.publish import SourceLicense, model_card
+
+    manifest = json.loads((tiny_fp32 / "elmo.json").read_text(encoding="utf-8"))
+    card = model_card(manifest, "someone/elmo-xx", SourceLicense("other-terms"))
+    assert 'elmo.embed([["The", "cat", "sat", "."]])' in card and "--tokenized" in card
+    assert "elmoformanylangs: config.json, char.dic" in card and "reproduces ELMoForManyLangs" in card
 
 
 def test_cli_exports_a_directory_and_a_zip(tiny_dir, tmp_path, capsys):
@@ -228,7 +297,7 @@ def test_a_crafted_pickle_is_refused_and_never_run(tiny_dir, tmp_path):
 
 def test_unexpected_and_misshaped_tensors_are_all_listed(tiny_dir, tmp_path):
     d = _copy(tiny_dir, tmp_path / "m")
-    state = torch.load(d / "token_embedder.pkl", weights_only=True)
+    state = torch.load(d / "token_embedder.pkl", map_location="cpu", weights_only=True)
     state["projection.weight"] = state["projection.weight"][:, :-1]
     state["extra.weight"] = torch.zeros(2)
     del state["convolutions.1.bias"]
@@ -264,29 +333,74 @@ def test_a_bad_dictionary_line_is_named(tiny_dir, tmp_path):
         load_manylangs(d)
 
 
-@pytest.mark.slow
+def test_an_absurd_architecture_fails_before_the_weights_are_read(tiny_dir, tmp_path, monkeypatch, capsys):
+    from elmo_export import manylangs
+
+    d = _copy(tiny_dir, tmp_path / "m")
+    arch = json.loads((d / "cnn_tiny.json").read_text())
+    arch["encoder"]["dim"] = 10_000_000  # a typo: tens of GB if it were allocated
+    (d / "cnn_tiny.json").write_text(json.dumps(arch))
+
+    def never(path):
+        raise AssertionError(f"{path} was read")
+
+    monkeypatch.setattr(manylangs, "load_state_dict", never)
+    with pytest.raises(ValueError, match=r"cnn_tiny\.json: dim is 10000000, above the sane limit"):
+        load_manylangs(d)
+    assert export_main([str(d), "-o", str(tmp_path / "out"), "--no-progress", "-q"]) == 2
+    assert "above the sane limit" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.full_size
 def test_released_size_model_matches_the_oracle(tmp_path):
-    """2 x 4096 cells, projection 512, 7 filter widths up to 1024, 2 highway layers."""
+    """2 x 4096 cells, projection 512, 7 filter widths up to 1024, 2 highway layers.
+
+    Prints its figures (run with -s): max abs difference against ELMoForManyLangs, int8's mean
+    cosine, and the time of each step.
+    """
+    import time
+
+    def diff(got: list[np.ndarray], want: list[np.ndarray]) -> float:
+        return max(float(np.abs(g - w).max()) for g, w in zip(got, want))
+
+    t = time.perf_counter()
     model_dir = write_synthetic_manylangs("released", tmp_path / "xx.model", seed=7, architecture_file=False)
+    figures = {"write_s": time.perf_counter() - t}
+    t = time.perf_counter()
     want = oracle_embed(model_dir, SENTENCES)  # the released architecture, from the package's configs
+    figures["oracle_s"] = time.perf_counter() - t
+    t = time.perf_counter()
     model, source = load_manylangs(model_dir)  # the released architecture, assumed with a note
     assert source["architecture_assumed"]
     assert model.options.to_dict()["lstm"]["dim"] == RELEASED_ARCHITECTURE["encoder"]["dim"]
     with torch.no_grad():
         got = model.run_tokens(SENTENCES).layers.numpy()
-    for i, sentence in enumerate(SENTENCES):
-        np.testing.assert_allclose(got[:, i, : len(sentence)], want[i], rtol=0, atol=1e-4)
+    figures["reference_s"] = time.perf_counter() - t
+    reference = [got[:, i, : len(sentence)] for i, sentence in enumerate(SENTENCES)]
+    figures["reference_max_abs"] = diff(reference, want)
+    for r, w in zip(reference, want):
+        np.testing.assert_allclose(r, w, rtol=0, atol=1e-4)
     del model
     for precision in ("none", "int8"):
+        t = time.perf_counter()
         package = export_manylangs(model_dir, tmp_path / precision, quantize=precision, progress=False)
+        figures[f"export_{precision}_s"] = time.perf_counter() - t
         embedded = Elmo(package, device="cpu").embed(SENTENCES, state="zero")
+        # A long sentence in time chunks (`sentence_edges`) too.
+        long = [token for sentence in SENTENCES for token in sentence]
+        chunked = Elmo(package, device="cpu").embed([long], state="zero", batch_tokens=24)[0]
+        whole = oracle_embed(model_dir, [long])[0]
         if precision == "none":
-            for g, w in zip(embedded, want):
+            figures["fp32_max_abs"] = diff(embedded, want)
+            figures["fp32_time_chunks_max_abs"] = diff([chunked], [whole])
+            for g, w in zip(embedded + [chunked], want + [whole]):
                 np.testing.assert_allclose(g, w, rtol=0, atol=1e-4)
         else:
             cos = np.concatenate([((g * w).sum(-1) / np.linalg.norm(g, axis=-1) / np.linalg.norm(w, axis=-1)).ravel()
                                   for g, w in zip(embedded, want)])
+            figures["int8_mean_cosine"], figures["int8_min_cosine"] = float(cos.mean()), float(cos.min())
             assert cos.mean() >= 0.99, cos.mean()
+    print("\nreleased-size figures:", json.dumps({k: round(v, 7) for k, v in figures.items()}))
 
 
 # -- by name --------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from elmo_export.architectures import NLPL_VARIANTS as NLPL_PRESETS
 from elmo_export.synthetic import write_nlpl_zip
 from elmo_export.weights import load_reference
 from elmo_runtime import Elmo
+from elmo_runtime import contract as C
 
 SENTENCES = [["Det", "var", "en", "gang", "."], ["Привет", "мир", "очень-очень-длинное-слово-без-пробелов", "!"],
              ["x" * 70]]
@@ -148,7 +149,7 @@ def test_model_zip_exports_directly_and_runs(zips, preset, tmp_path):
     assert manifest["source"]["meta"]["corpus"][0]["description"] == f"synthetic {preset}"
     width = NLPL_PRESETS[preset]["char_cnn"]["max_characters_per_token"]
     assert manifest["chars"]["max_characters_per_token"] == width
-    assert manifest["format_version"] == (1 if width == 50 else 2)  # a format-1 runtime maps 50 wide
+    assert manifest["format_version"] == C.FORMAT_VERSION  # the width is data: a reader follows the graphs
     assert manifest["graphs"]["token_embedder"]["inputs"]["char_ids"]["shape"] == ["batch", "tokens", width]
     # The runtime maps raw text by the package's width and matches the reference.
     with zipfile.ZipFile(zips[preset]) as z:
@@ -160,3 +161,25 @@ def test_model_zip_exports_directly_and_runs(zips, preset, tmp_path):
         want = model.run_tokens(SENTENCES).layers.numpy()
     for i, g in enumerate(got):
         np.testing.assert_allclose(g, want[:, i, : len(SENTENCES[i])], rtol=0, atol=1e-5)
+    # A sentence over the batch budget runs in time chunks (`sentence_edges`), the state carried.
+    assert set(manifest["graphs"]["bilm"]["optional_inputs"]) == {C.SENTENCE_EDGES} and elmo._runner.runs_time_chunks
+    tokens = [t for sentence in SENTENCES for t in sentence] * 4  # 40 tokens
+    chunked = elmo.embed([tokens], state="zero", batch_tokens=12)[0]  # chunks of 4
+    with torch.no_grad():
+        whole = model.run_tokens([tokens]).layers.numpy()[:, 0]
+    np.testing.assert_allclose(chunked, whole, rtol=0, atol=1e-5)
+
+
+def test_an_absurd_char_width_fails_before_anything_is_built(tmp_path, capsys):
+    archive = write_nlpl_zip("nlpl-maxchars-64", tmp_path / "m.zip")
+    with zipfile.ZipFile(archive) as z:
+        files = {name: z.read(name) for name in z.namelist()}
+    options = json.loads(files["options.json"])
+    options["char_cnn"]["max_characters_per_token"] = 10**6
+    files["options.json"] = json.dumps(options).encode()
+    with zipfile.ZipFile(archive, "w") as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+    assert export_main([str(archive), "-o", str(tmp_path / "out"), "--no-progress", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "max_characters_per_token is 1000000, above the sane limit" in err and not (tmp_path / "out").exists()
