@@ -81,4 +81,7 @@ def test_base_install_embeds_text_without_torch(tiny_package, tmp_path):
                              "--top", "-q"], capture_output=True, text=True, env=clean_env(), cwd=tmp_path)
     assert script.returncode == 0, script.stderr
     assert (tmp_path / "out.hdf5").is_file()
+    verify = subprocess.run([str(venv / "bin" / "elmo-verify"), str(tiny_package)], capture_output=True, text=True,
+                            env=clean_env(), cwd=tmp_path)
+    assert verify.returncode == 0 and "conformance passed" in verify.stdout, verify.stderr
     print(f"install test took {time.perf_counter() - started:.1f} s")
