@@ -182,7 +182,7 @@ def verify_package(package: str | Path, device: str = "cpu", threads: int | None
         report.failures.append(f"package: {e}")
         return report
     report.precision = manifest.precision
-    for name, entry in manifest.data["files"].items():
+    for name, entry in manifest.files.items():
         if isinstance(entry, dict) and entry.get("sha256") and sha256_of(manifest.directory / name) != entry["sha256"]:
             report.failures.append(f"file {name!r}: does not match its sha256 in the manifest (damaged)")
     try:

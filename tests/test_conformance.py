@@ -41,7 +41,7 @@ def sentence(doc: dict, name: str) -> dict:
 
 def test_every_package_carries_its_conformance_vectors(tiny_package, tiny_zero_package):
     warm, zero = conformance_of(tiny_package), conformance_of(tiny_zero_package)
-    assert C.CONFORMANCE_FILE in load_manifest(tiny_package).data["files"]  # with its sha256, like the graphs
+    assert C.CONFORMANCE_FILE in load_manifest(tiny_package).files  # with its sha256, like the graphs
     assert warm["precision"] == "fp32" and warm["tolerance"] == {"max_abs": TOLERANCES["fp32"].max_abs, "min_cosine": None}
     assert all(set(s["expected"]) == {"zero", "warm"} for s in warm["sentences"])
     assert all(set(s["expected"]) == {"zero"} for s in zero["sentences"])
