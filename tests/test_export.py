@@ -164,7 +164,8 @@ def test_other_opsets_export(tmp_path, tiny_weights):
 def test_weights_go_to_external_data_files(exported):
     package = exported("tiny")
     files = manifest_of(package)["files"]
-    assert set(files) == {C.TOKEN_EMBEDDER_FILE, C.BILM_FILE, C.TOKEN_EMBEDDER_FILE + ".data", C.BILM_FILE + ".data"}
+    assert set(files) == {C.TOKEN_EMBEDDER_FILE, C.BILM_FILE, C.TOKEN_EMBEDDER_FILE + ".data", C.BILM_FILE + ".data",
+                          C.CONFORMANCE_FILE}
     assert manifest_of(package)["parity"]["passed"]
     graph = onnx.load(package / C.BILM_FILE, load_external_data=False)
     # The LSTM's recurrent weights live in the Scan bodies: those go external too.
