@@ -18,6 +18,7 @@ import pytest
 from elmo_runtime import Elmo
 from elmo_runtime import contract as C
 from elmo_runtime.conformance import decode_array, encode_array
+from elmo_runtime.package import sha256_of
 
 CLIENT = Path(__file__).resolve().parents[1] / "examples" / "node"
 
@@ -95,6 +96,9 @@ def test_node_client_names_the_sentence_and_layer_that_differ(node, tiny_package
     layers[1, 0, 0] -= 0.5
     entry.update(encode_array(layers))
     vectors.write_text(json.dumps(doc))
+    manifest = json.loads((package / C.MANIFEST_FILE).read_text())  # re-sealed: else its size stops the load
+    manifest["files"][C.CONFORMANCE_FILE] = {"sha256": sha256_of(vectors), "bytes": vectors.stat().st_size}
+    (package / C.MANIFEST_FILE).write_text(json.dumps(manifest))
     done = run_node(node, str(package))
     assert done.returncode == 1
     assert "sentence 2 (\"4-byte UTF-8\"), state zero, layer 1: max abs difference 0.500 > 0.0001" in done.stderr
