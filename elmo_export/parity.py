@@ -166,8 +166,9 @@ class ParityReport:
         return data
 
     def table(self) -> str:
-        """A fixed-width table, one line per mode and layer."""
-        lines = [f"{'state':<8} {'layer':>5} {'max abs':>10} {'mean cos':>10} {'min cos':>10} {'state max abs':>14}"]
+        """A fixed-width table, one line per mode and layer (none for a check without modes), then the verdict."""
+        header = f"{'state':<8} {'layer':>5} {'max abs':>10} {'mean cos':>10} {'min cos':>10} {'state max abs':>14}"
+        lines = [header] if self.modes else []
         for m in self.modes:
             for layer in m.layers:
                 state = f"{m.final_state_max_abs:14.2e}" if layer.layer == 0 else ""
