@@ -11,9 +11,10 @@ package into place only once it is complete and verified:
    export spec);
 4. run the reference: the warm initial state (its state after the built-in warm-up text) and
    its outputs on the parity sentences;
-5. write the manifest `elmo.json`, run the package in ONNX Runtime against the reference
-   (`parity.check_parity`, which raises `ParityError`), and record the parity report and the
-   sha256 of every file in the manifest;
+5. write the conformance vectors (`conformance`: edge-case sentences with the package's own
+   outputs, checked against the reference) and the manifest `elmo.json`, run the package in
+   ONNX Runtime against the reference (`parity.check_parity`, which raises `ParityError`),
+   and record the parity report and the sha256 of every file in the manifest;
 6. rename the directory into place (replacing an old package only with `force`).
 
 A failure at any step removes the temporary directory: no half-written package is left.
@@ -32,11 +33,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Callable, Union
 
+import numpy as np
 import onnx
 import torch
 from tqdm.auto import tqdm
 
 from elmo_export import onnx_graph
+from elmo_export.conformance import write_conformance
 from elmo_export.model import ElmoBiLm, ElmoOptions, LstmState
 from elmo_export.parity import ReferenceOutputs, check_parity, reference_outputs
 from elmo_export.quantize import DEFAULT_SETTINGS, Int4Settings, Int8Settings, QuantizationSettings
@@ -261,8 +264,10 @@ def _move_into_place(staging: Path, out: Path) -> None:
 def build_manifest(model: ElmoBiLm, settings: ExportSettings, source: dict, state: LstmState | None,
                    warmup: dict | None) -> Manifest:
     """The manifest without `files` and `parity` (added once the files are written and checked)."""
-    if state is None:
-        initial_state = InitialState(settings.initial_state)
+    o = model.options
+    if state is None:  # stated, not implied: a client reads h and c the same way in both modes
+        initial_state = InitialState(settings.initial_state, np.zeros((o.n_layers, 2, o.projection_dim), np.float32),
+                                     np.zeros((o.n_layers, 2, o.dim), np.float32))
     else:
         initial_state = InitialState(settings.initial_state, state.h.numpy(), state.c.numpy(), warmup)
     return Manifest(
@@ -281,9 +286,9 @@ def build_manifest(model: ElmoBiLm, settings: ExportSettings, source: dict, stat
 def token_scheme_entries(model: ElmoBiLm) -> dict:
     """The manifest fields that say how tokens become ids (`elmo_runtime.token_schemes`).
 
-    Byte-scheme models keep format 1's `chars` entry (with their own width); dictionary models
+    Byte-scheme models get `contract.char_constants` at their own width; dictionary models
     (ELMoForManyLangs) name their scheme and describe their dictionaries, shipped beside the
-    graphs, and say that they expect pre-tokenized input (`input`).
+    graphs, and say that they expect pre-tokenized input (`input`, informational).
     """
     scheme = model.scheme
     if not isinstance(scheme, DictionaryScheme):
@@ -432,6 +437,9 @@ def _export_into(model: ElmoBiLm, settings: ExportSettings, source: dict, direct
     if isinstance(model.scheme, DictionaryScheme):
         model.scheme.write_files(directory)
     state, warmup, reference = _warm_state_and_reference(model, settings)
+    t = time.perf_counter()
+    write_conformance(model, directory, specs, settings.precision, reference.warm)
+    log.info("conformance vectors written in %.1f s", time.perf_counter() - t)
     manifest = build_manifest(model, settings, source, state, warmup).replace(files={
         f.name: {"sha256": sha256_of(f), "bytes": f.stat().st_size}
         for f in sorted(directory.iterdir()) if f.name != C.MANIFEST_FILE

@@ -32,7 +32,7 @@ N_CHAR_IDS = 262
 LIMITS = {"char_embedding_dim": 4096, "dim": 65536, "projection_dim": 65536, "n_layers": 64,
           "n_highway": 64, "filters": 256,
           # Other families: bilm-tf's tunable char width (NLPL), ELMoForManyLangs' word vectors.
-          "max_characters_per_token": 1024, "word_dim": 65536}
+          "max_characters_per_token": contract.MAX_CHARACTERS_PER_TOKEN_LIMIT, "word_dim": 65536}
 MAX_PARAMETERS = 4_000_000_000
 
 

@@ -2,8 +2,10 @@
 precision names, opsets and char-id constants.
 
 The exporter writes packages by this contract and the runtime reads them by it; a client in
-another language finds the same facts in the package's `elmo.json`. Change it only together
-with `FORMAT_VERSION`.
+another language finds the same facts in the package's `elmo.json`, described for
+implementers in `docs/package-format.md`. Change it only together with that document and, when
+a reader of the current version would misread the change, `FORMAT_VERSION` (the document's
+evolution rule).
 
 A package runs as two graphs, char ids -> token embeddings -> biLM layers, so that the runtime
 can cache token embeddings (the char CNN's output) between calls; their weights are disjoint.
@@ -13,15 +15,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Other token schemes (`elmo_runtime.token_schemes`: a char width other than 50, ELMoForManyLangs'
-# dictionaries and word ids) are additions to format 1, not a new format: the manifest names
-# the scheme (`chars.scheme`; none means the 50-wide bytes) and this runtime refuses a scheme it
-# does not know. A runtime from before them refuses such packages too, unless a dictionary model
-# has no word table: their `graphs` declare a char width or a `word_ids` input its contract lacks.
-FORMAT_VERSION = 1
+# 2: the char scheme is named (`chars.scheme`) with its parameters under it, literal boundary
+# tokens are listed, a zero-state package stores its zeros, the sentence rules and the
+# conformance vectors are declared. Version 1 readers would ignore `chars.scheme`. Other token
+# schemes (`elmo_runtime.token_schemes`: ELMoForManyLangs' dictionaries and word ids) and a
+# bytes width other than 50 are additions within format 2: readers refuse what they do not
+# implement, by name.
+FORMAT_VERSION = 2
 MANIFEST_FILE = "elmo.json"
 TOKEN_EMBEDDER_FILE = "token_embedder.onnx"
 BILM_FILE = "bilm.onnx"
+CONFORMANCE_FILE = "conformance.json"
 
 # The source model, in the official layout: what `elmo-export` reads.
 OPTIONS_FILE = "options.json"
@@ -165,6 +169,8 @@ def graph_specs(n_layers: int, projection_dim: int, dim: int, max_characters_per
 # [begin-of-word, its UTF-8 bytes (at most 48), end-of-word, padding...], every id shifted by
 # +1 so that 0 can mean "no token" (padding rows of a batch).
 MAX_CHARACTERS_PER_TOKEN = 50
+# The widest a model may make it (bilm-tf made it tunable): far above any published model.
+MAX_CHARACTERS_PER_TOKEN_LIMIT = 1024
 MAX_TOKEN_BYTES = MAX_CHARACTERS_PER_TOKEN - 2
 BEGINNING_OF_SENTENCE_CHARACTER = 256
 END_OF_SENTENCE_CHARACTER = 257
@@ -176,18 +182,75 @@ BOS_TOKEN = "<S>"
 EOS_TOKEN = "</S>"
 
 
-def char_constants() -> dict:
-    """The char-id scheme as plain data, for the manifest."""
+CHAR_SCHEME = "bytes"
+UNENCODABLE = "drop"  # what becomes of code points UTF-8 cannot encode (lone surrogates)
+
+
+def char_constants(max_characters_per_token: int = MAX_CHARACTERS_PER_TOKEN) -> dict:
+    """The char-id scheme as plain data, for the manifest's `chars` entry.
+
+    The scheme is named, its parameters under its name, so that another scheme (code points
+    through a char dictionary: `token_schemes.DictionaryScheme`) is an addition rather than a
+    format break: a reader refuses a scheme it does not implement. `max_characters_per_token`:
+    the model's width (bilm-tf made it tunable; NLPL models may differ from 50), tokens cut to
+    that less 2 bytes.
+    """
     return {
-        "max_characters_per_token": MAX_CHARACTERS_PER_TOKEN,
-        "max_token_bytes": MAX_TOKEN_BYTES,
-        "beginning_of_sentence_character": BEGINNING_OF_SENTENCE_CHARACTER,
-        "end_of_sentence_character": END_OF_SENTENCE_CHARACTER,
-        "beginning_of_word_character": BEGINNING_OF_WORD_CHARACTER,
-        "end_of_word_character": END_OF_WORD_CHARACTER,
-        "padding_character": PADDING_CHARACTER,
+        "scheme": CHAR_SCHEME,
+        "max_characters_per_token": max_characters_per_token,
         "id_offset": CHAR_ID_OFFSET,
-        "bos_token": BOS_TOKEN,
-        "eos_token": EOS_TOKEN,
-        "encoding": "utf-8, bytes that cannot be encoded are dropped, truncated to max_token_bytes",
+        "padding_row_id": 0,
+        CHAR_SCHEME: {
+            "encoding": "utf-8",
+            "unencodable": UNENCODABLE,
+            "max_token_bytes": max_characters_per_token - 2,
+            "beginning_of_word": BEGINNING_OF_WORD_CHARACTER,
+            "end_of_word": END_OF_WORD_CHARACTER,
+            "padding": PADDING_CHARACTER,
+            "special_tokens": {BOS_TOKEN: BEGINNING_OF_SENTENCE_CHARACTER, EOS_TOKEN: END_OF_SENTENCE_CHARACTER},
+        },
     }
+
+
+# How sentences meet the graphs (the manifest's `sentences` entry; docs/package-format.md).
+SENTENCE_RULES = {
+    "boundaries": "bilm_graph",  # the biLM graph adds <S> and </S> around each row's real tokens
+    "empty": "omit",  # a sentence with no tokens is not run; its result has 0 positions
+    "padding": "trailing_zero_rows",  # a row's real tokens first, then all-zero char rows
+}
+
+# The initial state's layout in the manifest (`initial_state`): h `(n_layers, 2, projection_dim)`,
+# c `(n_layers, 2, dim)`; the graphs take them with a batch axis inserted at 2.
+STATE_LAYOUT = {
+    "dtype": "float32",
+    "axes": ["layer", "direction", "unit"],
+    "directions": ["forward", "backward"],
+    "batch_axis": 2,
+}
+
+# Fields a reader needs; a package lacking one fails to load naming it (docs/package-format.md).
+REQUIRED_FIELDS = (
+    "format_version",
+    "architecture.lstm.n_layers",
+    "architecture.lstm.projection_dim",
+    "architecture.lstm.dim",
+    "chars.scheme",
+    "chars.max_characters_per_token",
+    "chars.id_offset",
+    "chars.padding_row_id",
+    "graphs.token_embedder.file",
+    "graphs.bilm.file",
+    "precision.name",
+    "initial_state.mode",
+    "initial_state.dtype",
+    "initial_state.axes",
+    "initial_state.directions",
+    "initial_state.batch_axis",
+    "initial_state.h",
+    "initial_state.c",
+    "sentences.boundaries",
+    "sentences.empty",
+    "sentences.padding",
+    "conformance.file",
+    "files",
+)

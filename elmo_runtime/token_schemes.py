@@ -2,7 +2,7 @@
 
 Two schemes, each described in `elmo.json` as plain data (`manifest["chars"]`: `scheme` names
 it, its parameters sit under that name), so that a client in another language can map tokens
-without this code:
+without this code (`docs/package-format.md` specifies both):
 
 - `bytes` (bilm-tf, AllenNLP, the NLPL bilm-tf models): a token's UTF-8 bytes between begin-
   and end-of-word marks, `max_characters_per_token` wide (50 unless the model says otherwise).
@@ -71,10 +71,8 @@ class ByteScheme:
         return {CHAR_IDS: chars.batch_to_char_ids(sentences, self.max_characters_per_token)}
 
     def to_manifest(self) -> dict:
-        # Format 1's entry (no `scheme` key: `bytes` is what a manifest without one means), with
-        # the model's own width.
-        width = self.max_characters_per_token
-        return {**C.char_constants(), "max_characters_per_token": width, "max_token_bytes": width - 2}
+        """The manifest's `chars` entry (`contract.char_constants`), at the model's own width."""
+        return C.char_constants(self.max_characters_per_token)
 
 
 @dataclass(frozen=True)
@@ -232,7 +230,8 @@ class SchemeError(ValueError):
 def scheme_from_manifest(entry: Mapping, directory: str | Path) -> TokenScheme:
     """The token scheme a package's manifest describes in its `chars` entry.
 
-    A `chars` entry without `scheme` (every package before the dictionary scheme) means `bytes`.
+    `package.load_manifest` has checked the entry's common fields, and that the files it names
+    are the package's own, listed and verified.
 
     Raises:
         SchemeError: an unknown scheme, a missing field or an unreadable dictionary file.
@@ -269,10 +268,13 @@ def scheme_from_manifest(entry: Mapping, directory: str | Path) -> TokenScheme:
         raise SchemeError(f"{directory}: chars.{DICTIONARY} is missing: the dictionary scheme's parameters")
     bow, eow, pad, unk, bos, eos = ids(params, f"chars.{DICTIONARY}", "begin_of_word", "end_of_word", "padding",
                                        "unknown", "bos_char", "eos_char")
+    for key in ("bos_token", "eos_token"):
+        if not isinstance(params.get(key), str) or not params[key]:
+            raise SchemeError(f"{directory}: chars.{DICTIONARY}.{key} is missing or not a non-empty str")
     words = params.get("words")
     word_table = unk_w = bos_w = eos_w = None
     if words:
         word_table = table("words", words)
         unk_w, bos_w, eos_w = ids(words, f"chars.{DICTIONARY}.words", "unknown", "bos", "eos")
     return DictionaryScheme(table("chars", params), word_table, width, bow, eow, pad, unk, bos, eos,
-                            unk_w, bos_w, eos_w, params.get("bos_token", "<bos>"), params.get("eos_token", "<eos>"))
+                            unk_w, bos_w, eos_w, params["bos_token"], params["eos_token"])

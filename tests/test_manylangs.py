@@ -233,6 +233,24 @@ def test_the_dictionaries_are_verified_and_confined_like_the_graphs(tiny_fp32, t
         Elmo(unlisted, device="cpu")
 
 
+def test_the_conformance_vectors_list_word_ids_and_the_runtime_reproduces_them(tiny_fp32, tmp_path):
+    from elmo_runtime.conformance import verify_package
+
+    document = json.loads((tiny_fp32 / "conformance.json").read_text(encoding="utf-8"))
+    sentences = [s for s in document["sentences"] if s["tokens"]]
+    assert all(len(s["word_ids"]) == len(s["tokens"]) == len(s["char_ids"]) for s in sentences)
+    report = verify_package(tiny_fp32)
+    assert report.passed, report.failures
+    wrong = shutil.copytree(tiny_fp32, tmp_path / "wrong")
+    sentences[1]["word_ids"][0] += 1
+    (wrong / "conformance.json").write_text(json.dumps(document), encoding="utf-8")
+    manifest = json.loads((wrong / "elmo.json").read_text(encoding="utf-8"))  # sealed again: only the ids differ
+    manifest["files"]["conformance.json"] = {"sha256": sha256_of(wrong / "conformance.json"),
+                                             "bytes": (wrong / "conformance.json").stat().st_size}
+    (wrong / "elmo.json").write_text(json.dumps(manifest), encoding="utf-8")
+    assert "word ids differ from the file's at token 0" in "\n".join(verify_package(wrong).failures)
+
+
 def test_the_model_card_says_how_to_feed_a_pretokenized_model(tiny_fp32):
     from elmo_export.publish import SourceLicense, model_card
 

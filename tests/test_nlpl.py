@@ -26,6 +26,7 @@ from elmo_export.synthetic import write_nlpl_zip
 from elmo_export.weights import load_reference
 from elmo_runtime import Elmo
 from elmo_runtime import contract as C
+from elmo_runtime.conformance import verify_package
 
 SENTENCES = [["Det", "var", "en", "gang", "."], ["Привет", "мир", "очень-очень-длинное-слово-без-пробелов", "!"],
              ["x" * 70]]
@@ -168,6 +169,11 @@ def test_model_zip_exports_directly_and_runs(zips, preset, tmp_path):
     with torch.no_grad():
         whole = model.run_tokens([tokens]).layers.numpy()[:, 0]
     np.testing.assert_allclose(chunked, whole, rtol=0, atol=1e-5)
+    # Its conformance vectors, at its width, reproduced by the runtime.
+    document = json.loads((out / "conformance.json").read_text(encoding="utf-8"))
+    assert {len(row) for s in document["sentences"] for row in s["char_ids"]} == {width}
+    report = verify_package(out)
+    assert report.passed, report.failures
 
 
 def test_an_absurd_char_width_fails_before_anything_is_built(tmp_path, capsys):
