@@ -9,6 +9,7 @@ against the reference measured in the same run.
 
     python benchmarks/bench.py                     # original and small, writes RESULTS.md
     python benchmarks/bench.py --presets small --repeats 3 --no-write
+    python benchmarks/bench.py --extra-package "original:int8, old exporter=/tmp/old-int8"  # old vs new, one run
 
 Inputs: `benchmarks/data/GPL-3.txt`, the GNU GPL v3 (verbatim, as its licence allows), split
 into its 223 sentences (median 25 tokens, up to 138) by `sentences()` below and tokenized by the
@@ -51,14 +52,14 @@ def sentences() -> list[list[str]]:
     return [tokens for tokens in map(tokenize, split) if tokens]
 
 
-def throughput_batches(all_sentences: list[list[str]], n_batches: int) -> list[list[list[str]]]:
-    """Batches of 32 sentences, each batch of similar lengths (as the runtime would form them).
+def throughput_batches(all_sentences: list[list[str]], n_batches: int, batch: int = BATCH) -> list[list[list[str]]]:
+    """Batches of `batch` sentences, each batch of similar lengths (as the runtime would form them).
 
     Both engines get exactly these batches, so padding is the same for both.
     """
-    chosen = all_sentences[: n_batches * BATCH]
+    chosen = all_sentences[: n_batches * batch]
     ordered = sorted(chosen, key=len)
-    return [ordered[i : i + BATCH] for i in range(0, len(ordered), BATCH)]
+    return [ordered[i : i + batch] for i in range(0, len(ordered), batch)]
 
 
 def latency_sentence(all_sentences: list[list[str]]) -> list[str]:
@@ -144,19 +145,20 @@ def fresh_process(kind: str, path: Path, options: Path, threads: int, workload: 
 
 # -- the run ----------------------------------------------------------------------------------
 
-def prepare(preset: str, precisions: list[str]) -> tuple[Path, Path, dict[str, Path]]:
+def prepare(preset: str, precisions: list[str], cache: Path = CACHE) -> tuple[Path, Path, dict[str, Path]]:
+    """Synthetic weights of `preset` and its packages under `cache/preset`, made once and reused."""
     from elmo_export.export import export_package
     from elmo_export.synthetic import write_synthetic
 
-    weights_dir = CACHE / preset / "weights"
+    weights_dir = cache / preset / "weights"
     options, weights = weights_dir / "options.json", weights_dir / "weights.hdf5"
     if not weights.exists():
         write_synthetic(preset, weights_dir, seed=0)
     packages = {}
     for precision in precisions:
-        package = CACHE / preset / precision
+        package = cache / preset / precision
         # A package exported by other exporter code would measure that code: export again.
-        stamp = CACHE / preset / f"{precision}.exporter-sha256"
+        stamp = cache / preset / f"{precision}.exporter-sha256"
         if not (package / "elmo.json").exists() or not stamp.exists() or stamp.read_text() != exporter_hash():
             export_package(options, weights, package, quantize=precision, force=True, progress=False)
             stamp.write_text(exporter_hash())
@@ -179,7 +181,10 @@ def package_size_mb(package: Path) -> float:
     return sum(f.stat().st_size for f in package.iterdir()) / 1e6
 
 
-def run_preset(preset: str, precisions: list[str], threads: int, repeats: int, n_batches: int) -> list[Row]:
+def run_preset(preset: str, precisions: list[str], threads: int, repeats: int, n_batches: int,
+               extra: dict[str, Path] | None = None) -> list[Row]:
+    """Rows for the reference and each package of `preset`; `extra`: more packages by label
+    (e.g. one exported by an older version of the exporter), measured the same way."""
     import torch
 
     from elmo_export.weights import load_reference
@@ -187,6 +192,7 @@ def run_preset(preset: str, precisions: list[str], threads: int, repeats: int, n
     from elmo_runtime.chars import batch_to_char_ids
 
     options, weights, packages = prepare(preset, precisions)
+    packages = {f"ONNX {precision}": package for precision, package in packages.items()} | (extra or {})
     text = sentences()
     batches = throughput_batches(text, n_batches)
     n_tokens = sum(len(s) for b in batches for s in b)
@@ -213,7 +219,7 @@ def run_preset(preset: str, precisions: list[str], threads: int, repeats: int, n
                     1000 * median_time(reference([one]), repeats * 3), cold, rss,
                     (options.stat().st_size + weights.stat().st_size) / 1e6))
 
-    for precision, package in packages.items():
+    for label, package in packages.items():
         # No token cache here: repeating the same input would skip the char CNN entirely, which
         # the reference never does. The cache's gain is measured on its own (`cache_gain`).
         elmo = Elmo(package, device="cpu", threads=threads, token_cache=0)
@@ -225,10 +231,10 @@ def run_preset(preset: str, precisions: list[str], threads: int, repeats: int, n
             return run
 
         cold, rss = fresh_process("package", package, options, threads, workload)
-        rows.append(Row(preset, f"ONNX {precision}", n_tokens / median_time(runtime(batches), repeats),
+        rows.append(Row(preset, label, n_tokens / median_time(runtime(batches), repeats),
                         n_even / median_time(runtime(even), repeats),
                         1000 * median_time(runtime([one]), repeats * 3), cold, rss, package_size_mb(package)))
-        if precision == "int8":
+        if label == "ONNX int8":
             rows[-1].extra = cache_gain(package, threads, repeats)
     return rows
 
@@ -290,11 +296,21 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batches", type=int, default=3, help="batches of 32 sentences in the throughput run")
     parser.add_argument("--no-write", action="store_true", help="print only; do not rewrite RESULTS.md")
+    parser.add_argument("--extra-package", action="append", default=[], metavar="PRESET:LABEL=DIR",
+                        help="also measure the package DIR of PRESET's weights under LABEL (e.g. one exported "
+                             "by an older exporter, to compare in the same run); repeatable")
     args = parser.parse_args()
+    extra: dict[str, dict[str, Path]] = {}
+    for spec in args.extra_package:
+        preset, sep, rest = spec.partition(":")
+        label, sep2, directory = rest.partition("=")
+        if not (sep and sep2 and label and Path(directory, "elmo.json").is_file()):
+            parser.error(f"--extra-package {spec!r}: expected PRESET:LABEL=DIR, DIR a package directory")
+        extra.setdefault(preset, {})[label] = Path(directory)
 
     rows = []
     for preset in args.presets:
-        rows += run_preset(preset, args.precisions, args.threads, args.repeats, args.batches)
+        rows += run_preset(preset, args.precisions, args.threads, args.repeats, args.batches, extra.get(preset))
         print(table(rows), flush=True)
     result = (f"# Benchmark results\n\n{date.today().isoformat()}, `python benchmarks/bench.py "
               f"{' '.join(sys.argv[1:])}`\n\nMachine: {machine()}; {args.threads} threads for every engine.\n\n"

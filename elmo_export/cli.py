@@ -5,7 +5,9 @@ Each option maps onto one keyword argument of `export_package` or of `sources.re
 
 Exit codes: 0 exported and verified; 1 the package failed parity with the reference (nothing
 is left at OUT); 2 a usage or input error (bad arguments, missing or mismatched files, an
-output that exists or cannot be written, a download that failed).
+output that exists or cannot be written, a download that failed); 3 an unexpected error (a
+bug, or the machine ran out of memory), in one line (-v for the traceback); 130 and 143
+interrupted by SIGINT (Ctrl-C) or SIGTERM (nothing is left at OUT).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -20,10 +23,11 @@ from pathlib import Path
 from elmo_export.download import DownloadError
 from elmo_export.sources import ModelSourceError, resolve_model
 from elmo_runtime import contract as C
+from elmo_runtime.interrupts import interrupts_raise
 
 log = logging.getLogger("elmo_export")
 
-EXIT_OK, EXIT_PARITY, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_PARITY, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 # The exporter's extra: absent on a base (runtime-only) install.
 EXPORT_MODULES = ("torch", "onnx")
 EXPORT_INSTALL = 'pip install torch==2.13.0 && pip install "elmo-onnx[export]"'
@@ -52,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
             "\n"
             "exit codes: 0 exported and verified; 1 parity with the reference failed (nothing written);\n"
             "            2 usage or input error (bad arguments, missing or mismatched files, OUT not writable\n"
-            "            or not empty without --force, failed download)"
+            "            or not empty without --force, failed download); 3 unexpected error (-v: traceback);\n"
+            "            130/143 interrupted by SIGINT/SIGTERM (nothing written)"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -166,24 +171,35 @@ def main(argv: list[str] | None = None) -> int:
     errors = (ValueError, OSError, ImportError, DownloadError)
     started = time.perf_counter()
     try:
-        if args.push_to_hub:  # a malformed repository fails before the export, not after
-            from elmo_runtime.hub import parse_repo
+        with interrupts_raise() as interrupted:
+            if args.push_to_hub:  # a malformed repository fails before the export, not after
+                from elmo_runtime.hub import parse_repo
 
-            parse_repo(args.push_to_hub)
-        options, weights = resolve_model(args.model, args.options, args.weights, progress=args.progress)
-        license = source_license(args.model, options, args.license) if args.push_to_hub else None
-        package = export_package(options, weights, args.output, quantize=args.quantize,
-                                 initial_state=args.initial_state, opset=args.opset, force=args.force,
-                                 progress=args.progress)
+                parse_repo(args.push_to_hub)
+            options, weights = resolve_model(args.model, args.options, args.weights, progress=args.progress)
+            license = source_license(args.model, options, args.license) if args.push_to_hub else None
+            package = export_package(options, weights, args.output, quantize=args.quantize,
+                                     initial_state=args.initial_state, opset=args.opset, force=args.force,
+                                     progress=args.progress, stop=interrupted.event)
     except ParityError as e:
         print(f"elmo-export: error: {e}", file=sys.stderr)
         if e.report.modes:
             print(e.report.table(), file=sys.stderr)
         print(f"elmo-export: no package was written; {args.output} is as it was", file=sys.stderr)
         return EXIT_PARITY
+    except KeyboardInterrupt:
+        name = signal.Signals(interrupted.signum).name if interrupted.signum else "SIGINT"
+        print(f"elmo-export: interrupted ({name}); no package was written, {args.output} is as it was", file=sys.stderr)
+        return 128 + (interrupted.signum or signal.SIGINT)
     except errors as e:
         print(f"elmo-export: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except Exception as e:  # a bug or an exhausted machine: one line, and a code of its own
+        log.debug("unexpected error", exc_info=True)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        print(f"elmo-export: unexpected error: {type(e).__name__}: {first} (run with -v for the traceback)",
+              file=sys.stderr)
+        return EXIT_INTERNAL
     print(summary(package, time.perf_counter() - started))
     if args.push_to_hub:
         from huggingface_hub.errors import HfHubHTTPError

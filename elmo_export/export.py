@@ -24,7 +24,7 @@ import json
 import logging
 import os
 import shutil
-import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from importlib import metadata
@@ -44,13 +44,15 @@ from elmo_export.sentences import builtin_sentences
 from elmo_export.weights import load_reference
 from elmo_runtime import contract as C
 from elmo_runtime.chars import batch_to_char_ids
-from elmo_runtime.package import InitialState, Manifest, sha256_of
+from elmo_runtime import scratch
+from elmo_runtime.package import STAGING_SUFFIX, InitialState, Manifest, sha256_of
 
 log = logging.getLogger(__name__)
 
 WARMUP_TEXT = "warmup.txt"
 WARMUP_SOURCE = "elmo_export/data/warmup.txt: Lincoln, the Gettysburg Address (1863, Bliss copy), public domain"
 FP16_SETTINGS = {"weights": "float16", "compute": "float16", "inputs_outputs": "float32"}
+OLD_SUFFIX = ".old"  # an old package moved aside while the new one is renamed into place
 
 
 @dataclass(frozen=True)
@@ -136,8 +138,14 @@ def validate_graph(path: Path, spec: C.GraphSpec) -> None:
             out[v.name] = {"dtype": dtype, "shape": [d.dim_param or d.dim_value for d in tensor.shape.dim]}
         return out
 
+    defaults = {i.name: i for i in model.graph.initializer}
+    optional = {name: {**described([v])[name], "default": onnx.numpy_helper.to_array(defaults[name]).tolist()}
+                for v in model.graph.input for name in [v.name] if name in defaults}
+    want_optional = {t.name: t.to_dict() for t in spec.optional_inputs}
+    if optional != want_optional:
+        problems.append(f"optional inputs are {optional}, the spec says {want_optional}")
     for kind, values in (("inputs", model.graph.input), ("outputs", model.graph.output)):
-        got = described(v for v in values if kind == "outputs" or v.name not in {i.name for i in model.graph.initializer})
+        got = described(v for v in values if kind == "outputs" or v.name not in defaults)
         want = {t.name: t.to_dict() for t in getattr(spec, kind)}
         if list(got) != list(want):
             problems.append(f"{kind} are {list(got)}, the spec says {list(want)}")
@@ -191,6 +199,9 @@ def _producer_version() -> str:
 
 def _check_output(out: Path, force: bool) -> None:
     """Refuse an output we must not replace, before any slow work."""
+    if out.name in ("", ".", ".."):
+        raise ValueError(f"output {str(out)!r} names no directory of its own; give the package directory by "
+                         f"name (e.g. ../{Path.cwd().name if out.name == '' else 'NAME'})")
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"output {out} exists and is not a directory; choose another output directory")
     if out.is_dir() and any(out.iterdir()):
@@ -204,12 +215,25 @@ def _check_output(out: Path, force: bool) -> None:
 
 
 def _make_staging_dir(out: Path) -> Path:
+    """`.OUT.<pid>.<random>.partial` beside `out`, after removing those of dead exports."""
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+        for suffix in (STAGING_SUFFIX, OLD_SUFFIX):
+            scratch.remove_stale(out, suffix)
+        return scratch.create_dir(out, STAGING_SUFFIX)
     except OSError as e:
         reason = e.strerror or str(e)
         raise type(e)(e.errno, f"cannot write the package to {out}: {reason} ({e.filename or out.parent})") from None
+
+
+def _open_to_umask(directory: Path) -> None:
+    """Give the package's files the modes a plain `open()` would (onnx writes `.data` files 0600).
+
+    The staging directory was made with mode 0o777 less the umask, so its mode tells the umask.
+    """
+    allowed = directory.stat().st_mode & 0o777
+    for f in directory.iterdir():
+        f.chmod(0o666 & allowed)
 
 
 def _move_into_place(staging: Path, out: Path) -> None:
@@ -217,7 +241,7 @@ def _move_into_place(staging: Path, out: Path) -> None:
     old = None
     if out.is_dir():
         if any(out.iterdir()):
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+            old = scratch.create_dir(out, OLD_SUFFIX)
             os.replace(out, old / out.name)
         else:
             out.rmdir()
@@ -283,6 +307,7 @@ def export_package(
     opset: int | None = None,
     force: bool = False,
     progress: bool = True,
+    stop: threading.Event | None = None,
 ) -> Path:
     """Export `options.json` + `weights.hdf5` to a verified model package in `out_dir`.
 
@@ -295,6 +320,9 @@ def export_package(
         opset: ONNX opset; None: `contract.DEFAULT_OPSET`.
         force: replace an existing package in `out_dir`, once the new one is verified.
         progress: tqdm bars for the long steps.
+        stop: an event that, once set, stops the export before the package is renamed into
+            place (KeyboardInterrupt, nothing left at `out_dir`); the command line sets it on
+            SIGINT or SIGTERM, whose own KeyboardInterrupt can be lost inside library code.
 
     Returns:
         `out_dir`, holding the package.
@@ -314,17 +342,20 @@ def export_package(
     _check_output(out, settings.force)
 
     started = time.perf_counter()
-    staging = _make_staging_dir(out)  # first: an unwritable output fails before any slow step
     try:
+        staging = _make_staging_dir(out)  # first: an unwritable output fails before any slow step
         model = load_reference(options_path, weights_path)
         o = model.options
         log.info("reference biLM: %.1fM parameters (LSTM %d x %d, projection %d)", o.parameter_count() / 1e6,
                  o.n_layers, o.dim, o.projection_dim)
         _export_into(model, settings, options_path, weights_path, staging)
         _check_output(out, settings.force)  # again: something may have appeared meanwhile
+        if stop is not None and stop.is_set():
+            raise KeyboardInterrupt
         _move_into_place(staging, out)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        # By name, not by the variable: an interrupt may come between the mkdir and the assignment.
+        scratch.remove_own(out, STAGING_SUFFIX)
         raise
     log.info("exported %s (%s) in %.1f s", out, settings.precision, time.perf_counter() - started)
     return out
@@ -367,3 +398,4 @@ def _export_into(model: ElmoBiLm, settings: ExportSettings, options_path: Path, 
              settings.precision, time.perf_counter() - t, worst["max_abs"], worst["mean_cosine"], worst["min_cosine"])
     log.debug("parity:\n%s", report.table())
     _write_manifest(directory, manifest.replace(parity=report.to_dict()))
+    _open_to_umask(directory)

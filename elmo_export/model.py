@@ -10,6 +10,7 @@ all, P projection, D LSTM cells, L layers.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -23,6 +24,12 @@ from elmo_runtime.jsonfile import json_field, read_json
 
 # The char vocabulary: 256 bytes + 5 marks, shifted by one so that id 0 is a padding row.
 N_CHAR_IDS = 262
+# Sane bounds, far above any published ELMo (the largest, "5.5B": LSTM 4096 x 512, 2 layers, 2
+# highway layers, 7 filter widths, 93.6M parameters), checked before anything is built: a typo
+# such as "dim": 10000000 would otherwise allocate tens of GB before the weights are read.
+LIMITS = {"char_embedding_dim": 4096, "dim": 65536, "projection_dim": 65536, "n_layers": 64,
+          "n_highway": 64, "filters": 256}
+MAX_PARAMETERS = 4_000_000_000
 
 
 @dataclass(frozen=True)
@@ -107,6 +114,19 @@ class ElmoOptions:
             raise ValueError(f"{source}: char_cnn.n_highway is {self.n_highway}, expected >= 0")
         if max(w for w, _ in self.filters) > self.max_characters_per_token:
             raise ValueError(f"{source}: a filter is wider than {self.max_characters_per_token} characters")
+        for name, limit in LIMITS.items():
+            value = len(self.filters) if name == "filters" else getattr(self, name)
+            if value > limit:
+                raise ValueError(f"{source}: {name} is {value}, above the sane limit {limit} (a typo?)")
+        if max(n for _, n in self.filters) > LIMITS["dim"]:
+            raise ValueError(f"{source}: a filter count of char_cnn.filters is above the sane limit {LIMITS['dim']}")
+        if self.parameter_count() > MAX_PARAMETERS:
+            raise ValueError(f"{source}: these options make {self.parameter_count():,} parameters, above the sane "
+                             f"limit {MAX_PARAMETERS:,} (a typo?)")
+        for name in ("cell_clip", "proj_clip"):
+            clip = getattr(self, name)
+            if clip is not None and not (math.isfinite(clip) and clip > 0):
+                raise ValueError(f"{source}: lstm.{name} is {clip}, expected a positive finite number (or no field)")
 
     def to_dict(self) -> dict:
         """The official nested layout, as written to `options.json`."""
@@ -256,7 +276,7 @@ class ElmoBiLm(nn.Module):
         out = char_ids.new_zeros(b, t + 2, c)
         out[:, 1 : t + 1] = char_ids
         out[:, 0] = self.bos_char_ids
-        out[torch.arange(b), lengths + 1] = self.eos_char_ids
+        out[torch.arange(b, device=out.device), lengths + 1] = self.eos_char_ids
         return out
 
     def run_direction(self, cell: LstmpCell, x: torch.Tensor, lengths: torch.Tensor,

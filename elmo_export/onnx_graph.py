@@ -27,7 +27,7 @@ Precision = Literal["fp32", "fp16"]
 
 _LAST = np.iinfo(np.int64).max  # a Slice end meaning "to the end"
 _DTYPES = {"fp32": (np.float32, TensorProto.FLOAT), "fp16": (np.float16, TensorProto.FLOAT16)}
-_ONNX_DTYPES = {"float32": TensorProto.FLOAT, "int32": TensorProto.INT32}
+_ONNX_DTYPES = {"float32": TensorProto.FLOAT, "int32": TensorProto.INT32, "int64": TensorProto.INT64}
 
 
 class _Graph:
@@ -108,8 +108,11 @@ def _graph(g: _Graph, name: str, spec: C.GraphSpec) -> onnx.GraphProto:
     def value_info(t: C.TensorSpec) -> onnx.ValueInfoProto:
         return helper.make_tensor_value_info(t.name, _ONNX_DTYPES[t.dtype], list(t.shape))
 
-    return helper.make_graph(g.nodes, name, inputs=[value_info(t) for t in spec.inputs],
-                             outputs=[value_info(t) for t in spec.outputs], initializer=g.initializers)
+    # An optional input is an input with an initializer of the same name: callers may feed it,
+    # or get the default.
+    defaults = [numpy_helper.from_array(np.asarray(t.default, dtype=t.dtype), t.name) for t in spec.optional_inputs]
+    return helper.make_graph(g.nodes, name, inputs=[value_info(t) for t in spec.inputs + spec.optional_inputs],
+                             outputs=[value_info(t) for t in spec.outputs], initializer=g.initializers + defaults)
 
 
 def _unsqueeze0(g: _Graph, v: str) -> str:
@@ -270,8 +273,8 @@ def build_bilm(model: ElmoBiLm, precision: Precision = "fp32", opset: int = C.DE
     g = _Graph("bilm/", precision, opset)
     # Up to the recurrence the graph works in float32 whatever the precision: it is cheap,
     # and ONNX Runtime (1.32) crashed optimizing some float16 Transposes here.
-    x, mask_f, ext_lengths, shape, batch, positions = _with_boundaries(g, model)
-    rows = _sort_rows(g, x, ext_lengths, batch, positions)
+    edges = _with_boundaries(g, model)
+    rows = _sort_rows(g, edges.x, edges.ext_lengths, edges.batch, edges.positions)
 
     layer_outputs = [g.op("Concat", [rows.x, rows.x], "layer0", axis=-1)]  # (B, T+2, 2P)
     # The recurrence runs time-major: Scan then hands each step a contiguous slice, not a copy.
@@ -285,42 +288,64 @@ def build_bilm(model: ElmoBiLm, precision: Precision = "fp32", opset: int = C.DE
         final_h.append(g.op("Concat", [_unsqueeze0(g, h_f), _unsqueeze0(g, h_b)], axis=0))  # (2, B, P)
         final_c.append(g.op("Concat", [_unsqueeze0(g, c_f), _unsqueeze0(g, c_b)], axis=0))  # (2, B, D)
 
-    _outputs(g, layer_outputs, final_h, final_c, rows.unorder, shape, mask_f)
+    _outputs(g, layer_outputs, final_h, final_c, rows.unorder, edges)
     graph = _graph(g, "elmo_bilm", _specs(model)["bilm"])
     return _model(graph, opset, "ELMo biLM with LSTM state in and out (elmo-onnx)")
 
 
-def _with_boundaries(g: _Graph, model: ElmoBiLm) -> tuple[str, str, str, str, str, str]:
+class _Boundaries(NamedTuple):
+    """The rows with their sentence boundaries, and what the outputs need to drop them again."""
+
+    x: str  # (B, T+2, P) each row's steps: [<S>,] its tokens[, </S>], then padding
+    mask_f: str  # (B, T) float
+    ext_lengths: str  # (B,) steps per row: tokens + <S> + </S>, each where the row has it
+    batch: str  # [B]
+    positions: str  # (1, T+2) step indices
+    n_tokens: str  # [T]
+    n_steps: str  # T+2, a scalar
+    has_bos: str  # (B,) 1 where the row starts with <S>
+
+
+def _with_boundaries(g: _Graph, model: ElmoBiLm) -> _Boundaries:
     """The masked token embeddings with `<S>` before every row and `</S>` after its last token.
 
-    Returns:
-        `x (B, T+2, P)`, `mask_f (B, T)` float, `ext_lengths (B,)` (tokens + 2), the input's
-        `shape` [B, T, P], `batch` [B], `positions (1, T+2)`.
+    Rows whose `sentence_edges` say so (the time chunks of a long sentence) go without one or
+    both: such a row starts one step earlier, and its `</S>` step lies past its end, where the
+    recurrence never runs.
     """
     p = model.options.projection_dim
     mask_f = g.op("Cast", [C.MASK], to=TensorProto.FLOAT)  # (B, T)
     lengths = g.reduce("ReduceSum", g.op("Cast", [C.MASK], to=TensorProto.INT64), [1], keepdims=0, hint="lengths")
-    ext_lengths = g.op("Add", [lengths, g.const(np.asarray(2, np.int64), "two")], "ext_lengths")  # (B,)
     tokens = g.op("Mul", [C.TOKEN_EMBEDDINGS, g.op("Unsqueeze", [mask_f, g.ints([2], "axes")])])  # (B, T, P)
 
     bos, eos = _boundary_embeddings(model)
     shape = g.op("Shape", [tokens])
     batch = g.op("Slice", [shape, g.ints([0]), g.ints([1])], "batch")
+    n_tokens = g.op("Slice", [shape, g.ints([1]), g.ints([2])], "n_tokens")  # [T]
+    edges = g.op("Expand", [C.SENTENCE_EDGES, g.op("Concat", [batch, g.ints([2])], axis=0)], "edges")  # (B, 2)
+    has_bos = g.op("Gather", [edges, g.const(np.asarray(0, np.int64), "bos_edge")], "has_bos", axis=1)  # (B,)
+    has_eos = g.op("Gather", [edges, g.const(np.asarray(1, np.int64), "eos_edge")], "has_eos", axis=1)  # (B,)
+    ext_lengths = g.op("Add", [g.op("Add", [lengths, has_bos]), has_eos], "ext_lengths")  # (B,)
     row_shape = g.op("Concat", [batch, g.ints([1, p])], axis=0)
     bos_col = g.op("Expand", [g.const(bos.reshape(1, 1, p), "bos"), row_shape])  # (B, 1, P)
     pad_col = g.op("Expand", [g.const(np.zeros((1, 1, p), np.float32), "pad"), row_shape])  # (B, 1, P)
     x = g.op("Concat", [bos_col, tokens, pad_col], "with_bos", axis=1)  # (B, T+2, P)
-    steps = g.op("Add", [g.op("Slice", [shape, g.ints([1]), g.ints([2])]), g.ints([2], "two")])  # [T + 2]
-    zero = g.const(np.asarray(0, np.int64), "zero")
-    steps_scalar = g.op("Squeeze", [steps, g.ints([0], "axes")])
-    one = g.const(np.asarray(1, np.int64), "one")
-    positions = g.op("Range", [zero, steps_scalar, one], "positions")  # (T+2,)
-    positions = g.op("Unsqueeze", [positions, g.ints([0], "axes")])  # (1, T+2)
-    last = g.op("Sub", [ext_lengths, g.const(np.asarray(1, np.int64), "one")])  # (B,): where </S> goes
-    is_eos = g.op("Equal", [positions, g.op("Unsqueeze", [last, g.ints([1], "axes")])])  # (B, T+2)
+    zero, one = g.const(np.asarray(0, np.int64), "zero"), g.const(np.asarray(1, np.int64), "one")
+    n_steps = g.op("Squeeze", [g.op("Add", [n_tokens, g.ints([2], "two")]), g.ints([0], "axes")])  # T+2
+    positions = g.op("Unsqueeze", [g.op("Range", [zero, n_steps, one], "positions"), g.ints([0], "axes")])  # (1, T+2)
+    # Rows without <S> start one column later: every row's steps gathered from the flat columns.
+    rows = g.op("Range", [zero, g.op("Squeeze", [batch, g.ints([0], "axes")]), one])  # (B,)
+    row_base = g.op("Unsqueeze", [g.op("Mul", [rows, n_steps]), g.ints([1], "axes")])  # (B, 1)
+    no_bos = g.op("Unsqueeze", [g.op("Sub", [one, has_bos]), g.ints([1], "axes")])  # (B, 1)
+    columns = g.op("Min", [g.op("Add", [positions, no_bos]), g.op("Sub", [n_steps, one])])  # (B, T+2)
+    flat = g.op("Reshape", [x, g.ints([-1, p])])  # (B * (T+2), P)
+    x = g.op("Gather", [flat, g.op("Add", [row_base, columns])], "shifted", axis=0)  # (B, T+2, P)
+    # </S> at the step after each row's last token.
+    eos_step = g.op("Unsqueeze", [g.op("Add", [lengths, has_bos]), g.ints([1], "axes")])  # (B, 1)
+    is_eos = g.op("Equal", [positions, eos_step])  # (B, T+2)
     eos_where = g.op("Unsqueeze", [is_eos, g.ints([2], "axes")])  # (B, T+2, 1)
     x = g.op("Where", [eos_where, g.const(eos.reshape(1, 1, p), "eos"), x], "with_eos")  # (B, T+2, P)
-    return x, mask_f, ext_lengths, shape, batch, positions
+    return _Boundaries(x, mask_f, ext_lengths, batch, positions, n_tokens, n_steps, has_bos)
 
 
 class _SortedRows(NamedTuple):
@@ -397,14 +422,21 @@ def _bilm_layer(g: _Graph, model: ElmoBiLm, layer: int, forward_in: str, backwar
 
 
 def _outputs(g: _Graph, layer_outputs: list[str], final_h: list[str], final_c: list[str], unorder: str,
-             shape: str, mask_f: str) -> None:
+             edges: _Boundaries) -> None:
     """The graph's outputs, rows back in the caller's order, without `<S>` and `</S>`."""
-    stacked = g.op("Concat", [_unsqueeze0(g, v) for v in layer_outputs], "stacked", axis=0)  # (L+1, B, T+2, 2P)
-    stacked = g.op("Gather", [stacked, unorder], axis=1)
-    # Drop <S> and each row's </S>: keep steps 1..T, then zero what lies past each row's end.
-    end = g.op("Add", [g.op("Slice", [shape, g.ints([1]), g.ints([2])]), g.ints([1], "one")])
-    inner = g.op("Slice", [stacked, g.ints([1]), end, g.ints([2], "axis")])  # (L+1, B, T, 2P)
-    inner = g.op("Mul", [inner, g.op("Unsqueeze", [mask_f, g.ints([0, 3], "axes")])])
+    stacked = g.op("Concat", [_unsqueeze0(g, v) for v in layer_outputs], "stacked", axis=0)  # (L+1, B, T+2, 2P) sorted
+    # Row b's T steps from its first token on (step 1, or 0 without <S>), taken from the sorted
+    # rows in one Gather over the flat steps; then zero what lies past each row's end.
+    zero, one = g.const(np.asarray(0, np.int64), "zero"), g.const(np.asarray(1, np.int64), "one")
+    token_steps = g.op("Range", [zero, g.op("Squeeze", [edges.n_tokens, g.ints([0], "axes")]), one])  # (T,)
+    first = g.op("Add", [g.op("Mul", [unorder, edges.n_steps]), edges.has_bos])  # (B,)
+    keep = g.op("Add", [g.op("Unsqueeze", [first, g.ints([1], "axes")]),
+                        g.op("Unsqueeze", [token_steps, g.ints([0], "axes")])])  # (B, T)
+    width = g.op("Slice", [g.op("Shape", [stacked]), g.ints([3]), g.ints([4])])  # [2P]
+    flat_shape = g.op("Concat", [g.ints([len(layer_outputs), -1]), width], axis=0)
+    flat_steps = g.op("Reshape", [stacked, flat_shape])  # (L+1, B * (T+2), 2P)
+    inner = g.op("Gather", [flat_steps, keep], axis=1)  # (L+1, B, T, 2P)
+    inner = g.op("Mul", [inner, g.op("Unsqueeze", [edges.mask_f, g.ints([0, 3], "axes")])])
     g.nodes.append(helper.make_node("Identity", [inner], [C.LAYERS]))
     for states, name in [(final_h, C.FINAL_H), (final_c, C.FINAL_C)]:
         stacked_states = g.op("Concat", [_unsqueeze0(g, v) for v in states], axis=0)  # (L, 2, B, P) or (L, 2, B, D)

@@ -1,4 +1,6 @@
-"""Parity: an exported package, run by ONNX Runtime on the CPU, against the PyTorch reference.
+"""Parity: an exported package, run by ONNX Runtime, against the PyTorch reference.
+
+The export gate runs the package on the CPU; `benchmarks/gpu.py` runs the same check on CUDA.
 
 Every export runs this before the package is put in place. The check embeds a built-in set of
 real English sentences (`data/parity_sentences.txt`: 24 sentences of 1 to 60 tokens, mixed
@@ -376,6 +378,7 @@ def check_parity(
     tolerance: Tolerance | None = None,
     progress: bool = False,
     raise_on_failure: bool = True,
+    device: str = "cpu",
 ) -> ParityReport:
     """Compare the package in `package_dir` with `model` on the parity sentences.
 
@@ -388,6 +391,8 @@ def check_parity(
         tolerance: overrides the named tolerance.
         progress: tqdm bars over the batches.
         raise_on_failure: raise `ParityError` when a check fails (else return the report).
+        device: where ONNX Runtime runs the package ("cpu" for the export's gate; "cuda" checks
+            the GPU path against the same reference and tolerance).
 
     Returns:
         The `ParityReport`.
@@ -400,7 +405,7 @@ def check_parity(
     precision = C.precision_name(precision)
     if tolerance is None:
         tolerance = tolerance_for(precision, model.options)
-    runner = PackageRunner(package_dir, device="cpu")
+    runner = PackageRunner(package_dir, device=device, require_parity=False)
     m = runner.manifest
     if reference is None:
         warm = (m.warm_h, m.warm_c) if m.initial_state_mode == C.WARM else None

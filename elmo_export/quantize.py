@@ -1,12 +1,13 @@
 """Quantization: an fp32 ONNX graph in, a quantized ONNX graph out.
 
-Thin wrappers over onnxruntime's own tools, one typed settings dataclass per scheme:
+One typed settings dataclass per scheme:
 
-- `Int8Settings`: dynamic int8 (`onnxruntime.quantization.quantize_dynamic`). Weights of every
-  MatMul/Gemm, those inside the LSTM's Scan/Loop body included, are stored as int8 with a scale
-  per output column; activations are quantized on the fly at each call. The quantized ops
-  (`MatMulInteger`, `DynamicQuantizeLinear`) run on the CPU execution provider only.
-- `Int4Settings`: weight-only 4-bit block-wise (`MatMulNBitsQuantizer` -> `MatMulNBits`,
+- `Int8Settings`: int8 weights (a scale per output column or per matrix) and int8 activations
+  quantized in the graph with a scale per row, so that a sentence's vectors do not depend on
+  its batch-mates (`quantize_int8` says how and why it is not onnxruntime's `quantize_dynamic`,
+  whose scale is one per call). Every MatMul with a constant weight, those inside the LSTM's
+  Scan bodies included, becomes `com.microsoft.MatMulIntegerToFloat` (CPU execution provider).
+- `Int4Settings`: a thin wrapper over onnxruntime's tool: weight-only 4-bit block-wise (`MatMulNBitsQuantizer` -> `MatMulNBits`,
   com.microsoft domain): each block of `block_size` weights along K shares one float scale;
   activations stay float.
 
@@ -22,66 +23,85 @@ from __future__ import annotations
 
 import heapq
 import logging
-import tempfile
+import math
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import ClassVar, Iterator, Literal, Union
 
+import numpy as np
 import onnx
+from onnx import helper, numpy_helper
 
 log = logging.getLogger(__name__)
 
 WEIGHT_OPS = ("MatMul", "Gemm")
-_EXTERNAL_DATA_BYTES = 1_800_000_000  # protobuf cannot serialize 2 GiB
 
 
 @dataclass(frozen=True)
 class Int8Settings:
-    """Dynamic int8 quantization of MatMul/Gemm weights (CPU only).
+    """Int8 weights and per-row int8 activations for every MatMul with a constant weight (CPU).
+
+    Each activation row (one token, one time step of one sentence) is quantized with its own
+    scale, computed in the graph from that row alone; where the graph itself bounds an
+    activation (the LSTM state `h` by `proj_clip`, `sigmoid(o) * tanh(c)` by 1) the scale is
+    that fixed bound instead. Either way a row's vectors do not depend on the other rows of
+    the batch, so a sentence gets the same vectors, bit for bit, alone or in any batch
+    (onnxruntime's `quantize_dynamic`, which this replaced, takes one scale per call). The
+    products run as `com.microsoft.MatMulIntegerToFloat` (CPU execution provider).
 
     Attributes:
-        per_channel: for the weights outside the recurrence (the char CNN's highway and
+        per_channel: for the weights outside the recurrence (the char CNN, its highway and
             projection, the LSTM's input products over all steps): one scale per output column
             instead of one per matrix. More exact, and free there: these products are large
             and compute-bound.
         per_channel_steps: the same for the weights used at every time step (the LSTM's
             hidden-to-gate products and projection). Off by default: these products are
             memory-bound, and onnxruntime's kernel reads per-column weights slower, for little
-            accuracy (measured: benchmarks/RESULTS.md, "Design measurements").
-        weight_type: "QInt8" (signed, the default) or "QUInt8". Equally exact here; QInt8
-            weights with uint8 activations use onnxruntime's fast u8s8 kernels (VNNI/AVX-512 on
-            x86), which is what onnxruntime recommends for CPUs.
-        reduce_range: 7-bit weights, for CPUs without VNNI where 8-bit products can saturate.
-        op_types: the op types whose constant weights are quantized. The char CNN's Conv and the
-            char embedding stay float (0.2% of the parameters, and the most sensitive ones).
+            accuracy (measured with the per-call activation scales of before:
+            benchmarks/RESULTS.md, "Design measurements").
+        fixed_scales: where the graph bounds an activation (`activation_ranges`: the LSTM
+            state within `proj_clip`, `sigmoid * tanh` within 1, rows of the char embedding
+            table), quantize it with that fixed range instead of a scale per row: no reduction
+            over each row before the product and no multiply by the row scales after it. The
+            bound holds for every state the model produces; an initial state beyond
+            `proj_clip`, which the model never produces, saturates.
+        weight_type: "QInt8" (signed, the default) or "QUInt8" (zero point 128). QInt8
+            weights with uint8 activations use onnxruntime's fast u8s8 kernels.
+        reduce_range: 7-bit weights (the default). On CPUs without VNNI (AVX2), onnxruntime's
+            u8s8 kernel adds pairs of 8-bit products in 16 bits, which saturates with 8-bit
+            weights: synthetic `small` on a 2-core AMD EPYC (AVX2), worst layer's mean cosine
+            to fp32 0.99729 with 8-bit weights, 0.99927 with 7-bit ones (onnxruntime's
+            `quantize_dynamic` with 8-bit weights and per-call scales: 0.99817).
+        op_types: the op types whose constant weights are quantized (MatMul only: the graphs
+            have no Gemm). The char embedding and all biases stay float.
     """
 
     per_channel: bool = True
     per_channel_steps: bool = False
+    fixed_scales: bool = True
     weight_type: Literal["QInt8", "QUInt8"] = "QInt8"
-    reduce_range: bool = False
-    op_types: tuple[str, ...] = WEIGHT_OPS
+    reduce_range: bool = True
+    op_types: tuple[str, ...] = ("MatMul",)
 
     name: ClassVar[str] = "int8"
 
     def __post_init__(self) -> None:
         if self.weight_type not in ("QInt8", "QUInt8"):
             raise ValueError(f"weight_type is {self.weight_type!r}; choose QInt8 or QUInt8")
-        unknown = set(self.op_types) - set(WEIGHT_OPS)
-        if not self.op_types or unknown:
-            raise ValueError(f"op_types is {self.op_types!r}; choose among {WEIGHT_OPS}")
+        if tuple(self.op_types) != ("MatMul",):
+            raise ValueError(f"op_types is {self.op_types!r}; only ('MatMul',) is supported")
 
     def to_dict(self) -> dict:
         """The settings as recorded in the manifest's `precision` entry."""
         return {
             "name": self.name,
-            "method": "dynamic",
-            "tool": "onnxruntime.quantization.quantize_dynamic",
+            "method": "dynamic, per row",
+            "tool": "elmo_export.quantize.quantize_int8",
+            "op": "com.microsoft.MatMulIntegerToFloat",
             **asdict(self),
             "op_types": list(self.op_types),
-            "activations": "uint8, quantized per call",
+            "activations": "uint8, one scale per row (per token and step) or the graph's fixed bound",
             "devices": ["cpu"],
         }
 
@@ -211,39 +231,253 @@ def _outer_reads(graph: onnx.GraphProto) -> set[str]:
 
 
 def quantize_int8(model: onnx.ModelProto, settings: Int8Settings = Int8Settings()) -> onnx.ModelProto:
-    """Dynamic int8: `quantize_dynamic` over the graph and every subgraph; `model` is unchanged.
+    """Int8 weights, per-row int8 activations: every MatMul with a constant 2-D weight, in the
+    graph and every subgraph, becomes `MatMulIntegerToFloat`; `model` is unchanged.
 
-    One pass per granularity in use: the main graph's weights with `per_channel`, then the
-    subgraphs' (the Scan bodies, run at every step) with `per_channel_steps`.
+    MatMuls that read the same activation share its quantization (the four gates of a step
+    read one `h`). Each row's scale comes from that row alone: `max(abs(row)) / 127` around
+    zero point 128, or `max(row) / 255` around 0 for an activation the graph keeps
+    non-negative (the char CNN's ReLU outputs and their highway mixes: twice the levels); or,
+    with `Int8Settings.fixed_scales`, from the graph's own bound of the activation
+    (`activation_ranges`). The products' columns are scaled by the weights' scales inside the
+    op, the rows by theirs after it. Integer products are exact, so nothing here depends on
+    how many rows a call has or how they are split between threads.
+
+    Why not onnxruntime's `quantize_dynamic`: its `DynamicQuantizeLinear` takes one scale for
+    the whole activation tensor, i.e. for every token of the call, so a sentence's vectors moved
+    with its batch-mates, the call order and the token cache's history (min cosine 0.9928
+    between two batchings of the same sentences, max abs 0.49 under 8 threads). Neither it nor
+    `MatMulIntegerToFloat` takes a scale per row, so the row scales are applied after the op.
     """
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    opset = next(o.version for o in out.opset_import if o.domain in ("", "ai.onnx"))
+    if not any(o.domain == _MS_DOMAIN for o in out.opset_import):
+        out.opset_import.append(helper.make_opsetid(_MS_DOMAIN, 1))
+    replaced: set[str] = set()
+    _quantize_int8_graph(out.graph, settings, opset, 0, {}, [], replaced)
+    used = {name for _, node, _ in _walk(out.graph) for name in node.input}
+    for _, graph in _graphs(out.graph):
+        keep = [t for t in graph.initializer if t.name in used or t.name not in replaced]
+        del graph.initializer[:]
+        graph.initializer.extend(keep)
+    return out
 
-    outside = [n.name for n in model.graph.node if n.op_type in settings.op_types]
-    if settings.per_channel == settings.per_channel_steps:
-        passes = [(settings.per_channel, None)]
+
+_MS_DOMAIN = "com.microsoft"
+Interval = tuple[float, float]
+_UNKNOWN: Interval = (-math.inf, math.inf)
+_EMPTY: Interval = (math.inf, -math.inf)  # no value yet: a Scan state before the induction
+# Ops that only move values around: the output's range is the data input's (the first).
+_MOVERS = {"Gather", "Slice", "Identity", "Reshape", "Transpose", "Compress", "ReverseSequence",
+           "Squeeze", "Unsqueeze", "Expand", "Flatten"}
+
+
+def _graphs(graph: onnx.GraphProto, depth: int = 0) -> Iterator[tuple[int, onnx.GraphProto]]:
+    yield depth, graph
+    for node in graph.node:
+        for sub in _subgraphs(node):
+            yield from _graphs(sub, depth + 1)
+
+
+def _hull(*ranges: Interval) -> Interval:
+    return min(r[0] for r in ranges), max(r[1] for r in ranges)
+
+
+def _times(a: Interval, b: Interval) -> Interval:
+    if _EMPTY in (a, b):
+        return _EMPTY
+    products = [0.0 if 0.0 in (x, y) else x * y for x in a for y in b]  # 0 x inf: the 0 end adds 0
+    return min(products), max(products)
+
+
+def _constant(name: str, scope: list[dict[str, onnx.TensorProto]]):
+    for names in reversed(scope):
+        if name in names:
+            return np.asarray(numpy_helper.to_array(names[name]))
+    return None
+
+
+def activation_ranges(graph: onnx.GraphProto, known: dict[str, Interval],
+                      scope: list[dict[str, onnx.TensorProto]] | None = None) -> dict[str, Interval]:
+    """The range `[lo, hi]` each value of `graph` is guaranteed to lie in, by name (±inf: none).
+
+    From constants, `Clip` with constant limits, `Relu`, `Sigmoid`, `Tanh`, sums and products,
+    `a + g * (b - a)` with `g` in [0, 1] (a highway layer's mix stays between `a` and `b`), ops
+    that only move values, and a Scan's state by induction over its steps (given an initial
+    state within the range that the steps keep).
+    """
+    scope = (scope or []) + [{t.name: t for t in graph.initializer}]
+    ranges = dict(known)
+    for t in graph.initializer:
+        if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16) and np.prod(t.dims) > 0:
+            value = _constant(t.name, scope)
+            ranges[t.name] = (float(value.min()), float(value.max()))
+    producer = {out: node for node in graph.node for out in node.output}
+
+    def lerp(a: str, other: str) -> Interval | None:
+        """`a + g * (b - a)` with g in [0, 1] lies between a and b."""
+        mul = producer.get(other)
+        if mul is None or mul.op_type != "Mul":
+            return None
+        for g, diff in (mul.input, mul.input[::-1]):
+            sub = producer.get(diff)
+            gate = ranges.get(g, _UNKNOWN)
+            if sub is not None and sub.op_type == "Sub" and sub.input[1] == a and 0 <= gate[0] and gate[1] <= 1:
+                return _hull(ranges.get(a, _UNKNOWN), ranges.get(sub.input[0], _UNKNOWN))
+        return None
+
+    for node in graph.node:
+        ins = [ranges.get(name, _UNKNOWN) for name in node.input]
+        op = node.op_type
+        r = _UNKNOWN
+        if op == "Clip" and len(node.input) == 3:
+            lo, hi = _constant(node.input[1], scope), _constant(node.input[2], scope)
+            if lo is not None and hi is not None:
+                r = ins[0] if ins[0] == _EMPTY else (max(ins[0][0], float(lo)), min(ins[0][1], float(hi)))
+        elif op == "Relu":
+            r = ins[0] if ins[0] == _EMPTY else (max(ins[0][0], 0.0), max(ins[0][1], 0.0))
+        elif op == "Sigmoid":
+            r = (0.0, 1.0)
+        elif op == "Tanh":
+            r = (-1.0, 1.0)
+        elif op == "Mul":
+            r = _times(ins[0], ins[1])
+        elif op == "Add":
+            r = lerp(*node.input) or lerp(*node.input[::-1]) or (
+                _EMPTY if _EMPTY in ins else (ins[0][0] + ins[1][0], ins[0][1] + ins[1][1]))
+        elif op == "Sub":
+            r = _EMPTY if _EMPTY in ins else (ins[0][0] - ins[1][1], ins[0][1] - ins[1][0])
+        elif op in _MOVERS:
+            r = ins[0]
+        elif op in ("Concat", "Where"):
+            r = _hull(*(ins if op == "Concat" else ins[1:]))
+        elif op == "Scan":
+            for name, value in zip(node.output, _scan_ranges(node, ins, scope, ranges)[1]):
+                ranges[name] = value
+            continue
+        for name in node.output:
+            ranges[name] = r
+    return ranges
+
+
+def _scan_ranges(node: onnx.NodeProto, ins: list[Interval], scope, known: dict[str, Interval]
+                 ) -> tuple[dict[str, Interval], list[Interval]]:
+    """A Scan's body input ranges (its states by induction over the steps) and output ranges.
+
+    `ins`: the ranges of the Scan's inputs; `known`: of the values its body reads from outside.
+    """
+    body = next(_subgraphs(node))
+    n_scan = next(a.i for a in node.attribute if a.name == "num_scan_inputs")
+    n_state = len(node.input) - n_scan
+    body_in, body_out = [v.name for v in body.input], [v.name for v in body.output]
+    scanned = dict(zip(body_in[n_state:], ins[n_state:]))
+    # What the steps guarantee of the state they hand on, knowing nothing of the state they get
+    # (the induction hypothesis adds nothing to what it proves) ...
+    first = activation_ranges(body, known | scanned | {name: _EMPTY for name in body_in[:n_state]}, scope)
+    states = [first.get(name, _UNKNOWN) for name in body_out[:n_state]]
+    # ... and whether they keep it when they get a state in that range.
+    second = activation_ranges(body, known | scanned | dict(zip(body_in, states)), scope)
+    kept = [s if _hull(s, second.get(name, _UNKNOWN)) == s else _UNKNOWN for name, s in zip(body_out, states)]
+    inputs = known | scanned | dict(zip(body_in, kept))
+    final = activation_ranges(body, inputs, scope)
+    return inputs, kept + [final.get(name, _UNKNOWN) for name in body_out[n_state:]]
+
+
+def _quantize_int8_graph(graph: onnx.GraphProto, settings: Int8Settings, opset: int, depth: int,
+                         known: dict[str, Interval], outer: list[dict[str, onnx.TensorProto]],
+                         replaced: set[str]) -> None:
+    scope = outer + [{t.name: t for t in graph.initializer}]
+    ranges = activation_ranges(graph, known, outer)
+    per_channel = settings.per_channel if depth == 0 else settings.per_channel_steps
+    levels_w = 63 if settings.reduce_range else 127
+    consts: dict[str, onnx.TensorProto] = {}
+
+    def const(hint: str, value) -> str:
+        name = f"{graph.name}/int8_{hint}"
+        if name not in consts:
+            consts[name] = numpy_helper.from_array(np.asarray(value), name)
+        return name
+
+    def weight(name: str) -> tuple[str, str, str]:
+        """The quantized weight, its scale and zero point, next to the activation's nodes."""
+        w = _constant(name, scope).astype(np.float32)  # (K, N)
+        peak = np.abs(w).max(axis=0) if per_channel else np.abs(w).max()
+        scale = np.where(peak > 0, peak / levels_w, 1.0).astype(np.float32)
+        q = np.clip(np.rint(w / scale), -levels_w, levels_w).astype(np.int8)
+        zero = np.int8(0)
+        if settings.weight_type == "QUInt8":
+            q, zero = (q.astype(np.int16) + 128).astype(np.uint8), np.uint8(128)
+        tensors = [numpy_helper.from_array(q, f"{name}_quantized"), numpy_helper.from_array(scale, f"{name}_scale"),
+                   numpy_helper.from_array(np.asarray(zero), f"{name}_zero_point")]
+        if tensors[0].name not in consts:
+            consts.update((t.name, t) for t in tensors)
+        replaced.add(name)
+        return tensors[0].name, tensors[1].name, tensors[2].name
+
+    nodes: list[onnx.NodeProto] = []
+    activations: dict[str, tuple[str, str, str, str | None]] = {}  # x -> (q, scale, zero point, row scale)
+    for node in graph.node:
+        for sub in _subgraphs(node):
+            inner = _scan_ranges(node, [ranges.get(n, _UNKNOWN) for n in node.input], scope, ranges)[0] \
+                if node.op_type == "Scan" else ranges
+            _quantize_int8_graph(sub, settings, opset, depth + 1, inner, scope, replaced)
+        w_name = node.input[1] if node.op_type == "MatMul" and len(node.input) == 2 else None
+        if w_name is None or _constant(w_name, scope) is None or _constant(w_name, scope).ndim != 2:
+            nodes.append(node)
+            continue
+        x = node.input[0]
+        if x not in activations:
+            span = ranges.get(x, _UNKNOWN)
+            fixed = settings.fixed_scales and math.isfinite(span[0]) and math.isfinite(span[1])
+            activations[x] = _quantize_activation(x, span, fixed, opset, const, nodes)
+        q, a_scale, a_zero, row_scale = activations[x]
+        w_q, w_scale, w_zero = weight(w_name)
+        product = f"{node.output[0]}_unscaled" if row_scale else node.output[0]
+        nodes.append(helper.make_node("MatMulIntegerToFloat", [q, w_q, a_scale, w_scale, a_zero, w_zero],
+                                      [product], name=f"{node.name}_int8", domain=_MS_DOMAIN))
+        if row_scale:
+            nodes.append(helper.make_node("Mul", [product, row_scale], [node.output[0]], name=f"{node.name}_rows"))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    graph.initializer.extend(consts.values())
+
+
+def _quantize_activation(x: str, span: Interval, fixed: bool, opset: int, const, nodes: list[onnx.NodeProto]
+                         ) -> tuple[str, str, str, str | None]:
+    """Nodes quantizing `x` to uint8, with a fixed scale from `span` or one scale per row (last axis).
+
+    A non-negative `x` uses all 255 levels above zero point 0; any other, 127 on each side of 128.
+
+    Returns:
+        (quantized, scale, zero point, row scale `(..., 1)` or None with a fixed scale): the op
+        computes with `scale`; with a row scale, its product is multiplied by it.
+    """
+    unsigned = span[0] >= 0
+    levels, zero = (255, np.uint8(0)) if unsigned else (127, np.uint8(128))
+    zero_point = const(f"zero_point_{int(zero)}", zero)
+    if fixed:
+        peak = span[1] if unsigned else max(-span[0], span[1])
+        scale = const(f"scale_{peak:g}", np.float32(max(peak, 1e-30) / levels))
+        nodes.append(helper.make_node("QuantizeLinear", [x, scale, zero_point], [f"{x}_int8"], name=f"{x}_int8"))
+        return f"{x}_int8", scale, zero_point, None
+    # A zero row gets a tiny scale instead of 0 (x / 0 is NaN); its products are 0 either way.
+    names = [f"{x}_{part}" for part in ("abs", "peak", "peak_nz", "row_scale", "in_levels", "int8")]
+    peak_of = x
+    if not unsigned:
+        nodes.append(helper.make_node("Abs", [x], [names[0]], name=names[0]))
+        peak_of = names[0]
+    if opset >= 18:
+        nodes.append(helper.make_node("ReduceMax", [peak_of, const("last_axis", np.asarray([-1], np.int64))], [names[1]],
+                                      name=names[1], keepdims=1))
     else:
-        passes = [(settings.per_channel, outside), (settings.per_channel_steps, None)]  # None: all left
-    # quantize_dynamic writes to a file; large graphs go through external data.
-    large = model.ByteSize() > _EXTERNAL_DATA_BYTES
-    quantized = model
-    with tempfile.TemporaryDirectory(prefix="elmo-int8-") as tmp:
-        for k, (per_channel, nodes) in enumerate(passes):
-            out = Path(tmp) / f"pass{k}.onnx"
-            with _quiet_onnxruntime_logging():
-                quantize_dynamic(
-                    quantized,
-                    out,
-                    op_types_to_quantize=list(settings.op_types),
-                    nodes_to_quantize=nodes,
-                    per_channel=per_channel,
-                    reduce_range=settings.reduce_range,
-                    weight_type=QuantType[settings.weight_type],
-                    use_external_data_format=large,
-                    extra_options={"EnableSubgraph": nodes is None, "MatMulConstBOnly": True},
-                )
-            quantized = onnx.load(out)
-    sort_nodes(quantized.graph)  # see `sort_nodes`
-    return quantized
+        nodes.append(helper.make_node("ReduceMax", [peak_of], [names[1]], name=names[1], axes=[-1], keepdims=1))
+    nodes.append(helper.make_node("Max", [names[1], const("tiny", np.float32(1e-30))], [names[2]], name=names[2]))
+    nodes.append(helper.make_node("Mul", [names[2], const(f"per_level_{levels}", np.float32(1 / levels))], [names[3]], name=names[3]))
+    nodes.append(helper.make_node("Div", [x, names[3]], [names[4]], name=names[4]))
+    one = const("one", np.float32(1.0))
+    nodes.append(helper.make_node("QuantizeLinear", [names[4], one, zero_point], [names[5]], name=names[5]))
+    return names[5], one, zero_point, names[3]
 
 
 def quantize_int4(model: onnx.ModelProto, settings: Int4Settings = Int4Settings()) -> onnx.ModelProto:

@@ -128,6 +128,8 @@ def _check(fin: h5py.File, path: Path, entries: dict[str, Entry], options_source
             problems.append(f"{name!r} is a group, expected a dataset of shape {entry.shape}")
         elif fin[name].shape != entry.shape:
             problems.append(f"dataset {name!r} has shape {fin[name].shape}, expected {entry.shape}")
+        elif not np.issubdtype(fin[name].dtype, np.floating):
+            problems.append(f"dataset {name!r} holds {fin[name].dtype} values, expected floating point")
     if problems:
         raise WeightFileError(
             f"{path} does not match {options_source}:\n  " + "\n  ".join(problems)
@@ -135,7 +137,9 @@ def _check(fin: h5py.File, path: Path, entries: dict[str, Entry], options_source
 
 
 def check_weight_file(options: ElmoOptions, path: str | Path, options_source: str = "the options") -> None:
-    """Check that every dataset the options call for is present with the right shape.
+    """Check that every dataset the options call for is present with the right shape and a float dtype.
+
+    Reads metadata only (no weights), so it is cheap whatever the options claim.
 
     Raises:
         FileNotFoundError: no such file.
@@ -184,6 +188,9 @@ def save_weights(model: ElmoBiLm, path: str | Path) -> None:
 def load_reference(options_path: str | Path, weights_path: str | Path) -> ElmoBiLm:
     """Build the reference biLM from `options.json` + `weights.hdf5`, in eval mode."""
     options = ElmoOptions.from_file(options_path)
+    # Shapes first (metadata only): a typo in options.json must fail here, not allocate a
+    # model of whatever size it claims.
+    check_weight_file(options, weights_path, options_source=str(options_path))
     model = ElmoBiLm(options)
     load_weights(model, weights_path, options_source=str(options_path))
     return model.eval()

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 
 from elmo_runtime import contract as C
 from elmo_runtime.files import DTYPES, FORMATS, embed_file
+from elmo_runtime.interrupts import interrupts_raise
 from elmo_runtime.runner import DEVICES
 
 
@@ -35,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "hf:owner/repo[@revision] (a package on the Hugging Face Hub)")
     parser.add_argument("input", help="UTF-8 text file, one sentence per line ('-': standard input); with "
                                       "--engine ray also a folder or glob of them, or Parquet files with a text column")
-    parser.add_argument("output", help="HDF5 (or --format npz|parquet) file to write; with --engine ray a folder")
+    parser.add_argument("output", help="HDF5 (or --format npz|parquet) file to write (not '-': every format needs a "
+                                       "file); with --engine ray a folder")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--all", dest="layers", action="store_const", const="all",
                        help="all layers, (L+1, T, dim) per sentence (default)")
@@ -60,7 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads per session")
     parser.add_argument("--state", choices=C.STATE_MODES, default=None,
                         help="initial LSTM state of every sentence (default: the package's)")
-    parser.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
+    parser.add_argument("--force", action="store_true",
+                        help="overwrite OUTPUT if it exists (a regular file only, never INPUT; its mode is kept)")
+    parser.add_argument("--no-verify", dest="verify", action="store_false",
+                        help="skip the sha256 check of the package's files (for a package verified when deployed)")
     parser.add_argument("--allow-empty-lines", action="store_true",
                         help="embed empty lines as 0 tokens instead of refusing them")
     parser.add_argument("--forget-sentences", action="store_true",
@@ -89,24 +95,26 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="elmo-embed: %(message)s")
     engine = args.pop("engine")
     cluster = {k: args.pop(k) for k in RAY_ONLY}
-    try:
-        if engine == "ray":
-            _embed_ray(args, cluster)
-        else:
-            given = [f"--{k.replace('_', '-')}" for k, v in cluster.items() if v is not None]
-            if given:
-                raise ValueError(f"{', '.join(given)} only apply with --engine ray")
-            embed_file(**{**args, "format": args["format"] or "hdf5"})
-    except KeyboardInterrupt:
-        print("elmo-embed: interrupted; no output written", file=sys.stderr)
-        return 130
-    except (OSError, ValueError, TypeError, RuntimeError) as e:
-        print(f"elmo-embed: error: {e}", file=sys.stderr)
-        return 1
+    with interrupts_raise() as interrupted:
+        try:
+            if engine == "ray":
+                _embed_ray(args, cluster, interrupted.event)
+            else:
+                given = [f"--{k.replace('_', '-')}" for k, v in cluster.items() if v is not None]
+                if given:
+                    raise ValueError(f"{', '.join(given)} only apply with --engine ray")
+                embed_file(**{**args, "format": args["format"] or "hdf5"}, stop=interrupted.event)
+        except KeyboardInterrupt:
+            signum = interrupted.signum or signal.SIGINT
+            print(f"elmo-embed: interrupted ({signal.Signals(signum).name}); no output written", file=sys.stderr)
+            return 128 + signum
+        except (OSError, ValueError, TypeError, RuntimeError) as e:
+            print(f"elmo-embed: error: {e}", file=sys.stderr)
+            return 1
     return 0
 
 
-def _embed_ray(args: dict, cluster: dict) -> None:
+def _embed_ray(args: dict, cluster: dict, stop) -> None:
     """--engine ray: the same flags onto `embed_to_parquet`, those that do not apply refused."""
     from elmo_runtime.ray_data import embed_to_parquet
 
@@ -117,7 +125,7 @@ def _embed_ray(args: dict, cluster: dict) -> None:
     if args.pop("forget_sentences") or args.pop("batch_size") is not None:
         raise ValueError("--forget-sentences and --batch-size do not apply with --engine ray")
     threads = args.pop("threads") or 1
-    embed_to_parquet(**args, threads=threads, **cluster)
+    embed_to_parquet(**args, threads=threads, **cluster, stop=stop)
 
 
 if __name__ == "__main__":

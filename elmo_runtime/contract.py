@@ -46,6 +46,13 @@ LAYERS = "layers"  # float32 [n_layers + 1, batch, tokens, 2 * projection_dim]
 FINAL_H = "final_h"  # like INITIAL_H: each row's state after its own last real token
 FINAL_C = "final_c"  # like INITIAL_C
 
+# An optional bilm input (an initializer that a caller may override), int64 [edge_rows, 2]
+# with edge_rows 1 or batch: per row, 1 where the graph adds <S> before the row / </S> after
+# it. The default, [[1, 1]], is a whole sentence. Zeros let a long sentence run in time chunks
+# with the state carried between calls (the runtime does so beyond its batch budget).
+SENTENCE_EDGES = "sentence_edges"
+SENTENCE_EDGES_DEFAULT = ((1, 1),)
+
 PIPELINE = ("char_ids -> token_embedder -> (token_embeddings, mask) -> bilm with (initial_h, initial_c) "
             "-> (layers, final_h, final_c)")
 
@@ -82,11 +89,15 @@ class TensorSpec:
     """One graph input or output: name, element type, and shape (str: a symbolic axis)."""
 
     name: str
-    dtype: str  # "int32" or "float32"
+    dtype: str  # "int32", "int64" or "float32"
     shape: tuple[int | str, ...]
+    default: tuple | None = None  # an optional input's value when it is not fed (nested tuples)
 
     def to_dict(self) -> dict:
-        return {"dtype": self.dtype, "shape": list(self.shape)}
+        data = {"dtype": self.dtype, "shape": list(self.shape)}
+        if self.default is not None:
+            data["default"] = [list(row) for row in self.default]
+        return data
 
 
 @dataclass(frozen=True)
@@ -96,11 +107,16 @@ class GraphSpec:
     file: str
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
+    # Inputs with a default (in ONNX: an initializer of the same name), fed only when needed.
+    optional_inputs: tuple[TensorSpec, ...] = ()
 
     def to_dict(self) -> dict:
-        return {"file": self.file,
+        data = {"file": self.file,
                 "inputs": {t.name: t.to_dict() for t in self.inputs},
                 "outputs": {t.name: t.to_dict() for t in self.outputs}}
+        if self.optional_inputs:
+            data["optional_inputs"] = {t.name: t.to_dict() for t in self.optional_inputs}
+        return data
 
     @property
     def output_names(self) -> list[str]:
@@ -127,6 +143,7 @@ def graph_specs(n_layers: int, projection_dim: int, dim: int) -> dict[str, Graph
             (embeddings, mask, TensorSpec(INITIAL_H, "float32", h), TensorSpec(INITIAL_C, "float32", c)),
             (TensorSpec(LAYERS, "float32", (n + 1, BATCH, TOKENS, 2 * p)),
              TensorSpec(FINAL_H, "float32", h), TensorSpec(FINAL_C, "float32", c)),
+            (TensorSpec(SENTENCE_EDGES, "int64", ("edge_rows", 2), SENTENCE_EDGES_DEFAULT),),
         ),
     }
 

@@ -27,7 +27,7 @@ from typing import Iterable, Iterator, Sequence, Union
 import numpy as np
 
 from elmo_runtime import contract as C
-from elmo_runtime.batching import batch_cost, check_budget, chunks_by_tokens, plan_batches
+from elmo_runtime.batching import BOUNDARY_TOKENS, batch_cost, check_budget, chunks_by_tokens, plan_batches
 from elmo_runtime.catalog import SHIPPED_NAME
 from elmo_runtime.resolve import resolve_package
 from elmo_runtime.runner import CPU, CUDA, RUN_ERRORS, PackageRunner
@@ -65,21 +65,27 @@ class Elmo:
         threads: intra-op threads per ONNX Runtime session (None: its default, one per core).
         batch_tokens: default token budget per batch for `embed` and `embed_iter` (see there);
             None: 512 on the CPU, 4096 on CUDA (`DEFAULT_BATCH_TOKENS`).
+        token_cache: token embeddings kept between calls (None: 32 MiB worth; 0: none).
+        verify: check the sha256 of every file of the package before loading it (about 0.1 s
+            per 100 MB); pass False only for a package verified when it was deployed. Sizes,
+            file confinement, the warm state and the parity report are checked either way.
 
     Raises:
         FileNotFoundError: `package` is a path to no directory, or to one without `elmo.json`.
         ValueError: an unknown package name (the known names and accepted forms are listed),
             an unknown device or a bad thread count.
-        PackageError: the package is missing files, corrupt, or from a newer format version.
+        PackageError: the package is missing files, corrupt or altered (sha256), names files
+            outside its directory, was not verified by a passed parity check, or is from a
+            newer format version.
         DownloadError: the package could not be downloaded, or offline mode and not cached.
         RuntimeError: device="cuda" and CUDA is not usable (the error lists what is).
     """
 
     def __init__(self, package: str | Path = SHIPPED_NAME, device: str = "auto", threads: int | None = None,
-                 batch_tokens: int | None = None, token_cache: int | None = None):
+                 batch_tokens: int | None = None, token_cache: int | None = None, verify: bool = True):
         if batch_tokens is not None:
             check_budget(batch_tokens, None)
-        self._runner = PackageRunner(resolve_package(package), device=device, threads=threads)
+        self._runner = PackageRunner(resolve_package(package), device=device, threads=threads, verify=verify)
         self.manifest = self._runner.manifest
         if token_cache is None:
             token_cache = DEFAULT_CACHE_BYTES // (4 * self.manifest.projection_dim)
@@ -139,8 +145,10 @@ class Elmo:
             return_tokens: also return each sentence's tokens.
             batch_tokens: token positions per batch, padding and the two sentence boundaries
                 included (None: the instance's `batch_tokens`, by default 512 on the CPU and
-                4096 on CUDA). Memory follows this budget, not the input; a longer sentence
-                runs alone.
+                4096 on CUDA). Memory follows this budget, not the input: a sentence longer
+                than the budget runs alone, in time chunks with the LSTM state carried (the
+                same vectors as whole; packages exported before `sentence_edges` existed run
+                it whole).
             batch_size: also cap each batch at this many sentences (None: no cap).
 
         Returns:
@@ -210,6 +218,10 @@ class Elmo:
         out: list[np.ndarray | None] = [None] * len(token_lists)
         lengths = [len(tokens) for tokens in token_lists]
         for rows in plan_batches(lengths, options.batch_tokens, options.batch_size):
+            if (len(rows) == 1 and batch_cost(1, lengths[rows[0]]) > options.batch_tokens
+                    and self._runner.runs_time_chunks):
+                out[rows[0]] = self._embed_in_time_chunks(token_lists[rows[0]], options)
+                continue
             batch = [token_lists[i] for i in rows]
             h, c = self._runner.initial_state(options.state, len(batch))
             layers, _, _ = self._run(batch, h, c)
@@ -220,17 +232,52 @@ class Elmo:
                 out[i] = options.empty(self)
         return out  # type: ignore[return-value]
 
-    def _run(self, batch: list[list[str]], h: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _embed_in_time_chunks(self, tokens: list[str], options: "_Options") -> np.ndarray:
+        """One sentence over the batch budget, in time chunks with the LSTM state carried.
+
+        The biLM's directions are independent stacks: the forward one reads chunks in order,
+        carrying its state from each chunk's end into the next; the backward one reads them in
+        reverse, from each chunk's start into the one before. Each call runs two rows: chunk k
+        for the forward direction and chunk K-1-k for the backward one (whose other direction
+        is computed and dropped); only the first chunk has <S> and only the last </S>. So the
+        result equals the whole sentence's, and a call holds `2 x (chunk + 2)` positions, within
+        the budget, whatever the length.
+        """
+        n, p = len(tokens), self.manifest.projection_dim
+        size = max(1, options.batch_tokens // 2 - BOUNDARY_TOKENS)
+        spans = [(start, min(start + size, n)) for start in range(0, n, size)]
+        last = len(spans) - 1
+        h0, c0 = self._runner.initial_state(options.state, 1)  # (L, 2, 1, P), (L, 2, 1, D)
+        forward, backward = (h0, c0), (h0, c0)  # each row's carried state (one direction of it is used)
+        sink = options.sink(n, self.num_layers, self.dim)
+        for k in range(len(spans)):
+            (fs, fe), (bs, be) = spans[k], spans[last - k]
+            h = np.concatenate([forward[0], backward[0]], axis=2)
+            c = np.concatenate([forward[1], backward[1]], axis=2)
+            edges = np.array([[k == 0, k == last], [last - k == 0, last - k == last]], np.int64)
+            layers, final_h, final_c = self._run([tokens[fs:fe], tokens[bs:be]], h, c, edges)
+            mixed = options.mix_layers(layers)  # (..., 2, T, dim)
+            sink.put(mixed[..., 0, : fe - fs, :p], fs, fe, slice(0, p))
+            sink.put(mixed[..., 1, : be - bs, p:], bs, be, slice(p, 2 * p))
+            forward = final_h[:, :, 0:1], final_c[:, :, 0:1]
+            backward = final_h[:, :, 1:2], final_c[:, :, 1:2]
+        return sink.result()
+
+    def _run(self, batch: list[list[str]], h: np.ndarray, c: np.ndarray, edges: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Both graphs on one batch: `layers (L + 1, B, T, dim)`, final `h`, `c`.
 
         Token embeddings come from the cache, the token embedder running on new tokens only.
+        `edges`: see `PackageRunner.bilm`.
         """
         try:
             embeddings, mask = self.token_cache.embed_batch(batch)  # (B, T, P), (B, T)
             if mask.shape[1] == 0:
                 # Every row empty: one padding position runs the same as none (the graphs need T > 0).
                 embeddings, mask = np.zeros((len(batch), 1, embeddings.shape[2]), np.float32), np.zeros((len(batch), 1), np.int32)
-            return self._runner.bilm(embeddings, mask, h, c)
+            if edges is None:
+                return self._runner.bilm(embeddings, mask, h, c)
+            return self._runner.bilm(embeddings, mask, h, c, edges)
         except RUN_ERRORS as e:
             raise RuntimeError(
                 f"ONNX Runtime failed on a batch of {len(batch)} sentences x "
@@ -344,7 +391,7 @@ def _check_state(elmo: Elmo, state: str | None) -> str:
     if state not in C.STATE_MODES:
         raise ValueError(f"state is {state!r}; choose one of {', '.join(C.STATE_MODES)}, or None (the package's default)")
     if state == C.WARM and elmo.manifest.warm_h is None:
-        raise ValueError(f"{elmo.manifest.directory} was exported without a warm state; use state='zero'")
+        raise ValueError(f"{elmo.manifest.directory} was exported without a warm state; use state='zero' (elmo-embed: --state zero)")
     return state
 
 
@@ -367,14 +414,22 @@ class _Options:
         check_budget(batch_tokens, batch_size)
         return cls(_layer_mix(layers, n), pool, _check_state(elmo, state), int(batch_tokens), batch_size)
 
+    def mix_layers(self, layers: np.ndarray) -> np.ndarray:
+        """`layers (L + 1, B, T, dim)` -> the chosen layer or mix `(B, T, dim)`, or all of them."""
+        if isinstance(self.mix, str):  # "all"
+            return layers  # (L + 1, B, T, dim)
+        if isinstance(self.mix, int):
+            return layers[self.mix]  # (B, T, dim)
+        return np.tensordot(self.mix, layers, axes=1)  # (B, T, dim)
+
+    def sink(self, n: int, num_layers: int, dim: int) -> "_Sink":
+        """Where the time chunks of one `n`-token sentence are put together."""
+        shape = (num_layers, n, dim) if isinstance(self.mix, str) else (n, dim)
+        return _Sink(shape, n if self.pool == "mean" else None)
+
     def per_row(self, layers: np.ndarray, lengths: Sequence[int]) -> Iterator[np.ndarray]:
         """`layers (L + 1, B, T, dim)` -> each row's own array, a copy (never a view of the batch)."""
-        if isinstance(self.mix, str):  # "all"
-            mixed = layers  # (L + 1, B, T, dim)
-        elif isinstance(self.mix, int):
-            mixed = layers[self.mix]  # (B, T, dim)
-        else:
-            mixed = np.tensordot(self.mix, layers, axes=1)  # (B, T, dim)
+        mixed = self.mix_layers(layers)
         if self.pool == "mean":
             n = np.asarray(lengths)
             mask = (np.arange(mixed.shape[-2])[None, :] < n[:, None]).astype(np.float32)  # (B, T)
@@ -394,6 +449,32 @@ class _Options:
         if self.pool == "mean":
             shape = shape[:-2] + shape[-1:]
         return np.zeros(shape, np.float32)
+
+
+class _Sink:
+    """One sentence's output, filled a time chunk and a half (forward or backward) at a time.
+
+    With pooling only the sums are kept: the memory is that of the result, not of the tokens.
+    """
+
+    def __init__(self, shape: tuple[int, ...], pool_over: int | None):
+        self._pool_over = pool_over
+        if pool_over is None:
+            self._out = np.empty(shape, np.float32)  # (L + 1, n, dim) or (n, dim)
+        else:
+            self._out = np.zeros(shape[:-2] + shape[-1:], np.float64)  # (L + 1, dim) or (dim,)
+
+    def put(self, values: np.ndarray, start: int, end: int, half: slice) -> None:
+        """`values (..., end - start, half)`: tokens start..end, the columns of one direction."""
+        if self._pool_over is None:
+            self._out[..., start:end, half] = values
+        else:
+            self._out[..., half] += values.sum(axis=-2, dtype=np.float64)
+
+    def result(self) -> np.ndarray:
+        if self._pool_over is None:
+            return self._out
+        return (self._out / self._pool_over).astype(np.float32)
 
 
 def _layer_mix(layers, n: int):

@@ -1,4 +1,4 @@
-"""Embed a text file, one sentence per line, into HDF5 (AllenNLP's layout) or NPZ: `embed_file`.
+"""Embed a text file, one sentence per line, into HDF5 (AllenNLP's layout), NPZ or Parquet: `embed_file`.
 
 `elmo-embed` is its command line. The output reads like the one AllenNLP's `allennlp elmo`
 command writes, so downstream scripts read it unchanged: one float32 dataset per input line,
@@ -30,8 +30,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import sys
-import tempfile
+import threading
 import zipfile
 from collections import deque
 from contextlib import contextmanager
@@ -40,6 +41,7 @@ from typing import Iterator
 
 import numpy as np
 
+from elmo_runtime import scratch
 from elmo_runtime.embedder import Elmo
 from elmo_runtime.tokenize import tokenize
 
@@ -49,6 +51,7 @@ FORMATS = ("hdf5", "npz", "parquet")
 DTYPES = ("float32", "float16")
 OUTPUT_LAYERS = ("all", "top", "average")
 SENTENCE_TO_INDEX = "sentence_to_index"
+TMP_SUFFIX = ".tmp"
 
 
 class InputFileError(ValueError):
@@ -60,51 +63,60 @@ def embed_file(package: str | Path | Elmo, input: str | Path, output: str | Path
                batch_size: int | None = None, device: str = "auto", threads: int | None = None,
                state: str | None = None, force: bool = False, allow_empty_lines: bool = False,
                forget_sentences: bool = False, progress: bool | None = None, pool: str | None = None,
-               dtype: str = "float32") -> int:
+               dtype: str = "float32", verify: bool = True, stop: threading.Event | None = None) -> int:
     """Embed every line of `input` into `output`; what `elmo-embed` runs.
 
     Args:
         package: a package folder or name (see `Elmo`), or an `Elmo` to reuse (then
             device/threads are ignored).
-        input: a UTF-8 text file, one sentence per line ("-": standard input).
-        output: the HDF5 or NPZ file to write.
+        input: a UTF-8 text file or a pipe, one sentence per line ("-": standard input).
+        output: the HDF5, NPZ or Parquet file to write ("-" is refused: every format needs a
+            file). It is written under a hidden name beside it (`.OUTPUT.<pid>.<random>.tmp`)
+            and renamed once complete; such files left by killed runs are removed. A new file
+            gets the umask's mode; a replaced one keeps its mode.
         layers: "all" -> `(L + 1, T, dim)` per sentence; "top" or "average" -> `(T, dim)`.
         format: "hdf5" (AllenNLP's layout), "npz" or "parquet".
         tokenized: lines are already tokenized (split on whitespace) instead of raw text.
         batch_tokens, batch_size, state: as for `Elmo.embed` (None: the defaults there).
         device, threads: as for `Elmo`.
-        force: overwrite an existing `output`.
+        force: overwrite an existing `output` (only a regular file or a symlink, and never
+            the input itself).
         allow_empty_lines: embed empty lines as 0 tokens instead of refusing them.
         forget_sentences: leave out `sentence_to_index` (AllenNLP's --forget-sentences).
         progress: show a progress bar on stderr (None: only when stderr is a terminal).
         pool: None (vectors per token) or "mean" (one vector per sentence).
         dtype: "float32" or "float16" (vectors rounded once to half precision).
+        verify: check the package's sha256 sums (see `Elmo`).
+        stop: an event that interrupts the run (KeyboardInterrupt, nothing written) when set;
+            the command line sets it on SIGINT or SIGTERM.
 
     Returns:
         The number of sentences written.
 
     Raises:
         FileNotFoundError: no such input file, package or output directory.
-        FileExistsError: `output` exists and `force` is False.
+        FileExistsError: `output` exists and `force` is False; or it is the input, or not a
+            regular file (a FIFO, a device), whatever `force`.
         InputFileError: invalid UTF-8, an empty line (unless allowed) or an empty file; the
             message names the line. No output is left behind.
         ValueError, TypeError, PackageError: bad settings or package (see `Elmo`).
     """
-    _check_arguments(input, output, layers, format, force)
+    replaced_mode = _check_arguments(input, output, layers, format, force)
     if dtype not in DTYPES:
         raise ValueError(f"dtype is {dtype!r}; choose one of {', '.join(DTYPES)}")
     if format == "parquet":
         from elmo_runtime.table import require_pyarrow
 
         require_pyarrow()
-    elmo = package if isinstance(package, Elmo) else Elmo(package, device=device, threads=threads)
+    elmo = package if isinstance(package, Elmo) else Elmo(package, device=device, threads=threads, verify=verify)
     lines = _Sentences(input, tokenized, allow_empty_lines)
-    with _replacing(Path(output), force) as tmp, _writer(format, tmp, elmo, layers, pool, dtype) as writer:
+    with (_replacing(Path(output), input, force, replaced_mode) as tmp,
+          _writer(format, tmp, elmo, layers, pool, dtype) as writer):
         with _progress_bar(input, progress) as bar:
             vectors = elmo.embed_iter(lines, layers=layers, pool=pool, state=state, batch_tokens=batch_tokens,
                                       batch_size=batch_size, return_tokens=True)
-            count, sentence_to_index = _write_vectors(writer, vectors, lines.texts,
-                                                            not forget_sentences and format != "parquet", bar)
+            keep_texts = not forget_sentences and format != "parquet"
+            count, sentence_to_index = _write_vectors(writer, vectors, lines.texts, keep_texts, bar, stop)
         if count == 0:
             raise InputFileError(f"{input} is empty: there are no sentences to embed")
         if not forget_sentences:
@@ -113,21 +125,66 @@ def embed_file(package: str | Path | Elmo, input: str | Path, output: str | Path
     return count
 
 
-def _check_arguments(input: str | Path, output: str | Path, layers: str, format: str, force: bool) -> None:
-    """Refuse bad settings and unusable files before any slow work."""
+def _check_arguments(input: str | Path, output: str | Path, layers: str, format: str, force: bool) -> int | None:
+    """Refuse bad settings and unusable files before any slow work; the mode of a file `force` replaces."""
     if layers not in OUTPUT_LAYERS:
         raise ValueError(f"layers is {layers!r}; choose one of {', '.join(OUTPUT_LAYERS)}")
     if format not in FORMATS:
         raise ValueError(f"format is {format!r}; choose one of {', '.join(FORMATS)}")
-    output = Path(output)
-    if output.is_dir():
+    _check_input(input)
+    return _check_output(Path(output), input, force)
+
+
+def _check_input(input: str | Path) -> None:
+    """Refuse an input that is missing, a directory or a device (a pipe, `<(zcat f.gz)`, is fine)."""
+    if str(input) == "-":
+        return
+    try:
+        mode = os.stat(input).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"input file not found: {input}") from None
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(f"input {input} is a directory; give a text file")
+    if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+        raise InputFileError(f"input {input} is {_kind(mode)}, not a text file or a pipe")
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISDIR, "a directory"), (stat.S_ISLNK, "a symbolic link")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _check_output(output: Path, input: str | Path, force: bool) -> int | None:
+    """Refuse an output we must not replace; the mode of the file `force` replaces, else None.
+
+    Only a regular file (or a symlink, which is replaced, not followed) is ever replaced, and
+    never the input itself, even with `force`.
+    """
+    if str(output) == "-":
+        raise ValueError("output '-' (standard output) is not supported: HDF5 and NPZ files are written with "
+                         "seeks, and every output is renamed into place once complete; give a file name "
+                         "(./- for a file named '-')")
+    try:
+        st = os.lstat(output)
+    except FileNotFoundError:
+        if not output.parent.is_dir():
+            raise FileNotFoundError(f"output directory {output.parent} does not exist") from None
+        return None
+    if stat.S_ISDIR(st.st_mode) or output.is_dir():
         raise IsADirectoryError(f"output {output} is a directory; give a file name")
-    if output.exists() and not force:
-        raise FileExistsError(f"output {output} exists; pass --force (force=True) to overwrite it")
-    if not output.parent.is_dir():
-        raise FileNotFoundError(f"output directory {output.parent} does not exist")
-    if str(input) != "-" and not Path(input).is_file():
-        raise FileNotFoundError(f"input file not found: {input}")
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+        raise FileExistsError(f"output {output} is {_kind(st.st_mode)}, not a regular file; refusing to replace it "
+                              "(even with --force)")
+    if str(input) != "-" and output.exists() and os.path.samefile(input, output):
+        raise FileExistsError(f"output {output} is the input file; refusing to overwrite it (even with --force)")
+    if not force:
+        what = "is a symbolic link" if stat.S_ISLNK(st.st_mode) else "exists"
+        raise FileExistsError(f"output {output} {what}; pass --force (force=True) to overwrite it")
+    return stat.S_IMODE(st.st_mode) if stat.S_ISREG(st.st_mode) else None
 
 
 class _Sentences:
@@ -153,12 +210,18 @@ class _Sentences:
 
 
 def _write_vectors(writer, vectors: Iterator[tuple[np.ndarray, list[str]]], texts: deque[str], keep_texts: bool,
-                   bar) -> tuple[int, dict[str, str]]:
+                   bar, stop: threading.Event | None) -> tuple[int, dict[str, str]]:
     """Write each sentence's vectors under its line's 0-based number; -> count and {text: key}
-    (empty unless `keep_texts`: with it, only the texts stay in memory, never the vectors)."""
+    (empty unless `keep_texts`: with it, only the texts stay in memory, never the vectors).
+
+    `stop` is checked at every sentence: a KeyboardInterrupt that a signal handler raised inside
+    a weakref callback (h5py's registry) is printed as "ignored" and lost, and this still stops.
+    """
     sentence_to_index: dict[str, str] = {}
     count = 0
     for array, tokens in vectors:
+        if stop is not None and stop.is_set():
+            raise KeyboardInterrupt
         key = str(count)
         writer.add(key, array, tokens)
         text = texts.popleft()
@@ -170,21 +233,30 @@ def _write_vectors(writer, vectors: Iterator[tuple[np.ndarray, list[str]]], text
 
 
 @contextmanager
-def _replacing(output: Path, force: bool) -> Iterator[Path]:
+def _replacing(output: Path, input: str | Path, force: bool, replaced_mode: int | None) -> Iterator[Path]:
     """A temporary file beside `output`, renamed onto it if the block succeeds, deleted if not.
 
-    A crash or an error never leaves a truncated `output`, nor a temporary file.
+    A crash or an error never leaves a truncated `output`, nor a temporary file; a kill leaves
+    one whose name carries the PID, which the next run for `output` removes. The temporary file
+    has the umask's mode, or `replaced_mode`, the mode of the file it replaces.
     """
-    fd, tmp_name = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
+    scratch.remove_stale(output, TMP_SUFFIX)
     try:
+        tmp = scratch.create_file(output, TMP_SUFFIX)
         yield tmp
-        if output.exists() and not force:  # appeared while we worked
-            raise FileExistsError(f"output {output} exists; pass --force (force=True) to overwrite it")
+        if os.path.lexists(output):  # again: it may have appeared or changed while we worked
+            replaced_mode = _check_output(output, input, force)
+        if replaced_mode is not None:
+            os.chmod(tmp, replaced_mode)
         os.replace(tmp, output)
+    except OSError as e:
+        scratch.remove_own(output, TMP_SUFFIX)
+        if e.filename is None and e.errno is not None:  # zipfile's and h5py's write errors name no file
+            raise type(e)(e.errno, f"cannot write {output}: {e.strerror or e}") from None
+        raise
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        # By name, not by `tmp`: a signal may come between creating the file and binding the name.
+        scratch.remove_own(output, TMP_SUFFIX)
         raise
 
 
@@ -226,7 +298,7 @@ def _progress_bar(path: str | Path, enabled: bool | None):
     if enabled is None:
         enabled = sys.stderr.isatty()
     total = None
-    if enabled and str(path) != "-":
+    if enabled and str(path) != "-" and os.path.isfile(path):
         with open(path, "rb") as f:  # counting lines is cheap next to embedding them
             total, last = 0, b"\n"
             for block in iter(lambda: f.read(1 << 20), b""):

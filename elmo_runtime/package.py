@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from elmo_runtime import contract as C
+from elmo_runtime.graph_files import GraphFormatError, external_data_locations
 from elmo_runtime.jsonfile import json_field, read_json
+
+# What elmo-export's staging directories end with (it names them `.OUT.<pid>.<random>.partial`).
+STAGING_SUFFIX = ".partial"
 
 
 class PackageError(ValueError):
@@ -203,7 +208,12 @@ def _graphs(data: dict, source: str | Path, contract: dict[str, C.GraphSpec]) ->
             got = declared.get(kind, want)
             if got != want:
                 raise PackageError(f"{source}: graphs.{graph}.{kind} is {got}, the contract says {want}")
-        graphs[graph] = C.GraphSpec(file, spec.inputs, spec.outputs)
+        # Optional inputs are declared by packages that have them (older ones run without).
+        optional = declared.get("optional_inputs")
+        want = {t.name: t.to_dict() for t in spec.optional_inputs}
+        if optional is not None and optional != want:
+            raise PackageError(f"{source}: graphs.{graph}.optional_inputs is {optional}, the contract says {want}")
+        graphs[graph] = C.GraphSpec(file, spec.inputs, spec.outputs, spec.optional_inputs if optional else ())
     return graphs
 
 
@@ -225,6 +235,11 @@ def _initial_state(data: dict, source: str | Path, n_layers: int, p: int, d: int
             f"{source}: warm initial state has shapes h {h.shape}, c {c.shape}; "
             f"expected {(n_layers, 2, p)} and {(n_layers, 2, d)}"
         )
+    for key, value in (("h", h), ("c", c)):
+        if not np.all(np.isfinite(value)):
+            bad = tuple(int(i) for i in np.argwhere(~np.isfinite(value))[0])
+            raise PackageError(f"{source}: initial_state.{key} holds a non-finite value "
+                               f"({value[bad]} at index {list(bad)}); the package is corrupt")
     return InitialState(mode, h, c, data["initial_state"].get("warmup"))
 
 
@@ -242,42 +257,99 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_manifest(package_dir: str | Path, verify_files: bool = False) -> Manifest:
+def _confined(directory: Path, name: str, what: str) -> Path:
+    """`directory / name`, refused unless it stays inside `directory` (after symlinks)."""
+    if not name or Path(name).is_absolute() or ".." in Path(name).parts or "\\" in name:
+        raise PackageError(f"{directory}: {what} {name!r} is not a plain file name inside the package "
+                           "(absolute paths and '..' are refused)")
+    path = directory / name
+    try:
+        inside = path.resolve(strict=False).is_relative_to(directory.resolve(strict=True))
+    except (OSError, RuntimeError) as e:  # a symlink loop, say
+        raise PackageError(f"{directory}: {what} {name!r} cannot be resolved ({e})") from None
+    if not inside:
+        raise PackageError(f"{directory}: {what} {name!r} resolves outside the package directory (a symlink?)")
+    return path
+
+
+def _is_staging_dir(directory: Path) -> bool:
+    """The name `elmo-export` gives a package while it is built and checked: `.OUT.<pid>.<random>.partial`."""
+    return re.fullmatch(r"\..+\.\d+\.[0-9a-f]{8}" + re.escape(STAGING_SUFFIX), directory.name) is not None
+
+
+def load_manifest(package_dir: str | Path, verify_files: bool = True, *, require_parity: bool = True) -> Manifest:
     """Read and check the manifest of the package in `package_dir`.
+
+    Every check is made before a graph is handed to ONNX Runtime: the manifest's fields (a
+    finite warm state among them); that each graph and each external-data file the graphs name
+    is listed in `files` and stays inside the package (no absolute path, no `..`, no symlink
+    leading out); every file's size; by default its sha256; and a passed parity report.
 
     Args:
         package_dir: the package directory (holding `elmo.json`).
-        verify_files: also recompute every file's sha256 against the manifest (slow on big
-            packages; sizes are always checked).
+        verify_files: recompute every file's sha256 against the manifest (about 0.1 s per
+            100 MB). Pass False only for a package verified when it was deployed.
+        require_parity: refuse a package whose parity with the reference is not recorded as
+            passed (an export that was interrupted or failed). Only the exporter, checking a
+            package it is building, passes False.
 
     Raises:
         FileNotFoundError: no such directory or no manifest in it.
-        PackageError: the manifest is corrupt, from a newer format, or names missing or
-            altered files.
+        PackageError: the manifest is corrupt, from a newer format, unverified, or names
+            missing, altered or escaping files.
     """
     directory = Path(package_dir)
     if not directory.is_dir():
         raise FileNotFoundError(f"model package not found: {directory} is not a directory")
+    if require_parity and _is_staging_dir(directory):
+        raise PackageError(f"{directory} is an unfinished export (a staging directory of elmo-export), not a package")
     source = directory / C.MANIFEST_FILE
     if not source.is_file():
         raise FileNotFoundError(f"{directory} is not an elmo-onnx model package: it has no {C.MANIFEST_FILE}")
     manifest = Manifest.from_json(read_json(source, "manifest", PackageError), source, directory)
-    _check_files(manifest, directory, verify_files)
+    if require_parity and not (isinstance(manifest.parity, dict) and manifest.parity.get("passed") is True):
+        state = "no parity report" if manifest.parity is None else "a parity report that did not pass"
+        raise PackageError(f"{source}: the package has {state}; it was not verified against the reference "
+                           "(an interrupted or failed export?). Export it again")
+    _check_files(manifest, directory, source, verify_files)
     return manifest
 
 
-def _check_files(manifest: Manifest, directory: Path, verify_files: bool) -> None:
+def _check_files(manifest: Manifest, directory: Path, source: Path, verify_files: bool) -> None:
+    """Every listed file present, inside the package, of its size (and sha256); every file a
+    graph refers to listed."""
+    listed = {}
     for name, entry in manifest.files.items():
-        path = directory / name
+        path = _confined(directory, name, "file")
         if not path.is_file():
             raise PackageError(f"{directory}: file {name!r} listed in the manifest is missing")
-        size = entry.get("bytes") if isinstance(entry, dict) else None
-        if size is not None and path.stat().st_size != size:
+        if not isinstance(entry, dict) or not isinstance(entry.get("bytes"), int) \
+                or not isinstance(entry.get("sha256"), str):
+            raise PackageError(f"{source}: files[{name!r}] needs 'bytes' (int) and 'sha256' (str)")
+        size = path.stat().st_size
+        if size != entry["bytes"]:
             raise PackageError(
-                f"{directory}: file {name!r} has {path.stat().st_size} bytes, the manifest says {size} (corrupt or truncated)"
+                f"{directory}: file {name!r} has {size} bytes, the manifest says {entry['bytes']} (corrupt or truncated)"
             )
-        if verify_files and isinstance(entry, dict) and entry.get("sha256") and sha256_of(path) != entry["sha256"]:
-            raise PackageError(f"{directory}: file {name!r} does not match its sha256 in the manifest (corrupt)")
+        listed[path.resolve()] = name
+
+    if verify_files:  # before any graph is parsed
+        for path, name in listed.items():
+            if sha256_of(path) != manifest.files[name]["sha256"]:
+                raise PackageError(f"{directory}: file {name!r} does not match its sha256 in the manifest (corrupt or altered)")
+
     for graph, spec in manifest.graphs.items():
-        if not (directory / spec.file).is_file():
+        path = _confined(directory, spec.file, f"graph file ({graph})")
+        if not path.is_file():
             raise PackageError(f"{directory}: graph file {spec.file!r} ({graph}) is missing")
+        if path.resolve() not in listed:
+            raise PackageError(f"{source}: graph file {spec.file!r} ({graph}) is not listed in 'files' (no size or sha256 to check)")
+        try:
+            locations = external_data_locations(path)
+        except GraphFormatError as e:
+            raise PackageError(f"{directory}: graph file {spec.file!r} ({graph}) is not a valid ONNX file ({e})") from None
+        for tensor, location in locations:
+            data_path = _confined(directory, location, f"external data of {spec.file} (tensor {tensor!r})")
+            if data_path.resolve() not in listed:
+                raise PackageError(f"{source}: {spec.file} keeps tensor {tensor!r} in {location!r}, which is not "
+                                   "listed in 'files' (no size or sha256 to check)")

@@ -20,13 +20,17 @@ import json
 import logging
 import os
 import shutil
+import signal
 import socket
+import stat
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from elmo_runtime import scratch
 from elmo_runtime.sources import Chunk, InputError, plan_chunks, read_chunk
 from elmo_runtime.table import TableEmbedder, require_pyarrow
 
@@ -43,6 +47,8 @@ ROWS_PER_BLOCK = 256
 ROWS_PER_WRITE = 128
 MANIFEST = "_elmo.json"
 PLAN = "_plan.json"
+TMP_SUFFIX = ".tmp"  # files being written: `scratch`'s names, `.NAME.<pid>.<random>.tmp`
+OLD_SUFFIX = ".old"  # a replaced output folder, between two renames
 
 
 def require_ray():
@@ -112,23 +118,29 @@ class JobReport:
 
 
 def embed_to_parquet(package: str | Path, input: str | Path, output: str | Path, *, workers: int | None = None,
-                     threads: int = 1, address: str | None = None, num_cpus: int | None = None, layers: str = "all", pool: str | None = None,
-                     dtype: str = "float32", tokenized: bool = False, state: str | None = None,
-                     batch_tokens: int | None = None, allow_empty_lines: bool = False,
-                     chunk_rows: int | None = None, force: bool = False, progress: bool | None = None) -> JobReport:
+                     threads: int = 1, address: str | None = None, num_cpus: int | None = None,
+                     layers: str = "all", pool: str | None = None, dtype: str = "float32", tokenized: bool = False,
+                     state: str | None = None, batch_tokens: int | None = None, allow_empty_lines: bool = False,
+                     chunk_rows: int | None = None, force: bool = False, progress: bool | None = None,
+                     verify: bool = True, stop: threading.Event | None = None) -> JobReport:
     """Embed a corpus into a Parquet folder on a Ray cluster; what `elmo-embed --engine ray` runs.
 
     The input is cut into chunks (`elmo_runtime.sources`); each worker reads a chunk, embeds
-    it and writes it as one part file, named by the chunk's first id, to a temporary file it
-    renames when complete. The parts gather in `.OUTPUT.partial` beside OUTPUT, renamed to
-    OUTPUT once every chunk is done. Run again after a failure (a crash, a bad line fixed), the
-    job skips the chunks whose part exists: each id ends up in the output exactly once.
+    it and writes it as one part file, named by the chunk's first id, to a temporary file
+    (`.part-....parquet.<pid>.<random>.tmp`) it renames when complete. The parts gather in
+    `.OUTPUT.partial` beside OUTPUT (created with its plan in one rename), renamed to OUTPUT
+    once every chunk is done. Run again after a failure or an interrupt (a crash, a bad line
+    fixed, SIGTERM), the job skips the chunks whose part exists: each id ends up in the output
+    exactly once. Temporary files of killed workers are removed by the driver before it starts
+    workers and after they stop; the finished parts are kept for the re-run.
 
     Args:
         package: a package directory every node can read.
         input: a text file, a folder or glob of text files, or Parquet files with a `text`
             column (see `elmo_runtime.sources` for the ids). Every node must see the same path.
-        output: the folder to write (on storage every node sees).
+            Not "-": the workers read the files themselves.
+        output: the folder to write (on storage every node sees); not "-", not INPUT, not
+            inside an INPUT folder, and holding no input file.
         workers: model workers (None: the cluster's CPUs divided by `threads`).
         threads: ONNX Runtime threads per worker.
         address: a running cluster's address (None: start a local one on this machine's
@@ -137,50 +149,66 @@ def embed_to_parquet(package: str | Path, input: str | Path, output: str | Path,
         layers, pool, dtype, tokenized, state, batch_tokens: as for `TableEmbedder`.
         allow_empty_lines: embed blank text lines as 0 tokens instead of failing on them.
         chunk_rows: rows per chunk (None: see `plan_chunks`; a resumed job keeps its own).
-        force: replace an existing OUTPUT, and start over instead of resuming a partial one.
+        force: replace an existing OUTPUT (only a folder this function wrote; its mode is
+            kept), and start over instead of resuming a partial one.
         progress: a progress bar on stderr (None: only on a terminal; INFO logs either way).
+        verify: check the package's sha256 sums in every worker (see `Elmo`).
+        stop: an event that interrupts the job (KeyboardInterrupt; OUTPUT not written, the
+            finished parts kept) when set; the command line sets it on SIGINT or SIGTERM.
 
     Returns:
         A `JobReport`.
 
     Raises:
         FileExistsError: OUTPUT exists and `force` is False, or is something `force` will
-            not replace (a link, a folder that is not an output of this command).
+            not replace (a file, a link, a folder that is not an output of this command); or
+            it overlaps INPUT.
         InputError: bad input (the message names the file and line); the finished chunks stay
             for a re-run.
         ValueError: bad settings, or a partial output made with other settings or another input.
     """
     output = Path(output)
-    _check_output(output, force)
+    if str(input) == "-":
+        raise ValueError("input '-' (standard input) does not work with --engine ray: the workers read the input "
+                         "files themselves; give a file, a folder or a glob")
+    replaced_mode = _check_output(output, force)
     require_pyarrow()
     ray = require_ray()
     started = time.perf_counter()
     settings = {"layers": layers, "pool": pool, "dtype": dtype, "tokenized": tokenized, "state": state,
                 "batch_tokens": batch_tokens}
-    TableEmbedder(package, threads=threads, device="cpu", **settings)  # bad settings fail before any work
+    TableEmbedder(package, threads=threads, device="cpu", verify=verify, **settings)  # bad settings fail first
     partial = output.parent / f".{output.name}.partial"
-    if force and partial.exists():
-        shutil.rmtree(partial)
-    stored = _read_plan(partial)
-    if stored is not None:
-        chunk_rows = stored["chunk_rows"]
-    chunks, chunk_rows = plan_chunks(input, chunk_rows)
+    scratch.remove_stale(partial, TMP_SUFFIX)
+    scratch.remove_stale(output, OLD_SUFFIX)
+    stored = None if force else _read_plan(partial)
+    chunks, chunk_rows = plan_chunks(input, stored["chunk_rows"] if stored is not None else chunk_rows)
+    _check_apart(input, chunks, output, partial)
     plan = {"package": str(Path(package).resolve()), "settings": settings, "allow_empty_lines": allow_empty_lines,
             "chunk_rows": chunk_rows, "chunks": [[c.path, c.first_id, c.rows] for c in chunks]}
     if stored is not None and stored != plan:
         raise ValueError(f"{partial} holds an interrupted run with other settings or another input; pass "
                          "--force (force=True) to discard it and start over")
-    partial.mkdir(exist_ok=True)
     if stored is None:
-        _write_json(partial / PLAN, plan)
+        if os.path.lexists(partial):  # only with force: _read_plan refuses it otherwise
+            _remove(partial)
+        _create_partial(partial, plan)
+    _remove_scratch(partial)
     done = {c.name for c in chunks if (partial / c.name).is_file()}
     todo = [c for c in chunks if c.name not in done]
     if done:
         log.info("resuming %s: %d of %d parts done", partial, len(done), len(chunks))
     report = JobReport(output, 0, 0, len(chunks), len(done), 0.0)
-    if todo:
-        _run_chunks(ray, package, todo, partial, workers, threads, (address, num_cpus), settings,
-                    allow_empty_lines, progress, report)
+    try:
+        if todo:
+            _run_chunks(ray, package, todo, partial, workers, threads, (address, num_cpus), settings,
+                        allow_empty_lines, progress, report, verify, stop)
+    except KeyboardInterrupt:
+        log.warning("interrupted: the finished parts stay in %s; run the same command again to finish the rest",
+                    partial)
+        raise
+    finally:
+        _remove_scratch(partial)  # what workers stopped mid-part left
     report.rows = sum(c.rows for c in chunks)
     report.seconds = time.perf_counter() - started
     _write_json(partial / MANIFEST, {
@@ -188,8 +216,7 @@ def embed_to_parquet(package: str | Path, input: str | Path, output: str | Path,
         "input": str(input), "rows": report.rows, "resumed_parts": report.resumed_parts,
         "workers": report.workers, "parts": [{"file": c.name, "path": c.path, "first_id": c.first_id,
                                                              "rows": c.rows} for c in chunks]})
-    (partial / PLAN).unlink()
-    _replace(partial, output, force)
+    _replace(partial, output, force, replaced_mode)
     log.info("wrote %d sentences in %d parts to %s (%.1f s)", report.rows, report.parts, output, report.seconds)
     return report
 
@@ -201,8 +228,9 @@ class ChunkWorker:
     vectors go straight to storage, never through the object store or the driver).
     """
 
-    def __init__(self, package: str, folder: str, threads: int, settings: dict, allow_empty_lines: bool):
-        self._embed = TableEmbedder(package, threads=threads, device="cpu", **settings)
+    def __init__(self, package: str, folder: str, threads: int, settings: dict, allow_empty_lines: bool,
+                 verify: bool = True):
+        self._embed = TableEmbedder(package, threads=threads, device="cpu", verify=verify, **settings)
         self._folder = Path(folder)
         self._settings = settings
         self._allow_empty = allow_empty_lines
@@ -227,9 +255,10 @@ class ChunkWorker:
         import pyarrow.parquet as pq
 
         table = read_chunk(chunk, tokenized=self._settings["tokenized"], allow_empty_lines=self._allow_empty)
-        tmp = self._folder / f".{chunk.name}.{os.getpid()}.tmp"
-        tokens, writer = 0, None
+        part = self._folder / chunk.name
+        tokens, writer, tmp = 0, None, None
         try:
+            tmp = scratch.create_file(part, TMP_SUFFIX)  # the umask's mode, as the driver's files
             for start in range(0, table.num_rows, ROWS_PER_WRITE):
                 out = self._embed(table.slice(start, ROWS_PER_WRITE))
                 out = out.replace_schema_metadata({"elmo.worker": self._worker})
@@ -239,17 +268,17 @@ class ChunkWorker:
                 if "tokens" in out.column_names:
                     tokens += sum(len(t) for t in out.column("tokens").to_pylist())
             writer.close()
-            os.replace(tmp, self._folder / chunk.name)  # a part is there complete or not at all
+            os.replace(tmp, part)  # a part is there complete or not at all
         except BaseException:
             if writer is not None:
                 writer.close()
-            tmp.unlink(missing_ok=True)
+            scratch.remove_own(part, TMP_SUFFIX)
             raise
         return tokens
 
 
 def _run_chunks(ray, package, todo: list[Chunk], partial: Path, workers, threads, cluster, settings,
-                allow_empty_lines, progress, report: JobReport) -> None:
+                allow_empty_lines, progress, report: JobReport, verify: bool, stop: threading.Event | None) -> None:
     from ray.data import ActorPoolStrategy, DataContext
 
     address, num_cpus = cluster
@@ -258,8 +287,15 @@ def _run_chunks(ray, package, todo: list[Chunk], partial: Path, workers, threads
     started_here = not ray.is_initialized()
     if started_here:
         # Ray's own log lines stay out of the way of ours (its workers' errors still surface).
-        ray.init(address=address, num_cpus=num_cpus, logging_level=logging.WARNING, log_to_driver=False,
-                 include_dashboard=False)
+        # ray.init makes SIGTERM exit at once (sys.exit): the caller's handler comes back, so that
+        # SIGTERM, like Ctrl-C, reaches the cleanup below and the caller's message.
+        handlers = _signal_handlers()
+        try:
+            ray.init(address=address, num_cpus=num_cpus, logging_level=logging.WARNING, log_to_driver=False,
+                     include_dashboard=False)
+        finally:
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
     try:
         cpus = _cluster_cpus(ray)
         workers = workers or max(1, int(cpus // threads))
@@ -267,7 +303,7 @@ def _run_chunks(ray, package, todo: list[Chunk], partial: Path, workers, threads
         context.enable_progress_bars = False  # ours counts sentences, not blocks
         ds = ray.data.from_items([c.to_dict() for c in todo], override_num_blocks=len(todo))
         ds = ds.map_batches(ChunkWorker, fn_constructor_args=(str(package), str(partial), threads, settings,
-                                                               allow_empty_lines),
+                                                               allow_empty_lines, verify),
                             batch_size=1, compute=ActorPoolStrategy(size=workers), num_cpus=worker_cpus(cpus, workers))
         total_rows = sum(c.rows for c in todo)
         log.info("embedding %d sentences in %d chunks on %d workers (%.2f CPUs reserved each, %d threads)",
@@ -275,6 +311,8 @@ def _run_chunks(ray, package, todo: list[Chunk], partial: Path, workers, threads
         with _progress_bar(total_rows, progress) as bar:
             done, next_log = 0, 0.1
             for row in ds.iter_rows():
+                if stop is not None and stop.is_set():  # a signal whose KeyboardInterrupt was lost
+                    raise KeyboardInterrupt
                 if row["error"]:
                     kind, message = row["error"].split(": ", 1)
                     raise (InputError if kind == "InputError" else ValueError)(
@@ -306,36 +344,129 @@ def _progress_bar(total: int, enabled: bool | None):
     return tqdm(total=total, unit=" sentences", disable=not enabled, file=sys.stderr, dynamic_ncols=True)
 
 
-def _check_output(output: Path, force: bool) -> None:
-    if not output.parent.is_dir():
-        raise FileNotFoundError(f"output directory {output.parent} does not exist")
-    if output.is_symlink() or output.exists():
-        if not force:
-            raise FileExistsError(f"output {output} exists; pass --force (force=True) to overwrite it")
-        if output.is_symlink() or not (output.is_dir() and (output / MANIFEST).is_file()):
-            raise FileExistsError(f"output {output} exists and is not a Parquet folder written by elmo-embed; "
-                                  "--force replaces only those: remove it yourself")
+def _signal_handlers() -> dict:
+    """The Python handlers of SIGINT and SIGTERM now (none outside the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {s: h for s in (signal.SIGINT, signal.SIGTERM) if (h := signal.getsignal(s)) is not None}
 
 
-def _replace(partial: Path, output: Path, force: bool) -> None:
-    if output.exists():
-        _check_output(output, force)
-        old = output.parent / f".{output.name}.old.{os.getpid()}"
-        os.rename(output, old)
-        os.rename(partial, output)
-        shutil.rmtree(old)
+def _check_output(output: Path, force: bool) -> int | None:
+    """Refuse an OUTPUT this job must not write or replace; the mode of the folder `force` replaces.
+
+    Only a real folder holding this function's manifest is ever replaced: never a file, a
+    link, a FIFO or device, or any other folder, even with `force`.
+    """
+    if str(output) == "-":
+        raise ValueError("output '-' (standard output) does not work with --engine ray: OUTPUT is a folder")
+    try:
+        st = os.lstat(output)
+    except FileNotFoundError:
+        if not output.parent.is_dir():
+            raise FileNotFoundError(f"output directory {output.parent} does not exist") from None
+        return None
+    if not (stat.S_ISDIR(st.st_mode) and (output / MANIFEST).is_file()):
+        raise FileExistsError(f"output {output} exists and is not a Parquet folder written by elmo-embed; refusing "
+                              "to replace it (even with --force): remove it yourself or choose another OUTPUT")
+    if not force:
+        raise FileExistsError(f"output {output} exists; pass --force (force=True) to overwrite it")
+    return stat.S_IMODE(st.st_mode)
+
+
+def _check_apart(input: str | Path, chunks: list[Chunk], output: Path, partial: Path) -> None:
+    """Refuse an OUTPUT that is INPUT, holds an input file or lies in an INPUT folder.
+
+    The job replaces OUTPUT and deletes `partial` with `force`: neither may hold input; and
+    parts written inside an input folder would be read as input by the next run.
+    """
+    places = [output.resolve(), partial.resolve()]
+    for path in {Path(c.path) for c in chunks}:
+        for place in places:
+            if path == place or place in path.parents:
+                raise FileExistsError(f"output {output} holds the input file {path}; refusing to write it "
+                                      "(even with --force): choose another OUTPUT")
+    source = Path(input)
+    if source.is_dir() and (source.resolve() == places[0] or source.resolve() in places[0].parents):
+        raise FileExistsError(f"output {output} is inside the input folder {input}: its parts would be read as input "
+                              "on the next run; choose an OUTPUT outside it")
+
+
+def _create_partial(partial: Path, plan: dict) -> None:
+    """`partial` with its plan, made in one rename: a partial folder always has its plan."""
+    tmp = scratch.create_dir(partial, TMP_SUFFIX)
+    try:
+        _write_json(tmp / PLAN, plan)
+        os.rename(tmp, partial)
+    except BaseException:
+        scratch.remove_own(partial, TMP_SUFFIX)
+        raise
+
+
+def _remove_scratch(partial: Path) -> list[Path]:
+    """Remove the temporary files in `partial` (of workers killed mid-part: a dead worker's PID
+    may belong to another machine, so this runs only while no worker of the job is running)."""
+    removed = []
+    for path in partial.glob(f".*{TMP_SUFFIX}") if partial.is_dir() else ():
+        try:
+            path.unlink()
+        except OSError as e:
+            log.warning("could not remove %s: %s", path, e)
+            continue
+        removed.append(path)
+    if removed:
+        log.info("removed %d temporary files of stopped workers from %s", len(removed), partial)
+    return removed
+
+
+def _remove(path: Path) -> None:
+    """Remove a file, a link (not what it points to) or a folder tree."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
     else:
+        path.unlink()
+
+
+def _replace(partial: Path, output: Path, force: bool, replaced_mode: int | None) -> None:
+    """Rename `partial` to `output`, replacing the old output folder (whose mode it takes) if any.
+
+    An interrupt between the two renames puts the old output back.
+    """
+    if os.path.lexists(output):  # again: it may have appeared or changed while we worked
+        replaced_mode = _check_output(output, force)
+    if replaced_mode is not None:
+        os.chmod(partial, replaced_mode)
+    if not os.path.lexists(output):
         os.rename(partial, output)
+    else:
+        old = scratch.create_dir(output, OLD_SUFFIX)
+        os.rename(output, old)  # onto the empty folder just made
+        try:
+            os.rename(partial, output)
+        except BaseException:
+            os.rename(old, output)
+            raise
+        shutil.rmtree(old)
+    (output / PLAN).unlink(missing_ok=True)
 
 
 def _read_plan(partial: Path) -> dict | None:
+    """The plan of an interrupted run in `partial`; None when there is none."""
+    if not os.path.lexists(partial):
+        return None
+    if partial.is_symlink() or not partial.is_dir():
+        raise FileExistsError(f"{partial} is in the way (not a folder); remove it or pass --force (force=True)")
     try:
         return json.loads((partial / PLAN).read_text())
     except FileNotFoundError:
-        return None
+        raise FileExistsError(f"{partial} is not an interrupted run of elmo-embed (it has no {PLAN}); remove it or "
+                              "pass --force (force=True)") from None
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    tmp = scratch.create_file(path, TMP_SUFFIX)
+    try:
+        tmp.write_text(json.dumps(data, indent=1))
+        os.replace(tmp, path)
+    except BaseException:
+        scratch.remove_own(path, TMP_SUFFIX)
+        raise

@@ -7,6 +7,7 @@ parity check share.
 from __future__ import annotations
 
 import functools
+import numbers
 import logging
 from importlib import metadata
 from pathlib import Path
@@ -76,11 +77,15 @@ def create_session(path: Path, device: str = "auto", threads: int | None = None)
     """
     options = ort.SessionOptions()
     if threads is not None:
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1:
             raise ValueError(f"threads is {threads!r}; expected a positive integer or None")
-        options.intra_op_num_threads = threads
+        options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Errors only: ORT warns at every load that the bilm's optional `sentence_edges` input (an
+    # initializer a caller may override, by design) is not constant-folded; a CUDA provider
+    # that fails to start is reported by this function itself.
+    options.log_severity_level = 3
     # The runtime runs two sessions back to back, each with its own thread pool. Threads that
     # spin-wait between the ops of a run are fast; threads that go on spinning after it take the
     # cores from the other session's run. So: spin during a run, stop when it returns
@@ -175,19 +180,25 @@ class PackageRunner:
         package_dir: a directory written by `elmo-export`.
         device: "auto", "cpu" or "cuda".
         threads: intra-op threads per session (None: onnxruntime's default, all cores).
+        verify: check every file's sha256 before loading (see `load_manifest`).
+        require_parity: refuse a package without a passed parity report (False: the
+            exporter's own check of a package it is building).
 
     Raises:
-        PackageError: the package is corrupt, or a graph's inputs or outputs differ from the
-            contract (`contract.graph_specs`).
+        PackageError: the package fails a check of `load_manifest`, or a graph's inputs or
+            outputs differ from the contract (`contract.graph_specs`).
     """
 
-    def __init__(self, package_dir: str | Path, device: str = "auto", threads: int | None = None):
-        self.manifest: Manifest = load_manifest(package_dir)
+    def __init__(self, package_dir: str | Path, device: str = "auto", threads: int | None = None, *,
+                 verify: bool = True, require_parity: bool = True):
+        self.manifest: Manifest = load_manifest(package_dir, verify_files=verify, require_parity=require_parity)
         self.specs = self.manifest.contract()
         self.token_embedder = self._session("token_embedder", device, threads)
         # With "auto", once CUDA is absent or failed to start (and said so), do not try it again.
         bilm_device = "cpu" if device == "auto" and self.token_embedder.get_providers()[0] != CUDA else device
         self.bilm_session = self._session("bilm", bilm_device, threads)
+        # Packages exported before `sentence_edges` existed lack it: they run every sentence whole.
+        self._has_edges = C.SENTENCE_EDGES in {i.name for i in self.bilm_session.get_overridable_initializers()}
         self.providers = self.bilm_session.get_providers()
         log.info("loaded %s (%s) on %s (device=%r)", self.manifest.directory, self.manifest.precision,
                  self.providers[0], device)
@@ -204,11 +215,27 @@ class PackageRunner:
                                             {C.CHAR_IDS: np.ascontiguousarray(char_ids, dtype=np.int32)})
         return emb, mask
 
-    def bilm(self, embeddings: np.ndarray, mask: np.ndarray, h: np.ndarray, c: np.ndarray
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Run the biLM: -> `layers (L+1, B, T, 2P)`, `final_h (L, 2, B, P)`, `final_c (L, 2, B, D)`."""
+    @property
+    def runs_time_chunks(self) -> bool:
+        """Whether the bilm takes `sentence_edges`, so a long sentence can run in time chunks.
+
+        Packages exported before that input existed run every sentence whole.
+        """
+        return self._has_edges
+
+    def bilm(self, embeddings: np.ndarray, mask: np.ndarray, h: np.ndarray, c: np.ndarray,
+             edges: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Run the biLM: -> `layers (L+1, B, T, 2P)`, `final_h (L, 2, B, P)`, `final_c (L, 2, B, D)`.
+
+        `edges` (B, 2): per row, whether <S> precedes it and </S> follows it (None: both, a
+        whole sentence; see `contract.SENTENCE_EDGES`).
+        """
         feeds = {C.TOKEN_EMBEDDINGS: embeddings, C.MASK: mask.astype(np.int32, copy=False),
                  C.INITIAL_H: h.astype(np.float32, copy=False), C.INITIAL_C: c.astype(np.float32, copy=False)}
+        if edges is not None:
+            if not self._has_edges:
+                raise ValueError(f"{self.manifest.bilm_file} takes no {C.SENTENCE_EDGES}: export the package again")
+            feeds[C.SENTENCE_EDGES] = np.asarray(edges, dtype=np.int64)
         layers, final_h, final_c = self.bilm_session.run([C.LAYERS, C.FINAL_H, C.FINAL_C], feeds)
         return layers, final_h, final_c
 
@@ -220,7 +247,7 @@ class PackageRunner:
             return (np.zeros((m.n_layers, 2, batch, m.projection_dim), np.float32),
                     np.zeros((m.n_layers, 2, batch, m.dim), np.float32))
         if m.warm_h is None:
-            raise ValueError(f"{m.directory} was exported with a zero initial state; use state='zero'")
+            raise ValueError(f"{m.directory} was exported with a zero initial state; use state='zero' (elmo-embed: --state zero)")
         return (np.repeat(m.warm_h[:, :, None], batch, axis=2), np.repeat(m.warm_c[:, :, None], batch, axis=2))
 
     def run(self, char_ids: np.ndarray, h: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -65,7 +65,7 @@ def input_files(input: str | Path) -> tuple[list[Path], str]:
 
     Raises:
         FileNotFoundError: nothing matches.
-        InputError: Parquet and other files mixed.
+        InputError: Parquet and other files mixed; INPUT is a pipe or a device.
     """
     path = Path(input)
     if path.is_file():
@@ -73,6 +73,9 @@ def input_files(input: str | Path) -> tuple[list[Path], str]:
     elif path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file()
                        and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts))
+    elif path.exists():
+        raise InputError(f"input {input} is not a regular file or a folder (a pipe or a device?): the cluster "
+                         "engines read their input twice, to plan the chunks and to embed them; give files")
     elif any(ch in str(input) for ch in "*?["):
         files = sorted(Path(p) for p in glob.glob(str(input), recursive=True) if Path(p).is_file())
     else:

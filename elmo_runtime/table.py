@@ -69,7 +69,7 @@ class TableEmbedder:
         tokenized: a string `text` is tokens separated by whitespace, not raw text.
         threads: ONNX Runtime intra-op threads for this instance (None: one per core).
         state, batch_tokens: as for `Elmo.embed`.
-        device: as for `Elmo`.
+        device, verify: as for `Elmo`.
 
     Raises:
         ImportError: pyarrow is not installed (the message names the extra).
@@ -78,7 +78,8 @@ class TableEmbedder:
 
     def __init__(self, package: str | Path | Elmo, *, layers: Layers = "all", pool: str | None = None,
                  dtype: str = "float32", tokenized: bool = False, threads: int | None = None,
-                 state: str | None = None, batch_tokens: int | None = None, device: str = "auto"):
+                 state: str | None = None, batch_tokens: int | None = None, device: str = "auto",
+                 verify: bool = True):
         self._pa = require_pyarrow()
         if dtype not in DTYPES:
             raise ValueError(f"dtype is {dtype!r}; choose one of {', '.join(DTYPES)}")
@@ -86,7 +87,7 @@ class TableEmbedder:
             raise ValueError("layers must be 'all', 'top', 'average' or a layer index for tables; "
                              "mix the layers of layers='all' output yourself")
         self.elmo = package if isinstance(package, Elmo) else Elmo(package, device=device, threads=threads,
-                                                                    batch_tokens=batch_tokens)
+                                                                    batch_tokens=batch_tokens, verify=verify)
         # Check the settings once, on an empty call, so a bad value fails here and not per batch.
         self.elmo.embed([], layers=layers, pool=pool, state=state)
         self.layers, self.pool, self.dtype, self.tokenized = layers, pool, dtype, tokenized

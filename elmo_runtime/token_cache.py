@@ -7,6 +7,7 @@ architecture) need to run once per distinct token, not once per occurrence.
 
 from __future__ import annotations
 
+import numbers
 import threading
 from collections import OrderedDict
 from typing import Callable, Sequence
@@ -29,8 +30,9 @@ class TokenEmbeddingCache:
     """
 
     def __init__(self, embed_char_ids: Callable[[np.ndarray], np.ndarray], dim: int, max_tokens: int):
-        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0:
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, numbers.Integral) or max_tokens < 0:
             raise ValueError(f"token cache size is {max_tokens!r}; expected an integer >= 0")
+        max_tokens = int(max_tokens)
         self._embed = embed_char_ids
         self.dim = dim
         self.max_tokens = max_tokens

@@ -73,3 +73,14 @@ def elmo(tiny_package):
     from elmo_runtime import Elmo
 
     return Elmo(tiny_package, device="cpu")
+
+
+@pytest.fixture
+def dead_pid() -> int:
+    """The PID of a process that has exited (to stand for the owner of a killed run's leftovers)."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid

@@ -39,8 +39,12 @@ def test_int8_quantizes_every_weight_matmul_including_the_scan_bodies(graphs, ti
     counts = op_counts(bilm)
     # The hoisted input products: one per gate, direction and layer in the main graph; in each
     # layer's Scan body, per direction, one hidden-to-gate product per gate and the projection.
-    assert counts["main"]["MatMulInteger"] == 4 * 2 * n_layers
-    assert counts["subgraphs"]["MatMulInteger"] == (4 + 1) * 2 * n_layers
+    assert counts["main"]["MatMulIntegerToFloat"] == 4 * 2 * n_layers
+    assert counts["subgraphs"]["MatMulIntegerToFloat"] == (4 + 1) * 2 * n_layers
+    # One quantization per activation, shared by the gates that read it: per layer and
+    # direction, the packed inputs in the main graph, h and the projection's input per step.
+    assert counts["main"]["QuantizeLinear"] == 2 * n_layers
+    assert counts["subgraphs"]["QuantizeLinear"] == 2 * 2 * n_layers
     assert counts["main"]["MatMul"] == counts["subgraphs"]["MatMul"] == 0
     assert float_weight_matmuls(bilm) == []
     assert float_weight_matmuls(quantize_int8(graphs["token_embedder"])) == []
@@ -138,6 +142,8 @@ def test_settings_reject_bad_values_by_name():
         Int8Settings(weight_type="QInt4")
     with pytest.raises(ValueError, match="op_types"):
         Int8Settings(op_types=("Conv",))
+    with pytest.raises(ValueError, match="op_types"):
+        Int8Settings(op_types=("MatMul", "Gemm"))
     with pytest.raises(TypeError, match="Int8Settings or Int4Settings"):
         quantize(onnx.ModelProto(), "int8")
 
@@ -174,3 +180,75 @@ def test_sort_nodes_puts_what_a_scan_body_reads_from_outside_before_the_scan(gra
         body = model.graph.node[k].attribute[0].g
         outer = {name for node in body.node for name in node.input if name in positions}
         assert outer and all(positions[name] < k for name in outer)
+
+
+def _quantized_inputs(graph):
+    """{activation name: how it is quantized} over the graph and its subgraphs."""
+    found = {}
+    for g in [graph, *(a.g for n in graph.node for a in n.attribute if a.type == onnx.AttributeProto.GRAPH)]:
+        init = {t.name: onnx.numpy_helper.to_array(t) for t in g.initializer}
+        for node in g.node:
+            if node.op_type == "QuantizeLinear":
+                per_row = node.input[0].endswith("_in_levels")
+                scale = None if per_row else float(init[node.input[1]]) if node.input[1] in init else "outer"
+                found[node.input[0]] = ("per row" if per_row else scale, int(init[node.input[2]]))
+    return found
+
+
+def test_int8_takes_fixed_scales_from_the_graphs_bounds_and_per_row_scales_elsewhere(graphs, tiny_model):
+    o = tiny_model.options
+    found = _quantized_inputs(quantize_int8(graphs["bilm"]).graph)
+    fixed = sorted((round(v[0], 9), v[1]) for v in found.values() if v[0] != "per row")
+    # Per layer and direction, h (within proj_clip) and the projection's input sigmoid * tanh
+    # (within 1), around zero point 128; the second layer's packed inputs are the first
+    # layer's h: within proj_clip too.
+    want = [(round(o.proj_clip / 127, 9), 128)] * (2 * o.n_layers + 2 * (o.n_layers - 1)) + [(round(1 / 127, 9), 128)] * 2 * o.n_layers
+    assert fixed == sorted(want)
+    # The first layer's packed inputs are token embeddings: no bound, a scale per row.
+    assert [v for v in found.values() if v[0] == "per row"] == [("per row", 128)] * 2
+
+    embedder = _quantized_inputs(quantize_int8(graphs["token_embedder"]).graph)
+    # The char CNN's windows are rows of the char embedding table: its range, a fixed scale.
+    # After the ReLUs, the highway and projection inputs are non-negative (all 255 levels
+    # above zero point 0), with a scale per row.
+    table = onnx.numpy_helper.to_array(next(t for t in graphs["token_embedder"].graph.initializer if "char_embedding" in t.name))
+    windows = sorted(v for v in embedder.values() if v[1] == 128)
+    assert windows == [(pytest.approx(np.abs(table).max() / 127), 128)] * len(o.filters)
+    assert sorted(v for v in embedder.values() if v[1] == 0) == [("per row", 0)] * (o.n_highway + 1)
+
+    per_row_only = _quantized_inputs(quantize_int8(graphs["bilm"], Int8Settings(fixed_scales=False)).graph)
+    assert all(v[0] == "per row" for v in per_row_only.values())
+
+
+def test_activation_ranges_prove_the_lstm_state_bounded_by_induction(graphs, tiny_model):
+    from elmo_export.quantize import activation_ranges
+
+    ranges = activation_ranges(graphs["bilm"].graph, {})
+    scans = [n for n in graphs["bilm"].graph.node if n.op_type == "Scan"]
+    clip = tiny_model.options.proj_clip
+    for scan in scans:
+        # Outputs 0 and 2: each direction's final h; 4 and 5: h at every step.
+        assert [ranges[scan.output[k]] for k in (0, 2, 4, 5)] == [(-clip, clip)] * 4
+    assert ranges.get("layers", (-np.inf, np.inf)) == (-np.inf, np.inf)  # layer 0 is unbounded
+
+
+@pytest.mark.parametrize("settings", [Int8Settings(), Int8Settings(fixed_scales=False, per_channel_steps=True)])
+def test_int8_rows_do_not_depend_on_the_other_rows(graphs, settings):
+    rng = np.random.default_rng(1)
+    b, t = 6, 7
+    lengths = np.array([7, 2, 5, 1, 7, 4])
+    mask = (np.arange(t)[None] < lengths[:, None]).astype(np.int32)
+    feeds = {
+        # Rows of very different magnitudes: one scale for all would quantize the small ones coarsely.
+        "token_embeddings": (rng.normal(size=(b, t, 16)) * mask[..., None] * rng.uniform(0.1, 10, (b, 1, 1))).astype(np.float32),
+        "mask": mask,
+        "initial_h": np.zeros((2, 2, b, 16), np.float32),
+        "initial_c": np.zeros((2, 2, b, 64), np.float32),
+    }
+    session = ort.InferenceSession(quantize_int8(graphs["bilm"], settings).SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    together = session.run(["layers"], feeds)[0]
+    for row, n in enumerate(lengths):
+        one = {"token_embeddings": feeds["token_embeddings"][row:row + 1, :n], "mask": mask[row:row + 1, :n],
+               "initial_h": feeds["initial_h"][:, :, :1], "initial_c": feeds["initial_c"][:, :, :1]}
+        assert np.array_equal(session.run(["layers"], one)[0][:, 0], together[:, row, :n])

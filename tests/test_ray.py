@@ -8,6 +8,7 @@ import json
 import os
 import random
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -53,6 +54,8 @@ def elmo_embed(*args: str) -> tuple[int, str]:
 
 def read_output(folder) -> tuple[pa.Table, dict]:
     manifest = json.loads((folder / "_elmo.json").read_text())
+    leftovers = [p.name for p in folder.iterdir() if not p.name.startswith("part-") and p.name != "_elmo.json"]
+    assert leftovers == [], f"not part of a finished output: {leftovers}"  # a killed worker's .tmp, _plan.json
     return pq.read_table(folder), manifest
 
 
@@ -171,6 +174,43 @@ def test_failed_job_resumes(elmo, tiny_package, tmp_path):
     assert code == 1 and "exists; pass --force" in err
 
 
+@pytest.mark.ray
+def test_sigterm_keeps_finished_parts_only_and_resumes(elmo, tiny_package, tmp_path):
+    """SIGTERM to the driver: the one-line message, exit 143, no OUTPUT, no temporary file of the
+    workers it stopped; the finished parts stay, and the same command finishes the rest."""
+    texts = sentences(3000, seed=20)
+    (tmp_path / "in.txt").write_text("\n".join(texts) + "\n")
+    partial = tmp_path / ".out.partial"
+    args = (tiny_package, tmp_path / "in.txt", tmp_path / "out", *RAY, "--top", "--chunk-rows", "30", "-q")
+    proc = start_elmo_embed(*args)
+    deadline = time.monotonic() + TIMEOUT
+    while proc.poll() is None and time.monotonic() < deadline and len(list(partial.glob("part-*.parquet"))) < 10:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the job ended before it could be stopped"
+    proc.send_signal(signal.SIGTERM)  # the driver only, as `kill PID` or a scheduler does
+    code, err = finish(proc)
+    assert code == 128 + signal.SIGTERM, err
+    assert err.strip().splitlines()[-1] == "elmo-embed: interrupted (SIGTERM); no output written", err
+    assert "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+    left = sorted(p.name for p in partial.iterdir())
+    assert left[0] == "_plan.json" and all(name.startswith("part-") for name in left[1:]), left
+    done_before = len(left) - 1
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".") and p.name != ".out.partial"] == []
+
+    # What a worker SIGKILLed mid-part leaves (on another machine, its PID means nothing here).
+    (partial / f".part-000000002970.parquet.{os.getpid()}.0123abcd.tmp").write_bytes(b"half")
+    code, err = elmo_embed(*args[:-1])
+    assert code == 0, err
+    assert f"{done_before} of 100 parts done" in err
+    table, manifest = read_output(tmp_path / "out")
+    assert_each_id_once(table, range(3000))
+    assert manifest["resumed_parts"] == done_before
+    sample = range(0, 3000, 101)
+    taken = table.filter(pa.compute.is_in(table.column("id"), pa.array(list(sample))))
+    assert max_abs_error(taken, dict(zip(sample, elmo.embed([texts[i] for i in sample], layers="top")))) <= 1e-5
+
+
 DATASET_SCRIPT = """
 import sys, ray
 from elmo_runtime.ray_data import embed_dataset
@@ -219,3 +259,87 @@ def test_cluster_flags_need_the_ray_engine(tiny_package, tmp_path):
     (tmp_path / "in.txt").write_text("Hi !\n")
     assert main([str(tiny_package), str(tmp_path / "in.txt"), str(tmp_path / "out.hdf5"), "--workers", "2"]) == 1
     assert not (tmp_path / "out.hdf5").exists()
+
+
+def embed_to_parquet_quickly(package, input, output, **kwargs):
+    """`embed_to_parquet` for the checks made before any cluster starts (these tests start none)."""
+    from elmo_runtime.ray_data import embed_to_parquet
+
+    return embed_to_parquet(package, input, output, workers=1, num_cpus=1, progress=False, **kwargs)
+
+
+def finished_output(folder, mode=0o755):
+    """A folder that looks like a finished `--engine ray` output."""
+    folder.mkdir()
+    (folder / "_elmo.json").write_text("{}")
+    (folder / "part-000000000000.parquet").write_bytes(b"old")
+    folder.chmod(mode)
+    return folder
+
+
+def test_ray_output_never_replaces_what_it_did_not_write(tiny_package, tmp_path):
+    """Like elmo-embed's files: a FIFO, a file, a link or a foreign folder is refused even with force."""
+    (tmp_path / "in.txt").write_text("Hi !\n")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    plain = tmp_path / "vectors.hdf5"
+    plain.write_bytes(b"keep")
+    link = tmp_path / "link"
+    link.symlink_to(finished_output(tmp_path / "real"))
+    foreign = tmp_path / "photos"
+    foreign.mkdir()
+    for target in (fifo, plain, link, foreign):
+        for force in (False, True):
+            with pytest.raises(FileExistsError, match="not a Parquet folder written by elmo-embed; refusing"):
+                embed_to_parquet_quickly(tiny_package, tmp_path / "in.txt", target, force=force)
+    assert plain.read_bytes() == b"keep" and link.is_symlink() and os.path.exists(fifo)
+    with pytest.raises(FileExistsError, match="exists; pass --force"):
+        embed_to_parquet_quickly(tiny_package, tmp_path / "in.txt", tmp_path / "real")
+    with pytest.raises(ValueError, match="output '-'"):
+        embed_to_parquet_quickly(tiny_package, tmp_path / "in.txt", "-")
+    with pytest.raises(ValueError, match="input '-'"):
+        embed_to_parquet_quickly(tiny_package, "-", tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo", "in.txt", "link", "photos", "real", "vectors.hdf5"]
+
+
+def test_ray_output_is_kept_apart_from_its_input(tiny_package, tmp_path):
+    """OUTPUT is never INPUT, never holds an input file, and never lies inside an INPUT folder."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("Hi !\n")
+    with pytest.raises(FileExistsError, match="is inside the input folder"):
+        embed_to_parquet_quickly(tiny_package, corpus, corpus / "vectors")
+    out = finished_output(tmp_path / "out")
+    (out / "notes.txt").write_text("Hi !\n")
+    with pytest.raises(FileExistsError, match="holds the input file"):
+        embed_to_parquet_quickly(tiny_package, out / "notes.txt", out, force=True)
+    assert (out / "notes.txt").read_text() == "Hi !\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus", "out"]
+
+
+def test_a_foreign_partial_folder_is_not_resumed_and_dead_runs_leftovers_go(tiny_package, tmp_path, dead_pid):
+    (tmp_path / "in.txt").write_text("Hi !\n")
+    (tmp_path / ".out.partial").mkdir()
+    (tmp_path / ".out.partial" / "part-000000000000.parquet").write_bytes(b"?")
+    (tmp_path / f".out.{dead_pid}.0123abcd.old").mkdir()  # killed between the two renames of a replace
+    (tmp_path / f"..out.partial.{dead_pid}.0123abcd.tmp").mkdir()  # killed while creating the partial folder
+    with pytest.raises(FileExistsError, match="is not an interrupted run of elmo-embed"):
+        embed_to_parquet_quickly(tiny_package, tmp_path / "in.txt", tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.partial", "in.txt"]
+
+
+def test_replacing_an_output_keeps_its_mode_and_leaves_nothing(tmp_path, dead_pid):
+    from elmo_runtime.ray_data import _replace
+
+    out = finished_output(tmp_path / "out", mode=0o750)
+    stale = tmp_path / f".out.{dead_pid}.0123abcd.old"  # a run killed between its two renames
+    stale.mkdir()
+    partial = tmp_path / ".out.partial"
+    partial.mkdir()
+    for name, data in (("part-000000000000.parquet", b"new"), ("_elmo.json", b"{}"), ("_plan.json", b"{}")):
+        (partial / name).write_bytes(data)
+    _replace(partial, out, force=True, replaced_mode=0o750)
+    assert (out / "part-000000000000.parquet").read_bytes() == b"new"
+    assert sorted(p.name for p in out.iterdir()) == ["_elmo.json", "part-000000000000.parquet"]
+    assert stat.S_IMODE(out.stat().st_mode) == 0o750
+    assert sorted(p.name for p in tmp_path.iterdir()) == [stale.name, "out"]  # stale ones go at the next start

@@ -25,6 +25,7 @@ from elmo_runtime import Elmo, PackageError
 from elmo_runtime import embedder as embedder_module
 from elmo_runtime.batching import batch_cost, plan_batches
 from elmo_runtime.chars import batch_to_char_ids
+from elmo_runtime.package import sha256_of
 from tf_fixtures import FIXTURE_SETS, load_fixture_set
 
 SENTENCES = [
@@ -263,20 +264,21 @@ def record_batches(monkeypatch, elmo) -> list[tuple[int, int]]:
     shapes = []
     real = elmo._runner.bilm
 
-    def recording(embeddings, mask, h, c):
+    def recording(embeddings, mask, h, c, *edges):
         shapes.append(mask.shape)
-        return real(embeddings, mask, h, c)
+        return real(embeddings, mask, h, c, *edges)
 
     monkeypatch.setattr(elmo._runner, "bilm", recording)
     return shapes
 
 
-def test_a_long_sentence_runs_alone(elmo, monkeypatch, sizes):
+def test_a_long_sentence_runs_alone_in_time_chunks_within_the_budget(elmo, monkeypatch, sizes):
     shapes = record_batches(monkeypatch, elmo)
     long = ["word", "after", "word", "."] * 1250  # 5,000 tokens
     vectors = elmo.embed([["Hi"], long, ["Bye", "."]], layers="top", batch_tokens=1000)
     assert [v.shape for v in vectors] == [(1, sizes.dim), (5000, sizes.dim), (2, sizes.dim)]
-    assert shapes[0] == (1, 5000) and len(shapes) == 2
+    # Two rows a call (chunk k forward, chunk K-1-k backward) of 498 tokens, then the short pair.
+    assert shapes == [(2, 498)] * 11 + [(2, 2)]
 
 
 def test_many_short_sentences_are_streamed_within_the_budget(tiny_package, monkeypatch, sizes):
@@ -446,7 +448,11 @@ def test_truncated_graph(package_copy):
 def test_garbled_graph(package_copy):
     path = package_copy / "bilm.onnx"
     path.write_bytes(b"\x00garbage" * (path.stat().st_size // 8) + b"\x00" * (path.stat().st_size % 8))
-    with pytest.raises(PackageError, match="bilm.onnx: ONNX Runtime cannot load this graph"):
+    with pytest.raises(PackageError, match="'bilm.onnx' does not match its sha256"):
+        Elmo(package_copy)
+    # Garbled and the manifest made to match: still a clear PackageError naming the file.
+    edit_manifest(package_copy, lambda d: d["files"]["bilm.onnx"].update(sha256=sha256_of(path)))
+    with pytest.raises(PackageError, match="bilm.onnx.*(is not a valid ONNX file|ONNX Runtime cannot load this graph)"):
         Elmo(package_copy)
 
 

@@ -1,0 +1,63 @@
+"""SIGINT and SIGTERM for the command lines: both interrupt, both are remembered.
+
+SIGTERM is what `timeout`, `kill` and `docker stop` send; by default it ends Python at once,
+skipping the cleanup that removes temporary files. Here it raises `KeyboardInterrupt` like
+Ctrl-C, so the same `except`/`finally` paths run. The signal is also recorded in an event:
+a `KeyboardInterrupt` raised while Python runs a weakref callback or a `__del__` (h5py's
+object registry and torch do so) is lost, and a loop that checks the event stops anyway.
+Python would print such a lost interrupt as an "Exception ignored" traceback; within the
+block it is dropped silently instead, since the event carries it and the command line says
+"interrupted" in one line.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from contextlib import contextmanager
+from typing import Iterator
+
+
+class Interrupts:
+    """What `interrupts_raise` saw: `signum` (None until a signal came) and `event` (set by it)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.event = threading.Event()
+
+    def check(self) -> None:
+        """Raise KeyboardInterrupt if a signal came (in case the one the handler raised was lost)."""
+        if self.event.is_set():
+            raise KeyboardInterrupt
+
+
+@contextmanager
+def interrupts_raise() -> Iterator[Interrupts]:
+    """Within the block, SIGINT and SIGTERM raise KeyboardInterrupt and are recorded.
+
+    The previous handlers come back afterwards. Outside the main thread (where Python cannot
+    install handlers) nothing is installed and the event is never set.
+    """
+    seen = Interrupts()
+    if threading.current_thread() is not threading.main_thread():
+        yield seen
+        return
+
+    def handler(signum: int, frame) -> None:
+        seen.signum = signum
+        seen.event.set()
+        raise KeyboardInterrupt
+
+    def unraisable(info) -> None:
+        if not (seen.event.is_set() and isinstance(info.exc_value, KeyboardInterrupt)):
+            previous_hook(info)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous_hook, sys.unraisablehook = sys.unraisablehook, unraisable
+    try:
+        yield seen
+    finally:
+        sys.unraisablehook = previous_hook
+        for s, old in previous.items():
+            signal.signal(s, signal.SIG_DFL if old is None else old)

@@ -1,0 +1,115 @@
+"""Temporary files and directories beside an output, named for the process that owns them.
+
+A run writes its output under a hidden name beside the target (`.NAME.<pid>.<random><suffix>`)
+and renames it into place once complete. A run that is killed (SIGKILL, the OOM killer) cannot
+clean up; the PID in the name lets the next run for the same target remove what dead processes
+left, and leave alone what a live one is still writing.
+
+Files and directories are created with the modes a plain `open()` or `mkdir` would give them
+(0o666 and 0o777 less the umask), not `tempfile`'s private 0o600/0o700: the renamed output is
+meant to be read by others as any file the user makes.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import secrets
+import shutil
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def _candidate(target: Path, suffix: str) -> Path:
+    return target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}{suffix}")
+
+
+def create_file(target: Path, suffix: str) -> Path:
+    """A new empty file beside `target`, mode 0o666 less the umask."""
+    for _ in range(100):
+        path = _candidate(target, suffix)
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(target))
+
+
+def create_dir(target: Path, suffix: str) -> Path:
+    """A new empty directory beside `target`, mode 0o777 less the umask."""
+    for _ in range(100):
+        path = _candidate(target, suffix)
+        try:
+            path.mkdir(mode=0o777)
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(target))
+
+
+def owner_pid(path: Path, target_name: str, suffix: str) -> int | None:
+    """The PID in a name made by `create_file`/`create_dir` for `target_name`, else None."""
+    name = path.name
+    prefix = f".{target_name}."
+    if not (name.startswith(prefix) and name.endswith(suffix)):
+        return None
+    middle = name[len(prefix):len(name) - len(suffix)].split(".")
+    if len(middle) != 2 or not middle[0].isdigit():
+        return None
+    return int(middle[0])
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale(target: Path, suffix: str) -> list[Path]:
+    """Remove what dead processes left beside `target` (names from `create_file`/`create_dir`).
+
+    Returns:
+        The paths removed.
+    """
+    return _remove(target, suffix, lambda pid: not _alive(pid))
+
+
+def remove_own(target: Path, suffix: str) -> list[Path]:
+    """Remove this process's own temporaries beside `target`.
+
+    For cleanup after an interrupt: a signal can arrive between creating the path and
+    returning its name to the caller, and then only the name pattern finds it.
+    """
+    return _remove(target, suffix, lambda pid: pid == os.getpid())
+
+
+def _remove(target: Path, suffix: str, condemned) -> list[Path]:
+    removed = []
+    try:
+        siblings = list(target.parent.glob(f".{target.name}.*{suffix}"))
+    except OSError:
+        return removed
+    for path in siblings:
+        pid = owner_pid(path, target.name, suffix)
+        if pid is None or not condemned(pid):
+            continue
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except OSError as e:
+            log.warning("could not remove %s, left by process %d: %s", path, pid, e)
+            continue
+        log.info("removed %s, left by process %d", path, pid)
+        removed.append(path)
+    return removed
