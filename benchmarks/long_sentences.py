@@ -29,13 +29,14 @@ import time
 from datetime import date
 from pathlib import Path
 
+from results import write_section
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 CACHE = HERE / ".cache"
 MODEL = ROOT / "models" / "default-wordnet"
 LENGTHS = (1_000, 5_000, 20_000, 50_000, 100_000, 200_000)
 WHOLE_UP_TO = 50_000
-BEGIN, END = "<!-- long_sentences.py: begin -->", "<!-- long_sentences.py: end -->"
 
 CHILD = textwrap.dedent("""
     import json, sys, time
@@ -101,18 +102,6 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str) -> None:
-    """Replace this script's section of RESULTS.md (bench.py keeps it when it rewrites the rest)."""
-    results = HERE / "RESULTS.md"
-    current = results.read_text(encoding="utf-8") if results.exists() else "# Benchmark results\n"
-    block = f"{BEGIN}\n{text}\n{END}"
-    if BEGIN in current and END in current:
-        current = current[: current.index(BEGIN)] + block + current[current.index(END) + len(END):]
-    else:
-        current = current.rstrip("\n") + "\n\n" + block + "\n"
-    results.write_text(current, encoding="utf-8")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default", help='"default" (models/default-wordnet) or a synthetic preset')
@@ -153,7 +142,7 @@ def main() -> None:
     ])
     print(text)
     if not args.no_write:
-        write_section(text)
+        write_section("long_sentences.py", text)
 
 
 if __name__ == "__main__":

@@ -183,8 +183,7 @@ def main(argv: list[str] | None = None) -> int:
                                      progress=args.progress, stop=interrupted.event)
     except ParityError as e:
         print(f"elmo-export: error: {e}", file=sys.stderr)
-        if e.report.modes:
-            print(e.report.table(), file=sys.stderr)
+        print(e.report.table(), file=sys.stderr)
         print(f"elmo-export: no package was written; {args.output} is as it was", file=sys.stderr)
         return EXIT_PARITY
     except KeyboardInterrupt:

@@ -10,9 +10,10 @@ package into place only once it is complete and verified:
    export spec);
 4. run the reference: the warm initial state (its state after the built-in warm-up text) and
    its outputs on the parity sentences;
-5. write the manifest `elmo.json`, run the package in ONNX Runtime against the reference
-   (`parity.check_parity`, which raises `ParityError`), and record the parity report and the
-   sha256 of every file in the manifest;
+5. write the conformance vectors (`conformance`: edge-case sentences with the package's own
+   outputs, checked against the reference) and the manifest `elmo.json`, run the package in
+   ONNX Runtime against the reference (`parity.check_parity`, which raises `ParityError`),
+   and record the parity report and the sha256 of every file in the manifest;
 6. rename the directory into place (replacing an old package only with `force`).
 
 A failure at any step removes the temporary directory: no half-written package is left.
@@ -31,11 +32,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Union
 
+import numpy as np
 import onnx
 import torch
 from tqdm.auto import tqdm
 
 from elmo_export import onnx_graph
+from elmo_export.conformance import write_conformance
 from elmo_export.model import ElmoBiLm, ElmoOptions, LstmState
 from elmo_export.parity import ReferenceOutputs, check_parity, reference_outputs
 from elmo_export.quantize import DEFAULT_SETTINGS, Int4Settings, Int8Settings, QuantizationSettings
@@ -259,8 +262,10 @@ def _move_into_place(staging: Path, out: Path) -> None:
 def build_manifest(model: ElmoBiLm, settings: ExportSettings, source: dict, state: LstmState | None,
                    warmup: dict | None) -> Manifest:
     """The manifest without `files` and `parity` (added once the files are written and checked)."""
-    if state is None:
-        initial_state = InitialState(settings.initial_state)
+    o = model.options
+    if state is None:  # stated, not implied: a client reads h and c the same way in both modes
+        initial_state = InitialState(settings.initial_state, np.zeros((o.n_layers, 2, o.projection_dim), np.float32),
+                                     np.zeros((o.n_layers, 2, o.dim), np.float32))
     else:
         initial_state = InitialState(settings.initial_state, state.h.numpy(), state.c.numpy(), warmup)
     return Manifest(
@@ -385,6 +390,9 @@ def _export_into(model: ElmoBiLm, settings: ExportSettings, options_path: Path, 
         "weights_sha256": sha256_of(weights_path),
     }
     state, warmup, reference = _warm_state_and_reference(model, settings)
+    t = time.perf_counter()
+    write_conformance(model, directory, specs, settings.precision, reference.warm)
+    log.info("conformance vectors written in %.1f s", time.perf_counter() - t)
     manifest = build_manifest(model, settings, source, state, warmup).replace(files={
         f.name: {"sha256": sha256_of(f), "bytes": f.stat().st_size}
         for f in sorted(directory.iterdir()) if f.name != C.MANIFEST_FILE

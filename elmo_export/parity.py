@@ -141,20 +141,20 @@ class ParityReport:
 
     def worst(self) -> dict:
         """The worst figure of each kind over all modes and layers."""
-        layers = [l for m in self.modes for l in m.layers]
+        layers = [layer for m in self.modes for layer in m.layers]
         if not layers:
             return {}
         return {
-            "max_abs": max(l.max_abs for l in layers),
-            "mean_cosine": min(l.mean_cosine for l in layers),
-            "min_cosine": min(l.min_cosine for l in layers),
+            "max_abs": max(layer.max_abs for layer in layers),
+            "mean_cosine": min(layer.mean_cosine for layer in layers),
+            "min_cosine": min(layer.min_cosine for layer in layers),
             "final_state_max_abs": max(m.final_state_max_abs for m in self.modes),
         }
 
     @classmethod
     def from_dict(cls, data: dict) -> "ParityReport":
         """The inverse of `to_dict` (e.g. from a manifest's `parity` entry)."""
-        modes = [ModeParity(m["mode"], [LayerParity(**l) for l in m["layers"]], m["final_state_max_abs"])
+        modes = [ModeParity(m["mode"], [LayerParity(**layer) for layer in m["layers"]], m["final_state_max_abs"])
                  for m in data["modes"]]
         return cls(data["precision"], Tolerance(**data["tolerance"]), data["sentences"], data["tokens"],
                    data["batch_size"], data["source"], modes, list(data["failures"]))
@@ -166,12 +166,14 @@ class ParityReport:
         return data
 
     def table(self) -> str:
-        """A fixed-width table, one line per mode and layer."""
-        lines = [f"{'state':<8} {'layer':>5} {'max abs':>10} {'mean cos':>10} {'min cos':>10} {'state max abs':>14}"]
+        """A fixed-width table, one line per mode and layer (none for a check without modes), then the verdict."""
+        header = f"{'state':<8} {'layer':>5} {'max abs':>10} {'mean cos':>10} {'min cos':>10} {'state max abs':>14}"
+        lines = [header] if self.modes else []
         for m in self.modes:
-            for l in m.layers:
-                state = f"{m.final_state_max_abs:14.2e}" if l.layer == 0 else ""
-                lines.append(f"{m.mode:<8} {l.layer:>5} {l.max_abs:10.2e} {l.mean_cosine:10.6f} {l.min_cosine:10.6f} {state}")
+            for layer in m.layers:
+                state = f"{m.final_state_max_abs:14.2e}" if layer.layer == 0 else ""
+                lines.append(f"{m.mode:<8} {layer.layer:>5} {layer.max_abs:10.2e} {layer.mean_cosine:10.6f} "
+                             f"{layer.min_cosine:10.6f} {state}")
         t = self.tolerance
         bar = ", ".join(f"{k} {'<=' if k == 'max_abs' else '>='} {v:g}" for k, v in asdict(t).items() if v is not None)
         lines.append(f"{self.precision} tolerance: {bar} -> {'PASSED' if self.passed else 'FAILED'}")
@@ -429,17 +431,17 @@ def check_parity(
 def _failures(report: ParityReport) -> list[str]:
     t, failures = report.tolerance, []
     for m in report.modes:
-        for l in m.layers:
-            where = f"state {m.mode}, layer {l.layer}"
-            if not (np.isfinite(l.max_abs) and np.isfinite(l.mean_cosine)):
-                failures.append(f"{where}: non-finite outputs (max abs {l.max_abs}, mean cosine {l.mean_cosine})")
+        for layer in m.layers:
+            where = f"state {m.mode}, layer {layer.layer}"
+            if not (np.isfinite(layer.max_abs) and np.isfinite(layer.mean_cosine)):
+                failures.append(f"{where}: non-finite outputs (max abs {layer.max_abs}, mean cosine {layer.mean_cosine})")
                 continue
-            if t.max_abs is not None and l.max_abs > t.max_abs:
-                failures.append(f"{where}: max abs error {l.max_abs:.3g} > {t.max_abs:g}")
-            if t.min_cosine is not None and l.min_cosine < t.min_cosine:
-                failures.append(f"{where}: min cosine {l.min_cosine:.6f} < {t.min_cosine:g}")
-            if t.mean_cosine is not None and l.mean_cosine < t.mean_cosine:
-                failures.append(f"{where}: mean cosine {l.mean_cosine:.6f} < {t.mean_cosine:g}")
+            if t.max_abs is not None and layer.max_abs > t.max_abs:
+                failures.append(f"{where}: max abs error {layer.max_abs:.3g} > {t.max_abs:g}")
+            if t.min_cosine is not None and layer.min_cosine < t.min_cosine:
+                failures.append(f"{where}: min cosine {layer.min_cosine:.6f} < {t.min_cosine:g}")
+            if t.mean_cosine is not None and layer.mean_cosine < t.mean_cosine:
+                failures.append(f"{where}: mean cosine {layer.mean_cosine:.6f} < {t.mean_cosine:g}")
         if not np.isfinite(m.final_state_max_abs):
             failures.append(f"state {m.mode}, final state: non-finite (max abs error {m.final_state_max_abs})")
         elif t.max_abs is not None and not m.final_state_max_abs <= t.max_abs:

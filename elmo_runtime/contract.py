@@ -2,8 +2,10 @@
 precision names, opsets and char-id constants.
 
 The exporter writes packages by this contract and the runtime reads them by it; a client in
-another language finds the same facts in the package's `elmo.json`. Change it only together
-with `FORMAT_VERSION`.
+another language finds the same facts in the package's `elmo.json`, described for
+implementers in `docs/package-format.md`. Change it only together with that document and, when
+a reader of the current version would misread the change, `FORMAT_VERSION` (the document's
+evolution rule).
 
 A package runs as two graphs, char ids -> token embeddings -> biLM layers, so that the runtime
 can cache token embeddings (the char CNN's output) between calls; their weights are disjoint.
@@ -13,10 +15,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-FORMAT_VERSION = 1
+# 2: the char scheme is named (`chars.scheme`) with its parameters under it, literal boundary
+# tokens are listed, a zero-state package stores its zeros, the sentence rules and the
+# conformance vectors are declared. Version 1 readers would ignore `chars.scheme`.
+FORMAT_VERSION = 2
 MANIFEST_FILE = "elmo.json"
 TOKEN_EMBEDDER_FILE = "token_embedder.onnx"
 BILM_FILE = "bilm.onnx"
+CONFORMANCE_FILE = "conformance.json"
 
 # The source model, in the official layout: what `elmo-export` reads.
 OPTIONS_FILE = "options.json"
@@ -163,18 +169,73 @@ BOS_TOKEN = "<S>"
 EOS_TOKEN = "</S>"
 
 
+CHAR_SCHEME = "bytes"
+UNENCODABLE = "drop"  # what becomes of code points UTF-8 cannot encode (lone surrogates)
+
+
 def char_constants() -> dict:
-    """The char-id scheme as plain data, for the manifest."""
+    """The char-id scheme as plain data, for the manifest's `chars` entry.
+
+    The scheme is named, its parameters under its name, so that another scheme (code points
+    through a char dictionary, say) is an addition rather than a format break: a reader refuses
+    a scheme it does not implement.
+    """
     return {
+        "scheme": CHAR_SCHEME,
         "max_characters_per_token": MAX_CHARACTERS_PER_TOKEN,
-        "max_token_bytes": MAX_TOKEN_BYTES,
-        "beginning_of_sentence_character": BEGINNING_OF_SENTENCE_CHARACTER,
-        "end_of_sentence_character": END_OF_SENTENCE_CHARACTER,
-        "beginning_of_word_character": BEGINNING_OF_WORD_CHARACTER,
-        "end_of_word_character": END_OF_WORD_CHARACTER,
-        "padding_character": PADDING_CHARACTER,
         "id_offset": CHAR_ID_OFFSET,
-        "bos_token": BOS_TOKEN,
-        "eos_token": EOS_TOKEN,
-        "encoding": "utf-8, bytes that cannot be encoded are dropped, truncated to max_token_bytes",
+        "padding_row_id": 0,
+        CHAR_SCHEME: {
+            "encoding": "utf-8",
+            "unencodable": UNENCODABLE,
+            "max_token_bytes": MAX_TOKEN_BYTES,
+            "beginning_of_word": BEGINNING_OF_WORD_CHARACTER,
+            "end_of_word": END_OF_WORD_CHARACTER,
+            "padding": PADDING_CHARACTER,
+            "special_tokens": {BOS_TOKEN: BEGINNING_OF_SENTENCE_CHARACTER, EOS_TOKEN: END_OF_SENTENCE_CHARACTER},
+        },
     }
+
+
+# How sentences meet the graphs (the manifest's `sentences` entry; docs/package-format.md).
+SENTENCE_RULES = {
+    "boundaries": "bilm_graph",  # the biLM graph adds <S> and </S> around each row's real tokens
+    "empty": "omit",  # a sentence with no tokens is not run; its result has 0 positions
+    "padding": "trailing_zero_rows",  # a row's real tokens first, then all-zero char rows
+}
+
+# The initial state's layout in the manifest (`initial_state`): h `(n_layers, 2, projection_dim)`,
+# c `(n_layers, 2, dim)`; the graphs take them with a batch axis inserted at 2.
+STATE_LAYOUT = {
+    "dtype": "float32",
+    "axes": ["layer", "direction", "unit"],
+    "directions": ["forward", "backward"],
+    "batch_axis": 2,
+}
+
+# Fields a reader needs; a package lacking one fails to load naming it (docs/package-format.md).
+REQUIRED_FIELDS = (
+    "format_version",
+    "architecture.lstm.n_layers",
+    "architecture.lstm.projection_dim",
+    "architecture.lstm.dim",
+    "chars.scheme",
+    "chars.max_characters_per_token",
+    "chars.id_offset",
+    "chars.padding_row_id",
+    "graphs.token_embedder.file",
+    "graphs.bilm.file",
+    "precision.name",
+    "initial_state.mode",
+    "initial_state.dtype",
+    "initial_state.axes",
+    "initial_state.directions",
+    "initial_state.batch_axis",
+    "initial_state.h",
+    "initial_state.c",
+    "sentences.boundaries",
+    "sentences.empty",
+    "sentences.padding",
+    "conformance.file",
+    "files",
+)

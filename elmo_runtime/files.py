@@ -252,7 +252,9 @@ def _replacing(output: Path, input: str | Path, force: bool, replaced_mode: int 
     except OSError as e:
         scratch.remove_own(output, TMP_SUFFIX)
         if e.filename is None and e.errno is not None:  # zipfile's and h5py's write errors name no file
-            raise type(e)(e.errno, f"cannot write {output}: {e.strerror or e}") from None
+            named = OSError(f"cannot write {output}: {e.strerror or e}")
+            named.errno = e.errno
+            raise named from None
         raise
     except BaseException:
         # By name, not by `tmp`: a signal may come between creating the file and binding the name.
@@ -313,7 +315,10 @@ class _Hdf5Writer:
         import h5py
 
         self._h5py = h5py
-        self._file = h5py.File(path, "w")
+        # Through a Python file object: a failed write (a full disk) raises OSError here. With
+        # h5py's own file driver it surfaces only in destructors, and the process then crashes.
+        self._raw = open(path, "w+b")
+        self._file = h5py.File(self._raw, "w")
         self._dtype = dtype
 
     def add(self, key: str, array: np.ndarray, tokens: list[str] | None = None) -> None:
@@ -325,7 +330,10 @@ class _Hdf5Writer:
         dataset[0] = text
 
     def close(self) -> None:
-        self._file.close()
+        try:
+            self._file.close()
+        finally:
+            self._raw.close()
 
 
 class _NpzWriter:

@@ -32,8 +32,8 @@ class InitialState:
 
     Attributes:
         mode: "warm" or "zero" (`contract.STATE_MODES`).
-        h: the warm state's `(L, 2, P)` hidden state (None for "zero").
-        c: the warm state's `(L, 2, D)` cell state (None for "zero").
+        h: the `(L, 2, P)` hidden state: the warm state, or zeros (a package states its zeros).
+        c: the `(L, 2, D)` cell state, likewise.
         warmup: what the warm state was computed from (None for "zero").
     """
 
@@ -43,10 +43,12 @@ class InitialState:
     warmup: dict | None = None
 
     def to_json(self) -> dict:
-        data: dict = {"mode": self.mode}
-        if self.h is not None:
-            data.update(warmup=self.warmup, h=float32_lists(self.h), c=float32_lists(self.c))
-        return data
+        if self.h is None or self.c is None:
+            raise ValueError("the initial state is written with its arrays, zeros included")
+        data: dict = {"mode": self.mode, **C.STATE_LAYOUT}
+        if self.mode == C.WARM:
+            data["warmup"] = self.warmup
+        return {**data, "h": float32_lists(self.h), "c": float32_lists(self.c)}
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,9 @@ class Manifest:
         source: the source model files and their sha256.
         files: every file of the package but the manifest: `{name: {"sha256", "bytes"}}`.
         parity: the parity report against the reference (None until it has run).
+        chars: the char-id scheme (`contract.char_constants`).
+        sentences: how sentences meet the graphs (`contract.SENTENCE_RULES`).
+        conformance: where the conformance vectors are (`{"file": ...}`).
         producer: the program that wrote the package.
         directory: where the package was read from (None for a manifest being written).
     """
@@ -78,6 +83,8 @@ class Manifest:
     parity: dict | None = None
     producer: dict = field(default_factory=lambda: {"name": "elmo-onnx", "version": "unknown"})
     chars: dict = field(default_factory=C.char_constants)
+    sentences: dict = field(default_factory=lambda: dict(C.SENTENCE_RULES))
+    conformance: dict = field(default_factory=lambda: {"file": C.CONFORMANCE_FILE})
     pipeline: str = C.PIPELINE
     format_version: int = C.FORMAT_VERSION
     directory: Path | None = None
@@ -106,12 +113,17 @@ class Manifest:
     @property
     def warm_h(self) -> np.ndarray | None:
         """`(L, 2, P)`, or None for a zero-state package."""
-        return self.initial_state.h
+        return self.initial_state.h if self.initial_state.mode == C.WARM else None
 
     @property
     def warm_c(self) -> np.ndarray | None:
         """`(L, 2, D)`, or None for a zero-state package."""
-        return self.initial_state.c
+        return self.initial_state.c if self.initial_state.mode == C.WARM else None
+
+    @property
+    def conformance_file(self) -> Path:
+        """The conformance vectors (`conformance.json`) in the package directory."""
+        return Path(self.directory or ".") / self.conformance["file"]
 
     def graph_file(self, graph: str) -> Path:
         """The path of a graph ("token_embedder" or "bilm") in the package directory."""
@@ -144,6 +156,8 @@ class Manifest:
             "precision": {"name": self.precision, **self.precision_settings},
             "opset": self.opset,
             "initial_state": self.initial_state.to_json(),
+            "sentences": self.sentences,
+            "conformance": self.conformance,
             "source": self.source,
             "files": self.files,
             "parity": self.parity,
@@ -172,6 +186,16 @@ class Manifest:
             )
         if version < 1:
             raise PackageError(f"{source}: invalid format_version {version}")
+        if version < C.FORMAT_VERSION:
+            raise PackageError(
+                f"{source}: package format version {version} is older than this runtime reads "
+                f"({C.FORMAT_VERSION}); export the package again with this version's elmo-export"
+            )
+        for path in C.REQUIRED_FIELDS:
+            get(path, _REQUIRED_TYPES.get(path, (str, int, float, list, dict)))
+        _check_chars(data, source)
+        _check_rules(data, source, "sentences", C.SENTENCE_RULES)
+        _check_rules(data, source, "initial_state", C.STATE_LAYOUT)
         for name in ("n_layers", "projection_dim", "dim"):
             get(f"architecture.lstm.{name}", int)
         architecture = get("architecture", dict)
@@ -190,7 +214,9 @@ class Manifest:
             files=get("files", dict),
             parity=get("parity", (dict, type(None)), None),
             producer=get("producer", dict, {}),
-            chars=get("chars", dict, {}),
+            chars=get("chars", dict),
+            sentences=get("sentences", dict),
+            conformance=get("conformance", dict),
             pipeline=get("pipeline", str, ""),
             format_version=version,
             directory=directory,
@@ -219,9 +245,7 @@ def _graphs(data: dict, source: str | Path, contract: dict[str, C.GraphSpec]) ->
 
 def _initial_state(data: dict, source: str | Path, n_layers: int, p: int, d: int) -> InitialState:
     mode = json_field(data, "initial_state.mode", str, source, PackageError)
-    if mode == C.ZERO:
-        return InitialState(mode)
-    if mode != C.WARM:
+    if mode not in C.STATE_MODES:
         raise PackageError(f"{source}: initial_state.mode is {mode!r}, expected one of {', '.join(C.STATE_MODES)}")
     try:
         h = np.asarray(json_field(data, "initial_state.h", list, source, PackageError), dtype=np.float32)
@@ -232,7 +256,7 @@ def _initial_state(data: dict, source: str | Path, n_layers: int, p: int, d: int
         raise PackageError(f"{source}: initial_state.h/c are not numeric arrays ({e})") from None
     if h.shape != (n_layers, 2, p) or c.shape != (n_layers, 2, d):
         raise PackageError(
-            f"{source}: warm initial state has shapes h {h.shape}, c {c.shape}; "
+            f"{source}: initial state has shapes h {h.shape}, c {c.shape}; "
             f"expected {(n_layers, 2, p)} and {(n_layers, 2, d)}"
         )
     for key, value in (("h", h), ("c", c)):
@@ -240,7 +264,53 @@ def _initial_state(data: dict, source: str | Path, n_layers: int, p: int, d: int
             bad = tuple(int(i) for i in np.argwhere(~np.isfinite(value))[0])
             raise PackageError(f"{source}: initial_state.{key} holds a non-finite value "
                                f"({value[bad]} at index {list(bad)}); the package is corrupt")
+    if mode == C.ZERO and (h.any() or c.any()):
+        raise PackageError(f"{source}: initial_state.mode is 'zero' but initial_state.h/c are not all zeros")
     return InitialState(mode, h, c, data["initial_state"].get("warmup"))
+
+
+_REQUIRED_TYPES = {
+    "format_version": int,
+    "architecture.lstm.n_layers": int,
+    "architecture.lstm.projection_dim": int,
+    "architecture.lstm.dim": int,
+    "chars.scheme": str,
+    "chars.max_characters_per_token": int,
+    "chars.id_offset": int,
+    "chars.padding_row_id": int,
+    "graphs.token_embedder.file": str,
+    "graphs.bilm.file": str,
+    "precision.name": str,
+    "initial_state.mode": str,
+    "initial_state.h": list,
+    "initial_state.c": list,
+    "conformance.file": str,
+    "files": dict,
+}
+
+
+def _check_chars(data: dict, source: str | Path) -> None:
+    """Refuse a char scheme, or scheme parameters, other than the one this runtime implements."""
+    want = C.char_constants()
+    chars = data["chars"]
+    if chars["scheme"] != want["scheme"]:
+        raise PackageError(f"{source}: chars.scheme is {chars['scheme']!r}; this runtime implements {want['scheme']!r}")
+    for key, value in want.items():
+        if isinstance(value, dict):
+            for sub, sub_value in value.items():
+                found = json_field(data, f"chars.{key}.{sub}", (str, int, dict), source, PackageError)
+                if found != sub_value:
+                    raise PackageError(f"{source}: chars.{key}.{sub} is {found!r}; this runtime implements {sub_value!r}")
+        elif chars[key] != value:
+            raise PackageError(f"{source}: chars.{key} is {chars[key]!r}; this runtime implements {value!r}")
+
+
+def _check_rules(data: dict, source: str | Path, entry: str, rules: dict) -> None:
+    """Refuse a rule value (`sentences.*`, the state layout) this runtime does not implement."""
+    for key, want in rules.items():
+        found = json_field(data, f"{entry}.{key}", (str, int, list), source, PackageError)
+        if found != want:
+            raise PackageError(f"{source}: {entry}.{key} is {found!r}; this runtime implements {want!r}")
 
 
 def float32_lists(array: np.ndarray) -> list:
@@ -353,3 +423,9 @@ def _check_files(manifest: Manifest, directory: Path, source: Path, verify_files
             if data_path.resolve() not in listed:
                 raise PackageError(f"{source}: {spec.file} keeps tensor {tensor!r} in {location!r}, which is not "
                                    "listed in 'files' (no size or sha256 to check)")
+    conformance = _confined(directory, manifest.conformance["file"], "conformance file")
+    if not conformance.is_file():
+        raise PackageError(f"{directory}: conformance file {manifest.conformance['file']!r} is missing")
+    if conformance.resolve() not in listed:
+        raise PackageError(f"{source}: conformance file {manifest.conformance['file']!r} is not listed in 'files' "
+                           "(no size or sha256 to check)")

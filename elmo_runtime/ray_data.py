@@ -49,6 +49,8 @@ MANIFEST = "_elmo.json"
 PLAN = "_plan.json"
 TMP_SUFFIX = ".tmp"  # files being written: `scratch`'s names, `.NAME.<pid>.<random>.tmp`
 OLD_SUFFIX = ".old"  # a replaced output folder, between two renames
+# What a chunk worker reports as data rather than raising, most specific first.
+CHUNK_ERRORS = (InputError, OSError, ValueError)
 
 
 def require_ray():
@@ -242,9 +244,10 @@ class ChunkWorker:
             chunk = Chunk(*(v.item() if hasattr(v, "item") else v for v in fields))
             try:
                 tokens, error = self._write(chunk), ""
-            except (InputError, ValueError) as e:
-                # Sent back as data: Ray would deliver the exception wrapped, its type lost.
-                tokens, error = 0, f"{type(e).__name__}: {e}"
+            except (InputError, ValueError, OSError) as e:
+                # Sent back as data: Ray would deliver the exception wrapped in its traceback.
+                kind = next(k.__name__ for k in CHUNK_ERRORS if isinstance(e, k))
+                tokens, error = 0, f"{kind}: {e}"
             for key, value in (("part", chunk.name), ("rows", chunk.rows), ("tokens", tokens),
                                ("worker", self._worker), ("error", error)):
                 summary[key].append(value)
@@ -269,10 +272,15 @@ class ChunkWorker:
                     tokens += sum(len(t) for t in out.column("tokens").to_pylist())
             writer.close()
             os.replace(tmp, part)  # a part is there complete or not at all
-        except BaseException:
+        except BaseException as e:
             if writer is not None:
-                writer.close()
+                try:
+                    writer.close()
+                except OSError:  # the write that failed (a full disk) fails again
+                    pass
             scratch.remove_own(part, TMP_SUFFIX)
+            if isinstance(e, OSError) and e.filename is None:  # pyarrow's write errors name no file
+                raise OSError(f"cannot write {part}: {e.strerror or e}") from None
             raise
         return tokens
 
@@ -314,10 +322,7 @@ def _run_chunks(ray, package, todo: list[Chunk], partial: Path, workers, threads
                 if stop is not None and stop.is_set():  # a signal whose KeyboardInterrupt was lost
                     raise KeyboardInterrupt
                 if row["error"]:
-                    kind, message = row["error"].split(": ", 1)
-                    raise (InputError if kind == "InputError" else ValueError)(
-                        f"{message} (the finished parts are kept in {partial}: fix the problem and run the same "
-                        "command again to finish the rest)")
+                    _raise_chunk_error(row["error"], partial)
                 report.tokens += int(row["tokens"])
                 report.workers[row["worker"]] = report.workers.get(row["worker"], 0) + int(row["rows"])
                 done += int(row["rows"])
@@ -342,6 +347,14 @@ def _progress_bar(total: int, enabled: bool | None):
     if enabled is None:
         enabled = sys.stderr.isatty()
     return tqdm(total=total, unit=" sentences", disable=not enabled, file=sys.stderr, dynamic_ncols=True)
+
+
+def _raise_chunk_error(error: str, partial: Path) -> None:
+    """Raise what a `ChunkWorker` sent back ("Kind: message") as that kind, in one line."""
+    kind, message = error.split(": ", 1)
+    raise {k.__name__: k for k in CHUNK_ERRORS}.get(kind, ValueError)(
+        f"{message} (the finished parts are kept in {partial}: fix the problem and run the same command again "
+        "to finish the rest)")
 
 
 def _signal_handlers() -> dict:

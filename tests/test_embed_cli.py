@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from elmo_runtime import Elmo, cli, files
+from elmo_runtime import contract as C
 
 LINES = ["The cat sat on the mat.", "Hi!", "Call me Ishmael.", "The cat sat on the mat."]
 
@@ -150,7 +151,7 @@ def test_clear_errors_without_tracebacks(tiny_package, text_file, tmp_path, caps
         for f in Path(tiny_package).iterdir():
             (package / f.name).write_bytes(f.read_bytes())
         manifest = json.loads((package / "elmo.json").read_text())
-        (package / "elmo.json").write_text(json.dumps({**manifest, "format_version": 2}))
+        (package / "elmo.json").write_text(json.dumps({**manifest, "format_version": C.FORMAT_VERSION + 1}))
     elif problem == "no output directory":
         out = tmp_path / "missing" / "out.hdf5"
     assert run(package, source, out) == 1

@@ -13,6 +13,7 @@ import torch
 
 from elmo_export import export as E
 from elmo_export import onnx_graph, parity
+from elmo_export.conformance import load_sentences
 from elmo_export.export import ExportSettings, GraphValidationError, export_package, graph_specs, validate_graph
 from elmo_export.model import LstmState
 from elmo_export.parity import ParityError, Tolerance
@@ -102,7 +103,8 @@ def test_manifest_has_the_contract_keys_and_true_hashes(exported, tiny_weights, 
     package = exported("tiny", "int8")
     manifest = manifest_of(package)
     assert list(manifest) == ["format_version", "producer", "architecture", "chars", "graphs", "pipeline",
-                              "precision", "opset", "initial_state", "source", "files", "parity"]
+                              "precision", "opset", "initial_state", "sentences", "conformance", "source", "files",
+                              "parity"]
     assert manifest["format_version"] == C.FORMAT_VERSION
     assert manifest["producer"]["name"] == "elmo-onnx" and manifest["producer"]["version"]
     assert manifest["architecture"] == tiny_model.options.to_dict()
@@ -116,7 +118,8 @@ def test_manifest_has_the_contract_keys_and_true_hashes(exported, tiny_weights, 
 
     # Every file but the manifest, with its true sha256 and size.
     on_disk = {p.name for p in package.iterdir()} - {C.MANIFEST_FILE}
-    assert set(manifest["files"]) == on_disk == {C.TOKEN_EMBEDDER_FILE, C.BILM_FILE, C.TOKEN_EMBEDDER_FILE + ".data", C.BILM_FILE + ".data"}
+    assert set(manifest["files"]) == on_disk == {C.TOKEN_EMBEDDER_FILE, C.BILM_FILE, C.TOKEN_EMBEDDER_FILE + ".data",
+                                                 C.BILM_FILE + ".data", C.CONFORMANCE_FILE}
     for name, entry in manifest["files"].items():
         data = (package / name).read_bytes()
         assert entry == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
@@ -142,10 +145,13 @@ def test_warm_state_is_the_reference_state_after_the_warmup_text(exported, tiny_
     assert np.abs(want.h.numpy()).max() > 0.01  # not a zero state
 
 
-def test_zero_initial_state_stores_no_state(exported):
+def test_zero_initial_state_is_stated_as_zeros(exported, tiny_model):
     package = exported("tiny", "fp32", "zero")
     manifest = manifest_of(package)
-    assert manifest["initial_state"] == {"mode": "zero"}
+    state, o = manifest["initial_state"], tiny_model.options
+    assert {k: v for k, v in state.items() if k not in ("h", "c")} == {"mode": "zero", **C.STATE_LAYOUT}
+    assert np.asarray(state["h"]).shape == (o.n_layers, 2, o.projection_dim) and not np.asarray(state["h"]).any()
+    assert np.asarray(state["c"]).shape == (o.n_layers, 2, o.dim) and not np.asarray(state["c"]).any()
     assert [m["mode"] for m in manifest["parity"]["modes"]] == ["zero", "carried"]
     assert PackageRunner(package, device="cpu").manifest.warm_h is None
 
@@ -159,7 +165,8 @@ def test_other_opsets_export(tmp_path, tiny_weights):
 def test_weights_go_to_external_data_files(exported):
     package = exported("tiny")
     files = manifest_of(package)["files"]
-    assert set(files) == {C.TOKEN_EMBEDDER_FILE, C.BILM_FILE, C.TOKEN_EMBEDDER_FILE + ".data", C.BILM_FILE + ".data"}
+    assert set(files) == {C.TOKEN_EMBEDDER_FILE, C.BILM_FILE, C.TOKEN_EMBEDDER_FILE + ".data", C.BILM_FILE + ".data",
+                          C.CONFORMANCE_FILE}
     assert manifest_of(package)["parity"]["passed"]
     graph = onnx.load(package / C.BILM_FILE, load_external_data=False)
     # The LSTM's recurrent weights live in the Scan bodies: those go external too.
@@ -181,8 +188,9 @@ def test_a_parity_failure_raises_and_leaves_no_package(tmp_path, tiny_weights, m
     out = tmp_path / "pkg"
     with pytest.raises(ParityError) as info:
         export_package(*tiny_weights, out, progress=False)
-    assert len(info.value.failures) == 3 * 3  # every layer of every state mode, all listed
-    assert "min cosine" in str(info.value)
+    # The conformance sentences are checked first: every layer of every state mode of each, all listed.
+    assert len(info.value.failures) == len([s for s in load_sentences() if s["tokens"]]) * 2 * 3
+    assert all(f.startswith("conformance sentence ") and "min cosine" in f for f in info.value.failures)
     assert not out.exists() and _leftovers(tmp_path) == []
 
 

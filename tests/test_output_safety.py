@@ -159,3 +159,32 @@ def test_a_signal_stops_elmo_embed_cleanly(tiny_package, tmp_path, signum, forma
     assert child.returncode == 128 + signum
     assert err.strip() == f"elmo-embed: interrupted ({signal.Signals(signum).name}); no output written"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.txt"]
+
+
+FULL_DISK = """
+import resource, signal, sys
+from elmo_runtime.cli import main
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # over the limit a write fails (EFBIG) as on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 10, 64 << 10))
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("suffix", ["hdf5", "npz", "parquet"])
+def test_a_full_disk_fails_in_one_line_and_keeps_the_old_output(tiny_package, tmp_path, suffix):
+    text = tmp_path / "in.txt"
+    # Each line its own number: Parquet's dictionary encoding would shrink 200 equal lines below the limit.
+    text.write_text("".join(f"the cat sat on mat {i} while an old dog watched it\n" for i in range(200)),
+                    encoding="utf-8")
+    out = tmp_path / f"out.{suffix}"
+    out.write_bytes(b"the previous output")
+    if suffix == "parquet":
+        pytest.importorskip("pyarrow")
+    run = subprocess.run([sys.executable, "-c", FULL_DISK, str(tiny_package), str(text), str(out), "--force",
+                          "--format", suffix, "-q"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1, run.stderr
+    assert run.stderr.startswith(f"elmo-embed: error: cannot write {out}") and run.stderr.count("\n") == 1, run.stderr
+    assert "Traceback" not in run.stderr
+    assert out.read_bytes() == b"the previous output"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", out.name]

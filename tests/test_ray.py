@@ -343,3 +343,29 @@ def test_replacing_an_output_keeps_its_mode_and_leaves_nothing(tmp_path, dead_pi
     assert sorted(p.name for p in out.iterdir()) == ["_elmo.json", "part-000000000000.parquet"]
     assert stat.S_IMODE(out.stat().st_mode) == 0o750
     assert sorted(p.name for p in tmp_path.iterdir()) == [stale.name, "out"]  # stale ones go at the next start
+
+
+def test_a_worker_that_cannot_write_reports_one_line_and_leaves_no_scratch(tiny_package, tmp_path, monkeypatch):
+    """A full disk in a worker: the chunk comes back as an OSError naming the part, no temporary file stays."""
+    import errno
+
+    from elmo_runtime.ray_data import ChunkWorker, _raise_chunk_error
+    from elmo_runtime.sources import plan_chunks
+
+    (tmp_path / "in.txt").write_text("The cat sat .\nHi !\n")
+    (chunk,), _ = plan_chunks(tmp_path / "in.txt")
+    partial = tmp_path / ".out.partial"
+    partial.mkdir()
+    settings = {"layers": "top", "pool": None, "dtype": "float32", "tokenized": False, "state": None,
+                "batch_tokens": None}
+    worker = ChunkWorker(str(tiny_package), str(partial), 1, settings, False)
+
+    def full_disk(self, table):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", full_disk)
+    summary = worker({k: [v] for k, v in chunk.to_dict().items()})
+    assert summary["error"] == [f"OSError: cannot write {partial / chunk.name}: No space left on device"]
+    assert list(partial.iterdir()) == []
+    with pytest.raises(OSError, match=r"cannot write .*: No space left on device \(the finished parts are kept"):
+        _raise_chunk_error(summary["error"][0], partial)

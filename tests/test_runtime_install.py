@@ -101,4 +101,7 @@ def test_base_install_embeds_text_without_torch(tiny_package, tmp_path):
     assert export.returncode == 2
     assert export.stderr.count("\n") == 1 and "pip install torch==2.13.0" in export.stderr, export.stderr
     assert "Traceback" not in export.stderr and not (tmp_path / "pkg").exists()
+    verify = subprocess.run([str(venv / "bin" / "elmo-verify"), str(tiny_package)], capture_output=True, text=True,
+                            env=clean_env(), cwd=tmp_path)
+    assert verify.returncode == 0 and "conformance passed" in verify.stdout, verify.stderr
     print(f"install test took {time.perf_counter() - started:.1f} s")

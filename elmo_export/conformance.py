@@ -1,0 +1,136 @@
+"""Write a package's conformance vectors at export: edge-case sentences and the package's own outputs.
+
+The expected layers are what this package computes in ONNX Runtime (CPU) at export, each
+sentence alone (a batch of one), from the zero state and, in a warm package, the warm state. A
+client in any language must reproduce them within the file's tolerance (the reader and checker:
+`elmo_runtime.conformance`). Before they are written they are checked against the PyTorch
+reference with the precision's parity tolerance, so the file never pins a wrong output.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from importlib import metadata, resources
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from elmo_export.model import ElmoBiLm, LstmState
+from elmo_export.parity import LayerParity, ModeParity, ParityError, ParityReport, _cosines, _failures, tolerance_for
+from elmo_runtime import contract as C
+from elmo_runtime.chars import tokens_to_char_ids
+from elmo_runtime.conformance import ARRAY_ENCODING, KIND, Tolerance, compare_layers, encode_array
+from elmo_runtime.runner import create_session
+
+log = logging.getLogger(__name__)
+
+SENTENCES_FILE = "conformance_sentences.json"
+
+# What another runtime must meet, per precision: another ONNX Runtime version, binding, thread
+# count, optimization level or CPU. Measured (docs/package-format.md, "Conformance vectors"):
+# Node.js (onnxruntime-node 1.30) and Python (1.32), 1 or 2 threads, reproduce the vectors bit
+# for bit in every precision; other optimization levels (other kernels) differ by 1.4e-6 (fp32),
+# 3.9e-3 (fp16: one float16 step) and 0 (int8); a 1-ulp nudge of every token embedding, what a
+# CPU with other SIMD instructions may cause, moves int8 layers by 0.025 (min cosine 0.99998,
+# default model). The bars leave a margin of 4x or more over these.
+TOLERANCES: dict[str, Tolerance] = {
+    "fp32": Tolerance(max_abs=1e-4),
+    "fp16": Tolerance(max_abs=2e-2, min_cosine=0.9999),
+    "int8": Tolerance(max_abs=1e-1, min_cosine=0.999),
+    "int4": Tolerance(max_abs=1e-2, min_cosine=0.9999),
+}
+
+
+def load_sentences() -> list[dict]:
+    """The built-in conformance sentences: dicts with `name`, `why` and `tokens`."""
+    text = resources.files("elmo_export").joinpath("data", SENTENCES_FILE).read_text(encoding="utf-8")
+    return json.loads(text)["sentences"]
+
+
+def _version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def write_conformance(model: ElmoBiLm, directory: Path, graphs: dict[str, C.GraphSpec], precision: str,
+                      warm: tuple[np.ndarray, np.ndarray] | None) -> Path:
+    """Run the graphs in `directory` on the built-in sentences and write `conformance.json`.
+
+    Args:
+        model: the reference the package was exported from.
+        directory: the package directory (graphs saved; the manifest need not exist yet).
+        graphs: the graphs' specs (`contract.graph_specs`: their files).
+        precision: the package's precision name (picks both tolerances).
+        warm: the warm state `h (L, 2, P)`, `c (L, 2, D)`, or None for a zero-state package.
+
+    Returns:
+        The file written.
+
+    Raises:
+        ParityError: an expected output is not within the parity tolerance of the reference.
+    """
+    o = model.options
+    token_embedder = create_session(directory / graphs["token_embedder"].file, "cpu")
+    bilm = create_session(directory / graphs["bilm"].file, "cpu")
+    states = {"zero": (np.zeros((o.n_layers, 2, o.projection_dim), np.float32), np.zeros((o.n_layers, 2, o.dim), np.float32))}
+    if warm is not None:
+        states["warm"] = tuple(np.asarray(v, np.float32) for v in warm)
+
+    entries, modes = [], {mode: [] for mode in states}
+    for sentence in load_sentences():
+        tokens = sentence["tokens"]
+        ids = tokens_to_char_ids(tokens)  # (T, 50)
+        expected = {}
+        for mode, (h, c) in states.items():
+            if not tokens:  # the empty-sentence rule: not run, 0 positions
+                expected[mode] = encode_array(np.zeros((o.n_layers + 1, 0, 2 * o.projection_dim), np.float32))
+                continue
+            emb, mask = token_embedder.run(None, {C.CHAR_IDS: ids[None]})
+            feeds = {C.TOKEN_EMBEDDINGS: emb, C.MASK: mask, C.INITIAL_H: h[:, :, None], C.INITIAL_C: c[:, :, None]}
+            layers = bilm.run([C.LAYERS], feeds)[0][:, 0]  # (L + 1, T, 2P)
+            expected[mode] = encode_array(layers)
+            with torch.no_grad():
+                ref = model(torch.from_numpy(ids[None]), LstmState(torch.from_numpy(h[:, :, None]), torch.from_numpy(c[:, :, None])))
+            want = ref.layers.numpy()[:, 0]
+            max_abs, min_cos = compare_layers(layers, want)
+            cos = _cosines(layers, want)  # (L + 1, T)
+            modes[mode].append((sentence["name"], max_abs, min_cos, cos.mean(axis=1)))
+        entries.append({"name": sentence["name"], "why": sentence["why"], "tokens": tokens,
+                        "char_ids": ids.tolist(), "expected": expected})
+
+    _check_against_reference(modes, precision, model)
+    tolerance = TOLERANCES[precision]
+    document = {
+        "kind": KIND,
+        "format_version": C.FORMAT_VERSION,
+        "precision": precision,
+        "producer": {"elmo-onnx": _version("elmo-onnx"), "onnxruntime": ort.__version__, "execution_provider": "CPU"},
+        "how": ("each sentence alone (a batch of one, no padding), char ids as listed, from the state named; "
+                "expected: this package's layers `(n_layers + 1, tokens, 2 * projection_dim)` in ONNX Runtime at export"),
+        "arrays": ARRAY_ENCODING,
+        "tolerance": {"max_abs": tolerance.max_abs, "min_cosine": tolerance.min_cosine},
+        "sentences": entries,
+    }
+    path = directory / C.CONFORMANCE_FILE
+    # ensure_ascii: lone surrogates are written as \\ud800 escapes, which every JSON parser reads back.
+    path.write_text(json.dumps(document, ensure_ascii=True, indent=1) + "\n", encoding="utf-8")
+    return path
+
+
+def _check_against_reference(modes: dict, precision: str, model: ElmoBiLm) -> None:
+    """Each sentence's expected layers within the precision's parity tolerance of the reference."""
+    failures = []
+    tolerance = tolerance_for(precision, model.options)
+    for mode, rows in modes.items():
+        for name, max_abs, min_cos, mean_cos in rows:
+            layers = [LayerParity(k, float(max_abs[k]), float(mean_cos[k]), float(min_cos[k])) for k in range(len(max_abs))]
+            report = ParityReport(precision, tolerance, 1, 0, 1, "conformance", [ModeParity(mode, layers, 0.0)])
+            failures += [f"conformance sentence {name!r}, {line}" for line in _failures(report)]
+    if failures:
+        report = ParityReport(precision, tolerance, 0, 0, 1, "conformance sentences", [], failures)
+        raise ParityError(report)

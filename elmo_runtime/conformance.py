@@ -1,0 +1,274 @@
+"""Conformance vectors: a package's own expected outputs on edge-case sentences, and their check.
+
+Every package carries `conformance.json` (written at export, listed in the manifest's `files`
+with its sha256): sentences chosen to hit the edge cases of the char-id scheme and the sentence
+rules, each with its char ids and its expected layers from the zero and (warm packages) the
+warm state, and the tolerance a runtime must meet for the package's precision. The file is
+language-neutral JSON; its layout is in `docs/package-format.md`. `verify_package` runs the
+installed runtime on it; `elmo-verify PACKAGE` is its command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from elmo_runtime import contract as C
+
+log = logging.getLogger(__name__)
+
+KIND = "elmo-onnx conformance vectors"
+ARRAY_ENCODING = "float32 little-endian, C order, base64"
+
+
+class ConformanceFileError(ValueError):
+    """A conformance file that cannot be read; the message names the entry."""
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """What a runtime must meet on every layer of every sentence.
+
+    Attributes:
+        max_abs: the largest allowed abs difference of any value of a layer.
+        min_cosine: the smallest allowed cosine similarity of any token vector (None: not checked).
+    """
+
+    max_abs: float
+    min_cosine: float | None = None
+
+
+def encode_array(array: np.ndarray) -> dict:
+    """A float32 array as `{"shape": [...], "float32_base64": "..."}` (little-endian, C order)."""
+    a = np.ascontiguousarray(array, dtype="<f4")
+    return {"shape": list(a.shape), "float32_base64": base64.b64encode(a.tobytes()).decode("ascii")}
+
+
+def decode_array(entry: object, where: str) -> np.ndarray:
+    """The inverse of `encode_array`.
+
+    Raises:
+        ConformanceFileError: a malformed entry (naming `where`).
+    """
+    if not isinstance(entry, dict) or not isinstance(entry.get("shape"), list) or not isinstance(entry.get("float32_base64"), str):
+        raise ConformanceFileError(f"{where}: expected {{'shape': [...], 'float32_base64': '...'}}")
+    shape = entry["shape"]
+    if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise ConformanceFileError(f"{where}: shape {shape!r} is not a list of sizes")
+    try:
+        raw = base64.b64decode(entry["float32_base64"], validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise ConformanceFileError(f"{where}: float32_base64 is not base64 ({e})") from None
+    count = int(np.prod(shape))
+    if len(raw) != 4 * count:
+        raise ConformanceFileError(f"{where}: {len(raw)} bytes of data for shape {shape} ({4 * count} expected)")
+    return np.frombuffer(raw, dtype="<f4").astype(np.float32).reshape(shape)
+
+
+def compare_layers(got: np.ndarray, want: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per layer: the max abs difference and the min cosine of the token vectors.
+
+    Args:
+        got, want: `(L + 1, T, dim)` arrays.
+
+    Returns:
+        `(max_abs (L + 1,), min_cosine (L + 1,))`; a NaN in a layer makes its figures NaN; with
+        T = 0, zeros and ones.
+    """
+    if got.shape[1] == 0:
+        return np.zeros(got.shape[0]), np.ones(got.shape[0])
+    diff = np.abs(got.astype(np.float64) - want).reshape(got.shape[0], -1)
+    max_abs = diff.max(axis=1)  # NaN propagates
+    dot = (got.astype(np.float64) * want).sum(-1)
+    norms = np.linalg.norm(got.astype(np.float64), axis=-1) * np.linalg.norm(want.astype(np.float64), axis=-1)
+    cos = np.where(norms == 0, np.where((got == want).all(-1), 1.0, 0.0), dot / np.where(norms == 0, 1.0, norms))
+    min_cos = cos.min(axis=1)
+    return max_abs, min_cos
+
+
+@dataclass
+class LayerCheck:
+    """One layer of one sentence in one state."""
+
+    sentence: int
+    name: str
+    state: str | None  # None: a problem of the sentence itself (its entry, its char ids)
+    layer: int | None  # None: the sentence failed before its layers (a run error, a shape)
+    max_abs: float | None = None
+    min_cosine: float | None = None
+    error: str | None = None
+
+    @property
+    def where(self) -> str:
+        state = "" if self.state is None else f", state {self.state}"
+        layer = "" if self.layer is None else f", layer {self.layer}"
+        return f"sentence {self.sentence} ({self.name!r}){state}{layer}"
+
+
+@dataclass
+class VerifyReport:
+    """What `verify_package` found: every check, and one line per failure."""
+
+    package: str
+    precision: str | None = None
+    tolerance: Tolerance | None = None
+    checks: list[LayerCheck] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures and bool(self.checks)
+
+    def worst(self) -> dict:
+        """The worst max abs and min cosine over every layer checked."""
+        measured = [c for c in self.checks if c.max_abs is not None]
+        if not measured:
+            return {}
+        return {"max_abs": float(np.max([c.max_abs for c in measured])),
+                "min_cosine": float(np.min([c.min_cosine for c in measured]))}
+
+
+def read_conformance(path: Path) -> dict:
+    """Read and check the layout of a conformance file (not its arrays: `decode_array` does that).
+
+    Raises:
+        ConformanceFileError: not JSON, or a required entry missing (named).
+    """
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConformanceFileError(f"{path}: cannot read the conformance vectors ({e})") from None
+    if not isinstance(data, dict) or data.get("kind") != KIND:
+        raise ConformanceFileError(f"{path}: not a conformance file (its 'kind' is not {KIND!r})")
+    tol = data.get("tolerance")
+    if not isinstance(tol, dict) or not isinstance(tol.get("max_abs"), (int, float)):
+        raise ConformanceFileError(f"{path}: missing field 'tolerance.max_abs'")
+    if not isinstance(data.get("sentences"), list) or not data["sentences"]:
+        raise ConformanceFileError(f"{path}: missing field 'sentences' (a non-empty list)")
+    return data
+
+
+def verify_package(package: str | Path, device: str = "cpu", threads: int | None = None) -> VerifyReport:
+    """Run the installed runtime on a package's conformance vectors.
+
+    Each sentence runs alone, through `Elmo.embed` with the token cache off, from each state the
+    file has expected layers for. Nothing raises: every problem (a damaged manifest or file, a
+    malformed entry, a run error, a layer out of tolerance) becomes a failure line naming the
+    sentence, state and layer where there is one.
+
+    Args:
+        package: the package directory.
+        device, threads: as for `Elmo`.
+
+    Returns:
+        The `VerifyReport`; `passed` is True when every layer of every sentence is within tolerance.
+    """
+    from elmo_runtime.chars import tokens_to_char_ids
+    from elmo_runtime.embedder import Elmo
+    from elmo_runtime.package import PackageError, load_manifest, sha256_of
+
+    report = VerifyReport(str(package))
+    try:  # hashes checked below, so that a damaged file is reported along with what it does
+        manifest = load_manifest(package, verify_files=False)
+    except (FileNotFoundError, PackageError) as e:
+        report.failures.append(f"package: {e}")
+        return report
+    report.precision = manifest.precision
+    for name, entry in manifest.files.items():
+        if isinstance(entry, dict) and entry.get("sha256") and sha256_of(manifest.directory / name) != entry["sha256"]:
+            report.failures.append(f"file {name!r}: does not match its sha256 in the manifest (damaged)")
+    try:
+        data = read_conformance(manifest.conformance_file)
+    except ConformanceFileError as e:
+        report.failures.append(str(e))
+        return report
+    report.tolerance = tol = Tolerance(float(data["tolerance"]["max_abs"]), data["tolerance"].get("min_cosine"))
+    try:
+        elmo = Elmo(package, device=device, threads=threads, token_cache=0, verify=False)
+    except Exception as e:  # as above: reported, never a traceback
+        report.failures.append(f"package: the runtime cannot load it ({type(e).__name__}: {e})")
+        return report
+
+    def fail(check: LayerCheck) -> None:
+        report.checks.append(check)
+        report.failures.append(f"{check.where}: {check.error}")
+
+    for i, sentence in enumerate(data["sentences"]):
+        name = sentence.get("name", "?") if isinstance(sentence, dict) else "?"
+        tokens = sentence.get("tokens") if isinstance(sentence, dict) else None
+        expected = sentence.get("expected") if isinstance(sentence, dict) else None
+        if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens) or not isinstance(expected, dict) or not expected:
+            fail(LayerCheck(i, name, None, None, error="malformed entry: needs 'tokens' (a list of str) and 'expected' (state -> layers)"))
+            continue
+        want_ids = sentence.get("char_ids")
+        got_ids = tokens_to_char_ids(tokens).tolist()
+        if want_ids != got_ids:
+            bad = next((j for j, (a, b) in enumerate(zip(got_ids, want_ids or [])) if a != b), min(len(got_ids), len(want_ids or [])))
+            fail(LayerCheck(i, name, None, None, error=f"char ids differ from the file's at token {bad}"))
+        for state, entry in expected.items():
+            try:
+                want = decode_array(entry, "expected layers")
+                got = elmo.embed([tokens], state=state)[0]  # (L + 1, T, dim)
+            except ConformanceFileError as e:
+                fail(LayerCheck(i, name, state, None, error=str(e)))
+                continue
+            except Exception as e:  # a verifier reports whatever the runtime raises, as a failure
+                fail(LayerCheck(i, name, state, None, error=f"the runtime failed: {type(e).__name__}: {e}"))
+                continue
+            if got.shape != want.shape:
+                fail(LayerCheck(i, name, state, None, error=f"layers have shape {list(got.shape)}, expected {list(want.shape)}"))
+                continue
+            max_abs, min_cos = compare_layers(got, want)
+            for k in range(got.shape[0]):
+                check = LayerCheck(i, name, state, k, float(max_abs[k]), float(min_cos[k]))
+                report.checks.append(check)
+                if not np.isfinite(max_abs[k]):
+                    report.failures.append(f"{check.where}: non-finite values")
+                elif max_abs[k] > tol.max_abs:
+                    report.failures.append(f"{check.where}: max abs difference {max_abs[k]:.3g} > {tol.max_abs:g}")
+                elif tol.min_cosine is not None and min_cos[k] < tol.min_cosine:
+                    report.failures.append(f"{check.where}: min cosine {min_cos[k]:.6f} < {tol.min_cosine:g}")
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`elmo-verify PACKAGE`: exit 0 when the installed runtime reproduces the package's vectors, 1 otherwise."""
+    parser = argparse.ArgumentParser(
+        prog="elmo-verify",
+        description="Check that this runtime reproduces a package's conformance vectors (conformance.json).")
+    parser.add_argument("package", help="a package directory written by elmo-export")
+    parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--threads", type=int, default=None, help="intra-op threads per session")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    report = verify_package(args.package, device=args.device, threads=args.threads)
+    if args.json:
+        print(json.dumps({"package": report.package, "precision": report.precision, "passed": report.passed,
+                          "worst": report.worst(), "failures": report.failures}, indent=1))
+    else:
+        sentences = {c.sentence for c in report.checks}
+        worst = report.worst()
+        summary = (f"{len(sentences)} sentences, {len(report.checks)} layer checks; worst max abs "
+                   f"{worst['max_abs']:.3g}, min cosine {worst['min_cosine']:.6f}" if worst else "nothing checked")
+        tol = "" if report.tolerance is None else f" (tolerance max abs {report.tolerance.max_abs:g}" + (
+            f", min cosine {report.tolerance.min_cosine:g})" if report.tolerance.min_cosine is not None else ")")
+        if report.passed:
+            print(f"{args.package}: conformance passed ({report.precision}): {summary}{tol}")
+        else:
+            print(f"{args.package}: conformance FAILED ({len(report.failures)} failures; {summary}{tol})", file=sys.stderr)
+            for line in report.failures:
+                print(f"  {line}", file=sys.stderr)
+    return 0 if report.passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
