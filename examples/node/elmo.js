@@ -127,7 +127,9 @@ class Elmo {
   /** Load a package: `threads` sets intra-op threads per session (default: ONNX Runtime's). */
   static async load(dir, { threads } = {}) {
     const manifest = readManifest(dir);
-    const options = { graphOptimizationLevel: 'all', executionProviders: ['cpu'] };
+    // Errors only: ONNX Runtime warns at every load that the biLM's optional `sentence_edges`
+    // input is an initializer a caller may override (it is, by design: docs/package-format.md).
+    const options = { graphOptimizationLevel: 'all', executionProviders: ['cpu'], logSeverityLevel: 3 };
     if (threads) Object.assign(options, { intraOpNumThreads: threads, interOpNumThreads: 1 });
     const open = (graph) => ort.InferenceSession.create(path.join(dir, manifest.graphs[graph].file), options);
     return new Elmo(dir, manifest, await open('token_embedder'), await open('bilm'));
