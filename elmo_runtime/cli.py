@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             signum = interrupted.signum or signal.SIGINT
             print(f"elmo-embed: interrupted ({signal.Signals(signum).name}); no output written", file=sys.stderr)
             return 128 + signum
-        except (OSError, ValueError, TypeError, RuntimeError) as e:
+        except (OSError, ValueError, TypeError, RuntimeError, ImportError) as e:
             print(f"elmo-embed: error: {e}", file=sys.stderr)
             return 1
     return 0

@@ -108,6 +108,8 @@ def embed_file(package: str | Path | Elmo, input: str | Path, output: str | Path
         from elmo_runtime.table import require_pyarrow
 
         require_pyarrow()
+    elif format == "hdf5":
+        _require_h5py()
     elmo = package if isinstance(package, Elmo) else Elmo(package, device=device, threads=threads, verify=verify)
     lines = _Sentences(input, tokenized, allow_empty_lines)
     with (_replacing(Path(output), input, force, replaced_mode) as tmp,
@@ -133,6 +135,14 @@ def _check_arguments(input: str | Path, output: str | Path, layers: str, format:
         raise ValueError(f"format is {format!r}; choose one of {', '.join(FORMATS)}")
     _check_input(input)
     return _check_output(Path(output), input, force)
+
+
+def _require_h5py() -> None:
+    """HDF5 output needs h5py, an extra: 16 MiB that an app embedding through the API never uses."""
+    try:
+        import h5py  # noqa: F401
+    except ImportError:
+        raise ImportError("HDF5 output needs h5py: pip install 'elmo-onnx[hdf5]' (or choose --format npz)") from None
 
 
 def _check_input(input: str | Path) -> None:
