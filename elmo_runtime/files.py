@@ -1,4 +1,4 @@
-"""Embed a text file, one sentence per line, into HDF5 (AllenNLP's layout) or NPZ: `embed_file`.
+"""Embed a text file, one sentence per line, into HDF5 (AllenNLP's layout), NPZ or Parquet: `embed_file`.
 
 `elmo-embed` is its command line. The output reads like the one AllenNLP's `allennlp elmo`
 command writes, so downstream scripts read it unchanged: one float32 dataset per input line,
@@ -7,6 +7,11 @@ layers="all" and `(T, dim)` with "top" or "average"; and a dataset `sentence_to_
 (1,) holding one string, the JSON of {sentence text: key} (the text is the line stripped of
 surrounding whitespace; a sentence repeated maps to its last line, as in AllenNLP). In NPZ the
 same keys are `.npy` members of a zip file and `sentence_to_index` is a 0-d unicode array.
+Parquet (the `parquet` extra) has one row per line: `id` (the line number), `tokens` and
+`vectors` (`elmo_runtime.table`'s layout, the one `--engine ray` writes), no `sentence_to_index`.
+
+Compact outputs: dtype="float16" stores every vector in half the bytes; pool="mean" stores one
+vector per sentence (the mean over its tokens), `(dim,)` or `(L + 1, dim)` with layers="all".
 
 The input is streamed: memory follows the batch budget, not the file (only the
 `sentence_to_index` texts are kept; forget_sentences drops them). Output goes to a temporary
@@ -42,7 +47,8 @@ from elmo_runtime.embedder import Elmo
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("hdf5", "npz")
+FORMATS = ("hdf5", "npz", "parquet")
+DTYPES = ("float32", "float16")
 OUTPUT_LAYERS = ("all", "top", "average")
 SENTENCE_TO_INDEX = "sentence_to_index"
 TMP_SUFFIX = ".tmp"
@@ -56,20 +62,20 @@ def embed_file(package: str | Path | Elmo, input: str | Path, output: str | Path
                format: str = "hdf5", tokenized: bool = False, batch_tokens: int | None = None,
                batch_size: int | None = None, device: str = "auto", threads: int | None = None,
                state: str | None = None, force: bool = False, allow_empty_lines: bool = False,
-               forget_sentences: bool = False, progress: bool | None = None, verify: bool = True,
-               stop: threading.Event | None = None) -> int:
+               forget_sentences: bool = False, progress: bool | None = None, pool: str | None = None,
+               dtype: str = "float32", verify: bool = True, stop: threading.Event | None = None) -> int:
     """Embed every line of `input` into `output`; what `elmo-embed` runs.
 
     Args:
         package: a package folder or name (see `Elmo`), or an `Elmo` to reuse (then
             device/threads are ignored).
         input: a UTF-8 text file or a pipe, one sentence per line ("-": standard input).
-        output: the HDF5 or NPZ file to write ("-" is refused: both formats need a seekable
+        output: the HDF5, NPZ or Parquet file to write ("-" is refused: every format needs a
             file). It is written under a hidden name beside it (`.OUTPUT.<pid>.<random>.tmp`)
             and renamed once complete; such files left by killed runs are removed. A new file
             gets the umask's mode; a replaced one keeps its mode.
         layers: "all" -> `(L + 1, T, dim)` per sentence; "top" or "average" -> `(T, dim)`.
-        format: "hdf5" (AllenNLP's layout) or "npz".
+        format: "hdf5" (AllenNLP's layout), "npz" or "parquet".
         tokenized: lines are already tokenized (split on whitespace) instead of raw text.
         batch_tokens, batch_size, state: as for `Elmo.embed` (None: the defaults there).
         device, threads: as for `Elmo`.
@@ -78,6 +84,8 @@ def embed_file(package: str | Path | Elmo, input: str | Path, output: str | Path
         allow_empty_lines: embed empty lines as 0 tokens instead of refusing them.
         forget_sentences: leave out `sentence_to_index` (AllenNLP's --forget-sentences).
         progress: show a progress bar on stderr (None: only when stderr is a terminal).
+        pool: None (vectors per token) or "mean" (one vector per sentence).
+        dtype: "float32" or "float16" (vectors rounded once to half precision).
         verify: check the package's sha256 sums (see `Elmo`).
         stop: an event that interrupts the run (KeyboardInterrupt, nothing written) when set;
             the command line sets it on SIGINT or SIGTERM.
@@ -94,6 +102,14 @@ def embed_file(package: str | Path | Elmo, input: str | Path, output: str | Path
         ValueError, TypeError, PackageError: bad settings or package (see `Elmo`).
     """
     replaced_mode = _check_arguments(input, output, layers, format, force)
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype is {dtype!r}; choose one of {', '.join(DTYPES)}")
+    if format == "parquet":
+        from elmo_runtime.table import require_pyarrow
+
+        require_pyarrow()
+    elif format == "hdf5":
+        _require_h5py()
     elmo = package if isinstance(package, Elmo) else Elmo(package, device=device, threads=threads, verify=verify)
     split = str.split if tokenized else elmo.tokenizer
     if split is None:
@@ -101,11 +117,13 @@ def embed_file(package: str | Path | Elmo, input: str | Path, output: str | Path
                          "(ELMoForManyLangs: Universal Dependencies tokens); write one sentence per line with its "
                          "tokens separated by spaces and pass --tokenized (tokenized=True)")
     lines = _Sentences(input, split, allow_empty_lines)
-    with _replacing(Path(output), input, force, replaced_mode) as tmp, _writer(format, tmp) as writer:
+    with (_replacing(Path(output), input, force, replaced_mode) as tmp,
+          _writer(format, tmp, elmo, layers, pool, dtype) as writer):
         with _progress_bar(input, progress) as bar:
-            vectors = elmo.embed_iter(lines, layers=layers, state=state, batch_tokens=batch_tokens,
-                                      batch_size=batch_size)
-            count, sentence_to_index = _write_vectors(writer, vectors, lines.texts, not forget_sentences, bar, stop)
+            vectors = elmo.embed_iter(lines, layers=layers, pool=pool, state=state, batch_tokens=batch_tokens,
+                                      batch_size=batch_size, return_tokens=True)
+            keep_texts = not forget_sentences and format != "parquet"
+            count, sentence_to_index = _write_vectors(writer, vectors, lines.texts, keep_texts, bar, stop)
         if count == 0:
             raise InputFileError(f"{input} is empty: there are no sentences to embed")
         if not forget_sentences:
@@ -122,6 +140,14 @@ def _check_arguments(input: str | Path, output: str | Path, layers: str, format:
         raise ValueError(f"format is {format!r}; choose one of {', '.join(FORMATS)}")
     _check_input(input)
     return _check_output(Path(output), input, force)
+
+
+def _require_h5py() -> None:
+    """HDF5 output needs h5py, an extra: 16 MiB that an app embedding through the API never uses."""
+    try:
+        import h5py  # noqa: F401
+    except ImportError:
+        raise ImportError("HDF5 output needs h5py: pip install 'elmo-onnx[hdf5]' (or choose --format npz)") from None
 
 
 def _check_input(input: str | Path) -> None:
@@ -155,7 +181,8 @@ def _check_output(output: Path, input: str | Path, force: bool) -> int | None:
     """
     if str(output) == "-":
         raise ValueError("output '-' (standard output) is not supported: HDF5 and NPZ files are written with "
-                         "seeks; give a file name (./- for a file named '-')")
+                         "seeks, and every output is renamed into place once complete; give a file name "
+                         "(./- for a file named '-')")
     try:
         st = os.lstat(output)
     except FileNotFoundError:
@@ -197,7 +224,7 @@ class _Sentences:
             yield tokens
 
 
-def _write_vectors(writer, vectors: Iterator[np.ndarray], texts: deque[str], keep_texts: bool,
+def _write_vectors(writer, vectors: Iterator[tuple[np.ndarray, list[str]]], texts: deque[str], keep_texts: bool,
                    bar, stop: threading.Event | None) -> tuple[int, dict[str, str]]:
     """Write each sentence's vectors under its line's 0-based number; -> count and {text: key}
     (empty unless `keep_texts`: with it, only the texts stay in memory, never the vectors).
@@ -207,11 +234,11 @@ def _write_vectors(writer, vectors: Iterator[np.ndarray], texts: deque[str], kee
     """
     sentence_to_index: dict[str, str] = {}
     count = 0
-    for array in vectors:
+    for array, tokens in vectors:
         if stop is not None and stop.is_set():
             raise KeyboardInterrupt
         key = str(count)
-        writer.add(key, array)
+        writer.add(key, array, tokens)
         text = texts.popleft()
         if keep_texts:
             sentence_to_index[text] = key
@@ -251,8 +278,12 @@ def _replacing(output: Path, input: str | Path, force: bool, replaced_mode: int 
 
 
 @contextmanager
-def _writer(format: str, path: Path) -> Iterator["_Hdf5Writer | _NpzWriter"]:
-    writer = (_Hdf5Writer if format == "hdf5" else _NpzWriter)(path)
+def _writer(format: str, path: Path, elmo: Elmo, layers: str, pool: str | None,
+            dtype: str) -> Iterator["_Hdf5Writer | _NpzWriter | _ParquetWriter"]:
+    if format == "parquet":
+        writer = _ParquetWriter(path, elmo, layers, pool, dtype)
+    else:
+        writer = (_Hdf5Writer if format == "hdf5" else _NpzWriter)(path, dtype)
     try:
         yield writer
     finally:
@@ -295,7 +326,7 @@ def _progress_bar(path: str | Path, enabled: bool | None):
 
 
 class _Hdf5Writer:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, dtype: str):
         import h5py
 
         self._h5py = h5py
@@ -303,9 +334,10 @@ class _Hdf5Writer:
         # h5py's own file driver it surfaces only in destructors, and the process then crashes.
         self._raw = open(path, "w+b")
         self._file = h5py.File(self._raw, "w")
+        self._dtype = dtype
 
-    def add(self, key: str, array: np.ndarray) -> None:
-        self._file.create_dataset(key, array.shape, dtype="float32", data=array)
+    def add(self, key: str, array: np.ndarray, tokens: list[str] | None = None) -> None:
+        self._file.create_dataset(key, array.shape, dtype=self._dtype, data=array)
 
     def add_sentence_to_index(self, text: str) -> None:
         # AllenNLP: a (1,) dataset of variable-length str holding json.dumps(sentence_to_index).
@@ -322,10 +354,13 @@ class _Hdf5Writer:
 class _NpzWriter:
     """`numpy.savez` layout, written one member at a time."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, dtype: str):
         self._zip = zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
+        self._dtype = np.dtype(dtype)
 
-    def add(self, key: str, array: np.ndarray) -> None:
+    def add(self, key: str, array: np.ndarray, tokens: list[str] | None = None) -> None:
+        if array.dtype.kind == "f":
+            array = array.astype(self._dtype, copy=False)
         with self._zip.open(f"{key}.npy", "w", force_zip64=True) as member:
             np.lib.format.write_array(member, array, allow_pickle=False)
 
@@ -334,3 +369,22 @@ class _NpzWriter:
 
     def close(self) -> None:
         self._zip.close()
+
+
+class _ParquetWriter:
+    """One row per line: its number as `id`, its tokens, its vectors (`elmo_runtime.table`)."""
+
+    def __init__(self, path: Path, elmo: Elmo, layers: str, pool: str | None, dtype: str):
+        from elmo_runtime.table import ParquetWriter
+
+        self._writer = ParquetWriter(path, elmo.num_layers, elmo.dim, all_layers=layers == "all",
+                                     pooled=pool == "mean", dtype=dtype)
+
+    def add(self, key: str, array: np.ndarray, tokens: list[str]) -> None:
+        self._writer.add(int(key), tokens, array)
+
+    def add_sentence_to_index(self, text: str) -> None:
+        """Parquet rows carry their tokens and line number; the texts are not stored."""
+
+    def close(self) -> None:
+        self._writer.close()

@@ -1,8 +1,8 @@
 """SIGINT and SIGTERM for the command lines: both interrupt, both are remembered.
 
 SIGTERM is what `timeout`, `kill` and `docker stop` send; by default it ends Python at once,
-skipping the cleanup that removes temporary files. Here it raises `KeyboardInterrupt` like
-Ctrl-C, so the same `except`/`finally` paths run. The signal is also recorded in an event:
+skipping the cleanup that removes temporary files. Here it raises `KeyboardInterrupt` (the
+subclass `Interrupted`) like Ctrl-C, so the same `except`/`finally` paths run. The signal is also recorded in an event:
 a `KeyboardInterrupt` raised while Python runs a weakref callback or a `__del__` (h5py's
 object registry and torch do so) is lost, and a loop that checks the event stops anyway.
 Python would print such a lost interrupt as an "Exception ignored" traceback; within the
@@ -19,6 +19,17 @@ from contextlib import contextmanager
 from typing import Iterator
 
 
+class Interrupted(KeyboardInterrupt):
+    """What the handlers raise: caught by every `except KeyboardInterrupt`, but not Python's own type.
+
+    When Python's own KeyboardInterrupt leaves code that the interpreter runs from a string or a
+    module (`python -c`, `python -m`, and libraries that run code through the C API), CPython
+    notes it and, once the program has exited, kills itself with SIGINT: a command that caught
+    the interrupt and returned 130 or 143 would end by a signal instead (seen as exit -2 now and
+    then in a test of `elmo-embed`). That note is made for the exact type only.
+    """
+
+
 class Interrupts:
     """What `interrupts_raise` saw: `signum` (None until a signal came) and `event` (set by it)."""
 
@@ -29,7 +40,7 @@ class Interrupts:
     def check(self) -> None:
         """Raise KeyboardInterrupt if a signal came (in case the one the handler raised was lost)."""
         if self.event.is_set():
-            raise KeyboardInterrupt
+            raise Interrupted
 
 
 @contextmanager
@@ -47,7 +58,7 @@ def interrupts_raise() -> Iterator[Interrupts]:
     def handler(signum: int, frame) -> None:
         seen.signum = signum
         seen.event.set()
-        raise KeyboardInterrupt
+        raise Interrupted
 
     def unraisable(info) -> None:
         if not (seen.event.is_set() and isinstance(info.exc_value, KeyboardInterrupt)):

@@ -167,7 +167,7 @@ def test_a_crash_leaves_no_truncated_output(tiny_package, text_file, tmp_path, m
         for i, _ in enumerate(sentences):
             if i == 2:
                 raise MemoryError("simulated crash")
-            yield np.zeros((3, 1, 32), np.float32)
+            yield np.zeros((3, 1, 32), np.float32), ["word"]
 
     monkeypatch.setattr(Elmo, "embed_iter", crashing)
     with pytest.raises(MemoryError):
@@ -187,9 +187,9 @@ def test_input_is_streamed(tiny_package, tmp_path, monkeypatch):
             lines_read += 1
             yield item
 
-    def noting_add(self, key, array):
+    def noting_add(self, key, array, tokens=None):
         read_at_first_write.append(lines_read)
-        real_add(self, key, array)
+        real_add(self, key, array, tokens)
 
     monkeypatch.setattr(files, "_read_lines", counting_read)
     monkeypatch.setattr(files._Hdf5Writer, "add", noting_add)

@@ -178,6 +178,26 @@ def test_raw_text_needs_a_chosen_tokenizer(tiny_fp32):
     np.testing.assert_array_equal(split, elmo.embed([["the", "señor", "."]], state="zero")[0])
 
 
+def test_tables_and_corpus_jobs_take_tokens_or_a_chosen_split(tiny_fp32, tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    from elmo_runtime.table import TableEmbedder, to_numpy
+
+    embed = TableEmbedder(tiny_fp32, layers="top", state="zero", device="cpu")
+    with pytest.raises(ValueError, match="expects pre-tokenized input"):
+        embed(pa.table({"id": [1], "text": ["the señor ."]}))
+    tokens = to_numpy(embed(pa.table({"id": [1], "text": [["the", "señor", "."]]}))["vectors"])[0]
+    split = TableEmbedder(tiny_fp32, layers="top", state="zero", device="cpu", tokenized=True)
+    np.testing.assert_array_equal(to_numpy(split(pa.table({"id": [1], "text": ["the señor ."]}))["vectors"])[0], tokens)
+
+    pytest.importorskip("ray")
+    from elmo_runtime.ray_data import embed_to_parquet
+
+    (tmp_path / "in.txt").write_text("the señor .\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="expects pre-tokenized input"):  # in the driver, before any worker
+        embed_to_parquet(tiny_fp32, tmp_path / "in.txt", tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_sentence_over_the_budget_runs_in_time_chunks_and_matches_the_oracle(tiny_dir, tiny_fp32):
     tokens = [t for sentence in SENTENCES for t in sentence] * 3  # 75 tokens
     want = oracle_embed(tiny_dir, [tokens])[0]

@@ -110,6 +110,28 @@ def test_leftovers_of_dead_runs_are_removed_and_live_ones_kept(elmo, text_file, 
     assert not dead.exists() and live.exists() and other.exists() and out.is_file()
 
 
+def test_parquet_output_follows_the_same_rules(elmo, text_file, tmp_path):
+    """`--format parquet` goes through the same checks and replacement as HDF5 and NPZ."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    out = tmp_path / "out.parquet"
+    out.write_bytes(b"old")
+    out.chmod(0o640)
+    with pytest.raises(FileExistsError, match="exists; pass --force"):
+        embed_file(elmo, text_file, out, format="parquet")
+    embed_file(elmo, text_file, out, format="parquet", force=True)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o640
+    assert pq.read_table(out).column("id").to_pylist() == [0, 1]
+    fifo = tmp_path / "fifo.parquet"
+    os.mkfifo(fifo)
+    with pytest.raises(FileExistsError, match="is a FIFO \\(named pipe\\), not a regular file; refusing"):
+        embed_file(elmo, text_file, fifo, format="parquet", force=True)
+    with pytest.raises(FileExistsError, match="is the input file"):
+        embed_file(elmo, text_file, text_file, format="parquet", force=True)
+    with pytest.raises(ValueError, match="output '-'"):
+        embed_file(elmo, text_file, "-", format="parquet")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo.parquet", "in.txt", "out.parquet"]
+
+
 def test_a_stop_event_interrupts_and_leaves_nothing(elmo, text_file, tmp_path):
     stop = threading.Event()
     stop.set()
@@ -118,15 +140,18 @@ def test_a_stop_event_interrupts_and_leaves_nothing(elmo, text_file, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_stops_elmo_embed_cleanly(tiny_package, tmp_path, signum):
+@pytest.mark.parametrize("signum, format", [(signal.SIGTERM, "hdf5"), (signal.SIGINT, "hdf5"),
+                                            (signal.SIGTERM, "parquet")])
+def test_a_signal_stops_elmo_embed_cleanly(tiny_package, tmp_path, signum, format):
+    if format == "parquet":
+        pytest.importorskip("pyarrow")
     big = tmp_path / "big.txt"
     big.write_text("The cat sat on the mat number 7 .\n" * 200_000)
-    out = tmp_path / "out.hdf5"
-    child = subprocess.Popen([sys.executable, "-m", "elmo_runtime.cli", str(tiny_package), str(big), str(out), "-q"],
-                             stderr=subprocess.PIPE, text=True)
+    out = tmp_path / f"out.{format}"
+    child = subprocess.Popen([sys.executable, "-m", "elmo_runtime.cli", str(tiny_package), str(big), str(out), "-q",
+                              "--format", format], stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
-    while not list(tmp_path.glob(f".out.hdf5.{child.pid}.*.tmp")) and time.monotonic() < deadline:
+    while not list(tmp_path.glob(f".{out.name}.{child.pid}.*.tmp")) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert child.poll() is None, child.stderr.read()
     child.send_signal(signum)
@@ -146,14 +171,18 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-@pytest.mark.parametrize("suffix", ["hdf5", "npz"])
+@pytest.mark.parametrize("suffix", ["hdf5", "npz", "parquet"])
 def test_a_full_disk_fails_in_one_line_and_keeps_the_old_output(tiny_package, tmp_path, suffix):
     text = tmp_path / "in.txt"
-    text.write_text("the cat sat on the mat while an old dog watched it\n" * 200, encoding="utf-8")
+    # Each line its own number: Parquet's dictionary encoding would shrink 200 equal lines below the limit.
+    text.write_text("".join(f"the cat sat on mat {i} while an old dog watched it\n" for i in range(200)),
+                    encoding="utf-8")
     out = tmp_path / f"out.{suffix}"
     out.write_bytes(b"the previous output")
+    if suffix == "parquet":
+        pytest.importorskip("pyarrow")
     run = subprocess.run([sys.executable, "-c", FULL_DISK, str(tiny_package), str(text), str(out), "--force",
-                          "-q"], capture_output=True, text=True, timeout=120)
+                          "--format", suffix, "-q"], capture_output=True, text=True, timeout=120)
     assert run.returncode == 1, run.stderr
     assert run.stderr.startswith(f"elmo-embed: error: cannot write {out}") and run.stderr.count("\n") == 1, run.stderr
     assert "Traceback" not in run.stderr

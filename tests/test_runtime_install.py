@@ -66,8 +66,8 @@ def test_base_install_embeds_text_without_torch(tiny_package, tmp_path):
 
     listed = pip("--python", str(python), "list", "--format", "freeze")
     names = {line.split("==")[0].lower() for line in listed.stdout.split()}
-    assert {"elmo-onnx", "numpy", "onnxruntime", "tokenizers", "h5py", "tqdm"} <= names
-    assert not names & {"torch", "onnx", "onnxruntime-gpu", "tensorflow"}, sorted(names)
+    assert {"elmo-onnx", "numpy", "onnxruntime", "tokenizers", "tqdm"} <= names
+    assert not names & {"torch", "onnx", "onnxruntime-gpu", "tensorflow", "pyarrow", "ray", "h5py"}, sorted(names)
 
     code = (
         "import importlib.util, sys\n"
@@ -86,14 +86,21 @@ def test_base_install_embeds_text_without_torch(tiny_package, tmp_path):
 
     text = tmp_path / "in.txt"
     text.write_text("One line.\nAnother line.\n", encoding="utf-8")
-    script = subprocess.run([str(venv / "bin" / "elmo-embed"), str(tiny_package), str(text), str(tmp_path / "out.hdf5"),
-                             "--top", "-q"], capture_output=True, text=True, env=clean_env(), cwd=tmp_path)
+    script = subprocess.run([str(venv / "bin" / "elmo-embed"), str(tiny_package), str(text), str(tmp_path / "out.npz"),
+                             "--format", "npz", "--top", "-q"], capture_output=True, text=True, env=clean_env(),
+                            cwd=tmp_path)
     assert script.returncode == 0, script.stderr
-    assert (tmp_path / "out.hdf5").is_file()
+    assert (tmp_path / "out.npz").is_file()
+    # HDF5 output is the hdf5 extra: without it, one line saying how to get it, and no file.
     offline = {**clean_env(), "ELMO_ONNX_OFFLINE": "1", "ELMO_ONNX_CACHE": str(tmp_path / "cache")}
-    script = subprocess.run([str(venv / "bin" / "elmo-embed"), "default", str(text), str(tmp_path / "default.hdf5"),
-                             "-q"], capture_output=True, text=True, env=offline, cwd=tmp_path)
-    assert script.returncode == 0, script.stderr
+    readme_job = [str(venv / "bin" / "elmo-embed"), "default", str(text), str(tmp_path / "default.hdf5"), "-q"]
+    script = subprocess.run(readme_job, capture_output=True, text=True, env=offline, cwd=tmp_path)
+    assert script.returncode == 1 and script.stderr.count("\n") == 1, script.stderr
+    assert "pip install 'elmo-onnx[hdf5]'" in script.stderr and not (tmp_path / "default.hdf5").exists()
+    installed = pip("--python", str(python), "install", "-q", f"{wheel}[hdf5]")  # the README's first command
+    assert installed.returncode == 0, installed.stderr
+    script = subprocess.run(readme_job, capture_output=True, text=True, env=offline, cwd=tmp_path)
+    assert script.returncode == 0 and (tmp_path / "default.hdf5").is_file(), script.stderr
 
     # The exporter's command is there, but says in one line what it needs instead of a traceback.
     export = subprocess.run([str(venv / "bin" / "elmo-export"), "-o", str(tmp_path / "pkg")], capture_output=True,
