@@ -2,9 +2,10 @@
 
 SIGTERM is what `timeout`, `kill` and `docker stop` send; by default it ends Python at once,
 skipping the cleanup that removes temporary files. Here it raises `KeyboardInterrupt` (the
-subclass `Interrupted`) like Ctrl-C, so the same `except`/`finally` paths run. The signal is also recorded in an event:
-a `KeyboardInterrupt` raised while Python runs a weakref callback or a `__del__` (h5py's
-object registry and torch do so) is lost, and a loop that checks the event stops anyway.
+subclass `Interrupted`) like Ctrl-C, so the same `except`/`finally` paths run. The signal is
+also recorded in an event: a `KeyboardInterrupt` raised while Python runs a weakref callback
+or a `__del__` (h5py's object registry and torch do so) is lost, and a loop that checks the
+event stops anyway.
 Python would print such a lost interrupt as an "Exception ignored" traceback; within the
 block it is dropped silently instead, since the event carries it and the command line says
 "interrupted" in one line.
