@@ -183,11 +183,8 @@ def _check_output(output: Path, input: str | Path, force: bool) -> int | None:
         raise ValueError("output '-' (standard output) is not supported: HDF5 and NPZ files are written with "
                          "seeks, and every output is renamed into place once complete; give a file name "
                          "(./- for a file named '-')")
-    try:
-        st = os.lstat(output)
-    except FileNotFoundError:
-        if not output.parent.is_dir():
-            raise FileNotFoundError(f"output directory {output.parent} does not exist") from None
+    st = scratch.existing(output)
+    if st is None:
         return None
     if stat.S_ISDIR(st.st_mode) or output.is_dir():
         raise IsADirectoryError(f"output {output} is a directory; give a file name")

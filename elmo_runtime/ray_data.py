@@ -375,11 +375,8 @@ def _check_output(output: Path, force: bool) -> int | None:
     """
     if str(output) == "-":
         raise ValueError("output '-' (standard output) does not work with --engine ray: OUTPUT is a folder")
-    try:
-        st = os.lstat(output)
-    except FileNotFoundError:
-        if not output.parent.is_dir():
-            raise FileNotFoundError(f"output directory {output.parent} does not exist") from None
+    st = scratch.existing(output)
+    if st is None:
         return None
     if not (stat.S_ISDIR(st.st_mode) and (output / MANIFEST).is_file()):
         raise FileExistsError(f"output {output} exists and is not a Parquet folder written by elmo-embed; refusing "

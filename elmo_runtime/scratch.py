@@ -22,6 +22,16 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
+def existing(target: Path) -> os.stat_result | None:
+    """`lstat` of an output about to be written: None if it does not exist yet (its folder must)."""
+    try:
+        return os.lstat(target)
+    except FileNotFoundError:
+        if not target.parent.is_dir():
+            raise FileNotFoundError(f"output directory {target.parent} does not exist") from None
+        return None
+
+
 def _candidate(target: Path, suffix: str) -> Path:
     return target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}{suffix}")
 
