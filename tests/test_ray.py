@@ -211,6 +211,45 @@ def test_sigterm_keeps_finished_parts_only_and_resumes(elmo, tiny_package, tmp_p
     assert max_abs_error(taken, dict(zip(sample, elmo.embed([texts[i] for i in sample], layers="top")))) <= 1e-5
 
 
+STOPPED_EARLY_SCRIPT = """
+import sys, threading, ray
+from elmo_runtime.ray_data import RAY_DATA_THREAD, embed_to_parquet
+from elmo_runtime.sources import InputError
+package, source, target = sys.argv[1:]
+shutdown = ray.shutdown
+def noting_shutdown(*args, **kwargs):
+    print("alive at ray.shutdown:", [t.name for t in threading.enumerate() if t.name == RAY_DATA_THREAD], flush=True)
+    shutdown(*args, **kwargs)
+ray.shutdown = noting_shutdown
+try:
+    embed_to_parquet(package, source, target, workers=2, num_cpus=2, chunk_rows=20, progress=False)
+except InputError as e:
+    print("error:", str(e).split(" (")[0], flush=True)
+"""
+
+
+@pytest.mark.ray
+def test_a_job_stopped_early_shuts_ray_down_after_its_threads(tiny_package, tmp_path):
+    """A bad chunk early in a long job: Ray Data's threads that pull the results have returned
+    when Ray shuts down.
+
+    Still running, they call into Ray after `ray.shutdown()`, and Ray ends the process with exit
+    1 before the one-line error is printed (once in 15 runs of `test_failed_job_resumes`)."""
+    lines = sentences(600, seed=21)
+    lines[2] = "caf\udce9"  # written with surrogateescape: byte 0xE9, not UTF-8, on line 3
+    (tmp_path / "in.txt").write_bytes("\n".join(lines).encode("utf-8", "surrogateescape") + b"\n")
+    proc = subprocess.Popen([sys.executable, "-c", STOPPED_EARLY_SCRIPT, str(tiny_package), str(tmp_path / "in.txt"),
+                             str(tmp_path / "out")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+    try:
+        out, err = proc.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail(f"still running after {TIMEOUT} s; stderr:\n{proc.communicate()[1][-3000:]}")
+    assert proc.returncode == 0, err
+    assert out.splitlines() == ["alive at ray.shutdown: []", f"error: {tmp_path / 'in.txt'}:3: not valid UTF-8"], out + err
+
+
 DATASET_SCRIPT = """
 import sys, ray
 from elmo_runtime.ray_data import embed_dataset
@@ -263,7 +302,7 @@ def test_cluster_flags_need_the_ray_engine(tiny_package, tmp_path):
 
 def embed_to_parquet_quickly(package, input, output, **kwargs):
     """`embed_to_parquet` for the checks made before any cluster starts (these tests start none)."""
-    from elmo_runtime.ray_data import embed_to_parquet
+    from elmo_runtime.ray_data import RAY_DATA_THREAD, embed_to_parquet
 
     return embed_to_parquet(package, input, output, workers=1, num_cpus=1, progress=False, **kwargs)
 
