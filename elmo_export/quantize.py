@@ -417,7 +417,11 @@ def _quantize_int8_graph(graph: onnx.GraphProto, settings: Int8Settings, opset: 
 
     nodes: list[onnx.NodeProto] = []
     activations: dict[str, tuple[str, str, str, str | None]] = {}  # x -> (q, scale, zero point, row scale)
+    biases = _bias_adds(graph, scope)  # product -> (the Add of its bias, the bias)
+    folded: set[str] = set()  # the outputs of the Adds whose bias went into the product
     for node in graph.node:
+        if node.op_type == "Add" and node.output[0] in folded:
+            continue
         for sub in _subgraphs(node):
             inner = _scan_ranges(node, [ranges.get(n, _UNKNOWN) for n in node.input], scope, ranges)[0] \
                 if node.op_type == "Scan" else ranges
@@ -433,14 +437,45 @@ def _quantize_int8_graph(graph: onnx.GraphProto, settings: Int8Settings, opset: 
             activations[x] = _quantize_activation(x, span, fixed, opset, const, nodes)
         q, a_scale, a_zero, row_scale = activations[x]
         w_q, w_scale, w_zero = weight(w_name)
+        inputs = [q, w_q, a_scale, w_scale, a_zero, w_zero]
         product = f"{node.output[0]}_unscaled" if row_scale else node.output[0]
-        nodes.append(helper.make_node("MatMulIntegerToFloat", [q, w_q, a_scale, w_scale, a_zero, w_zero],
-                                      [product], name=f"{node.name}_int8", domain=_MS_DOMAIN))
+        add, bias = biases.get(node.output[0], (None, None)) if row_scale is None else (None, None)  # rows first
+        if add is not None and _constant(bias, scope).shape == _constant(w_name, scope).shape[1:]:
+            # The op adds the bias itself: one pass over the product less.
+            inputs, product = inputs + [bias], add.output[0]
+            folded.add(add.output[0])
+        nodes.append(helper.make_node("MatMulIntegerToFloat", inputs, [product], name=f"{node.name}_int8",
+                                      domain=_MS_DOMAIN))
         if row_scale:
             nodes.append(helper.make_node("Mul", [product, row_scale], [node.output[0]], name=f"{node.name}_rows"))
     del graph.node[:]
     graph.node.extend(nodes)
     graph.initializer.extend(consts.values())
+
+
+def _bias_adds(graph: onnx.GraphProto, scope: list[dict[str, onnx.TensorProto]]
+               ) -> dict[str, tuple[onnx.NodeProto, str]]:
+    """The Adds of a constant 1-D bias that are the only readers of a value of `graph`, with the
+    bias, by that value.
+
+    A product with a fixed activation scale takes such a bias into `MatMulIntegerToFloat`
+    (its optional `bias` input), which onnxruntime does not fuse by itself: the LSTM's input
+    products over all steps, a product as large as the batch's tokens times 4 x cells.
+    """
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in set(node.input).union(*(_outer_reads(sub) for sub in _subgraphs(node))):
+            readers.setdefault(name, []).append(node)
+    outputs = {v.name for v in graph.output}
+    adds = {}
+    for name, (node, *more) in readers.items():
+        if more or name in outputs or node.op_type != "Add" or len(node.input) != 2:
+            continue
+        other = next((n for n in node.input if n != name), None)
+        bias = _constant(other, scope) if other else None
+        if bias is not None and bias.ndim == 1 and bias.dtype == np.float32:
+            adds[name] = (node, other)
+    return adds
 
 
 def _quantize_activation(x: str, span: Interval, fixed: bool, opset: int, const, nodes: list[onnx.NodeProto]

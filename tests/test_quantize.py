@@ -220,6 +220,25 @@ def test_int8_takes_fixed_scales_from_the_graphs_bounds_and_per_row_scales_elsew
     assert all(v[0] == "per row" for v in per_row_only.values())
 
 
+def test_int8_products_with_a_fixed_scale_add_their_bias_themselves(graphs, tiny_model):
+    """The second layer's input products (fixed scale) take the LSTM bias as the op's 7th
+    input, and its Add is gone; the first layer's (a scale per row) keep Mul, then Add."""
+    n_layers = tiny_model.options.n_layers
+    graph = quantize_int8(graphs["bilm"]).graph
+    readers = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node.op_type)
+    products = [n for n in graph.node if n.op_type == "MatMulIntegerToFloat"]
+    with_bias = [n for n in products if len(n.input) == 7]
+    assert len(with_bias) == 4 * 2 * (n_layers - 1)
+    assert not any("Add" in readers.get(n.output[0], []) for n in with_bias)  # read by the Scan bodies
+    assert sorted(readers[n.output[0]] for n in products if len(n.input) == 6) == [["Mul"]] * 4 * 2
+    assert op_counts(quantize_int8(graphs["bilm"]))["main"]["Add"] == op_counts(graphs["bilm"])["main"]["Add"] - len(with_bias)
+    # The Scan bodies' products have no bias of their own: nothing folded there.
+    assert op_counts(quantize_int8(graphs["bilm"]))["subgraphs"]["Add"] == op_counts(graphs["bilm"])["subgraphs"]["Add"]
+
+
 def test_activation_ranges_prove_the_lstm_state_bounded_by_induction(graphs, tiny_model):
     from elmo_export.quantize import activation_ranges
 
