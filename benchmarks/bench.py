@@ -4,8 +4,8 @@ One run measures, on the same inputs, for each architecture (synthetic weights: 
 depend on their values): throughput at batch 32 (the text's sentences as they come, and 32
 sentences cut to 20 tokens: no padding), latency of one 20-token sentence at batch 1,
 cold start in a fresh process (import, load, first embedding), peak RSS, package size, and the
-gain of the token-embedding cache on running text. Medians over repeats after a warm-up; ratios
-against the reference measured in the same run.
+gain of the token-embedding cache on running text. Medians over repeats after a warm-up, the
+packages' repeats taken in turn; ratios against the reference measured in the same run.
 
     python benchmarks/bench.py                     # original and small, writes RESULTS.md
     python benchmarks/bench.py --presets small --repeats 3 --no-write
@@ -76,13 +76,26 @@ def unpadded_batch(all_sentences: list[list[str]]) -> list[list[str]]:
 
 
 def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+    return median_times({"": fn}, repeats)[""]
+
+
+def median_times(fns: dict, repeats: int) -> dict:
+    """The median seconds of each function, their repeats taken in turn (a warm-up each first).
+
+    In turn, not one after the other: a shared machine's speed drifts over minutes, and the
+    ratios between packages are what the tables report. Every other round runs in reverse
+    order, so that each function follows each other one equally often.
+    """
+    for fn in fns.values():
         fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    labels = list(fns)
+    times = {label: [] for label in labels}
+    for r in range(repeats):
+        for label in labels if r % 2 == 0 else labels[::-1]:
+            start = time.perf_counter()
+            fns[label]()
+            times[label].append(time.perf_counter() - start)
+    return {label: float(np.median(t)) for label, t in times.items()}
 
 
 @dataclass
@@ -202,7 +215,6 @@ def run_preset(preset: str, precisions: list[str], threads: int, repeats: int, n
     workload = CACHE / preset / "workload.json"
     workload.write_text(json.dumps(batches))
 
-    rows = []
     torch.set_num_threads(threads)
     model = load_reference(options, weights)
 
@@ -213,29 +225,39 @@ def run_preset(preset: str, precisions: list[str], threads: int, repeats: int, n
                     model(torch.from_numpy(batch_to_char_ids(batch)))
         return run
 
-    cold, rss = fresh_process("reference", weights, options, threads, workload)
-    rows.append(Row(preset, "PyTorch reference", n_tokens / median_time(reference(batches), repeats),
-                    n_even / median_time(reference(even), repeats),
-                    1000 * median_time(reference([one]), repeats * 3), cold, rss,
-                    (options.stat().st_size + weights.stat().st_size) / 1e6))
+    # No token cache here: repeating the same input would skip the char CNN entirely, which
+    # the reference never does. The cache's gain is measured on its own (`cache_gain`).
+    elmos = {label: Elmo(package, device="cpu", threads=threads, token_cache=0) for label, package in packages.items()}
 
-    for label, package in packages.items():
-        # No token cache here: repeating the same input would skip the char CNN entirely, which
-        # the reference never does. The cache's gain is measured on its own (`cache_gain`).
-        elmo = Elmo(package, device="cpu", threads=threads, token_cache=0)
-
-        def runtime(batch_list, elmo=elmo):
+    def runtime(elmo):
+        def make(batch_list):
             def run():
                 for batch in batch_list:
                     elmo.embed(batch, batch_size=BATCH, batch_tokens=1 << 20)
             return run
+        return make
 
-        cold, rss = fresh_process("package", package, options, threads, workload)
-        rows.append(Row(preset, label, n_tokens / median_time(runtime(batches), repeats),
-                        n_even / median_time(runtime(even), repeats),
-                        1000 * median_time(runtime([one]), repeats * 3), cold, rss, package_size_mb(package)))
+    # The reference on its own: PyTorch's threads spin on after each call, which would slow
+    # whichever package came next.
+    engines = {"PyTorch reference": reference} | {label: runtime(elmo) for label, elmo in elmos.items()}
+    groups = [["PyTorch reference"], list(elmos)]
+    batch_s, even_s, one_s = {}, {}, {}
+    for group in groups:
+        batch_s |= median_times({label: engines[label](batches) for label in group}, repeats)
+        even_s |= median_times({label: engines[label](even) for label in group}, repeats)
+        one_s |= median_times({label: engines[label]([one]) for label in group}, repeats * 3)
+    rows = []
+    for label in engines:
+        if label == "PyTorch reference":
+            (cold, rss), size = fresh_process("reference", weights, options, threads, workload), \
+                (options.stat().st_size + weights.stat().st_size) / 1e6
+        else:
+            (cold, rss), size = fresh_process("package", packages[label], options, threads, workload), \
+                package_size_mb(packages[label])
+        rows.append(Row(preset, label, n_tokens / batch_s[label], n_even / even_s[label], 1000 * one_s[label],
+                        cold, rss, size))
         if label == "ONNX int8":
-            rows[-1].extra = cache_gain(package, threads, repeats)
+            rows[-1].extra = cache_gain(packages[label], threads, repeats)
     return rows
 
 
