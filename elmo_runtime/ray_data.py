@@ -353,14 +353,16 @@ def _closing_rows(rows: Iterator[dict], wait: float = 10.0) -> Iterator[None]:
     first, Ray ends the whole process ("The core worker has already been shutdown. ... The
     process will exit", exit 1) before the caller's one-line error is printed: seen once in
     15 runs of `tests/test_ray.py::test_failed_job_resumes`. So the iterator is closed here,
-    and its pulling threads (RAY_DATA_THREAD) get `wait` seconds to return.
+    and its pulling threads (RAY_DATA_THREAD; not those of another iteration running already)
+    get `wait` seconds to return.
     """
+    others = set(threading.enumerate())
     try:
         yield
     finally:
         rows.close()
         deadline = time.monotonic() + wait
-        for thread in threading.enumerate():
+        for thread in set(threading.enumerate()) - others:
             if thread.name == RAY_DATA_THREAD:
                 thread.join(max(0.0, deadline - time.monotonic()))
 
