@@ -9,7 +9,7 @@ them several ways and runs three sentences from the zero state against the PyTor
 - the default (`Int4Settings()`: round to nearest, block 64, char CNN and projection float);
 - smaller blocks everywhere, or only for the LSTM's input products (`W_x`);
 - one group of matrices more kept in float (which matrices the error comes from);
-- onnxruntime's HQQ quantizer instead of round to nearest (same format and size).
+- onnxruntime's HQQ quantizer instead of round to nearest (the same op; float zero points).
 
 Accuracy only: sizes follow from the formats (a float scale and a 4-bit zero point per block).
 
@@ -156,8 +156,9 @@ def main() -> None:
             f"vocabulary, and their vectors alike (mean cosine between two positions' token vectors: "
             + ", ".join(f"{name} {value:.3f}" for name, value in alike.items())
             + "), so a weight error shifts the LSTM's input the same way at every step.\n\n" + "\n".join(lines) + "\n\n"
-            f"Bits per quantized weight (4 + a float32 scale and a 4-bit zero point per block): block 64 "
-            f"{4 + 36 / 64:.3f}, 32 {4 + 36 / 32:.3f}, 16 {4 + 36 / 16:.3f}. HQQ: the same format.")
+            f"Bits per quantized weight, round to nearest (4 + a float32 scale and a 4-bit zero point per block): "
+            f"block 64 {4 + 36 / 64:.3f}, 32 {4 + 36 / 32:.3f}, 16 {4 + 36 / 16:.3f}; HQQ (its zero points are "
+            f"float32): block 64 {4 + 64 / 64:.3f}, 32 {4 + 64 / 32:.3f}.")
     print(text)
     if not args.no_write:
         write_section("int4_variants.py", text)
