@@ -240,20 +240,19 @@ def run_preset(preset: str, precisions: list[str], threads: int, repeats: int, n
     # The reference on its own: PyTorch's threads spin on after each call, which would slow
     # whichever package came next.
     engines = {"PyTorch reference": reference} | {label: runtime(elmo) for label, elmo in elmos.items()}
-    groups = [["PyTorch reference"], list(elmos)]
     batch_s, even_s, one_s = {}, {}, {}
-    for group in groups:
+    for group in (["PyTorch reference"], list(elmos)):
         batch_s |= median_times({label: engines[label](batches) for label in group}, repeats)
         even_s |= median_times({label: engines[label](even) for label in group}, repeats)
         one_s |= median_times({label: engines[label]([one]) for label in group}, repeats * 3)
     rows = []
     for label in engines:
         if label == "PyTorch reference":
-            (cold, rss), size = fresh_process("reference", weights, options, threads, workload), \
-                (options.stat().st_size + weights.stat().st_size) / 1e6
+            cold, rss = fresh_process("reference", weights, options, threads, workload)
+            size = (options.stat().st_size + weights.stat().st_size) / 1e6
         else:
-            (cold, rss), size = fresh_process("package", packages[label], options, threads, workload), \
-                package_size_mb(packages[label])
+            cold, rss = fresh_process("package", packages[label], options, threads, workload)
+            size = package_size_mb(packages[label])
         rows.append(Row(preset, label, n_tokens / batch_s[label], n_even / even_s[label], 1000 * one_s[label],
                         cold, rss, size))
         if label == "ONNX int8":
