@@ -427,7 +427,8 @@ def _quantize_int8_graph(graph: onnx.GraphProto, settings: Int8Settings, opset: 
                 if node.op_type == "Scan" else ranges
             _quantize_int8_graph(sub, settings, opset, depth + 1, inner, scope, replaced)
         w_name = node.input[1] if node.op_type == "MatMul" and len(node.input) == 2 else None
-        if w_name is None or _constant(w_name, scope) is None or _constant(w_name, scope).ndim != 2:
+        w = _constant(w_name, scope) if w_name is not None else None
+        if w is None or w.ndim != 2:
             nodes.append(node)
             continue
         x = node.input[0]
@@ -440,7 +441,7 @@ def _quantize_int8_graph(graph: onnx.GraphProto, settings: Int8Settings, opset: 
         inputs = [q, w_q, a_scale, w_scale, a_zero, w_zero]
         product = f"{node.output[0]}_unscaled" if row_scale else node.output[0]
         add, bias = biases.get(node.output[0], (None, None)) if row_scale is None else (None, None)  # rows first
-        if add is not None and _constant(bias, scope).shape == _constant(w_name, scope).shape[1:]:
+        if add is not None and _constant(bias, scope).shape == w.shape[1:]:
             # The op adds the bias itself: one pass over the product less.
             inputs, product = inputs + [bias], add.output[0]
             folded.add(add.output[0])
