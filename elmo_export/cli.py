@@ -84,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the LSTM state every sentence starts from by default: warm = the state after a built-in warm-up "
              "text, computed at export and stored in elmo.json; zero = zeros (default: warm)",
     )
+    parser.add_argument(
+        "--calibration", type=Path, metavar="FILE",
+        help="int4 only: a UTF-8 text of tokenized sentences (tokens separated by spaces, one sentence a line) "
+             "in the model's language, to calibrate the 4-bit rounding on (default: a built-in English text)",
+    )
     supported = C.SUPPORTED_OPSETS
     parser.add_argument("--opset", type=int, metavar="N",
                         help=f"ONNX opset of the graphs (default: the exporter's, {C.DEFAULT_OPSET}; "
@@ -174,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     errors = (ValueError, OSError, ImportError, DownloadError)
     started = time.perf_counter()
     settings = dict(quantize=args.quantize, initial_state=args.initial_state, opset=args.opset, force=args.force,
-                    progress=args.progress)
+                    progress=args.progress, calibration=args.calibration)
     try:
         with interrupts_raise() as interrupted:
             if args.push_to_hub:  # a malformed repository fails before the export, not after

@@ -39,12 +39,13 @@ import torch
 from tqdm.auto import tqdm
 
 from elmo_export import onnx_graph
+from elmo_export.calibration import input_moments
 from elmo_export.conformance import write_conformance
 from elmo_export.model import ElmoBiLm, ElmoOptions, LstmState
 from elmo_export.parity import ReferenceOutputs, check_parity, reference_outputs
 from elmo_export.quantize import DEFAULT_SETTINGS, Int4Settings, Int8Settings, QuantizationSettings
 from elmo_export.quantize import quantize as quantize_graph
-from elmo_export.sentences import builtin_sentences
+from elmo_export.sentences import builtin_sentences, read_sentences
 from elmo_export.weights import load_reference
 from elmo_runtime import contract as C
 from elmo_runtime import scratch
@@ -55,6 +56,8 @@ log = logging.getLogger(__name__)
 
 WARMUP_TEXT = "warmup.txt"
 WARMUP_SOURCE = "elmo_export/data/warmup.txt: Lincoln, the Gettysburg Address (1863, Bliss copy), public domain"
+CALIBRATION_TEXT = "calibration.txt"
+CALIBRATION_SOURCE = "elmo_export/data/calibration.txt: everyday English written for elmo-onnx"
 FP16_SETTINGS = {"weights": "float16", "compute": "float16", "inputs_outputs": "float32"}
 OLD_SUFFIX = ".old"  # an old package moved aside while the new one is renamed into place
 
@@ -70,6 +73,8 @@ class ExportSettings:
         opset: ONNX opset of the graphs; None: `contract.DEFAULT_OPSET`.
         force: replace an existing package at the output (only once the new one is verified).
         progress: tqdm progress bars for the long steps.
+        calibration: int4 (GPTQ) only: a UTF-8 text file of tokenized sentences, one a line, to
+            calibrate the rounding on (`calibration.py`); None: the built-in English text.
     """
 
     quantize: Union[str, Int8Settings, Int4Settings] = "fp32"
@@ -77,6 +82,7 @@ class ExportSettings:
     opset: int | None = None
     force: bool = False
     progress: bool = True
+    calibration: str | Path | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.quantize, (Int8Settings, Int4Settings)):
@@ -84,6 +90,18 @@ class ExportSettings:
         C.check_state_mode(self.initial_state, "initial_state")
         if self.opset is not None:
             C.check_opset(self.opset)
+        if self.calibration is not None:
+            if not self.calibrated:
+                raise ValueError(f"a calibration text is for int4 with GPTQ rounding; this export is {self.precision}"
+                                 + (" with round to nearest" if self.precision == "int4" else ""))
+            if not Path(self.calibration).is_file():  # before any slow step
+                raise FileNotFoundError(f"calibration text {self.calibration}: no such file")
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether the quantizer needs a calibration text (int4 with GPTQ rounding)."""
+        q = self.quantization
+        return isinstance(q, Int4Settings) and q.rounding == "gptq"
 
     @property
     def precision(self) -> str:
@@ -177,6 +195,28 @@ def save_graph(model: onnx.ModelProto, path: Path) -> list[Path]:
     return [path, data]
 
 
+def load_calibration_sentences(path: str | Path | None = None) -> tuple[list[list[str]], dict]:
+    """int4 GPTQ's calibration text (`path`, or the built-in one) and its manifest description.
+
+    Raises:
+        ValueError: the file is not UTF-8 or holds no sentence.
+    """
+    if path is None:
+        sentences, sha = builtin_sentences(CALIBRATION_TEXT)
+        name = CALIBRATION_SOURCE
+    else:
+        name = Path(path).name
+        try:
+            sentences = read_sentences(path)
+        except UnicodeDecodeError as e:
+            raise ValueError(f"calibration text {path}: not UTF-8 text (byte {e.start})") from None
+        sha = sha256_of(Path(path))
+        if not sentences:
+            raise ValueError(f"calibration text {path}: no sentences (expected tokens separated by spaces, "
+                             f"one sentence a line)")
+    return sentences, {"text": name, "sha256": sha, "sentences": len(sentences), "tokens": sum(map(len, sentences))}
+
+
 def load_warmup_sentences() -> tuple[list[list[str]], str]:
     """The built-in warm-up text: tokenized sentences and the text's sha256."""
     return builtin_sentences(WARMUP_TEXT)
@@ -262,8 +302,9 @@ def _move_into_place(staging: Path, out: Path) -> None:
 
 
 def build_manifest(model: ElmoBiLm, settings: ExportSettings, source: dict, state: LstmState | None,
-                   warmup: dict | None) -> Manifest:
-    """The manifest without `files` and `parity` (added once the files are written and checked)."""
+                   warmup: dict | None, calibration: dict | None = None) -> Manifest:
+    """The manifest without `files` and `parity` (added once the files are written and checked);
+    `calibration`: the calibration text's description (`load_calibration_sentences`), if used."""
     o = model.options
     if state is None:  # stated, not implied: a client reads h and c the same way in both modes
         initial_state = InitialState(settings.initial_state, np.zeros((o.n_layers, 2, o.projection_dim), np.float32),
@@ -274,7 +315,7 @@ def build_manifest(model: ElmoBiLm, settings: ExportSettings, source: dict, stat
         architecture=model.options.to_dict(),
         graphs=graph_specs(model.options),
         precision=settings.precision,
-        precision_settings=settings.precision_settings,
+        precision_settings=settings.precision_settings | ({"calibration": calibration} if calibration else {}),
         opset=settings.graph_opset,
         initial_state=initial_state,
         source=source,
@@ -299,6 +340,23 @@ def token_scheme_entries(model: ElmoBiLm) -> dict:
 INPUT_EXPECTS_UD = ("tokens as in Universal Dependencies treebanks (CoNLL 2018 shared task); Chinese "
                     "word-segmented. Raw text is not tokenized by default: pass token lists, or choose "
                     "a tokenizer (Elmo(..., tokenizer='whitespace'), elmo-embed --tokenized)")
+
+
+def _calibration_moments(model: ElmoBiLm, settings: ExportSettings) -> tuple[dict | None, dict | None]:
+    """For int4 GPTQ: the input moments of the reference's weight products on the calibration
+    text, by module path, and the text's description; otherwise `(None, None)`."""
+    if not settings.calibrated:
+        return None, None
+    t = time.perf_counter()
+    sentences, calibration = load_calibration_sentences(settings.calibration)
+    # A highway layer's carry reads the same input as its transform: the graph's one product for
+    # both takes the transform's path (`onnx_graph`), so the carry's moments would be a copy.
+    paths = [name for name, module in model.named_modules()
+             if isinstance(module, torch.nn.Linear) and ".highway_carry." not in name]
+    moments = input_moments(model, sentences, paths)
+    log.info("calibration: %d sentences (%d tokens) in %.1f s", calibration["sentences"], calibration["tokens"],
+             time.perf_counter() - t)
+    return moments, calibration
 
 
 def _warm_state_and_reference(model: ElmoBiLm, settings: ExportSettings
@@ -333,6 +391,7 @@ def export_package(
     opset: int | None = None,
     force: bool = False,
     progress: bool = True,
+    calibration: str | Path | None = None,
     stop: threading.Event | None = None,
 ) -> Path:
     """Export `options.json` + `weights.hdf5` to a verified model package in `out_dir`.
@@ -346,6 +405,8 @@ def export_package(
         opset: ONNX opset; None: `contract.DEFAULT_OPSET`.
         force: replace an existing package in `out_dir`, once the new one is verified.
         progress: tqdm bars for the long steps.
+        calibration: int4 only: a tokenized text (one sentence a line) to calibrate GPTQ's
+            rounding on; None: the built-in English text.
         stop: an event that, once set, stops the export before the package is renamed into
             place (KeyboardInterrupt, nothing left at `out_dir`); the command line sets it on
             SIGINT or SIGTERM, whose own KeyboardInterrupt can be lost inside library code.
@@ -363,7 +424,8 @@ def export_package(
         parity.ParityError: the package does not reproduce the reference (every failed check
             listed); nothing is left at `out_dir`.
     """
-    settings = ExportSettings(quantize=quantize, initial_state=initial_state, opset=opset, force=force, progress=progress)
+    settings = ExportSettings(quantize=quantize, initial_state=initial_state, opset=opset, force=force, progress=progress,
+                              calibration=calibration)
     return export_reference(bilm_tf_loader(options, weights), out_dir, settings, stop=stop)
 
 
@@ -421,12 +483,15 @@ def export_reference(load: Callable[[], tuple[ElmoBiLm, dict]], out_dir: str | P
 def _export_into(model: ElmoBiLm, settings: ExportSettings, source: dict, directory: Path) -> None:
     specs = graph_specs(model.options)
     graph_precision = "fp16" if settings.precision == "fp16" else "fp32"
+    moments, calibration = _calibration_moments(model, settings)
     builders = {"token_embedder": onnx_graph.build_token_embedder, "bilm": onnx_graph.build_bilm}
     for name, build in builders.items():
         t = time.perf_counter()
-        graph = build(model, graph_precision, settings.graph_opset)
+        sources: dict[str, str] = {}
+        graph = build(model, graph_precision, settings.graph_opset, sources)
         if settings.quantization is not None:
-            graph = quantize_graph(graph, settings.quantization)
+            by_weight = None if moments is None else {w: moments[p] for w, p in sources.items() if p in moments}
+            graph = quantize_graph(graph, settings.quantization, by_weight)
         path = directory / specs[name].file
         save_graph(graph, path)
         del graph
@@ -440,7 +505,7 @@ def _export_into(model: ElmoBiLm, settings: ExportSettings, source: dict, direct
     t = time.perf_counter()
     write_conformance(model, directory, specs, settings.precision, reference.warm)
     log.info("conformance vectors written in %.1f s", time.perf_counter() - t)
-    manifest = build_manifest(model, settings, source, state, warmup).replace(files={
+    manifest = build_manifest(model, settings, source, state, warmup, calibration).replace(files={
         f.name: {"sha256": sha256_of(f), "bytes": f.stat().st_size}
         for f in sorted(directory.iterdir()) if f.name != C.MANIFEST_FILE
     })

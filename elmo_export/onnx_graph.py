@@ -31,10 +31,15 @@ _ONNX_DTYPES = {"float32": TensorProto.FLOAT, "int32": TensorProto.INT32, "int64
 
 
 class _Graph:
-    """Accumulates nodes and initializers with unique names; one instance per (sub)graph."""
+    """Accumulates nodes and initializers with unique names; one instance per (sub)graph.
 
-    def __init__(self, prefix: str, precision: Precision, opset: int):
+    `sources`, when given, collects which reference module each weight comes from (filled by
+    `weight(..., source=)`): the calibration for int4's GPTQ runs on the reference's modules.
+    """
+
+    def __init__(self, prefix: str, precision: Precision, opset: int, sources: dict[str, str] | None = None):
         self.prefix = prefix
+        self.sources = sources
         self.precision = precision
         self.np_dtype, self.onnx_dtype = _DTYPES[precision]
         self.opset = opset
@@ -53,11 +58,15 @@ class _Graph:
         self.nodes.append(helper.make_node(op_type, inputs, outputs, name=self.name(op_type), **attrs))
         return outputs[0] if n_out == 1 else outputs
 
-    def weight(self, value: np.ndarray | torch.Tensor, hint: str) -> str:
-        """A float initializer in the graph's precision."""
+    def weight(self, value: np.ndarray | torch.Tensor, hint: str, source: str | None = None) -> str:
+        """A float initializer in the graph's precision; `source`: the path of the reference
+        `nn.Linear` whose input the product with this weight takes."""
         if isinstance(value, torch.Tensor):
             value = value.detach().cpu().numpy()
-        return self.const(np.ascontiguousarray(value, dtype=self.np_dtype), hint)
+        name = self.const(np.ascontiguousarray(value, dtype=self.np_dtype), hint)
+        if source is not None and self.sources is not None:
+            self.sources[name] = source
+        return name
 
     def const(self, value: np.ndarray, hint: str) -> str:
         name = self.name(hint)
@@ -148,7 +157,8 @@ def _token_embedding(g: _Graph, model: ElmoBiLm, char_ids: str, word_ids: str | 
         # One MatMul for both halves: [transform | carry].
         w = torch.cat([transform.weight.T, carry.weight.T], dim=1)  # (F, 2F)
         b = torch.cat([transform.bias, carry.bias])
-        both = g.op("Add", [g.op("MatMul", [x, g.weight(w, f"W_highway_{k}")]), g.weight(b, f"b_highway_{k}")])
+        w = g.weight(w, f"W_highway_{k}", f"token_embedder.highway_transform.{k}")  # carry's input is the same
+        both = g.op("Add", [g.op("MatMul", [x, w]), g.weight(b, f"b_highway_{k}")])
         t, c = g.op("Split", [both, g.ints([f, f], "split")], "highway", n_out=2, axis=-1)
         gate = g.op("Sigmoid", [c])
         # gate * relu(t) + (1 - gate) * x == x + gate * (relu(t) - x)
@@ -160,15 +170,20 @@ def _token_embedding(g: _Graph, model: ElmoBiLm, char_ids: str, word_ids: str | 
     proj = te.projection
     if proj is None:  # bilm-tf without CNN_proj: the filters already sum to projection_dim
         return x
-    return g.op("Add", [g.op("MatMul", [x, g.weight(proj.weight.T, "W_proj")]), g.weight(proj.bias, "b_proj")])
+    w = g.weight(proj.weight.T, "W_proj", "token_embedder.projection")
+    return g.op("Add", [g.op("MatMul", [x, w]), g.weight(proj.bias, "b_proj")])
 
 
-def build_token_embedder(model: ElmoBiLm, precision: Precision = "fp32", opset: int = C.DEFAULT_OPSET
-                         ) -> onnx.ModelProto:
-    """Char ids `(batch, tokens, 50)` -> token embeddings `(batch, tokens, P)` and the mask."""
+def build_token_embedder(model: ElmoBiLm, precision: Precision = "fp32", opset: int = C.DEFAULT_OPSET,
+                         sources: dict[str, str] | None = None) -> onnx.ModelProto:
+    """Char ids `(batch, tokens, 50)` -> token embeddings `(batch, tokens, P)` and the mask.
+
+    `sources`, if given, receives `{weight initializer: reference module path}` for the weights
+    that are a `nn.Linear`'s (the char CNN's are not: their product's input is a char window).
+    """
     C.check_opset(opset)
     o = model.options
-    g = _Graph("te/", precision, opset)
+    g = _Graph("te/", precision, opset, sources)
     ids = C.CHAR_IDS
     flat = g.op("Reshape", [ids, g.ints([-1, o.max_characters_per_token])], "flat_ids")
     has_words = model.token_embedder.word_embedding is not None
@@ -209,7 +224,7 @@ def _gate_biases(cell: torch.nn.Module) -> list[np.ndarray]:
 
 
 def _lstm_step_body(model: ElmoBiLm, layer: int, precision: Precision, opset: int,
-                    products: dict[str, list[str]]) -> onnx.GraphProto:
+                    products: dict[str, list[str]], sources: dict[str, str] | None) -> onnx.GraphProto:
     """One time step of both directions of a layer: the body of the layer's Scan.
 
     State in: h_f, c_f, h_b, c_b. Scan inputs: the scalars `start_t`, `end_t`, `n_t`. The rows
@@ -226,7 +241,7 @@ def _lstm_step_body(model: ElmoBiLm, layer: int, precision: Precision, opset: in
     with Gather, faster than Slice here.
     """
     o = model.options
-    g = _Graph(f"l{layer}/", precision, opset)
+    g = _Graph(f"l{layer}/", precision, opset, sources)
     t = g.onnx_dtype
     p, d = o.projection_dim, o.dim
     vi = helper.make_tensor_value_info
@@ -247,11 +262,13 @@ def _lstm_step_body(model: ElmoBiLm, layer: int, precision: Precision, opset: in
 
     for side, h, c in [("f", "h_f_in", "c_f_in"), ("b", "h_b_in", "c_b_in")]:
         cell = model.cells[layer]["fb".index(side)]
+        path = f"cells.{layer}.{'fb'.index(side)}"
         h_all, c_all = h, c
         h, c = active(h_all), active(c_all)  # (n, P), (n, D)
         w_h = _gate_columns(cell.hidden_to_gates.weight, d)
         i, j, f, out_gate = (  # (n, D) each
-            g.op("Add", [this_step(xw), g.op("MatMul", [h, g.weight(w, f"W_h_{gate}_{side}")])], f"{gate}_{side}")
+            g.op("Add", [this_step(xw), g.op("MatMul", [h, g.weight(w, f"W_h_{gate}_{side}", f"{path}.hidden_to_gates")])],
+                 f"{gate}_{side}")
             for gate, w, xw in zip(GATES, w_h, products[side])
         )
         c_new = g.op("Add", [g.op("Mul", [g.op("Sigmoid", [f]), c]),
@@ -261,7 +278,8 @@ def _lstm_step_body(model: ElmoBiLm, layer: int, precision: Precision, opset: in
         if cell.projection is None:  # no projection (bilm-tf without num_proj): no proj_clip either
             h_new = m
         else:
-            h_new = g.clip(g.op("MatMul", [m, g.weight(cell.projection.weight.T, f"W_p_{side}")]), o.proj_clip)  # (n, P)
+            w_p = g.weight(cell.projection.weight.T, f"W_p_{side}", f"{path}.projection")
+            h_new = g.clip(g.op("MatMul", [m, w_p]), o.proj_clip)  # (n, P)
         kept(h_new, h_all, f"h_{side}_out")
         kept(c_new, c_all, f"c_{side}_out")
         g.op("Identity", [f"h_{side}_out"], output=f"y_{side}_t")
@@ -278,10 +296,14 @@ def _lstm_step_body(model: ElmoBiLm, layer: int, precision: Precision, opset: in
     )
 
 
-def build_bilm(model: ElmoBiLm, precision: Precision = "fp32", opset: int = C.DEFAULT_OPSET) -> onnx.ModelProto:
-    """Token embeddings, mask and initial state -> all layers and each row's final state."""
+def build_bilm(model: ElmoBiLm, precision: Precision = "fp32", opset: int = C.DEFAULT_OPSET,
+               sources: dict[str, str] | None = None) -> onnx.ModelProto:
+    """Token embeddings, mask and initial state -> all layers and each row's final state.
+
+    `sources`: as for `build_token_embedder` (every weight of the biLM has one).
+    """
     C.check_opset(opset)
-    g = _Graph("bilm/", precision, opset)
+    g = _Graph("bilm/", precision, opset, sources)
     # Up to the recurrence the graph works in float32 whatever the precision: it is cheap,
     # and ONNX Runtime (1.32) crashed optimizing some float16 Transposes here.
     edges = _with_boundaries(g, model)
@@ -414,14 +436,15 @@ def _bilm_layer(g: _Graph, model: ElmoBiLm, layer: int, forward_in: str, backwar
     # The input products of every active step and row, in one MatMul per gate, hoisted out
     # of the recurrence: the active positions, packed step after step, (N, P) -> (N, D).
     products = {}
-    for side, cell, inputs in [("f", model.cells[layer][0], forward_in), ("b", model.cells[layer][1], reversed_in)]:
+    for d, (side, inputs) in enumerate([("f", forward_in), ("b", reversed_in)]):
+        cell = model.cells[layer][d]
         flat = g.op("Reshape", [inputs, g.ints([-1, p])])  # ((T+2) * B, P)
         packed = g.op("Compress", [flat, rows.active_flat], f"packed_{side}", axis=0)  # (N, P)
         products[side] = []
         for gate, w, b in zip(GATES, _gate_columns(cell.input_to_gates.weight, o.dim), _gate_biases(cell)):
-            product = g.op("MatMul", [packed, g.weight(w, f"W_x_{gate}_{side}")])
+            product = g.op("MatMul", [packed, g.weight(w, f"W_x_{gate}_{side}", f"cells.{layer}.{d}.input_to_gates")])
             products[side].append(g.op("Add", [product, g.weight(b, f"b_{gate}_{side}")], f"xw_{gate}_{side}"))
-    body = _lstm_step_body(model, layer, g.precision, g.opset, products)
+    body = _lstm_step_body(model, layer, g.precision, g.opset, products, g.sources)
     initial = [_state_of(g, rows.h0, layer, 0), _state_of(g, rows.c0, layer, 0),
                _state_of(g, rows.h0, layer, 1), _state_of(g, rows.c0, layer, 1)]
     h_f, c_f, h_b, c_b, y_f, y_b_rev = g.op("Scan", [*initial, *rows.per_step], f"scan{layer}", n_out=6,

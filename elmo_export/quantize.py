@@ -7,9 +7,10 @@ One typed settings dataclass per scheme:
   its batch-mates (`quantize_int8` says how and why it is not onnxruntime's `quantize_dynamic`,
   whose scale is one per call). Every MatMul with a constant weight, those inside the LSTM's
   Scan bodies included, becomes `com.microsoft.MatMulIntegerToFloat` (CPU execution provider).
-- `Int4Settings`: a thin wrapper over onnxruntime's tool: weight-only 4-bit block-wise (`MatMulNBitsQuantizer` -> `MatMulNBits`,
-  com.microsoft domain): each block of `block_size` weights along K shares one float scale;
-  activations stay float.
+- `Int4Settings`: weight-only 4-bit block-wise (`com.microsoft.MatMulNBits`): each block of
+  `block_size` weights along K shares one float scale and a 4-bit zero point; activations stay
+  float. Rounded by GPTQ on the inputs the reference sees on a calibration text (`gptq.py`,
+  `calibration.py`), or to nearest by onnxruntime's `MatMulNBitsQuantizer`.
 
 fp16 is not made here: `onnx_graph.build_*(precision="fp16")` builds it directly
 (onnxconverter_common's float16 pass breaks Loop/Scan bodies).
@@ -27,11 +28,13 @@ import math
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import ClassVar, Iterator, Literal, Union
+from typing import ClassVar, Iterator, Literal, Mapping, Union
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
+
+from elmo_export.gptq import matmul_nbits, quantize_gptq
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +129,12 @@ class Int4Settings:
             `onnx_graph` gives them): the char CNN kernels (`W_cnn`) and the token projection
             (`W_proj`). They hold 1.3% of the `original` weights, yet their errors reach every
             layer: quantized, they cost as much accuracy as all the LSTM matrices together.
+        rounding: "gptq" (the default): each weight rounded so that its product changes least on
+            the inputs the reference sees on the calibration text (`gptq.quantize_gptq`; the
+            same size and op as round to nearest). "rtn": round to nearest, by onnxruntime's
+            `MatMulNBitsQuantizer`. On the released-size ELMoForManyLangs model round to
+            nearest fails the int4 parity bar (benchmarks/RESULTS.md, "int4 variants").
+        damp: GPTQ's dampening, a fraction of the moments' mean diagonal added to it.
     """
 
     block_size: int = 64
@@ -133,6 +142,8 @@ class Int4Settings:
     symmetric: bool = False
     accuracy_level: int | None = None
     keep_float: tuple[str, ...] = ("W_cnn", "W_proj")
+    rounding: Literal["gptq", "rtn"] = "gptq"
+    damp: float = 0.01
 
     name: ClassVar[str] = "int4"
 
@@ -144,6 +155,12 @@ class Int4Settings:
             raise ValueError(f"min_blocks is {self.min_blocks!r}; expected an integer >= 1")
         if self.accuracy_level not in (None, 0, 1, 2, 3, 4):
             raise ValueError(f"accuracy_level is {self.accuracy_level!r}; expected None or 0-4")
+        if self.rounding not in ("gptq", "rtn"):
+            raise ValueError(f"rounding is {self.rounding!r}; expected 'gptq' or 'rtn'")
+        if self.rounding == "gptq" and self.symmetric:
+            raise ValueError("symmetric blocks are for rounding='rtn' only; GPTQ here stores a zero point per block")
+        if not (isinstance(self.damp, (int, float)) and 0 < self.damp < 1):
+            raise ValueError(f"damp is {self.damp!r}; expected a fraction between 0 and 1 (GPTQ's default 0.01)")
 
     def block_size_for(self, rows: int) -> int:
         """The block size for a weight of `rows` rows (K): `block_size`, smaller for small K."""
@@ -154,12 +171,15 @@ class Int4Settings:
 
     def to_dict(self) -> dict:
         """The settings as recorded in the manifest's `precision` entry."""
+        gptq = self.rounding == "gptq"
         return {
             "name": self.name,
-            "method": "weight-only block-wise, round to nearest",
-            "tool": "onnxruntime.quantization.matmul_nbits_quantizer.MatMulNBitsQuantizer",
-            "op": "com.microsoft.MatMulNBits",
             **asdict(self),
+            "method": "weight-only block-wise, GPTQ on calibration inputs" if gptq
+            else "weight-only block-wise, round to nearest",
+            "tool": "elmo_export.gptq.quantize_gptq" if gptq
+            else "onnxruntime.quantization.matmul_nbits_quantizer.MatMulNBitsQuantizer",
+            "op": "com.microsoft.MatMulNBits",
             "keep_float": list(self.keep_float),
             "activations": "float32",
         }
@@ -171,8 +191,12 @@ QuantizationSettings = Union[Int8Settings, Int4Settings]
 DEFAULT_SETTINGS: dict[str, QuantizationSettings] = {"int8": Int8Settings(), "int4": Int4Settings()}
 
 
-def quantize(model: onnx.ModelProto, settings: QuantizationSettings) -> onnx.ModelProto:
+def quantize(model: onnx.ModelProto, settings: QuantizationSettings,
+             moments: Mapping[str, np.ndarray] | None = None) -> onnx.ModelProto:
     """Quantize an fp32 graph with `settings`; `model` is left unchanged.
+
+    `moments`: for int4's GPTQ, `{weight initializer: E[x x^T] of its product's input}`
+    (`calibration.input_moments`, keyed through `onnx_graph`'s `sources`).
 
     Raises:
         TypeError: `settings` is not an `Int8Settings` or `Int4Settings`.
@@ -180,7 +204,7 @@ def quantize(model: onnx.ModelProto, settings: QuantizationSettings) -> onnx.Mod
     if isinstance(settings, Int8Settings):
         return quantize_int8(model, settings)
     if isinstance(settings, Int4Settings):
-        return quantize_int4(model, settings)
+        return quantize_int4(model, settings, moments)
     raise TypeError(f"settings is {type(settings).__name__}; expected Int8Settings or Int4Settings")
 
 
@@ -516,15 +540,25 @@ def _quantize_activation(x: str, span: Interval, fixed: bool, opset: int, const,
     return names[5], one, zero_point, names[3]
 
 
-def quantize_int4(model: onnx.ModelProto, settings: Int4Settings = Int4Settings()) -> onnx.ModelProto:
+def quantize_int4(model: onnx.ModelProto, settings: Int4Settings = Int4Settings(),
+                  moments: Mapping[str, np.ndarray] | None = None) -> onnx.ModelProto:
     """Weight-only 4-bit: MatMuls with a constant 2-D weight -> `MatMulNBits`; `model` is unchanged.
 
-    Subgraphs (the LSTM's Scan bodies) included. One quantizer pass per block size in use
-    (`Int4Settings.block_size_for`), each leaving the other passes' MatMuls alone.
+    Subgraphs (the LSTM's Scan bodies) included. GPTQ (`settings.rounding`) takes each weight's
+    input moments from `moments` by initializer name; a weight without them (none of the
+    graphs' weights, unless `keep_float` is emptied: the char CNN's inputs are char windows) is
+    rounded to nearest. Round to nearest is onnxruntime's quantizer: one pass per block size in
+    use (`Int4Settings.block_size_for`), each leaving the other passes' MatMuls alone.
 
     Raises:
+        ValueError: GPTQ without `moments`.
         ImportError: onnxruntime's quantizer needs the `onnx-ir` package, which is missing.
     """
+    if settings.rounding == "gptq":
+        if moments is None:
+            raise ValueError("int4 GPTQ needs the input moments of the weights (calibration.input_moments); "
+                             "use Int4Settings(rounding='rtn') to round to nearest without them")
+        return _quantize_int4_gptq(model, settings, moments)
     with _quiet_onnxruntime_logging():
         try:
             from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
@@ -555,6 +589,41 @@ def quantize_int4(model: onnx.ModelProto, settings: Int4Settings = Int4Settings(
             out = quantizer.model.model
     sort_nodes(out.graph)  # see `sort_nodes`
     return out
+
+
+def _quantize_int4_gptq(model: onnx.ModelProto, settings: Int4Settings,
+                        moments: Mapping[str, np.ndarray]) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    done = _gptq_graph(out.graph, settings, moments)
+    log.debug("int4 GPTQ: %d weights", done)
+    if not any(o.domain == _MS_DOMAIN for o in out.opset_import):
+        out.opset_import.append(helper.make_opsetid(_MS_DOMAIN, 1))
+    return out
+
+
+def _gptq_graph(graph: onnx.GraphProto, settings: Int4Settings, moments: Mapping[str, np.ndarray]) -> int:
+    """Replace, in place, each MatMul of `graph` (and its subgraphs) whose weight is an
+    initializer of the same graph; the weights are read one at a time. Returns the count."""
+    done = sum(_gptq_graph(sub, settings, moments) for node in graph.node for sub in _subgraphs(node))
+    weights = {t.name: t for t in graph.initializer}
+    replaced: set[str] = set()
+    for position, node in enumerate(graph.node):
+        weight = weights.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) > 1 else None
+        if weight is None or len(weight.dims) != 2 or any(part in weight.name for part in settings.keep_float):
+            continue
+        value = numpy_helper.to_array(weight)
+        blocks = quantize_gptq(value, moments.get(weight.name), settings.block_size_for(value.shape[0]), settings.damp)
+        new, initializers = matmul_nbits(node, weight.name, blocks, settings.accuracy_level)
+        graph.node[position].CopyFrom(new)
+        graph.initializer.extend(initializers)
+        replaced.add(weight.name)
+        done += 1
+    still_read = {name for node in graph.node for name in node.input}
+    kept = [t for t in graph.initializer if t.name not in replaced or t.name in still_read]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    return done
 
 
 # -- inspection -----------------------------------------------------------------------------------

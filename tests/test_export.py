@@ -197,8 +197,8 @@ def test_a_parity_failure_raises_and_leaves_no_package(tmp_path, tiny_weights, m
 def test_a_corrupted_graph_weight_fails_parity(tmp_path, tiny_weights, monkeypatch):
     build = onnx_graph.build_bilm
 
-    def corrupted(model, precision="fp32", opset=C.DEFAULT_OPSET):
-        graph = build(model, precision, opset)
+    def corrupted(model, precision="fp32", opset=C.DEFAULT_OPSET, sources=None):
+        graph = build(model, precision, opset, sources)
         scan = next(n for n in graph.graph.node if n.op_type == "Scan")
         body = scan.attribute[0].g
         weight = next(t for t in body.initializer if len(t.dims) == 2)
@@ -299,6 +299,39 @@ def test_bad_settings_name_the_allowed_values():
         ExportSettings(initial_state="hot")
     with pytest.raises(ValueError, match="opset is 9"):
         ExportSettings(opset=9)
+
+
+def test_int4_records_its_calibration_and_a_text_of_ones_own_changes_the_rounding(exported, tmp_path, tiny_weights):
+    built_in = exported("tiny", "int4")
+    calibration = manifest_of(built_in)["precision"]["calibration"]
+    sentences, description = E.load_calibration_sentences()
+    assert calibration == description and calibration["text"] == E.CALIBRATION_SOURCE
+    assert calibration["tokens"] == sum(map(len, sentences)) > 1000
+    own = tmp_path / "own.txt"
+    own.write_text("Ein kleiner Text auf Deutsch .\nZwei Sätze , nicht mehr .\n", encoding="utf-8")
+    package = export_package(*tiny_weights, tmp_path / "own", quantize="int4", calibration=own, progress=False)
+    assert manifest_of(package)["precision"]["calibration"] == {
+        "text": "own.txt", "sha256": hashlib.sha256(own.read_bytes()).hexdigest(), "sentences": 2, "tokens": 12}
+    assert manifest_of(package)["parity"]["passed"]
+    def bilm_bytes(directory):  # the graph, and its weights wherever they are stored
+        return [p.read_bytes() for p in sorted(directory.glob(f"{C.BILM_FILE}*"))]
+
+    assert bilm_bytes(package) != bilm_bytes(built_in)
+
+
+def test_a_bad_calibration_text_is_named_before_anything_is_exported(tmp_path, tiny_weights):
+    with pytest.raises(ValueError, match="calibration text is for int4 with GPTQ rounding; this export is int8"):
+        ExportSettings(quantize="int8", calibration=tmp_path / "x.txt")
+    with pytest.raises(FileNotFoundError, match="calibration text .*missing.txt: no such file"):
+        ExportSettings(quantize="int4", calibration=tmp_path / "missing.txt")
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("caf\xe9 au lait .\n".encode("latin-1"))
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n", encoding="utf-8")
+    for path, problem in [(latin1, "not UTF-8 text"), (empty, "no sentences")]:
+        with pytest.raises(ValueError, match=f"calibration text .*{path.name}: {problem}"):
+            export_package(*tiny_weights, tmp_path / "out", quantize="int4", calibration=path, progress=False)
+        assert not (tmp_path / "out").exists()
 
 
 def test_validation_lists_every_spec_mismatch(tmp_path, tiny_model):

@@ -58,7 +58,8 @@ def test_options_and_weights_flags_map_onto_the_library(tiny_weights, tmp_path, 
     assert seen["args"] == (Path(options), Path(weights), tmp_path / "x")
     stop = seen["kwargs"].pop("stop")  # the CLI's signal event, unset: no signal came
     assert isinstance(stop, threading.Event) and not stop.is_set()
-    assert seen["kwargs"] == {"quantize": "int4", "initial_state": "zero", "opset": 18, "force": True, "progress": False}
+    assert seen["kwargs"] == {"quantize": "int4", "initial_state": "zero", "opset": 18, "force": True, "progress": False,
+                              "calibration": None}
     # fp32 has one name; "none" is accepted as its alias.
     assert main(["--options", str(options), "--weights", str(weights), "-o", str(tmp_path / "x"), "--quantize", "none"]) == 0
     assert seen["kwargs"]["quantize"] == "fp32"

@@ -7,6 +7,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from elmo_export.calibration import input_moments
+from elmo_export.export import load_calibration_sentences
 from elmo_export.onnx_graph import build_bilm, build_token_embedder
 from elmo_export.quantize import (
     Int4Settings,
@@ -23,6 +25,16 @@ from elmo_export.quantize import (
 @pytest.fixture(scope="module")
 def graphs(tiny_model):
     return {"token_embedder": build_token_embedder(tiny_model), "bilm": build_bilm(tiny_model)}
+
+
+@pytest.fixture(scope="module")
+def moments(tiny_model):
+    """int4 GPTQ's input moments by weight name, as the exporter makes them (a shorter text)."""
+    sources = {}
+    build_token_embedder(tiny_model, sources=sources)
+    build_bilm(tiny_model, sources=sources)
+    by_module = input_moments(tiny_model, load_calibration_sentences()[0][:20], set(sources.values()))
+    return {weight: by_module[path] for weight, path in sources.items()}
 
 
 def _subgraph_initializers(graph):
@@ -50,9 +62,12 @@ def test_int8_quantizes_every_weight_matmul_including_the_scan_bodies(graphs, ti
     assert float_weight_matmuls(quantize_int8(graphs["token_embedder"])) == []
 
 
-def test_int4_quantizes_the_scan_bodies_and_keeps_the_char_cnn_and_projection_float(graphs, tiny_model):
+@pytest.mark.parametrize("rounding", ["gptq", "rtn"])
+def test_int4_quantizes_the_scan_bodies_and_keeps_the_char_cnn_and_projection_float(graphs, tiny_model, moments,
+                                                                                    rounding):
     n_layers = tiny_model.options.n_layers
-    bilm = quantize_int4(graphs["bilm"])
+    settings = Int4Settings(rounding=rounding)
+    bilm = quantize_int4(graphs["bilm"], settings, moments)
     counts = op_counts(bilm)
     assert counts["main"]["MatMulNBits"] == 4 * 2 * n_layers
     assert counts["subgraphs"]["MatMulNBits"] == (4 + 1) * 2 * n_layers
@@ -61,7 +76,7 @@ def test_int4_quantizes_the_scan_bodies_and_keeps_the_char_cnn_and_projection_fl
     float_weights = {t.name for t in _subgraph_initializers(graphs["bilm"].graph) if len(t.dims) == 2}
     assert float_weights and not float_weights & {t.name for t in _subgraph_initializers(bilm.graph)}
 
-    embedder = quantize_int4(graphs["token_embedder"])
+    embedder = quantize_int4(graphs["token_embedder"], settings, moments)
     left = float_weight_matmuls(embedder)
     n_filters = len(tiny_model.options.filters)
     assert len(left) == n_filters + 1  # the char CNN kernels and the projection, by design
@@ -69,9 +84,16 @@ def test_int4_quantizes_the_scan_bodies_and_keeps_the_char_cnn_and_projection_fl
     assert op_counts(embedder)["main"]["MatMulNBits"] == tiny_model.options.n_highway
 
 
-def test_nothing_kept_float_quantizes_every_matmul(graphs):
-    embedder = quantize_int4(graphs["token_embedder"], Int4Settings(keep_float=()))
+def test_nothing_kept_float_quantizes_every_matmul(graphs, moments):
+    # The char CNN's products have no moments (their input is a char window): rounded to nearest.
+    assert not any("W_cnn" in name for name in moments)
+    embedder = quantize_int4(graphs["token_embedder"], Int4Settings(keep_float=()), moments)
     assert float_weight_matmuls(embedder) == []
+
+
+def test_gptq_needs_the_moments_and_says_so(graphs):
+    with pytest.raises(ValueError, match="input moments"):
+        quantize_int4(graphs["bilm"], Int4Settings())
 
 
 def _weight_scale_sizes(graph):
@@ -100,8 +122,9 @@ def test_int8_scales_per_column_or_per_matrix_outside_and_inside_the_recurrence(
 
 @pytest.mark.parametrize("settings", [Int8Settings(), Int8Settings(per_channel=False, weight_type="QUInt8"),
                                       Int8Settings(per_channel_steps=True),
-                                      Int4Settings(), Int4Settings(block_size=128, symmetric=True)])
-def test_quantized_graphs_pass_the_checker_and_run_close_to_fp32(graphs, sizes, settings):
+                                      Int4Settings(), Int4Settings(rounding="rtn"),
+                                      Int4Settings(rounding="rtn", block_size=128, symmetric=True)])
+def test_quantized_graphs_pass_the_checker_and_run_close_to_fp32(graphs, sizes, settings, moments):
     rng = np.random.default_rng(0)
     b, t = 2, 5
     feeds = {
@@ -111,7 +134,7 @@ def test_quantized_graphs_pass_the_checker_and_run_close_to_fp32(graphs, sizes, 
         "initial_c": np.zeros((sizes.n_layers, 2, b, sizes.cells), np.float32),
     }
     runs = []
-    for graph in (graphs["bilm"], quantize(graphs["bilm"], settings)):
+    for graph in (graphs["bilm"], quantize(graphs["bilm"], settings, moments)):
         onnx.checker.check_model(graph, full_check=True)
         session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
         runs.append(session.run(["layers"], feeds)[0])
@@ -120,9 +143,10 @@ def test_quantized_graphs_pass_the_checker_and_run_close_to_fp32(graphs, sizes, 
     assert cos[:, feeds["mask"].astype(bool)].mean() > 0.95
 
 
-def test_quantizing_leaves_the_input_graph_unchanged(graphs):
+def test_quantizing_leaves_the_input_graph_unchanged(graphs, moments):
     before = graphs["bilm"].SerializeToString()
-    quantize_int4(graphs["bilm"])
+    quantize_int4(graphs["bilm"], Int4Settings(), moments)
+    quantize_int4(graphs["bilm"], Int4Settings(rounding="rtn"))
     quantize_int8(graphs["bilm"])
     assert graphs["bilm"].SerializeToString() == before
 
@@ -138,6 +162,12 @@ def test_settings_reject_bad_values_by_name():
         Int4Settings(block_size=48)
     with pytest.raises(ValueError, match="accuracy_level"):
         Int4Settings(accuracy_level=7)
+    with pytest.raises(ValueError, match="rounding is 'awq'"):
+        Int4Settings(rounding="awq")
+    with pytest.raises(ValueError, match="symmetric blocks are for rounding='rtn'"):
+        Int4Settings(symmetric=True)
+    with pytest.raises(ValueError, match="damp is 2"):
+        Int4Settings(damp=2)
     with pytest.raises(ValueError, match="QInt4"):
         Int8Settings(weight_type="QInt4")
     with pytest.raises(ValueError, match="op_types"):
@@ -154,13 +184,15 @@ def test_settings_describe_themselves_for_the_manifest():
     assert int8["devices"] == ["cpu"]
     assert int4["name"] == "int4" and int4["block_size"] == 64 and int4["symmetric"] is False
     assert int4["keep_float"] == ["W_cnn", "W_proj"]
+    assert int4["rounding"] == "gptq" and int4["tool"] == "elmo_export.gptq.quantize_gptq"
+    assert Int4Settings(rounding="rtn").to_dict()["method"] == "weight-only block-wise, round to nearest"
 
 
 def test_int4_without_onnx_ir_says_what_to_install(graphs, monkeypatch):
     monkeypatch.delitem(sys.modules, "onnxruntime.quantization.matmul_nbits_quantizer", raising=False)
     monkeypatch.setitem(sys.modules, "onnx_ir", None)
     with pytest.raises(ImportError, match="onnx-ir"):
-        quantize_int4(graphs["bilm"])
+        quantize_int4(graphs["bilm"], Int4Settings(rounding="rtn"))
 
 
 def test_sort_nodes_puts_what_a_scan_body_reads_from_outside_before_the_scan(graphs):
