@@ -81,5 +81,5 @@ def input_moments(model: ElmoBiLm, sentences: Iterable[list[str]], modules: Iter
         m.flush()
         if m.rows:
             out[path] = (m.total / m.rows).to(torch.float32).numpy()  # summed in float64; kept in half the memory
-    log.info("calibration: %d sentences, input moments of %d weight products", sum(map(len, by_length.values())), len(out))
+    log.debug("input moments of %d modules from %d sentences", len(out), sum(map(len, by_length.values())))
     return out

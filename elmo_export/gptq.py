@@ -72,9 +72,8 @@ def quantize_gptq(weight: np.ndarray, moments: np.ndarray | None, block: int, da
     """
     k, n = weight.shape
     w = weight.astype(np.float64)  # rows are updated in place as the errors move
-    if moments is None:
-        factor = np.eye(k)
-    else:
+    factor = None  # round to nearest: no error moves
+    if moments is not None:
         h = np.array(moments, dtype=np.float64)
         dead = np.diag(h) == 0  # never active on the calibration text: rounded to nearest, nothing moves
         h[dead, dead] = 1.0
@@ -96,10 +95,13 @@ def quantize_gptq(weight: np.ndarray, moments: np.ndarray | None, block: int, da
             scale, zero = scales[i // block], zero_points[i // block]
             q = np.clip(np.round(w[i] / scale) + zero, 0, LEVELS)
             levels[i] = q
+            if factor is None:
+                continue
             error = (w[i] - (q - zero) * scale) / factor[i, i]
             w[i + 1:stop] -= np.outer(factor[i, i + 1:stop], error)
             errors[i - start] = error
-        w[stop:] -= factor[start:stop, stop:].T @ errors
+        if factor is not None:
+            w[stop:] -= factor[start:stop, stop:].T @ errors
     return Blocks(levels, scales, zero_points.astype(np.uint8), block)
 
 

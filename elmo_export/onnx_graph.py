@@ -260,14 +260,15 @@ def _lstm_step_body(model: ElmoBiLm, layer: int, precision: Precision, opset: in
         rest = g.op("Slice", [old, n, g.ints([_LAST], "last"), g.ints([0], "rows")])
         return g.op("Concat", [new, rest], axis=0, output=name)
 
-    for side, h, c in [("f", "h_f_in", "c_f_in"), ("b", "h_b_in", "c_b_in")]:
-        cell = model.cells[layer]["fb".index(side)]
-        path = f"cells.{layer}.{'fb'.index(side)}"
+    for direction, (side, h, c) in enumerate([("f", "h_f_in", "c_f_in"), ("b", "h_b_in", "c_b_in")]):
+        cell = model.cells[layer][direction]
+        path = f"cells.{layer}.{direction}"
         h_all, c_all = h, c
         h, c = active(h_all), active(c_all)  # (n, P), (n, D)
         w_h = _gate_columns(cell.hidden_to_gates.weight, d)
         i, j, f, out_gate = (  # (n, D) each
-            g.op("Add", [this_step(xw), g.op("MatMul", [h, g.weight(w, f"W_h_{gate}_{side}", f"{path}.hidden_to_gates")])],
+            g.op("Add", [this_step(xw),
+                         g.op("MatMul", [h, g.weight(w, f"W_h_{gate}_{side}", f"{path}.hidden_to_gates")])],
                  f"{gate}_{side}")
             for gate, w, xw in zip(GATES, w_h, products[side])
         )

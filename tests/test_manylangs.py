@@ -393,8 +393,8 @@ def test_an_absurd_architecture_fails_before_the_weights_are_read(tiny_dir, tmp_
 def test_released_size_model_matches_the_oracle(tmp_path):
     """2 x 4096 cells, projection 512, 7 filter widths up to 1024, 2 highway layers.
 
-    Prints its figures (run with -s): max abs difference against ELMoForManyLangs, int8's mean
-    cosine, and the time of each step.
+    Prints its figures (run with -s): max abs difference against ELMoForManyLangs, int8's and
+    int4's mean cosine to it, and the time of each step.
     """
     import time
 
@@ -419,7 +419,7 @@ def test_released_size_model_matches_the_oracle(tmp_path):
     for r, w in zip(reference, want):
         np.testing.assert_allclose(r, w, rtol=0, atol=1e-4)
     del model
-    for precision in ("none", "int8"):
+    for precision in ("none", "int8", "int4"):
         t = time.perf_counter()
         package = export_manylangs(model_dir, tmp_path / precision, quantize=precision, progress=False)
         figures[f"export_{precision}_s"] = time.perf_counter() - t
@@ -436,8 +436,8 @@ def test_released_size_model_matches_the_oracle(tmp_path):
         else:
             cos = np.concatenate([((g * w).sum(-1) / np.linalg.norm(g, axis=-1) / np.linalg.norm(w, axis=-1)).ravel()
                                   for g, w in zip(embedded, want)])
-            figures["int8_mean_cosine"], figures["int8_min_cosine"] = float(cos.mean()), float(cos.min())
-            assert cos.mean() >= 0.99, cos.mean()
+            figures[f"{precision}_mean_cosine"], figures[f"{precision}_min_cosine"] = float(cos.mean()), float(cos.min())
+            assert cos.mean() >= {"int8": 0.99, "int4": 0.98}[precision], cos.mean()  # the parity gate's bars
     print("\nreleased-size figures:", json.dumps({k: round(v, 7) for k, v in figures.items()}))
 
 
