@@ -115,8 +115,10 @@ class Int4Settings:
 
     Attributes:
         block_size: weights along K sharing one scale (and zero point); a power of two >= 16.
-            64 is the default: 128 loses accuracy and 32 puts the `original` package over its
-            size target (measured: benchmarks/RESULTS.md, "Design measurements").
+            64 is the default: rounded to nearest, 128 lost accuracy and 32 put the `original`
+            package over its size target (benchmarks/RESULTS.md, "Design measurements"); with
+            GPTQ, 128 measured nearly as exact on the released-size ELMoForManyLangs model
+            ("int4 variants"), not yet on the others.
         min_blocks: a matrix with few rows K gets smaller blocks, so that each column has at
             least this many (never below 16): the fixture-size models (K = 16 to 124) need it to
             meet the int4 tolerance; every matrix of the official architectures has K >= 256 and
