@@ -1,7 +1,7 @@
 """ELMo on a Ray cluster with Ray Data: a pool of long-lived workers, each holding one model.
 
     import ray
-    from elmo_runtime.ray_data import embed_dataset
+    from elmo_runtime.corpus.job import embed_dataset
     ds = ray.data.read_parquet("corpus/")                    # columns id, text
     embed_dataset(ds, "elmo-int8", layers="top", dtype="float16").write_parquet("vectors/")
 
@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from elmo_runtime import scratch
-from elmo_runtime.sources import Chunk, InputError, plan_chunks, read_chunk
-from elmo_runtime.table import TableEmbedder, pretokenized_message, require_pyarrow
+from elmo_runtime.corpus.chunks import Chunk, InputError, plan_chunks, read_chunk
+from elmo_runtime.corpus.table import TableEmbedder, pretokenized_message, require_pyarrow
 
 if TYPE_CHECKING:
     import ray.data
@@ -95,7 +95,7 @@ def embed_dataset(ds: "ray.data.Dataset", package: str | Path, *, workers: int |
             `batch_tokens`.
 
     Returns:
-        A dataset of `id`, `tokens` (token-level only) and `vectors` (see `elmo_runtime.table`).
+        A dataset of `id`, `tokens` (token-level only) and `vectors` (see `elmo_runtime.corpus.table`).
     """
     ray = require_ray()
     from ray.data import ActorPoolStrategy
@@ -131,7 +131,7 @@ def embed_to_parquet(package: str | Path, input: str | Path, output: str | Path,
                      verify: bool = True, stop: threading.Event | None = None) -> JobReport:
     """Embed a corpus into a Parquet folder on a Ray cluster; what `elmo-embed --engine ray` runs.
 
-    The input is cut into chunks (`elmo_runtime.sources`); each worker reads a chunk, embeds
+    The input is cut into chunks (`elmo_runtime.corpus.chunks`); each worker reads a chunk, embeds
     it and writes it as one part file, named by the chunk's first id, to a temporary file
     (`.part-....parquet.<pid>.<random>.tmp`) it renames when complete. The parts gather in
     `.OUTPUT.partial` beside OUTPUT (created with its plan in one rename), renamed to OUTPUT
@@ -143,7 +143,7 @@ def embed_to_parquet(package: str | Path, input: str | Path, output: str | Path,
     Args:
         package: a package directory every node can read.
         input: a text file, a folder or glob of text files, or Parquet files with a `text`
-            column (see `elmo_runtime.sources` for the ids). Every node must see the same path.
+            column (see `elmo_runtime.corpus.chunks` for the ids). Every node must see the same path.
             Not "-": the workers read the files themselves.
         output: the folder to write (on storage every node sees); not "-", not INPUT, not
             inside an INPUT folder, and holding no input file.
