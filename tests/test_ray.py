@@ -253,7 +253,7 @@ def test_a_job_stopped_early_shuts_ray_down_after_its_threads(tiny_package, tmp_
 
 DATASET_SCRIPT = """
 import sys, ray
-from elmo_runtime.corpus.job import embed_dataset
+from elmo_runtime.corpus.ray import embed_dataset
 package, source, target = sys.argv[1:]
 ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
 ds = ray.data.read_parquet(source)  # one small file: one block, unless embed_dataset cuts it
@@ -284,7 +284,7 @@ def test_embed_dataset(elmo, tiny_package, tmp_path):
 
 def test_workers_leave_a_cpu_for_ray():
     """Model workers together reserve all CPUs but one, or Ray's read tasks never get to run."""
-    from elmo_runtime.corpus.job import worker_cpus
+    from elmo_runtime.corpus.ray import worker_cpus
 
     assert worker_cpus(2, 2) == 0.5
     assert worker_cpus(1, 1) == 0.5
