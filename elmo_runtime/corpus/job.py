@@ -22,7 +22,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from elmo_runtime import scratch
 from elmo_runtime.corpus.chunks import Chunk, InputError, plan_chunks, read_chunk
@@ -30,7 +30,7 @@ from elmo_runtime.corpus.ray import cluster_cpus, require_ray, worker_cpus
 from elmo_runtime.corpus.table import TableEmbedder, pretokenized_message, require_pyarrow
 
 if TYPE_CHECKING:
-    import ray.data
+    pass
 
 log = logging.getLogger(__name__)
 
