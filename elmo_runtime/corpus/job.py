@@ -22,15 +22,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
 from elmo_runtime import scratch
 from elmo_runtime.corpus.chunks import Chunk, InputError, plan_chunks, read_chunk
 from elmo_runtime.corpus.ray import cluster_cpus, require_ray, worker_cpus
 from elmo_runtime.corpus.table import TableEmbedder, pretokenized_message, require_pyarrow
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 
