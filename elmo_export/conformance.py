@@ -19,9 +19,10 @@ import onnxruntime as ort
 import torch
 
 from elmo_export.model import ElmoBiLm, LstmState
-from elmo_export.parity import LayerParity, ModeParity, ParityError, ParityReport, _cosines, _failures, tolerance_for
+from elmo_export.parity import ParityError, ParityReport, tolerance_for
 from elmo_runtime import contract as C
-from elmo_runtime.conformance import ARRAY_ENCODING, KIND, Tolerance, compare_layers, encode_array
+from elmo_runtime.compare import Tolerance, compare
+from elmo_runtime.conformance import ARRAY_ENCODING, KIND, encode_array
 from elmo_runtime.runner import create_session
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ SENTENCES_FILE = "conformance_sentences.json"
 # 3.9e-3 (fp16: one float16 step) and 0 (int8); a 1-ulp nudge of every token embedding, what a
 # CPU with other SIMD instructions may cause, moves int8 layers by 0.025 (min cosine 0.99998,
 # default model). The bars leave a margin of 4x or more over these.
-TOLERANCES: dict[str, Tolerance] = {
+CONFORMANCE_TOLERANCES: dict[str, Tolerance] = {
     "fp32": Tolerance(max_abs=1e-4),
     "fp16": Tolerance(max_abs=2e-2, min_cosine=0.9999),
     "int8": Tolerance(max_abs=1e-1, min_cosine=0.999),
@@ -95,15 +96,12 @@ def write_conformance(model: ElmoBiLm, directory: Path, graphs: dict[str, C.Grap
             expected[mode] = encode_array(layers)
             with torch.no_grad():
                 ref = model.run_tokens([tokens], LstmState(torch.from_numpy(h[:, :, None]), torch.from_numpy(c[:, :, None])))
-            want = ref.layers.numpy()[:, 0]
-            max_abs, min_cos = compare_layers(layers, want)
-            cos = _cosines(layers, want)  # (L + 1, T)
-            modes[mode].append((sentence["name"], max_abs, min_cos, cos.mean(axis=1)))
+            modes[mode].append((sentence["name"], compare(layers, ref.layers.numpy()[:, 0])))
         entries.append({"name": sentence["name"], "why": sentence["why"], "tokens": tokens,
                         **{name: value.tolist() for name, value in ids.items()}, "expected": expected})
 
     _check_against_reference(modes, precision, model)
-    tolerance = TOLERANCES[precision]
+    tolerance = CONFORMANCE_TOLERANCES[precision]
     document = {
         "kind": KIND,
         "format_version": C.FORMAT_VERSION,
@@ -123,13 +121,10 @@ def write_conformance(model: ElmoBiLm, directory: Path, graphs: dict[str, C.Grap
 
 def _check_against_reference(modes: dict, precision: str, model: ElmoBiLm) -> None:
     """Each sentence's expected layers within the precision's parity tolerance of the reference."""
-    failures = []
     tolerance = tolerance_for(precision, model.options)
-    for mode, rows in modes.items():
-        for name, max_abs, min_cos, mean_cos in rows:
-            layers = [LayerParity(k, float(max_abs[k]), float(mean_cos[k]), float(min_cos[k])) for k in range(len(max_abs))]
-            report = ParityReport(precision, tolerance, 1, 0, 1, "conformance", [ModeParity(mode, layers, 0.0)])
-            failures += [f"conformance sentence {name!r}, {line}" for line in _failures(report)]
+    failures = [f"conformance sentence {name!r}, state {mode}, layer {k}: {violation}"
+                for mode, rows in modes.items() for name, figures in rows
+                for k, (max_abs, mean_cos, min_cos) in enumerate(zip(*figures))
+                for violation in tolerance.violations(float(max_abs), float(mean_cos), float(min_cos))]
     if failures:
-        report = ParityReport(precision, tolerance, 0, 0, 1, "conformance sentences", [], failures)
-        raise ParityError(report)
+        raise ParityError(ParityReport(precision, tolerance, 0, 0, 1, "conformance sentences", [], failures))

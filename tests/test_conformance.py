@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from elmo_export.conformance import TOLERANCES
+from elmo_export.conformance import CONFORMANCE_TOLERANCES as TOLERANCES
 from elmo_export.model import LstmState
 from elmo_runtime import contract as C
 from elmo_runtime.chars import BOS_CHAR_IDS, EOS_CHAR_IDS
