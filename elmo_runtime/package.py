@@ -194,13 +194,11 @@ class Manifest:
                 f"{source}: package format version {version} is older than this runtime reads "
                 f"({C.FORMAT_VERSION}); export the package again with this version's elmo-export"
             )
-        for path in C.REQUIRED_FIELDS:
-            get(path, _REQUIRED_TYPES.get(path, (str, int, float, list, dict)))
+        for path, kind in C.REQUIRED_FIELDS.items():
+            get(path, kind)
         _check_chars(data, source)
         _check_rules(data, source, "sentences", C.SENTENCE_RULES)
         _check_rules(data, source, "initial_state", C.STATE_LAYOUT)
-        for name in ("n_layers", "projection_dim", "dim"):
-            get(f"architecture.lstm.{name}", int)
         architecture = get("architecture", dict)
         n_layers, p, d = (architecture["lstm"][k] for k in ("n_layers", "projection_dim", "dim"))
         precision = get("precision", dict)
@@ -246,12 +244,11 @@ def _graphs(data: dict, source: str | Path, contract: dict[str, C.GraphSpec]) ->
             got = declared.get(kind, want)
             if got != want:
                 raise PackageError(f"{source}: graphs.{graph}.{kind} is {got}, the contract says {want}")
-        # Optional inputs are declared by packages that have them (older ones run without).
-        optional = declared.get("optional_inputs")
         want = {t.name: t.to_dict() for t in spec.optional_inputs}
-        if optional is not None and optional != want:
-            raise PackageError(f"{source}: graphs.{graph}.optional_inputs is {optional}, the contract says {want}")
-        graphs[graph] = C.GraphSpec(file, spec.inputs, spec.outputs, spec.optional_inputs if optional else ())
+        if declared.get("optional_inputs", {}) != want:
+            raise PackageError(f"{source}: graphs.{graph}.optional_inputs is {declared.get('optional_inputs')}, "
+                               f"the contract says {want}")
+        graphs[graph] = C.GraphSpec(file, spec.inputs, spec.outputs, spec.optional_inputs)
     return graphs
 
 
@@ -279,26 +276,6 @@ def _initial_state(data: dict, source: str | Path, n_layers: int, p: int, d: int
     if mode == C.ZERO and (h.any() or c.any()):
         raise PackageError(f"{source}: initial_state.mode is 'zero' but initial_state.h/c are not all zeros")
     return InitialState(mode, h, c, data["initial_state"].get("warmup"))
-
-
-_REQUIRED_TYPES = {
-    "format_version": int,
-    "architecture.lstm.n_layers": int,
-    "architecture.lstm.projection_dim": int,
-    "architecture.lstm.dim": int,
-    "chars.scheme": str,
-    "chars.max_characters_per_token": int,
-    "chars.id_offset": int,
-    "chars.padding_row_id": int,
-    "graphs.token_embedder.file": str,
-    "graphs.bilm.file": str,
-    "precision.name": str,
-    "initial_state.mode": str,
-    "initial_state.h": list,
-    "initial_state.c": list,
-    "conformance.file": str,
-    "files": dict,
-}
 
 
 def _check_chars(data: dict, source: str | Path) -> None:

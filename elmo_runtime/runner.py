@@ -155,6 +155,10 @@ def check_session(session: ort.InferenceSession, spec: C.GraphSpec, path: Path) 
         PackageError: every difference, named.
     """
     problems = []
+    overridable = {arg.name for arg in session.get_inputs() + session.get_overridable_initializers()}
+    missing = [t.name for t in spec.optional_inputs if t.name not in overridable]
+    if missing:
+        problems.append(f"optional inputs {missing} are missing (neither inputs nor overridable initializers)")
     for kind, got, want in (("inputs", session.get_inputs(), spec.inputs), ("outputs", session.get_outputs(), spec.outputs)):
         found = {arg.name: arg for arg in got}
         missing = [t.name for t in want if t.name not in found]
@@ -203,8 +207,6 @@ class PackageRunner:
         # With "auto", once CUDA is absent or failed to start (and said so), do not try it again.
         bilm_device = "cpu" if device == "auto" and self.token_embedder.get_providers()[0] != CUDA else device
         self.bilm_session = self._session("bilm", bilm_device, threads)
-        # Packages exported before `sentence_edges` existed lack it: they run every sentence whole.
-        self._has_edges = C.SENTENCE_EDGES in {i.name for i in self.bilm_session.get_overridable_initializers()}
         self.providers = self.bilm_session.get_providers()
         log.info("loaded %s (%s) on %s (device=%r)", self.manifest.directory, self.manifest.precision,
                  self.providers[0], device)
@@ -234,14 +236,6 @@ class PackageRunner:
         inputs = {name: value[None] for name, value in self.scheme.encode(tokens).items()}
         return self.token_embeddings(inputs)[0][0]
 
-    @property
-    def runs_time_chunks(self) -> bool:
-        """Whether the bilm takes `sentence_edges`, so a long sentence can run in time chunks.
-
-        Packages exported before that input existed run every sentence whole.
-        """
-        return self._has_edges
-
     def bilm(self, embeddings: np.ndarray, mask: np.ndarray, h: np.ndarray, c: np.ndarray,
              edges: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Run the biLM: -> `layers (L+1, B, T, 2P)`, `final_h (L, 2, B, P)`, `final_c (L, 2, B, D)`.
@@ -252,8 +246,6 @@ class PackageRunner:
         feeds = {C.TOKEN_EMBEDDINGS: embeddings, C.MASK: mask.astype(np.int32, copy=False),
                  C.INITIAL_H: h.astype(np.float32, copy=False), C.INITIAL_C: c.astype(np.float32, copy=False)}
         if edges is not None:
-            if not self._has_edges:
-                raise ValueError(f"{self.manifest.bilm_file} takes no {C.SENTENCE_EDGES}: export the package again")
             feeds[C.SENTENCE_EDGES] = np.asarray(edges, dtype=np.int64)
         layers, final_h, final_c = self.bilm_session.run([C.LAYERS, C.FINAL_H, C.FINAL_C], feeds)
         return layers, final_h, final_c

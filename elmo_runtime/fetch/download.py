@@ -109,17 +109,6 @@ def resolve_offline(offline: bool | None) -> str | None:
     return "offline=True" if offline else None
 
 
-def check_name(name: str, what: str = "name") -> str:
-    """A name that can become a cache folder: no separators, no leading dot.
-
-    Raises:
-        ValueError: anything else, naming the value.
-    """
-    if not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith("."):
-        raise ValueError(f"{what} {name!r} cannot name a cache folder")
-    return name
-
-
 def _verified_digest(path: Path, verify: Callable[[Path], None] | None, pinned: str | None) -> str:
     """Run `verify` on a file, then return its sha256, which must equal `pinned` when given."""
     if verify is not None:
