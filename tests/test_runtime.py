@@ -192,7 +192,7 @@ def test_embed_with_state_is_the_stream_without_the_bookkeeping(elmo, sizes):
     assert not zero_h.any() and not zero_c.any() and zero_c.shape == (sizes.n_layers, 2, 1, sizes.cells)
     pooled, _, _ = elmo.embed_with_state([["four"]], zero_h, zero_c, pool="mean")
     np.testing.assert_allclose(pooled[0], elmo.embed([["four"]], state="zero", pool="mean")[0], atol=1e-5)
-    with pytest.raises(ValueError, match=r"for 2 sentences this package needs \(2, 2, 2, 8\)|for 2 sentences"):
+    with pytest.raises(ValueError, match="for 2 sentences this package needs"):
         elmo.embed_with_state(batch, zero_h, zero_c)
 
 
