@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 import threading
 import time
 from dataclasses import dataclass
@@ -49,7 +47,8 @@ from elmo_export.sentences import builtin_sentences, read_sentences
 from elmo_export.weights import load_reference
 from elmo_runtime import contract as C
 from elmo_runtime import scratch
-from elmo_runtime.package import STAGING_SUFFIX, InitialState, Manifest, sha256_of
+from elmo_runtime.package import InitialState, Manifest, sha256_of
+from elmo_runtime.scratch import OLD_SUFFIX, STAGING_SUFFIX
 from elmo_runtime.token_schemes import DictionaryScheme
 
 log = logging.getLogger(__name__)
@@ -59,7 +58,6 @@ WARMUP_SOURCE = "elmo_export/data/warmup.txt: Lincoln, the Gettysburg Address (1
 CALIBRATION_TEXT = "calibration.txt"
 CALIBRATION_SOURCE = "elmo_export/data/calibration.txt: everyday English written for elmo-onnx"
 FP16_SETTINGS = {"weights": "float16", "compute": "float16", "inputs_outputs": "float32"}
-OLD_SUFFIX = ".old"  # an old package moved aside while the new one is renamed into place
 
 
 @dataclass(frozen=True)
@@ -281,26 +279,6 @@ def _open_to_umask(directory: Path) -> None:
         f.chmod(0o666 & allowed)
 
 
-def _move_into_place(staging: Path, out: Path) -> None:
-    """Rename the finished package to `out`; an old package there is removed only afterwards."""
-    old = None
-    if out.is_dir():
-        if any(out.iterdir()):
-            old = scratch.create_dir(out, OLD_SUFFIX)
-            os.replace(out, old / out.name)
-        else:
-            out.rmdir()
-    try:
-        os.replace(staging, out)
-    except OSError:
-        if old is not None:
-            os.replace(old / out.name, out)
-            shutil.rmtree(old, ignore_errors=True)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def build_manifest(model: ElmoBiLm, settings: ExportSettings, source: dict, state: LstmState | None,
                    warmup: dict | None, calibration: dict | None = None) -> Manifest:
     """The manifest without `files` and `parity` (added once the files are written and checked);
@@ -471,7 +449,7 @@ def export_reference(load: Callable[[], tuple[ElmoBiLm, dict]], out_dir: str | P
         _check_output(out, settings.force)  # again: something may have appeared meanwhile
         if stop is not None and stop.is_set():
             raise KeyboardInterrupt
-        _move_into_place(staging, out)
+        scratch.replace_dir(staging, out)  # an old package there is removed only afterwards
     except BaseException:
         # By name, not by the variable: an interrupt may come between the mkdir and the assignment.
         scratch.remove_own(out, STAGING_SUFFIX)

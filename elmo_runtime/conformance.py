@@ -93,6 +93,11 @@ class VerifyReport:
     def passed(self) -> bool:
         return not self.failures and bool(self.checks)
 
+    def fail(self, check: LayerCheck) -> None:
+        """Record a check that failed before any figure (its `error` says why)."""
+        self.checks.append(check)
+        self.failures.append(f"{check.where}: {check.error}")
+
     def worst(self) -> dict:
         """The worst max abs and min cosine over every layer checked."""
         measured = [c for c in self.checks if c.max_abs is not None]
@@ -165,44 +170,45 @@ def verify_package(package: str | Path, device: str = "cpu", threads: int | None
         report.failures.append(f"package: the runtime cannot load it ({type(e).__name__}: {e})")
         return report
 
-    def fail(check: LayerCheck) -> None:
-        report.checks.append(check)
-        report.failures.append(f"{check.where}: {check.error}")
-
     for i, sentence in enumerate(data["sentences"]):
-        name = sentence.get("name", "?") if isinstance(sentence, dict) else "?"
-        tokens = sentence.get("tokens") if isinstance(sentence, dict) else None
-        expected = sentence.get("expected") if isinstance(sentence, dict) else None
-        if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens) or not isinstance(expected, dict) or not expected:
-            fail(LayerCheck(i, name, None, None, error="malformed entry: needs 'tokens' (a list of str) and 'expected' (state -> layers)"))
-            continue
-        for input_name, ids in scheme.encode(tokens).items():  # char_ids; word_ids with a word table
-            want_ids, got_ids = sentence.get(input_name), ids.tolist()
-            if want_ids != got_ids:
-                bad = next((j for j, (a, b) in enumerate(zip(got_ids, want_ids or [])) if a != b),
-                           min(len(got_ids), len(want_ids or [])))
-                what = input_name.replace("_", " ")
-                fail(LayerCheck(i, name, None, None, error=f"{what} differ from the file's at token {bad}"))
-        for state, entry in expected.items():
-            try:
-                want = decode_array(entry, "expected layers")
-                got = elmo.embed([tokens], state=state)[0]  # (L + 1, T, dim)
-            except ConformanceFileError as e:
-                fail(LayerCheck(i, name, state, None, error=str(e)))
-                continue
-            except Exception as e:  # a verifier reports whatever the runtime raises, as a failure
-                fail(LayerCheck(i, name, state, None, error=f"the runtime failed: {type(e).__name__}: {e}"))
-                continue
-            if got.shape != want.shape:
-                fail(LayerCheck(i, name, state, None, error=f"layers have shape {list(got.shape)}, expected {list(want.shape)}"))
-                continue
-            figures = compare(got, want)
-            for k in range(got.shape[0]):
-                check = LayerCheck(i, name, state, k, float(figures.max_abs[k]), float(figures.min_cosine[k]))
-                report.checks.append(check)
-                # The first violation only: one line per layer, as the Node.js client reports.
-                report.failures += [f"{check.where}: {v}" for v in tol.violations(check.max_abs, None, check.min_cosine)[:1]]
+        _check_sentence(report, elmo, scheme, tol, i, sentence)
     return report
+
+
+def _check_sentence(report: VerifyReport, elmo, scheme, tol: Tolerance, i: int, sentence: object) -> None:
+    """One sentence of the file: its char (and word) ids, then its layers from each state."""
+    name = sentence.get("name", "?") if isinstance(sentence, dict) else "?"
+    tokens = sentence.get("tokens") if isinstance(sentence, dict) else None
+    expected = sentence.get("expected") if isinstance(sentence, dict) else None
+    if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens) or not isinstance(expected, dict) or not expected:
+        report.fail(LayerCheck(i, name, None, None, error="malformed entry: needs 'tokens' (a list of str) and 'expected' (state -> layers)"))
+        return
+    for input_name, ids in scheme.encode(tokens).items():  # char_ids; word_ids with a word table
+        want_ids, got_ids = sentence.get(input_name), ids.tolist()
+        if want_ids != got_ids:
+            bad = next((j for j, (a, b) in enumerate(zip(got_ids, want_ids or [])) if a != b),
+                       min(len(got_ids), len(want_ids or [])))
+            what = input_name.replace("_", " ")
+            report.fail(LayerCheck(i, name, None, None, error=f"{what} differ from the file's at token {bad}"))
+    for state, entry in expected.items():
+        try:
+            want = decode_array(entry, "expected layers")
+            got = elmo.embed([tokens], state=state)[0]  # (L + 1, T, dim)
+        except ConformanceFileError as e:
+            report.fail(LayerCheck(i, name, state, None, error=str(e)))
+            continue
+        except Exception as e:  # a verifier reports whatever the runtime raises, as a failure
+            report.fail(LayerCheck(i, name, state, None, error=f"the runtime failed: {type(e).__name__}: {e}"))
+            continue
+        if got.shape != want.shape:
+            report.fail(LayerCheck(i, name, state, None, error=f"layers have shape {list(got.shape)}, expected {list(want.shape)}"))
+            continue
+        figures = compare(got, want)
+        for k in range(got.shape[0]):
+            check = LayerCheck(i, name, state, k, float(figures.max_abs[k]), float(figures.min_cosine[k]))
+            report.checks.append(check)
+            # The first violation only: one line per layer, as the Node.js client reports.
+            report.failures += [f"{check.where}: {v}" for v in tol.violations(check.max_abs, None, check.min_cosine)[:1]]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,19 +8,16 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from elmo_runtime import contract as C
+from elmo_runtime import scratch
 from elmo_runtime.graph_files import GraphFormatError, external_data_locations
 from elmo_runtime.jsonfile import json_field, read_json
 from elmo_runtime.token_schemes import BYTES, DICTIONARY, scheme_files
-
-# What elmo-export's staging directories end with (it names them `.OUT.<pid>.<random>.partial`).
-STAGING_SUFFIX = ".partial"
 
 
 class PackageError(ValueError):
@@ -342,11 +339,6 @@ def _confined(directory: Path, name: str, what: str) -> Path:
     return path
 
 
-def _is_staging_dir(directory: Path) -> bool:
-    """The name `elmo-export` gives a package while it is built and checked: `.OUT.<pid>.<random>.partial`."""
-    return re.fullmatch(r"\..+\.\d+\.[0-9a-f]{8}" + re.escape(STAGING_SUFFIX), directory.name) is not None
-
-
 def load_manifest(package_dir: str | Path, verify_files: bool = True, *, require_parity: bool = True) -> Manifest:
     """Read and check the manifest of the package in `package_dir`.
 
@@ -371,7 +363,7 @@ def load_manifest(package_dir: str | Path, verify_files: bool = True, *, require
     directory = Path(package_dir)
     if not directory.is_dir():
         raise FileNotFoundError(f"model package not found: {directory} is not a directory")
-    if require_parity and _is_staging_dir(directory):
+    if require_parity and scratch.is_temporary(directory, scratch.STAGING_SUFFIX):
         raise PackageError(f"{directory} is an unfinished export (a staging directory of elmo-export), not a package")
     source = directory / C.MANIFEST_FILE
     if not source.is_file():

@@ -155,10 +155,11 @@ def check_session(session: ort.InferenceSession, spec: C.GraphSpec, path: Path) 
         PackageError: every difference, named.
     """
     problems = []
-    overridable = {arg.name for arg in session.get_inputs() + session.get_overridable_initializers()}
-    missing = [t.name for t in spec.optional_inputs if t.name not in overridable]
-    if missing:
-        problems.append(f"optional inputs {missing} are missing (neither inputs nor overridable initializers)")
+    if spec.optional_inputs:
+        overridable = {arg.name for arg in session.get_inputs() + session.get_overridable_initializers()}
+        missing = [t.name for t in spec.optional_inputs if t.name not in overridable]
+        if missing:
+            problems.append(f"optional inputs {missing} are missing (neither inputs nor overridable initializers)")
     for kind, got, want in (("inputs", session.get_inputs(), spec.inputs), ("outputs", session.get_outputs(), spec.outputs)):
         found = {arg.name: arg for arg in got}
         missing = [t.name for t in want if t.name not in found]

@@ -124,6 +124,19 @@ def test_a_catalog_package_downloads_once_then_works_offline(published, tiny_pac
         Elmo("tiny-int8")
 
 
+def test_what_a_killed_install_left_goes_at_the_next_install(published, tmp_path, dead_pid):
+    server, catalog, entry = published
+    packages = tmp_path / "cache" / "packages"
+    packages.mkdir(parents=True)
+    for suffix in ("download", "old"):  # killed while unpacking; killed between the two renames
+        debris = packages / f".tiny-fp32.{dead_pid}.0123abcd.{suffix}"
+        debris.mkdir()
+        (debris / "elmo.json").write_text("{}")
+    path = resolve_package("tiny-fp32", catalog=[catalog], progress=False)
+    assert path == packages / "tiny-fp32" and (path / "elmo.json").is_file()
+    assert sorted(p.name for p in packages.iterdir()) == [".archives", "tiny-fp32", "tiny-fp32.source.json"]
+
+
 def test_an_interrupted_download_resumes(published, tmp_path, monkeypatch):
     server, catalog, entry = published
     half = entry["bytes"] // 2

@@ -13,7 +13,6 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import signal
 import socket
 import stat
@@ -36,7 +35,6 @@ ROWS_PER_WRITE = 128
 MANIFEST = "_elmo.json"
 PLAN = "_plan.json"
 TMP_SUFFIX = ".tmp"  # files being written: `scratch`'s names, `.NAME.<pid>.<random>.tmp`
-OLD_SUFFIX = ".old"  # a replaced output folder, between two renames
 # What a chunk worker reports as data rather than raising, most specific first.
 CHUNK_ERRORS = (InputError, OSError, ValueError)
 # The name of the threads that pull a dataset's results while it is iterated (Ray 2.60): see
@@ -55,6 +53,23 @@ class JobReport:
     resumed_parts: int  # of those, found done from an earlier run
     seconds: float
     workers: dict[str, int] = field(default_factory=dict)  # "host:pid" -> rows embedded by this run
+
+
+@dataclass(frozen=True)
+class Job:
+    """What the chunks of one `embed_to_parquet` run share (see its arguments)."""
+
+    package: str | Path
+    partial: Path  # the folder the parts gather in
+    settings: dict  # TableEmbedder's
+    allow_empty_lines: bool
+    verify: bool
+    workers: int | None
+    threads: int
+    address: str | None
+    num_cpus: int | None
+    progress: bool | None
+    stop: threading.Event | None
 
 
 def embed_to_parquet(package: str | Path, input: str | Path, output: str | Path, *, workers: int | None = None,
@@ -120,7 +135,7 @@ def embed_to_parquet(package: str | Path, input: str | Path, output: str | Path,
     embedder = TableEmbedder(package, threads=threads, device="cpu", verify=verify, **settings)  # bad settings fail first
     partial = output.parent / f".{output.name}.partial"
     scratch.remove_stale(partial, TMP_SUFFIX)
-    scratch.remove_stale(output, OLD_SUFFIX)
+    scratch.remove_stale(output, scratch.OLD_SUFFIX)
     stored = None if force else _read_plan(partial)
     chunks, chunk_rows = plan_chunks(input, stored["chunk_rows"] if stored is not None else chunk_rows)
     _check_apart(input, chunks, output, partial)
@@ -129,14 +144,7 @@ def embed_to_parquet(package: str | Path, input: str | Path, output: str | Path,
     del embedder
     plan = {"package": str(Path(package).resolve()), "settings": settings, "allow_empty_lines": allow_empty_lines,
             "chunk_rows": chunk_rows, "chunks": [[c.path, c.first_id, c.rows] for c in chunks]}
-    if stored is not None and stored != plan:
-        raise ValueError(f"{partial} holds an interrupted run with other settings or another input; pass "
-                         "--force (force=True) to discard it and start over")
-    if stored is None:
-        if os.path.lexists(partial):  # only with force: _read_plan refuses it otherwise
-            _remove(partial)
-        _create_partial(partial, plan)
-    _remove_scratch(partial)
+    _open_partial(partial, plan, stored)
     done = {c.name for c in chunks if (partial / c.name).is_file()}
     todo = [c for c in chunks if c.name not in done]
     if done:
@@ -144,8 +152,8 @@ def embed_to_parquet(package: str | Path, input: str | Path, output: str | Path,
     report = JobReport(output, 0, 0, len(chunks), len(done), 0.0)
     try:
         if todo:
-            _run_chunks(ray, package, todo, partial, workers, threads, (address, num_cpus), settings,
-                        allow_empty_lines, progress, report, verify, stop)
+            _run_chunks(ray, Job(package, partial, settings, allow_empty_lines, verify, workers, threads, address,
+                                 num_cpus, progress, stop), todo, report)
     except KeyboardInterrupt:
         log.warning("interrupted: the finished parts stay in %s; run the same command again to finish the rest",
                     partial)
@@ -226,11 +234,10 @@ class ChunkWorker:
         return tokens
 
 
-def _run_chunks(ray, package, todo: list[Chunk], partial: Path, workers, threads, cluster, settings,
-                allow_empty_lines, progress, report: JobReport, verify: bool, stop: threading.Event | None) -> None:
+def _run_chunks(ray, job: Job, todo: list[Chunk], report: JobReport) -> None:
     from ray.data import ActorPoolStrategy, DataContext
 
-    address, num_cpus = cluster
+    address, num_cpus, partial, stop = job.address, job.num_cpus, job.partial, job.stop
     if address is not None and num_cpus is not None:
         raise ValueError("num_cpus (--num-cpus) is for a local cluster; a running cluster (--address) has its own")
     started_here = not ray.is_initialized()
@@ -246,19 +253,19 @@ def _run_chunks(ray, package, todo: list[Chunk], partial: Path, workers, threads
             for signum, handler in handlers.items():
                 signal.signal(signum, handler)
     try:
-        cpus = cluster_cpus(ray)
-        workers = workers or max(1, int(cpus // threads))
+        cpus, threads = cluster_cpus(ray), job.threads
+        workers = job.workers or max(1, int(cpus // threads))
         context = DataContext.get_current()
         context.enable_progress_bars = False  # ours counts sentences, not blocks
         ds = ray.data.from_items([c.to_dict() for c in todo], override_num_blocks=len(todo))
-        ds = ds.map_batches(ChunkWorker, fn_constructor_args=(str(package), str(partial), threads, settings,
-                                                               allow_empty_lines, verify),
+        ds = ds.map_batches(ChunkWorker, fn_constructor_args=(str(job.package), str(partial), threads, job.settings,
+                                                               job.allow_empty_lines, job.verify),
                             batch_size=1, compute=ActorPoolStrategy(size=workers), num_cpus=worker_cpus(cpus, workers))
         total_rows = sum(c.rows for c in todo)
         log.info("embedding %d sentences in %d chunks on %d workers (%.2f CPUs reserved each, %d threads)",
                  total_rows, len(todo), workers, worker_cpus(cpus, workers), threads)
         rows = iter(ds.iter_rows())
-        with _progress_bar(total_rows, progress) as bar, _closing_rows(rows):
+        with _progress_bar(total_rows, job.progress) as bar, _closing_rows(rows):
             done, next_log = 0, 0.1
             for row in rows:
                 if stop is not None and stop.is_set():  # a signal whose KeyboardInterrupt was lost
@@ -361,6 +368,18 @@ def _check_apart(input: str | Path, chunks: list[Chunk], output: Path, partial: 
                               "on the next run; choose an OUTPUT outside it")
 
 
+def _open_partial(partial: Path, plan: dict, stored: dict | None) -> None:
+    """Resume the run `stored` in `partial` (its plan must be `plan`), or start one there."""
+    if stored is not None and stored != plan:
+        raise ValueError(f"{partial} holds an interrupted run with other settings or another input; pass "
+                         "--force (force=True) to discard it and start over")
+    if stored is None:
+        if os.path.lexists(partial):  # only with force: _read_plan refuses it otherwise
+            scratch.remove_path(partial)
+        _create_partial(partial, plan)
+    _remove_scratch(partial)
+
+
 def _create_partial(partial: Path, plan: dict) -> None:
     """`partial` with its plan, made in one rename: a partial folder always has its plan."""
     tmp = scratch.create_dir(partial, TMP_SUFFIX)
@@ -388,14 +407,6 @@ def _remove_scratch(partial: Path) -> list[Path]:
     return removed
 
 
-def _remove(path: Path) -> None:
-    """Remove a file, a link (not what it points to) or a folder tree."""
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink()
-
-
 def _replace(partial: Path, output: Path, force: bool, replaced_mode: int | None) -> None:
     """Rename `partial` to `output`, replacing the old output folder (whose mode it takes) if any.
 
@@ -405,17 +416,7 @@ def _replace(partial: Path, output: Path, force: bool, replaced_mode: int | None
         replaced_mode = _check_output(output, force)
     if replaced_mode is not None:
         os.chmod(partial, replaced_mode)
-    if not os.path.lexists(output):
-        os.rename(partial, output)
-    else:
-        old = scratch.create_dir(output, OLD_SUFFIX)
-        os.rename(output, old)  # onto the empty folder just made
-        try:
-            os.rename(partial, output)
-        except BaseException:
-            os.rename(old, output)
-            raise
-        shutil.rmtree(old)
+    scratch.replace_dir(partial, output)
     (output / PLAN).unlink(missing_ok=True)
 
 

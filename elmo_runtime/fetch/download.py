@@ -48,6 +48,9 @@ log = logging.getLogger(__name__)
 
 ENV_CACHE = "ELMO_ONNX_CACHE"
 ENV_OFFLINE = "ELMO_ONNX_OFFLINE"
+# A downloaded package being put together beside its cache folder (`scratch.staged_dir`); not
+# `.partial`, which names an unfinished export that loading refuses.
+STAGING_SUFFIX = ".download"
 SIDECAR_FILENAME = "sha256.json"
 PART_SUFFIX = ".part"
 PART_META_SUFFIX = ".part.json"  # the URL and the server's validator, to resume safely

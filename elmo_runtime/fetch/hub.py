@@ -17,11 +17,12 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 from elmo_runtime import contract as C
-from elmo_runtime.fetch.download import CorruptCacheError, DownloadError, cache_root, resolve_offline
+from elmo_runtime import scratch
+from elmo_runtime.fetch.download import (STAGING_SUFFIX, CorruptCacheError, DownloadError, cache_root,
+                                         resolve_offline)
 from elmo_runtime.package import PackageError, load_manifest
 
 log = logging.getLogger(__name__)
@@ -136,9 +137,7 @@ def _verify(directory: Path, where: str, delete: Path) -> None:
 
 def _install(manifest_path: Path, paths: dict[str, Path], final: Path, where: str) -> None:
     """Link the downloaded files into a staging folder, verify, rename into place."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
-    try:
+    with scratch.staged_dir(final, STAGING_SUFFIX) as staging:
         shutil.copyfile(manifest_path, staging / C.MANIFEST_FILE)  # kept in the Hub's cache: it maps revisions
         for name, source in paths.items():
             # Moved, not linked: ONNX Runtime refuses external data with several hard links (a
@@ -156,10 +155,8 @@ def _install(manifest_path: Path, paths: dict[str, Path], final: Path, where: st
             raise PackageError(f"{where}: {str(e).replace(str(staging), 'the download')}; the downloaded files "
                                "were deleted") from None
         try:
-            os.replace(staging, final)
+            os.rename(staging, final)
         except OSError:
             if not final.is_dir():  # else another process installed it meanwhile: use theirs
                 raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     log.info("installed %s into %s", where, final)

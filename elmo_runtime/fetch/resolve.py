@@ -23,11 +23,11 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
 from elmo_runtime import contract as C
+from elmo_runtime import scratch
 from elmo_runtime.fetch.catalog import ENV_CATALOG, SHIPPED_NAME, PackageEntry, load_catalogs
 from elmo_runtime.package import PackageError, load_manifest
 
@@ -164,8 +164,9 @@ def _check_cached(directory: Path, record: dict, record_path: Path, how_to_fix: 
 
 def _install(archive: Path, final: Path, record_path: Path, record: dict) -> None:
     """Unpack, verify and rename into place; on any failure nothing is left under `final`."""
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
-    try:
+    from elmo_runtime.fetch.download import STAGING_SUFFIX
+
+    with scratch.staged_dir(final, STAGING_SUFFIX) as staging:
         _unpack(archive, staging)
         try:
             load_manifest(staging, verify_files=True)
@@ -175,15 +176,9 @@ def _install(archive: Path, final: Path, record_path: Path, record: dict) -> Non
         record = {**record, "manifest_sha256": manifest_sha256(staging)}
         tmp = record_path.with_name(record_path.name + ".tmp")
         tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-        if final.exists():  # a stale or older package: replaced only now that the new one verified
-            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
-            os.replace(final, old / final.name)
-            shutil.rmtree(old, ignore_errors=True)
-        os.replace(staging, final)
+        # A stale or older package is replaced only now that the new one verified.
+        scratch.replace_dir(staging, final)
         os.replace(tmp, record_path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     log.info("installed package %s from %s", final, record["url"])
 
 
