@@ -43,19 +43,16 @@ from typing import Callable, Iterator
 import numpy as np
 
 from elmo_runtime import scratch
+from elmo_runtime.corpus.lines import InputError, check_tokens, count_lines, progress_bar, read_lines
+from elmo_runtime.corpus.table import DTYPES
 from elmo_runtime.embedder import Elmo
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("hdf5", "npz", "parquet")
-DTYPES = ("float32", "float16")
 OUTPUT_LAYERS = ("all", "top", "average")
 SENTENCE_TO_INDEX = "sentence_to_index"
 TMP_SUFFIX = ".tmp"
-
-
-class InputFileError(ValueError):
-    """An input file that cannot be embedded; the message names the file and line."""
 
 
 def embed_file(package: str | Path | Elmo, input: str | Path, output: str | Path, *, layers: str = "all",
@@ -97,7 +94,7 @@ def embed_file(package: str | Path | Elmo, input: str | Path, output: str | Path
         FileNotFoundError: no such input file, package or output directory.
         FileExistsError: `output` exists and `force` is False; or it is the input, or not a
             regular file (a FIFO, a device), whatever `force`.
-        InputFileError: invalid UTF-8, an empty line (unless allowed) or an empty file; the
+        InputError: invalid UTF-8, an empty line (unless allowed) or an empty file; the
             message names the line. No output is left behind.
         ValueError, TypeError, PackageError: bad settings or package (see `Elmo`).
     """
@@ -125,7 +122,7 @@ def embed_file(package: str | Path | Elmo, input: str | Path, output: str | Path
             keep_texts = not forget_sentences and format != "parquet"
             count, sentence_to_index = _write_vectors(writer, vectors, lines.texts, keep_texts, bar, stop)
         if count == 0:
-            raise InputFileError(f"{input} is empty: there are no sentences to embed")
+            raise InputError(f"{input} is empty: there are no sentences to embed")
         if not forget_sentences:
             writer.add_sentence_to_index(json.dumps(sentence_to_index))
     log.info("wrote %d sentences to %s", count, output)
@@ -161,7 +158,7 @@ def _check_input(input: str | Path) -> None:
     if stat.S_ISDIR(mode):
         raise IsADirectoryError(f"input {input} is a directory; give a text file")
     if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
-        raise InputFileError(f"input {input} is {_kind(mode)}, not a text file or a pipe")
+        raise InputError(f"input {input} is {_kind(mode)}, not a text file or a pipe")
 
 
 def _kind(mode: int) -> str:
@@ -211,12 +208,9 @@ class _Sentences:
         self.texts: deque[str] = deque()
 
     def __iter__(self) -> Iterator[list[str]]:
-        for number, text in _read_lines(self.path):
+        for number, text in read_lines(self.path):
             tokens = self.split(text)
-            if not tokens and not self.allow_empty_lines:
-                what = "is empty" if not text else "has no tokens"
-                raise InputFileError(f"{self.path}:{number}: line {what}; remove it or pass --allow-empty-lines "
-                                     "(allow_empty_lines=True) to embed it as 0 tokens")
+            check_tokens(tokens, text, self.path, number, self.allow_empty_lines)
             self.texts.append(text)
             yield tokens
 
@@ -287,39 +281,11 @@ def _writer(format: str, path: Path, elmo: Elmo, layers: str, pool: str | None,
         writer.close()
 
 
-def _read_lines(path: str | Path) -> Iterator[tuple[int, str]]:
-    """`(line number from 1, text stripped of surrounding whitespace)`, decoding strictly."""
-    stream = sys.stdin.buffer if str(path) == "-" else open(path, "rb")
-    try:
-        for number, raw in enumerate(stream, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise InputFileError(
-                    f"{path}:{number}: not valid UTF-8 (byte {raw[e.start:e.start + 1]!r} at column {e.start + 1})"
-                ) from None
-            if number == 1:
-                line = line.removeprefix("\ufeff")
-            yield number, line.strip()
-    finally:
-        if stream is not sys.stdin.buffer:
-            stream.close()
-
-
 def _progress_bar(path: str | Path, enabled: bool | None):
-    from tqdm.auto import tqdm
-
     if enabled is None:
         enabled = sys.stderr.isatty()
-    total = None
-    if enabled and str(path) != "-" and os.path.isfile(path):
-        with open(path, "rb") as f:  # counting lines is cheap next to embedding them
-            total, last = 0, b"\n"
-            for block in iter(lambda: f.read(1 << 20), b""):
-                total += block.count(b"\n")
-                last = block[-1:]
-            total += last != b"\n"
-    return tqdm(total=total, unit=" sentences", disable=not enabled, file=sys.stderr, dynamic_ncols=True)
+    counted = enabled and str(path) != "-" and os.path.isfile(path)
+    return progress_bar(count_lines(path) if counted else None, enabled)
 
 
 class _Hdf5Writer:

@@ -16,7 +16,6 @@ import os
 import signal
 import socket
 import stat
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,7 +23,8 @@ from pathlib import Path
 from typing import Iterator
 
 from elmo_runtime import scratch
-from elmo_runtime.corpus.chunks import Chunk, InputError, plan_chunks, read_chunk
+from elmo_runtime.corpus.chunks import Chunk, plan_chunks, read_chunk
+from elmo_runtime.corpus.lines import InputError, progress_bar
 from elmo_runtime.corpus.ray import cluster_cpus, require_ray, worker_cpus
 from elmo_runtime.corpus.table import TableEmbedder, pretokenized_message, require_pyarrow
 
@@ -265,7 +265,7 @@ def _run_chunks(ray, job: Job, todo: list[Chunk], report: JobReport) -> None:
         log.info("embedding %d sentences in %d chunks on %d workers (%.2f CPUs reserved each, %d threads)",
                  total_rows, len(todo), workers, worker_cpus(cpus, workers), threads)
         rows = iter(ds.iter_rows())
-        with _progress_bar(total_rows, job.progress) as bar, _closing_rows(rows):
+        with progress_bar(total_rows, job.progress) as bar, _closing_rows(rows):
             done, next_log = 0, 0.1
             for row in rows:
                 if stop is not None and stop.is_set():  # a signal whose KeyboardInterrupt was lost
@@ -306,14 +306,6 @@ def _closing_rows(rows: Iterator[dict], wait: float = 10.0) -> Iterator[None]:
         for thread in set(threading.enumerate()) - others:
             if thread.name == RAY_DATA_THREAD:
                 thread.join(max(0.0, deadline - time.monotonic()))
-
-
-def _progress_bar(total: int, enabled: bool | None):
-    from tqdm.auto import tqdm
-
-    if enabled is None:
-        enabled = sys.stderr.isatty()
-    return tqdm(total=total, unit=" sentences", disable=not enabled, file=sys.stderr, dynamic_ncols=True)
 
 
 def _raise_chunk_error(error: str, partial: Path) -> None:
