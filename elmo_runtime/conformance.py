@@ -144,7 +144,6 @@ def verify_package(package: str | Path, device: str = "cpu", threads: int | None
     """
     from elmo_runtime.embedder import Elmo
     from elmo_runtime.package import PackageError, load_manifest, sha256_of
-    from elmo_runtime.token_schemes import scheme_from_manifest
 
     report = VerifyReport(str(package))
     try:  # hashes checked below, so that a damaged file is reported along with what it does
@@ -165,7 +164,7 @@ def verify_package(package: str | Path, device: str = "cpu", threads: int | None
                                        min_cosine=data["tolerance"].get("min_cosine"))
     try:
         elmo = Elmo(package, device=device, threads=threads, token_cache=0, verify=False)
-        scheme = scheme_from_manifest(manifest.chars, manifest.directory)  # as the runner read it
+        scheme = elmo.runner.scheme
     except Exception as e:  # as above: reported, never a traceback
         report.failures.append(f"package: the runtime cannot load it ({type(e).__name__}: {e})")
         return report

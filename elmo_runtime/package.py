@@ -136,10 +136,6 @@ class Manifest:
     def bilm_file(self) -> Path:
         return self.graph_file("bilm")
 
-    def contract(self) -> dict[str, C.GraphSpec]:
-        """The graphs' interface the contract prescribes for this architecture and token scheme."""
-        return C.graph_specs(self.n_layers, self.projection_dim, self.dim, *_token_interface(self.chars))
-
     def replace(self, **changes) -> "Manifest":
         return dataclasses.replace(self, **changes)
 
