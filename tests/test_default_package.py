@@ -11,7 +11,7 @@ import json
 import pytest
 
 from elmo_runtime import contract as C
-from elmo_runtime.resolve import SHIPPED_PACKAGE
+from elmo_runtime.fetch.resolve import SHIPPED_PACKAGE
 
 REGENERATE = "elmo-export --quantize int8 -o elmo_runtime/default --force"
 
