@@ -42,12 +42,13 @@ def _differences(shipped: dict, fresh: dict, path: str = "") -> list[str]:
 def _conformance_differences(shipped_path, fresh_path) -> list[str]:
     """Where two conformance files differ: every field exactly, but the expected vectors, which
     this CPU's ONNX Runtime computed, within the int8 conformance tolerance, the bar any runtime on
-    any CPU must meet against the shipped file (`elmo_export.conformance.TOLERANCES`: max abs 0.1,
+    any CPU must meet against the shipped file (`elmo_export.conformance.CONFORMANCE_TOLERANCES`: max abs 0.1,
     min cosine 0.999; another CPU's last bits move int8 layers by up to 0.025)."""
-    from elmo_export.conformance import TOLERANCES
-    from elmo_runtime.conformance import compare_layers, decode_array
+    from elmo_export.conformance import CONFORMANCE_TOLERANCES
+    from elmo_runtime.compare import compare
+    from elmo_runtime.conformance import decode_array
 
-    bar = TOLERANCES["int8"]
+    bar = CONFORMANCE_TOLERANCES["int8"]
     shipped = json.loads(shipped_path.read_text(encoding="utf-8"))
     fresh = json.loads(fresh_path.read_text(encoding="utf-8"))
     expected = [(s.pop("expected"), f.pop("expected")) for s, f in zip(shipped["sentences"], fresh["sentences"])]
@@ -61,7 +62,7 @@ def _conformance_differences(shipped_path, fresh_path) -> list[str]:
             if a.shape != b.shape:
                 differences.append(f"conformance sentence {i} {state}: shape {a.shape} != {b.shape}")
                 continue
-            max_abs, min_cos = compare_layers(b, a)
+            max_abs, _, min_cos = compare(b, a)
             if max_abs.max() > bar.max_abs or min_cos.min() < bar.min_cosine:
                 differences.append(f"conformance sentence {i} {state}: max abs {max_abs.max():.3g}, "
                                    f"min cosine {min_cos.min():.6f} (bar {bar})")
