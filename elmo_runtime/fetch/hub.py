@@ -60,8 +60,6 @@ def fetch_hub_package(spec: str, *, cache_dir: str | Path | None = None, offline
             files do not match their manifest (the downloaded copy is deleted).
         DownloadError: offline and not in the cache (saying what to do), or the Hub failed.
     """
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub import errors as hf_errors
     from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
 
     repo, revision = parse_repo(spec)
@@ -71,27 +69,7 @@ def fetch_hub_package(spec: str, *, cache_dir: str | Path | None = None, offline
     common = {"cache_dir": root / "hub", "endpoint": endpoint(), "local_files_only": bool(offline_source)}
 
     def download(filename: str, at: str | None) -> Path:
-        try:
-            return Path(hf_hub_download(repo, filename, revision=at, **common))
-        except hf_errors.RevisionNotFoundError:
-            raise PackageError(f"{where}: no such revision") from None
-        except hf_errors.RepositoryNotFoundError:
-            raise PackageError(f"{where} does not exist (or it is private: set HF_TOKEN)") from None
-        except hf_errors.LocalEntryNotFoundError:
-            if offline_source:
-                raise DownloadError(
-                    f"offline mode ({offline_source}): {filename} of {where} is not in the cache ({root / 'hub'}). "
-                    "Run once with network access (or unset ELMO_ONNX_OFFLINE) to fill the cache, or download "
-                    "the repository's files into a folder yourself and pass that folder.") from None
-            raise DownloadError(f"{where}: {filename} could not be downloaded (is the Hub reachable? "
-                                f"{ENV_ENDPOINT}={endpoint() or 'unset'})") from None
-        except hf_errors.EntryNotFoundError:
-            if filename == C.MANIFEST_FILE:
-                raise PackageError(f"{where} has no {C.MANIFEST_FILE}: it is not an elmo-onnx model package "
-                                   "(publish one with elmo-export --push-to-hub)") from None
-            raise PackageError(f"{where}: {filename}, listed in its {C.MANIFEST_FILE}, is missing") from None
-        except (hf_errors.HfHubHTTPError, OSError) as e:
-            raise DownloadError(f"{where}: downloading {filename} failed: {e}") from None
+        return _download(repo, filename, at, where, common, offline_source)
 
     if not progress:
         disable_progress_bars()
@@ -111,6 +89,35 @@ def fetch_hub_package(spec: str, *, cache_dir: str | Path | None = None, offline
             enable_progress_bars()
     _install(manifest_path, paths, final, where)
     return final
+
+
+def _download(repo: str, filename: str, at: str | None, where: str, common: dict,
+              offline_source: str | None) -> Path:
+    """One file of the repository through huggingface_hub's cache; its errors as ours, in one line."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub import errors as hf_errors
+
+    try:
+        return Path(hf_hub_download(repo, filename, revision=at, **common))
+    except hf_errors.RevisionNotFoundError:
+        raise PackageError(f"{where}: no such revision") from None
+    except hf_errors.RepositoryNotFoundError:
+        raise PackageError(f"{where} does not exist (or it is private: set HF_TOKEN)") from None
+    except hf_errors.LocalEntryNotFoundError:
+        if offline_source:
+            raise DownloadError(
+                f"offline mode ({offline_source}): {filename} of {where} is not in the cache ({common['cache_dir']}). "
+                "Run once with network access (or unset ELMO_ONNX_OFFLINE) to fill the cache, or download "
+                "the repository's files into a folder yourself and pass that folder.") from None
+        raise DownloadError(f"{where}: {filename} could not be downloaded (is the Hub reachable? "
+                            f"{ENV_ENDPOINT}={endpoint() or 'unset'})") from None
+    except hf_errors.EntryNotFoundError:
+        if filename == C.MANIFEST_FILE:
+            raise PackageError(f"{where} has no {C.MANIFEST_FILE}: it is not an elmo-onnx model package "
+                               "(publish one with elmo-export --push-to-hub)") from None
+        raise PackageError(f"{where}: {filename}, listed in its {C.MANIFEST_FILE}, is missing") from None
+    except (hf_errors.HfHubHTTPError, OSError) as e:
+        raise DownloadError(f"{where}: downloading {filename} failed: {e}") from None
 
 
 def _listed_files(manifest_path: Path, where: str) -> list[str]:
