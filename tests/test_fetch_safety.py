@@ -30,6 +30,7 @@ from elmo_runtime.resolve import resolve_package
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "tiny-fp32"
+STALL_ENV = "ELMO_ONNX_STALL_TIMEOUT"
 ENDLESS_CAP = 64 << 20  # the endless route stops here, so that a client that never stops ends too
 DRIP_SECONDS = 0.2
 
@@ -93,7 +94,7 @@ class MisbehavingHandler(Handler):
 @pytest.fixture(autouse=True)
 def isolated(monkeypatch, tmp_path):
     monkeypatch.setenv("ELMO_ONNX_CACHE", str(tmp_path / "cache"))
-    for name in ("ELMO_ONNX_OFFLINE", "ELMO_ONNX_CATALOG", "XDG_CACHE_HOME", download.ENV_STALL):
+    for name in ("ELMO_ONNX_OFFLINE", "ELMO_ONNX_CATALOG", "XDG_CACHE_HOME", STALL_ENV):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(download, "RETRY_DELAY_S", 0.0)
 
@@ -161,23 +162,23 @@ def test_a_dripping_server_ends_in_a_stall_error_naming_the_url(server, archived
     code = ("import sys; from elmo_runtime.resolve import resolve_package\n"
             "try:\n    resolve_package(sys.argv[1], catalog=[sys.argv[2]], progress=False)\n"
             "except Exception as e:\n    print(type(e).__name__, e); sys.exit(1)\n")
-    env = {**os.environ, "PYTHONPATH": str(REPO), download.ENV_STALL: "1"}
+    env = {**os.environ, "PYTHONPATH": str(REPO), STALL_ENV: "1"}
     started = time.monotonic()
     done = subprocess.run([sys.executable, "-c", code, NAME, str(catalog)], capture_output=True, text=True,
                           timeout=30, env=env)
     seconds = time.monotonic() - started
     assert done.returncode == 1, done.stderr
     assert f"DownloadError download of {url} failed after 3 attempt(s): the transfer stalled" in done.stdout
-    assert f"(the limit is {download.STALL_MIN_BYTES} per {download.ENV_STALL} seconds)" in done.stdout
+    assert f"per {STALL_ENV} seconds)" in done.stdout
     assert seconds < 15  # 3 attempts of about 1 s each, plus the start of Python
     assert not (tmp_path / "cache" / "packages" / NAME).exists()  # nothing under the final name
 
 
 def test_the_stall_timeout_must_be_a_positive_number(monkeypatch):
-    monkeypatch.setenv(download.ENV_STALL, "0")
+    monkeypatch.setenv(STALL_ENV, "0")
     with pytest.raises(ValueError, match="ELMO_ONNX_STALL_TIMEOUT='0' is not a positive number of seconds"):
         download.stall_timeout()
-    monkeypatch.setenv(download.ENV_STALL, "2.5")
+    monkeypatch.setenv(STALL_ENV, "2.5")
     assert download.stall_timeout() == 2.5
 
 
