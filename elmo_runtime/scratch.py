@@ -123,3 +123,21 @@ def _remove(target: Path, suffix: str, condemned) -> list[Path]:
         log.info("removed %s, left by process %d", path, pid)
         removed.append(path)
     return removed
+
+
+def refuse_foreign(folder: Path, ours: set[str], what: str) -> None:
+    """Refuse to replace `folder` if it holds anything but the files named in `ours`.
+
+    `--force` replaces an earlier output, never what a user keeps beside it: a marker file alone
+    (`elmo.json` is a common name) does not make a folder ours. A listed name that is a folder is
+    foreign too: no output of ours has sub-folders.
+
+    Raises:
+        FileExistsError: naming up to five foreign entries (and how many more).
+    """
+    foreign = sorted(p.name + ("/" if p.is_dir() and not p.is_symlink() else "") for p in folder.iterdir()
+                     if p.name not in ours or (p.is_dir() and not p.is_symlink()))
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise FileExistsError(f"output {folder} holds what is not part of {what}: {shown}; refusing to replace it "
+                              "(even with --force): move those out or choose another output")

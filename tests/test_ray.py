@@ -311,7 +311,8 @@ def embed_to_parquet_quickly(package, input, output, **kwargs):
 def finished_output(folder, mode=0o755):
     """A folder that looks like a finished `--engine ray` output."""
     folder.mkdir()
-    (folder / "_elmo.json").write_text("{}")
+    (folder / "_elmo.json").write_text(json.dumps({"format": "elmo-onnx parquet folder", "version": 1,
+                                                   "parts": [{"file": "part-000000000000.parquet"}]}))
     (folder / "part-000000000000.parquet").write_bytes(b"old")
     folder.chmod(mode)
     return folder
@@ -351,7 +352,7 @@ def test_ray_output_is_kept_apart_from_its_input(tiny_package, tmp_path):
         embed_to_parquet_quickly(tiny_package, corpus, corpus / "vectors")
     out = finished_output(tmp_path / "out")
     (out / "notes.txt").write_text("Hi !\n")
-    with pytest.raises(FileExistsError, match="holds the input file"):
+    with pytest.raises(FileExistsError, match="holds what is not part of a Parquet folder .*: notes.txt"):
         embed_to_parquet_quickly(tiny_package, out / "notes.txt", out, force=True)
     assert (out / "notes.txt").read_text() == "Hi !\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus", "out"]
