@@ -51,7 +51,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 from tqdm import tqdm
 
@@ -242,13 +242,15 @@ class CachedFiles:
             log.warning("could not record %s's sha256 in %s (%s); it will be checked again next time",
                         filename, self.sidecar, e)
 
-    def ensure(self, filename: str, url: str, *, sha256: str | None = None, size: int | None = None,
+    def ensure(self, filename: str, url: str | Sequence[str], *, sha256: str | None = None, size: int | None = None,
                verify: Callable[[Path], None] | None = None) -> Path:
         """Return `<directory>/<filename>`, complete and verified: from the cache, or downloaded.
 
         Args:
             filename: the name in the folder.
-            url: where to download it from.
+            url: where to download it from; or several places serving the same file (a primary
+                and its mirrors), tried in order until one gives a file that verifies. A cached
+                copy from any of them is reused.
             sha256: the pinned digest it must have, if known.
             size: the byte count it must have, if known.
             verify: raises ValueError (or OSError, KeyError, RuntimeError) on bad content.
@@ -267,14 +269,35 @@ class CachedFiles:
             self.record, self.record_error = self._read_sidecar()
             return self._ensure(filename, url, sha256, size, verify)
 
-    def _ensure(self, filename: str, url: str, sha256: str | None, size: int | None,
+    def _ensure(self, filename: str, url: str | Sequence[str], sha256: str | None, size: int | None,
                 verify: Callable[[Path], None] | None) -> Path:
+        urls = [url] if isinstance(url, str) else list(url)
         final = self.directory / filename
         check = _with_size(verify, size)
         if final.exists() and not self.force:
-            cached = self._reuse(final, filename, url, sha256, check)
+            cached = self._reuse(final, filename, urls, sha256, check)
             if cached is not None:
                 return cached
+        failures: list[DownloadError] = []
+        for k, source in enumerate(urls):
+            try:
+                return self._fetch(final, filename, source, sha256, size, check)
+            except CorruptCacheError:
+                raise
+            except DownloadError as e:
+                failures.append(e)
+                if self.offline:
+                    raise
+                if k + 1 < len(urls):
+                    log.warning("%s; trying the next source, %s", e, urls[k + 1])
+        if len(failures) == 1:
+            raise failures[0]
+        raise DownloadError(f"{filename}: every source failed ({len(failures)}): "
+                            + " | ".join(str(e) for e in failures))
+
+    def _fetch(self, final: Path, filename: str, url: str, sha256: str | None, size: int | None,
+               check: Callable[[Path], None] | None) -> Path:
+        """Download `url` to `final` through its `.part`, and verify it (DownloadError if not)."""
         if self.offline:
             raise DownloadError(
                 f"offline mode ({self.offline}): {final} is not in the cache and downloading "
@@ -302,13 +325,13 @@ class CachedFiles:
         log.info("downloaded and verified %s (%d bytes, sha256 %s)", final, final.stat().st_size, digest)
         return final
 
-    def _reuse(self, final: Path, filename: str, url: str, pinned: str | None,
+    def _reuse(self, final: Path, filename: str, urls: list[str], pinned: str | None,
                verify: Callable[[Path], None] | None) -> Path | None:
         """The cached file if it checks out; None if it came from another URL (fetch anew)."""
-        entry = self.record.get(filename)
+        entry, url = self.record.get(filename), urls[0]
         if entry is None:
             return self._reuse_unrecorded(final, filename, url, pinned, verify)
-        if entry.get("url") != url:
+        if entry.get("url") not in urls:
             if self.offline:
                 log.warning("%s came from %s, the catalog now says %s: using it (offline)",
                             final, entry.get("url"), url)
