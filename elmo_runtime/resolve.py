@@ -2,8 +2,10 @@
 
 `resolve_package(name_or_path)` tries, in this order:
 
-1. a local package folder (a path to a directory holding `elmo.json`);
-2. `"default"`: the default model's int8 package, shipped inside `elmo_runtime` (no network);
+1. `"default"` (and `Elmo()` with no argument): the default model's int8 package, shipped
+   inside `elmo_runtime` (no network), whatever the current directory holds: a folder named
+   `default` there is `./default`;
+2. a local package folder (a path to a directory holding `elmo.json`);
 3. `hf:owner/repo[@revision]`: a package on the Hugging Face Hub (`elmo_runtime.hub`);
 4. a catalog name (`elmo_runtime.catalog`: the project's catalog and `ELMO_ONNX_CATALOG`),
    downloaded once into `<cache>/packages/<name>/`.
@@ -76,6 +78,8 @@ def resolve_package(name_or_path: str | os.PathLike = SHIPPED_NAME, *, cache_dir
         PackageError: a downloaded or Hub package that is not a valid package.
     """
     text = os.fspath(name_or_path)
+    if text == SHIPPED_NAME and isinstance(name_or_path, str):  # never a folder of the cwd (Path("default") is one)
+        return SHIPPED_PACKAGE
     path = Path(text).expanduser()
     if path.is_dir():
         return path
@@ -83,8 +87,6 @@ def resolve_package(name_or_path: str | os.PathLike = SHIPPED_NAME, *, cache_dir
         from elmo_runtime.hub import fetch_hub_package  # imported here: huggingface_hub takes time
 
         return fetch_hub_package(text[len(HUB_PREFIX):], cache_dir=cache_dir, offline=offline, progress=progress)
-    if text == SHIPPED_NAME:
-        return SHIPPED_PACKAGE
     if path.exists():
         raise FileNotFoundError(f"{path} is a file, not a package folder (a package is a folder holding "
                                 f"{C.MANIFEST_FILE})")

@@ -88,7 +88,7 @@ def test_a_local_folder_comes_first(tiny_package, tmp_path, monkeypatch):
     (tmp_path / "default").mkdir()
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError, match="no elmo.json"):
-        Elmo("default")  # a folder named like the shipped package wins, as documented
+        Elmo("./default")  # a folder named like the shipped package is reached as a path
 
 
 # --- catalog packages -------------------------------------------------------------------------
