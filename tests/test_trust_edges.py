@@ -99,3 +99,28 @@ def test_an_output_that_is_the_file_redirected_to_stdin_is_refused(tiny_package,
     assert done.returncode == 0, done.stderr
     with h5py.File(tmp_path / "v.hdf5") as f:
         assert sorted(f) == ["0", "1", "sentence_to_index"]
+
+
+# --- L9: a temporary of another host or PID namespace is not judged by a local PID -----------
+
+
+def test_stale_cleanup_keeps_a_live_temporary_of_another_pid_namespace(tmp_path, dead_pid):
+    target = tmp_path / "out.hdf5"
+    foreign_tag = format((int(scratch.HOST_TAG, 16) + 1) % 0x10000, "04x")
+    ours_dead = tmp_path / f".out.hdf5.{dead_pid}.{scratch.HOST_TAG}abcd.tmp"  # this namespace, dead: goes
+    theirs = tmp_path / f".out.hdf5.{dead_pid}.{foreign_tag}abcd.tmp"  # a PID we cannot see: kept
+    theirs_old = tmp_path / f".out.hdf5.{dead_pid}.{foreign_tag}ef01.tmp"  # untouched for over a day: goes
+    for path in (ours_dead, theirs, theirs_old):
+        path.write_bytes(b"partial output")
+    day_ago = time.time() - scratch.FOREIGN_STALE_S - 60
+    os.utime(theirs_old, (day_ago, day_ago))
+    removed = scratch.remove_stale(target, ".tmp")
+    assert sorted(removed) == sorted([ours_dead, theirs_old])
+    assert theirs.read_bytes() == b"partial output"
+
+
+def test_temporaries_carry_this_hosts_tag(tmp_path):
+    made = scratch.create_file(tmp_path / "out.hdf5", ".tmp")
+    pid, tail = made.name[len(".out.hdf5."):-len(".tmp")].split(".")
+    assert int(pid) == os.getpid() and tail[:4] == scratch.HOST_TAG and len(tail) == 8
+    assert scratch.remove_own(tmp_path / "out.hdf5", ".tmp") == [made]
