@@ -124,3 +124,37 @@ def test_temporaries_carry_this_hosts_tag(tmp_path):
     pid, tail = made.name[len(".out.hdf5."):-len(".tmp")].split(".")
     assert int(pid) == os.getpid() and tail[:4] == scratch.HOST_TAG and len(tail) == 8
     assert scratch.remove_own(tmp_path / "out.hdf5", ".tmp") == [made]
+
+
+# --- L5: the warm state in elmo.json is covered by a digest and bounded by the clips ---------
+
+
+def edit_manifest(package: Path, change) -> None:
+    path = package / C.MANIFEST_FILE
+    manifest = json.loads(path.read_text())
+    change(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+def test_an_exported_manifest_records_its_states_digest(tiny_package):
+    from elmo_runtime.package import state_digest
+
+    manifest = load_manifest(tiny_package)
+    recorded = json.loads((tiny_package / C.MANIFEST_FILE).read_text())["initial_state"]["sha256"]
+    assert recorded == state_digest(manifest.initial_state.h, manifest.initial_state.c)
+
+
+@pytest.mark.parametrize("change, message", [
+    # one digit of the warm state changed: the 2026-12 probe moved vectors by 0.0089 with no warning
+    (lambda s: s["h"][0][0].__setitem__(0, s["h"][0][0][0] + 0.001), "do not match initial_state.sha256"),
+    (lambda s: s["c"][1][1].__setitem__(3, "0.5"), "hold something other than numbers"),
+    (lambda s: s["h"][0][1].__setitem__(2, True), "hold something other than numbers"),
+    (lambda s: s["c"][0][0].__setitem__(0, 1e38), r"initial_state.c reaches 1e\+38, beyond architecture.lstm.cell_clip 3"),
+])
+def test_a_changed_warm_state_is_refused_at_load(tiny_package, tmp_path, change, message):
+    package = copy_of(tiny_package, tmp_path / "pkg")
+    edit_manifest(package, lambda m: change(m["initial_state"]))
+    with pytest.raises(PackageError, match=message):
+        Elmo(package)
+    with pytest.raises(PackageError, match=message):
+        Elmo(package, verify=False)  # the manifest is read whatever `verify` says
