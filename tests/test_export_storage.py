@@ -132,3 +132,35 @@ def test_a_soft_link_inside_the_file_is_still_accepted_and_a_dangling_one_is_nam
         del g["kept/here"]
     with pytest.raises(WeightFileError, match=r"dataset 'char_embed' is a soft link to '/kept/here', which does not exist"):
         check_weight_file(ElmoOptions.from_file(options), path)
+
+
+# --- L7: a model ZIP is extracted only as far as its model files, within a bound -------------
+
+
+def test_a_model_zip_extracts_only_model_files_and_refuses_a_bomb(tmp_path, monkeypatch):
+    import tempfile
+    import zipfile
+
+    from elmo_export.archives import archive_loader
+    from elmo_export.synthetic import write_nlpl_zip
+
+    model_zip = write_nlpl_zip("tiny", tmp_path / "model.zip")
+    with zipfile.ZipFile(model_zip, "a", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("junk.bin", bytes(64 << 20))  # 64 MiB of zeros: about 64 kB in the ZIP
+    scratch_dir = tmp_path / "scratch"
+    scratch_dir.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch_dir))
+    with archive_loader(model_zip) as load:
+        (extracted,) = scratch_dir.iterdir()
+        assert sorted(p.name for p in extracted.iterdir()) == ["meta.json", "model.hdf5", "options.json", "vocab.txt"]
+        model, source = load()
+    assert source["archive"]["file"] == "model.zip"
+
+    bomb = write_nlpl_zip("tiny", tmp_path / "bomb.zip")
+    with zipfile.ZipFile(bomb, "a", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("notes.txt", bytes(200 << 20))  # a model-like name, 200 MiB unpacked
+    with pytest.raises(ValueError, match=r"bomb.zip: its model files would take \d+ bytes unpacked \('notes.txt' alone "
+                                         rf"{200 << 20}\), more than 4 times the archive; refusing"):
+        with archive_loader(bomb):
+            pass
+    assert list(scratch_dir.iterdir()) == []  # nothing left, and nothing of the 200 MiB was written
