@@ -189,9 +189,9 @@ def verify_package(package: str | Path, device: str = "cpu", threads: int | None
         The `VerifyReport`; `passed` is True when every layer of every sentence is within tolerance.
     """
     from elmo_runtime.embedder import Elmo
-    from elmo_runtime.download import DownloadError
+    from elmo_runtime.fetch.download import DownloadError
     from elmo_runtime.package import PackageError, load_manifest, sha256_of
-    from elmo_runtime.resolve import resolve_package
+    from elmo_runtime.fetch.resolve import resolve_package
     from elmo_runtime.token_schemes import scheme_from_manifest
 
     report = VerifyReport(str(package))

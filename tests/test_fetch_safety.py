@@ -23,10 +23,10 @@ import pytest
 from http_server import Handler, ServerState, serving
 
 from elmo_export.publish import archive_package
-from elmo_runtime import download
-from elmo_runtime.download import DownloadError
+from elmo_runtime.fetch import download
+from elmo_runtime.fetch.download import DownloadError
 from elmo_runtime.package import PackageError, load_manifest
-from elmo_runtime.resolve import resolve_package
+from elmo_runtime.fetch.resolve import resolve_package
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "tiny-fp32"
@@ -159,7 +159,7 @@ def test_a_dripping_server_ends_in_a_stall_error_naming_the_url(server, archived
     server.drip_total = entry["bytes"]
     url = f"{server.url}/drip/{NAME}.zip"
     catalog = write_catalog(tmp_path, entry, url)
-    code = ("import sys; from elmo_runtime.resolve import resolve_package\n"
+    code = ("import sys; from elmo_runtime.fetch.resolve import resolve_package\n"
             "try:\n    resolve_package(sys.argv[1], catalog=[sys.argv[2]], progress=False)\n"
             "except Exception as e:\n    print(type(e).__name__, e); sys.exit(1)\n")
     env = {**os.environ, "PYTHONPATH": str(REPO), STALL_ENV: "1"}
@@ -187,7 +187,7 @@ def test_the_stall_timeout_must_be_a_positive_number(monkeypatch):
 RACER = """
 import sys, time
 from pathlib import Path
-from elmo_runtime.resolve import resolve_package
+from elmo_runtime.fetch.resolve import resolve_package
 go = Path(sys.argv[3])
 while not go.exists():
     time.sleep(0.005)

@@ -54,7 +54,7 @@ def test_export_force_refuses_a_package_with_the_users_files_in_it(tiny_package,
 
 
 def test_ray_force_refuses_a_folder_with_a_foreign_marker_or_foreign_files(tiny_package, tmp_path):
-    from elmo_runtime.ray_data import embed_to_parquet
+    from elmo_runtime.corpus.job import embed_to_parquet
 
     (tmp_path / "in.txt").write_text("The cat sat .\n")
     out = project_folder(tmp_path / "rayproj", "_elmo.json", "{}")

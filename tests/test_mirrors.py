@@ -17,7 +17,7 @@ from elmo_export.architectures import ARCHITECTURES
 from elmo_export.catalog import CatalogModel, get_model
 from elmo_export.download import DownloadError, fetch_model
 from elmo_export.model import ElmoOptions
-from elmo_runtime import download
+from elmo_runtime.fetch import download
 
 
 @pytest.fixture(autouse=True)

@@ -21,7 +21,7 @@ from elmo_runtime import scratch
 from elmo_runtime.conformance import decode_array, encode_array
 from elmo_runtime.conformance import main as verify_main
 from elmo_runtime.package import PackageError, load_manifest, sha256_of
-from elmo_runtime.resolve import SHIPPED_PACKAGE
+from elmo_runtime.fetch.resolve import SHIPPED_PACKAGE
 
 REPO = Path(__file__).resolve().parents[1]
 
