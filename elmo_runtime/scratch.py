@@ -191,3 +191,20 @@ def refuse_foreign(folder: Path, ours: set[str], what: str) -> None:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         raise FileExistsError(f"output {folder} holds what is not part of {what}: {shown}; refusing to replace it "
                               "(even with --force): move those out or choose another output")
+
+
+def current_umask() -> int:
+    """The process's umask (read by setting it and back: there is no other portable way)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def open_to_umask(directory: Path) -> None:
+    """Give a folder made private (`tempfile.mkdtemp`: 0700) and its files the modes of a plain
+    `mkdir` and `open()`: a downloaded package is meant to be read as any folder the user makes."""
+    mask = current_umask()
+    directory.chmod(0o777 & ~mask)
+    for f in directory.iterdir():
+        if f.is_file() and not f.is_symlink():
+            f.chmod(0o666 & ~mask)

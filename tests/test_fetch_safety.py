@@ -271,3 +271,20 @@ def test_an_installed_package_has_the_modes_of_the_umask(server, archived, tmp_p
         os.umask(old)
     assert stat.S_IMODE(final.stat().st_mode) == 0o777 & ~umask
     assert {stat.S_IMODE(f.stat().st_mode) for f in final.iterdir()} == {0o666 & ~umask}
+
+
+def test_a_hub_package_has_the_modes_of_the_umask(tiny_package, tmp_path, monkeypatch):
+    from hub_server import HubHandler, HubState
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    with serving(HubHandler, HubState()) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+        hub.commit("team/tiny", {f.name: f.read_bytes() for f in tiny_package.iterdir()})
+        old = os.umask(0o022)
+        try:
+            final = resolve_package("hf:team/tiny", progress=False)
+        finally:
+            os.umask(old)
+    assert stat.S_IMODE(final.stat().st_mode) == 0o755
+    assert {stat.S_IMODE(f.stat().st_mode) for f in final.iterdir()} == {0o644}

@@ -36,6 +36,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from elmo_runtime import contract as C
+from elmo_runtime import scratch
 from elmo_runtime.fetch.catalog import ENV_CATALOG, SHIPPED_NAME, PackageEntry, load_catalogs
 from elmo_runtime.package import PackageError, load_manifest
 
@@ -189,8 +190,8 @@ def _install(archive: Path, final: Path, record_path: Path, record: dict) -> Non
     """Unpack, verify and rename into place; on any failure nothing is left under `final`."""
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
     try:
-        staging.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would make the package private to its installer
         _unpack(archive, staging)
+        scratch.open_to_umask(staging)  # mkdtemp's 0700 would make the package private to its installer
         try:
             load_manifest(staging, verify_files=True)
         except (PackageError, FileNotFoundError) as e:
@@ -209,12 +210,6 @@ def _install(archive: Path, final: Path, record_path: Path, record: dict) -> Non
         shutil.rmtree(staging, ignore_errors=True)
         raise
     log.info("installed package %s from %s", final, record["url"])
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 # A manifest is a few kB (the warm state of the largest model is under 100 kB); more is not one.
