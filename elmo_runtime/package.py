@@ -58,7 +58,8 @@ def state_digest(h: np.ndarray, c: np.ndarray) -> str:
     The state lives in `elmo.json`, which no `files` entry covers: this catches a changed digit.
     It cannot stop someone who rewrites the digest too; see "Trust" in docs/package-format.md.
     """
-    return hashlib.sha256(np.ascontiguousarray(h, "<f4").tobytes() + np.ascontiguousarray(c, "<f4").tobytes()).hexdigest()
+    data = np.ascontiguousarray(h, "<f4").tobytes() + np.ascontiguousarray(c, "<f4").tobytes()
+    return hashlib.sha256(data).hexdigest()
 
 
 def _numbers_only(value: object) -> bool:

@@ -59,7 +59,8 @@ def crafted(tmp_path, tiny_weights):
             elif how == "external-link":
                 other = tmp_path / "other.hdf5"
                 with h5py.File(other, "w") as o:
-                    o.create_dataset("stolen", data=np.frombuffer(secret.read_bytes(), dtype=real.dtype).reshape(real.shape))
+                    stolen = np.frombuffer(secret.read_bytes(), dtype=real.dtype).reshape(real.shape)
+                    o.create_dataset("stolen", data=stolen)
                 f[TARGET] = h5py.ExternalLink(str(other), "/stolen")
             elif how == "soft-to-external-link":
                 other = tmp_path / "other2.hdf5"
@@ -130,7 +131,7 @@ def test_a_soft_link_inside_the_file_is_still_accepted_and_a_dangling_one_is_nam
     check_weight_file(ElmoOptions.from_file(options), path)  # a link within the file reads the file only
     with h5py.File(path, "a") as g:
         del g["kept/here"]
-    with pytest.raises(WeightFileError, match=r"dataset 'char_embed' is a soft link to '/kept/here', which does not exist"):
+    with pytest.raises(WeightFileError, match="dataset 'char_embed' is a soft link to '/kept/here', which does not"):
         check_weight_file(ElmoOptions.from_file(options), path)
 
 

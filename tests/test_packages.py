@@ -114,7 +114,8 @@ def test_a_catalog_package_downloads_once_then_works_offline(published, tiny_pac
     for a, b in zip(got, want):
         np.testing.assert_array_equal(a, b)
     packages = tmp_path / "cache" / "packages"
-    assert sorted(p.name for p in packages.iterdir()) == [".archives", ".tiny-fp32.lock", "tiny-fp32", "tiny-fp32.source.json"]
+    assert sorted(p.name for p in packages.iterdir()) == [".archives", ".tiny-fp32.lock", "tiny-fp32",
+                                                          "tiny-fp32.source.json"]
     assert not (packages / ".archives" / "tiny-fp32.zip").exists()  # the unpacked package is what is kept
     assert json.loads((packages / "tiny-fp32.source.json").read_text())["sha256"] == entry["sha256"]
     monkeypatch.setenv("ELMO_ONNX_OFFLINE", "1")

@@ -364,7 +364,8 @@ def test_a_foreign_partial_folder_is_not_resumed_and_dead_runs_leftovers_go(tiny
     (tmp_path / ".out.partial").mkdir()
     (tmp_path / ".out.partial" / "part-000000000000.parquet").write_bytes(b"?")
     (tmp_path / f".out.{dead_pid}.{scratch.HOST_TAG}abcd.old").mkdir()  # killed between the two renames of a replace
-    (tmp_path / f"..out.partial.{dead_pid}.{scratch.HOST_TAG}abcd.tmp").mkdir()  # killed while creating the partial folder
+    # killed while creating the partial folder
+    (tmp_path / f"..out.partial.{dead_pid}.{scratch.HOST_TAG}abcd.tmp").mkdir()
     with pytest.raises(FileExistsError, match="is not an interrupted run of elmo-embed"):
         embed_to_parquet_quickly(tiny_package, tmp_path / "in.txt", tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == [".out.partial", "in.txt"]
