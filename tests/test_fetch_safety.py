@@ -168,10 +168,47 @@ def test_a_dripping_server_ends_in_a_stall_error_naming_the_url(server, archived
                           timeout=30, env=env)
     seconds = time.monotonic() - started
     assert done.returncode == 1, done.stderr
-    assert f"DownloadError download of {url} failed after 3 attempt(s): the transfer stalled" in done.stdout
-    assert f"per {STALL_ENV} seconds)" in done.stdout
+    assert f"DownloadError download of {url} failed: the transfer stalled after " in done.stdout
+    assert f"per {STALL_ENV} seconds) (3 attempt(s)); the partial file was deleted" in done.stdout
+    assert len(done.stdout.strip().splitlines()) == 1
     assert seconds < 15  # 3 attempts of about 1 s each, plus the start of Python
     assert not (tmp_path / "cache" / "packages" / NAME).exists()  # nothing under the final name
+    assert [p.name for p in archives_dir(tmp_path).iterdir() if ".zip" in p.name] == []  # no .part kept
+
+
+def test_a_server_that_goes_silent_ends_in_a_stall_error_and_keeps_nothing(archived, tmp_path, monkeypatch):
+    import socket
+    import threading
+
+    data, entry = archived
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted = []
+
+    def answer_then_hang():  # headers and a first block, then nothing, connection kept open
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            accepted.append(conn)
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(data) + data[:4096])
+
+    threading.Thread(target=answer_then_hang, daemon=True).start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/{NAME}.zip"
+    catalog = write_catalog(tmp_path, entry, url)
+    monkeypatch.setenv(STALL_ENV, "0.5")
+    started = time.monotonic()
+    try:
+        with pytest.raises(DownloadError, match=f"download of {url} failed: the transfer stalled after 4096 bytes: "
+                                                r"the server stopped sending \(3 attempt\(s\)\); the partial file"):
+            resolve_package(NAME, catalog=[catalog], progress=False)
+    finally:
+        listener.close()
+        for conn in accepted:
+            conn.close()
+    assert time.monotonic() - started < 5  # 3 silent attempts of 0.5 s, not the 60 s read timeout
+    assert [p.name for p in archives_dir(tmp_path).iterdir() if ".zip" in p.name] == []
 
 
 def test_the_stall_timeout_must_be_a_positive_number(monkeypatch):

@@ -379,7 +379,7 @@ class CachedFiles:
 
     def _download(self, url: str, part: Path, meta: Path, desc: str, size: int | None = None) -> None:
         """Bring `part` to the full length of `url`'s body (`size` bytes, if known), resuming what is there."""
-        last_error = "no attempt was made"
+        last_error, stalled = "no attempt was made", False
         for attempt in range(1, self.retries + 1):
             if attempt > 1:
                 delay = RETRY_DELAY_S * (attempt - 1)
@@ -390,9 +390,11 @@ class CachedFiles:
                 bounds = _Bounds(size, min(self.timeout_s, self.stall_s), self.stall_s)
                 if _attempt(url, part, meta, desc, bounds, self.progress, self.hint):
                     return
-                last_error = "the connection closed before the whole file arrived"
+                last_error, stalled = "the connection closed before the whole file arrived", False
             except _Retry as e:
-                last_error = str(e)
+                last_error, stalled = str(e), isinstance(e, _Stall)
+        if stalled:  # a server that crawls or hangs is misbehaving: what it sent is not kept to resume
+            raise _discard(url, part, meta, f"{last_error} ({self.retries} attempt(s))", self.hint)
         have = part.stat().st_size if part.exists() else 0
         kept = (f" The {have} bytes received are kept in {part}: calling again resumes from there."
                 if have else "")
@@ -417,6 +419,10 @@ def _with_size(verify: Callable[[Path], None] | None, size: int | None) -> Calla
 
 class _Retry(Exception):
     """An attempt failed in a way that another attempt may fix."""
+
+
+class _Stall(_Retry):
+    """The server stopped sending, or sends too slowly to ever finish."""
 
 
 @dataclass(frozen=True)
@@ -550,9 +556,12 @@ def _stream(response, part: Path, mode: str, offset: int, total: int | None, des
                 window_bytes += len(chunk)
                 if time.monotonic() - window_start >= stall_s:
                     if window_bytes < STALL_MIN_BYTES:
-                        raise _Retry(f"the transfer stalled after {received} bytes: {window_bytes} bytes in the last "
+                        raise _Stall(f"the transfer stalled after {received} bytes: {window_bytes} bytes in the last "
                                      f"{stall_s:g} s (the limit is {STALL_MIN_BYTES} per {ENV_STALL} seconds)")
                     window_start, window_bytes = time.monotonic(), 0
+        except TimeoutError:
+            out.flush()
+            raise _Stall(f"the transfer stalled after {received} bytes: the server stopped sending") from None
         except (http.client.HTTPException, OSError) as e:
             out.flush()
             raise _Retry(f"the transfer broke after {received} bytes ({type(e).__name__}: {e})") from None
