@@ -61,8 +61,9 @@ DATA = {"json", "text", "toml", "console"}
 # page -> how many `norun` blocks it may hold, and why.
 NORUN_ALLOWED = {
     "README.md": 1,  # the GPU install (onnxruntime-gpu and a CUDA device)
+    "docs/embed.md": 1,  # the same GPU install
     "docs/corpus.md": 1,  # the Spark recipe: tests/test_spark.py runs this very block
-    "docs/export.md": 2,  # official and ManyLangs models by name: downloads from the internet
+    "docs/export.md": 1,  # ELMoForManyLangs and NLPL models by name: downloads from the internet
     "docs/packages.md": 1,  # publishing to the Hugging Face Hub: the internet
 }
 SERVER_WAIT_S = 120
@@ -266,3 +267,8 @@ def test_the_site_builds_without_warnings(tmp_path):
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]
     assert (tmp_path / "site" / "index.html").is_file()
+
+
+def test_the_layout_page_is_what_the_tree_gives():
+    done = subprocess.run([sys.executable, str(REPO / "tools" / "layout.py"), "--check"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
