@@ -270,5 +270,6 @@ def test_the_site_builds_without_warnings(tmp_path):
 
 
 def test_the_layout_page_is_what_the_tree_gives():
-    done = subprocess.run([sys.executable, str(REPO / "tools" / "layout.py"), "--check"], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, str(REPO / "tools" / "layout.py"), "--check"], capture_output=True,
+                          text=True)
     assert done.returncode == 0, done.stderr
