@@ -42,7 +42,7 @@ import json, os, sys, threading, time
 t0 = time.perf_counter()
 import ray
 from _common import peak_rss_mib
-from elmo_runtime.ray_data import embed_to_parquet
+from elmo_runtime.corpus.job import embed_to_parquet
 ray.init(num_cpus=int(sys.argv[4]), include_dashboard=False, log_to_driver=False, logging_level="WARNING")
 t1 = time.perf_counter()
 peak, stop = {}, threading.Event()
