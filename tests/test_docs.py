@@ -273,3 +273,8 @@ def test_the_layout_page_is_what_the_tree_gives():
     done = subprocess.run([sys.executable, str(REPO / "tools" / "layout.py"), "--check"], capture_output=True,
                           text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_readme_stays_a_front_door():
+    # Issue #22: 10-12 KB. Reference material goes to docs/, not here.
+    assert (REPO / "README.md").stat().st_size <= 12_288
