@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -173,6 +174,10 @@ class PageRun:
                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.python.stdin.write(json.dumps([block.code, str(REPO / block.page), block.line]) + "\n")
         self.python.stdin.flush()
+        # One reply line per block, so nothing waits in the pipe's buffer: select sees it coming.
+        if not select.select([self.python.stdout], [], [], BLOCK_TIMEOUT_S)[0]:
+            self.python.kill()
+            raise AssertionError(f"{block.where}: the block ran past {BLOCK_TIMEOUT_S} s")
         reply = self.python.stdout.readline()
         assert reply, f"{block.where}: the page's interpreter died (exit {self.python.wait()})"
         error = json.loads(reply)
@@ -278,3 +283,26 @@ def test_the_layout_page_is_what_the_tree_gives():
 def test_the_readme_stays_a_front_door():
     # Issue #22: 10-12 KB. Reference material goes to docs/, not here.
     assert (REPO / "README.md").stat().st_size <= 12_288
+
+
+def test_the_runner_reads_fences_as_documented(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
+    page = tmp_path / "page.md"
+    page.write_text("\n".join([
+        "```python", "a = 1", "```",
+        "- a list item:", "", "  ```bash", "  echo indented", "  ```",
+        "```bash background port=8000", "serve", "```",
+        "```js", "browser()", "```", "```js run", "node()", "```",
+        "```python norun", "gpu()", "```", "```json", "{}", "```",
+    ]) + "\n", encoding="utf-8")
+    blocks = blocks_of(page)
+    assert [(b.line, b.lang, b.flags, b.code) for b in blocks] == [
+        (2, "python", (), "a = 1\n"), (7, "bash", (), "echo indented\n"),
+        (10, "bash", ("background", "port=8000"), "serve\n"), (13, "js", (), "browser()\n"),
+        (16, "js", ("run",), "node()\n"), (19, "python", ("norun",), "gpu()\n"), (22, "json", (), "{}\n")]
+    assert [is_run(b) for b in blocks] == [True, True, True, False, True, False, False]
+    assert blocks[2].option("port") == "8000"
+    with pytest.raises(AssertionError, match="fence info 'sh'"):
+        is_run(Block("page.md", 1, "sh", (), "ls\n"))
+    setup = Block("README.md", 1, "bash", (), SETUP_COMMANDS[1] + "\n")
+    assert not is_run(setup) and is_run(Block("docs/x.md", 1, "bash", (), SETUP_COMMANDS[1] + "\n"))
