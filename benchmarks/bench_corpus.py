@@ -7,8 +7,9 @@ Each run is a fresh process. Single process: `embed_file` with 2 threads (model 
 included). Ray: a local cluster of 2 CPUs started first (its start-up reported on its own, as
 a cluster runs before and after a job), then `embed_to_parquet` with 2 workers of 1 thread each
 (worker start and model load included). Both embed the top layer, token by token, into
-float32; medians over the repeats (written to `benchmarks/RESULTS-corpus.json`). Peak memory per worker: the highest VmHWM of the Ray
-workers' processes. Bytes per token: every output choice written for the same sentences (the text's first 60).
+float32; medians over the repeats (written to `benchmarks/RESULTS-corpus.json`). Peak memory
+per worker: the highest VmHWM of the Ray workers' processes. Bytes per token: every output
+choice written for the same sentences (the text's first 60).
 
 Input: the benchmark text (`benchmarks/data/GPL-3.txt`, 223 sentences, median 25 tokens)
 repeated to `--sentences` lines. Synthetic weights (speed does not depend on their values).

@@ -177,7 +177,8 @@ def main() -> None:
         model, _, precision = name.partition("-")
         lines.append(f"| {model} | {precision or 'int8 (shipped)'} | {size_mb(path):.2f} |")
     heavy = sorted({m for r in imports for m in r["heavy"]})
-    lines += ["", f"`from elmo_runtime import Elmo` in a fresh process: {statistics.median(r['import_s'] for r in imports):.3f} s "
+    import_s = statistics.median(r["import_s"] for r in imports)
+    lines += ["", f"`from elmo_runtime import Elmo` in a fresh process: {import_s:.3f} s "
               f"(modules it pulls in among torch, elmo_export, huggingface_hub, onnx, h5py: {heavy or 'none'}).", "",
               "Cold start (spawn to first embedding of a 7-token sentence) and peak RSS (VmHWM) after that "
               "embedding and after one batch of 32 sentences of the benchmark text:", "",

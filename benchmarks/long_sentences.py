@@ -89,12 +89,13 @@ def measure(pkg: Path, n: int, budget: int, threads: int) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| tokens | run | peak RSS while embedding (MiB) | RSS before (MiB) | returned array (MiB) | working memory (MiB) | seconds |",
+    lines = ["| tokens | run | peak RSS while embedding (MiB) | RSS before (MiB) | returned array (MiB) "
+             "| working memory (MiB) | seconds |",
              "| ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         working = r["peak_mib"] - r["loaded_mib"] - r["array_mib"]
-        lines.append(f"| {r['n']:,} | {r['run']} | {r['peak_mib']:,.0f} | {r['loaded_mib']:,.0f} | {r['array_mib']:,.0f} | "
-                     f"{working:,.0f} | {r['seconds']:.1f} |")
+        lines.append(f"| {r['n']:,} | {r['run']} | {r['peak_mib']:,.0f} | {r['loaded_mib']:,.0f} | "
+                     f"{r['array_mib']:,.0f} | {working:,.0f} | {r['seconds']:.1f} |")
     return "\n".join(lines)
 
 
@@ -126,8 +127,9 @@ def main() -> None:
         "## Peak memory against sentence length",
         "",
         f"{date.today()}, `python benchmarks/long_sentences.py {' '.join(sys.argv[1:])}` (model {args.model}, fp32, "
-        f"all layers, {args.threads} thread(s), chunks within `batch_tokens={args.budget}`; onnxruntime {onnxruntime.__version__}, "
-        f"numpy {numpy.__version__}). Load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on "
+        f"all layers, {args.threads} thread(s), chunks within `batch_tokens={args.budget}`; "
+        f"onnxruntime {onnxruntime.__version__}, numpy {numpy.__version__}). Load average at the end "
+        f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on "
         f"{os.cpu_count()} cores: the machine was shared, so seconds are indicative; memory is not affected.",
         "",
         "Peak RSS while embedding: the peak from the call on (reset after loading through /proc/self/clear_refs). "

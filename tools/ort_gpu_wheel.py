@@ -138,7 +138,8 @@ def receive(checkout: Path, store: Path) -> tuple[list[str], list[str]]:
     if manifest is None and (store / MANIFEST).exists():
         manifest = json.loads((store / MANIFEST).read_text())
     if manifest is None:
-        raise SystemExit(f"no part under {checkout / LOCAL_DIR} and none received before: carry a {PART_PREFIX}N folder")
+        raise SystemExit(f"no part under {checkout / LOCAL_DIR} and none received before: "
+                         f"carry a {PART_PREFIX}N folder")
     held = sorted(name for name in manifest["parts"] if (store / name).exists())
     return held, sorted(set(manifest["parts"]) - set(held))
 
@@ -161,7 +162,8 @@ def join(store: Path) -> Path:
                 shutil.copyfileobj(part, out)
     if sha256(wheel) != manifest["sha256"]:
         wheel.unlink()
-        raise SystemExit(f"the joined {wheel.name} does not match its sha256 {manifest['sha256']}: send the parts again")
+        raise SystemExit(f"the joined {wheel.name} does not match its sha256 {manifest['sha256']}: "
+                         "send the parts again")
     return wheel
 
 
@@ -195,7 +197,8 @@ def device_calls(parts: list[Path], root: Path) -> list[tuple[str, list[str], in
                         "> /tmp/elmo-gpu-prepare.log 2>&1 &)")
         if n == len(parts):
             command += (f" && python3 tools/{Path(__file__).name} install && (tail -3 /tmp/elmo-gpu-prepare.log; "
-                        "PYTHONPATH=/tmp/ort-gpu:. PYTHONUNBUFFERED=1 python3 benchmarks/gpu.py --work /tmp/elmo-gpu --out $OUT)")
+                        "PYTHONPATH=/tmp/ort-gpu:. PYTHONUNBUFFERED=1 python3 benchmarks/gpu.py --work /tmp/elmo-gpu "
+                        "--out $OUT)")
             timeout = 600
         calls.append((command, [str(part.parent.relative_to(root))], timeout))
     return calls
