@@ -126,7 +126,8 @@ def main() -> None:
     text = "\n".join([
         "## Peak memory against sentence length",
         "",
-        f"{date.today()}, `python benchmarks/long_sentences.py {' '.join(sys.argv[1:])}` (model {args.model}, fp32, "
+        f"{date.today()}, `python benchmarks/long_sentences.py {' '.join(sys.argv[1:])}` "
+        f"(model {args.model}, fp32, "
         f"all layers, {args.threads} thread(s), chunks within `batch_tokens={args.budget}`; "
         f"onnxruntime {onnxruntime.__version__}, numpy {numpy.__version__}). Load average at the end "
         f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on "
