@@ -11,8 +11,8 @@ CPU build; `.`: the checkout, which need not be installed. That script prints th
 that bring the wheel and run both lines.) The CPU dry run that the tests run
 (`tests/test_gpu_bench.py`), every step on `tiny`:
 
-    python benchmarks/gpu.py --device cpu --preset tiny --repeats 1 --batches 1 --sizes 4 8 \
-        --sentences 16 --budgets 64 128
+    python benchmarks/gpu.py --device cpu --preset tiny --repeats 1 --batches 1 \\
+        --sizes 4 8 --sentences 16 --budgets 64 128
 
 One run, in order; after each step the results so far are written to OUT_DIR/gpu.md (tables)
 and OUT_DIR/gpu.json (every figure), so a run cut short keeps what it measured:
