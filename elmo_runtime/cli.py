@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
-    cluster = parser.add_argument_group("cluster (--engine ray: OUTPUT is a Parquet folder; see the README)")
+    cluster = parser.add_argument_group("cluster (--engine ray: OUTPUT is a Parquet folder; see docs/corpus.md)")
     cluster.add_argument("--engine", choices=ENGINES, default="local",
                          help="local: this process (default); ray: a Ray cluster (needs elmo-onnx[ray])")
     cluster.add_argument("--workers", type=int, default=None, metavar="N",

@@ -154,6 +154,7 @@ def _install(manifest_path: Path, paths: dict[str, Path], final: Path, where: st
                 os.replace(blob, staging / name)
             except OSError:
                 shutil.copyfile(blob, staging / name)
+        scratch.open_to_umask(staging)  # the Hub cache's modes would make the package private
         try:
             load_manifest(staging, verify_files=True)
         except (PackageError, FileNotFoundError) as e:
