@@ -136,7 +136,8 @@ def test_what_a_killed_install_left_goes_at_the_next_install(published, tmp_path
         (debris / "elmo.json").write_text("{}")
     path = resolve_package("tiny-fp32", catalog=[catalog], progress=False)
     assert path == packages / "tiny-fp32" and (path / "elmo.json").is_file()
-    assert sorted(p.name for p in packages.iterdir()) == [".archives", "tiny-fp32", "tiny-fp32.source.json"]
+    assert sorted(p.name for p in packages.iterdir()) == [".archives", ".tiny-fp32.lock", "tiny-fp32",
+                                                          "tiny-fp32.source.json"]
 
 
 def test_an_interrupted_download_resumes(published, tmp_path, monkeypatch):
