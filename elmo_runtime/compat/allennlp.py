@@ -37,7 +37,6 @@ import json
 import logging
 import numbers
 import os
-import reprlib
 from pathlib import Path
 from typing import IO, Iterable, Iterator, Sequence
 
@@ -45,7 +44,7 @@ import numpy as np
 
 from elmo_runtime import contract as C
 from elmo_runtime.chars import batch_to_char_ids, boundary_char_ids, tokens_to_char_ids
-from elmo_runtime.compat.models import pair_package
+from elmo_runtime.compat.models import pair_package, token_lists
 from elmo_runtime.embedder import Elmo as _Runtime
 from elmo_runtime.runner import PackageRunner
 from elmo_runtime.token_schemes import ByteScheme
@@ -66,32 +65,6 @@ OUTPUT_FORMATS = ("all", "top", "average")
 _LAYER_NORM_EPSILON = 1e-13
 
 
-def check_sentences(batch: Iterable[Sequence[str]], what: str = "batch") -> list[list[str]]:
-    """`batch` as a list of token lists; TypeError naming the sentence that is not one.
-
-    AllenNLP iterates whatever it gets, so a sentence given as a str was embedded character by
-    character without a word said; here it is an error that says how to split it.
-    """
-    if isinstance(batch, (str, bytes)):
-        raise TypeError(f"{what} is a {type(batch).__name__}, not a list of tokenized sentences: pass "
-                        f"[{batch[:30]!r}.split()] (AllenNLP would have embedded it character by character)")
-    sentences = []
-    for i, sentence in enumerate(batch):
-        if isinstance(sentence, str):
-            raise TypeError(f"sentence {i} is a str, not a list of tokens: pass s.split() for s = "
-                            f"{reprlib.repr(sentence)} (AllenNLP would have embedded its characters one by one; "
-                            "list(s) does that on purpose)")
-        if not isinstance(sentence, (list, tuple)):
-            raise TypeError(f"sentence {i} is {type(sentence).__name__} {reprlib.repr(sentence)}; expected a list "
-                            "of token strings")
-        bad = next((j for j, token in enumerate(sentence) if not isinstance(token, str)), None)
-        if bad is not None:
-            raise TypeError(f"sentence {i}, token {bad} is {type(sentence[bad]).__name__} "
-                            f"{reprlib.repr(sentence[bad])}; tokens must be str")
-        sentences.append(list(sentence))
-    return sentences
-
-
 def batch_to_ids(batch: Sequence[Sequence[str]]) -> np.ndarray:
     """AllenNLP's `batch_to_ids`: tokenized sentences -> character ids, int64 `(B, T, 50)`.
 
@@ -101,7 +74,7 @@ def batch_to_ids(batch: Sequence[Sequence[str]]) -> np.ndarray:
     Raises:
         TypeError: a sentence that is not a list of str (a bare str names `s.split()`).
     """
-    return batch_to_char_ids(check_sentences(batch)).astype(np.int64)
+    return batch_to_char_ids(token_lists(batch)).astype(np.int64)
 
 
 def _device(cuda_device: int) -> str:
@@ -153,7 +126,8 @@ class ElmoEmbedder:
                  weight_file: str | os.PathLike | None = DEFAULT_WEIGHT_FILE, cuda_device: int = -1, *,
                  stateful: bool = False, precision: str = "fp32"):
         self._args = (options_file, weight_file, cuda_device, stateful, precision)
-        package = pair_package(options_file, weight_file, precision=precision, default_weight_file=DEFAULT_WEIGHT_FILE)
+        package = pair_package(options_file, weight_file, precision=precision, state=C.ZERO if stateful else C.WARM,
+                               default_weight_file=DEFAULT_WEIGHT_FILE)
         self.elmo = _Runtime(package, device=_device(cuda_device))
         self.cuda_device = cuda_device
         self.stateful = bool(stateful)
@@ -177,7 +151,7 @@ class ElmoEmbedder:
     def embed_sentence(self, sentence: Sequence[str]) -> np.ndarray:
         """One tokenized sentence -> `(L + 1, T, dim)` float32 (`(3, T, 1024)` for `original`)."""
         if isinstance(sentence, str):
-            check_sentences([sentence])
+            token_lists([sentence])
         return self.embed_batch([sentence])[0]
 
     def embed_batch(self, batch: Sequence[Sequence[str]]) -> list[np.ndarray]:
@@ -186,7 +160,7 @@ class ElmoEmbedder:
         A sentence with no tokens gives zeros `(L + 1, 0, dim)` (AllenNLP gave float64
         `(3, 0, 1024)` whatever the model's width).
         """
-        sentences = check_sentences(batch)
+        sentences = token_lists(batch)
         if sentences == [[]]:  # AllenNLP returns this case without running the model (nor moving state)
             return [np.zeros((self.elmo.num_layers, 0, self.elmo.dim), np.float32)]
         if self._stream is not None:
@@ -199,7 +173,7 @@ class ElmoEmbedder:
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise ValueError(f"batch_size is {batch_size!r}; expected a positive int")
         if isinstance(sentences, (str, bytes)):
-            check_sentences(sentences, "sentences")
+            token_lists(sentences, "sentences")
         batch: list = []
         for sentence in sentences:
             batch.append(sentence)
@@ -308,7 +282,8 @@ class Elmo:
         if (isinstance(num_output_representations, bool) or not isinstance(num_output_representations, numbers.Integral)
                 or num_output_representations < 1):
             raise ValueError(f"num_output_representations is {num_output_representations!r}; expected an int >= 1")
-        package = pair_package(options_file, weight_file, precision=precision, default_weight_file=DEFAULT_WEIGHT_FILE)
+        package = pair_package(options_file, weight_file, precision=precision, state=C.ZERO if stateful else C.WARM,
+                               default_weight_file=DEFAULT_WEIGHT_FILE)
         self._runner = PackageRunner(package, device=_device(cuda_device))
         if not isinstance(self._runner.scheme, ByteScheme):
             raise ValueError(f"{package}: this model reads its own dictionary's ids (ELMoForManyLangs), not "

@@ -23,10 +23,12 @@ import logging
 import os
 import posixpath
 import re
+import reprlib
 import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterable, Sequence
 from urllib.parse import urlsplit
 
 from elmo_runtime import contract as C
@@ -70,11 +72,13 @@ def model_for_url(url: str) -> str:
 
 
 def pair_package(options_file: str | os.PathLike | None, weight_file: str | os.PathLike | None, *,
-                 precision: str = "fp32", default_weight_file: str | None = None) -> Path:
+                 precision: str = "fp32", state: str = C.WARM, default_weight_file: str | None = None) -> Path:
     """AllenNLP's `(options_file, weight_file)` -> a package folder.
 
     `options_file` may also be any model form `model_package` takes; `weight_file` is then
     None or AllenNLP's default (which a caller who passes only the first argument leaves).
+    `precision` and `state` are what an export makes (a warm package serves both states; a
+    caller that only ever uses the zero state asks for "zero", which exports faster).
 
     Raises:
         ValueError: an unknown URL or name, or URLs of two different models.
@@ -92,20 +96,20 @@ def pair_package(options_file: str | os.PathLike | None, weight_file: str | os.P
         if weights is not None and model_for_url(weights) != model:
             raise ValueError(f"options_file is AllenNLP's {model!r} model but weight_file is "
                              f"{model_for_url(weights)!r} ({weights}); pass the pair of one model")
-        return model_package(model, precision=precision)
+        return model_package(model, precision=precision, state=state)
     options_path = Path(options).expanduser()
     if options_path.is_file() or options.endswith(".json"):
         if weights is None or is_url(weights):
             raise ValueError(f"options_file is the file {options} but weight_file is {weights!r}: pass the model's "
                              "weights.hdf5 file beside it (or a package instead of both)")
-        return _files_package(options_path, Path(weights).expanduser(), precision)
+        return _files_package(options_path, Path(weights).expanduser(), precision, state)
     if weights is not None and weights != default_weight_file:
         raise ValueError(f"options_file {options!r} is not an options.json file, so it is taken as a package or "
                          f"model, and weight_file ({weights}) must be left out")
-    return model_package(options, precision=precision)
+    return model_package(options, precision=precision, state=state)
 
 
-def model_package(source: str | os.PathLike, *, precision: str = "fp32") -> Path:
+def model_package(source: str | os.PathLike, *, precision: str = "fp32", state: str = C.WARM) -> Path:
     """A package form, a model name, or a model folder/ZIP -> a package folder.
 
     Raises:
@@ -123,7 +127,7 @@ def model_package(source: str | os.PathLike, *, precision: str = "fp32") -> Path
         if path.is_file() and path.suffix == ".json":
             raise ValueError(f"{path} is an options file: pass it with its weights file, as options_file and "
                              "weight_file")
-        return _export_once([str(path)], _digest_of(path), precision, f"the model at {path}")
+        return _export_once([str(path)], _digest_of(path), precision, state, f"the model at {path}")
     if not isinstance(source, str) or os.sep in text or text.startswith((".", "~")) or text.endswith(
             (".json", ".hdf5", ".zip")):
         raise FileNotFoundError(f"model not found: there is no file or folder {text}")
@@ -136,7 +140,7 @@ def model_package(source: str | os.PathLike, *, precision: str = "fp32") -> Path
 
             return fetch_catalog_package(entry)
         if text in ALLENNLP_MODELS.values() or text.startswith(EXPORTABLE_PREFIXES):
-            return _export_once([text], text, precision, f"model {text!r}")
+            return _export_once([text], text, precision, state, f"model {text!r}")
         raise ValueError(f"{unknown} Model names the exporter fetches: {', '.join(ALLENNLP_MODELS.values())}, "
                          f"manylangs-<language>, norelmo-<id>.") from None
 
@@ -148,12 +152,12 @@ def _catalog_entry_of_model(model: str, precision: str):
     return entries[0] if entries else None
 
 
-def _files_package(options: Path, weights: Path, precision: str) -> Path:
+def _files_package(options: Path, weights: Path, precision: str, state: str) -> Path:
     for path, what in ((options, "options file"), (weights, "weight file")):
         if not path.is_file():
             raise FileNotFoundError(f"ELMo {what} not found: {path}")
     key = f"{sha256_of_file(weights)[:32]}-{sha256_of_file(options)[:8]}"
-    return _export_once(["--options", str(options), "--weights", str(weights)], key, precision,
+    return _export_once(["--options", str(options), "--weights", str(weights)], key, precision, state,
                         f"{options.name} + {weights.name}")
 
 
@@ -179,14 +183,20 @@ def exporter_installed() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in ("elmo_export", "torch", "onnx"))
 
 
-def _export_once(source_args: list[str], key: str, precision: str, what: str) -> Path:
-    """`<cache>/compat/<key>-<precision>`, exported by `elmo-export` the first time."""
+def _export_once(source_args: list[str], key: str, precision: str, state: str, what: str) -> Path:
+    """`<cache>/compat/<key>-<precision>[-zero]`, exported by `elmo-export` the first time.
+
+    A warm package serves a caller of the zero state too, so one is used where it exists.
+    """
     from elmo_runtime.download import cache_root
 
-    out = cache_root() / COMPAT_CACHE / f"{key}-{precision}"
-    if (out / C.MANIFEST_FILE).is_file():
-        return out
-    command = [*source_args, "--quantize", precision]
+    C.check_state_mode(state)
+    warm = cache_root() / COMPAT_CACHE / f"{key}-{precision}"
+    out = warm if state == C.WARM else warm.with_name(f"{warm.name}-{state}")
+    for existing in (warm, out):
+        if (existing / C.MANIFEST_FILE).is_file():
+            return existing
+    command = [*source_args, "--quantize", precision] + ([] if state == C.WARM else ["--initial-state", state])
     if not exporter_installed():
         raise RuntimeError(
             f"{what} is not an elmo-onnx package yet, and exporting it needs the exporter (torch), which this "
@@ -200,3 +210,29 @@ def _export_once(source_args: list[str], key: str, precision: str, what: str) ->
         return out
     reason = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
     raise RuntimeError(f"exporting {what} failed: {reason}")
+
+
+def token_lists(batch: Iterable[Sequence[str]], what: str = "batch", original: str = "AllenNLP") -> list[list[str]]:
+    """`batch` as a list of token lists; TypeError naming the sentence that is not one.
+
+    The originals iterate whatever they get, so a sentence given as a str was embedded
+    character by character without a word said; here it is an error that says how to split it.
+    """
+    if isinstance(batch, (str, bytes)):
+        raise TypeError(f"{what} is a {type(batch).__name__}, not a list of tokenized sentences: pass "
+                        f"[{batch[:30]!r}.split()] ({original} would have embedded it character by character)")
+    sentences = []
+    for i, sentence in enumerate(batch):
+        if isinstance(sentence, str):
+            raise TypeError(f"sentence {i} is a str, not a list of tokens: pass s.split() for s = "
+                            f"{reprlib.repr(sentence)} ({original} would have embedded its characters one by one; "
+                            "list(s) does that on purpose)")
+        if not isinstance(sentence, (list, tuple)):
+            raise TypeError(f"sentence {i} is {type(sentence).__name__} {reprlib.repr(sentence)}; expected a list "
+                            "of token strings")
+        bad = next((j for j, token in enumerate(sentence) if not isinstance(token, str)), None)
+        if bad is not None:
+            raise TypeError(f"sentence {i}, token {bad} is {type(sentence[bad]).__name__} "
+                            f"{reprlib.repr(sentence[bad])}; tokens must be str")
+        sentences.append(list(sentence))
+    return sentences
