@@ -244,6 +244,26 @@ def test_allennlp_urls_resolve_to_the_catalogs_models_and_unknown_ones_are_named
         ElmoEmbedder(SMALL_URL, DEFAULT_WEIGHT_FILE)
 
 
+def test_a_hub_package_works_wherever_a_file_pair_does(tiny_package, tmp_path, monkeypatch):
+    from elmo_runtime.compat.elmoformanylangs import Embedder
+    from elmo_runtime.compat.simple_elmo import ElmoModel
+    from http_server import serving
+    from hub_server import HubHandler, HubState
+
+    monkeypatch.setenv("ELMO_ONNX_CACHE", str(tmp_path / "cache"))
+    with serving(HubHandler, HubState()) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        hub.commit("team/elmo-tiny", {f.name: f.read_bytes() for f in tiny_package.iterdir()})
+        want = ElmoEmbedder(tiny_package, None).embed_sentence(["From", "the", "Hub"])
+        np.testing.assert_array_equal(ElmoEmbedder("hf:team/elmo-tiny").embed_sentence(["From", "the", "Hub"]), want)
+        out = Elmo("hf:team/elmo-tiny", None, 1)(batch_to_ids([["From", "the", "Hub"]]))
+        np.testing.assert_allclose(out["elmo_representations"][0][0], want.mean(axis=0), atol=1e-6)
+        assert Embedder("hf:team/elmo-tiny").sents2elmo([["From", "the", "Hub"]])[0].shape == want.shape[1:]
+        model = ElmoModel()
+        model.load("hf:team/elmo-tiny")
+        assert model.get_elmo_vectors([["From", "the", "Hub"]]).shape == (1,) + want.shape[1:]
+
+
 def test_a_missing_file_is_named(tmp_path):
     options = tmp_path / "options.json"
     with pytest.raises(FileNotFoundError, match=f"options file not found: {options}"):

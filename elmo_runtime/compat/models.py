@@ -117,12 +117,12 @@ def model_package(source: str | os.PathLike, *, precision: str = "fp32", state: 
         ValueError: an unknown name (the accepted forms named).
         RuntimeError: see `pair_package`.
     """
-    from elmo_runtime.resolve import resolve_package
+    from elmo_runtime.resolve import HUB_PREFIX, resolve_package
 
     text = os.fspath(source)
     path = Path(text).expanduser()
-    if path.is_dir() and (path / C.MANIFEST_FILE).is_file():
-        return path
+    if (path.is_dir() and (path / C.MANIFEST_FILE).is_file()) or text.startswith(HUB_PREFIX):
+        return resolve_package(text)
     if path.exists():
         if path.is_file() and path.suffix == ".json":
             raise ValueError(f"{path} is an options file: pass it with its weights file, as options_file and "
