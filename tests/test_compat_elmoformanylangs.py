@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from compat_catalog import official_models_as
-from elmo_export.manylangs import export_manylangs
 from elmo_export.synthetic import write_synthetic_manylangs
 from elmo_runtime.compat.elmoformanylangs import Embedder
 
@@ -29,14 +28,22 @@ def model_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def package(model_dir, tmp_path_factory):
-    return export_manylangs(model_dir, tmp_path_factory.mktemp("pkg") / "fp32", progress=False, initial_state="zero")
+def shim_and_cache(model_dir, tmp_path_factory):
+    """`Embedder(model_dir)` with a cache of its own: the folder is exported once, in a child process."""
+    cache = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ELMO_ONNX_CACHE", str(cache))
+        yield Embedder(str(model_dir)), cache
 
 
-def test_a_model_folder_is_exported_once_and_matches_the_original_for_every_output_layer(model_dir, tmp_path,
-                                                                                         monkeypatch):
-    monkeypatch.setenv("ELMO_ONNX_CACHE", str(tmp_path / "cache"))
-    ours = Embedder(str(model_dir))
+@pytest.fixture(scope="module")
+def package(shim_and_cache):
+    (folder,) = (shim_and_cache[1] / "compat").iterdir()
+    return folder
+
+
+def test_a_model_folder_is_exported_once_and_matches_the_original_for_every_output_layer(model_dir, shim_and_cache):
+    ours, cache = shim_and_cache
     original = elmoformanylangs.Embedder(str(model_dir), batch_size=64)
     worst = 0.0
     for layer in (-1, -2, 0, 1, 2):
@@ -51,8 +58,11 @@ def test_a_model_folder_is_exported_once_and_matches_the_original_for_every_outp
             worst = max(worst, float(np.abs(g - w).max(initial=0.0)))
     assert worst < 1e-5, worst
     assert ours.sents2elmo([[]])[0].shape == (0, got[0].shape[-1])
-    (folder,) = (tmp_path / "cache" / "compat").iterdir()
+    (folder,) = (cache / "compat").iterdir()
     assert folder.name.endswith("-fp32-zero")  # the state the shim uses, the faster export
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ELMO_ONNX_CACHE", str(cache))
+        assert Embedder(str(model_dir), batch_size=1).elmo.manifest.directory == folder  # not exported again
 
 
 def test_readme_snippet_runs_with_only_the_import_changed(package, sizes):

@@ -117,7 +117,7 @@ def model_package(source: str | os.PathLike, *, precision: str = "fp32", state: 
         ValueError: an unknown name (the accepted forms named).
         RuntimeError: see `pair_package`.
     """
-    from elmo_runtime.resolve import HUB_PREFIX, resolve_package
+    from elmo_runtime.fetch.resolve import HUB_PREFIX, resolve_package
 
     text = os.fspath(source)
     path = Path(text).expanduser()
@@ -136,7 +136,7 @@ def model_package(source: str | os.PathLike, *, precision: str = "fp32", state: 
     except ValueError as unknown:
         entry = _catalog_entry_of_model(text, precision)
         if entry is not None:
-            from elmo_runtime.resolve import fetch_catalog_package
+            from elmo_runtime.fetch.resolve import fetch_catalog_package
 
             return fetch_catalog_package(entry)
         if text in ALLENNLP_MODELS.values() or text.startswith(EXPORTABLE_PREFIXES):
@@ -146,7 +146,7 @@ def model_package(source: str | os.PathLike, *, precision: str = "fp32", state: 
 
 
 def _catalog_entry_of_model(model: str, precision: str):
-    from elmo_runtime.catalog import load_catalogs
+    from elmo_runtime.fetch.catalog import load_catalogs
 
     entries = [e for e in load_catalogs().values() if e.model == model and e.precision == precision]
     return entries[0] if entries else None
@@ -188,7 +188,7 @@ def _export_once(source_args: list[str], key: str, precision: str, state: str, w
 
     A warm package serves a caller of the zero state too, so one is used where it exists.
     """
-    from elmo_runtime.download import cache_root
+    from elmo_runtime.fetch.download import cache_root
 
     C.check_state_mode(state)
     warm = cache_root() / COMPAT_CACHE / f"{key}-{precision}"
