@@ -286,11 +286,12 @@ def test_tutorial_snippets_run_with_only_the_import_changed(tiny_package, sizes,
         assert(len(vectors[0]) == len(tokens)) # the vector elements correspond with the input tokens
         vectors2 = elmo.embed_sentence(["I", "ate", "a", "carrot", "for", "breakfast"])
         assert vectors.shape == (3, 6, sizes.dim) and vectors.dtype == np.float32
-        assert 0.0 < 1 - np.dot(vectors[2][3], vectors2[2][3]) / np.linalg.norm(vectors[2][3]) / np.linalg.norm(vectors2[2][3])
+        apple, carrot = vectors[2][3], vectors2[2][3]  # the tutorial's scipy cosine, in numpy
+        assert 0.0 < 1 - apple @ carrot / np.linalg.norm(apple) / np.linalg.norm(carrot)
 
         from elmo_runtime.compat.allennlp import Elmo, batch_to_ids
-        options_file = "https://allennlp.s3.amazonaws.com/models/elmo/2x4096_512_2048cnn_2xhighway/elmo_2x4096_512_2048cnn_2xhighway_options.json"
-        weight_file = "https://allennlp.s3.amazonaws.com/models/elmo/2x4096_512_2048cnn_2xhighway/elmo_2x4096_512_2048cnn_2xhighway_weights.hdf5"
+        options_file = "https://allennlp.s3.amazonaws.com/models/elmo/2x4096_512_2048cnn_2xhighway/elmo_2x4096_512_2048cnn_2xhighway_options.json"  # noqa: E501
+        weight_file = "https://allennlp.s3.amazonaws.com/models/elmo/2x4096_512_2048cnn_2xhighway/elmo_2x4096_512_2048cnn_2xhighway_weights.hdf5"  # noqa: E501
         elmo = Elmo(options_file, weight_file, 2, dropout=0)
         sentences = [['First', 'sentence', '.'], ['Another', '.']]
         character_ids = batch_to_ids(sentences)
@@ -336,7 +337,8 @@ def test_embed_file_writes_allennlps_layout(tiny_package, tmp_path, sizes):
         assert sorted(all_) == ["0", "1", "2", "sentence_to_index"] and sorted(top) == ["0", "1", "2"]
         assert json.loads(all_["sentence_to_index"][0]) == {"The cat sat .": "2", "Hi !": "1"}
         for i, want in enumerate(expected):
-            assert all_[str(i)].dtype == np.float32 and all_[str(i)].shape == (sizes.layers, len(lines[i].split()), sizes.dim)
+            assert all_[str(i)].dtype == np.float32
+            assert all_[str(i)].shape == (sizes.layers, len(lines[i].split()), sizes.dim)
             np.testing.assert_array_equal(all_[str(i)][...], want)
             np.testing.assert_array_equal(top[str(i)][...], want[-1])
             np.testing.assert_allclose(avg[str(i)][...], want.mean(axis=0), atol=1e-6)

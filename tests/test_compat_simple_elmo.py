@@ -26,8 +26,8 @@ from elmo_runtime.compat.simple_elmo import ElmoModel
 from test_compat_allennlp import AllenNlpStatefulOracle
 from test_nlpl import bilm_tf_numpy
 
-TEXTS = [["Det", "var", "en", "gang", "."], ["Привет", "мир", "!"], ["x" * 70], ["En", "til", "setning", "her", "nå", "."],
-         ["Kort"]]
+TEXTS = [["Det", "var", "en", "gang", "."], ["Привет", "мир", "!"], ["x" * 70],
+         ["En", "til", "setning", "her", "nå", "."], ["Kort"]]
 
 
 def simple_elmo_average(batch_vectors: np.ndarray) -> np.ndarray:

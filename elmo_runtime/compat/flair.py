@@ -18,6 +18,10 @@ Flair's `model` names resolve as AllenNLP's URLs do: `small`, `medium`, `origina
 (their URLs are refused, naming the known ones). Flair's `options_file`/`weight_file` take
 local files or any package form (`elmo_runtime.compat.models`).
 
+Flair passes `cuda_device` from `flair.device`: on a machine where torch sees a GPU that is 0,
+which needs onnxruntime-gpu (the error says how to install it); set `flair.device =
+torch.device("cpu")` first to run on the CPU instead.
+
 `ELMoEmbeddings` is also importable from here (Flair's class, after the registration).
 """
 
