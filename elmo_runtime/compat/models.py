@@ -203,7 +203,9 @@ def _export_once(source_args: list[str], key: str, precision: str, state: str, w
             f"install lacks: run once `elmo-export {shlex.join(command)} -o PACKAGE` where it is installed "
             f"({EXPORT_INSTALL}), then pass PACKAGE instead")
     out.parent.mkdir(parents=True, exist_ok=True)
-    log.info("exporting %s once into %s (elmo-export %s)", what, out, shlex.join(command))
+    # A warning, shown without any logging set up: the released models take minutes to download and export.
+    log.warning("%s is not an elmo-onnx package yet: exporting it once into %s (elmo-export %s)", what, out,
+                shlex.join(command))
     done = subprocess.run([sys.executable, "-m", "elmo_export.cli", *command, "-o", str(out), "--no-progress", "-q"],
                           capture_output=True, text=True)
     if (out / C.MANIFEST_FILE).is_file():  # also when a concurrent process exported it first
