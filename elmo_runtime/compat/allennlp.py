@@ -344,8 +344,6 @@ class Elmo:
 
     def _run(self, framed: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """The biLM on rows that carry their own `<S>`/`</S>` (sentence_edges 0): all positions out."""
-        if not self._runner.runs_time_chunks:
-            raise ValueError(f"{self._runner.manifest.directory} predates sentence_edges; export it again")
         rows = framed.shape[0]
         embeddings, _ = self._runner.token_embeddings(framed)
         if self._state is None:
