@@ -76,7 +76,8 @@ def pair_package(options_file: str | os.PathLike | None, weight_file: str | os.P
     """AllenNLP's `(options_file, weight_file)` -> a package folder.
 
     `options_file` may also be any model form `model_package` takes; `weight_file` is then
-    None or AllenNLP's default (which a caller who passes only the first argument leaves).
+    None, AllenNLP's default (which a caller who passes only the first argument leaves), or the
+    same (for callers such as Flair that need both set).
     `precision` and `state` are what an export makes (a warm package serves both states; a
     caller that only ever uses the zero state asks for "zero", which exports faster).
 
@@ -103,9 +104,9 @@ def pair_package(options_file: str | os.PathLike | None, weight_file: str | os.P
             raise ValueError(f"options_file is the file {options} but weight_file is {weights!r}: pass the model's "
                              "weights.hdf5 file beside it (or a package instead of both)")
         return _files_package(options_path, Path(weights).expanduser(), precision, state)
-    if weights is not None and weights != default_weight_file:
+    if weights not in (None, default_weight_file, options):
         raise ValueError(f"options_file {options!r} is not an options.json file, so it is taken as a package or "
-                         f"model, and weight_file ({weights}) must be left out")
+                         f"model, and weight_file ({weights}) must be left out (or be the same)")
     return model_package(options, precision=precision, state=state)
 
 
