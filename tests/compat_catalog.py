@@ -12,8 +12,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from elmo_export.publish import archive_package
 from http_server import serving
+
+from elmo_export.publish import archive_package
 
 OFFICIAL = ("small", "medium", "original", "original-5.5b")
 
@@ -25,8 +26,9 @@ def official_models_as(package: Path, folder: Path, monkeypatch, models=OFFICIAL
         packages = {}
         for model in models:
             archive = folder / f"{model}.zip"
-            packages[f"{model}-test"] = archive_package(package, archive, url=f"{server.url}/{model}.zip",
-                                                        name=f"{model}-test", model=model)
+            packages[f"{model}-test"] = archive_package(
+                package, archive, url=f"{server.url}/{model}.zip", name=f"{model}-test", model=model
+            )
             server.files[f"/{model}.zip"] = archive.read_bytes()
         catalog = folder / "catalog.json"
         catalog.write_text(json.dumps({"schema_version": 1, "packages": packages}), encoding="utf-8")

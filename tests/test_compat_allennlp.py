@@ -18,24 +18,28 @@ import h5py
 import numpy as np
 import pytest
 import torch
-
 from compat_catalog import official_models_as
+from tf_fixtures import FIXTURE_SETS, load_fixture_set
+
 from elmo_export.model import LstmState
 from elmo_runtime import Elmo as RuntimeElmo
 from elmo_runtime.compat import models
-from elmo_runtime.compat.allennlp import (DEFAULT_OPTIONS_FILE, DEFAULT_WEIGHT_FILE, Elmo, ElmoEmbedder,
-                                          batch_to_ids)
-from tf_fixtures import FIXTURE_SETS, load_fixture_set
+from elmo_runtime.compat.allennlp import DEFAULT_OPTIONS_FILE, DEFAULT_WEIGHT_FILE, Elmo, ElmoEmbedder, batch_to_ids
 
-SMALL_URL = ("https://s3-us-west-2.amazonaws.com/allennlp/models/elmo/2x1024_128_2048cnn_1xhighway/"
-             "elmo_2x1024_128_2048cnn_1xhighway_options.json")
-PUBMED_URL = ("https://s3-us-west-2.amazonaws.com/allennlp/models/elmo/contributed/pubmed/"
-              "elmo_2x4096_512_2048cnn_2xhighway_options.json")
+SMALL_URL = (
+    "https://s3-us-west-2.amazonaws.com/allennlp/models/elmo/2x1024_128_2048cnn_1xhighway/"
+    "elmo_2x1024_128_2048cnn_1xhighway_options.json"
+)
+PUBMED_URL = (
+    "https://s3-us-west-2.amazonaws.com/allennlp/models/elmo/contributed/pubmed/"
+    "elmo_2x4096_512_2048cnn_2xhighway_options.json"
+)
 ONLY_TOP = [-9e10, -9e10, 0.0]  # AllenNLP's documented way to pick one layer
 
 
 def allennlp_char_ids(sentences: list[list[str]]) -> np.ndarray:
     """AllenNLP's ELMoCharacterMapper + padding, token by token (elmo_indexer.py)."""
+
     def word(token: str) -> list[int]:
         if token in ("<S>", "</S>"):
             ids = [260] * 50
@@ -167,8 +171,11 @@ def test_the_default_state_is_fixed_and_batch_invariant(tiny_package):
 def test_shapes_dtypes_padding_and_empty_sentences(tiny_package, sizes):
     embedder = ElmoEmbedder(tiny_package, None)
     vectors = embedder.embed_batch([["One", "two"], [], ["Three"]])
-    assert [v.shape for v in vectors] == [(sizes.layers, 2, sizes.dim), (sizes.layers, 0, sizes.dim),
-                                          (sizes.layers, 1, sizes.dim)]
+    assert [v.shape for v in vectors] == [
+        (sizes.layers, 2, sizes.dim),
+        (sizes.layers, 0, sizes.dim),
+        (sizes.layers, 1, sizes.dim),
+    ]
     assert all(v.dtype == np.float32 for v in vectors)
     assert embedder.embed_batch([[]])[0].shape == (sizes.layers, 0, sizes.dim)
     streamed = list(embedder.embed_sentences(iter([["a"], ["b", "c"], ["d"]]), batch_size=2))
@@ -194,9 +201,16 @@ def test_scalar_mix_layer_norm_and_boundaries_as_allennlp_computes_them(tiny_pac
     np.testing.assert_allclose(got, scalar_mix(layers, s), atol=1e-6)
 
     # With boundaries: each layer alone through a one-hot mix, then AllenNLP's layer norm by hand.
-    framed = [Elmo(tiny_package, None, 1, keep_sentence_boundaries=True,
-                   scalar_mix_parameters=[0.0 if k == j else -9e10 for k in range(3)])(ids)
-              for j in range(3)]
+    framed = [
+        Elmo(
+            tiny_package,
+            None,
+            1,
+            keep_sentence_boundaries=True,
+            scalar_mix_parameters=[0.0 if k == j else -9e10 for k in range(3)],
+        )(ids)
+        for j in range(3)
+    ]
     mask = framed[0]["mask"]  # (B, T + 2)
     assert mask.sum(axis=1).tolist() == [6, 4]
     bounded = np.stack([f["elmo_representations"][0] for f in framed])  # (L+1, B, T+2, D)
@@ -221,10 +235,12 @@ def test_options_that_need_training_or_torch_refuse_in_one_line(tiny_package):
 
 def test_a_str_where_tokens_are_expected_names_split(tiny_package):
     embedder = ElmoEmbedder(tiny_package, None)
-    for call in (lambda: embedder.embed_sentence("Bitcoin alone has a market cap"),
-                 lambda: embedder.embed_batch(["Bitcoin alone", ["ok"]]),
-                 lambda: batch_to_ids(["Bitcoin alone"]),
-                 lambda: list(embedder.embed_sentences(["Bitcoin alone"]))):
+    for call in (
+        lambda: embedder.embed_sentence("Bitcoin alone has a market cap"),
+        lambda: embedder.embed_batch(["Bitcoin alone", ["ok"]]),
+        lambda: batch_to_ids(["Bitcoin alone"]),
+        lambda: list(embedder.embed_sentences(["Bitcoin alone"])),
+    ):
         with pytest.raises(TypeError, match=r"s\.split\(\)"):
             call()
     with pytest.raises(TypeError, match=r"\.split\(\)"):
@@ -245,10 +261,11 @@ def test_allennlp_urls_resolve_to_the_catalogs_models_and_unknown_ones_are_named
 
 
 def test_a_hub_package_works_wherever_a_file_pair_does(tiny_package, tmp_path, monkeypatch):
-    from elmo_runtime.compat.elmoformanylangs import Embedder
-    from elmo_runtime.compat.simple_elmo import ElmoModel
     from http_server import serving
     from hub_server import HubHandler, HubState
+
+    from elmo_runtime.compat.elmoformanylangs import Embedder
+    from elmo_runtime.compat.simple_elmo import ElmoModel
 
     monkeypatch.setenv("ELMO_ONNX_CACHE", str(tmp_path / "cache"))
     with serving(HubHandler, HubState()) as hub:
@@ -278,6 +295,7 @@ def test_a_missing_file_is_named(tmp_path):
 def test_tutorial_snippets_run_with_only_the_import_changed(tiny_package, sizes, tmp_path, monkeypatch):
     # allennlp tutorials/how_to/elmo.md (v0.9.0), both snippets as published but the import.
     with official_models_as(tiny_package, tmp_path, monkeypatch, models=("original",)) as server:
+        # fmt: off
         from elmo_runtime.compat.allennlp import ElmoEmbedder
         elmo = ElmoEmbedder()
         tokens = ["I", "ate", "an", "apple", "for", "breakfast"]
@@ -296,16 +314,20 @@ def test_tutorial_snippets_run_with_only_the_import_changed(tiny_package, sizes,
         sentences = [['First', 'sentence', '.'], ['Another', '.']]
         character_ids = batch_to_ids(sentences)
         embeddings = elmo(character_ids)
-        assert len(embeddings['elmo_representations']) == 2
-        assert all(r.shape == (2, 3, sizes.dim) for r in embeddings['elmo_representations'])
+        # fmt: on
+        assert len(embeddings["elmo_representations"]) == 2
+        assert all(r.shape == (2, 3, sizes.dim) for r in embeddings["elmo_representations"])
         assert len(server.seen("/original.zip")) == 1  # downloaded once, then cached
 
 
 def test_local_files_are_exported_once_into_the_cache(tiny_weights, tmp_path, monkeypatch, sizes):
     monkeypatch.setenv("ELMO_ONNX_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(models, "exporter_installed", lambda: False)
-    with pytest.raises(RuntimeError, match=r"run once `elmo-export --options .*options.json --weights .*weights.hdf5 "
-                                           r"--quantize fp32 -o PACKAGE`") as e:
+    with pytest.raises(
+        RuntimeError,
+        match=r"run once `elmo-export --options .*options.json --weights .*weights.hdf5 "
+        r"--quantize fp32 -o PACKAGE`",
+    ) as e:
         ElmoEmbedder(*tiny_weights)
     assert "\n" not in str(e.value)
     monkeypatch.undo()
@@ -332,8 +354,11 @@ def test_embed_file_writes_allennlps_layout(tiny_package, tmp_path, sizes):
         embedder.embed_file(f, tmp_path / "all.hdf5", batch_size=2)
     embedder.embed_file(source, tmp_path / "top.hdf5", "top", forget_sentences=True)
     embedder.embed_file(str(source), tmp_path / "avg.hdf5", "average")
-    with h5py.File(tmp_path / "all.hdf5") as all_, h5py.File(tmp_path / "top.hdf5") as top, \
-            h5py.File(tmp_path / "avg.hdf5") as avg:
+    with (
+        h5py.File(tmp_path / "all.hdf5") as all_,
+        h5py.File(tmp_path / "top.hdf5") as top,
+        h5py.File(tmp_path / "avg.hdf5") as avg,
+    ):
         assert sorted(all_) == ["0", "1", "2", "sentence_to_index"] and sorted(top) == ["0", "1", "2"]
         assert json.loads(all_["sentence_to_index"][0]) == {"The cat sat .": "2", "Hi !": "1"}
         for i, want in enumerate(expected):
@@ -357,12 +382,14 @@ def test_embed_file_writes_allennlps_layout(tiny_package, tmp_path, sizes):
 
 
 def test_compat_modules_import_nothing_heavy():
-    code = ("import sys\n"
-            "import elmo_runtime\n"
-            "assert not [m for m in sys.modules if m.startswith('elmo_runtime.compat')]\n"
-            "import elmo_runtime.compat.allennlp, elmo_runtime.compat.elmoformanylangs, "
-            "elmo_runtime.compat.simple_elmo, elmo_runtime.compat.flair\n"
-            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('torch', 'tensorflow', 'elmo_export', 'onnx', 'h5py', 'flair'))\n"
-            "assert not heavy, heavy\n")
+    code = (
+        "import sys\n"
+        "import elmo_runtime\n"
+        "assert not [m for m in sys.modules if m.startswith('elmo_runtime.compat')]\n"
+        "import elmo_runtime.compat.allennlp, elmo_runtime.compat.elmoformanylangs, "
+        "elmo_runtime.compat.simple_elmo, elmo_runtime.compat.flair\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('torch', 'tensorflow', 'elmo_export', 'onnx', 'h5py', 'flair'))\n"
+        "assert not heavy, heavy\n"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

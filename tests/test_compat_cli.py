@@ -9,8 +9,8 @@ import sys
 import h5py
 import numpy as np
 import pytest
-
 from compat_catalog import official_models_as
+
 from elmo_runtime import cli
 from elmo_runtime.compat.allennlp import ElmoEmbedder
 
@@ -36,11 +36,26 @@ def read(path) -> dict:
 def test_allennlps_flags_write_what_the_embedder_writes(tiny_package, text_file, tmp_path):
     embedder = ElmoEmbedder(tiny_package, None)
     want = embedder.embed_batch([line.split() for line in LINES])
-    assert run(text_file, tmp_path / "all.hdf5", "--all", "--options-file", tiny_package, "--batch-size", 2,
-               "--cuda-device", -1) == 0
+    assert (
+        run(
+            text_file,
+            tmp_path / "all.hdf5",
+            "--all",
+            "--options-file",
+            tiny_package,
+            "--batch-size",
+            2,
+            "--cuda-device",
+            -1,
+        )
+        == 0
+    )
     got = read(tmp_path / "all.hdf5")
-    assert json.loads(got.pop("sentence_to_index")) == {"The cat sat on the mat .": "3", "Hi !": "1",
-                                                        "Call me Ishmael .": "2"}
+    assert json.loads(got.pop("sentence_to_index")) == {
+        "The cat sat on the mat .": "3",
+        "Hi !": "1",
+        "Call me Ishmael .": "2",
+    }
     assert sorted(got) == ["0", "1", "2", "3"]
     for i, vectors in enumerate(want):
         np.testing.assert_array_equal(got[str(i)], vectors)  # tokens split on whitespace, as AllenNLP did
@@ -49,8 +64,17 @@ def test_allennlps_flags_write_what_the_embedder_writes(tiny_package, text_file,
     assert sorted(top) == ["0", "1", "2", "3"]
     np.testing.assert_array_equal(top["1"], want[1][-1])
     (tmp_path / "unique.txt").write_text("One .\nTwo .\n", encoding="utf-8")
-    assert run(tmp_path / "unique.txt", tmp_path / "keys.hdf5", "--average", "--use-sentence-keys",
-               "--options-file", tiny_package) == 0
+    assert (
+        run(
+            tmp_path / "unique.txt",
+            tmp_path / "keys.hdf5",
+            "--average",
+            "--use-sentence-keys",
+            "--options-file",
+            tiny_package,
+        )
+        == 0
+    )
     keyed = read(tmp_path / "keys.hdf5")
     assert sorted(keyed) == ["One .", "Two ."] and keyed["One ."].shape == (2, want[0].shape[-1])
 
@@ -69,8 +93,9 @@ def test_stateful_carries_rows_from_batch_to_batch_as_allennlp(tiny_package, tex
 def test_the_default_model_and_two_paths_alone(tiny_package, text_file, tmp_path, monkeypatch):
     with official_models_as(tiny_package, tmp_path, monkeypatch, models=("original",)):
         assert run(text_file, tmp_path / "out.hdf5", "--all") == 0
-    np.testing.assert_array_equal(read(tmp_path / "out.hdf5")["1"], ElmoEmbedder(tiny_package, None).embed_sentence(
-        ["Hi", "!"]))
+    np.testing.assert_array_equal(
+        read(tmp_path / "out.hdf5")["1"], ElmoEmbedder(tiny_package, None).embed_sentence(["Hi", "!"])
+    )
 
 
 def test_errors_are_one_line(tiny_package, text_file, tmp_path, capsys):
@@ -86,7 +111,19 @@ def test_errors_are_one_line(tiny_package, text_file, tmp_path, capsys):
 
 
 def test_as_a_process(tiny_package, text_file, tmp_path):
-    done = subprocess.run([sys.executable, "-m", "elmo_runtime.cli", str(text_file), str(tmp_path / "out.hdf5"),
-                           "--top", "--options-file", str(tiny_package)], capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "elmo_runtime.cli",
+            str(text_file),
+            str(tmp_path / "out.hdf5"),
+            "--top",
+            "--options-file",
+            str(tiny_package),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     assert sorted(read(tmp_path / "out.hdf5")) == ["0", "1", "2", "3", "sentence_to_index"]

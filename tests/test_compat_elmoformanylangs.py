@@ -11,8 +11,8 @@ import logging
 
 import numpy as np
 import pytest
-
 from compat_catalog import official_models_as
+
 from elmo_export.synthetic import write_synthetic_manylangs
 from elmo_runtime.compat.elmoformanylangs import Embedder
 
@@ -67,6 +67,7 @@ def test_a_model_folder_is_exported_once_and_matches_the_original_for_every_outp
 
 def test_readme_snippet_runs_with_only_the_import_changed(package, sizes):
     # ELMoForManyLangs README, "Use ELMoForManyLangs programmatically".
+    # fmt: off
     from elmo_runtime.compat.elmoformanylangs import Embedder
 
     e = Embedder(str(package))
@@ -79,6 +80,7 @@ def test_readme_snippet_runs_with_only_the_import_changed(package, sizes):
     vectors = e.sents2elmo(sents)
     # will return a list of numpy arrays
     # each with the shape=(seq_len, embedding_size)
+    # fmt: on
     assert [v.shape for v in vectors] == [(6, sizes.dim), (9, sizes.dim)]
     assert all(v.dtype == np.float32 for v in vectors)
 

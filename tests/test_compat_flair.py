@@ -19,7 +19,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from compat_catalog import official_models_as
 
 
@@ -34,11 +33,15 @@ def flair_models(tiny_package, tmp_path, monkeypatch):
 
 @pytest.mark.flair
 def test_flairs_documented_snippet_runs_after_one_import(flair_models, sizes):
+    # isort: off
     import elmo_runtime.compat.flair  # noqa: F401 (the one line added)
     from flair.data import Sentence  # Flair's snippet leaves this import out
+
     # resources/docs/embeddings/ELMO_EMBEDDINGS.md, as published:
     from flair.embeddings import ELMoEmbeddings
+    # isort: on
 
+    # fmt: off
     # init embedding
     embedding = ELMoEmbeddings()
 
@@ -47,6 +50,7 @@ def test_flairs_documented_snippet_runs_after_one_import(flair_models, sizes):
 
     # embed words in sentence
     embedding.embed(sentence)
+    # fmt: on
 
     assert embedding.embedding_length == 3 * sizes.dim and embedding.name == "elmo-original-all"
     assert all(tuple(token.embedding.shape) == (3 * sizes.dim,) for token in sentence)
@@ -90,13 +94,17 @@ def test_the_alias_never_shadows_a_real_allennlp(tmp_path):
     real = tmp_path / "allennlp"
     real.mkdir()
     (real / "__init__.py").write_text("REAL = True\n")
-    code = ("import sys, elmo_runtime.compat.flair as f\n"
-            "assert f.install() is False and 'allennlp' not in sys.modules\n"
-            "import allennlp\n"
-            "assert allennlp.REAL\n")
+    code = (
+        "import sys, elmo_runtime.compat.flair as f\n"
+        "assert f.install() is False and 'allennlp' not in sys.modules\n"
+        "import allennlp\n"
+        "assert allennlp.REAL\n"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
-    code = ("import sys, elmo_runtime.compat.flair as f, elmo_runtime.compat.allennlp as shim\n"
-            "import allennlp.commands.elmo\n"
-            "assert allennlp.commands.elmo is shim and f.install()\n"
-            "assert allennlp.commands.elmo.DEFAULT_OPTIONS_FILE.endswith('_options.json')\n")
+    code = (
+        "import sys, elmo_runtime.compat.flair as f, elmo_runtime.compat.allennlp as shim\n"
+        "import allennlp.commands.elmo\n"
+        "assert allennlp.commands.elmo is shim and f.install()\n"
+        "assert allennlp.commands.elmo.DEFAULT_OPTIONS_FILE.endswith('_options.json')\n"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

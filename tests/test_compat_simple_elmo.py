@@ -17,17 +17,22 @@ import zipfile
 import h5py
 import numpy as np
 import pytest
-
 from compat_catalog import official_models_as
+from test_compat_allennlp import AllenNlpStatefulOracle
+from test_nlpl import bilm_tf_numpy
+
 from elmo_export.synthetic import write_nlpl_zip
 from elmo_export.weights import load_reference
 from elmo_runtime import Elmo as RuntimeElmo
 from elmo_runtime.compat.simple_elmo import ElmoModel
-from test_compat_allennlp import AllenNlpStatefulOracle
-from test_nlpl import bilm_tf_numpy
 
-TEXTS = [["Det", "var", "en", "gang", "."], ["Привет", "мир", "!"], ["x" * 70],
-         ["En", "til", "setning", "her", "nå", "."], ["Kort"]]
+TEXTS = [
+    ["Det", "var", "en", "gang", "."],
+    ["Привет", "мир", "!"],
+    ["x" * 70],
+    ["En", "til", "setning", "her", "nå", "."],
+    ["Kort"],
+]
 
 
 def simple_elmo_average(batch_vectors: np.ndarray) -> np.ndarray:
@@ -53,14 +58,16 @@ def test_an_nlpl_zip_stateful_reproduces_simple_elmos_procedure(tmp_path, monkey
     assert got.dtype == np.float64 and got.shape == (2, 3, 5, model.vector_size)
     with h5py.File(tmp_path / "files" / "model.hdf5", "r") as weights:
         for i, sentence in enumerate(TEXTS[:2]):
-            np.testing.assert_allclose(got[i, :, : len(sentence)], bilm_tf_numpy(options, weights, sentence),
-                                       rtol=0, atol=1e-5)
+            np.testing.assert_allclose(
+                got[i, :, : len(sentence)], bilm_tf_numpy(options, weights, sentence), rtol=0, atol=1e-5
+            )
     assert not got[1, :, 3:].any()
 
     # Several batches: the first run once, then all in order, each row carrying its state.
-    oracle = AllenNlpStatefulOracle(load_reference(tmp_path / "files" / "options.json",
-                                                   tmp_path / "files" / "model.hdf5"))
-    batches = [TEXTS[i: i + 2] for i in range(0, len(TEXTS), 2)]
+    oracle = AllenNlpStatefulOracle(
+        load_reference(tmp_path / "files" / "options.json", tmp_path / "files" / "model.hdf5")
+    )
+    batches = [TEXTS[i : i + 2] for i in range(0, len(TEXTS), 2)]
     oracle(batches[0])
     want = [layers[:, row, : len(s)] for batch in batches for layers in [oracle(batch)] for row, s in enumerate(batch)]
     got = model.get_elmo_vectors(TEXTS, layers="all")
@@ -80,7 +87,7 @@ def test_vectors_layers_and_sentence_averages(tiny_package, sizes):
     np.testing.assert_allclose(average, everything.mean(axis=1), atol=1e-6)
     np.testing.assert_array_equal(top, everything[:, -1])
     for i, sentence in enumerate(TEXTS):
-        assert not everything[i, :, len(sentence):].any()
+        assert not everything[i, :, len(sentence) :].any()
     # The package's fixed state: a text's vectors do not depend on the others.
     runtime = RuntimeElmo(tiny_package, device="cpu").embed(TEXTS, layers="all")
     for i, want in enumerate(runtime):
@@ -91,8 +98,11 @@ def test_vectors_layers_and_sentence_averages(tiny_package, sizes):
     np.testing.assert_allclose(np.linalg.norm(averages, axis=1), 1.0, atol=1e-12)
     np.testing.assert_allclose(averages, simple_elmo_average(top), atol=1e-6)  # padding is zero in "top"
     mean_of_own = np.array([v[: len(s)].mean(axis=0) for v, s in zip(average, TEXTS)])
-    np.testing.assert_allclose(model.get_elmo_vector_average(TEXTS),
-                               mean_of_own / np.linalg.norm(mean_of_own, axis=1, keepdims=True), atol=1e-6)
+    np.testing.assert_allclose(
+        model.get_elmo_vector_average(TEXTS),
+        mean_of_own / np.linalg.norm(mean_of_own, axis=1, keepdims=True),
+        atol=1e-6,
+    )
     per_layer = model.get_elmo_vector_average(TEXTS, layers="all")
     assert per_layer.shape == (5, sizes.layers, sizes.dim)
     np.testing.assert_allclose(np.linalg.norm(per_layer.reshape(5, -1), axis=1), 1.0, atol=1e-12)
@@ -103,11 +113,13 @@ def test_readme_snippet_runs_with_only_the_import_changed(tiny_package, sizes, t
     SENTENCES = [["Dette", "er", "en", "setning", "."], ["Hei", "!"]]
     with official_models_as(tiny_package, tmp_path, monkeypatch, models=("norelmo-210",)):
         # simple_elmo README, "Usage", with only the import changed.
+        # fmt: off
         from elmo_runtime.compat.simple_elmo import ElmoModel
         model = ElmoModel()
         model.load(PATH_TO_ELMO)
         elmo_vectors = model.get_elmo_vectors(SENTENCES)
         averaged_vectors = model.get_elmo_vector_average(SENTENCES)
+        # fmt: on
     # "(number of sentences, the length of the longest sentence, ELMo dimensionality)"
     assert elmo_vectors.shape == (2, 5, sizes.dim) and averaged_vectors.shape == (2, sizes.dim)
 

@@ -51,14 +51,17 @@ from elmo_runtime.token_schemes import ByteScheme
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_OPTIONS_FILE", "DEFAULT_WEIGHT_FILE", "DEFAULT_BATCH_SIZE", "ElmoEmbedder", "Elmo",
-           "batch_to_ids"]
+__all__ = ["DEFAULT_OPTIONS_FILE", "DEFAULT_WEIGHT_FILE", "DEFAULT_BATCH_SIZE", "ElmoEmbedder", "Elmo", "batch_to_ids"]
 
 # AllenNLP 0.9's constants (allennlp/commands/elmo.py): the `original` model. Flair reads them.
-DEFAULT_OPTIONS_FILE = ("https://allennlp.s3.amazonaws.com/models/elmo/2x4096_512_2048cnn_2xhighway/"
-                        "elmo_2x4096_512_2048cnn_2xhighway_options.json")
-DEFAULT_WEIGHT_FILE = ("https://allennlp.s3.amazonaws.com/models/elmo/2x4096_512_2048cnn_2xhighway/"
-                       "elmo_2x4096_512_2048cnn_2xhighway_weights.hdf5")
+DEFAULT_OPTIONS_FILE = (
+    "https://allennlp.s3.amazonaws.com/models/elmo/2x4096_512_2048cnn_2xhighway/"
+    "elmo_2x4096_512_2048cnn_2xhighway_options.json"
+)
+DEFAULT_WEIGHT_FILE = (
+    "https://allennlp.s3.amazonaws.com/models/elmo/2x4096_512_2048cnn_2xhighway/"
+    "elmo_2x4096_512_2048cnn_2xhighway_weights.hdf5"
+)
 DEFAULT_BATCH_SIZE = 64
 OUTPUT_FORMATS = ("all", "top", "average")
 # AllenNLP's ScalarMix adds util.tiny_value_of_dtype(float32) to the variance.
@@ -122,12 +125,23 @@ class ElmoEmbedder:
             `elmo-export` command is named), or no CUDA for `cuda_device >= 0`.
     """
 
-    def __init__(self, options_file: str | os.PathLike = DEFAULT_OPTIONS_FILE,
-                 weight_file: str | os.PathLike | None = DEFAULT_WEIGHT_FILE, cuda_device: int = -1, *,
-                 stateful: bool = False, precision: str = "fp32"):
+    def __init__(
+        self,
+        options_file: str | os.PathLike = DEFAULT_OPTIONS_FILE,
+        weight_file: str | os.PathLike | None = DEFAULT_WEIGHT_FILE,
+        cuda_device: int = -1,
+        *,
+        stateful: bool = False,
+        precision: str = "fp32",
+    ):
         self._args = (options_file, weight_file, cuda_device, stateful, precision)
-        package = pair_package(options_file, weight_file, precision=precision, state=C.ZERO if stateful else C.WARM,
-                               default_weight_file=DEFAULT_WEIGHT_FILE)
+        package = pair_package(
+            options_file,
+            weight_file,
+            precision=precision,
+            state=C.ZERO if stateful else C.WARM,
+            default_weight_file=DEFAULT_WEIGHT_FILE,
+        )
         self.elmo = _Runtime(package, device=_device(cuda_device))
         self.cuda_device = cuda_device
         self.stateful = bool(stateful)
@@ -167,8 +181,9 @@ class ElmoEmbedder:
             return self._stream.embed(sentences, layers="all")
         return self.elmo.embed(sentences, layers="all")
 
-    def embed_sentences(self, sentences: Iterable[Sequence[str]],
-                        batch_size: int = DEFAULT_BATCH_SIZE) -> Iterator[np.ndarray]:
+    def embed_sentences(
+        self, sentences: Iterable[Sequence[str]], batch_size: int = DEFAULT_BATCH_SIZE
+    ) -> Iterator[np.ndarray]:
         """Embed an iterable lazily, `batch_size` sentences per batch in the order given."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise ValueError(f"batch_size is {batch_size!r}; expected a positive int")
@@ -193,9 +208,15 @@ class ElmoEmbedder:
             activations[row, :, : array.shape[1]] = array
         return activations, (np.arange(longest)[None, :] < lengths[:, None]).astype(np.int64)
 
-    def embed_file(self, input_file: IO[str] | str | os.PathLike, output_file_path: str | os.PathLike,
-                   output_format: str = "all", batch_size: int = DEFAULT_BATCH_SIZE, forget_sentences: bool = False,
-                   use_sentence_keys: bool = False) -> None:
+    def embed_file(
+        self,
+        input_file: IO[str] | str | os.PathLike,
+        output_file_path: str | os.PathLike,
+        output_format: str = "all",
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        forget_sentences: bool = False,
+        use_sentence_keys: bool = False,
+    ) -> None:
         """Embed a file of whitespace-tokenized sentences, one a line, into AllenNLP's HDF5 layout.
 
         One float32 dataset per line: `(L + 1, T, dim)` for "all", `(T, dim)` for "top" or
@@ -224,8 +245,10 @@ class ElmoEmbedder:
             seen: dict[str, int] = {}
             for number, sentence in enumerate(sentences, 1):
                 if sentence in seen:
-                    raise ValueError(f"{name}:{number}: the sentence of line {seen[sentence]} again; with "
-                                     "use_sentence_keys (--use-sentence-keys) every sentence must be unique")
+                    raise ValueError(
+                        f"{name}:{number}: the sentence of line {seen[sentence]} again; with "
+                        "use_sentence_keys (--use-sentence-keys) every sentence must be unique"
+                    )
                 seen[sentence] = number
         keys = sentences if use_sentence_keys else [str(i) for i in range(len(sentences))]
         vectors = self.embed_sentences((s.split() for s in sentences), batch_size)
@@ -268,31 +291,59 @@ class Elmo:
             model does not read AllenNLP's character ids.
     """
 
-    def __init__(self, options_file: str | os.PathLike, weight_file: str | os.PathLike | None,
-                 num_output_representations: int, requires_grad: bool = False, do_layer_norm: bool = False,
-                 dropout: float = 0.5, vocab_to_cache: list[str] | None = None, keep_sentence_boundaries: bool = False,
-                 scalar_mix_parameters: list[float] | None = None, module: object = None, *, stateful: bool = False,
-                 precision: str = "fp32", cuda_device: int = -1):
+    def __init__(
+        self,
+        options_file: str | os.PathLike,
+        weight_file: str | os.PathLike | None,
+        num_output_representations: int,
+        requires_grad: bool = False,
+        do_layer_norm: bool = False,
+        dropout: float = 0.5,
+        vocab_to_cache: list[str] | None = None,
+        keep_sentence_boundaries: bool = False,
+        scalar_mix_parameters: list[float] | None = None,
+        module: object = None,
+        *,
+        stateful: bool = False,
+        precision: str = "fp32",
+        cuda_device: int = -1,
+    ):
         if requires_grad:
-            raise NotImplementedError("requires_grad=True fine-tunes the biLM, which needs torch; elmo_runtime runs "
-                                      "the biLM frozen, as AllenNLP's default requires_grad=False does")
+            raise NotImplementedError(
+                "requires_grad=True fine-tunes the biLM, which needs torch; elmo_runtime runs "
+                "the biLM frozen, as AllenNLP's default requires_grad=False does"
+            )
         if module is not None:
-            raise NotImplementedError("module= runs a torch module as the biLM; elmo_runtime runs exported packages: "
-                                      "export the model with elmo-export and pass the package as options_file")
-        if (isinstance(num_output_representations, bool) or not isinstance(num_output_representations, numbers.Integral)
-                or num_output_representations < 1):
+            raise NotImplementedError(
+                "module= runs a torch module as the biLM; elmo_runtime runs exported packages: "
+                "export the model with elmo-export and pass the package as options_file"
+            )
+        if (
+            isinstance(num_output_representations, bool)
+            or not isinstance(num_output_representations, numbers.Integral)
+            or num_output_representations < 1
+        ):
             raise ValueError(f"num_output_representations is {num_output_representations!r}; expected an int >= 1")
-        package = pair_package(options_file, weight_file, precision=precision, state=C.ZERO if stateful else C.WARM,
-                               default_weight_file=DEFAULT_WEIGHT_FILE)
+        package = pair_package(
+            options_file,
+            weight_file,
+            precision=precision,
+            state=C.ZERO if stateful else C.WARM,
+            default_weight_file=DEFAULT_WEIGHT_FILE,
+        )
         self._runner = PackageRunner(package, device=_device(cuda_device))
         if not isinstance(self._runner.scheme, ByteScheme):
-            raise ValueError(f"{package}: this model reads its own dictionary's ids (ELMoForManyLangs), not "
-                             "AllenNLP's character ids; use elmo_runtime.compat.elmoformanylangs.Embedder")
+            raise ValueError(
+                f"{package}: this model reads its own dictionary's ids (ELMoForManyLangs), not "
+                "AllenNLP's character ids; use elmo_runtime.compat.elmoformanylangs.Embedder"
+            )
         layers = self._runner.manifest.n_layers + 1
         parameters = [0.0] * layers if scalar_mix_parameters is None else [float(s) for s in scalar_mix_parameters]
         if len(parameters) != layers:
-            raise ValueError(f"scalar_mix_parameters has {len(parameters)} values; this model has {layers} layers "
-                             "(the token layer and each LSTM layer): give one pre-softmax weight per layer")
+            raise ValueError(
+                f"scalar_mix_parameters has {len(parameters)} values; this model has {layers} layers "
+                "(the token layer and each LSTM layer): give one pre-softmax weight per layer"
+            )
         exp = np.exp(np.asarray(parameters, np.float64) - max(parameters))
         self.scalar_mix_weights = (exp / exp.sum()).astype(np.float32)  # softmax(s); gamma is 1
         self.num_output_representations = int(num_output_representations)
@@ -321,9 +372,10 @@ class Elmo:
         if not self.keep_sentence_boundaries:
             mixed, mask = _remove_boundaries(mixed, mask)
         shape = lead + mask.shape[1:]
-        return {"elmo_representations": [mixed.reshape(*shape, -1).copy()
-                                         for _ in range(self.num_output_representations)],
-                "mask": mask.reshape(shape)}
+        return {
+            "elmo_representations": [mixed.reshape(*shape, -1).copy() for _ in range(self.num_output_representations)],
+            "mask": mask.reshape(shape),
+        }
 
     forward = __call__
 
@@ -338,8 +390,9 @@ class Elmo:
         ids = np.asarray(inputs)
         width = self._runner.scheme.max_characters_per_token
         if ids.dtype.kind not in "iu" or ids.ndim < 3 or ids.shape[-1] != width:
-            raise TypeError(f"inputs is {ids.dtype} {ids.shape}; expected character ids (B, T, {width}) from "
-                            "batch_to_ids")
+            raise TypeError(
+                f"inputs is {ids.dtype} {ids.shape}; expected character ids (B, T, {width}) from batch_to_ids"
+            )
         return ids
 
     def _run(self, framed: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -78,5 +78,7 @@ class Embedder:
                 return "all"
             if 0 <= output_layer <= top:
                 return int(output_layer)
-        raise ValueError(f"output_layer is {output_layer!r}; choose -1 (the average of the layers), -2 (all "
-                         f"layers) or a layer 0..{top}")
+        raise ValueError(
+            f"output_layer is {output_layer!r}; choose -1 (the average of the layers), -2 (all "
+            f"layers) or a layer 0..{top}"
+        )

@@ -66,13 +66,21 @@ def model_for_url(url: str) -> str:
     if match and posixpath.basename(posixpath.dirname(path)) == match["stem"] and match["stem"] in ALLENNLP_MODELS:
         return ALLENNLP_MODELS[match["stem"]]
     known = ", ".join(f"{name} ({stem})" for stem, name in ALLENNLP_MODELS.items())
-    raise ValueError(f"unknown ELMo URL {url}: the URLs known are AllenNLP's official models {known}, as "
-                     ".../allennlp/models/elmo/<stem>/elmo_<stem>_options.json or _weights.hdf5; for another "
-                     "model pass its downloaded options.json and weights.hdf5, or a package")
+    raise ValueError(
+        f"unknown ELMo URL {url}: the URLs known are AllenNLP's official models {known}, as "
+        ".../allennlp/models/elmo/<stem>/elmo_<stem>_options.json or _weights.hdf5; for another "
+        "model pass its downloaded options.json and weights.hdf5, or a package"
+    )
 
 
-def pair_package(options_file: str | os.PathLike | None, weight_file: str | os.PathLike | None, *,
-                 precision: str = "fp32", state: str = C.WARM, default_weight_file: str | None = None) -> Path:
+def pair_package(
+    options_file: str | os.PathLike | None,
+    weight_file: str | os.PathLike | None,
+    *,
+    precision: str = "fp32",
+    state: str = C.WARM,
+    default_weight_file: str | None = None,
+) -> Path:
     """AllenNLP's `(options_file, weight_file)` -> a package folder.
 
     `options_file` may also be any model form `model_package` takes; `weight_file` is then
@@ -88,25 +96,33 @@ def pair_package(options_file: str | os.PathLike | None, weight_file: str | os.P
             that makes the package is named), or the export failed.
     """
     if options_file is None:
-        raise ValueError("options_file is None: pass AllenNLP's options.json and weights.hdf5 (files or URLs), "
-                         "or a package (a folder, a name such as 'original', or hf:owner/repo)")
+        raise ValueError(
+            "options_file is None: pass AllenNLP's options.json and weights.hdf5 (files or URLs), "
+            "or a package (a folder, a name such as 'original', or hf:owner/repo)"
+        )
     options = os.fspath(options_file)
     weights = None if weight_file is None else os.fspath(weight_file)
     if is_url(options):
         model = model_for_url(options)
         if weights is not None and model_for_url(weights) != model:
-            raise ValueError(f"options_file is AllenNLP's {model!r} model but weight_file is "
-                             f"{model_for_url(weights)!r} ({weights}); pass the pair of one model")
+            raise ValueError(
+                f"options_file is AllenNLP's {model!r} model but weight_file is "
+                f"{model_for_url(weights)!r} ({weights}); pass the pair of one model"
+            )
         return model_package(model, precision=precision, state=state)
     options_path = Path(options).expanduser()
     if options_path.is_file() or options.endswith(".json"):
         if weights is None or is_url(weights):
-            raise ValueError(f"options_file is the file {options} but weight_file is {weights!r}: pass the model's "
-                             "weights.hdf5 file beside it (or a package instead of both)")
+            raise ValueError(
+                f"options_file is the file {options} but weight_file is {weights!r}: pass the model's "
+                "weights.hdf5 file beside it (or a package instead of both)"
+            )
         return _files_package(options_path, Path(weights).expanduser(), precision, state)
     if weights not in (None, default_weight_file, options):
-        raise ValueError(f"options_file {options!r} is not an options.json file, so it is taken as a package or "
-                         f"model, and weight_file ({weights}) must be left out (or be the same)")
+        raise ValueError(
+            f"options_file {options!r} is not an options.json file, so it is taken as a package or "
+            f"model, and weight_file ({weights}) must be left out (or be the same)"
+        )
     return model_package(options, precision=precision, state=state)
 
 
@@ -126,11 +142,16 @@ def model_package(source: str | os.PathLike, *, precision: str = "fp32", state: 
         return resolve_package(text)
     if path.exists():
         if path.is_file() and path.suffix == ".json":
-            raise ValueError(f"{path} is an options file: pass it with its weights file, as options_file and "
-                             "weight_file")
+            raise ValueError(
+                f"{path} is an options file: pass it with its weights file, as options_file and weight_file"
+            )
         return _export_once([str(path)], _digest_of(path), precision, state, f"the model at {path}")
-    if not isinstance(source, str) or os.sep in text or text.startswith((".", "~")) or text.endswith(
-            (".json", ".hdf5", ".zip")):
+    if (
+        not isinstance(source, str)
+        or os.sep in text
+        or text.startswith((".", "~"))
+        or text.endswith((".json", ".hdf5", ".zip"))
+    ):
         raise FileNotFoundError(f"model not found: there is no file or folder {text}")
     try:
         return resolve_package(text)
@@ -142,8 +163,10 @@ def model_package(source: str | os.PathLike, *, precision: str = "fp32", state: 
             return fetch_catalog_package(entry)
         if text in ALLENNLP_MODELS.values() or text.startswith(EXPORTABLE_PREFIXES):
             return _export_once([text], text, precision, state, f"model {text!r}")
-        raise ValueError(f"{unknown} Model names the exporter fetches: {', '.join(ALLENNLP_MODELS.values())}, "
-                         f"manylangs-<language>, norelmo-<id>.") from None
+        raise ValueError(
+            f"{unknown} Model names the exporter fetches: {', '.join(ALLENNLP_MODELS.values())}, "
+            f"manylangs-<language>, norelmo-<id>."
+        ) from None
 
 
 def _catalog_entry_of_model(model: str, precision: str):
@@ -158,8 +181,13 @@ def _files_package(options: Path, weights: Path, precision: str, state: str) -> 
         if not path.is_file():
             raise FileNotFoundError(f"ELMo {what} not found: {path}")
     key = f"{sha256_of_file(weights)[:32]}-{sha256_of_file(options)[:8]}"
-    return _export_once(["--options", str(options), "--weights", str(weights)], key, precision, state,
-                        f"{options.name} + {weights.name}")
+    return _export_once(
+        ["--options", str(options), "--weights", str(weights)],
+        key,
+        precision,
+        state,
+        f"{options.name} + {weights.name}",
+    )
 
 
 def sha256_of_file(path: Path) -> str:
@@ -202,13 +230,18 @@ def _export_once(source_args: list[str], key: str, precision: str, state: str, w
         raise RuntimeError(
             f"{what} is not an elmo-onnx package yet, and exporting it needs the exporter (torch), which this "
             f"install lacks: run once `elmo-export {shlex.join(command)} -o PACKAGE` where it is installed "
-            f"({EXPORT_INSTALL}), then pass PACKAGE instead")
+            f"({EXPORT_INSTALL}), then pass PACKAGE instead"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     # A warning, shown without any logging set up: the released models take minutes to download and export.
-    log.warning("%s is not an elmo-onnx package yet: exporting it once into %s (elmo-export %s)", what, out,
-                shlex.join(command))
-    done = subprocess.run([sys.executable, "-m", "elmo_export.cli", *command, "-o", str(out), "--no-progress", "-q"],
-                          capture_output=True, text=True)
+    log.warning(
+        "%s is not an elmo-onnx package yet: exporting it once into %s (elmo-export %s)", what, out, shlex.join(command)
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "elmo_export.cli", *command, "-o", str(out), "--no-progress", "-q"],
+        capture_output=True,
+        text=True,
+    )
     if (out / C.MANIFEST_FILE).is_file():  # also when a concurrent process exported it first
         return out
     reason = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
@@ -222,20 +255,27 @@ def token_lists(batch: Iterable[Sequence[str]], what: str = "batch", original: s
     character by character without a word said; here it is an error that says how to split it.
     """
     if isinstance(batch, (str, bytes)):
-        raise TypeError(f"{what} is a {type(batch).__name__}, not a list of tokenized sentences: pass "
-                        f"[{batch[:30]!r}.split()] ({original} would have embedded it character by character)")
+        raise TypeError(
+            f"{what} is a {type(batch).__name__}, not a list of tokenized sentences: pass "
+            f"[{batch[:30]!r}.split()] ({original} would have embedded it character by character)"
+        )
     sentences = []
     for i, sentence in enumerate(batch):
         if isinstance(sentence, str):
-            raise TypeError(f"sentence {i} is a str, not a list of tokens: pass s.split() for s = "
-                            f"{reprlib.repr(sentence)} ({original} would have embedded its characters one by one; "
-                            "list(s) does that on purpose)")
+            raise TypeError(
+                f"sentence {i} is a str, not a list of tokens: pass s.split() for s = "
+                f"{reprlib.repr(sentence)} ({original} would have embedded its characters one by one; "
+                "list(s) does that on purpose)"
+            )
         if not isinstance(sentence, (list, tuple)):
-            raise TypeError(f"sentence {i} is {type(sentence).__name__} {reprlib.repr(sentence)}; expected a list "
-                            "of token strings")
+            raise TypeError(
+                f"sentence {i} is {type(sentence).__name__} {reprlib.repr(sentence)}; expected a list of token strings"
+            )
         bad = next((j for j, token in enumerate(sentence) if not isinstance(token, str)), None)
         if bad is not None:
-            raise TypeError(f"sentence {i}, token {bad} is {type(sentence[bad]).__name__} "
-                            f"{reprlib.repr(sentence[bad])}; tokens must be str")
+            raise TypeError(
+                f"sentence {i}, token {bad} is {type(sentence[bad]).__name__} "
+                f"{reprlib.repr(sentence[bad])}; tokens must be str"
+            )
         sentences.append(list(sentence))
     return sentences

@@ -64,8 +64,15 @@ class ElmoModel:
         self.vector_size: int | None = None
         self.n_layers: int | None = None
 
-    def load(self, directory: str | os.PathLike, max_batch_size: int = 32, limit: int = 100, full: bool = False, *,
-             precision: str = "fp32") -> str:
+    def load(
+        self,
+        directory: str | os.PathLike,
+        max_batch_size: int = 32,
+        limit: int = 100,
+        full: bool = False,
+        *,
+        precision: str = "fp32",
+    ) -> str:
         """Load a model: an NLPL ZIP or folder (exported once into the cache when the exporter is
         installed), a `norelmo-*` name, or any package form `elmo_runtime.Elmo` opens.
 
@@ -74,8 +81,10 @@ class ElmoModel:
             FileNotFoundError, ValueError, RuntimeError: see `elmo_runtime.compat.models`.
         """
         if full:
-            raise NotImplementedError("full=True loads the language-model head for get_elmo_substitutes; elmo-onnx "
-                                      "packages hold the biLM only")
+            raise NotImplementedError(
+                "full=True loads the language-model head for get_elmo_substitutes; elmo-onnx "
+                "packages hold the biLM only"
+            )
         if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int) or max_batch_size < 1:
             raise ValueError(f"max_batch_size is {max_batch_size!r}; expected a positive int")
         self.elmo = Elmo(model_package(directory, precision=precision, state=C.ZERO if self.stateful else C.WARM))
@@ -85,21 +94,26 @@ class ElmoModel:
         self.n_layers = self.elmo.num_layers
         return "The model is now loaded."
 
-    def get_elmo_vectors(self, texts: list[list[str]], warmup: bool = True, layers: str = "average",
-                         session: object = None) -> np.ndarray:
+    def get_elmo_vectors(
+        self, texts: list[list[str]], warmup: bool = True, layers: str = "average", session: object = None
+    ) -> np.ndarray:
         """Tokenized texts -> float64 `(N, longest, D)` (`(N, L + 1, longest, D)` for "all"),
         zeros past each text's end."""
         vectors = self._embed(texts, warmup, layers, session)
         longest = max((v.shape[-2] for v in vectors), default=0)
-        shape = (len(vectors), self.n_layers, longest, self.vector_size) if layers == "all" else (
-            len(vectors), longest, self.vector_size)
+        shape = (
+            (len(vectors), self.n_layers, longest, self.vector_size)
+            if layers == "all"
+            else (len(vectors), longest, self.vector_size)
+        )
         out = np.zeros(shape)
         for i, v in enumerate(vectors):
             out[i, ..., : v.shape[-2], :] = v
         return out
 
-    def get_elmo_vector_average(self, texts: list[list[str]], warmup: bool = True, layers: str = "average",
-                                session: object = None) -> np.ndarray:
+    def get_elmo_vector_average(
+        self, texts: list[list[str]], warmup: bool = True, layers: str = "average", session: object = None
+    ) -> np.ndarray:
         """Tokenized texts -> float64 `(N, D)` (`(N, L + 1, D)` for "all"): each text's mean
         vector divided by its L2 norm (zeros for a text with no tokens)."""
         vectors = self._embed(texts, warmup, layers, session)
@@ -123,7 +137,7 @@ class ElmoModel:
             return self.elmo.embed(sentences, layers=layers, batch_size=self.batch_size)
         # simple_elmo: a new session (zero state), the first batch run once, then every batch in order.
         stream = self.elmo.stream(state=C.ZERO)
-        batches = [sentences[i: i + self.batch_size] for i in range(0, len(sentences), self.batch_size)]
+        batches = [sentences[i : i + self.batch_size] for i in range(0, len(sentences), self.batch_size)]
         if warmup and batches:
             stream.embed(batches[0], layers=layers)
         return [v for batch in batches for v in stream.embed(batch, layers=layers)]
