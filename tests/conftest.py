@@ -7,6 +7,7 @@ import pytest
 # node) or a fixture cannot go quiet there. A new skip of this kind needs its reason here.
 ALLOWED_IN_CI = (
     "released-size architecture",  # --run-full-size: minutes and GBs, never in CI
+    "needs the flair package",  # --run-flair: flair is ~630 MB and 2.5 min to install, never in CI
     "CUDA",  # no GPU on the CI machine (and its converse: "CUDA works here")
     "onnxruntime-gpu is installed",
     "root can write anywhere",  # a permission test, where CI runs as root
