@@ -337,15 +337,7 @@ class Elmo:
                 f"{package}: this model reads its own dictionary's ids (ELMoForManyLangs), not "
                 "AllenNLP's character ids; use elmo_runtime.compat.elmoformanylangs.Embedder"
             )
-        layers = self._runner.manifest.n_layers + 1
-        parameters = [0.0] * layers if scalar_mix_parameters is None else [float(s) for s in scalar_mix_parameters]
-        if len(parameters) != layers:
-            raise ValueError(
-                f"scalar_mix_parameters has {len(parameters)} values; this model has {layers} layers "
-                "(the token layer and each LSTM layer): give one pre-softmax weight per layer"
-            )
-        exp = np.exp(np.asarray(parameters, np.float64) - max(parameters))
-        self.scalar_mix_weights = (exp / exp.sum()).astype(np.float32)  # softmax(s); gamma is 1
+        self.scalar_mix_weights = _mix_weights(scalar_mix_parameters, self._runner.manifest.n_layers + 1)
         self.num_output_representations = int(num_output_representations)
         self.do_layer_norm = bool(do_layer_norm)
         self.keep_sentence_boundaries = bool(keep_sentence_boundaries)
@@ -433,6 +425,18 @@ class _CarriedState:
     def put(self, h: np.ndarray, c: np.ndarray) -> None:
         rows = h.shape[2]
         self._h[:, :, :rows], self._c[:, :, :rows] = h, c
+
+
+def _mix_weights(scalar_mix_parameters: list[float] | None, layers: int) -> np.ndarray:
+    """ScalarMix's `softmax(s)` (gamma is 1), float32 `(layers,)`; `s` is zeros unless given."""
+    parameters = [0.0] * layers if scalar_mix_parameters is None else [float(s) for s in scalar_mix_parameters]
+    if len(parameters) != layers:
+        raise ValueError(
+            f"scalar_mix_parameters has {len(parameters)} values; this model has {layers} layers "
+            "(the token layer and each LSTM layer): give one pre-softmax weight per layer"
+        )
+    exp = np.exp(np.asarray(parameters, np.float64) - max(parameters))
+    return (exp / exp.sum()).astype(np.float32)
 
 
 def _add_boundaries(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
