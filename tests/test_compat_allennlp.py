@@ -281,6 +281,14 @@ def test_a_hub_package_works_wherever_a_file_pair_does(tiny_package, tmp_path, m
         assert model.get_elmo_vectors([["From", "the", "Hub"]]).shape == (1,) + want.shape[1:]
 
 
+def test_default_is_the_shipped_package_even_beside_a_folder_of_that_name(tmp_path, monkeypatch):
+    from elmo_runtime.fetch.resolve import SHIPPED_PACKAGE
+
+    (tmp_path / "default").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert ElmoEmbedder("default").elmo.manifest.directory == SHIPPED_PACKAGE
+
+
 def test_a_missing_file_is_named(tmp_path):
     options = tmp_path / "options.json"
     with pytest.raises(FileNotFoundError, match=f"options file not found: {options}"):

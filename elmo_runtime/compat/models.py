@@ -134,12 +134,14 @@ def model_package(source: str | os.PathLike, *, precision: str = "fp32", state: 
         ValueError: an unknown name (the accepted forms named).
         RuntimeError: see `pair_package`.
     """
+    from elmo_runtime.fetch.catalog import SHIPPED_NAME
     from elmo_runtime.fetch.resolve import HUB_PREFIX, resolve_package
 
     text = os.fspath(source)
     path = Path(text).expanduser()
-    if (path.is_dir() and (path / C.MANIFEST_FILE).is_file()) or text.startswith(HUB_PREFIX):
-        return resolve_package(text)
+    shipped = isinstance(source, str) and text == SHIPPED_NAME  # never a folder of the cwd, as for Elmo()
+    if shipped or (path.is_dir() and (path / C.MANIFEST_FILE).is_file()) or text.startswith(HUB_PREFIX):
+        return resolve_package(source)
     if path.exists():
         if path.is_file() and path.suffix == ".json":
             raise ValueError(
