@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from elmo_runtime import scratch
 from elmo_runtime.sources import Chunk, InputError, plan_chunks, read_chunk
-from elmo_runtime.table import TableEmbedder, pretokenized_message, require_pyarrow
+from elmo_runtime.table import ParquetWriter, TableEmbedder, pretokenized_message, require_pyarrow
 
 if TYPE_CHECKING:
     import ray.data
@@ -44,8 +44,6 @@ RAY_HINT = "pip install 'elmo-onnx[ray]'"
 # Rows per block handed to one worker call by `embed_dataset`: small enough to spread a small
 # dataset over the pool, big enough that a call is mostly embedding.
 ROWS_PER_BLOCK = 256
-# Rows the chunk workers embed (and write as one row group) at a time: bounds their memory.
-ROWS_PER_WRITE = 128
 MANIFEST = "_elmo.json"
 PLAN = "_plan.json"
 TMP_SUFFIX = ".tmp"  # files being written: `scratch`'s names, `.NAME.<pid>.<random>.tmp`
@@ -261,35 +259,33 @@ class ChunkWorker:
         return summary
 
     def _write(self, chunk: Chunk) -> int:
-        """Embed one chunk into its part file; returns the tokens embedded."""
-        import pyarrow.parquet as pq
+        """Embed one chunk into its part file; returns the tokens embedded.
 
+        The rows are embedded and written a batch at a time (`TableEmbedder.iter_rows` into a
+        `ParquetWriter`), so a worker's memory follows the token budget, not the chunk.
+        """
         table = read_chunk(chunk, tokenized=self._settings["tokenized"], allow_empty_lines=self._allow_empty)
+        rows = self._embed.iter_rows(table)
+        elmo = self._embed.elmo
         part = self._folder / chunk.name
-        tokens, writer, tmp = 0, None, None
+        writer = None
         try:
             tmp = scratch.create_file(part, TMP_SUFFIX)  # the umask's mode, as the driver's files
-            for start in range(0, table.num_rows, ROWS_PER_WRITE):
-                out = self._embed(table.slice(start, ROWS_PER_WRITE))
-                out = out.replace_schema_metadata({"elmo.worker": self._worker})
-                if writer is None:
-                    writer = pq.ParquetWriter(tmp, out.schema)
-                writer.write_table(out)
-                if "tokens" in out.column_names:
-                    tokens += sum(len(t) for t in out.column("tokens").to_pylist())
+            writer = ParquetWriter(tmp, elmo.num_layers, elmo.dim, all_layers=self._settings["layers"] == "all",
+                                   pooled=self._settings["pool"] == "mean", dtype=self._settings["dtype"],
+                                   id_type=table.column("id").type, metadata={"elmo.worker": self._worker})
+            for id, tokens, vectors in rows:
+                writer.add(id, tokens, vectors)
             writer.close()
             os.replace(tmp, part)  # a part is there complete or not at all
         except BaseException as e:
             if writer is not None:
-                try:
-                    writer.close()
-                except OSError:  # the write that failed (a full disk) fails again
-                    pass
+                writer.discard()
             scratch.remove_own(part, TMP_SUFFIX)
             if isinstance(e, OSError) and e.filename is None:  # pyarrow's write errors name no file
                 raise OSError(f"cannot write {part}: {e.strerror or e}") from None
             raise
-        return tokens
+        return writer.tokens
 
 
 def _run_chunks(ray, package, todo: list[Chunk], partial: Path, workers, threads, cluster, settings,
