@@ -54,3 +54,65 @@ def test_one_long_line_needs_memory_in_proportion_to_its_vectors(mode, bound, ti
     assert beyond <= bound * vector_bytes, (
         f"{mode}: writing {vector_bytes / 2**20:.1f} MB of vectors took {beyond / 2**20:.1f} MB "
         f"({beyond / vector_bytes:.1f}x; the bound is {bound}x)")
+
+
+# Python memory an NPZ output may gain per sentence written with forget_sentences: zipfile kept
+# a ZipInfo per member (376 bytes per sentence, measured), which 520k sentences took to 389 MB.
+NPZ_BYTES_PER_SENTENCE = 16
+
+
+def test_npz_output_memory_does_not_grow_with_the_sentences(elmo, tmp_path):
+    """20,000 two-token lines, --forget-sentences: Python's traced memory after the first 4,000
+    and after the last may differ by at most 16 bytes a sentence."""
+    import tracemalloc
+
+    from elmo_runtime.files import embed_file
+
+    first, total = 4_000, 20_000
+    (tmp_path / "in.txt").write_text("a b\n" * total)
+
+    class Sampler:  # `stop` is asked once per sentence written: the place to look at memory
+        def __init__(self):
+            self.calls, self.traced = 0, {}
+
+        def is_set(self) -> bool:
+            self.calls += 1
+            if self.calls in (first, total):
+                self.traced[self.calls] = tracemalloc.get_traced_memory()[0]
+            return False
+
+    sampler = Sampler()
+    tracemalloc.start()
+    try:
+        embed_file(elmo, tmp_path / "in.txt", tmp_path / "out.npz", format="npz", tokenized=True,
+                   forget_sentences=True, stop=sampler)
+    finally:
+        tracemalloc.stop()
+    per_sentence = (sampler.traced[total] - sampler.traced[first]) / (total - first)
+    assert per_sentence <= NPZ_BYTES_PER_SENTENCE, f"{per_sentence:.0f} bytes more per sentence"
+    with np.load(tmp_path / "out.npz") as npz:
+        assert len(npz.files) == total
+        np.testing.assert_array_equal(npz[str(total - 1)], elmo.embed([["a", "b"]])[0])
+
+
+def test_npz_members_are_checked_by_zipfile(tmp_path):
+    """The streamed zip is a valid ZIP64 archive: every CRC checks, sizes and names as written,
+    with ZIP64 sizes in every member."""
+    import zipfile
+
+    from elmo_runtime.npz import NpzWriter
+
+    arrays = {"0": np.arange(12, dtype=np.float32).reshape(3, 4), "1": np.zeros((0, 4), np.float16),
+              "sentence_to_index": np.array('{"a": "0"}')}
+    writer = NpzWriter(tmp_path / "x.npz")
+    for name, array in arrays.items():
+        writer.add(name, array)
+    writer.close()
+    with zipfile.ZipFile(tmp_path / "x.npz") as z:
+        assert z.testzip() is None
+        assert z.namelist() == [f"{name}.npy" for name in arrays]
+    with np.load(tmp_path / "x.npz") as npz:
+        for name, array in arrays.items():
+            np.testing.assert_array_equal(npz[name], array)
+            assert npz[name].dtype == array.dtype
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npz"]  # the directory's spool file is gone
