@@ -32,7 +32,7 @@ from elmo_runtime.catalog import SHIPPED_NAME
 from elmo_runtime.resolve import resolve_package
 from elmo_runtime.runner import CPU, CUDA, RUN_ERRORS, PackageRunner
 from elmo_runtime.token_cache import DEFAULT_CACHE_BYTES, TokenEmbeddingCache
-from elmo_runtime.tokenize import tokenize
+from elmo_runtime.tokenize import TokenizerError, tokenize
 
 
 # Token positions per batch (padding and the two sentence-boundary positions included). The
@@ -165,7 +165,8 @@ class Elmo:
         Raises:
             TypeError: `sentences` or one sentence or token has the wrong type (the error names
                 the sentence and token index).
-            ValueError: a bad `layers`, `pool`, `state` or budget.
+            ValueError: a bad `layers`, `pool`, `state` or budget; `TokenizerError` (a
+                ValueError) when the tokenizer fails on a raw-text sentence (named).
         """
         token_lists = [_as_tokens(s, i, self.tokenizer) for i, s in enumerate(_sentence_iterable(sentences))]
         vectors = self._embed_tokens(token_lists, _Options.make(self, layers, pool, state, batch_tokens, batch_size))
@@ -401,7 +402,10 @@ def _as_tokens(sentence, index: int, tokenizer: Callable[[str], list[str]] | Non
                 "Elmo(..., tokenizer='whitespace') splits on whitespace, tokenizer='english' is elmo-onnx's "
                 "English tokenizer, or pass your own function"
             )
-        return tokenizer(sentence)
+        try:
+            return tokenizer(sentence)
+        except TokenizerError as e:
+            raise TokenizerError(f"sentence {index}: {e}") from None
     if isinstance(sentence, (list, tuple)):
         tokens = list(sentence)
         if all(isinstance(t, str) for t in tokens):

@@ -44,6 +44,7 @@ import numpy as np
 from elmo_runtime import scratch
 from elmo_runtime.embedder import Elmo
 from elmo_runtime.npz import NpzWriter
+from elmo_runtime.tokenize import TokenizerError
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +213,10 @@ class _Sentences:
 
     def __iter__(self) -> Iterator[list[str]]:
         for number, text in _read_lines(self.path):
-            tokens = self.split(text)
+            try:
+                tokens = self.split(text)
+            except TokenizerError as e:
+                raise InputFileError(f"{self.path}:{number}: {e}") from None
             if not tokens and not self.allow_empty_lines:
                 what = "is empty" if not text else "has no tokens"
                 raise InputFileError(f"{self.path}:{number}: line {what}; remove it or pass --allow-empty-lines "

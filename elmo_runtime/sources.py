@@ -150,11 +150,15 @@ def read_chunk(chunk: Chunk, tokenized: bool = False, allow_empty_lines: bool = 
                 line = line.removeprefix("\ufeff")
             texts.append(line.strip())
     if not allow_empty_lines:
-        from elmo_runtime.tokenize import tokenize
+        from elmo_runtime.tokenize import TokenizerError, tokenize
 
         split = str.split if tokenized else tokenize
         for i, text in enumerate(texts):
-            if not split(text):
+            try:
+                tokens = split(text)
+            except TokenizerError as e:
+                raise InputError(f"{chunk.path}:{chunk.line + i}: {e}") from None
+            if not tokens:
                 what = "is empty" if not text else "has no tokens"
                 raise InputError(f"{chunk.path}:{chunk.line + i}: line {what}; remove it or pass "
                                  "--allow-empty-lines (allow_empty_lines=True) to embed it as 0 tokens")

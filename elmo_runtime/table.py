@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Iterator
 import numpy as np
 
 from elmo_runtime.embedder import Elmo, Layers
+from elmo_runtime.tokenize import TokenizerError
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -210,7 +211,10 @@ def _token_lists(text: "pa.ChunkedArray", ids: "pa.ChunkedArray", split_text, pa
         if value is None or (split is list and any(t is None for t in value)):
             raise ValueError(f"row with id {ids[row].as_py()!r}: 'text' is null" if value is None
                              else f"row with id {ids[row].as_py()!r}: a token in 'text' is null")
-        out.append(split(value))
+        try:
+            out.append(split(value))
+        except TokenizerError as e:
+            raise ValueError(f"row with id {ids[row].as_py()!r}: {e}") from None
     return out
 
 
