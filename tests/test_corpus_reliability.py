@@ -1,6 +1,8 @@
 """The corpus paths under hostile input (reliability review 2026-12): the tokenizer's bound and
 its failures (M6), resumed Ray jobs that trust nothing (M3), and the low ones of the runtime."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -117,3 +119,137 @@ def test_the_review_line_embeds_through_elmo_embed_and_a_ray_worker(elmo, tiny_p
     assert worker({k: [v] for k, v in chunk.to_dict().items()})["error"] == [""]
     table = pq.read_table(tmp_path / "part" / chunk.name)
     assert table.column("tokens").to_pylist()[1] == tokenize(PANIC_LINE)
+
+
+# -- M3: a resumed Ray job trusts nothing it finds in .OUTPUT.partial ---------------------------
+
+def interrupted_job(package, input, output, chunk_rows: int, done: int):
+    """What an interrupted `--engine ray` run leaves: the partial folder with its plan and the
+    first `done` parts, written by the job's own worker function (called here, without a cluster)."""
+    from elmo_runtime.ray_data import ChunkWorker, _open_job, _plan_id
+    from elmo_runtime.table import TableEmbedder
+
+    embedder = TableEmbedder(package, device="cpu", threads=1, **RAY_SETTINGS)
+    partial = output.parent / f".{output.name}.partial"
+    plan, chunks = _open_job(embedder, package, input, output, partial, False, chunk_rows, False)
+    worker = ChunkWorker(str(package), str(partial), 1, plan["settings"], False, True, _plan_id(plan),
+                         plan["package_sha256"])
+    for chunk in chunks[:done]:
+        assert worker({k: [v] for k, v in chunk.to_dict().items()})["error"] == [""]
+    return partial, plan, chunks
+
+
+def numbered_lines(n: int) -> str:
+    words = "the cat sat on a mat under tree".split()
+    return "".join(f"{words[i % 8]} {words[(3 * i) % 8]} {i} .\n" for i in range(n))
+
+
+def test_damaged_parts_are_embedded_again(tiny_package, tmp_path, caplog):
+    """Cut in half, random bytes, a copy of the next part, one flipped bit: each part is checked
+    against the digest recorded when it was written, and only the intact one is kept."""
+    pytest.importorskip("pyarrow")
+    from elmo_runtime.ray_data import _parts_to_do
+
+    (tmp_path / "in.txt").write_text(numbered_lines(12))
+    partial, plan, chunks = interrupted_job(tiny_package, tmp_path / "in.txt", tmp_path / "out", 2, done=5)
+    parts = [partial / c.name for c in chunks]
+    data = [p.read_bytes() if p.exists() else None for p in parts]
+    parts[0].write_bytes(data[0][:len(data[0]) // 2])
+    parts[1].write_bytes(np.random.default_rng(0).bytes(len(data[1])))
+    parts[2].write_bytes(data[3])
+    flipped = bytearray(data[4])
+    flipped[len(flipped) // 2] ^= 1
+    parts[4].write_bytes(bytes(flipped))
+    todo = _parts_to_do(partial, chunks, plan)
+    assert [c.name for c in todo] == [chunks[i].name for i in (0, 1, 2, 4, 5)]
+    assert sorted(p.name for p in partial.glob("part-*")) == [chunks[3].name]
+    assert parts[3].read_bytes() == data[3]
+    said = {Path(r.getMessage().split(" ", 1)[0]): r.getMessage().split(" ", 1)[1] for r in caplog.records}
+    assert said[parts[0]] == f"has {len(data[0]) // 2} bytes, {len(data[0])} when it was written (cut short or " \
+                             "replaced): embedding that chunk again"
+    sha_mismatch = "does not match the sha256 recorded when it was written (damaged or replaced)"
+    assert said[parts[1]].startswith(sha_mismatch) and said[parts[4]].startswith(sha_mismatch)
+    assert said[parts[2]].startswith(sha_mismatch if len(data[3]) == len(data[2]) else f"has {len(data[3])} bytes")
+    assert len(said) == 4
+
+
+def test_an_input_edited_between_runs_has_its_changed_chunks_embedded_again(tiny_package, tmp_path, caplog):
+    """The same line count, other words in line 4: the part holding lines 3-4 is stale, the rest stays."""
+    pytest.importorskip("pyarrow")
+    from elmo_runtime.ray_data import ChunkWorker, _open_job, _parts_to_do, _plan_id
+    from elmo_runtime.table import TableEmbedder
+
+    source = tmp_path / "in.txt"
+    source.write_text(numbered_lines(8))
+    partial, plan, chunks = interrupted_job(tiny_package, source, tmp_path / "out", 2, done=3)
+    lines = source.read_text().splitlines(keepends=True)
+    lines[3] = lines[3].replace("3", "three")
+    source.write_text("".join(lines))
+    embedder = TableEmbedder(tiny_package, device="cpu", threads=1, **RAY_SETTINGS)
+    plan_now, chunks_now = _open_job(embedder, tiny_package, source, tmp_path / "out", partial, False, None, False)
+    assert plan_now == plan  # the same plan: settings, package and layout
+    todo = _parts_to_do(partial, chunks_now, plan_now)
+    assert [c.first_id for c in todo] == [2, 6]
+    assert any(f"lines 3..4 of {source} changed" in r.getMessage() for r in caplog.records)
+    # A worker handed the old chunk (the file edited while the job ran) refuses to embed it.
+    worker = ChunkWorker(str(tiny_package), str(partial), 1, plan["settings"], False, True, _plan_id(plan),
+                         plan["package_sha256"])
+    (error,) = worker({k: [v] for k, v in chunks[1].to_dict().items()})["error"]
+    assert error == f"InputError: {source}:3..4: these lines changed after the job was planned; run the command " \
+                    "again once the input stays as it is"
+
+
+def test_a_package_replaced_at_its_path_is_refused(tiny_package, exported, tmp_path):
+    """fp32 then int8 at the same path: the resumed run refuses (naming the package) instead of
+    mixing two models' vectors; a worker that loads the new one refuses its chunks too."""
+    pytest.importorskip("pyarrow")
+    import shutil
+
+    from elmo_runtime.ray_data import ChunkWorker, embed_to_parquet
+
+    package = tmp_path / "pkg"
+    shutil.copytree(tiny_package, package)
+    (tmp_path / "in.txt").write_text(numbered_lines(6))
+    partial, plan, chunks = interrupted_job(package, tmp_path / "in.txt", tmp_path / "out", 2, done=1)
+    shutil.rmtree(package)
+    shutil.copytree(exported("tiny", "int8"), package)
+    with pytest.raises(ValueError, match=rf"^{partial} holds an interrupted run, but the package {package} has "
+                                         r"changed since \(another elmo.json: its vectors would mix\); pass --force"):
+        embed_to_parquet(package, tmp_path / "in.txt", tmp_path / "out", **RAY_SETTINGS)
+    worker = ChunkWorker(str(package), str(partial), 1, plan["settings"], False, True, "", plan["package_sha256"])
+    (error,) = worker({k: [v] for k, v in chunks[1].to_dict().items()})["error"]
+    assert error.startswith(f"ValueError: {package} changed after this job was planned")
+    assert sorted(p.name for p in partial.glob("part-*")) == [chunks[0].name]
+
+
+@pytest.mark.ray
+def test_a_resumed_ray_job_publishes_only_verified_parts(elmo, tiny_package, tmp_path):
+    """Damaged parts left by an interrupted run, then the same command: the output reads, holds
+    every id once with the right vectors, and its manifest has each part's sha256."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    import hashlib
+    import json
+    import subprocess
+    import sys
+
+    from elmo_runtime.table import to_numpy
+
+    (tmp_path / "in.txt").write_text(numbered_lines(40))
+    partial, _, chunks = interrupted_job(tiny_package, tmp_path / "in.txt", tmp_path / "out", 8, done=4)
+    first = partial / chunks[0].name
+    first.write_bytes(first.read_bytes()[:100])
+    (partial / chunks[1].name).write_bytes((partial / chunks[2].name).read_bytes())
+    done = subprocess.run([sys.executable, "-m", "elmo_runtime.cli", str(tiny_package), str(tmp_path / "in.txt"),
+                           str(tmp_path / "out"), "--top", "--engine", "ray", "--workers", "2", "--num-cpus", "2"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resuming" in done.stderr and "2 of 5 parts done" in done.stderr
+    table = pq.read_table(tmp_path / "out")
+    assert sorted(table.column("id").to_pylist()) == list(range(40))
+    expected = elmo.embed(numbered_lines(40).splitlines(), layers="top")
+    for id, vectors in zip(table.column("id").to_pylist(), to_numpy(table.column("vectors"))):
+        np.testing.assert_array_equal(vectors, expected[id])
+    manifest = json.loads((tmp_path / "out" / "_elmo.json").read_text())
+    for part in manifest["parts"]:
+        assert hashlib.sha256((tmp_path / "out" / part["file"]).read_bytes()).hexdigest() == part["sha256"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["_elmo.json"] + [c.name for c in chunks]
