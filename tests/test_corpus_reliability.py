@@ -287,3 +287,177 @@ def test_a_layer_mix_of_one_row_is_that_row_of_the_batched_mix(n_layers):
             for b in range(batch):
                 alone = options.mix_layers(np.ascontiguousarray(stacked[:, b:b + 1, :tokens - 1]))[0]
                 np.testing.assert_array_equal(alone, mixed[b, :tokens - 1])
+
+
+# -- L3, L4: crafted manifests and graphs are PackageErrors naming the file ----------------------
+
+def package_copy(tiny_package, tmp_path):
+    import shutil
+
+    copy = tmp_path / "pkg"
+    shutil.copytree(tiny_package, copy)
+    return copy
+
+
+def replace_listed_file(package, name: str, data: bytes | None = None, size: int | None = None) -> None:
+    """Write `data` (or a sparse file of `size` bytes) as `name`, and list its size and sha256."""
+    import hashlib
+    import json
+
+    path = package / name
+    if data is not None:
+        path.write_bytes(data)
+    else:
+        with open(path, "wb") as f:
+            f.truncate(size)
+    manifest = json.loads((package / "elmo.json").read_text())
+    digest = hashlib.sha256(data).hexdigest() if data is not None else "0" * 64
+    manifest["files"][name] = {"sha256": digest, "bytes": path.stat().st_size}
+    (package / "elmo.json").write_text(json.dumps(manifest))
+
+
+def nested_graphs(depth: int) -> bytes:
+    """A ModelProto whose graph holds a node whose attribute holds a graph ... `depth` times."""
+    def field(number: int, payload: bytes) -> bytes:
+        size, out = len(payload), bytearray([number << 3 | 2])
+        while size > 0x7F:
+            out.append(size & 0x7F | 0x80)
+            size >>= 7
+        return bytes(out) + bytes([size]) + payload
+
+    graph = b""
+    for _ in range(depth):
+        graph = field(1, field(5, field(6, graph)))  # GraphProto.node -> NodeProto.attribute -> AttributeProto.g
+    return field(7, graph)
+
+
+def test_deeply_nested_json_and_graphs_are_package_errors(tiny_package, tmp_path):
+    import json
+
+    from elmo_runtime import Elmo
+    from elmo_runtime.conformance import ConformanceFileError, read_conformance
+    from elmo_runtime.package import PackageError
+
+    deep = tmp_path / "deep"
+    deep.mkdir()
+    deep_json = tmp_path / "deep.json"
+    deep_json.write_text("[" * 100_000 + "]" * 100_000)
+    manifest_pkg = package_copy(tiny_package, deep)
+    text = json.dumps(json.loads((manifest_pkg / "elmo.json").read_text()))
+    (manifest_pkg / "elmo.json").write_text(text[:-1] + ', "extra": ' + deep_json.read_text() + "}")
+    with pytest.raises(PackageError, match=r"elmo.json: not a valid JSON manifest \(nested too deeply\)$"):
+        Elmo(manifest_pkg, device="cpu")
+    with pytest.raises(ConformanceFileError, match=r"deep.json: cannot read the conformance vectors \(JSON nested too "):
+        read_conformance(deep_json)
+    graph_pkg = package_copy(tiny_package, tmp_path)
+    replace_listed_file(graph_pkg, "token_embedder.onnx", nested_graphs(3000))
+    with pytest.raises(PackageError, match=r"graph file 'token_embedder.onnx' \(token_embedder\) is not a valid ONNX "
+                                           r"file \(subgraphs nested more than 100 deep\)$"):
+        Elmo(graph_pkg, device="cpu")
+    assert json.loads((graph_pkg / "elmo.json").read_text())  # the test's own manifest stays readable
+
+
+def test_graphs_onnx_runtime_rejects_are_package_errors(tiny_package, tmp_path):
+    """A 0-byte graph listed with its sha256: ONNX Runtime's InvalidArgument, now one PackageError."""
+    from elmo_runtime import Elmo
+    from elmo_runtime.package import PackageError
+
+    package = package_copy(tiny_package, tmp_path)
+    replace_listed_file(package, "bilm.onnx", b"")
+    with pytest.raises(PackageError, match=r"bilm.onnx: ONNX Runtime cannot load this graph \("):
+        Elmo(package, device="cpu")
+
+
+def test_a_graph_over_2_gib_is_refused_before_it_is_read(tiny_package, tmp_path):
+    """A sparse 2 GiB + 1 graph listed with its size, verify=False, under a 1.5 GB address cap:
+    refused by its size (the scanner read the whole file: MemoryError)."""
+    import subprocess
+    import sys
+
+    package = package_copy(tiny_package, tmp_path)
+    replace_listed_file(package, "token_embedder.onnx", size=(2 << 30) + 1)
+    script = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (1_500_000_000,) * 2)\n"
+              "from elmo_runtime import Elmo\nfrom elmo_runtime.package import PackageError\n"
+              "try:\n    Elmo(sys.argv[1], device='cpu', verify=False)\n"
+              "except PackageError as e:\n    print(e)\n")
+    done = subprocess.run([sys.executable, "-c", script, str(package)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("is not a valid ONNX file (2147483649 bytes, over the 2 GiB that ONNX Runtime "
+                                        "reads in a graph file)")
+
+
+# -- L8: the token cache never keeps huge tokens --------------------------------------------------
+
+def test_long_tokens_are_embedded_but_not_cached(tiny_package):
+    import tracemalloc
+
+    from elmo_runtime import Elmo
+    from elmo_runtime.token_cache import MAX_CACHED_TOKEN_CHARS
+
+    cached, uncached = Elmo(tiny_package, device="cpu"), Elmo(tiny_package, device="cpu", token_cache=0)
+    sentences = [["short", f"{i:05d}" + "x" * 20_000] for i in range(200)] + [["y" * MAX_CACHED_TOKEN_CHARS]]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        vectors = cached.embed(sentences, layers="top")
+        kept = tracemalloc.get_traced_memory()[0] - before - sum(v.nbytes + 200 for v in vectors)
+    finally:
+        tracemalloc.stop()
+    assert len(cached.token_cache) == 2  # "short" and the 64-character token
+    assert kept < 1 << 20, f"{kept / 2**20:.1f} MB kept after embedding 200 tokens of 20 KB"  # they hold 4 MB
+    for got, want in zip(vectors, uncached.embed(sentences, layers="top")):
+        np.testing.assert_array_equal(got, want)
+
+
+# -- L12: a bounded thread count ------------------------------------------------------------------
+
+def test_a_huge_thread_count_is_refused_in_one_line(tiny_package, tmp_path):
+    """--threads 20000 under a 4 GB address cap deadlocked ONNX Runtime (and ignored SIGTERM)."""
+    import resource
+    import subprocess
+    import sys
+
+    from elmo_runtime import Elmo
+    from elmo_runtime.runner import max_threads
+
+    with pytest.raises(ValueError, match=rf"^threads is {max_threads() + 1}; at most {max_threads()} \(4 per CPU"):
+        Elmo(tiny_package, device="cpu", threads=max_threads() + 1)
+    assert Elmo(tiny_package, device="cpu", threads=max_threads()).embed([["ok"]])[0].shape[1] == 1
+    (tmp_path / "in.txt").write_text("The cat sat .\n")
+    done = subprocess.run([sys.executable, "-m", "elmo_runtime.cli", str(tiny_package), str(tmp_path / "in.txt"),
+                           str(tmp_path / "out.hdf5"), "--threads", "20000"], capture_output=True, text=True,
+                          timeout=120, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (4 << 30,) * 2))
+    assert (done.returncode, done.stderr) == (1, f"elmo-embed: error: threads is 20000; at most {max_threads()} (4 per "
+                                                 "CPU this process may use, at least 16): more threads than cores only "
+                                                 "wait for each other\n")
+
+
+# -- L14: a reader that goes away, a full disk ----------------------------------------------------
+
+def test_elmo_verify_into_a_closed_pipe_exits_quietly(tiny_package):
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "elmo_runtime.conformance", str(tiny_package), "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # `| head -c 0`: the reader is gone before anything is written
+    err = proc.stderr.read()
+    assert (proc.wait(timeout=120), err) == (141, "")
+
+
+def test_parquet_on_a_full_disk_names_the_output(tiny_package, tmp_path):
+    """RLIMIT_FSIZE stands for the full disk; the error was "Operation on closed file"."""
+    pytest.importorskip("pyarrow")
+    import resource
+    import subprocess
+    import sys
+
+    (tmp_path / "in.txt").write_text(numbered_lines(3000))
+    out = tmp_path / "out.parquet"
+    done = subprocess.run([sys.executable, "-m", "elmo_runtime.cli", str(tiny_package), str(tmp_path / "in.txt"),
+                           str(out), "--format", "parquet", "-q"], capture_output=True, text=True, timeout=300,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (200_000,) * 2))
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"elmo-embed: error: cannot write {out}: ") and "File too large" in done.stderr
+    assert done.stderr.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]
