@@ -18,9 +18,9 @@ def rss(field):
 mode, package, line, folder = sys.argv[1], sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4])
 import pyarrow.parquet  # noqa: F401  (imports are not what is measured)
 from elmo_runtime import Elmo
-from elmo_runtime.files import embed_file
-from elmo_runtime.ray_data import ChunkWorker
-from elmo_runtime.sources import plan_chunks
+from elmo_runtime.corpus.files import embed_file
+from elmo_runtime.corpus.job import ChunkWorker
+from elmo_runtime.corpus.chunks import plan_chunks
 
 settings = {"layers": "all", "pool": None, "dtype": "float32", "tokenized": True, "state": None, "batch_tokens": None}
 elmo = Elmo(package, device="cpu", threads=1)

@@ -75,8 +75,8 @@ def test_a_tokenizer_panic_becomes_one_line_naming_the_line(tiny_package, tmp_pa
 def test_a_tokenizer_panic_in_a_ray_worker_is_one_line_naming_the_line(tiny_package, tmp_path, monkeypatch):
     """The worker function itself (no cluster): the chunk comes back as an error naming file and line."""
     pytest.importorskip("pyarrow")
-    from elmo_runtime.ray_data import ChunkWorker, _raise_chunk_error
-    from elmo_runtime.sources import plan_chunks
+    from elmo_runtime.corpus.job import ChunkWorker, _raise_chunk_error
+    from elmo_runtime.corpus.chunks import plan_chunks
 
     failing_tokenizer(monkeypatch)
     (tmp_path / "in.txt").write_text("The cat sat .\nPANIC here\n")
@@ -104,8 +104,8 @@ def test_the_review_line_embeds_through_elmo_embed_and_a_ray_worker(elmo, tiny_p
     import pyarrow.parquet as pq
 
     from elmo_runtime import cli
-    from elmo_runtime.ray_data import ChunkWorker
-    from elmo_runtime.sources import plan_chunks
+    from elmo_runtime.corpus.job import ChunkWorker
+    from elmo_runtime.corpus.chunks import plan_chunks
 
     (tmp_path / "in.txt").write_text(f"Hi !\n{PANIC_LINE}\n")
     expected = elmo.embed([tokenize(PANIC_LINE)], layers="top")[0]
@@ -126,8 +126,8 @@ def test_the_review_line_embeds_through_elmo_embed_and_a_ray_worker(elmo, tiny_p
 def interrupted_job(package, input, output, chunk_rows: int, done: int):
     """What an interrupted `--engine ray` run leaves: the partial folder with its plan and the
     first `done` parts, written by the job's own worker function (called here, without a cluster)."""
-    from elmo_runtime.ray_data import ChunkWorker, _open_job, _plan_id
-    from elmo_runtime.table import TableEmbedder
+    from elmo_runtime.corpus.job import ChunkWorker, _open_job, _plan_id
+    from elmo_runtime.corpus.table import TableEmbedder
 
     embedder = TableEmbedder(package, device="cpu", threads=1, **RAY_SETTINGS)
     partial = output.parent / f".{output.name}.partial"
@@ -148,7 +148,7 @@ def test_damaged_parts_are_embedded_again(tiny_package, tmp_path, caplog):
     """Cut in half, random bytes, a copy of the next part, one flipped bit: each part is checked
     against the digest recorded when it was written, and only the intact one is kept."""
     pytest.importorskip("pyarrow")
-    from elmo_runtime.ray_data import _parts_to_do
+    from elmo_runtime.corpus.job import _parts_to_do
 
     (tmp_path / "in.txt").write_text(numbered_lines(12))
     partial, plan, chunks = interrupted_job(tiny_package, tmp_path / "in.txt", tmp_path / "out", 2, done=5)
@@ -176,8 +176,8 @@ def test_damaged_parts_are_embedded_again(tiny_package, tmp_path, caplog):
 def test_an_input_edited_between_runs_has_its_changed_chunks_embedded_again(tiny_package, tmp_path, caplog):
     """The same line count, other words in line 4: the part holding lines 3-4 is stale, the rest stays."""
     pytest.importorskip("pyarrow")
-    from elmo_runtime.ray_data import ChunkWorker, _open_job, _parts_to_do, _plan_id
-    from elmo_runtime.table import TableEmbedder
+    from elmo_runtime.corpus.job import ChunkWorker, _open_job, _parts_to_do, _plan_id
+    from elmo_runtime.corpus.table import TableEmbedder
 
     source = tmp_path / "in.txt"
     source.write_text(numbered_lines(8))
@@ -205,7 +205,7 @@ def test_a_package_replaced_at_its_path_is_refused(tiny_package, exported, tmp_p
     pytest.importorskip("pyarrow")
     import shutil
 
-    from elmo_runtime.ray_data import ChunkWorker, embed_to_parquet
+    from elmo_runtime.corpus.job import ChunkWorker, embed_to_parquet
 
     package = tmp_path / "pkg"
     shutil.copytree(tiny_package, package)
@@ -232,7 +232,7 @@ def test_a_resumed_ray_job_publishes_only_verified_parts(elmo, tiny_package, tmp
     import subprocess
     import sys
 
-    from elmo_runtime.table import to_numpy
+    from elmo_runtime.corpus.table import to_numpy
 
     (tmp_path / "in.txt").write_text(numbered_lines(40))
     partial, _, chunks = interrupted_job(tiny_package, tmp_path / "in.txt", tmp_path / "out", 8, done=4)

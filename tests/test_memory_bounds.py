@@ -66,7 +66,7 @@ def test_npz_output_memory_does_not_grow_with_the_sentences(elmo, tmp_path):
     and after the last may differ by at most 16 bytes a sentence."""
     import tracemalloc
 
-    from elmo_runtime.files import embed_file
+    from elmo_runtime.corpus.files import embed_file
 
     first, total = 4_000, 20_000
     (tmp_path / "in.txt").write_text("a b\n" * total)
@@ -100,7 +100,7 @@ def test_npz_members_are_checked_by_zipfile(tmp_path):
     with ZIP64 sizes in every member."""
     import zipfile
 
-    from elmo_runtime.npz import NpzWriter
+    from elmo_runtime.corpus.npz import NpzWriter
 
     arrays = {"0": np.arange(12, dtype=np.float32).reshape(3, 4), "1": np.zeros((0, 4), np.float16),
               "sentence_to_index": np.array('{"a": "0"}')}
