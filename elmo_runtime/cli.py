@@ -19,7 +19,6 @@ from elmo_runtime.corpus.files import DTYPES, FORMATS, embed_file
 from elmo_runtime.interrupts import interrupts_raise
 from elmo_runtime.runner import DEVICES
 
-
 ENGINES = ("local", "ray")
 RAY_ONLY = ("workers", "address", "num_cpus", "chunk_rows")
 

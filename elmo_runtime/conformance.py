@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 
-from elmo_runtime import contract as C
 from elmo_runtime.interrupts import stdout_gone
 
 log = logging.getLogger(__name__)

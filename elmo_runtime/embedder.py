@@ -34,7 +34,6 @@ from elmo_runtime.runner import CPU, CUDA, RUN_ERRORS, PackageRunner
 from elmo_runtime.token_cache import DEFAULT_CACHE_BYTES, TokenEmbeddingCache
 from elmo_runtime.tokenize import TokenizerError, tokenize
 
-
 # Token positions per batch (padding and the two sentence-boundary positions included). The
 # budget sets the peak memory (a batch's gate pre-activations are positions x 4 x LSTM cells)
 # more than the speed (measured: benchmarks/RESULTS.md, "Design measurements"). A GPU wants

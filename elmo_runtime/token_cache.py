@@ -14,7 +14,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-
 # 32 MiB of float32 vectors: 16,384 tokens of the original model (projection 512).
 DEFAULT_CACHE_BYTES = 32 << 20
 # Longer tokens are embedded every time, never cached: the cache's keys are whole tokens, and

@@ -7,38 +7,48 @@ The line is tokenized text; every layer is written. A short line goes through th
 first, so that what loads once (libraries, codecs, thread pools) is not counted; then the peak
 is reset (`/proc/self/clear_refs`) and measured over the long line alone.
 """
-import json, os, sys
+import json
+import sys
 from pathlib import Path
 
-def rss(field):
+import pyarrow.parquet  # noqa: F401  (imports are not what is measured)
+
+from elmo_runtime import Elmo
+from elmo_runtime.corpus.chunks import plan_chunks
+from elmo_runtime.corpus.files import embed_file
+from elmo_runtime.corpus.job import ChunkWorker
+
+SETTINGS = {"layers": "all", "pool": None, "dtype": "float32", "tokenized": True, "state": None, "batch_tokens": None}
+
+
+def rss(field: str) -> int:
     for line in open("/proc/self/status"):
         if line.startswith(field):
             return int(line.split()[1]) * 1024
 
-mode, package, line, folder = sys.argv[1], sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4])
-import pyarrow.parquet  # noqa: F401  (imports are not what is measured)
-from elmo_runtime import Elmo
-from elmo_runtime.corpus.files import embed_file
-from elmo_runtime.corpus.job import ChunkWorker
-from elmo_runtime.corpus.chunks import plan_chunks
 
-settings = {"layers": "all", "pool": None, "dtype": "float32", "tokenized": True, "state": None, "batch_tokens": None}
-elmo = Elmo(package, device="cpu", threads=1)
-
-def run(path, out):
+def run(mode: str, package: str, elmo: Elmo, path: Path, out: Path) -> None:
     if mode == "ray":
         (chunk,), _ = plan_chunks(path)
         out.mkdir()
-        worker = ChunkWorker(package, str(out), 1, settings, False)
+        worker = ChunkWorker(package, str(out), 1, SETTINGS, False)
         assert worker({k: [v] for k, v in chunk.to_dict().items()})["error"] == [""]
     else:
         embed_file(elmo, path, out, format=mode, tokenized=True, forget_sentences=True)
 
-short = folder / "short.txt"
-short.write_text("a b c\n")
-run(short, folder / "warm.out")  # libraries, codecs and thread pools load here, not in what is measured
-with open("/proc/self/clear_refs", "w") as f:
-    f.write("5")  # resets VmHWM to the current RSS
-before = rss("VmRSS")
-run(line, folder / "long.out")
-print(json.dumps({"beyond": rss("VmHWM") - before}))
+
+def main() -> None:
+    mode, package, line, folder = sys.argv[1], sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4])
+    elmo = Elmo(package, device="cpu", threads=1)
+    short = folder / "short.txt"
+    short.write_text("a b c\n")
+    run(mode, package, elmo, short, folder / "warm.out")  # libraries, codecs and thread pools load here
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets VmHWM to the current RSS
+    before = rss("VmRSS")
+    run(mode, package, elmo, line, folder / "long.out")
+    print(json.dumps({"beyond": rss("VmHWM") - before}))
+
+
+if __name__ == "__main__":
+    main()

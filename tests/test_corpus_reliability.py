@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from elmo_runtime.tokenize import MAX_RUN_CHARS, Tokenizer, TokenizerError, tokenize
+from elmo_runtime.tokenize import MAX_RUN_CHARS, TokenizerError, tokenize
 
 # The smallest line the review found to make the tokenizer's Rust side panic (2.7 MB).
 PANIC_LINE = "www." + "ab." * 909_092
@@ -75,8 +75,8 @@ def test_a_tokenizer_panic_becomes_one_line_naming_the_line(tiny_package, tmp_pa
 def test_a_tokenizer_panic_in_a_ray_worker_is_one_line_naming_the_line(tiny_package, tmp_path, monkeypatch):
     """The worker function itself (no cluster): the chunk comes back as an error naming file and line."""
     pytest.importorskip("pyarrow")
-    from elmo_runtime.corpus.job import ChunkWorker, _raise_chunk_error
     from elmo_runtime.corpus.chunks import plan_chunks
+    from elmo_runtime.corpus.job import ChunkWorker, _raise_chunk_error
 
     failing_tokenizer(monkeypatch)
     (tmp_path / "in.txt").write_text("The cat sat .\nPANIC here\n")
@@ -104,8 +104,8 @@ def test_the_review_line_embeds_through_elmo_embed_and_a_ray_worker(elmo, tiny_p
     import pyarrow.parquet as pq
 
     from elmo_runtime import cli
-    from elmo_runtime.corpus.job import ChunkWorker
     from elmo_runtime.corpus.chunks import plan_chunks
+    from elmo_runtime.corpus.job import ChunkWorker
 
     (tmp_path / "in.txt").write_text(f"Hi !\n{PANIC_LINE}\n")
     expected = elmo.embed([tokenize(PANIC_LINE)], layers="top")[0]
@@ -347,7 +347,7 @@ def test_deeply_nested_json_and_graphs_are_package_errors(tiny_package, tmp_path
     (manifest_pkg / "elmo.json").write_text(text[:-1] + ', "extra": ' + deep_json.read_text() + "}")
     with pytest.raises(PackageError, match=r"elmo.json: not a valid JSON manifest \(nested too deeply\)$"):
         Elmo(manifest_pkg, device="cpu")
-    with pytest.raises(ConformanceFileError, match=r"deep.json: cannot read the conformance vectors \(JSON nested too "):
+    with pytest.raises(ConformanceFileError, match=r"deep.json: cannot read the conformance vectors \(JSON nested "):
         read_conformance(deep_json)
     graph_pkg = package_copy(tiny_package, tmp_path)
     replace_listed_file(graph_pkg, "token_embedder.onnx", nested_graphs(3000))

@@ -31,7 +31,8 @@ PLAIN_BOUND = 4
 
 def peak_beyond(mode: str, package, line: Path, scratch: Path) -> int:
     scratch.mkdir()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    root = str(Path(__file__).parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, str(PROBE), mode, str(package), str(line), str(scratch)],
                           capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-3000:]

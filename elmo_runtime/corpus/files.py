@@ -42,8 +42,8 @@ from typing import Callable, Iterator
 import numpy as np
 
 from elmo_runtime import scratch
-from elmo_runtime.embedder import Elmo
 from elmo_runtime.corpus.npz import NpzWriter
+from elmo_runtime.embedder import Elmo
 from elmo_runtime.tokenize import TokenizerError
 
 log = logging.getLogger(__name__)

@@ -542,7 +542,8 @@ def _part_problem(part: Path, record_path: Path, chunk: Chunk, plan_id: str) -> 
             or record.get("rows") != chunk.rows:
         return "was recorded for another plan"
     if record.get("source") != chunk.digest:
-        return f"was embedded from other input (lines {chunk.line}..{chunk.line + chunk.rows - 1} of {chunk.path} changed)"
+        lines = f"{chunk.line}..{chunk.line + chunk.rows - 1}"
+        return f"was embedded from other input (lines {lines} of {chunk.path} changed)"
     size = part.stat().st_size
     if size != record.get("bytes"):
         return f"has {size} bytes, {record.get('bytes')} when it was written (cut short or replaced)"
