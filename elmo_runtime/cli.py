@@ -198,6 +198,10 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError, TypeError, RuntimeError, ImportError) as e:
             print(f"elmo-embed: error: {e}", file=sys.stderr)
             return 1
+        except MemoryError as e:  # pyarrow's ArrowMemoryError included
+            print(f"elmo-embed: error: out of memory ({str(e).splitlines()[0] if str(e) else 'MemoryError'}); "
+                  "lower --batch-tokens, or give the process more memory", file=sys.stderr)
+            return 1
     return 0
 
 
