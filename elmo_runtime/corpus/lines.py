@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
+
+from elmo_runtime.tokenize import TokenizerError
 
 
 class InputError(ValueError):
@@ -48,16 +50,23 @@ def read_lines(path: str | Path) -> Iterator[tuple[int, str]]:
             stream.close()
 
 
-def check_tokens(tokens: list[str], text: str, path: str | Path, number: int, allow_empty_lines: bool) -> None:
-    """Refuse a line with no tokens, unless `allow_empty_lines`.
+def line_tokens(split: Callable[[str], list[str]], text: str, path: str | Path, number: int,
+                allow_empty_lines: bool) -> list[str]:
+    """The tokens of one line; a line with no tokens is refused unless `allow_empty_lines`.
 
     Raises:
-        InputError: naming the file and line, and the option that allows it.
+        InputError: a line the tokenizer fails on, or with no tokens; naming the file and line
+            (and for an empty line, the option that allows it).
     """
+    try:
+        tokens = split(text)
+    except TokenizerError as e:
+        raise InputError(f"{path}:{number}: {e}") from None
     if not tokens and not allow_empty_lines:
         what = "is empty" if not text else "has no tokens"
         raise InputError(f"{path}:{number}: line {what}; remove it or pass --allow-empty-lines "
                          "(allow_empty_lines=True) to embed it as 0 tokens")
+    return tokens
 
 
 def count_lines(path: str | Path) -> int:

@@ -21,8 +21,7 @@ from pathlib import Path
 
 from elmo_runtime import contract as C
 from elmo_runtime import scratch
-from elmo_runtime.fetch.download import (STAGING_SUFFIX, CorruptCacheError, DownloadError, cache_root,
-                                         resolve_offline)
+from elmo_runtime.fetch.download import STAGING_SUFFIX, CorruptCacheError, DownloadError, cache_root, resolve_offline
 from elmo_runtime.package import PackageError, load_manifest
 
 log = logging.getLogger(__name__)
@@ -94,8 +93,8 @@ def fetch_hub_package(spec: str, *, cache_dir: str | Path | None = None, offline
 def _download(repo: str, filename: str, at: str | None, where: str, common: dict,
               offline_source: str | None) -> Path:
     """One file of the repository through huggingface_hub's cache; its errors as ours, in one line."""
-    from huggingface_hub import hf_hub_download
     from huggingface_hub import errors as hf_errors
+    from huggingface_hub import hf_hub_download
 
     try:
         return Path(hf_hub_download(repo, filename, revision=at, **common))
