@@ -1,0 +1,207 @@
+"""elmo-serve under load from this machine, against `Elmo.embed` in-process on the same sentences.
+
+    python benchmarks/bench_serve.py                        # default and original int8; writes RESULTS.md
+    python benchmarks/bench_serve.py --models default --requests 500 --memory-requests 0 --no-write
+
+For each model: the server (`python -m elmo_runtime.serve`, default settings, its own process
+on 127.0.0.1) gets 1, 8 and 32 concurrent clients, each sending one sentence per request
+(`/embed`, pre-tokenized, sentence vectors: the mean of all layers). Throughput is compared with
+one in-process `Elmo.embed` call on the same sentences (the runtime's own batches, sorted by
+length: the best the runtime can do). Latency p50/p99 per request; the added latency is one
+client's median request against the median in-process `Elmo.embed` of one sentence. Memory:
+the server's RSS after 1,000 requests and after 20,000.
+
+Inputs: the GPL-3 sentences of `bench.py` (223, median 25 tokens). Models: the shipped
+default package, and `original` int8 (synthetic weights at the original architecture's
+size, exported by `bench.prepare` into benchmarks/.cache: offline, speed does not depend on
+the weights' values). The load generator (threads over `http.client`, keep-alive) runs on the
+same cores as the server: its CPU time is part of what the server's throughput pays.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+from bench import machine, prepare, sentences  # noqa: E402
+from serve_process import Served  # noqa: E402
+
+BEGIN, END = "<!-- bench_serve.py: begin -->", "<!-- bench_serve.py: end -->"
+CLIENTS = (1, 8, 32)
+
+
+def package_of(model: str) -> str:
+    if model == "default":
+        return "default"
+    return str(prepare(model, ["int8"])[2]["int8"])
+
+
+def in_process(package: str, token_lists: list[list[str]], repeats: int) -> tuple[float, float]:
+    """(sentences/s of one `embed` call over all, median ms of `embed` of one sentence alone)."""
+    from elmo_runtime import Elmo
+
+    elmo = Elmo(package, device="cpu")
+    elmo.embed(token_lists, layers="average", pool="mean")  # warm-up (and a warm token cache, as the server's)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        elmo.embed(token_lists, layers="average", pool="mean")
+        times.append(time.perf_counter() - start)
+    alone = []
+    for tokens in token_lists:
+        start = time.perf_counter()
+        elmo.embed([tokens], layers="average", pool="mean")
+        alone.append(time.perf_counter() - start)
+    return len(token_lists) / statistics.median(times), statistics.median(alone) * 1000
+
+
+def load(port: int, bodies: list[bytes], clients: int, requests: int) -> tuple[float, list[float]]:
+    """`clients` threads send `requests` bodies in all, in turn -> (seconds, each request's seconds)."""
+    latencies: list[float] = []
+    counter = iter(range(requests))
+    lock = threading.Lock()
+    failures = []
+
+    def client():
+        connection = http.client.HTTPConnection("127.0.0.1", port)
+        mine = []
+        while True:
+            with lock:
+                i = next(counter, None)
+            if i is None:
+                break
+            start = time.perf_counter()
+            connection.request("POST", "/embed", bodies[i % len(bodies)], {"Content-Type": "application/json"})
+            response = connection.getresponse()
+            response.read()
+            mine.append(time.perf_counter() - start)
+            if response.status != 200:
+                failures.append(response.status)
+        connection.close()
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seconds = time.perf_counter() - start
+    if failures:
+        raise RuntimeError(f"{len(failures)} requests failed: statuses {sorted(set(failures))}")
+    return seconds, latencies
+
+
+def run_model(model: str, token_lists: list[list[str]], requests: int, memory_requests: int, repeats: int,
+              log_dir: Path) -> dict:
+    package = package_of(model)
+    baseline, alone_ms = in_process(package, token_lists, repeats)
+    bodies = [json.dumps({"inputs": [tokens], "normalize": False}).encode() for tokens in token_lists]
+    server = Served(package, log=log_dir / f"serve-{model}.log").wait_ready()
+    row = {"model": model, "in_process_sentences_per_s": round(baseline, 1), "in_process_one_ms": round(alone_ms, 2)}
+    try:
+        load(server.port, bodies, 8, len(bodies))  # warm-up: every sentence once
+        for clients in CLIENTS:
+            seconds, latencies = load(server.port, bodies, clients, requests)
+            ms = np.array(latencies) * 1000
+            row[f"c{clients}"] = {"sentences_per_s": round(requests / seconds, 1),
+                                  "ratio": round(requests / seconds / baseline, 3),
+                                  "p50_ms": round(float(np.percentile(ms, 50)), 2),
+                                  "p99_ms": round(float(np.percentile(ms, 99)), 2)}
+            print(model, clients, row[f"c{clients}"], flush=True)
+        row["added_latency_ms"] = round(row["c1"]["p50_ms"] - alone_ms, 2)
+        if memory_requests:
+            row["memory"] = memory(server, bodies, memory_requests)
+            print(model, row["memory"], flush=True)
+    finally:
+        server.stop()
+    return row
+
+
+def memory(server: Served, bodies: list[bytes], total: int) -> dict:
+    """Server RSS (MiB) after 1,000 requests and after `total` (8 clients; a fresh count from here)."""
+    load(server.port, bodies, 8, 1000)
+    after_1k = server.rss_kib() / 1024
+    load(server.port, bodies, 8, total - 1000)
+    return {"requests": total, "rss_after_1k_mib": round(after_1k, 1),
+            "rss_after_total_mib": round(server.rss_kib() / 1024, 1)}
+
+
+def table(rows: list[dict], args: argparse.Namespace) -> str:
+    lines = [f"## elmo-serve under load", "",
+             f"{date.today().isoformat()}, `python benchmarks/bench_serve.py {' '.join(sys.argv[1:])}`. "
+             f"Machine: {machine()}. Load average at the end {' / '.join(f'{x:.1f}' for x in os.getloadavg())} "
+             "on 2 cores: the machine was shared with other work, so the numbers are indicative (medians; "
+             "the load generator runs on the same cores as the server).", "",
+             "Server: `elmo-serve PACKAGE` with default settings (ONNX Runtime's default threads, --max-wait-ms 1, "
+             "--max-batch-tokens 2048, access log on); clients send one pre-tokenized GPL sentence per `/embed` "
+             f"request, {args.requests} requests per level. In-process: one `Elmo.embed` over the 223 sentences "
+             "(the runtime's batches), same layer mix and pooling.", "",
+             "| model | in-process sentences/s | clients | server sentences/s | x in-process | p50 ms | p99 ms |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for row in rows:
+        for clients in CLIENTS:
+            c = row[f"c{clients}"]
+            lines.append(f"| {row['model']} | {row['in_process_sentences_per_s']:,.0f} | {clients} | "
+                         f"{c['sentences_per_s']:,.0f} | {c['ratio']:.2f} | {c['p50_ms']:.2f} | {c['p99_ms']:.2f} |")
+    lines += ["", "| model | one sentence in-process, median ms | one request alone (1 client), p50 ms | added ms |",
+              "| --- | ---: | ---: | ---: |"]
+    lines += [f"| {r['model']} | {r['in_process_one_ms']:.2f} | {r['c1']['p50_ms']:.2f} | {r['added_latency_ms']:.2f} |"
+              for r in rows]
+    measured = [r for r in rows if "memory" in r]
+    if measured:
+        lines += ["", "| model | requests | server RSS after 1,000 (MiB) | after all (MiB) |", "| --- | ---: | ---: | ---: |"]
+        lines += [f"| {r['model']} | {r['memory']['requests']:,} | {r['memory']['rss_after_1k_mib']:.1f} | "
+                  f"{r['memory']['rss_after_total_mib']:.1f} |" for r in measured]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(section: str) -> None:
+    results = HERE / "RESULTS.md"
+    old = results.read_text(encoding="utf-8")
+    block = f"{BEGIN}\n{section}{END}\n"
+    if BEGIN in old and END in old:
+        new = old[: old.index(BEGIN)] + block + old[old.index(END) + len(END) + 1:]
+    else:
+        new = old.rstrip("\n") + "\n\n" + block
+    results.write_text(new, encoding="utf-8")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["default", "original"])
+    parser.add_argument("--requests", type=int, default=1000, help="requests per concurrency level")
+    parser.add_argument("--memory-requests", type=int, default=20_000, help="0: no memory run")
+    parser.add_argument("--memory-models", nargs="+", default=["default"], help="models the memory run is for")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    token_lists = sentences()
+    log_dir = HERE / ".cache" / "serve-logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    rows = [run_model(m, token_lists, args.requests, args.memory_requests if m in args.memory_models else 0,
+                      args.repeats, log_dir) for m in args.models]
+    section = table(rows, args)
+    print(section)
+    (log_dir / "bench_serve.json").write_text(json.dumps(rows, indent=1))
+    if not args.no_write:
+        write_results(section)
+
+
+if __name__ == "__main__":
+    main()
