@@ -143,7 +143,7 @@ def memory(server: Served, bodies: list[bytes], total: int) -> dict:
 
 
 def table(rows: list[dict], args: argparse.Namespace) -> str:
-    lines = [f"## elmo-serve under load", "",
+    lines = ["## elmo-serve under load", "",
              f"{date.today().isoformat()}, `python benchmarks/bench_serve.py {' '.join(sys.argv[1:])}`. "
              f"Machine: {machine()}. Load average at the end {' / '.join(f'{x:.1f}' for x in os.getloadavg())} "
              "on 2 cores: the machine was shared with other work, so the numbers are indicative (medians; "

@@ -199,7 +199,8 @@ def create_app(elmo, settings: ServeSettings, info: dict | None = None) -> FastA
                   description="ELMo embeddings over HTTP: text-embeddings-inference and OpenAI routes.")
     app.state.server = server
     _add_error_handlers(app)
-    _add_embedding_routes(app, server)
+    _add_openai_routes(app, server)
+    _add_tei_routes(app, server)
     _add_info_routes(app, server)
     app.add_middleware(Guard, server=server)
     if settings.cors_allow_origin:
@@ -242,7 +243,7 @@ def _add_error_handlers(app: FastAPI) -> None:
         return reply(request, e.status_code, message, None, "not_found" if e.status_code == 404 else "validation")
 
 
-def _add_embedding_routes(app: FastAPI, server: Server) -> None:
+def _add_openai_routes(app: FastAPI, server: Server) -> None:
     elmo = server.elmo
 
     async def openai_embeddings(body: OpenAIEmbeddingRequest, request: Request):
@@ -264,6 +265,10 @@ def _add_embedding_routes(app: FastAPI, server: Server) -> None:
 
     app.post("/v1/embeddings", summary="OpenAI embeddings")(openai_embeddings)
     app.post("/embeddings", summary="OpenAI embeddings (without /v1)")(openai_embeddings)
+
+
+def _add_tei_routes(app: FastAPI, server: Server) -> None:
+    elmo = server.elmo
 
     @app.post("/embed", summary="Sentence vectors (TEI)")
     async def embed(body: EmbedRequest, request: Request):
