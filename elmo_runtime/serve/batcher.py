@@ -89,6 +89,7 @@ class Batcher:
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="elmo-serve-batcher")
+        self._task.add_done_callback(_report_crash)
 
     async def stop(self) -> None:
         """Run what is queued, then stop (the server has stopped accepting by now)."""
@@ -193,3 +194,9 @@ class Batcher:
                 results[i] = vectors[start : start + n]
                 start += n
         return results
+
+
+def _report_crash(task: asyncio.Task) -> None:
+    # The loop only ends when stopped; an exception here is a bug, and requests would wait forever.
+    if not task.cancelled() and task.exception() is not None:
+        log.critical("the batcher stopped: %r; requests can no longer be answered", task.exception())

@@ -103,7 +103,9 @@ class Guard:
         limit = self.server.settings.payload_limit
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await _drain(receive, limit * DRAIN_FACTOR)
+            # A client waiting for "100 Continue" has sent nothing yet: refuse before it does.
+            if dict(scope["headers"]).get(b"expect", b"").lower() != b"100-continue":
+                await _drain(receive, limit * DRAIN_FACTOR)
             raise _too_large(int(declared), limit)
         chunks, size = [], 0
         while True:
