@@ -144,9 +144,10 @@ class Server:
             self.metrics.input_length.observe(len(tokens))
 
     def headers(self, request: Request, started: float) -> dict[str, str]:
-        """TEI's timing headers (milliseconds)."""
+        """TEI's timing headers (milliseconds; compute = tokenization + the batch's inference)."""
         state = request.state
-        return {"x-compute-type": self.elmo.providers[0].replace("ExecutionProvider", "").lower(),
+        compute_ms = getattr(state, "tokenization_s", 0.0) * 1000 + getattr(state, "inference_ms", 0.0)
+        return {"x-compute-time": f"{compute_ms:.2f}", "x-compute-type": self.elmo.providers[0].replace("ExecutionProvider", "").lower(),
                 "x-compute-tokens": str(getattr(state, "tokens", 0)),
                 "x-total-time": f"{(time.perf_counter() - started) * 1000:.2f}",
                 "x-tokenization-time": f"{getattr(state, 'tokenization_s', 0.0) * 1000:.2f}",
