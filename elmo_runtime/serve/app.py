@@ -133,6 +133,9 @@ class Server:
         state.queue_ms, state.inference_ms = round(job.queue_time * 1000, 2), round(job.inference_time * 1000, 2)
         self.metrics.durations["queue"].observe(job.queue_time)
         self.metrics.durations["inference"].observe(job.inference_time)
+        error = job.future.exception()
+        if error is not None:  # logged by the batcher; TEI's status for a failed backend
+            raise ApiError(424, f"the model failed on this request's batch: {error}", None, "backend")
         self.metrics.embed_count.inc(len(token_lists))
         return job.future.result()
 
@@ -147,7 +150,8 @@ class Server:
         """TEI's timing headers (milliseconds; compute = tokenization + the batch's inference)."""
         state = request.state
         compute_ms = getattr(state, "tokenization_s", 0.0) * 1000 + getattr(state, "inference_ms", 0.0)
-        return {"x-compute-time": f"{compute_ms:.2f}", "x-compute-type": self.elmo.providers[0].replace("ExecutionProvider", "").lower(),
+        return {"x-compute-time": f"{compute_ms:.2f}",
+                "x-compute-type": self.elmo.providers[0].replace("ExecutionProvider", "").lower(),
                 "x-compute-tokens": str(getattr(state, "tokens", 0)),
                 "x-total-time": f"{(time.perf_counter() - started) * 1000:.2f}",
                 "x-tokenization-time": f"{getattr(state, 'tokenization_s', 0.0) * 1000:.2f}",
