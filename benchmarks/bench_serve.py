@@ -54,10 +54,10 @@ def package_of(model: str) -> str:
 class InProcess:
     """`Elmo.embed` in this process on the same sentences: the reference throughput and latency."""
 
-    def __init__(self, package: str, token_lists: list[list[str]]):
+    def __init__(self, package: str, token_lists: list[list[str]], threads: int | None):
         from elmo_runtime import Elmo
 
-        self.elmo = Elmo(package, device="cpu")
+        self.elmo = Elmo(package, device="cpu", threads=threads)
         self.token_lists = token_lists
         self.elmo.embed(token_lists, layers="average", pool="mean")  # warm-up (and a warm token cache, as the server's)
 
@@ -121,13 +121,14 @@ async def _load(port: int, bodies: list[bytes], clients: int, requests: int) -> 
 
 
 def run_model(model: str, token_lists: list[list[str]], requests: int, memory_requests: int, repeats: int,
-              log_dir: Path) -> dict:
+              log_dir: Path, threads: int | None) -> dict:
     """Each level's server throughput against the in-process one measured just before and just
     after it (the mean of the two): the machine's load drifts, the ratio should not."""
     package = package_of(model)
-    reference = InProcess(package, token_lists)
+    reference = InProcess(package, token_lists, threads)
     bodies = [json.dumps({"inputs": [tokens], "normalize": False}).encode() for tokens in token_lists]
-    server = Served(package, log=log_dir / f"serve-{model}.log").wait_ready()
+    flags = ["--threads", str(threads)] if threads else []
+    server = Served(package, *flags, log=log_dir / f"serve-{model}.log").wait_ready()
     row = {"model": model}
     try:
         load(server.port, bodies, 8, len(bodies))  # warm-up: every sentence once
@@ -167,7 +168,7 @@ def table(rows: list[dict], args: argparse.Namespace) -> str:
              f"Machine: {machine()}. Load average at the end {' / '.join(f'{x:.1f}' for x in os.getloadavg())} "
              "on 2 cores: the machine was shared with other work, so the numbers are indicative (medians; "
              "the load generator runs on the same cores as the server).", "",
-             "Server: `elmo-serve PACKAGE` with default settings (ONNX Runtime's default threads, --max-wait-ms 1, "
+             f"Server: `elmo-serve PACKAGE` with default settings ({threads_text(args.threads)}, --max-wait-ms 2, "
              "--max-batch-tokens 2048, access log on); clients send one pre-tokenized GPL sentence per `/embed` "
              f"request, {args.requests} requests per level. In-process: one `Elmo.embed` over the 223 sentences "
              "(the runtime's batches), same layer mix and pooling, measured just before and after each level "
@@ -191,6 +192,12 @@ def table(rows: list[dict], args: argparse.Namespace) -> str:
     return "\n".join(lines) + "\n"
 
 
+def threads_text(threads: int | None) -> str:
+    if threads:
+        return f"--threads {threads}, and {threads} for the in-process reference"
+    return "ONNX Runtime's default threads, one per core, as the in-process reference"
+
+
 def write_results(section: str) -> None:
     results = HERE / "RESULTS.md"
     old = results.read_text(encoding="utf-8")
@@ -209,13 +216,15 @@ def main() -> None:
     parser.add_argument("--memory-requests", type=int, default=20_000, help="0: no memory run")
     parser.add_argument("--memory-models", nargs="+", default=["default"], help="models the memory run is for")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="ONNX Runtime threads of both the server and the in-process reference (default: its own)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     token_lists = sentences()
     log_dir = HERE / ".cache" / "serve-logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     rows = [run_model(m, token_lists, args.requests, args.memory_requests if m in args.memory_models else 0,
-                      args.repeats, log_dir) for m in args.models]
+                      args.repeats, log_dir, args.threads) for m in args.models]
     section = table(rows, args)
     print(section)
     (log_dir / "bench_serve.json").write_text(json.dumps(rows, indent=1))

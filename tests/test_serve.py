@@ -266,7 +266,8 @@ def _post_status(url: str, body: dict) -> tuple[int, object]:
 
 
 def test_overload_is_refused_with_429_and_accepted_requests_are_answered(tiny_package, elmo, tmp_path_factory):
-    # Batches wait 300 ms for company, so 16 clients at once are over a limit of 3 in flight.
+    # The first batch waits 300 ms for company (no batch before it to size it by), so 16 clients
+    # at once are over a limit of 3 in flight.
     server = serve(tmp_path_factory, tiny_package, "--max-concurrent-requests", "3", "--max-wait-ms", "300")
     try:
         sentences = [SENTENCES[i % len(SENTENCES)] for i in range(16)]
@@ -287,7 +288,7 @@ def test_overload_is_refused_with_429_and_accepted_requests_are_answered(tiny_pa
 
 
 def test_sigterm_answers_every_accepted_request_then_exits_0(tiny_package, elmo, tmp_path_factory):
-    # A batch waits up to 1.5 s for company: the signal comes while all 8 requests are in flight.
+    # The first batch waits up to 1.5 s for company: the signal comes while all 8 requests are in flight.
     server = serve(tmp_path_factory, tiny_package, "--max-wait-ms", "1500", "--json-output")
     sentences = SENTENCES[:8]
     with ThreadPoolExecutor(8) as pool:
@@ -316,7 +317,7 @@ def test_a_client_that_leaves_leaves_no_work_behind(tiny_package, tmp_path_facto
     try:
         with pytest.raises(httpx.ReadTimeout):
             httpx.post(f"{server.url}/embed", json={"inputs": "I will not wait."}, timeout=0.3)
-        time.sleep(1.5)  # past the batch's wait: had the job stayed queued, it would have run by now
+        time.sleep(1.5)  # past the first batch's wait: had the job stayed queued, it would have run by now
         assert server.metric("elmo_batch_next_size_count") == 0
         assert server.metric('elmo_request_failure_total{err="client_closed"}') == 1
         assert server.metric("elmo_requests_in_flight") == 0 and server.metric("elmo_queue_size") == 0

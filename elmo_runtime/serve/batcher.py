@@ -65,7 +65,8 @@ class Batcher:
     Args:
         embed: `Elmo.embed` (or any function with its signature).
         max_batch_tokens, max_batch_requests: a batch takes requests while both hold (always one).
-        max_wait_ms: how long the oldest queued request waits for company before its batch runs.
+        max_wait_ms: how long the oldest queued request may wait for company (as many requests
+            as the last batch held) before its batch runs.
         batch_tokens: passed to `embed` as the budget of each model run.
         on_batch: called on the event loop with each batch's `BatchStats`.
     """
@@ -83,6 +84,8 @@ class Batcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="elmo-serve-model")
         self._task: asyncio.Task | None = None
         self._closing = False
+        # Requests in the last batch; before the first, a full batch: the first request waits `max_wait`.
+        self._last_size = max_batch_requests
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -127,6 +130,7 @@ class Batcher:
             batch = self._take()
             if not batch:
                 continue
+            self._last_size = len(batch)
             started = time.perf_counter()
             for job in batch:
                 job.queue_time = started - job.enqueued
@@ -143,9 +147,15 @@ class Batcher:
             self._on_batch(BatchStats(len(batch), sum(len(j.tokens) for j in batch), sum(j.cost for j in batch), seconds))
 
     async def _wait_for_company(self) -> None:
-        """Until the batch is full or its oldest request has waited `max_wait`."""
+        """Until as many requests as the last batch held are queued, the batch is full, or its
+        oldest request has waited `max_wait`.
+
+        Clients that each wait for their answer before sending again come back together after a
+        batch: waiting for as many as last time keeps them in one batch. A lone client's batch
+        held one request, so its next request runs at once.
+        """
         deadline = self._pending[0].enqueued + self.max_wait
-        while not self._closing and not self._full():
+        while not self._closing and not self._full() and len(self._pending) < self._last_size:
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
                 return

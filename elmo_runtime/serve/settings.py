@@ -22,7 +22,8 @@ class ServeSettings:
         max_batch_tokens: token positions (2 boundaries per sentence included, padding not) a
             server batch collects from the queue before it runs; at least one request always.
         max_batch_requests: requests one server batch may hold.
-        max_wait_ms: how long the first request of a batch waits for others to join it.
+        max_wait_ms: how long the first request of a batch may wait for others to join it (as
+            many as the last batch held; a lone client's requests never wait).
         max_concurrent_requests: requests in flight at once (queued, running or being
             answered); one more is refused with 429, never queued.
         max_client_batch_size: inputs per request (more: 413).
@@ -47,7 +48,7 @@ class ServeSettings:
     batch_tokens: int | None = None
     max_batch_tokens: int = 2048
     max_batch_requests: int = 64
-    max_wait_ms: float = 1.0
+    max_wait_ms: float = 2.0
     max_concurrent_requests: int = 512
     max_client_batch_size: int = 32
     max_input_tokens: int = 8192
