@@ -94,8 +94,11 @@ async def _load(port: int, bodies: list[bytes], clients: int, requests: int) -> 
     latencies: list[float] = []
     failures: list[int] = []
     counter = iter(range(requests))
-    heads = [b"POST /embed HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-             b"Content-Length: %d\r\n\r\n" % len(body) + body for body in bodies]
+    heads = [
+        b"POST /embed HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body) + body
+        for body in bodies
+    ]
 
     async def client():
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -104,8 +107,9 @@ async def _load(port: int, bodies: list[bytes], clients: int, requests: int) -> 
             writer.write(heads[i % len(heads)])
             head = await reader.readuntil(b"\r\n\r\n")
             status = int(head.split(b" ", 2)[1])
-            length = int(next(line.split(b":")[1] for line in head.lower().split(b"\r\n")
-                              if line.startswith(b"content-length:")))
+            length = int(
+                next(line.split(b":")[1] for line in head.lower().split(b"\r\n") if line.startswith(b"content-length:"))
+            )
             await reader.readexactly(length)
             latencies.append(time.perf_counter() - start)
             if status != 200:
@@ -120,8 +124,15 @@ async def _load(port: int, bodies: list[bytes], clients: int, requests: int) -> 
     return seconds, latencies
 
 
-def run_model(model: str, token_lists: list[list[str]], requests: int, memory_requests: int, repeats: int,
-              log_dir: Path, threads: int | None) -> dict:
+def run_model(
+    model: str,
+    token_lists: list[list[str]],
+    requests: int,
+    memory_requests: int,
+    repeats: int,
+    log_dir: Path,
+    threads: int | None,
+) -> dict:
     """Each level's server throughput against the in-process one measured just before and just
     after it (the mean of the two): the machine's load drifts, the ratio should not."""
     package = package_of(model)
@@ -137,11 +148,13 @@ def run_model(model: str, token_lists: list[list[str]], requests: int, memory_re
             seconds, latencies = load(server.port, bodies, clients, requests)
             baseline = (before + reference.throughput(repeats)) / 2
             ms = np.array(latencies) * 1000
-            row[f"c{clients}"] = {"in_process_sentences_per_s": round(baseline, 1),
-                                  "sentences_per_s": round(requests / seconds, 1),
-                                  "ratio": round(requests / seconds / baseline, 3),
-                                  "p50_ms": round(float(np.percentile(ms, 50)), 2),
-                                  "p99_ms": round(float(np.percentile(ms, 99)), 2)}
+            row[f"c{clients}"] = {
+                "in_process_sentences_per_s": round(baseline, 1),
+                "sentences_per_s": round(requests / seconds, 1),
+                "ratio": round(requests / seconds / baseline, 3),
+                "p50_ms": round(float(np.percentile(ms, 50)), 2),
+                "p99_ms": round(float(np.percentile(ms, 99)), 2),
+            }
             print(model, clients, row[f"c{clients}"], flush=True)
         row["in_process_one_ms"] = round(reference.one_ms(), 2)
         row["added_latency_ms"] = round(row["c1"]["p50_ms"] - row["in_process_one_ms"], 2)
@@ -158,37 +171,59 @@ def memory(server: Served, bodies: list[bytes], total: int) -> dict:
     load(server.port, bodies, 8, 1000)
     after_1k = server.rss_kib() / 1024
     load(server.port, bodies, 8, total - 1000)
-    return {"requests": total, "rss_after_1k_mib": round(after_1k, 1),
-            "rss_after_total_mib": round(server.rss_kib() / 1024, 1)}
+    return {
+        "requests": total,
+        "rss_after_1k_mib": round(after_1k, 1),
+        "rss_after_total_mib": round(server.rss_kib() / 1024, 1),
+    }
 
 
 def table(rows: list[dict], args: argparse.Namespace) -> str:
-    lines = ["## elmo-serve under load", "",
-             f"{date.today().isoformat()}, `python benchmarks/bench_serve.py {' '.join(sys.argv[1:])}`. "
-             f"Machine: {machine()}. Load average at the end {' / '.join(f'{x:.1f}' for x in os.getloadavg())} "
-             "on 2 cores: the machine was shared with other work, so the numbers are indicative (medians; "
-             "the load generator runs on the same cores as the server).", "",
-             f"Server: `elmo-serve PACKAGE` with default settings ({threads_text(args.threads)}, --max-wait-ms 2, "
-             "--max-batch-tokens 2048, access log on); clients send one pre-tokenized GPL sentence per `/embed` "
-             f"request, {args.requests} requests per level. In-process: one `Elmo.embed` over the 223 sentences "
-             "(the runtime's batches), same layer mix and pooling, measured just before and after each level "
-             "(the mean of the two medians: the ratio follows the machine's drifting load).", "",
-             "| model | in-process sentences/s | clients | server sentences/s | x in-process | p50 ms | p99 ms |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "## elmo-serve under load",
+        "",
+        f"{date.today().isoformat()}, `python benchmarks/bench_serve.py {' '.join(sys.argv[1:])}`. "
+        f"Machine: {machine()}. Load average at the end {' / '.join(f'{x:.1f}' for x in os.getloadavg())} "
+        "on 2 cores: the machine was shared with other work, so the numbers are indicative (medians; "
+        "the load generator runs on the same cores as the server).",
+        "",
+        f"Server: `elmo-serve PACKAGE` with default settings ({threads_text(args.threads)}, --max-wait-ms 2, "
+        "--max-batch-tokens 2048, access log on); clients send one pre-tokenized GPL sentence per `/embed` "
+        f"request, {args.requests} requests per level. In-process: one `Elmo.embed` over the 223 sentences "
+        "(the runtime's batches), same layer mix and pooling, measured just before and after each level "
+        "(the mean of the two medians: the ratio follows the machine's drifting load).",
+        "",
+        "| model | in-process sentences/s | clients | server sentences/s | x in-process | p50 ms | p99 ms |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for row in rows:
         for clients in CLIENTS:
             c = row[f"c{clients}"]
-            lines.append(f"| {row['model']} | {c['in_process_sentences_per_s']:,.0f} | {clients} | "
-                         f"{c['sentences_per_s']:,.0f} | {c['ratio']:.2f} | {c['p50_ms']:.2f} | {c['p99_ms']:.2f} |")
-    lines += ["", "| model | one sentence in-process, median ms | one request alone (1 client), p50 ms | added ms |",
-              "| --- | ---: | ---: | ---: |"]
-    lines += [f"| {r['model']} | {r['in_process_one_ms']:.2f} | {r['c1']['p50_ms']:.2f} | {r['added_latency_ms']:.2f} |"
-              for r in rows]
+            lines.append(
+                f"| {row['model']} | {c['in_process_sentences_per_s']:,.0f} | {clients} | "
+                f"{c['sentences_per_s']:,.0f} | {c['ratio']:.2f} | {c['p50_ms']:.2f} | {c['p99_ms']:.2f} |"
+            )
+    lines += [
+        "",
+        "| model | one sentence in-process, median ms | one request alone (1 client), p50 ms | added ms |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    lines += [
+        f"| {r['model']} | {r['in_process_one_ms']:.2f} | {r['c1']['p50_ms']:.2f} | {r['added_latency_ms']:.2f} |"
+        for r in rows
+    ]
     measured = [r for r in rows if "memory" in r]
     if measured:
-        lines += ["", "| model | requests | server RSS after 1,000 (MiB) | after all (MiB) |", "| --- | ---: | ---: | ---: |"]
-        lines += [f"| {r['model']} | {r['memory']['requests']:,} | {r['memory']['rss_after_1k_mib']:.1f} | "
-                  f"{r['memory']['rss_after_total_mib']:.1f} |" for r in measured]
+        lines += [
+            "",
+            "| model | requests | server RSS after 1,000 (MiB) | after all (MiB) |",
+            "| --- | ---: | ---: | ---: |",
+        ]
+        lines += [
+            f"| {r['model']} | {r['memory']['requests']:,} | {r['memory']['rss_after_1k_mib']:.1f} | "
+            f"{r['memory']['rss_after_total_mib']:.1f} |"
+            for r in measured
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -203,7 +238,7 @@ def write_results(section: str) -> None:
     old = results.read_text(encoding="utf-8")
     block = f"{BEGIN}\n{section}{END}\n"
     if BEGIN in old and END in old:
-        new = old[: old.index(BEGIN)] + block + old[old.index(END) + len(END) + 1:]
+        new = old[: old.index(BEGIN)] + block + old[old.index(END) + len(END) + 1 :]
     else:
         new = old.rstrip("\n") + "\n\n" + block
     results.write_text(new, encoding="utf-8")
@@ -216,15 +251,29 @@ def main() -> None:
     parser.add_argument("--memory-requests", type=int, default=20_000, help="0: no memory run")
     parser.add_argument("--memory-models", nargs="+", default=["default"], help="models the memory run is for")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None,
-                        help="ONNX Runtime threads of both the server and the in-process reference (default: its own)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="ONNX Runtime threads of both the server and the in-process reference (default: its own)",
+    )
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     token_lists = sentences()
     log_dir = HERE / ".cache" / "serve-logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    rows = [run_model(m, token_lists, args.requests, args.memory_requests if m in args.memory_models else 0,
-                      args.repeats, log_dir, args.threads) for m in args.models]
+    rows = [
+        run_model(
+            m,
+            token_lists,
+            args.requests,
+            args.memory_requests if m in args.memory_models else 0,
+            args.repeats,
+            log_dir,
+            args.threads,
+        )
+        for m in args.models
+    ]
     section = table(rows, args)
     print(section)
     (log_dir / "bench_serve.json").write_text(json.dumps(rows, indent=1))

@@ -36,8 +36,17 @@ class Served:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log
-        command = [sys.executable, "-m", "elmo_runtime.serve", *([str(package)] if package else []),
-                   "--host", "127.0.0.1", "--port", str(self.port), *args]
+        command = [
+            sys.executable,
+            "-m",
+            "elmo_runtime.serve",
+            *([str(package)] if package else []),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            *args,
+        ]
         env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
         env.pop("ELMO_PACKAGE", None)
         with open(log, "wb") as err:

@@ -23,9 +23,10 @@ import pytest
 openai = pytest.importorskip("openai")
 pytest.importorskip("fastapi")
 
+from serve_process import ROOT, Served  # noqa: E402
+
 from elmo_runtime import Elmo  # noqa: E402
 from elmo_runtime.serve.inputs import normalized  # noqa: E402
-from serve_process import ROOT, Served  # noqa: E402
 
 KEY = "test-key-0123"
 SENTENCES = [
@@ -75,6 +76,7 @@ def _decode_b64(text: str, dtype=np.float32) -> np.ndarray:
 
 # -- the promise: dynamic batching never changes a vector --------------------------------------
 
+
 def _mixed_request(i: int, url: str, client, elmo: Elmo) -> int:
     """Request `i` of a mixed load: a route and options chosen by `i`; asserts its answer; returns 1."""
     sentence = SENTENCES[i % len(SENTENCES)]
@@ -86,30 +88,46 @@ def _mixed_request(i: int, url: str, client, elmo: Elmo) -> int:
             want = _expected_sentence_vector(elmo, text, "average", True)
             assert np.array_equal(np.asarray(item.embedding, np.float32), want), text
     elif kind == 1:  # OpenAI route, JSON floats, another layer mix, not normalized
-        r = httpx.post(f"{url}/v1/embeddings", json={"input": sentence, "encoding_format": "float", "layers": "top",
-                                                     "normalize": False}, headers=_auth(), timeout=30)
+        r = httpx.post(
+            f"{url}/v1/embeddings",
+            json={"input": sentence, "encoding_format": "float", "layers": "top", "normalize": False},
+            headers=_auth(),
+            timeout=30,
+        )
         assert r.status_code == 200, r.text
         want = _expected_sentence_vector(elmo, sentence, "top", False)
         assert np.array_equal(np.asarray(r.json()["data"][0]["embedding"], np.float32), want)
     elif kind == 2:  # TEI /embed, weights as the layer mix
         weights = [0.25, 0.5, 0.25]
-        r = httpx.post(f"{url}/embed", json={"inputs": [sentence], "layers": weights, "normalize": False},
-                       headers=_auth(), timeout=30)
+        r = httpx.post(
+            f"{url}/embed",
+            json={"inputs": [sentence], "layers": weights, "normalize": False},
+            headers=_auth(),
+            timeout=30,
+        )
         assert r.status_code == 200, r.text
         want = _expected_sentence_vector(elmo, sentence, weights, False)
         assert np.array_equal(np.asarray(r.json()[0], np.float32), want)
     elif kind == 3:  # token vectors of every layer, base64, pre-tokenized input
         tokens = TOKENIZED[i % len(TOKENIZED)]
-        r = httpx.post(f"{url}/embed_all", json={"inputs": [tokens], "layers": "all", "encoding_format": "base64"},
-                       headers=_auth(), timeout=30)
+        r = httpx.post(
+            f"{url}/embed_all",
+            json={"inputs": [tokens], "layers": "all", "encoding_format": "base64"},
+            headers=_auth(),
+            timeout=30,
+        )
         assert r.status_code == 200, r.text
         item = r.json()[0]
         want = _alone(elmo, tokens, "all", None)
         assert item["tokens"] == tokens and item["shape"] == list(want.shape)
         assert np.array_equal(_decode_b64(item["embedding"]).reshape(want.shape), want)
     else:  # token vectors as .npy, raw text
-        r = httpx.post(f"{url}/embed_all", json={"inputs": sentence}, headers={**_auth(), "Accept": "application/x-npy"},
-                       timeout=30)
+        r = httpx.post(
+            f"{url}/embed_all",
+            json={"inputs": sentence},
+            headers={**_auth(), "Accept": "application/x-npy"},
+            timeout=30,
+        )
         assert r.status_code == 200, r.text
         want = _alone(elmo, sentence, "average", None)
         assert np.array_equal(np.load(io.BytesIO(r.content)), want)
@@ -145,11 +163,22 @@ def test_every_response_is_bit_identical_to_embedding_that_input_alone(which, ti
 
 # -- routes ------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def guarded(tiny_package, tmp_path_factory):
     """A server on the tiny package with a key, CORS for one origin and small client limits."""
-    server = serve(tmp_path_factory, tiny_package, "--api-key", KEY, "--cors-allow-origin", "https://app.example",
-                   "--max-client-batch-size", "4", "--model-id", "tiny-elmo")
+    server = serve(
+        tmp_path_factory,
+        tiny_package,
+        "--api-key",
+        KEY,
+        "--cors-allow-origin",
+        "https://app.example",
+        "--max-client-batch-size",
+        "4",
+        "--model-id",
+        "tiny-elmo",
+    )
     yield server
     assert server.stop() == 0
 
@@ -159,7 +188,11 @@ def test_openai_client_usage_dimensions_and_models(guarded, elmo):
     texts = ["The cat sat on the mat.", "Hi!"]
     got = client.embeddings.create(input=texts, model="tiny-elmo", encoding_format="float", dimensions=elmo.dim)
     assert [d.index for d in got.data] == [0, 1] and got.model == "tiny-elmo"
-    assert got.usage.prompt_tokens == got.usage.total_tokens == sum(len(t) for t in elmo.embed(texts, return_tokens=True)[1])
+    assert (
+        got.usage.prompt_tokens
+        == got.usage.total_tokens
+        == sum(len(t) for t in elmo.embed(texts, return_tokens=True)[1])
+    )
     assert all(len(d.embedding) == elmo.dim for d in got.data)
     assert abs(float(np.linalg.norm(got.data[0].embedding)) - 1.0) < 1e-6  # unit length, as OpenAI's
     with pytest.raises(openai.UnprocessableEntityError) as e:
@@ -178,30 +211,40 @@ def test_info_health_metrics_docs_tokenize(guarded, tiny_package, elmo):
     assert info["conformance"]["passed"] is True and info["conformance"]["layer_checks"] > 0
     assert httpx.get(f"{guarded.url}/health").status_code == 200  # no key needed: a probe
     metrics = httpx.get(f"{guarded.url}/metrics", headers=_auth()).text
-    for name in ("elmo_request_count", "elmo_queue_size", "elmo_batch_next_tokens", "elmo_request_queue_duration",
-                 "elmo_request_inference_duration", "elmo_request_input_length", "elmo_token_cache_hits"):
+    for name in (
+        "elmo_request_count",
+        "elmo_queue_size",
+        "elmo_batch_next_tokens",
+        "elmo_request_queue_duration",
+        "elmo_request_inference_duration",
+        "elmo_request_input_length",
+        "elmo_token_cache_hits",
+    ):
         assert f"# TYPE {name}" in metrics, name
     assert "/embed_all" in httpx.get(f"{guarded.url}/openapi.json", headers=_auth()).json()["paths"]
     assert "swagger" in httpx.get(f"{guarded.url}/docs", headers=_auth()).text.lower()
     text = "Don't stop, Mr. Smith."
     tokens = httpx.post(f"{guarded.url}/tokenize", json={"inputs": text}, headers=_auth()).json()[0]
     assert [t["text"] for t in tokens] == elmo.embed([text], return_tokens=True)[1][0]
-    assert all(text[t["start"]:t["stop"]] == t["text"] for t in tokens)
+    assert all(text[t["start"] : t["stop"]] == t["text"] for t in tokens)
 
 
-@pytest.mark.parametrize("body, status, field", [
-    (b'{"inputs": ["The cat"', 422, None),  # malformed JSON
-    (b'["The cat"]', 422, None),  # not an object
-    (b'{"inputs": 3}', 422, "inputs"),
-    (b'{"inputs": ["ok", ["a", 3]]}', 422, "inputs[1][1]"),
-    (b'{"inputs": []}', 422, "inputs"),
-    (b'{"inputs": ["fine", ""]}', 422, "inputs[1]"),  # an empty string: refused, as TEI and OpenAI do
-    (b'{"inputs": "a", "normalize": "yes"}', 422, "normalize"),
-    (b'{"inputs": "a", "layers": 9}', 422, "layers"),
-    (b'{"inputs": "a", "pooling": "max"}', 422, "pooling"),  # unknown field
-    (b'{"inputs": ["a", "b", "c", "d", "e"]}', 413, "inputs"),  # --max-client-batch-size 4
-    (json.dumps({"inputs": " ".join(["w"] * 100_000)}).encode(), 413, "inputs"),  # the default --max-input-tokens
-])
+@pytest.mark.parametrize(
+    "body, status, field",
+    [
+        (b'{"inputs": ["The cat"', 422, None),  # malformed JSON
+        (b'["The cat"]', 422, None),  # not an object
+        (b'{"inputs": 3}', 422, "inputs"),
+        (b'{"inputs": ["ok", ["a", 3]]}', 422, "inputs[1][1]"),
+        (b'{"inputs": []}', 422, "inputs"),
+        (b'{"inputs": ["fine", ""]}', 422, "inputs[1]"),  # an empty string: refused, as TEI and OpenAI do
+        (b'{"inputs": "a", "normalize": "yes"}', 422, "normalize"),
+        (b'{"inputs": "a", "layers": 9}', 422, "layers"),
+        (b'{"inputs": "a", "pooling": "max"}', 422, "pooling"),  # unknown field
+        (b'{"inputs": ["a", "b", "c", "d", "e"]}', 413, "inputs"),  # --max-client-batch-size 4
+        (json.dumps({"inputs": " ".join(["w"] * 100_000)}).encode(), 413, "inputs"),  # the default --max-input-tokens
+    ],
+)
 def test_bad_requests_are_refused_naming_the_field(guarded, body, status, field):
     r = httpx.post(f"{guarded.url}/embed", content=body, headers={**_auth(), "Content-Type": "application/json"})
     assert r.status_code == status, r.text
@@ -225,16 +268,22 @@ def test_limits_key_cors_and_unknown_routes(guarded):
     assert wrong.status_code == 401 and wrong.json()["error_type"] == "authentication"
     assert httpx.get(f"{guarded.url}/nowhere", headers=_auth()).status_code == 404
     assert httpx.get(f"{guarded.url}/embed", headers=_auth()).status_code == 405
-    origin = httpx.post(f"{guarded.url}/embed", json={"inputs": "a"}, headers={**_auth(), "Origin": "https://app.example"})
+    origin = httpx.post(
+        f"{guarded.url}/embed", json={"inputs": "a"}, headers={**_auth(), "Origin": "https://app.example"}
+    )
     assert origin.headers["access-control-allow-origin"] == "https://app.example"
-    other = httpx.post(f"{guarded.url}/embed", json={"inputs": "a"}, headers={**_auth(), "Origin": "https://evil.example"})
+    other = httpx.post(
+        f"{guarded.url}/embed", json={"inputs": "a"}, headers={**_auth(), "Origin": "https://evil.example"}
+    )
     assert "access-control-allow-origin" not in other.headers
-    preflight = httpx.options(f"{guarded.url}/embed", headers={"Origin": "https://app.example",
-                                                               "Access-Control-Request-Method": "POST"})
+    preflight = httpx.options(
+        f"{guarded.url}/embed", headers={"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
+    )
     assert preflight.status_code == 200  # no key on a preflight: browsers send none
 
 
 # -- long inputs, load, shutdown, clients that leave --------------------------------------------
+
 
 def test_a_100k_token_input_within_a_raised_limit_runs_in_bounded_memory(tiny_package, tmp_path_factory, sizes):
     # (The default limit refuses it: test_bad_requests_are_refused_naming_the_field.) The default
@@ -246,8 +295,9 @@ def test_a_100k_token_input_within_a_raised_limit_runs_in_bounded_memory(tiny_pa
         httpx.post(f"{server.url}/embed", json={"inputs": "warm up"})
         before = server.peak_rss_kib()
         with ThreadPoolExecutor(1) as pool:  # the reference computed here meanwhile, on the other core
-            reply = pool.submit(httpx.post, f"{server.url}/embed", json={"inputs": [words], "normalize": False},
-                                timeout=300)
+            reply = pool.submit(
+                httpx.post, f"{server.url}/embed", json={"inputs": [words], "normalize": False}, timeout=300
+            )
             want = elmo.embed([words], layers="average", pool="mean")[0]
             r = reply.result()
         assert r.status_code == 200, r.text
@@ -272,8 +322,9 @@ def test_overload_is_refused_with_429_and_accepted_requests_are_answered(tiny_pa
     try:
         sentences = [SENTENCES[i % len(SENTENCES)] for i in range(16)]
         with ThreadPoolExecutor(16) as pool:
-            results = list(pool.map(lambda s: _post_status(f"{server.url}/embed", {"inputs": s, "normalize": False}),
-                                    sentences))
+            results = list(
+                pool.map(lambda s: _post_status(f"{server.url}/embed", {"inputs": s, "normalize": False}), sentences)
+            )
         statuses = [status for status, _ in results]
         assert set(statuses) == {200, 429} and 1 <= statuses.count(200) <= 15, statuses
         for sentence, (status, body) in zip(sentences, results):
@@ -292,7 +343,9 @@ def test_sigterm_answers_every_accepted_request_then_exits_0(tiny_package, elmo,
     server = serve(tmp_path_factory, tiny_package, "--max-wait-ms", "1500", "--json-output")
     sentences = SENTENCES[:8]
     with ThreadPoolExecutor(8) as pool:
-        futures = [pool.submit(_post_status, f"{server.url}/embed", {"inputs": s, "normalize": False}) for s in sentences]
+        futures = [
+            pool.submit(_post_status, f"{server.url}/embed", {"inputs": s, "normalize": False}) for s in sentences
+        ]
         deadline = time.monotonic() + 10
         while server.metric("elmo_requests_in_flight") < len(sentences) and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -341,7 +394,7 @@ def test_a_damaged_package_refuses_to_start_naming_the_file(tiny_package, tmp_pa
 
 
 def test_import_elmo_runtime_stays_light():
-    code = ("import sys, elmo_runtime; from elmo_runtime import Elmo; "
-            "print(sorted(m for m in ('fastapi', 'uvicorn', 'prometheus_client', 'elmo_runtime.serve') if m in sys.modules))")
+    heavy = ("fastapi", "uvicorn", "prometheus_client", "elmo_runtime.serve")
+    code = f"import sys, elmo_runtime; from elmo_runtime import Elmo; print(sorted(set({heavy!r}) & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "[]"

@@ -26,8 +26,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from elmo_runtime.serve.batcher import Batcher
 from elmo_runtime.serve.guard import Guard, error_body
-from elmo_runtime.serve.inputs import (ApiError, base64_of, normalized, npy_bytes, read_inputs, read_layers,
-                                       token_spans, tokens_used)
+from elmo_runtime.serve.inputs import (
+    ApiError,
+    base64_of,
+    normalized,
+    npy_bytes,
+    read_inputs,
+    read_layers,
+    token_spans,
+    tokens_used,
+)
 from elmo_runtime.serve.metrics import Metrics
 from elmo_runtime.serve.settings import ServeSettings
 
@@ -109,8 +117,15 @@ class Server:
 
     def inputs(self, value, name: str, truncate: bool = False, direction: str = "right") -> list[list[str]]:
         s = self.settings
-        return read_inputs(value, name, self.elmo.tokenizer, max_inputs=s.max_client_batch_size,
-                           max_tokens=s.max_input_tokens, truncate=truncate, left=direction.lower() == "left")
+        return read_inputs(
+            value,
+            name,
+            self.elmo.tokenizer,
+            max_inputs=s.max_client_batch_size,
+            max_tokens=s.max_input_tokens,
+            truncate=truncate,
+            left=direction.lower() == "left",
+        )
 
     def layers(self, value, allow_all: bool = False):
         return self.default_layers if value is None else read_layers(value, "layers", self.elmo.num_layers, allow_all)
@@ -150,13 +165,15 @@ class Server:
         """TEI's timing headers (milliseconds; compute = tokenization + the batch's inference)."""
         state = request.state
         compute_ms = getattr(state, "tokenization_s", 0.0) * 1000 + getattr(state, "inference_ms", 0.0)
-        return {"x-compute-time": f"{compute_ms:.2f}",
-                "x-compute-type": self.elmo.providers[0].replace("ExecutionProvider", "").lower(),
-                "x-compute-tokens": str(getattr(state, "tokens", 0)),
-                "x-total-time": f"{(time.perf_counter() - started) * 1000:.2f}",
-                "x-tokenization-time": f"{getattr(state, 'tokenization_s', 0.0) * 1000:.2f}",
-                "x-queue-time": str(getattr(state, "queue_ms", 0.0)),
-                "x-inference-time": str(getattr(state, "inference_ms", 0.0))}
+        return {
+            "x-compute-time": f"{compute_ms:.2f}",
+            "x-compute-type": self.elmo.providers[0].replace("ExecutionProvider", "").lower(),
+            "x-compute-tokens": str(getattr(state, "tokens", 0)),
+            "x-total-time": f"{(time.perf_counter() - started) * 1000:.2f}",
+            "x-tokenization-time": f"{getattr(state, 'tokenization_s', 0.0) * 1000:.2f}",
+            "x-queue-time": str(getattr(state, "queue_ms", 0.0)),
+            "x-inference-time": str(getattr(state, "inference_ms", 0.0)),
+        }
 
 
 async def _disconnect(request: Request) -> None:
@@ -192,16 +209,26 @@ def create_app(elmo, settings: ServeSettings, info: dict | None = None) -> FastA
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        server.batcher = Batcher(elmo.embed, settings.max_batch_tokens, settings.max_batch_requests,
-                                 settings.max_wait_ms, settings.batch_tokens, server.metrics.batch)
+        server.batcher = Batcher(
+            elmo.embed,
+            settings.max_batch_tokens,
+            settings.max_batch_requests,
+            settings.max_wait_ms,
+            settings.batch_tokens,
+            server.metrics.batch,
+        )
         server.batcher.start()
         server.ready = True
         yield
         server.ready = False
         await server.batcher.stop()
 
-    app = FastAPI(title="elmo-serve", version=str(server.info.get("version", "")), lifespan=lifespan,
-                  description="ELMo embeddings over HTTP: text-embeddings-inference and OpenAI routes.")
+    app = FastAPI(
+        title="elmo-serve",
+        version=str(server.info.get("version", "")),
+        lifespan=lifespan,
+        description="ELMo embeddings over HTTP: text-embeddings-inference and OpenAI routes.",
+    )
     app.state.server = server
     _add_error_handlers(app)
     _add_openai_routes(app, server)
@@ -212,17 +239,22 @@ def create_app(elmo, settings: ServeSettings, info: dict | None = None) -> FastA
         from starlette.middleware.cors import CORSMiddleware
 
         # Added last, so outermost: preflights and the headers of refusals (401, 429) get CORS too.
-        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_allow_origin),
-                           allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type", "Accept"],
-                           expose_headers=["x-compute-time", "x-total-time", "x-queue-time", "x-inference-time"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_allow_origin),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "Accept"],
+            expose_headers=["x-compute-time", "x-total-time", "x-queue-time", "x-inference-time"],
+        )
     return app
 
 
 def _add_error_handlers(app: FastAPI) -> None:
     def reply(request: Request, status: int, message: str, field: str | None, kind: str) -> Response:
         request.state.error = kind
-        return Response(error_body(request.url.path, status, message, field, kind), status,
-                        media_type="application/json")
+        return Response(
+            error_body(request.url.path, status, message, field, kind), status, media_type="application/json"
+        )
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, e: ApiError):
@@ -254,19 +286,34 @@ def _add_openai_routes(app: FastAPI, server: Server) -> None:
     async def openai_embeddings(body: OpenAIEmbeddingRequest, request: Request):
         started = time.perf_counter()
         if body.dimensions is not None and body.dimensions != elmo.dim:
-            raise ApiError(422, f"dimensions is {body.dimensions}; this model's vectors have {elmo.dim} "
-                                "(leave it out)", "dimensions")
+            raise ApiError(
+                422,
+                f"dimensions is {body.dimensions}; this model's vectors have {elmo.dim} (leave it out)",
+                "dimensions",
+            )
         layers = server.layers(body.layers)
         token_lists = await _tokenized(server, request, body.input, "input")
         vectors = await server.embed(request, token_lists, layers, "mean")
         data = []
         for i, v in enumerate(vectors):
             v = normalized(v) if body.normalize else v
-            data.append({"object": "embedding", "index": i,
-                         "embedding": base64_of(v) if body.encoding_format == "base64" else v.tolist()})
+            data.append(
+                {
+                    "object": "embedding",
+                    "index": i,
+                    "embedding": base64_of(v) if body.encoding_format == "base64" else v.tolist(),
+                }
+            )
         used = tokens_used(token_lists)
-        return _json({"object": "list", "data": data, "model": server.model_id,
-                      "usage": {"prompt_tokens": used, "total_tokens": used}}, server.headers(request, started))
+        return _json(
+            {
+                "object": "list",
+                "data": data,
+                "model": server.model_id,
+                "usage": {"prompt_tokens": used, "total_tokens": used},
+            },
+            server.headers(request, started),
+        )
 
     app.post("/v1/embeddings", summary="OpenAI embeddings")(openai_embeddings)
     app.post("/embeddings", summary="OpenAI embeddings (without /v1)")(openai_embeddings)
@@ -302,8 +349,13 @@ def _add_tei_routes(app: FastAPI, server: Server) -> None:
             joined = np.concatenate(arrays, axis=-2).astype(body.dtype)  # tokens of every input, in order
             return Response(npy_bytes(joined), headers=headers, media_type=NPY)
         if body.encoding_format == "base64":
-            return _json([{"tokens": t, "shape": list(a.shape), "dtype": body.dtype,
-                           "embedding": base64_of(a, body.dtype)} for t, a in zip(token_lists, arrays)], headers)
+            return _json(
+                [
+                    {"tokens": t, "shape": list(a.shape), "dtype": body.dtype, "embedding": base64_of(a, body.dtype)}
+                    for t, a in zip(token_lists, arrays)
+                ],
+                headers,
+            )
         values = [a.astype(body.dtype).tolist() for a in arrays]
         if body.return_tokens:
             return _json([{"tokens": t, "embedding": v} for t, v in zip(token_lists, values)], headers)
@@ -316,15 +368,23 @@ def _add_tei_routes(app: FastAPI, server: Server) -> None:
         if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
             raise ApiError(422, "inputs must be a string or a non-empty list of strings", "inputs")
         if len(texts) > server.settings.max_client_batch_size:
-            raise ApiError(413, f"inputs has {len(texts)} inputs; at most {server.settings.max_client_batch_size} "
-                                "per request (--max-client-batch-size)", "inputs")
+            raise ApiError(
+                413,
+                f"inputs has {len(texts)} inputs; at most {server.settings.max_client_batch_size} "
+                "per request (--max-client-batch-size)",
+                "inputs",
+            )
         if elmo.tokenizer is None:
             raise ApiError(422, "this package's model expects pre-tokenized input; it has no tokenizer", "inputs")
         out = []
         for text in texts:
             tokens = elmo.tokenizer(text)
-            out.append([{"id": None, "text": t, "special": False, "start": a, "stop": b}
-                        for t, (a, b) in zip(tokens, token_spans(text, tokens))])
+            out.append(
+                [
+                    {"id": None, "text": t, "special": False, "start": a, "stop": b}
+                    for t, (a, b) in zip(tokens, token_spans(text, tokens))
+                ]
+            )
         return _json(out)
 
 
@@ -339,22 +399,44 @@ def _add_info_routes(app: FastAPI, server: Server) -> None:
     @app.get("/info", summary="The model, its package and the server's limits")
     async def info():
         manifest = elmo.manifest
-        return _json({
-            "model_id": server.model_id, "model_type": {"embedding": {"pooling": "mean"}},
-            "precision": manifest.precision, "dim": elmo.dim, "layers": elmo.num_layers,
-            "default_layers": s.layers, "state": elmo.default_state, "providers": elmo.providers,
-            "package": str(manifest.directory), **server.info,
-            "max_concurrent_requests": s.max_concurrent_requests, "max_input_length": s.max_input_tokens,
-            "max_batch_tokens": s.max_batch_tokens, "max_batch_requests": s.max_batch_requests,
-            "max_client_batch_size": s.max_client_batch_size, "payload_limit": s.payload_limit,
-            "max_wait_ms": s.max_wait_ms, "python": platform.python_version(),
-        })
+        return _json(
+            {
+                "model_id": server.model_id,
+                "model_type": {"embedding": {"pooling": "mean"}},
+                "precision": manifest.precision,
+                "dim": elmo.dim,
+                "layers": elmo.num_layers,
+                "default_layers": s.layers,
+                "state": elmo.default_state,
+                "providers": elmo.providers,
+                "package": str(manifest.directory),
+                **server.info,
+                "max_concurrent_requests": s.max_concurrent_requests,
+                "max_input_length": s.max_input_tokens,
+                "max_batch_tokens": s.max_batch_tokens,
+                "max_batch_requests": s.max_batch_requests,
+                "max_client_batch_size": s.max_client_batch_size,
+                "payload_limit": s.payload_limit,
+                "max_wait_ms": s.max_wait_ms,
+                "python": platform.python_version(),
+            }
+        )
 
     @app.get("/v1/models", summary="OpenAI's model list: the one model served")
     async def models():
-        return _json({"object": "list", "data": [{"id": server.model_id, "object": "model",
-                                                  "created": int(server.info.get("loaded_at", 0)),
-                                                  "owned_by": "elmo-onnx"}]})
+        return _json(
+            {
+                "object": "list",
+                "data": [
+                    {
+                        "id": server.model_id,
+                        "object": "model",
+                        "created": int(server.info.get("loaded_at", 0)),
+                        "owned_by": "elmo-onnx",
+                    }
+                ],
+            }
+        )
 
     @app.get("/health", summary="200 once the package is verified and its conformance vectors pass")
     async def health():

@@ -71,8 +71,15 @@ class Batcher:
         on_batch: called on the event loop with each batch's `BatchStats`.
     """
 
-    def __init__(self, embed: Callable, max_batch_tokens: int, max_batch_requests: int, max_wait_ms: float,
-                 batch_tokens: int | None = None, on_batch: Callable[[BatchStats], None] | None = None):
+    def __init__(
+        self,
+        embed: Callable,
+        max_batch_tokens: int,
+        max_batch_requests: int,
+        max_wait_ms: float,
+        batch_tokens: int | None = None,
+        on_batch: Callable[[BatchStats], None] | None = None,
+    ):
         self._embed = embed
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_requests = max_batch_requests
@@ -144,7 +151,9 @@ class Batcher:
                     job.future.set_exception(result)
                 else:
                     job.future.set_result(result)
-            self._on_batch(BatchStats(len(batch), sum(len(j.tokens) for j in batch), sum(j.cost for j in batch), seconds))
+            self._on_batch(
+                BatchStats(len(batch), sum(len(j.tokens) for j in batch), sum(j.cost for j in batch), seconds)
+            )
 
     async def _wait_for_company(self) -> None:
         """Until as many requests as the last batch held are queued, the batch is full, or its

@@ -31,46 +31,115 @@ DEFAULTS = ServeSettings()
 
 def build_parser() -> argparse.ArgumentParser:
     d = DEFAULTS
-    p = argparse.ArgumentParser(prog="elmo-serve", description="Serve an ELMo package over HTTP: "
-                                "text-embeddings-inference and OpenAI embeddings routes, with dynamic batching.")
-    p.add_argument("package", nargs="?", default=os.environ.get("ELMO_PACKAGE", d.package), metavar="PACKAGE",
-                   help="a package folder, 'default' (shipped inside the runtime), a catalog name or "
-                        "hf:owner/repo[@revision] (default: $ELMO_PACKAGE, else 'default')")
+    p = argparse.ArgumentParser(
+        prog="elmo-serve",
+        description="Serve an ELMo package over HTTP: "
+        "text-embeddings-inference and OpenAI embeddings routes, with dynamic batching.",
+    )
+    p.add_argument(
+        "package",
+        nargs="?",
+        default=os.environ.get("ELMO_PACKAGE", d.package),
+        metavar="PACKAGE",
+        help="a package folder, 'default' (shipped inside the runtime), a catalog name or "
+        "hf:owner/repo[@revision] (default: $ELMO_PACKAGE, else 'default')",
+    )
     p.add_argument("--model-id", default=None, help="the model name /info and /v1/models report (default: PACKAGE)")
     p.add_argument("--host", default=d.host, help=f"address to listen on (default {d.host})")
     p.add_argument("--port", type=int, default=d.port, help=f"port (default {d.port})")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=d.device, help="as for Elmo (default auto)")
-    p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="ONNX Runtime intra-op threads (default: one per core)")
-    p.add_argument("--batch-tokens", type=int, default=None, metavar="N",
-                   help="token positions per model run (default: the runtime's, 512 on CPU)")
-    p.add_argument("--max-batch-tokens", type=int, default=d.max_batch_tokens, metavar="N",
-                   help=f"token positions a server batch collects (default {d.max_batch_tokens})")
-    p.add_argument("--max-batch-requests", type=int, default=d.max_batch_requests, metavar="N",
-                   help=f"requests per server batch (default {d.max_batch_requests})")
-    p.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms, metavar="MS",
-                   help=f"how long a batch's first request waits for others (default {d.max_wait_ms})")
-    p.add_argument("--max-concurrent-requests", type=int, default=d.max_concurrent_requests, metavar="N",
-                   help=f"requests in flight; more get 429 (default {d.max_concurrent_requests})")
-    p.add_argument("--max-client-batch-size", type=int, default=d.max_client_batch_size, metavar="N",
-                   help=f"inputs per request; more get 413 (default {d.max_client_batch_size})")
-    p.add_argument("--max-input-tokens", type=int, default=d.max_input_tokens, metavar="N",
-                   help=f"tokens per input; more get 413 unless truncate (default {d.max_input_tokens})")
-    p.add_argument("--payload-limit", type=int, default=d.payload_limit, metavar="BYTES",
-                   help=f"request body size; more get 413 (default {d.payload_limit})")
-    p.add_argument("--layers", type=_layers_arg, default=d.layers,
-                   help="layer mix of sentence vectors: average (default), top, a layer index, or "
-                        "comma-separated weights")
-    p.add_argument("--api-key", default=os.environ.get("ELMO_SERVE_API_KEY"),
-                   help="require 'Authorization: Bearer KEY' (default: $ELMO_SERVE_API_KEY; none: open)")
-    p.add_argument("--cors-allow-origin", action="append", default=[], metavar="ORIGIN",
-                   help="an origin browsers may call from (repeat for more)")
-    p.add_argument("--graceful-timeout", type=float, default=d.graceful_timeout, metavar="S",
-                   help=f"seconds SIGTERM waits for requests in flight (default {d.graceful_timeout:g})")
+    p.add_argument(
+        "--threads", type=int, default=None, metavar="N", help="ONNX Runtime intra-op threads (default: one per core)"
+    )
+    p.add_argument(
+        "--batch-tokens",
+        type=int,
+        default=None,
+        metavar="N",
+        help="token positions per model run (default: the runtime's, 512 on CPU)",
+    )
+    p.add_argument(
+        "--max-batch-tokens",
+        type=int,
+        default=d.max_batch_tokens,
+        metavar="N",
+        help=f"token positions a server batch collects (default {d.max_batch_tokens})",
+    )
+    p.add_argument(
+        "--max-batch-requests",
+        type=int,
+        default=d.max_batch_requests,
+        metavar="N",
+        help=f"requests per server batch (default {d.max_batch_requests})",
+    )
+    p.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=d.max_wait_ms,
+        metavar="MS",
+        help=f"how long a batch's first request waits for others (default {d.max_wait_ms})",
+    )
+    p.add_argument(
+        "--max-concurrent-requests",
+        type=int,
+        default=d.max_concurrent_requests,
+        metavar="N",
+        help=f"requests in flight; more get 429 (default {d.max_concurrent_requests})",
+    )
+    p.add_argument(
+        "--max-client-batch-size",
+        type=int,
+        default=d.max_client_batch_size,
+        metavar="N",
+        help=f"inputs per request; more get 413 (default {d.max_client_batch_size})",
+    )
+    p.add_argument(
+        "--max-input-tokens",
+        type=int,
+        default=d.max_input_tokens,
+        metavar="N",
+        help=f"tokens per input; more get 413 unless truncate (default {d.max_input_tokens})",
+    )
+    p.add_argument(
+        "--payload-limit",
+        type=int,
+        default=d.payload_limit,
+        metavar="BYTES",
+        help=f"request body size; more get 413 (default {d.payload_limit})",
+    )
+    p.add_argument(
+        "--layers",
+        type=_layers_arg,
+        default=d.layers,
+        help="layer mix of sentence vectors: average (default), top, a layer index, or comma-separated weights",
+    )
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get("ELMO_SERVE_API_KEY"),
+        help="require 'Authorization: Bearer KEY' (default: $ELMO_SERVE_API_KEY; none: open)",
+    )
+    p.add_argument(
+        "--cors-allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="an origin browsers may call from (repeat for more)",
+    )
+    p.add_argument(
+        "--graceful-timeout",
+        type=float,
+        default=d.graceful_timeout,
+        metavar="S",
+        help=f"seconds SIGTERM waits for requests in flight (default {d.graceful_timeout:g})",
+    )
     p.add_argument("--json-output", action="store_true", help="log JSON lines")
     p.add_argument("--no-access-log", dest="access_log", action="store_false", help="no line per request")
-    p.add_argument("--no-verify", dest="verify", action="store_false",
-                   help="skip the sha256 check of the files (the conformance vectors still run)")
+    p.add_argument(
+        "--no-verify",
+        dest="verify",
+        action="store_false",
+        help="skip the sha256 check of the files (the conformance vectors still run)",
+    )
     return p
 
 
@@ -98,8 +167,14 @@ class _JsonFormatter(logging.Formatter):
         message = record.getMessage()
         if record.name == "elmo_runtime.serve.access" and message.startswith("{"):
             return message  # already one JSON object
-        return json.dumps({"time": self.formatTime(record), "level": record.levelname.lower(), "logger": record.name,
-                           "message": message})
+        return json.dumps(
+            {
+                "time": self.formatTime(record),
+                "level": record.levelname.lower(),
+                "logger": record.name,
+                "message": message,
+            }
+        )
 
 
 def setup_logging(json_output: bool) -> None:
@@ -123,21 +198,38 @@ def load(settings: ServeSettings):
     from elmo_runtime.conformance import verify_package
 
     started = time.perf_counter()
-    elmo = Elmo(settings.package, device=settings.device, threads=settings.threads,
-                batch_tokens=settings.batch_tokens, verify=settings.verify)
+    elmo = Elmo(
+        settings.package,
+        device=settings.device,
+        threads=settings.threads,
+        batch_tokens=settings.batch_tokens,
+        verify=settings.verify,
+    )
     report = verify_package(elmo.manifest.directory, device=settings.device, threads=settings.threads)
     if not report.passed:
         shown = "; ".join(report.failures[:3]) or "nothing was checked"
-        raise RuntimeError(f"{elmo.manifest.directory}: conformance vectors FAILED ({len(report.failures)} "
-                           f"failures: {shown}); run elmo-verify on it for the full report")
+        raise RuntimeError(
+            f"{elmo.manifest.directory}: conformance vectors FAILED ({len(report.failures)} "
+            f"failures: {shown}); run elmo-verify on it for the full report"
+        )
     manifest_file = elmo.manifest.directory / "elmo.json"
-    info = {"package_sha256": hashlib.sha256(manifest_file.read_bytes()).hexdigest(),
-            "conformance": {"passed": True, "layer_checks": len(report.checks), **report.worst()},
-            "version": _version(), "onnxruntime": onnxruntime.__version__,
-            "load_seconds": round(time.perf_counter() - started, 3), "loaded_at": time.time()}
-    log.info("%s (%s, %d layers x %d) verified in %.2f s: conformance passed (%d layer checks)",
-             elmo.manifest.directory, elmo.manifest.precision, elmo.num_layers, elmo.dim, info["load_seconds"],
-             len(report.checks))
+    info = {
+        "package_sha256": hashlib.sha256(manifest_file.read_bytes()).hexdigest(),
+        "conformance": {"passed": True, "layer_checks": len(report.checks), **report.worst()},
+        "version": _version(),
+        "onnxruntime": onnxruntime.__version__,
+        "load_seconds": round(time.perf_counter() - started, 3),
+        "loaded_at": time.time(),
+    }
+    log.info(
+        "%s (%s, %d layers x %d) verified in %.2f s: conformance passed (%d layer checks)",
+        elmo.manifest.directory,
+        elmo.manifest.precision,
+        elmo.num_layers,
+        elmo.dim,
+        info["load_seconds"],
+        len(report.checks),
+    )
     return elmo, info
 
 
@@ -157,14 +249,24 @@ def serve(settings: ServeSettings, elmo, info: dict) -> None:
     from elmo_runtime.serve.app import create_app
 
     app = create_app(elmo, settings, info)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
-                            timeout_graceful_shutdown=settings.graceful_timeout, lifespan="on", server_header=False)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=settings.graceful_timeout,
+        lifespan="on",
+        server_header=False,
+    )
     stopped = []
     # uvicorn drains on the signal, then re-raises it to the handler it found: this one, so the
     # process ends with 0 (a drained server stopped as asked) instead of dying by the signal.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: stopped.append(signum))
-    log.info("listening on http://%s:%d (model %s)", settings.host, settings.port, settings.model_id or settings.package)
+    log.info(
+        "listening on http://%s:%d (model %s)", settings.host, settings.port, settings.model_id or settings.package
+    )
     uvicorn.Server(config).run()
     log.info("stopped%s", f" ({signal.Signals(stopped[0]).name})" if stopped else "")
 
@@ -181,8 +283,10 @@ def main(argv: list[str] | None = None) -> int:
         import prometheus_client  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError as e:
-        print(f"elmo-serve: error: {e.name} is missing; install the serve extra: pip install 'elmo-onnx[serve]'",
-              file=sys.stderr)
+        print(
+            f"elmo-serve: error: {e.name} is missing; install the serve extra: pip install 'elmo-onnx[serve]'",
+            file=sys.stderr,
+        )
         return 1
     try:
         elmo, info = load(settings)

@@ -16,8 +16,13 @@ from elmo_runtime.serve.inputs import ApiError
 access_log = logging.getLogger("elmo_runtime.serve.access")
 
 # Routes that queue work: the concurrency limit counts them, and the metrics label them.
-WORK_ROUTES = {"/embed": "embed", "/embed_all": "embed_all", "/v1/embeddings": "openai", "/embeddings": "openai",
-               "/tokenize": "tokenize"}
+WORK_ROUTES = {
+    "/embed": "embed",
+    "/embed_all": "embed_all",
+    "/v1/embeddings": "openai",
+    "/embeddings": "openai",
+    "/tokenize": "tokenize",
+}
 OPENAI_PATHS = ("/v1/", "/embeddings")
 OPEN_PATHS = ("/health", "/ping")
 # A body over the limit is read and dropped (so the client gets its 413 instead of a reset
@@ -90,12 +95,18 @@ class Guard:
         if self._expected is not None and not path.startswith(OPEN_PATHS) and scope["method"] != "OPTIONS":
             given = dict(scope["headers"]).get(b"authorization", b"")
             if not hmac.compare_digest(given, self._expected):
-                return ApiError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'", None,
-                                "authentication")
+                return ApiError(
+                    401, "missing or wrong API key: send 'Authorization: Bearer <key>'", None, "authentication"
+                )
         if route and self.server.in_flight >= self.server.settings.max_concurrent_requests:
-            return ApiError(429, f"overloaded: {self.server.in_flight} requests in flight "
-                                 f"(--max-concurrent-requests {self.server.settings.max_concurrent_requests}); "
-                                 "retry later", None, "overloaded")
+            return ApiError(
+                429,
+                f"overloaded: {self.server.in_flight} requests in flight "
+                f"(--max-concurrent-requests {self.server.settings.max_concurrent_requests}); "
+                "retry later",
+                None,
+                "overloaded",
+            )
         return None
 
     async def _read_body(self, scope, receive) -> bytes:
@@ -133,8 +144,13 @@ class Guard:
         if not self.server.settings.access_log:
             return
         client = scope.get("client") or ("-", 0)
-        line = {"client": f"{client[0]}:{client[1]}", "method": scope["method"], "path": scope["path"],
-                "status": status, "ms": round(seconds * 1000, 2)}
+        line = {
+            "client": f"{client[0]}:{client[1]}",
+            "method": scope["method"],
+            "path": scope["path"],
+            "status": status,
+            "ms": round(seconds * 1000, 2),
+        }
         for key in ("inputs", "tokens", "queue_ms", "inference_ms", "error"):
             if key in state:
                 line[key] = state[key]
@@ -142,8 +158,15 @@ class Guard:
             access_log.info(json.dumps(line))
         else:
             extra = " ".join(f"{k}={line[k]}" for k in line if k not in ("client", "method", "path", "status", "ms"))
-            access_log.info('%s "%s %s" %d %.2fms%s', line["client"], line["method"], line["path"], status,
-                            line["ms"], f" {extra}" if extra else "")
+            access_log.info(
+                '%s "%s %s" %d %.2fms%s',
+                line["client"],
+                line["method"],
+                line["path"],
+                status,
+                line["ms"],
+                f" {extra}" if extra else "",
+            )
 
 
 def _read_as_json(scope) -> None:
@@ -175,8 +198,12 @@ async def _drain(receive, budget: int) -> None:
 
 
 def _too_large(size: int, limit: int) -> ApiError:
-    return ApiError(413, f"the request body has {size} bytes; this server takes at most {limit} (--payload-limit)",
-                    None, "payload_too_large")
+    return ApiError(
+        413,
+        f"the request body has {size} bytes; this server takes at most {limit} (--payload-limit)",
+        None,
+        "payload_too_large",
+    )
 
 
 async def _send_error(send, path: str, error: ApiError) -> None:
@@ -189,5 +216,12 @@ async def _send_error(send, path: str, error: ApiError) -> None:
 
 
 def _error_kind(status: int) -> str:
-    return {401: "authentication", 404: "not_found", 413: "validation", 422: "validation", 429: "overloaded",
-            499: "client_closed", 503: "unhealthy"}.get(status, "backend")
+    return {
+        401: "authentication",
+        404: "not_found",
+        413: "validation",
+        422: "validation",
+        429: "overloaded",
+        499: "client_closed",
+        503: "unhealthy",
+    }.get(status, "backend")

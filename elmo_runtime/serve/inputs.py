@@ -31,8 +31,16 @@ class ApiError(Exception):
         self.kind = kind
 
 
-def read_inputs(value: object, name: str, tokenizer: Callable[[str], list[str]] | None, *, max_inputs: int,
-                max_tokens: int, truncate: bool = False, left: bool = False) -> list[list[str]]:
+def read_inputs(
+    value: object,
+    name: str,
+    tokenizer: Callable[[str], list[str]] | None,
+    *,
+    max_inputs: int,
+    max_tokens: int,
+    truncate: bool = False,
+    left: bool = False,
+) -> list[list[str]]:
     """`value` (a str, or a list of str or of token lists) -> one token list per input.
 
     Raises:
@@ -46,8 +54,12 @@ def read_inputs(value: object, name: str, tokenizer: Callable[[str], list[str]] 
     if not items:
         raise ApiError(422, f"{name} is an empty list; send at least one input", name)
     if len(items) > max_inputs:
-        raise ApiError(413, f"{name} has {len(items)} inputs; this server takes at most {max_inputs} per request "
-                            "(--max-client-batch-size)", name)
+        raise ApiError(
+            413,
+            f"{name} has {len(items)} inputs; this server takes at most {max_inputs} per request "
+            "(--max-client-batch-size)",
+            name,
+        )
     out = []
     for i, item in enumerate(items):
         where = name if isinstance(value, str) else f"{name}[{i}]"
@@ -56,8 +68,12 @@ def read_inputs(value: object, name: str, tokenizer: Callable[[str], list[str]] 
             raise ApiError(422, f"{where} is empty (no tokens); an empty input has no embedding", where)
         if len(tokens) > max_tokens:
             if not truncate:
-                raise ApiError(413, f"{where} has {len(tokens)} tokens; this server takes at most {max_tokens} "
-                                    "per input (--max-input-tokens; or send truncate: true)", where)
+                raise ApiError(
+                    413,
+                    f"{where} has {len(tokens)} tokens; this server takes at most {max_tokens} "
+                    "per input (--max-input-tokens; or send truncate: true)",
+                    where,
+                )
             tokens = tokens[-max_tokens:] if left else tokens[:max_tokens]
         out.append(tokens)
     return out
@@ -66,16 +82,21 @@ def read_inputs(value: object, name: str, tokenizer: Callable[[str], list[str]] 
 def _tokens_of(item: object, where: str, tokenizer) -> list[str]:
     if isinstance(item, str):
         if tokenizer is None:
-            raise ApiError(422, f"{where} is raw text, but this package's model expects pre-tokenized input: "
-                                "send each input as a list of token strings", where)
+            raise ApiError(
+                422,
+                f"{where} is raw text, but this package's model expects pre-tokenized input: "
+                "send each input as a list of token strings",
+                where,
+            )
         return tokenizer(item)
     if isinstance(item, list):
         for j, token in enumerate(item):
             if not isinstance(token, str):
                 raise ApiError(422, f"{where}[{j}] is {_json_type(token)}; tokens must be strings", f"{where}[{j}]")
         return item
-    raise ApiError(422, f"{where} is {_json_type(item)}; expected a string (raw text) or a list of token strings",
-                   where)
+    raise ApiError(
+        422, f"{where} is {_json_type(item)}; expected a string (raw text) or a list of token strings", where
+    )
 
 
 def read_layers(value: object, name: str, num_layers: int, allow_all: bool) -> tuple[object, Hashable]:
@@ -85,14 +106,18 @@ def read_layers(value: object, name: str, num_layers: int, allow_all: bool) -> t
         ApiError: 422 naming `name` and what is allowed.
     """
     n = num_layers
-    choices = (f"{'all, ' if allow_all else ''}'top', 'average', a layer index in {-n}..{n - 1}, "
-               f"or a list of {n} weights")
+    choices = (
+        f"{'all, ' if allow_all else ''}'top', 'average', a layer index in {-n}..{n - 1}, or a list of {n} weights"
+    )
     if isinstance(value, str) and (value in LAYER_NAMES or (allow_all and value == "all")):
         return value, value
     if isinstance(value, numbers.Integral) and not isinstance(value, bool) and -n <= value < n:
         return int(value) % n, int(value) % n
-    if isinstance(value, list) and len(value) == n and all(
-            isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) for w in value):
+    if (
+        isinstance(value, list)
+        and len(value) == n
+        and all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) for w in value)
+    ):
         weights = [float(w) for w in value]
         return weights, tuple(weights)
     raise ApiError(422, f"{name} is {_short(value)}; choose {choices}", name)
@@ -116,7 +141,9 @@ def positions(token_lists: list[list[str]]) -> int:
 
 def base64_of(array: np.ndarray, dtype: str = "float32") -> str:
     """Little-endian bytes of `array` in `dtype`, base64 (as OpenAI's encoding_format=base64)."""
-    return base64.b64encode(np.ascontiguousarray(array, dtype=np.dtype(dtype).newbyteorder("<")).tobytes()).decode("ascii")
+    return base64.b64encode(np.ascontiguousarray(array, dtype=np.dtype(dtype).newbyteorder("<")).tobytes()).decode(
+        "ascii"
+    )
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
@@ -140,8 +167,15 @@ def token_spans(text: str, tokens: list[str]) -> list[tuple[int | None, int | No
 
 
 def _json_type(value: object) -> str:
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null",
-            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+    return {
+        dict: "an object",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        type(None): "null",
+        int: "a number",
+        float: "a number",
+    }.get(type(value), type(value).__name__)
 
 
 def _short(value: object) -> str:

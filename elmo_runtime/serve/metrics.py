@@ -37,20 +37,28 @@ class Metrics:
         self.registry = r = CollectorRegistry()
         self.request_count = Counter("elmo_request_count", "Requests received", ["method"], registry=r)
         self.request_success = Counter("elmo_request_success", "Requests answered with 2xx", ["method"], registry=r)
-        self.request_failure = Counter("elmo_request_failure", "Requests refused or failed, by error type",
-                                       ["err"], registry=r)
+        self.request_failure = Counter(
+            "elmo_request_failure", "Requests refused or failed, by error type", ["err"], registry=r
+        )
         self.embed_count = Counter("elmo_embed_count", "Inputs embedded", registry=r)
         self.queue_size = Gauge("elmo_queue_size", "Requests waiting for a batch", registry=r)
-        self.in_flight = Gauge("elmo_requests_in_flight", "Requests being served (the concurrency limit counts these)",
-                               registry=r)
+        self.in_flight = Gauge(
+            "elmo_requests_in_flight", "Requests being served (the concurrency limit counts these)", registry=r
+        )
         self.batch_size = Histogram("elmo_batch_next_size", "Requests per batch", buckets=SIZE_BUCKETS, registry=r)
-        self.batch_tokens = Histogram("elmo_batch_next_tokens", "Token positions per batch", buckets=TOKEN_BUCKETS,
-                                      registry=r)
-        self.input_length = Histogram("elmo_request_input_length", "Tokens per input", buckets=TOKEN_BUCKETS,
-                                      registry=r)
+        self.batch_tokens = Histogram(
+            "elmo_batch_next_tokens", "Token positions per batch", buckets=TOKEN_BUCKETS, registry=r
+        )
+        self.input_length = Histogram(
+            "elmo_request_input_length", "Tokens per input", buckets=TOKEN_BUCKETS, registry=r
+        )
         self.durations: dict[str, Histogram] = {}
-        for stage, what in (("request", "the whole request"), ("tokenization", "tokenization"),
-                            ("queue", "waiting in the queue"), ("inference", "the batch that ran it")):
+        for stage, what in (
+            ("request", "the whole request"),
+            ("tokenization", "tokenization"),
+            ("queue", "waiting in the queue"),
+            ("inference", "the batch that ran it"),
+        ):
             name = "elmo_request_duration" if stage == "request" else f"elmo_request_{stage}_duration"
             self.durations[stage] = Histogram(name, f"Seconds of {what}", buckets=DURATION_BUCKETS, registry=r)
         self.load_seconds = Gauge("elmo_model_load_seconds", "Seconds to load and verify the package", registry=r)

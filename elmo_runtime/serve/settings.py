@@ -62,8 +62,14 @@ class ServeSettings:
     verify: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("max_batch_tokens", "max_batch_requests", "max_concurrent_requests", "max_client_batch_size",
-                     "max_input_tokens", "payload_limit"):
+        for name in (
+            "max_batch_tokens",
+            "max_batch_requests",
+            "max_concurrent_requests",
+            "max_client_batch_size",
+            "max_input_tokens",
+            "payload_limit",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} is {value!r}; expected a positive integer")
