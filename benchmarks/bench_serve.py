@@ -3,13 +3,14 @@
     python benchmarks/bench_serve.py                        # default and original int8; writes RESULTS.md
     python benchmarks/bench_serve.py --models default --requests 500 --memory-requests 0 --no-write
 
-For each model: the server (`python -m elmo_runtime.serve`, default settings, its own process
-on 127.0.0.1) gets 1, 8 and 32 concurrent clients, each sending one sentence per request
+For each model and server setting (`CONFIGS`): the server (`python -m elmo_runtime.serve`, its
+own process on 127.0.0.1) gets 1, 8 and 32 concurrent clients, each sending one sentence per request
 (`/embed`, pre-tokenized, sentence vectors: the mean of all layers). Throughput is compared with
 one in-process `Elmo.embed` call on the same sentences (the runtime's own batches, sorted by
-length: the best the runtime can do). Latency p50/p99 per request; the added latency is one
-client's median request against the median in-process `Elmo.embed` of one sentence. The
-in-process throughput is measured just before and just after each level. Memory:
+length: the best the runtime can do). Latency p50/p99 per request. The added latency: each
+sentence alone, once in-process and once as a request (a fresh connection, the request's whole
+round trip), in turn; the median of the differences. The in-process throughput is measured just
+before and just after each level. Memory:
 the server's RSS after 1,000 requests and after 20,000.
 
 Inputs: the GPL-3 sentences of `bench.py` (223, median 25 tokens). Models: the shipped
@@ -43,6 +44,9 @@ from serve_process import Served  # noqa: E402
 
 BEGIN, END = "<!-- bench_serve.py: begin -->", "<!-- bench_serve.py: end -->"
 CLIENTS = (1, 8, 32)
+# Server settings measured, by label: the defaults (one model thread using ONNX Runtime's threads,
+# one per core), and one model thread per core with one ONNX Runtime thread each.
+CONFIGS = {"defaults": [], "--workers 2 --threads 1": ["--workers", "2", "--threads", "1"]}
 
 
 def package_of(model: str) -> str:
@@ -54,10 +58,10 @@ def package_of(model: str) -> str:
 class InProcess:
     """`Elmo.embed` in this process on the same sentences: the reference throughput and latency."""
 
-    def __init__(self, package: str, token_lists: list[list[str]], threads: int | None):
+    def __init__(self, package: str, token_lists: list[list[str]]):
         from elmo_runtime import Elmo
 
-        self.elmo = Elmo(package, device="cpu", threads=threads)
+        self.elmo = Elmo(package, device="cpu")  # the runtime's defaults: ONNX Runtime's threads
         self.token_lists = token_lists
         self.elmo.embed(token_lists, layers="average", pool="mean")  # warm-up (and a warm token cache, as the server's)
 
@@ -70,14 +74,25 @@ class InProcess:
             times.append(time.perf_counter() - start)
         return len(self.token_lists) / statistics.median(times)
 
-    def one_ms(self) -> float:
-        """Median ms of `embed` of one sentence alone, over the sentences."""
-        alone = []
-        for tokens in self.token_lists:
-            start = time.perf_counter()
-            self.elmo.embed([tokens], layers="average", pool="mean")
-            alone.append(time.perf_counter() - start)
-        return statistics.median(alone) * 1000
+    def one_ms(self, tokens: list[str]) -> float:
+        start = time.perf_counter()
+        self.elmo.embed([tokens], layers="average", pool="mean")
+        return (time.perf_counter() - start) * 1000
+
+
+def added_latency(port: int, reference: InProcess, bodies: list[bytes]) -> dict:
+    """One request alone against `Elmo.embed` of the same sentence in-process, taken in turn
+    sentence by sentence (so both see the same machine load): medians and the median difference."""
+    server_ms, local_ms = [], []
+    for tokens, body in zip(reference.token_lists, bodies):
+        local_ms.append(reference.one_ms(tokens))
+        seconds, _ = load(port, [body], 1, 1)
+        server_ms.append(seconds * 1000)
+    return {
+        "in_process_one_ms": round(statistics.median(local_ms), 2),
+        "server_one_ms": round(statistics.median(server_ms), 2),
+        "added_latency_ms": round(statistics.median(np.subtract(server_ms, local_ms)), 2),
+    }
 
 
 def load(port: int, bodies: list[bytes], clients: int, requests: int) -> tuple[float, list[float]]:
@@ -131,16 +146,16 @@ def run_model(
     memory_requests: int,
     repeats: int,
     log_dir: Path,
-    threads: int | None,
+    config: str,
 ) -> dict:
     """Each level's server throughput against the in-process one measured just before and just
     after it (the mean of the two): the machine's load drifts, the ratio should not."""
     package = package_of(model)
-    reference = InProcess(package, token_lists, threads)
+    reference = InProcess(package, token_lists)
     bodies = [json.dumps({"inputs": [tokens], "normalize": False}).encode() for tokens in token_lists]
-    flags = ["--threads", str(threads)] if threads else []
-    server = Served(package, *flags, log=log_dir / f"serve-{model}.log").wait_ready()
-    row = {"model": model}
+    log = log_dir / f"serve-{model}-{len(config)}.log"
+    server = Served(package, *CONFIGS[config], log=log).wait_ready()
+    row = {"model": model, "server": config}
     try:
         load(server.port, bodies, 8, len(bodies))  # warm-up: every sentence once
         for clients in CLIENTS:
@@ -155,9 +170,8 @@ def run_model(
                 "p50_ms": round(float(np.percentile(ms, 50)), 2),
                 "p99_ms": round(float(np.percentile(ms, 99)), 2),
             }
-            print(model, clients, row[f"c{clients}"], flush=True)
-        row["in_process_one_ms"] = round(reference.one_ms(), 2)
-        row["added_latency_ms"] = round(row["c1"]["p50_ms"] - row["in_process_one_ms"], 2)
+            print(model, config, clients, row[f"c{clients}"], flush=True)
+        row.update(added_latency(server.port, reference, bodies))
         if memory_requests:
             row["memory"] = memory(server, bodies, memory_requests)
             print(model, row["memory"], flush=True)
@@ -187,50 +201,47 @@ def table(rows: list[dict], args: argparse.Namespace) -> str:
         "on 2 cores: the machine was shared with other work, so the numbers are indicative (medians; "
         "the load generator runs on the same cores as the server).",
         "",
-        f"Server: `elmo-serve PACKAGE` with default settings ({threads_text(args.threads)}, --max-wait-ms 2, "
-        "--max-batch-tokens 2048, access log on); clients send one pre-tokenized GPL sentence per `/embed` "
+        "Server: `elmo-serve PACKAGE` with the settings in the column (defaults: one model thread with ONNX "
+        "Runtime's default threads, --max-wait-ms 2, --max-batch-tokens 2048, access log on); clients send "
+        "one pre-tokenized GPL sentence per `/embed` "
         f"request, {args.requests} requests per level. In-process: one `Elmo.embed` over the 223 sentences "
-        "(the runtime's batches), same layer mix and pooling, measured just before and after each level "
+        "(the runtime's batches, its default threads), same layer mix and pooling, measured just before "
+        "and after each level "
         "(the mean of the two medians: the ratio follows the machine's drifting load).",
         "",
-        "| model | in-process sentences/s | clients | server sentences/s | x in-process | p50 ms | p99 ms |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| model | server | in-process sentences/s | clients | server sentences/s | x in-process | p50 ms | p99 ms |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in rows:
         for clients in CLIENTS:
             c = row[f"c{clients}"]
             lines.append(
-                f"| {row['model']} | {c['in_process_sentences_per_s']:,.0f} | {clients} | "
+                f"| {row['model']} | {row['server']} | {c['in_process_sentences_per_s']:,.0f} | {clients} | "
                 f"{c['sentences_per_s']:,.0f} | {c['ratio']:.2f} | {c['p50_ms']:.2f} | {c['p99_ms']:.2f} |"
             )
     lines += [
         "",
-        "| model | one sentence in-process, median ms | one request alone (1 client), p50 ms | added ms |",
-        "| --- | ---: | ---: | ---: |",
+        "| model | server | one sentence in-process, median ms | one request alone, median ms | added ms (median) |",
+        "| --- | --- | ---: | ---: | ---: |",
     ]
     lines += [
-        f"| {r['model']} | {r['in_process_one_ms']:.2f} | {r['c1']['p50_ms']:.2f} | {r['added_latency_ms']:.2f} |"
+        f"| {r['model']} | {r['server']} | {r['in_process_one_ms']:.2f} | {r['server_one_ms']:.2f} | "
+        f"{r['added_latency_ms']:.2f} |"
         for r in rows
     ]
     measured = [r for r in rows if "memory" in r]
     if measured:
         lines += [
             "",
-            "| model | requests | server RSS after 1,000 (MiB) | after all (MiB) |",
-            "| --- | ---: | ---: | ---: |",
+            "| model | server | requests | server RSS after 1,000 (MiB) | after all (MiB) |",
+            "| --- | --- | ---: | ---: | ---: |",
         ]
         lines += [
-            f"| {r['model']} | {r['memory']['requests']:,} | {r['memory']['rss_after_1k_mib']:.1f} | "
+            f"| {r['model']} | {r['server']} | {r['memory']['requests']:,} | {r['memory']['rss_after_1k_mib']:.1f} | "
             f"{r['memory']['rss_after_total_mib']:.1f} |"
             for r in measured
         ]
     return "\n".join(lines) + "\n"
-
-
-def threads_text(threads: int | None) -> str:
-    if threads:
-        return f"--threads {threads}, and {threads} for the in-process reference"
-    return "ONNX Runtime's default threads, one per core, as the in-process reference"
 
 
 def write_results(section: str) -> None:
@@ -251,29 +262,17 @@ def main() -> None:
     parser.add_argument("--memory-requests", type=int, default=20_000, help="0: no memory run")
     parser.add_argument("--memory-models", nargs="+", default=["default"], help="models the memory run is for")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="ONNX Runtime threads of both the server and the in-process reference (default: its own)",
-    )
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     token_lists = sentences()
     log_dir = HERE / ".cache" / "serve-logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    rows = [
-        run_model(
-            m,
-            token_lists,
-            args.requests,
-            args.memory_requests if m in args.memory_models else 0,
-            args.repeats,
-            log_dir,
-            args.threads,
-        )
-        for m in args.models
-    ]
+    rows = []
+    for m in args.models:
+        for i, config in enumerate(args.configs):  # memory: with the first settings only
+            memory_requests = args.memory_requests if m in args.memory_models and i == 0 else 0
+            rows.append(run_model(m, token_lists, args.requests, memory_requests, args.repeats, log_dir, config))
     section = table(rows, args)
     print(section)
     (log_dir / "bench_serve.json").write_text(json.dumps(rows, indent=1))

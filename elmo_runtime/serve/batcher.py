@@ -4,9 +4,9 @@ Why this never changes a vector: `Elmo` starts every sentence from the same LSTM
 its fp32 and int8 packages give bit-identical vectors for a sentence whatever else is in the
 call (tests/test_batch_invariance.py); a server batch is one such call per layer mix.
 
-One worker thread runs the model (ONNX Runtime's intra-op threads do the parallel work); the
-event loop keeps parsing, tokenizing and answering meanwhile. Requests are taken first in,
-first out, and answered as their batch completes.
+Model threads (`workers`, default one; ONNX Runtime's intra-op threads do the parallel work
+inside each) run the batches; the event loop keeps parsing, tokenizing and answering
+meanwhile. Requests are taken first in, first out, and answered as their batch completes.
 """
 
 from __future__ import annotations
@@ -69,6 +69,9 @@ class Batcher:
             as the last batch held) before its batch runs.
         batch_tokens: passed to `embed` as the budget of each model run.
         on_batch: called on the event loop with each batch's `BatchStats`.
+        workers: batches run at once, each on its own thread of the one `Elmo` (which is
+            thread-safe); the next batch is formed when a thread is free, so it gathers
+            whatever queued meanwhile.
     """
 
     def __init__(
@@ -79,6 +82,7 @@ class Batcher:
         max_wait_ms: float,
         batch_tokens: int | None = None,
         on_batch: Callable[[BatchStats], None] | None = None,
+        workers: int = 1,
     ):
         self._embed = embed
         self.max_batch_tokens = max_batch_tokens
@@ -88,7 +92,8 @@ class Batcher:
         self._on_batch = on_batch or (lambda stats: None)
         self._pending: deque[Job] = deque()
         self._wakeup = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="elmo-serve-model")
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="elmo-serve-model")
+        self._free = asyncio.Semaphore(workers)  # model threads not running a batch
         self._task: asyncio.Task | None = None
         self._closing = False
         # Requests in the last batch; before the first, a full batch: the first request waits `max_wait`.
@@ -125,35 +130,49 @@ class Batcher:
             pass  # already taken into a running batch
 
     async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
+        running: set[asyncio.Task] = set()
         while True:
             if not self._pending:
                 if self._closing:
-                    return
+                    break
                 self._wakeup.clear()
                 await self._wakeup.wait()
+                continue
+            await self._free.acquire()  # a model thread is free: form the next batch now, not earlier
+            if not self._pending:
+                self._free.release()
                 continue
             await self._wait_for_company()
             batch = self._take()
             if not batch:
+                self._free.release()
                 continue
             self._last_size = len(batch)
-            started = time.perf_counter()
-            for job in batch:
-                job.queue_time = started - job.enqueued
-            results = await loop.run_in_executor(self._executor, self._run, batch)
-            seconds = time.perf_counter() - started
-            for job, result in zip(batch, results):
-                job.inference_time = seconds
-                if job.cancelled or job.future.done():
-                    continue
-                if isinstance(result, BaseException):
-                    job.future.set_exception(result)
-                else:
-                    job.future.set_result(result)
-            self._on_batch(
-                BatchStats(len(batch), sum(len(j.tokens) for j in batch), sum(j.cost for j in batch), seconds)
-            )
+            task = asyncio.get_running_loop().create_task(self._run_batch(batch))
+            running.add(task)
+            task.add_done_callback(running.discard)
+        if running:
+            await asyncio.gather(*running)
+
+    async def _run_batch(self, batch: list[Job]) -> None:
+        started = time.perf_counter()
+        for job in batch:
+            job.queue_time = started - job.enqueued
+        try:
+            results = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, batch)
+        finally:
+            self._free.release()
+        seconds = time.perf_counter() - started
+        for job, result in zip(batch, results):
+            job.inference_time = seconds
+            if job.cancelled or job.future.done():
+                continue
+            if isinstance(result, BaseException):
+                job.future.set_exception(result)
+            else:
+                job.future.set_result(result)
+        stats = BatchStats(len(batch), sum(len(j.tokens) for j in batch), sum(j.cost for j in batch), seconds)
+        self._on_batch(stats)
 
     async def _wait_for_company(self) -> None:
         """Until as many requests as the last batch held are queued, the batch is full, or its

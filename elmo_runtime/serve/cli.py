@@ -52,6 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads", type=int, default=None, metavar="N", help="ONNX Runtime intra-op threads (default: one per core)"
     )
     p.add_argument(
+        "--workers",
+        type=int,
+        default=d.workers,
+        metavar="N",
+        help=f"batches run at once, each on its own thread of the one model (default {d.workers})",
+    )
+    p.add_argument(
         "--batch-tokens",
         type=int,
         default=None,

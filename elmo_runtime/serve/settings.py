@@ -17,6 +17,7 @@ class ServeSettings:
         model_id: the name `/info` and `/v1/models` report (None: `package` as given).
         host, port: where to listen.
         device, threads: as for `Elmo` (threads: ONNX Runtime intra-op threads per session).
+        workers: batches the model runs at once, each on its own thread (one `Elmo`, shared).
         batch_tokens: token positions per model run inside a server batch (None: the
             runtime's default, 512 on the CPU): the peak memory of one run follows it.
         max_batch_tokens: token positions (2 boundaries per sentence included, padding not) a
@@ -45,6 +46,7 @@ class ServeSettings:
     port: int = 8080
     device: str = "auto"
     threads: int | None = None
+    workers: int = 1
     batch_tokens: int | None = None
     max_batch_tokens: int = 2048
     max_batch_requests: int = 64
