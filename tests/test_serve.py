@@ -141,7 +141,9 @@ def _auth() -> dict:
 @pytest.mark.parametrize("which", ["fp32 tiny", "int8 shipped default"])
 def test_every_response_is_bit_identical_to_embedding_that_input_alone(which, tiny_package, tmp_path_factory):
     package = tiny_package if which == "fp32 tiny" else None  # None: elmo-serve's default, the shipped package
-    server = serve(tmp_path_factory, package, "--api-key", KEY, "--max-wait-ms", "5", "--threads", "1")
+    # The shipped package also with two batches at a time on two model threads.
+    workers = ["--workers", "2"] if package is None else []
+    server = serve(tmp_path_factory, package, "--api-key", KEY, "--max-wait-ms", "5", "--threads", "1", *workers)
     try:
         elmo = Elmo(tiny_package if package else "default", device="cpu", threads=1)
         _ALONE.clear()  # a fresh Elmo could reuse an old one's id
