@@ -25,6 +25,9 @@ from elmo_runtime import contract as C
 
 Precision = Literal["fp32", "fp16"]
 
+# Initializer names the quantizers read: int4 keeps these weights in float (`Int4Settings.keep_float`).
+CNN_KERNEL = "W_cnn"  # one per filter width: W_cnn_1, W_cnn_2, ...
+TOKEN_PROJECTION = "W_proj"
 _LAST = np.iinfo(np.int64).max  # a Slice end meaning "to the end"
 _DTYPES = {"fp32": (np.float32, TensorProto.FLOAT), "fp16": (np.float16, TensorProto.FLOAT16)}
 _ONNX_DTYPES = {"float32": TensorProto.FLOAT, "int32": TensorProto.INT32, "int64": TensorProto.INT64}
@@ -147,7 +150,7 @@ def _token_embedding(g: _Graph, model: ElmoBiLm, char_ids: str, word_ids: str | 
         win = g.op("Gather", [x, g.const(windows.astype(np.int64), "windows")], "windows", axis=1)
         win = g.op("Reshape", [win, g.ints([0, n_chars - width + 1, width * o.char_embedding_dim])])
         kernel = conv.weight.detach().permute(2, 1, 0).reshape(width * o.char_embedding_dim, n)  # (w*E, n)
-        y = g.op("MatMul", [win, g.weight(kernel, f"W_cnn_{width}")])  # (N, C-w+1, n)
+        y = g.op("MatMul", [win, g.weight(kernel, f"{CNN_KERNEL}_{width}")])  # (N, C-w+1, n)
         # max(x) + b == max(x + b): add the bias after pooling, on C-w+1 times fewer values.
         y = g.op("Add", [g.reduce("ReduceMax", y, [1], keepdims=0), g.weight(conv.bias, f"b_cnn_{width}")])
         pooled.append(g.op("Tanh" if o.activation == "tanh" else "Relu", [y]))
@@ -170,7 +173,7 @@ def _token_embedding(g: _Graph, model: ElmoBiLm, char_ids: str, word_ids: str | 
     proj = te.projection
     if proj is None:  # bilm-tf without CNN_proj: the filters already sum to projection_dim
         return x
-    w = g.weight(proj.weight.T, "W_proj", "token_embedder.projection")
+    w = g.weight(proj.weight.T, TOKEN_PROJECTION, "token_embedder.projection")
     return g.op("Add", [g.op("MatMul", [x, w]), g.weight(proj.bias, "b_proj")])
 
 

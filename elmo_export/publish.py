@@ -24,6 +24,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from elmo_export.sources.base import Loader
 from elmo_runtime import contract as C
 from elmo_runtime.catalog import SHIPPED_NAME, check_entry
 from elmo_runtime.hub import endpoint as hub_endpoint
@@ -61,6 +62,26 @@ class SourceLicense:
             return None
         return cls(name=f"the terms of {found[0].name}, reproduced below",
                    text=found[0].read_text(encoding="utf-8").strip())
+
+    @classmethod
+    def of(cls, source: Loader, given: str | None = None) -> "SourceLicense":
+        """The licence of the weights `source` loads: `given` (a name), else the one its catalog
+        states (official models), else its model folder's one `LICENSE*` file.
+
+        Raises:
+            ValueError: none given and none found (what to pass is said).
+        """
+        if given:
+            return cls(given)
+        if source.license:
+            return cls(source.license, url=source.license_url)
+        found = cls.from_model_dir(source.folder) if source.folder is not None else None
+        if found is None:
+            where = (f"{source.folder} holds no single LICENSE* file" if source.folder is not None
+                     else f"{source.description} states none (ELMoForManyLangs and NLPL models do not)")
+            raise ValueError(f"--push-to-hub needs the licence of the source weights: {where}; pass --license NAME "
+                             "(an SPDX id such as Apache-2.0)")
+        return found
 
 
 def verified_manifest(package: str | Path) -> dict:
