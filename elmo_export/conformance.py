@@ -103,6 +103,11 @@ def write_conformance(model: ElmoBiLm, directory: Path, graphs: dict[str, C.Grap
                         **{name: value.tolist() for name, value in ids.items()}, "expected": expected})
 
     _check_against_reference(modes, precision, model)
+    return _write_document(directory, precision, entries)
+
+
+def _write_document(directory: Path, precision: str, entries: list[dict]) -> Path:
+    """`conformance.json`: the sentences with their expected outputs, and the tolerance another runtime must meet."""
     tolerance = TOLERANCES[precision]
     document = {
         "kind": KIND,

@@ -245,9 +245,7 @@ def _lstm_step_body(model: ElmoBiLm, layer: int, precision: Precision, opset: in
     """
     o = model.options
     g = _Graph(f"l{layer}/", precision, opset, sources)
-    t = g.onnx_dtype
     p, d = o.projection_dim, o.dim
-    vi = helper.make_tensor_value_info
     one = g.const(np.asarray(1, np.int64), "one")
     active_rows = g.op("Range", [g.const(np.asarray(0, np.int64), "zero"), "n_t", one])
     step_rows = g.op("Range", ["start_t", "end_t", one])
@@ -275,18 +273,32 @@ def _lstm_step_body(model: ElmoBiLm, layer: int, precision: Precision, opset: in
                  f"{gate}_{side}")
             for gate, w, xw in zip(GATES, w_h, products[side])
         )
-        c_new = g.op("Add", [g.op("Mul", [g.op("Sigmoid", [f]), c]),
-                             g.op("Mul", [g.op("Sigmoid", [i]), g.op("Tanh", [j])])])
-        c_new = g.clip(c_new, o.cell_clip)
-        m = g.op("Mul", [g.op("Sigmoid", [out_gate]), g.op("Tanh", [c_new])])  # (n, D)
-        if cell.projection is None:  # no projection (bilm-tf without num_proj): no proj_clip either
-            h_new = m
-        else:
-            w_p = g.weight(cell.projection.weight.T, f"W_p_{side}", f"{path}.projection")
-            h_new = g.clip(g.op("MatMul", [m, w_p]), o.proj_clip)  # (n, P)
+        c_new, h_new = _cell_update(g, model, cell, path, side, (i, j, f, out_gate), c)
         kept(h_new, h_all, f"h_{side}_out")
         kept(c_new, c_all, f"c_{side}_out")
         g.op("Identity", [f"h_{side}_out"], output=f"y_{side}_t")
+    return _step_graph(g, layer, p, d)
+
+
+def _cell_update(g: _Graph, model: ElmoBiLm, cell: torch.nn.Module, path: str, side: str,
+                 gates: tuple[str, str, str, str], c: str) -> tuple[str, str]:
+    """The new cell state `(n, D)` and output `(n, P)` of the active rows, from gates i, j, f, o."""
+    o = model.options
+    i, j, f, out_gate = gates
+    c_new = g.op("Add", [g.op("Mul", [g.op("Sigmoid", [f]), c]),
+                         g.op("Mul", [g.op("Sigmoid", [i]), g.op("Tanh", [j])])])
+    c_new = g.clip(c_new, o.cell_clip)
+    m = g.op("Mul", [g.op("Sigmoid", [out_gate]), g.op("Tanh", [c_new])])  # (n, D)
+    if cell.projection is None:  # no projection (bilm-tf without num_proj): no proj_clip either
+        return c_new, m
+    w_p = g.weight(cell.projection.weight.T, f"W_p_{side}", f"{path}.projection")
+    return c_new, g.clip(g.op("MatMul", [m, w_p]), o.proj_clip)  # (n, P)
+
+
+def _step_graph(g: _Graph, layer: int, p: int, d: int) -> onnx.GraphProto:
+    """The step body's graph from its nodes: the states in and out, the step's scalars, each direction's h."""
+    t = g.onnx_dtype
+    vi = helper.make_tensor_value_info
     names_out = ["h_f_out", "c_f_out", "h_b_out", "c_b_out", "y_f_t", "y_b_t"]
     return helper.make_graph(
         g.nodes, f"lstm_layer_{layer}_step",

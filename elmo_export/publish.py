@@ -114,7 +114,7 @@ def _source_line(source: dict) -> str:
     """The source weights in one table cell: bilm-tf's HDF5 file, or another family's files."""
     if "weights_file" in source:
         line = f"{source.get('weights_file')} (sha256 {source.get('weights_sha256')})"
-    else:  # ELMoForManyLangs (elmo_export.manylangs): each file's sha256 is in elmo.json's `source`
+    else:  # ELMoForManyLangs (elmo_export.sources.manylangs): each file's sha256 is in elmo.json's `source`
         line = f"{source.get('format', 'unknown')}: {', '.join(source.get('files', {}))} (sha256 of each in elmo.json)"
     archive = source.get("archive")
     if isinstance(archive, dict):
@@ -122,16 +122,39 @@ def _source_line(source: dict) -> str:
     return line
 
 
-def model_card(manifest: dict, repo_id: str, license: SourceLicense) -> str:
-    """The README.md of a published package: metadata, what it is, how to use it, its parity."""
-    lstm, cnn = manifest["architecture"]["lstm"], manifest["architecture"]["char_cnn"]
-    precision = manifest["precision"]["name"]
-    parity = manifest["parity"]
-    files = manifest["files"]
+def _card_metadata(license: SourceLicense, precision: str) -> list[str]:
+    """The model card's YAML header: library, licence, tags."""
     meta = ["---", "library_name: elmo-onnx", f"license: {license.hub_id}"]
     if license.hub_id == "other":
         meta.append(f"license_name: {json.dumps(license.name)}")
-    meta += ["tags:", "- elmo", "- onnx", f"- {precision}", "---", ""]
+    return meta + ["tags:", "- elmo", "- onnx", f"- {precision}", "---", ""]
+
+
+def _architecture_table(manifest: dict) -> list[str]:
+    """The model card's table of what the package is: architecture, precision, size, source."""
+    lstm, cnn = manifest["architecture"]["lstm"], manifest["architecture"]["char_cnn"]
+    files = manifest["files"]
+    return [
+        "| | |",
+        "| --- | --- |",
+        f"| LSTM | {lstm['n_layers']} layers x 2 directions, {lstm['dim']} cells, projection {lstm['projection_dim']} |",
+        f"| output | {lstm['n_layers'] + 1} layers of {2 * lstm['projection_dim']}-dimensional vectors |",
+        f"| char CNN | {sum(f[1] for f in cnn['filters'])} filters of widths "
+        f"{', '.join(str(f[0]) for f in cnn['filters'])}, {cnn['n_highway']} highway layer(s) |",
+        f"| precision | {manifest['precision']['name']} ({json.dumps(manifest['precision'])}) |",
+        f"| initial state | {manifest['initial_state']['mode']} |",
+        f"| ONNX opset | {manifest['opset']} |",
+        f"| size | {sum(e['bytes'] for e in files.values()) / 1e6:.2f} MB ({', '.join(files)}, {C.MANIFEST_FILE}) |",
+        f"| source weights | {_source_line(manifest.get('source', {}))} |",
+    ]
+
+
+def model_card(manifest: dict, repo_id: str, license: SourceLicense) -> str:
+    """The README.md of a published package: metadata, what it is, how to use it, its parity."""
+    lstm = manifest["architecture"]["lstm"]
+    precision = manifest["precision"]["name"]
+    parity = manifest["parity"]
+    meta = _card_metadata(license, precision)
     source = manifest.get("source", {})
     pretokenized = manifest.get("input", {}).get("tokenization") == "pretokenized"
     example = ('vectors = elmo.embed([["The", "cat", "sat", "."]])   # token lists: the model expects its '
@@ -159,17 +182,7 @@ def model_card(manifest: dict, repo_id: str, license: SourceLicense) -> str:
         "",
         "## Architecture",
         "",
-        "| | |",
-        "| --- | --- |",
-        f"| LSTM | {lstm['n_layers']} layers x 2 directions, {lstm['dim']} cells, projection {lstm['projection_dim']} |",
-        f"| output | {lstm['n_layers'] + 1} layers of {2 * lstm['projection_dim']}-dimensional vectors |",
-        f"| char CNN | {sum(f[1] for f in cnn['filters'])} filters of widths "
-        f"{', '.join(str(f[0]) for f in cnn['filters'])}, {cnn['n_highway']} highway layer(s) |",
-        f"| precision | {precision} ({json.dumps(manifest['precision'])}) |",
-        f"| initial state | {manifest['initial_state']['mode']} |",
-        f"| ONNX opset | {manifest['opset']} |",
-        f"| size | {sum(e['bytes'] for e in files.values()) / 1e6:.2f} MB ({', '.join(files)}, {C.MANIFEST_FILE}) |",
-        f"| source weights | {_source_line(source)} |",
+        *_architecture_table(manifest),
         "",
         "## Parity with the reference",
         "",

@@ -19,18 +19,14 @@ import pytest
 from http_server import serving
 
 from elmo_runtime import download
-from elmo_export.catalog import (
+from elmo_runtime.download import CorruptCacheError, DownloadError, offline_mode
+from elmo_export.sources.official import (
     CatalogModel,
+    default_cache_dir,
+    fetch_model,
     get_model,
     load_catalog,
     parse_catalog,
-)
-from elmo_export.download import (
-    CorruptCacheError,
-    DownloadError,
-    default_cache_dir,
-    fetch_model,
-    offline_mode,
 )
 from elmo_export.model import ElmoOptions
 from elmo_export.architectures import ARCHITECTURES
@@ -479,7 +475,7 @@ def test_catalog_agrees_with_the_synthetic_presets():
 
 
 def test_shipped_catalog_file_is_the_one_in_the_repository():
-    from elmo_export.catalog import default_catalog_path
+    from elmo_export.sources.official import default_catalog_path
 
     assert default_catalog_path() == REPO / "models" / "catalog.json"
     assert json.loads(default_catalog_path().read_text())["schema_version"] == 1
