@@ -26,7 +26,7 @@ _PUBLIC = {
     "ParityError": "elmo_export.parity",
     "Loader": "elmo_export.sources.base",
     "ModelSourceError": "elmo_export.sources.base",
-    "resolve": "elmo_export.sources",
+    "resolve": "elmo_export.sources.lookup",
 }
 
 __all__ = sorted(_PUBLIC)

@@ -68,6 +68,31 @@ def test_options_and_weights_flags_map_onto_the_library(tiny_weights, tmp_path, 
     assert seen["kwargs"]["precision"] == "int8"
 
 
+def test_the_library_exports_any_form_with_typed_settings(model_dir, tmp_path):
+    import elmo_export
+    from elmo_export import Int8Settings, export
+
+    assert set(elmo_export.__all__) >= {"export", "export_package", "ExportSettings", "Fp32Settings", "Fp16Settings",
+                                        "Int8Settings", "Int4Settings", "ParityError"}
+    package = export(str(model_dir), tmp_path / "pkg", precision=Int8Settings(per_channel=False), progress=False)
+    manifest = json.loads((package / C.MANIFEST_FILE).read_text())
+    assert manifest["precision"]["name"] == "int8" and manifest["precision"]["per_channel"] is False
+    assert manifest["source"]["weights_file"] == "elmo_tiny_weights.hdf5"
+    with pytest.raises(ModelSourceError, match="give either MODEL"):
+        export(str(model_dir), tmp_path / "other", options=model_dir / "options.json", weights=model_dir / "x.hdf5")
+    with pytest.raises(ValueError, match="precision is 'int3'"):  # settings first: before any download
+        export("small", tmp_path / "other", precision="int3")
+
+
+def test_importing_the_exporter_stays_light():
+    import subprocess
+    import sys
+
+    code = ("import sys, elmo_export, elmo_export.cli, elmo_export.sources.official as o; o.load_catalog(); "
+            "heavy = [m for m in ('torch', 'onnx', 'h5py') if m in sys.modules]; assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
 def test_a_model_directory_must_hold_options_and_one_weights_file(model_dir):
     (model_dir / "softmax.hdf5").write_bytes(b"")  # a training run's extra file: *weights.hdf5 wins
     assert resolve(str(model_dir)).files == (model_dir / "options.json", model_dir / "elmo_tiny_weights.hdf5")

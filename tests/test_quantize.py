@@ -185,6 +185,27 @@ def test_settings_describe_themselves_for_the_manifest():
     assert Int4Settings(rounding="rtn").to_dict()["method"] == "weight-only block-wise, round to nearest"
 
 
+def test_every_precision_has_typed_settings_with_its_name_manifest_entry_and_tolerance(tiny_model):
+    from elmo_export import ExportSettings, Fp16Settings, Fp32Settings
+    from elmo_export.parity import TOLERANCES
+    from elmo_export.quantize import DEFAULT_SETTINGS
+    from elmo_runtime import contract as C
+
+    assert tuple(DEFAULT_SETTINGS) == C.PRECISIONS  # the contract's list is the only one
+    assert Fp32Settings().to_dict() == {"name": "fp32"}
+    assert Fp16Settings().to_dict() == {"name": "fp16", "weights": "float16", "compute": "float16",
+                                        "inputs_outputs": "float32"}
+    for name, settings in DEFAULT_SETTINGS.items():
+        assert settings.name == settings.to_dict()["name"] == name
+        assert settings.parity_tolerance(tiny_model.options) == TOLERANCES[name]
+    # A name (or its alias) becomes its settings; settings pass through as given.
+    assert ExportSettings(precision="none").precision == Fp32Settings()
+    own = Int4Settings(block_size=128)
+    assert ExportSettings(precision=own).precision is own
+    assert ExportSettings(precision="int4").quantization == Int4Settings()
+    assert ExportSettings(precision="fp16").quantization is None
+
+
 def test_int4_without_onnx_ir_says_what_to_install(graphs, monkeypatch):
     monkeypatch.delitem(sys.modules, "onnxruntime.quantization.matmul_nbits_quantizer", raising=False)
     monkeypatch.setitem(sys.modules, "onnx_ir", None)

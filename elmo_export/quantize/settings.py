@@ -137,7 +137,7 @@ class Int4Settings(_Precision):
             a little more size); True centres every block on zero.
         accuracy_level: MatMulNBits' `accuracy_level` (None: the op's default, float compute;
             4: int8 activations, faster on CPUs with VNNI, less exact).
-        keep_float: weights left in float32, by name (prefixes of the initializer names that
+        keep_float: weights left in float32, by name (parts of the initializer names that
             `onnx_graph` gives them): the char CNN kernels (`onnx_graph.CNN_KERNEL`) and the
             token projection (`onnx_graph.TOKEN_PROJECTION`). A small share of the weights,
             yet their errors reach every layer (benchmarks/RESULTS.md, "Design measurements").

@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from elmo_export.sources import bilm_tf, manylangs
+import elmo_export.sources.bilm_tf as bilm_tf
+import elmo_export.sources.manylangs as manylangs
 from elmo_export.sources.base import Loader, models_file
 from elmo_export.sources.official import model_cache_dir
 from elmo_export.sources.schema import parse_models
