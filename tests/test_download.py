@@ -81,7 +81,7 @@ def tiny_entry(url: str, **overrides) -> CatalogModel:
             data["architecture"][key] = value
         else:
             data[key] = value
-    return CatalogModel.from_dict("tiny", data, source="test catalog")
+    return parse_catalog({"schema_version": 1, "models": {"tiny": data}}, source="test catalog")["tiny"]
 
 
 @pytest.fixture
