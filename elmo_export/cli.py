@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from elmo_runtime import contract as C
-from elmo_runtime.download import DownloadError
+from elmo_runtime.fetch.download import DownloadError
 from elmo_runtime.interrupts import interrupts_raise
 
 if TYPE_CHECKING:
@@ -189,7 +189,7 @@ def _export(args: argparse.Namespace) -> tuple[int, Path | None, SourceLicense |
     try:
         with interrupts_raise() as interrupted:
             if args.push_to_hub:  # a malformed repository fails before the export, not after
-                from elmo_runtime.hub import parse_repo
+                from elmo_runtime.fetch.hub import parse_repo
 
                 parse_repo(args.push_to_hub)
             source = resolve(args.model, args.options, args.weights, progress=args.progress)

@@ -73,7 +73,7 @@ def export(model: str | Path | Loader | None, out: str | Path, *, options: str |
         sources.ModelSourceError: no model where one was named, or contradictory arguments.
         FileNotFoundError: a model file is missing.
         weights.WeightFileError: the weights do not match the options (every dataset listed).
-        elmo_runtime.download.DownloadError: a named model could not be downloaded.
+        elmo_runtime.fetch.download.DownloadError: a named model could not be downloaded.
         FileExistsError: `out` is not empty and `force` is not set (or it is not a package).
         OSError (PermissionError, NotADirectoryError, ...): `out` cannot be written.
         graph_io.GraphValidationError: a built graph fails the checker or the export spec.

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from http_server import serving
 
-from elmo_runtime import download
-from elmo_runtime.download import CorruptCacheError, DownloadError, offline_mode
+from elmo_runtime.fetch import download
+from elmo_runtime.fetch.download import CorruptCacheError, DownloadError, offline_mode
 from elmo_export.sources.official import (
     CatalogModel,
     default_cache_dir,

@@ -33,7 +33,7 @@ import elmo_export.sources.manylangs as manylangs
 from elmo_export.sources.base import Loader, models_file
 from elmo_export.sources.official import model_cache_dir
 from elmo_export.sources.schema import parse_models
-from elmo_runtime.download import CachedFiles, resolve_offline
+from elmo_runtime.fetch.download import CachedFiles, resolve_offline
 from elmo_runtime.jsonfile import read_json
 from elmo_runtime.package import sha256_of
 

@@ -62,7 +62,7 @@ def resolve(model: str | Path | None = None, options: str | Path | None = None, 
     Raises:
         ModelSourceError: contradictory or incomplete arguments, or no model found.
         FileNotFoundError, ValueError: a catalog is missing or broken (the file is named).
-        elmo_runtime.download.DownloadError: the download of a named model failed.
+        elmo_runtime.fetch.download.DownloadError: the download of a named model failed.
     """
     if options is not None or weights is not None:
         if model is not None:

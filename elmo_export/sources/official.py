@@ -6,7 +6,7 @@ the project's models/ folder (`base.MODELS_DIRS`): `elmo_export/models/` where a
 wheel puts it, else `<repository>/models/` for a source checkout or an editable install.
 
 `fetch_model` brings an official model's `options.json` + `weights.hdf5` into a persistent,
-verified cache. The transfer, the cache folder and its record are `elmo_runtime.download`'s
+verified cache. The transfer, the cache folder and its record are `elmo_runtime.fetch.download`'s
 (resumable, verified before the final name appears, offline mode); this module adds what an
 official model is: its catalog entry, and the checks that its files are what the catalog
 describes (options parsed and matched to the catalog's architecture, every weights dataset's
@@ -31,7 +31,7 @@ from typing import Any, Mapping
 from elmo_export.sources.base import models_file
 from elmo_export.sources.schema import check_model_name, parse_models
 from elmo_runtime import contract as C
-from elmo_runtime.download import CachedFiles, cache_root, resolve_offline
+from elmo_runtime.fetch.download import CachedFiles, cache_root, resolve_offline
 from elmo_runtime.jsonfile import read_json
 
 log = logging.getLogger(__name__)

@@ -31,7 +31,7 @@ from elmo_runtime import contract as C
 
 SCHEMA_VERSION = 1
 ENV_CATALOG = "ELMO_ONNX_CATALOG"
-PROJECT_CATALOG = Path(__file__).resolve().parent / "catalog.json"
+PROJECT_CATALOG = Path(__file__).resolve().parents[1] / "catalog.json"
 # Reserved: the package shipped inside the runtime.
 SHIPPED_NAME = "default"
 
