@@ -11,32 +11,17 @@ stays light, without torch or onnx.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from elmo_export.lazy import lazy_attributes
 
 _PUBLIC = {
-    "export": "elmo_export.exporter",
-    "export_package": "elmo_export.exporter",
-    "export_reference": "elmo_export.exporter",
-    "ExportSettings": "elmo_export.settings",
-    "Fp32Settings": "elmo_export.quantize.settings",
-    "Fp16Settings": "elmo_export.quantize.settings",
-    "Int8Settings": "elmo_export.quantize.settings",
-    "Int4Settings": "elmo_export.quantize.settings",
-    "ParityError": "elmo_export.parity",
-    "Loader": "elmo_export.sources.base",
-    "ModelSourceError": "elmo_export.sources.base",
-    "resolve": "elmo_export.sources.lookup",
+    "elmo_export.exporter": ("export", "export_package", "export_reference"),
+    "elmo_export.settings": ("ExportSettings",),
+    "elmo_export.quantize.settings": ("Fp32Settings", "Fp16Settings", "Int8Settings", "Int4Settings"),
+    "elmo_export.parity": ("ParityError",),
+    "elmo_export.sources.base": ("Loader", "ModelSourceError"),
+    "elmo_export.sources.lookup": ("resolve",),
 }
 
-__all__ = sorted(_PUBLIC)
+__all__ = sorted(name for names in _PUBLIC.values() for name in names)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _PUBLIC:
-        raise AttributeError(f"module 'elmo_export' has no attribute {name!r}")
-    return getattr(importlib.import_module(_PUBLIC[name]), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__ = lazy_attributes(__name__, _PUBLIC)

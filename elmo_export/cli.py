@@ -84,8 +84,10 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
              "name of an official model (e.g. small, original), downloaded into the cache; "
              "omitted: the project's default model (models/default*/, shipped with elmo-onnx)",
     )
-    parser.add_argument("--options", type=Path, metavar="FILE", help="the options.json (instead of MODEL; with --weights)")
-    parser.add_argument("--weights", type=Path, metavar="FILE", help="the weights .hdf5 (instead of MODEL; with --options)")
+    parser.add_argument("--options", type=Path, metavar="FILE",
+                        help="the options.json (instead of MODEL; with --weights)")
+    parser.add_argument("--weights", type=Path, metavar="FILE",
+                        help="the weights .hdf5 (instead of MODEL; with --options)")
 
 
 def _export_arguments(parser: argparse.ArgumentParser) -> None:

@@ -81,8 +81,8 @@ def export(model: str | Path | Loader | None, out: str | Path, *, options: str |
             listed); nothing is left at `out`.
     """
     export_settings = ExportSettings(**settings)  # first: a bad setting fails before a download
-    load = model if isinstance(model, Loader) else resolve(model, options, weights,
-                                                            progress=export_settings.progress)
+    resolved = isinstance(model, Loader) and options is None and weights is None
+    load = model if resolved else resolve(model, options, weights, progress=export_settings.progress)
     return export_reference(load, out, export_settings, stop=stop)
 
 

@@ -34,7 +34,8 @@ def warm_state(model: ElmoBiLm, sentences: list[list[str]], progress: bool = Fal
     """
     state = None
     with torch.no_grad():
-        for sentence in tqdm(sentences, desc="warm-up", unit="sentence", disable=None if progress else True, leave=False):
+        bar = tqdm(sentences, desc="warm-up", unit="sentence", disable=None if progress else True, leave=False)
+        for sentence in bar:
             state = model.run_tokens([sentence], state).state
     return LstmState(state.h[:, :, 0], state.c[:, :, 0])
 

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from http_server import serving
 
-from elmo_runtime.fetch import download
-from elmo_runtime.fetch.download import CorruptCacheError, DownloadError, offline_mode
+from elmo_export.architectures import ARCHITECTURES
+from elmo_export.model import ElmoOptions
 from elmo_export.sources.official import (
     CatalogModel,
     default_cache_dir,
@@ -28,8 +28,8 @@ from elmo_export.sources.official import (
     load_catalog,
     parse_catalog,
 )
-from elmo_export.model import ElmoOptions
-from elmo_export.architectures import ARCHITECTURES
+from elmo_runtime.fetch import download
+from elmo_runtime.fetch.download import CorruptCacheError, DownloadError, offline_mode
 
 REPO = Path(__file__).resolve().parents[1]
 OFFICIAL = ["small", "medium", "original", "original-5.5b"]

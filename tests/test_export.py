@@ -10,20 +10,20 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from tf_fixtures import FIXTURE_SETS, FIXTURES, load_fixture_set
 
 from elmo_export import ExportSettings, export_package, onnx_graph, parity
 from elmo_export.calibration import CALIBRATION_SOURCE, load_calibration_sentences
 from elmo_export.conformance import load_sentences
 from elmo_export.graph_io import GraphValidationError, graph_specs, validate_graph
-from elmo_export.warmup import load_warmup_sentences, warm_state
 from elmo_export.model import LstmState
 from elmo_export.parity import ParityError, Tolerance
+from elmo_export.warmup import load_warmup_sentences, warm_state
 from elmo_export.weights import WeightFileError
 from elmo_runtime import contract as C
 from elmo_runtime.chars import batch_to_char_ids
 from elmo_runtime.package import load_manifest
 from elmo_runtime.runner import PackageRunner
-from tf_fixtures import FIXTURE_SETS, FIXTURES, load_fixture_set
 
 MODELS = ["tiny", *FIXTURE_SETS]
 

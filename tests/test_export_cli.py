@@ -9,8 +9,8 @@ import pytest
 
 from elmo_export import cli, parity
 from elmo_export.cli import EXIT_OK, EXIT_PARITY, EXIT_USAGE, main
-from elmo_export.sources import ModelSourceError, base, official, resolve
 from elmo_export.parity import Tolerance
+from elmo_export.sources import ModelSourceError, base, official, resolve
 from elmo_runtime import contract as C
 
 
@@ -62,9 +62,10 @@ def test_options_and_weights_flags_map_onto_the_library(tiny_weights, tmp_path, 
     assert seen["kwargs"] == {"precision": "int4", "initial_state": "zero", "opset": 18, "force": True,
                               "progress": False, "calibration": None}
     # fp32 has one name; "none" is accepted as its alias; --precision is --quantize's other name.
-    assert main(["--options", str(options), "--weights", str(weights), "-o", str(tmp_path / "x"), "--quantize", "none"]) == 0
+    files = ["--options", str(options), "--weights", str(weights), "-o", str(tmp_path / "x")]
+    assert main([*files, "--quantize", "none"]) == 0
     assert seen["kwargs"]["precision"] == "fp32"
-    assert main(["--options", str(options), "--weights", str(weights), "-o", str(tmp_path / "x"), "--precision", "int8"]) == 0
+    assert main([*files, "--precision", "int8"]) == 0
     assert seen["kwargs"]["precision"] == "int8"
 
 
@@ -176,7 +177,8 @@ def test_the_default_model_is_models_default(model_dir, tmp_path, monkeypatch):
     models.mkdir()
     shutil.copytree(model_dir, models / "default-test")
     monkeypatch.setattr(base, "MODELS_DIRS", (tmp_path / "installed", models))
-    assert resolve().files == (models / "default-test" / "options.json", models / "default-test" / "elmo_tiny_weights.hdf5")
+    default = models / "default-test"
+    assert resolve().files == (default / "options.json", default / "elmo_tiny_weights.hdf5")
     shutil.copytree(model_dir, models / "default-other")
     with pytest.raises(ModelSourceError, match="several default models"):
         resolve()

@@ -15,8 +15,7 @@ import onnx
 from onnx import numpy_helper
 
 from elmo_export.quantize.gptq import matmul_nbits, quantize_gptq
-from elmo_export.quantize.graph import (drop_replaced_initializers, graphs, sort_nodes, use_microsoft_ops,
-                                        weight_matmuls)
+from elmo_export.quantize.graph import drop_replaced_initializers, graphs, sort_nodes, use_microsoft_ops, weight_matmuls
 from elmo_export.quantize.settings import Int4Settings
 
 log = logging.getLogger(__name__)

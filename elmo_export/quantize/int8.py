@@ -15,8 +15,15 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from elmo_export.quantize.graph import (MS_DOMAIN, Scope, constant, drop_replaced_initializers, outer_reads,
-                                        subgraphs, use_microsoft_ops)
+from elmo_export.quantize.graph import (
+    MS_DOMAIN,
+    Scope,
+    constant,
+    drop_replaced_initializers,
+    outer_reads,
+    subgraphs,
+    use_microsoft_ops,
+)
 from elmo_export.quantize.ranges import UNKNOWN, Interval, activation_ranges, scan_ranges
 from elmo_export.quantize.settings import Int8Settings
 
@@ -184,12 +191,13 @@ def _quantize_activation(x: str, span: Interval, fixed: bool, opset: int, const:
         nodes.append(helper.make_node("Abs", [x], [names[0]], name=names[0]))
         peak_of = names[0]
     if opset >= 18:
-        nodes.append(helper.make_node("ReduceMax", [peak_of, const("last_axis", np.asarray([-1], np.int64))], [names[1]],
-                                      name=names[1], keepdims=1))
+        axes = const("last_axis", np.asarray([-1], np.int64))
+        nodes.append(helper.make_node("ReduceMax", [peak_of, axes], [names[1]], name=names[1], keepdims=1))
     else:
         nodes.append(helper.make_node("ReduceMax", [peak_of], [names[1]], name=names[1], axes=[-1], keepdims=1))
     nodes.append(helper.make_node("Max", [names[1], const("tiny", np.float32(1e-30))], [names[2]], name=names[2]))
-    nodes.append(helper.make_node("Mul", [names[2], const(f"per_level_{levels}", np.float32(1 / levels))], [names[3]], name=names[3]))
+    per_level = const(f"per_level_{levels}", np.float32(1 / levels))
+    nodes.append(helper.make_node("Mul", [names[2], per_level], [names[3]], name=names[3]))
     nodes.append(helper.make_node("Div", [x, names[3]], [names[4]], name=names[4]))
     one = const("one", np.float32(1.0))
     nodes.append(helper.make_node("QuantizeLinear", [names[4], one, zero_point], [names[5]], name=names[5]))

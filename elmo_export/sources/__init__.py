@@ -12,21 +12,13 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from elmo_export.lazy import lazy_attributes
 
 _PUBLIC = {
-    "Loader": "elmo_export.sources.base",
-    "ModelSourceError": "elmo_export.sources.base",
-    "default_model_dir": "elmo_export.sources.lookup",
-    "how_to_pass": "elmo_export.sources.lookup",
-    "resolve": "elmo_export.sources.lookup",
+    "elmo_export.sources.base": ("Loader", "ModelSourceError"),
+    "elmo_export.sources.lookup": ("default_model_dir", "how_to_pass", "resolve"),
 }
-__all__ = sorted(_PUBLIC)
+__all__ = sorted(name for names in _PUBLIC.values() for name in names)
 
-
-def __getattr__(name: str) -> Any:
-    # Imported on first use: the catalogs (`official`, `schema`) stay cheap to read, without torch.
-    if name not in _PUBLIC:
-        raise AttributeError(f"module 'elmo_export.sources' has no attribute {name!r}")
-    return getattr(importlib.import_module(_PUBLIC[name]), name)
+# Imported on first use: the catalogs (`official`, `schema`) stay cheap to read, without torch.
+__getattr__ = lazy_attributes(__name__, _PUBLIC)

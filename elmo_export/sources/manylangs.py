@@ -151,7 +151,7 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, AttributeError) as e:
         raise WeightFileError(f"{path}: not a readable torch.save file ({type(e).__name__}: "
                               f"{str(e).strip().splitlines()[0] if str(e).strip() else ''})") from None
-    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in data.items()):
+    if not isinstance(data, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in data.items()):
         raise WeightFileError(f"{path}: expected a state_dict (names -> tensors), found {type(data).__name__}")
     return data
 
@@ -248,7 +248,8 @@ def _check_tensors(path: Path, tensors: dict[str, torch.Tensor], expected: dict[
             problems.append(f"{name!r} is {tensors[name].dtype}, expected floating point")
         elif not torch.isfinite(tensors[name]).all():
             problems.append(f"{name!r} holds NaN or infinite values")
-    problems += [f"unexpected tensor {name!r} with shape {tuple(t.shape)}" for name, t in tensors.items() if name not in expected]
+    problems += [f"unexpected tensor {name!r} with shape {tuple(t.shape)}"
+                 for name, t in tensors.items() if name not in expected]
     if problems:
         raise WeightFileError(f"{path} does not match {against}:\n  " + "\n  ".join(problems))
 
