@@ -75,7 +75,8 @@ def test_the_library_exports_any_form_with_typed_settings(model_dir, tmp_path):
 
     assert set(elmo_export.__all__) >= {"export", "export_package", "ExportSettings", "Fp32Settings", "Fp16Settings",
                                         "Int8Settings", "Int4Settings", "ParityError"}
-    package = export(str(model_dir), tmp_path / "pkg", precision=Int8Settings(per_channel=False), progress=False)
+    package = export(str(model_dir), tmp_path / "pkg", precision=Int8Settings(per_channel=False), initial_state="zero",
+                     progress=False)
     manifest = json.loads((package / C.MANIFEST_FILE).read_text())
     assert manifest["precision"]["name"] == "int8" and manifest["precision"]["per_channel"] is False
     assert manifest["source"]["weights_file"] == "elmo_tiny_weights.hdf5"
