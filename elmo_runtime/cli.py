@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-progress", dest="progress", action="store_false", default=None,
                         help="no progress bar (it shows only on a terminal anyway)")
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
-    cluster = parser.add_argument_group("cluster (--engine ray: OUTPUT is a Parquet folder; see the README)")
+    cluster = parser.add_argument_group("cluster (--engine ray: OUTPUT is a Parquet folder; see docs/corpus.md)")
     cluster.add_argument("--engine", choices=ENGINES, default="local",
                          help="local: this process (default); ray: a Ray cluster (needs elmo-onnx[ray])")
     cluster.add_argument("--workers", type=int, default=None, metavar="N",

@@ -1,6 +1,7 @@
 """The Node.js client (examples/node) on real packages, in a real Node process.
 
-Skipped without `node` and `npm`. The first run installs the client's locked dependencies
+Runs in CI (node and npm are on the machine; a skip there is a failure, tests/conftest.py);
+skipped elsewhere without `node` and `npm`. The first run installs the client's locked dependencies
 (`npm ci`, onnxruntime-node's CPU build only) into examples/node/node_modules.
 """
 
@@ -26,7 +27,7 @@ CLIENT = Path(__file__).resolve().parents[1] / "examples" / "node"
 @pytest.fixture(scope="module")
 def node() -> str:
     node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:  # issue #12: the Node client's test skips cleanly without node
+    if node is None or npm is None:  # issue #12: skips cleanly without node, except in CI
         pytest.skip("node and npm are not installed")
     if not (CLIENT / "node_modules" / "onnxruntime-node").is_dir():
         # ONNXRUNTIME_NODE_INSTALL=skip: without it onnxruntime-node's install script fetches CUDA binaries.

@@ -5,7 +5,7 @@
     out = embed(pa.table({"id": [7, 8], "text": ["The cat sat.", "Hi!"]}))   # id, tokens, vectors
 
 Every engine calls this: the Ray Data workers (`elmo_runtime.corpus.ray`, `.job`), a Spark
-`mapInPandas` function (see the README), single-process `elmo-embed --format parquet`. One
+`mapInPandas` function (see docs/corpus.md), single-process `elmo-embed --format parquet`. One
 instance holds one model; the caller sets its thread count, so a worker pool can split the
 cores between its members.
 
