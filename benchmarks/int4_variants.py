@@ -113,8 +113,8 @@ def main() -> None:
     from elmo_export import onnx_graph
     from elmo_export.calibration import input_moments, load_calibration_sentences
     from elmo_export.conformance import load_sentences
-    from elmo_export.sources.manylangs import load_manylangs
     from elmo_export.model import LstmState
+    from elmo_export.sources.manylangs import load_manylangs
     from elmo_runtime import contract as C
     from elmo_runtime.runner import create_session
 

@@ -137,7 +137,8 @@ def _architecture_table(manifest: dict) -> list[str]:
     return [
         "| | |",
         "| --- | --- |",
-        f"| LSTM | {lstm['n_layers']} layers x 2 directions, {lstm['dim']} cells, projection {lstm['projection_dim']} |",
+        f"| LSTM | {lstm['n_layers']} layers x 2 directions, {lstm['dim']} cells, "
+        f"projection {lstm['projection_dim']} |",
         f"| output | {lstm['n_layers'] + 1} layers of {2 * lstm['projection_dim']}-dimensional vectors |",
         f"| char CNN | {sum(f[1] for f in cnn['filters'])} filters of widths "
         f"{', '.join(str(f[0]) for f in cnn['filters'])}, {cnn['n_highway']} highway layer(s) |",
@@ -187,7 +188,8 @@ def model_card(manifest: dict, repo_id: str, license: SourceLicense) -> str:
         "## Parity with the reference",
         "",
         f"Checked at export in ONNX Runtime (CPU) against elmo-onnx's PyTorch reference, which reproduces "
-        f"{'ELMoForManyLangs' if source.get('format') == 'elmoformanylangs' else 'the original TensorFlow ELMo'}, on {parity['sentences']} sentences ({parity['tokens']} tokens, "
+        f"{'ELMoForManyLangs' if source.get('format') == 'elmoformanylangs' else 'the original TensorFlow ELMo'}, "
+        f"on {parity['sentences']} sentences ({parity['tokens']} tokens, "
         f"batches of {parity['batch_size']}), with the zero, the warm and a carried state:",
         "",
         _parity_table(parity),
@@ -234,7 +236,8 @@ def push_to_hub(package: str | Path, repo_id: str, *, license: SourceLicense, pr
     operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(package / name)) for name in names]
     operations.append(CommitOperationAdd(path_in_repo=MODEL_CARD, path_or_fileobj=card))
     info = api.create_commit(repo, operations,
-                             commit_message=commit_message or f"Upload elmo-onnx package ({manifest['precision']['name']})")
+                             commit_message=commit_message
+                             or f"Upload elmo-onnx package ({manifest['precision']['name']})")
     log.info("pushed %s to %s: %s", package, repo, info.commit_url)
     return info.commit_url
 
