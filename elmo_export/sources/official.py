@@ -16,7 +16,9 @@ Where files go (first that is set wins): the `cache_dir` argument; `$ELMO_ONNX_C
 `$XDG_CACHE_HOME/elmo-onnx/models`, else `~/.cache/elmo-onnx/models`. Each model gets its own
 folder, `<cache_dir>/<name>/`, holding `options.json`, `weights.hdf5` (so the folder itself can
 be passed wherever local files are accepted) and `sha256.json`, the digests recorded when each
-file was downloaded and verified.
+file was downloaded and verified. Where the catalog lists mirrors for a model (copies of
+AllenNLP's S3 files on the Hugging Face Hub), a file that cannot be downloaded or does not verify
+from the model's own URL is tried from each mirror in order.
 
 This module imports neither torch nor h5py until a download is verified: listing models stays cheap.
 """
@@ -83,6 +85,19 @@ class Architecture:
 
 
 @dataclass(frozen=True)
+class Mirror:
+    """Another place serving the same two files (e.g. a Hugging Face Hub copy of AllenNLP's S3 files).
+
+    A download tries the model's own URLs first, then each mirror in order; every copy must pass
+    the same checks (structure, and the pinned sha256 where there is one).
+    """
+
+    options_url: str = field(metadata={"kind": "url"})
+    weights_url: str = field(metadata={"kind": "url"})
+    note: str = ""  # who hosts it, at which revision
+
+
+@dataclass(frozen=True)
 class CatalogModel:
     """One official model: where its files live and what it is."""
 
@@ -99,6 +114,11 @@ class CatalogModel:
     # Pinned digests, where known: a download must then match them as well as verify.
     options_sha256: str | None = field(default=None, metadata={"kind": "sha256"})
     weights_sha256: str | None = field(default=None, metadata={"kind": "sha256"})
+    mirrors: tuple[Mirror, ...] = ()  # fallbacks, tried in order when the URLs above fail
+
+    def urls(self, which: str) -> list[str]:
+        """Where file `which` ("options" or "weights") can be downloaded from, in the order to try."""
+        return [getattr(self, f"{which}_url"), *(getattr(m, f"{which}_url") for m in self.mirrors)]
 
     def __post_init__(self) -> None:
         # Checked here as well as on load: the name becomes a directory under the cache.
@@ -218,9 +238,10 @@ def fetch_model(
         how_to_fix=(f"Delete it (or the folder {directory}) and fetch again, or call "
                     f"fetch_model({model.name!r}, force=True) to download it again over the cached copy."),
     )
-    options_path = fetch.ensure(C.OPTIONS_FILE, model.options_url, sha256=model.options_sha256,
+    # The model's own URLs first, then its mirrors: each copy must pass the same checks.
+    options_path = fetch.ensure(C.OPTIONS_FILE, model.urls("options"), sha256=model.options_sha256,
                                 verify=lambda path: _verify_options(model, path))
-    weights_path = fetch.ensure(C.WEIGHTS_FILE, model.weights_url, sha256=model.weights_sha256,
+    weights_path = fetch.ensure(C.WEIGHTS_FILE, model.urls("weights"), sha256=model.weights_sha256,
                                 verify=lambda path: _verify_weights(options_path, path))
     return options_path, weights_path
 

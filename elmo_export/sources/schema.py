@@ -60,6 +60,10 @@ def _check_value(hint: Any, value: Any, metadata: Mapping, where: str, path: str
 
     if isinstance(hint, type) and hasattr(hint, "__dataclass_fields__"):
         return build(hint, value, where, f"{path}.")
+    if origin is tuple:  # `tuple[X, ...]`: a JSON list of X
+        if not isinstance(value, list):
+            raise bad("a list")
+        return tuple(_check_value(get_args(hint)[0], item, {}, where, f"{path}[{k}]") for k, item in enumerate(value))
     if hint is int:
         if type(value) is not int:  # bool is an int subclass: not accepted
             raise bad("an integer")

@@ -173,6 +173,17 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
+def _is_input(input: str | Path, output: Path) -> bool:
+    """Whether `output` is the input file; for `-`, the file redirected to standard input (`- X < X`)."""
+    if str(input) != "-":
+        return os.path.samefile(input, output)
+    try:
+        stdin, target = os.fstat(sys.stdin.fileno()), os.stat(output)
+    except (OSError, ValueError, AttributeError):  # no stdin (closed, or replaced by an object without a file)
+        return False
+    return (stdin.st_dev, stdin.st_ino) == (target.st_dev, target.st_ino)
+
+
 def _check_output(output: Path, input: str | Path, force: bool) -> int | None:
     """Refuse an output we must not replace; the mode of the file `force` replaces, else None.
 
@@ -191,7 +202,7 @@ def _check_output(output: Path, input: str | Path, force: bool) -> int | None:
     if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
         raise FileExistsError(f"output {output} is {_kind(st.st_mode)}, not a regular file; refusing to replace it "
                               "(even with --force)")
-    if str(input) != "-" and output.exists() and os.path.samefile(input, output):
+    if output.exists() and _is_input(input, output):
         raise FileExistsError(f"output {output} is the input file; refusing to overwrite it (even with --force)")
     if not force:
         what = "is a symbolic link" if stat.S_ISLNK(st.st_mode) else "exists"

@@ -340,7 +340,20 @@ def _check_output(output: Path, force: bool) -> int | None:
                               "to replace it (even with --force): remove it yourself or choose another OUTPUT")
     if not force:
         raise FileExistsError(f"output {output} exists; pass --force (force=True) to overwrite it")
+    scratch.refuse_foreign(output, {MANIFEST, *_listed_parts(output)}, f"a Parquet folder its {MANIFEST} lists")
     return stat.S_IMODE(st.st_mode)
+
+
+def _listed_parts(output: Path) -> list[str]:
+    """The part files a folder's `_elmo.json` lists (FileExistsError if it is not ours)."""
+    try:
+        data = json.loads((output / MANIFEST).read_text(encoding="utf-8"))
+        if data.get("format") != "elmo-onnx parquet folder":
+            raise ValueError(f"its format is {data.get('format')!r}")
+        return [str(part["file"]) for part in data["parts"]]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:
+        raise FileExistsError(f"output {output} holds a {MANIFEST} that elmo-embed did not write ({e}); refusing to "
+                              "replace it (even with --force): remove it yourself or choose another OUTPUT") from None
 
 
 def _check_apart(input: str | Path, chunks: list[Chunk], output: Path, partial: Path) -> None:

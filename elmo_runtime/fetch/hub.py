@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 from elmo_runtime import contract as C
+from elmo_runtime import scratch
 from elmo_runtime.fetch.download import CorruptCacheError, DownloadError, cache_root, resolve_offline
 from elmo_runtime.package import PackageError, load_manifest
 
@@ -148,6 +149,7 @@ def _install(manifest_path: Path, paths: dict[str, Path], final: Path, where: st
                 os.replace(blob, staging / name)
             except OSError:
                 shutil.copyfile(blob, staging / name)
+        scratch.open_to_umask(staging)  # mkdtemp's 0700, and the Hub cache's modes, would make it private
         try:
             load_manifest(staging, verify_files=True)
         except (PackageError, FileNotFoundError) as e:
