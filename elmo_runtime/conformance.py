@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from elmo_runtime import contract as C
+from elmo_runtime.interrupts import stdout_gone
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +162,8 @@ def read_conformance(path: Path) -> dict:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ConformanceFileError(f"{path}: cannot read the conformance vectors ({e})") from None
+    except RecursionError:
+        raise ConformanceFileError(f"{path}: cannot read the conformance vectors (JSON nested too deeply)") from None
     if not isinstance(data, dict) or data.get("kind") != KIND:
         raise ConformanceFileError(f"{path}: not a conformance file (its 'kind' is not {KIND!r})")
     tol = data.get("tolerance")
@@ -279,6 +281,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     report = verify_package(args.package, device=args.device, threads=args.threads)
+    try:
+        _print_report(args, report)
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader went away (`| head`): no traceback
+        return stdout_gone()
+    return 0 if report.passed else 1
+
+
+def _print_report(args: argparse.Namespace, report: VerifyReport) -> None:
     if args.json:
         print(json.dumps({"package": report.package, "precision": report.precision, "passed": report.passed,
                           "worst": report.worst(), "failures": report.failures}, indent=1))
@@ -295,7 +306,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.package}: conformance FAILED ({len(report.failures)} failures; {summary}{tol})", file=sys.stderr)
             for line in report.failures:
                 print(f"  {line}", file=sys.stderr)
-    return 0 if report.passed else 1
 
 
 if __name__ == "__main__":

@@ -194,8 +194,10 @@ def test_sigterm_keeps_finished_parts_only_and_resumes(elmo, tiny_package, tmp_p
     assert err.strip().splitlines()[-1] == "elmo-embed: interrupted (SIGTERM); no output written", err
     assert "Traceback" not in err
     assert not (tmp_path / "out").exists()
-    left = sorted(p.name for p in partial.iterdir())
+    records = {p.name for p in partial.glob(".part-*.parquet.json")}
+    left = sorted(p.name for p in partial.iterdir() if p.name not in records)
     assert left[0] == "_plan.json" and all(name.startswith("part-") for name in left[1:]), left
+    assert records >= {f".{name}.json" for name in left[1:]}  # each part with the record of its commit
     done_before = len(left) - 1
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".") and p.name != ".out.partial"] == []
 

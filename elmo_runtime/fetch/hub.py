@@ -60,8 +60,8 @@ def fetch_hub_package(spec: str, *, cache_dir: str | Path | None = None, offline
             files do not match their manifest (the downloaded copy is deleted).
         DownloadError: offline and not in the cache (saying what to do), or the Hub failed.
     """
-    from huggingface_hub import hf_hub_download
     from huggingface_hub import errors as hf_errors
+    from huggingface_hub import hf_hub_download
     from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
 
     repo, revision = parse_repo(spec)
