@@ -21,26 +21,13 @@ import torch
 from elmo_export.model import ElmoBiLm, LstmState
 from elmo_export.parity import LayerParity, ModeParity, ParityError, ParityReport, _cosines, _failures, tolerance_for
 from elmo_runtime import contract as C
-from elmo_runtime.conformance import ARRAY_ENCODING, KIND, Tolerance, compare_layers, encode_array
+from elmo_runtime.conformance import ARRAY_ENCODING, KIND, TOLERANCES, compare_layers, encode_array
 from elmo_runtime.runner import create_session
 
 log = logging.getLogger(__name__)
 
 SENTENCES_FILE = "conformance_sentences.json"
 
-# What another runtime must meet, per precision: another ONNX Runtime version, binding, thread
-# count, optimization level or CPU. Measured (docs/package-format.md, "Conformance vectors"):
-# Node.js (onnxruntime-node 1.30) and Python (1.32), 1 or 2 threads, reproduce the vectors bit
-# for bit in every precision; other optimization levels (other kernels) differ by 1.4e-6 (fp32),
-# 3.9e-3 (fp16: one float16 step) and 0 (int8); a 1-ulp nudge of every token embedding, what a
-# CPU with other SIMD instructions may cause, moves int8 layers by 0.025 (min cosine 0.99998,
-# default model). The bars leave a margin of 4x or more over these.
-TOLERANCES: dict[str, Tolerance] = {
-    "fp32": Tolerance(max_abs=1e-4),
-    "fp16": Tolerance(max_abs=2e-2, min_cosine=0.9999),
-    "int8": Tolerance(max_abs=1e-1, min_cosine=0.999),
-    "int4": Tolerance(max_abs=1e-2, min_cosine=0.9999),
-}
 
 
 def load_sentences() -> list[dict]:
@@ -76,7 +63,8 @@ def write_conformance(model: ElmoBiLm, directory: Path, graphs: dict[str, C.Grap
     o = model.options
     token_embedder = create_session(directory / graphs["token_embedder"].file, "cpu")
     bilm = create_session(directory / graphs["bilm"].file, "cpu")
-    states = {"zero": (np.zeros((o.n_layers, 2, o.projection_dim), np.float32), np.zeros((o.n_layers, 2, o.dim), np.float32))}
+    zero = (np.zeros((o.n_layers, 2, o.projection_dim), np.float32), np.zeros((o.n_layers, 2, o.dim), np.float32))
+    states = {"zero": zero}
     if warm is not None:
         states["warm"] = tuple(np.asarray(v, np.float32) for v in warm)
 
@@ -94,7 +82,8 @@ def write_conformance(model: ElmoBiLm, directory: Path, graphs: dict[str, C.Grap
             layers = bilm.run([C.LAYERS], feeds)[0][:, 0]  # (L + 1, T, 2P)
             expected[mode] = encode_array(layers)
             with torch.no_grad():
-                ref = model.run_tokens([tokens], LstmState(torch.from_numpy(h[:, :, None]), torch.from_numpy(c[:, :, None])))
+                start = LstmState(torch.from_numpy(h[:, :, None]), torch.from_numpy(c[:, :, None]))
+                ref = model.run_tokens([tokens], start)
             want = ref.layers.numpy()[:, 0]
             max_abs, min_cos = compare_layers(layers, want)
             cos = _cosines(layers, want)  # (L + 1, T)
@@ -103,6 +92,11 @@ def write_conformance(model: ElmoBiLm, directory: Path, graphs: dict[str, C.Grap
                         **{name: value.tolist() for name, value in ids.items()}, "expected": expected})
 
     _check_against_reference(modes, precision, model)
+    return _write_document(directory, precision, entries)
+
+
+def _write_document(directory: Path, precision: str, entries: list[dict]) -> Path:
+    """`conformance.json`: the sentences with their expected outputs, and the tolerance another runtime must meet."""
     tolerance = TOLERANCES[precision]
     document = {
         "kind": KIND,
@@ -110,7 +104,8 @@ def write_conformance(model: ElmoBiLm, directory: Path, graphs: dict[str, C.Grap
         "precision": precision,
         "producer": {"elmo-onnx": _version("elmo-onnx"), "onnxruntime": ort.__version__, "execution_provider": "CPU"},
         "how": ("each sentence alone (a batch of one, no padding), char ids as listed, from the state named; "
-                "expected: this package's layers `(n_layers + 1, tokens, 2 * projection_dim)` in ONNX Runtime at export"),
+                "expected: this package's layers `(n_layers + 1, tokens, 2 * projection_dim)` "
+                "in ONNX Runtime at export"),
         "arrays": ARRAY_ENCODING,
         "tolerance": {"max_abs": tolerance.max_abs, "min_cosine": tolerance.min_cosine},
         "sentences": entries,
@@ -127,7 +122,8 @@ def _check_against_reference(modes: dict, precision: str, model: ElmoBiLm) -> No
     tolerance = tolerance_for(precision, model.options)
     for mode, rows in modes.items():
         for name, max_abs, min_cos, mean_cos in rows:
-            layers = [LayerParity(k, float(max_abs[k]), float(mean_cos[k]), float(min_cos[k])) for k in range(len(max_abs))]
+            layers = [LayerParity(k, float(max_abs[k]), float(mean_cos[k]), float(min_cos[k]))
+                      for k in range(len(max_abs))]
             report = ParityReport(precision, tolerance, 1, 0, 1, "conformance", [ModeParity(mode, layers, 0.0)])
             failures += [f"conformance sentence {name!r}, {line}" for line in _failures(report)]
     if failures:

@@ -22,6 +22,14 @@ _SPARSE_VALUES, _SPARSE_INDICES = 1, 2
 _ENTRY_KEY, _ENTRY_VALUE = 1, 2
 
 
+# Subgraphs (a Scan's body, an If's branches) nested deeper than this are refused: the walk
+# recurses per level, and ONNX's own checker stops near 100 too.
+MAX_GRAPH_DEPTH = 100
+# ONNX Runtime refuses protobufs over 2 GiB (their weights go to external data), so a larger
+# graph file is refused before it is read into memory.
+MAX_GRAPH_BYTES = 2 << 30
+
+
 class GraphFormatError(ValueError):
     """Bytes that are not a well-formed ONNX protobuf."""
 
@@ -82,7 +90,7 @@ def _sparse(buf: memoryview, found: list) -> None:
             _tensor(payload, found)
 
 
-def _node(buf: memoryview, found: list) -> None:
+def _node(buf: memoryview, found: list, depth: int) -> None:
     for number, payload in _fields(buf):
         if number != _NODE_ATTRIBUTE:
             continue
@@ -90,15 +98,17 @@ def _node(buf: memoryview, found: list) -> None:
             if field in (_ATTR_T, _ATTR_TENSORS):
                 _tensor(value, found)
             elif field in (_ATTR_G, _ATTR_GRAPHS):
-                _graph(value, found)
+                _graph(value, found, depth + 1)
             elif field in (_ATTR_SPARSE_TENSOR, _ATTR_SPARSE_TENSORS):
                 _sparse(value, found)
 
 
-def _graph(buf: memoryview, found: list) -> None:
+def _graph(buf: memoryview, found: list, depth: int = 0) -> None:
+    if depth > MAX_GRAPH_DEPTH:
+        raise GraphFormatError(f"subgraphs nested more than {MAX_GRAPH_DEPTH} deep")
     for number, payload in _fields(buf):
         if number == _GRAPH_NODE:
-            _node(payload, found)
+            _node(payload, found, depth)
         elif number == _GRAPH_INITIALIZER:
             _tensor(payload, found)
         elif number == _GRAPH_SPARSE_INITIALIZER:
@@ -112,8 +122,12 @@ def external_data_locations(path: str | Path) -> list[tuple[str, str]]:
     model-local functions.
 
     Raises:
-        GraphFormatError: the file is not a well-formed ONNX protobuf.
+        GraphFormatError: the file is not a well-formed ONNX protobuf, is over 2 GiB, or nests
+            subgraphs more than `MAX_GRAPH_DEPTH` deep.
     """
+    size = Path(path).stat().st_size
+    if size > MAX_GRAPH_BYTES:
+        raise GraphFormatError(f"{size} bytes, over the 2 GiB that ONNX Runtime reads in a graph file")
     buf = memoryview(Path(path).read_bytes())
     found: list[tuple[str, str]] = []
     for number, payload in _fields(buf):
@@ -122,5 +136,5 @@ def external_data_locations(path: str | Path) -> list[tuple[str, str]]:
         elif number == _MODEL_FUNCTIONS:
             for field, value in _fields(payload):
                 if field == _FUNCTION_NODE:
-                    _node(value, found)
+                    _node(value, found, 0)
     return found

@@ -7,6 +7,7 @@ import pytest
 # node) or a fixture cannot go quiet there. A new skip of this kind needs its reason here.
 ALLOWED_IN_CI = (
     "released-size architecture",  # --run-full-size: minutes and GBs, never in CI
+    "needs the flair package",  # --run-flair: flair is ~630 MB and 2.5 min to install, never in CI
     "CUDA",  # no GPU on the CI machine (and its converse: "CUDA works here")
     "onnxruntime-gpu is installed",
     "root can write anywhere",  # a permission test, where CI runs as root
@@ -37,16 +38,22 @@ def pytest_make_collect_report(collector):
 def pytest_addoption(parser):
     parser.addoption("--run-full-size", action="store_true",
                      help="also run the tests marked full_size (released-size architectures; not in CI)")
+    parser.addoption("--run-flair", action="store_true",
+                     help="also run the tests marked flair (need the flair package: too heavy for CI)")
 
 
 def pytest_collection_modifyitems(config, items):
-    # Only `full_size`: the `slow` tests (a wheel installed into a fresh venv) run by default, as in CI.
-    if config.getoption("--run-full-size"):
-        return
-    skip = pytest.mark.skip(reason="released-size architecture: pass --run-full-size to run it")
-    for item in items:
-        if "full_size" in item.keywords:
-            item.add_marker(skip)
+    # Only these opt-in markers: the `slow` tests (a wheel installed into a fresh venv) run by default, as in CI.
+    opt_in = {"full_size": ("--run-full-size", "released-size architecture: pass --run-full-size to run it"),
+              "flair": ("--run-flair", "needs the flair package (tests/test_compat_flair.py says how): "
+                                       "pass --run-flair to run it")}
+    for marker, (option, reason) in opt_in.items():
+        if config.getoption(option):
+            continue
+        skip = pytest.mark.skip(reason=reason)
+        for item in items:
+            if marker in item.keywords:
+                item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
@@ -94,7 +101,7 @@ def exported(tmp_path_factory, model_files):
 
     Tests that only read a package share it; tests that break one work on a copy.
     """
-    from elmo_export.export import export_package
+    from elmo_export import export_package
 
     root = tmp_path_factory.mktemp("packages")
     done = {}
@@ -102,7 +109,7 @@ def exported(tmp_path_factory, model_files):
     def get(name, precision="fp32", state="warm"):
         if (name, precision, state) not in done:
             done[name, precision, state] = export_package(
-                *model_files(name), root / f"{name}-{precision}-{state}", quantize=precision,
+                *model_files(name), root / f"{name}-{precision}-{state}", precision=precision,
                 initial_state=state, progress=False)
         return done[name, precision, state]
 

@@ -19,6 +19,7 @@ import pytest
 
 from elmo_export import cli
 from elmo_export.cli import EXIT_INTERNAL, EXIT_USAGE, main
+from elmo_runtime import scratch
 
 MEMORY_CAP = 3 << 30  # address space: torch imports in ~1.5 GB of it; the typo below asked for 24 GB
 
@@ -87,7 +88,7 @@ def test_a_string_dataset_is_an_input_error(model_dir, tmp_path, capsys):
 def test_an_unexpected_error_exits_3_in_one_line_not_the_parity_code(model_dir, tmp_path, capsys, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("you tried to allocate 64000000000 bytes\nmore torch detail")
-    monkeypatch.setattr("elmo_export.export.export_package", boom)
+    monkeypatch.setattr("elmo_export.exporter.export", boom)
     assert main([str(model_dir), "-o", str(tmp_path / "out"), "-q"]) == EXIT_INTERNAL
     err = capsys.readouterr().err
     assert err == ("elmo-export: unexpected error: RuntimeError: you tried to allocate 64000000000 bytes "
@@ -97,7 +98,7 @@ def test_an_unexpected_error_exits_3_in_one_line_not_the_parity_code(model_dir, 
 def test_ctrl_c_prints_one_line(model_dir, tmp_path, capsys, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
-    monkeypatch.setattr("elmo_export.export.export_package", interrupted)
+    monkeypatch.setattr("elmo_export.exporter.export", interrupted)
     assert main([str(model_dir), "-o", str(tmp_path / "out"), "-q"]) == 130
     err = capsys.readouterr().err
     assert err.startswith("elmo-export: interrupted (SIGINT); no package was written") and err.count("\n") == 1
@@ -112,7 +113,7 @@ def test_dot_as_output_is_refused_by_name(model_dir, tmp_path, monkeypatch, caps
 
 def test_staging_directories_of_dead_exports_are_removed_on_the_next_run(model_dir, tmp_path, dead_pid):
     out = tmp_path / "out"
-    dead = tmp_path / f".out.{dead_pid}.0a1b2c3d.partial"
+    dead = tmp_path / f".out.{dead_pid}.{scratch.HOST_TAG}2c3d.partial"
     live = tmp_path / f".out.{os.getppid()}.0a1b2c3d.partial"
     for d in (dead, live):
         d.mkdir()
