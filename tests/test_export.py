@@ -22,7 +22,7 @@ from elmo_export.warmup import load_warmup_sentences, warm_state
 from elmo_export.weights import WeightFileError
 from elmo_runtime import contract as C
 from elmo_runtime.chars import batch_to_char_ids
-from elmo_runtime.package import load_manifest
+from elmo_runtime.package import load_manifest, state_digest
 from elmo_runtime.runner import PackageRunner
 
 MODELS = ["tiny", *FIXTURE_SETS]
@@ -149,7 +149,8 @@ def test_zero_initial_state_is_stated_as_zeros(exported, tiny_model):
     package = exported("tiny", "fp32", "zero")
     manifest = manifest_of(package)
     state, o = manifest["initial_state"], tiny_model.options
-    assert {k: v for k, v in state.items() if k not in ("h", "c")} == {"mode": "zero", **C.STATE_LAYOUT}
+    assert {k: v for k, v in state.items() if k not in ("h", "c", "sha256")} == {"mode": "zero", **C.STATE_LAYOUT}
+    assert state["sha256"] == state_digest(np.asarray(state["h"], np.float32), np.asarray(state["c"], np.float32))
     assert np.asarray(state["h"]).shape == (o.n_layers, 2, o.projection_dim) and not np.asarray(state["h"]).any()
     assert np.asarray(state["c"]).shape == (o.n_layers, 2, o.dim) and not np.asarray(state["c"]).any()
     assert [m["mode"] for m in manifest["parity"]["modes"]] == ["zero", "carried"]
