@@ -64,7 +64,8 @@ def write_conformance(model: ElmoBiLm, directory: Path, graphs: dict[str, C.Grap
     o = model.options
     token_embedder = create_session(directory / graphs["token_embedder"].file, "cpu")
     bilm = create_session(directory / graphs["bilm"].file, "cpu")
-    states = {"zero": (np.zeros((o.n_layers, 2, o.projection_dim), np.float32), np.zeros((o.n_layers, 2, o.dim), np.float32))}
+    zero = (np.zeros((o.n_layers, 2, o.projection_dim), np.float32), np.zeros((o.n_layers, 2, o.dim), np.float32))
+    states = {"zero": zero}
     if warm is not None:
         states["warm"] = tuple(np.asarray(v, np.float32) for v in warm)
 
@@ -82,12 +83,18 @@ def write_conformance(model: ElmoBiLm, directory: Path, graphs: dict[str, C.Grap
             layers = bilm.run([C.LAYERS], feeds)[0][:, 0]  # (L + 1, T, 2P)
             expected[mode] = encode_array(layers)
             with torch.no_grad():
-                ref = model.run_tokens([tokens], LstmState(torch.from_numpy(h[:, :, None]), torch.from_numpy(c[:, :, None])))
+                start = LstmState(torch.from_numpy(h[:, :, None]), torch.from_numpy(c[:, :, None]))
+                ref = model.run_tokens([tokens], start)
             modes[mode].append((sentence["name"], compare(layers, ref.layers.numpy()[:, 0])))
         entries.append({"name": sentence["name"], "why": sentence["why"], "tokens": tokens,
                         **{name: value.tolist() for name, value in ids.items()}, "expected": expected})
 
     _check_against_reference(modes, precision, model)
+    return _write_document(directory, precision, entries)
+
+
+def _write_document(directory: Path, precision: str, entries: list[dict]) -> Path:
+    """`conformance.json`: the sentences with their expected outputs, and the tolerance another runtime must meet."""
     tolerance = CONFORMANCE_TOLERANCES[precision]
     document = {
         "kind": KIND,
@@ -95,7 +102,8 @@ def write_conformance(model: ElmoBiLm, directory: Path, graphs: dict[str, C.Grap
         "precision": precision,
         "producer": {"elmo-onnx": _version("elmo-onnx"), "onnxruntime": ort.__version__, "execution_provider": "CPU"},
         "how": ("each sentence alone (a batch of one, no padding), char ids as listed, from the state named; "
-                "expected: this package's layers `(n_layers + 1, tokens, 2 * projection_dim)` in ONNX Runtime at export"),
+                "expected: this package's layers `(n_layers + 1, tokens, 2 * projection_dim)` "
+                "in ONNX Runtime at export"),
         "arrays": ARRAY_ENCODING,
         "tolerance": {"max_abs": tolerance.max_abs, "min_cosine": tolerance.min_cosine},
         "sentences": entries,

@@ -251,7 +251,8 @@ def reference_outputs(
         batch_size: sentences per padded batch.
         progress: a tqdm bar over the batches.
     """
-    source = "built-in parity sentences (elmo_export/data/parity_sentences.txt)" if sentences is None else "given sentences"
+    builtin = "built-in parity sentences (elmo_export/data/parity_sentences.txt)"
+    source = builtin if sentences is None else "given sentences"
     sentences = load_sentences() if sentences is None else [list(s) for s in sentences]
     if not sentences or any(len(s) == 0 for s in sentences):
         raise ValueError("parity needs at least one sentence, and no empty sentence")
@@ -414,5 +415,6 @@ def _failures(report: ParityReport) -> list[str]:
         if not np.isfinite(m.final_state_max_abs):
             failures.append(f"state {m.mode}, final state: non-finite (max abs difference {m.final_state_max_abs})")
         elif t.max_abs is not None and not m.final_state_max_abs <= t.max_abs:
-            failures.append(f"state {m.mode}, final state: max abs difference {m.final_state_max_abs:.3g} > {t.max_abs:g}")
+            failures.append(f"state {m.mode}, final state: max abs difference {m.final_state_max_abs:.3g} "
+                            f"> {t.max_abs:g}")
     return failures
