@@ -253,7 +253,7 @@ def test_the_conformance_check_fails_an_export_that_zeroes_some_tokens(tmp_path,
     monkeypatch.setattr(onnx_graph, "build_bilm", tampered)
     out = tmp_path / "pkg"
     with pytest.raises(ParityError) as info:
-        export_package(*tiny_weights, out, quantize="int8", progress=False)
+        export_package(*tiny_weights, out, precision="int8", progress=False)
     assert "conformance sentence 'one token', state zero, layer 0: mean cosine 0.000000 < 0.99" in info.value.failures
     assert all(f.startswith("conformance sentence ") and ": mean cosine " in f for f in info.value.failures)
     assert not out.exists() and _leftovers(tmp_path) == []
