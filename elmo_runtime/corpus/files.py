@@ -55,12 +55,28 @@ SENTENCE_TO_INDEX = "sentence_to_index"
 TMP_SUFFIX = ".tmp"
 
 
-def embed_file(package: str | Path | Elmo, input: str | Path, output: str | Path, *, layers: str = "all",
-               format: str = "hdf5", tokenized: bool = False, batch_tokens: int | None = None,
-               batch_size: int | None = None, device: str = "auto", threads: int | None = None,
-               state: str | None = None, force: bool = False, allow_empty_lines: bool = False,
-               forget_sentences: bool = False, progress: bool | None = None, pool: str | None = None,
-               dtype: str = "float32", verify: bool = True, stop: threading.Event | None = None) -> int:
+def embed_file(
+    package: str | Path | Elmo,
+    input: str | Path,
+    output: str | Path,
+    *,
+    layers: str = "all",
+    format: str = "hdf5",
+    tokenized: bool = False,
+    batch_tokens: int | None = None,
+    batch_size: int | None = None,
+    device: str = "auto",
+    threads: int | None = None,
+    state: str | None = None,
+    force: bool = False,
+    allow_empty_lines: bool = False,
+    forget_sentences: bool = False,
+    progress: bool | None = None,
+    pool: str | None = None,
+    dtype: str = "float32",
+    verify: bool = True,
+    stop: threading.Event | None = None,
+) -> int:
     """Embed every line of `input` into `output`; what `elmo-embed` runs.
 
     Args:
@@ -110,15 +126,26 @@ def embed_file(package: str | Path | Elmo, input: str | Path, output: str | Path
     elmo = package if isinstance(package, Elmo) else Elmo(package, device=device, threads=threads, verify=verify)
     split = str.split if tokenized else elmo.tokenizer
     if split is None:
-        raise ValueError(f"{elmo.manifest.directory}: this package's model expects pre-tokenized input "
-                         "(ELMoForManyLangs: Universal Dependencies tokens); write one sentence per line with its "
-                         "tokens separated by spaces and pass --tokenized (tokenized=True)")
+        raise ValueError(
+            f"{elmo.manifest.directory}: this package's model expects pre-tokenized input "
+            "(ELMoForManyLangs: Universal Dependencies tokens); write one sentence per line with its "
+            "tokens separated by spaces and pass --tokenized (tokenized=True)"
+        )
     lines = _Sentences(input, split, allow_empty_lines)
-    with (_replacing(Path(output), input, force, replaced_mode) as tmp,
-          _writer(format, tmp, elmo, layers, pool, dtype) as writer):
+    with (
+        _replacing(Path(output), input, force, replaced_mode) as tmp,
+        _writer(format, tmp, elmo, layers, pool, dtype) as writer,
+    ):
         with _progress_bar(input, progress) as bar:
-            vectors = elmo.embed_iter(lines, layers=layers, pool=pool, state=state, batch_tokens=batch_tokens,
-                                      batch_size=batch_size, return_tokens=True)
+            vectors = elmo.embed_iter(
+                lines,
+                layers=layers,
+                pool=pool,
+                state=state,
+                batch_tokens=batch_tokens,
+                batch_size=batch_size,
+                return_tokens=True,
+            )
             keep_texts = not forget_sentences and format != "parquet"
             count, sentence_to_index = _write_vectors(writer, vectors, lines.texts, keep_texts, bar, stop)
         if count == 0:
@@ -162,9 +189,14 @@ def _check_input(input: str | Path) -> None:
 
 
 def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                       (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISDIR, "a directory"), (stat.S_ISLNK, "a symbolic link")):
+    for test, name in (
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISLNK, "a symbolic link"),
+    ):
         if test(mode):
             return name
     return "not a regular file"
@@ -188,17 +220,20 @@ def _check_output(output: Path, input: str | Path, force: bool) -> int | None:
     never the input itself, even with `force`.
     """
     if str(output) == "-":
-        raise ValueError("output '-' (standard output) is not supported: HDF5 and NPZ files are written with "
-                         "seeks, and every output is renamed into place once complete; give a file name "
-                         "(./- for a file named '-')")
+        raise ValueError(
+            "output '-' (standard output) is not supported: HDF5 and NPZ files are written with "
+            "seeks, and every output is renamed into place once complete; give a file name "
+            "(./- for a file named '-')"
+        )
     st = scratch.existing(output)
     if st is None:
         return None
     if stat.S_ISDIR(st.st_mode) or output.is_dir():
         raise IsADirectoryError(f"output {output} is a directory; give a file name")
     if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
-        raise FileExistsError(f"output {output} is {_kind(st.st_mode)}, not a regular file; refusing to replace it "
-                              "(even with --force)")
+        raise FileExistsError(
+            f"output {output} is {_kind(st.st_mode)}, not a regular file; refusing to replace it (even with --force)"
+        )
     if output.exists() and _is_input(input, output):
         raise FileExistsError(f"output {output} is the input file; refusing to overwrite it (even with --force)")
     if not force:
@@ -225,8 +260,14 @@ class _Sentences:
             yield tokens
 
 
-def _write_vectors(writer, vectors: Iterator[tuple[np.ndarray, list[str]]], texts: deque[str], keep_texts: bool,
-                   bar, stop: threading.Event | None) -> tuple[int, dict[str, str]]:
+def _write_vectors(
+    writer,
+    vectors: Iterator[tuple[np.ndarray, list[str]]],
+    texts: deque[str],
+    keep_texts: bool,
+    bar,
+    stop: threading.Event | None,
+) -> tuple[int, dict[str, str]]:
     """Write each sentence's vectors under its line's 0-based number; -> count and {text: key}
     (empty unless `keep_texts`: with it, only the texts stay in memory, never the vectors).
 
@@ -279,8 +320,9 @@ def _replacing(output: Path, input: str | Path, force: bool, replaced_mode: int 
 
 
 @contextmanager
-def _writer(format: str, path: Path, elmo: Elmo, layers: str, pool: str | None,
-            dtype: str) -> Iterator["_Hdf5Writer | _NpzWriter | _ParquetWriter"]:
+def _writer(
+    format: str, path: Path, elmo: Elmo, layers: str, pool: str | None, dtype: str
+) -> Iterator["_Hdf5Writer | _NpzWriter | _ParquetWriter"]:
     if format == "parquet":
         writer = _ParquetWriter(path, elmo, layers, pool, dtype)
     else:
@@ -362,8 +404,9 @@ class _ParquetWriter:
     def __init__(self, path: Path, elmo: Elmo, layers: str, pool: str | None, dtype: str):
         from elmo_runtime.corpus.table import ParquetWriter
 
-        self._writer = ParquetWriter(path, elmo.num_layers, elmo.dim, all_layers=layers == "all",
-                                     pooled=pool == "mean", dtype=dtype)
+        self._writer = ParquetWriter(
+            path, elmo.num_layers, elmo.dim, all_layers=layers == "all", pooled=pool == "mean", dtype=dtype
+        )
 
     def add(self, key: str, array: np.ndarray, tokens: list[str]) -> None:
         self._writer.add(int(key), tokens, array)

@@ -72,12 +72,28 @@ class Job:
     stop: threading.Event | None
 
 
-def embed_to_parquet(package: str | Path, input: str | Path, output: str | Path, *, workers: int | None = None,
-                     threads: int = 1, address: str | None = None, num_cpus: int | None = None,
-                     layers: str = "all", pool: str | None = None, dtype: str = "float32", tokenized: bool = False,
-                     state: str | None = None, batch_tokens: int | None = None, allow_empty_lines: bool = False,
-                     chunk_rows: int | None = None, force: bool = False, progress: bool | None = None,
-                     verify: bool = True, stop: threading.Event | None = None) -> JobReport:
+def embed_to_parquet(
+    package: str | Path,
+    input: str | Path,
+    output: str | Path,
+    *,
+    workers: int | None = None,
+    threads: int = 1,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    layers: str = "all",
+    pool: str | None = None,
+    dtype: str = "float32",
+    tokenized: bool = False,
+    state: str | None = None,
+    batch_tokens: int | None = None,
+    allow_empty_lines: bool = False,
+    chunk_rows: int | None = None,
+    force: bool = False,
+    progress: bool | None = None,
+    verify: bool = True,
+    stop: threading.Event | None = None,
+) -> JobReport:
     """Embed a corpus into a Parquet folder on a Ray cluster; what `elmo-embed --engine ray` runs.
 
     The input is cut into chunks (`elmo_runtime.corpus.chunks`); each worker reads a chunk, embeds
@@ -124,15 +140,25 @@ def embed_to_parquet(package: str | Path, input: str | Path, output: str | Path,
     """
     output = Path(output)
     if str(input) == "-":
-        raise ValueError("input '-' (standard input) does not work with --engine ray: the workers read the input "
-                         "files themselves; give a file, a folder or a glob")
+        raise ValueError(
+            "input '-' (standard input) does not work with --engine ray: the workers read the input "
+            "files themselves; give a file, a folder or a glob"
+        )
     replaced_mode = _check_output(output, force)
     require_pyarrow()
     ray = require_ray()
     started = time.perf_counter()
-    settings = {"layers": layers, "pool": pool, "dtype": dtype, "tokenized": tokenized, "state": state,
-                "batch_tokens": batch_tokens}
-    embedder = TableEmbedder(package, threads=threads, device="cpu", verify=verify, **settings)  # bad settings fail first
+    settings = {
+        "layers": layers,
+        "pool": pool,
+        "dtype": dtype,
+        "tokenized": tokenized,
+        "state": state,
+        "batch_tokens": batch_tokens,
+    }
+    embedder = TableEmbedder(
+        package, threads=threads, device="cpu", verify=verify, **settings
+    )  # bad settings fail first
     partial = output.parent / f".{output.name}.partial"
     scratch.remove_stale(partial, TMP_SUFFIX)
     scratch.remove_stale(output, scratch.OLD_SUFFIX)
@@ -146,23 +172,47 @@ def embed_to_parquet(package: str | Path, input: str | Path, output: str | Path,
     report = JobReport(output, 0, 0, len(chunks), done, 0.0)
     try:
         if todo:
-            _run_chunks(ray, Job(package, partial, plan, verify, workers, threads, address, num_cpus, progress, stop),
-                        todo, report)
+            _run_chunks(
+                ray,
+                Job(package, partial, plan, verify, workers, threads, address, num_cpus, progress, stop),
+                todo,
+                report,
+            )
     except KeyboardInterrupt:
-        log.warning("interrupted: the finished parts stay in %s; run the same command again to finish the rest",
-                    partial)
+        log.warning(
+            "interrupted: the finished parts stay in %s; run the same command again to finish the rest", partial
+        )
         raise
     finally:
         _remove_scratch(partial)  # what workers stopped mid-part left
     report.rows = sum(c.rows for c in chunks)
     report.seconds = time.perf_counter() - started
-    parts = [{"file": c.name, "path": c.path, "first_id": c.first_id, "rows": c.rows, "source_sha256": c.digest,
-              **_committed(partial, c)} for c in chunks]
-    _write_json(partial / MANIFEST, {
-        "format": "elmo-onnx parquet folder", "version": 1, "package": plan["package"],
-        "package_sha256": plan["package_sha256"], "settings": settings, "input": str(input),
-        "rows": report.rows, "resumed_parts": report.resumed_parts,
-        "workers": report.workers, "parts": parts})
+    parts = [
+        {
+            "file": c.name,
+            "path": c.path,
+            "first_id": c.first_id,
+            "rows": c.rows,
+            "source_sha256": c.digest,
+            **_committed(partial, c),
+        }
+        for c in chunks
+    ]
+    _write_json(
+        partial / MANIFEST,
+        {
+            "format": "elmo-onnx parquet folder",
+            "version": 1,
+            "package": plan["package"],
+            "package_sha256": plan["package_sha256"],
+            "settings": settings,
+            "input": str(input),
+            "rows": report.rows,
+            "resumed_parts": report.resumed_parts,
+            "workers": report.workers,
+            "parts": parts,
+        },
+    )
     for chunk in chunks:  # their digests are in the manifest now
         _record_path(partial, chunk).unlink()
     _replace(partial, output, force, replaced_mode)
@@ -177,8 +227,17 @@ class ChunkWorker:
     vectors go straight to storage, never through the object store or the driver).
     """
 
-    def __init__(self, package: str, folder: str, threads: int, settings: dict, allow_empty_lines: bool,
-                 verify: bool = True, plan_id: str = "", package_sha256: str | None = None):
+    def __init__(
+        self,
+        package: str,
+        folder: str,
+        threads: int,
+        settings: dict,
+        allow_empty_lines: bool,
+        verify: bool = True,
+        plan_id: str = "",
+        package_sha256: str | None = None,
+    ):
         self._embed = TableEmbedder(package, threads=threads, device="cpu", verify=verify, **settings)
         self._folder = Path(folder)
         self._settings = settings
@@ -187,9 +246,14 @@ class ChunkWorker:
         self._plan_id = plan_id
         # A package replaced at its path after the job was planned would mix two models' vectors.
         found = package_digest(self._embed.elmo)
-        self._wrong_package = None if package_sha256 in (None, found) else (
-            f"{self._embed.elmo.manifest.directory} changed after this job was planned (its {C.MANIFEST_FILE} has "
-            f"sha256 {found[:12]}..., the plan says {package_sha256[:12]}...); run the command again to plan anew")
+        self._wrong_package = (
+            None
+            if package_sha256 in (None, found)
+            else (
+                f"{self._embed.elmo.manifest.directory} changed after this job was planned (its {C.MANIFEST_FILE} has "
+                f"sha256 {found[:12]}..., the plan says {package_sha256[:12]}...); run the command again to plan anew"
+            )
+        )
 
     def __call__(self, batch: dict) -> dict:
         summary = {"part": [], "rows": [], "tokens": [], "worker": [], "error": []}
@@ -203,8 +267,13 @@ class ChunkWorker:
                 # Sent back as data: Ray would deliver the exception wrapped in its traceback.
                 kind = next(k.__name__ for k in CHUNK_ERRORS if isinstance(e, k))
                 tokens, error = 0, f"{kind}: {e}"
-            for key, value in (("part", chunk.name), ("rows", chunk.rows), ("tokens", tokens),
-                               ("worker", self._worker), ("error", error)):
+            for key, value in (
+                ("part", chunk.name),
+                ("rows", chunk.rows),
+                ("tokens", tokens),
+                ("worker", self._worker),
+                ("error", error),
+            ):
                 summary[key].append(value)
         return summary
 
@@ -221,18 +290,33 @@ class ChunkWorker:
         writer = None
         try:
             tmp = scratch.create_file(part, TMP_SUFFIX)  # the umask's mode, as the driver's files
-            writer = ParquetWriter(tmp, elmo.num_layers, elmo.dim, all_layers=self._settings["layers"] == "all",
-                                   pooled=self._settings["pool"] == "mean", dtype=self._settings["dtype"],
-                                   id_type=table.column("id").type, metadata={"elmo.worker": self._worker})
+            writer = ParquetWriter(
+                tmp,
+                elmo.num_layers,
+                elmo.dim,
+                all_layers=self._settings["layers"] == "all",
+                pooled=self._settings["pool"] == "mean",
+                dtype=self._settings["dtype"],
+                id_type=table.column("id").type,
+                metadata={"elmo.worker": self._worker},
+            )
             for id, tokens, vectors in rows:
                 writer.add(id, tokens, vectors)
             writer.close()
             # Read back before it counts: the footer, the rows and the ids; then its digest is
             # recorded, which a resumed job checks before it trusts the part.
             _check_written(tmp, chunk, table.column("id"))
-            _write_json(_record_path(self._folder, chunk), {"plan": self._plan_id, "first_id": chunk.first_id,
-                                                            "rows": chunk.rows, "source": chunk.digest,
-                                                            "bytes": tmp.stat().st_size, "sha256": sha256_of(tmp)})
+            _write_json(
+                _record_path(self._folder, chunk),
+                {
+                    "plan": self._plan_id,
+                    "first_id": chunk.first_id,
+                    "rows": chunk.rows,
+                    "source": chunk.digest,
+                    "bytes": tmp.stat().st_size,
+                    "sha256": sha256_of(tmp),
+                },
+            )
             os.replace(tmp, part)  # a part is there complete or not at all
         except BaseException as e:
             if writer is not None:
@@ -257,8 +341,13 @@ def _run_chunks(ray, job: Job, todo: list[Chunk], report: JobReport) -> None:
         # SIGTERM, like Ctrl-C, reaches the cleanup below and the caller's message.
         handlers = _signal_handlers()
         try:
-            ray.init(address=address, num_cpus=num_cpus, logging_level=logging.WARNING, log_to_driver=False,
-                     include_dashboard=False)
+            ray.init(
+                address=address,
+                num_cpus=num_cpus,
+                logging_level=logging.WARNING,
+                log_to_driver=False,
+                include_dashboard=False,
+            )
         finally:
             for signum, handler in handlers.items():
                 signal.signal(signum, handler)
@@ -269,13 +358,31 @@ def _run_chunks(ray, job: Job, todo: list[Chunk], report: JobReport) -> None:
         context.enable_progress_bars = False  # ours counts sentences, not blocks
         ds = ray.data.from_items([c.to_dict() for c in todo], override_num_blocks=len(todo))
         plan = job.plan
-        ds = ds.map_batches(ChunkWorker, fn_constructor_args=(str(job.package), str(partial), threads, plan["settings"],
-                                                               plan["allow_empty_lines"], job.verify, _plan_id(plan),
-                                                               plan["package_sha256"]),
-                            batch_size=1, compute=ActorPoolStrategy(size=workers), num_cpus=worker_cpus(cpus, workers))
+        ds = ds.map_batches(
+            ChunkWorker,
+            fn_constructor_args=(
+                str(job.package),
+                str(partial),
+                threads,
+                plan["settings"],
+                plan["allow_empty_lines"],
+                job.verify,
+                _plan_id(plan),
+                plan["package_sha256"],
+            ),
+            batch_size=1,
+            compute=ActorPoolStrategy(size=workers),
+            num_cpus=worker_cpus(cpus, workers),
+        )
         total_rows = sum(c.rows for c in todo)
-        log.info("embedding %d sentences in %d chunks on %d workers (%.2f CPUs reserved each, %d threads)",
-                 total_rows, len(todo), workers, worker_cpus(cpus, workers), threads)
+        log.info(
+            "embedding %d sentences in %d chunks on %d workers (%.2f CPUs reserved each, %d threads)",
+            total_rows,
+            len(todo),
+            workers,
+            worker_cpus(cpus, workers),
+            threads,
+        )
         rows = iter(ds.iter_rows())
         with progress_bar(total_rows, job.progress) as bar, _closing_rows(rows):
             done, next_log = 0, 0.1
@@ -325,7 +432,8 @@ def _raise_chunk_error(error: str, partial: Path) -> None:
     kind, message = error.split(": ", 1)
     raise {k.__name__: k for k in CHUNK_ERRORS}.get(kind, ValueError)(
         f"{message} (the finished parts are kept in {partial}: fix the problem and run the same command again "
-        "to finish the rest)")
+        "to finish the rest)"
+    )
 
 
 def _signal_handlers() -> dict:
@@ -347,8 +455,10 @@ def _check_output(output: Path, force: bool) -> int | None:
     if st is None:
         return None
     if not (stat.S_ISDIR(st.st_mode) and (output / MANIFEST).is_file()):
-        raise FileExistsError(f"output {output} exists and is not a Parquet folder written by elmo-embed; refusing "
-                              "to replace it (even with --force): remove it yourself or choose another OUTPUT")
+        raise FileExistsError(
+            f"output {output} exists and is not a Parquet folder written by elmo-embed; refusing "
+            "to replace it (even with --force): remove it yourself or choose another OUTPUT"
+        )
     if not force:
         raise FileExistsError(f"output {output} exists; pass --force (force=True) to overwrite it")
     scratch.refuse_foreign(output, {MANIFEST, *_listed_parts(output)}, f"a Parquet folder its {MANIFEST} lists")
@@ -363,8 +473,10 @@ def _listed_parts(output: Path) -> list[str]:
             raise ValueError(f"its format is {data.get('format')!r}")
         return [str(part["file"]) for part in data["parts"]]
     except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:
-        raise FileExistsError(f"output {output} holds a {MANIFEST} that elmo-embed did not write ({e}); refusing to "
-                              "replace it (even with --force): remove it yourself or choose another OUTPUT") from None
+        raise FileExistsError(
+            f"output {output} holds a {MANIFEST} that elmo-embed did not write ({e}); refusing to "
+            "replace it (even with --force): remove it yourself or choose another OUTPUT"
+        ) from None
 
 
 def _check_apart(input: str | Path, chunks: list[Chunk], output: Path, partial: Path) -> None:
@@ -377,12 +489,16 @@ def _check_apart(input: str | Path, chunks: list[Chunk], output: Path, partial: 
     for path in {Path(c.path) for c in chunks}:
         for place in places:
             if path == place or place in path.parents:
-                raise FileExistsError(f"output {output} holds the input file {path}; refusing to write it "
-                                      "(even with --force): choose another OUTPUT")
+                raise FileExistsError(
+                    f"output {output} holds the input file {path}; refusing to write it "
+                    "(even with --force): choose another OUTPUT"
+                )
     source = Path(input)
     if source.is_dir() and (source.resolve() == places[0] or source.resolve() in places[0].parents):
-        raise FileExistsError(f"output {output} is inside the input folder {input}: its parts would be read as input "
-                              "on the next run; choose an OUTPUT outside it")
+        raise FileExistsError(
+            f"output {output} is inside the input folder {input}: its parts would be read as input "
+            "on the next run; choose an OUTPUT outside it"
+        )
 
 
 def _create_partial(partial: Path, plan: dict) -> None:
@@ -434,14 +550,19 @@ def _read_plan(partial: Path) -> dict | None:
     try:
         plan = json.loads((partial / PLAN).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise FileExistsError(f"{partial} is not an interrupted run of elmo-embed (it has no {PLAN}); remove it or "
-                              "pass --force (force=True)") from None
+        raise FileExistsError(
+            f"{partial} is not an interrupted run of elmo-embed (it has no {PLAN}); remove it or "
+            "pass --force (force=True)"
+        ) from None
     except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError
-        raise ValueError(f"{partial / PLAN}: not a valid plan ({e}); pass --force (force=True) to discard "
-                         f"{partial} and start over") from None
+        raise ValueError(
+            f"{partial / PLAN}: not a valid plan ({e}); pass --force (force=True) to discard {partial} and start over"
+        ) from None
     if not isinstance(plan, dict) or not isinstance(plan.get("chunk_rows"), int):
-        raise ValueError(f"{partial / PLAN}: not a plan written by elmo-embed; pass --force (force=True) to discard "
-                         f"{partial} and start over")
+        raise ValueError(
+            f"{partial / PLAN}: not a plan written by elmo-embed; pass --force (force=True) to discard "
+            f"{partial} and start over"
+        )
     return plan
 
 
@@ -450,8 +571,16 @@ def package_digest(elmo) -> str:
     return sha256_of(Path(elmo.manifest.directory) / C.MANIFEST_FILE)
 
 
-def _open_job(embedder: TableEmbedder, package, input, output: Path, partial: Path, allow_empty_lines: bool,
-              chunk_rows: int | None, force: bool) -> tuple[dict, list[Chunk]]:
+def _open_job(
+    embedder: TableEmbedder,
+    package,
+    input,
+    output: Path,
+    partial: Path,
+    allow_empty_lines: bool,
+    chunk_rows: int | None,
+    force: bool,
+) -> tuple[dict, list[Chunk]]:
     """Plan the job and make `partial` hold it, or check the plan of the interrupted run there.
 
     The plan binds the package's content (its manifest's sha256), not only its path: a package
@@ -462,17 +591,29 @@ def _open_job(embedder: TableEmbedder, package, input, output: Path, partial: Pa
     stored = None if force else _read_plan(partial)
     chunks, chunk_rows = plan_chunks(input, stored["chunk_rows"] if stored is not None else chunk_rows)
     _check_apart(input, chunks, output, partial)
-    if (not embedder.tokenized and embedder.elmo.tokenizer is None
-            and any(c.format == "text" for c in chunks)):
+    if not embedder.tokenized and embedder.elmo.tokenizer is None and any(c.format == "text" for c in chunks):
         raise ValueError(pretokenized_message(embedder.elmo.manifest.directory))  # before any worker starts
-    settings = {"layers": embedder.layers, "pool": embedder.pool, "dtype": embedder.dtype,
-                "tokenized": embedder.tokenized, "state": embedder.state, "batch_tokens": embedder.batch_tokens}
-    plan = {"package": str(Path(package).resolve()), "package_sha256": package_digest(embedder.elmo),
-            "settings": settings, "allow_empty_lines": allow_empty_lines, "chunk_rows": chunk_rows,
-            "chunks": [[c.path, c.first_id, c.rows] for c in chunks]}
+    settings = {
+        "layers": embedder.layers,
+        "pool": embedder.pool,
+        "dtype": embedder.dtype,
+        "tokenized": embedder.tokenized,
+        "state": embedder.state,
+        "batch_tokens": embedder.batch_tokens,
+    }
+    plan = {
+        "package": str(Path(package).resolve()),
+        "package_sha256": package_digest(embedder.elmo),
+        "settings": settings,
+        "allow_empty_lines": allow_empty_lines,
+        "chunk_rows": chunk_rows,
+        "chunks": [[c.path, c.first_id, c.rows] for c in chunks],
+    }
     if stored is not None and stored != plan:
-        raise ValueError(f"{partial} holds an interrupted run, but {_plan_change(stored, plan)}; pass --force "
-                         "(force=True) to discard it and start over")
+        raise ValueError(
+            f"{partial} holds an interrupted run, but {_plan_change(stored, plan)}; pass --force "
+            "(force=True) to discard it and start over"
+        )
     if stored is None:
         if os.path.lexists(partial):  # only with force: _read_plan refuses it otherwise
             scratch.remove_path(partial)
@@ -539,8 +680,12 @@ def _part_problem(part: Path, record_path: Path, chunk: Chunk, plan_id: str) -> 
         return "has no commit record (a part is recorded as it is written)"
     except (ValueError, RecursionError):
         return f"has a damaged commit record ({record_path.name})"
-    if not isinstance(record, dict) or record.get("plan") != plan_id or record.get("first_id") != chunk.first_id \
-            or record.get("rows") != chunk.rows:
+    if (
+        not isinstance(record, dict)
+        or record.get("plan") != plan_id
+        or record.get("first_id") != chunk.first_id
+        or record.get("rows") != chunk.rows
+    ):
         return "was recorded for another plan"
     if record.get("source") != chunk.digest:
         lines = f"{chunk.line}..{chunk.line + chunk.rows - 1}"
