@@ -15,8 +15,8 @@ vector per sentence (the mean over its tokens), `(dim,)` or `(L + 1, dim)` with 
 
 The input is streamed: memory follows the batch budget, not the file (only the
 `sentence_to_index` texts are kept; forget_sentences drops them). Output goes to a temporary
-file beside the output, renamed onto it only once complete, so a crash never leaves a
-truncated output.
+file beside the output (`.OUTPUT.<pid>.<random>.tmp`), renamed onto it only once complete, so a
+crash never leaves a truncated output; such files left by killed runs are removed.
 
 Input rules: UTF-8 (a BOM is allowed); lines end with "\\n" (a "\\r" before it is dropped).
 An empty or blank line, or one that has no tokens, is an error naming the line, as in
@@ -77,44 +77,47 @@ def embed_file(
     verify: bool = True,
     stop: threading.Event | None = None,
 ) -> int:
-    """Embed every line of `input` into `output`; what `elmo-embed` runs.
+    """Embed every line of `input` into `output`; what `elmo-embed` runs (see the module docstring).
 
     Args:
-        package: a package folder or name (see `Elmo`), or an `Elmo` to reuse (then
-            device/threads are ignored).
+        package: a package folder or name (see `Elmo`), or an `Elmo` to reuse (device/threads ignored).
         input: a UTF-8 text file or a pipe, one sentence per line ("-": standard input).
-        output: the HDF5, NPZ or Parquet file to write ("-" is refused: every format needs a
-            file). It is written under a hidden name beside it (`.OUTPUT.<pid>.<random>.tmp`)
-            and renamed once complete; such files left by killed runs are removed. A new file
-            gets the umask's mode; a replaced one keeps its mode.
+        output: the file to write, not "-"; a replaced file keeps its mode, a new one gets the umask's.
         layers: "all" -> `(L + 1, T, dim)` per sentence; "top" or "average" -> `(T, dim)`.
-        format: "hdf5" (AllenNLP's layout), "npz" or "parquet".
-        tokenized: lines are already tokenized (split on whitespace) instead of raw text.
-        batch_tokens, batch_size, state: as for `Elmo.embed` (None: the defaults there).
-        device, threads: as for `Elmo`.
-        force: overwrite an existing `output` (only a regular file or a symlink, and never
-            the input itself).
-        allow_empty_lines: embed empty lines as 0 tokens instead of refusing them.
+        format, pool, dtype: "hdf5", "npz" or "parquet"; None or "mean"; "float32" or "float16".
+        tokenized, allow_empty_lines: lines are whitespace-split tokens; embed empty lines as 0 tokens.
+        batch_tokens, batch_size, state, device, threads, verify: as for `Elmo` and `Elmo.embed`.
+        force: overwrite an existing `output` (only a regular file or a symlink, never the input).
         forget_sentences: leave out `sentence_to_index` (AllenNLP's --forget-sentences).
-        progress: show a progress bar on stderr (None: only when stderr is a terminal).
-        pool: None (vectors per token) or "mean" (one vector per sentence).
-        dtype: "float32" or "float16" (vectors rounded once to half precision).
-        verify: check the package's sha256 sums (see `Elmo`).
-        stop: an event that interrupts the run (KeyboardInterrupt, nothing written) when set;
-            the command line sets it on SIGINT or SIGTERM.
+        progress, stop: a bar on stderr (None: on a terminal); an event that interrupts the run.
 
     Returns:
         The number of sentences written.
 
     Raises:
         FileNotFoundError: no such input file, package or output directory.
-        FileExistsError: `output` exists and `force` is False; or it is the input, or not a
-            regular file (a FIFO, a device), whatever `force`.
-        InputError: invalid UTF-8, an empty line (unless allowed) or an empty file; the
-            message names the line. No output is left behind.
+        FileExistsError: `output` exists and not `force`; or it is the input or not a regular file.
+        InputError: bad UTF-8, an empty line (unless allowed) or file; names the line, writes nothing.
         ValueError, TypeError, PackageError: bad settings or package (see `Elmo`).
     """
     replaced_mode = _check_arguments(input, output, layers, format, force)
+    elmo, split = _open_model(package, format, dtype, tokenized, device, threads, verify)
+    lines = _Sentences(input, split, allow_empty_lines)
+    options = {"layers": layers, "pool": pool, "state": state, "batch_tokens": batch_tokens, "batch_size": batch_size}
+    with (
+        _replacing(Path(output), input, force, replaced_mode) as tmp,
+        _writer(format, tmp, elmo, layers, pool, dtype) as writer,
+    ):
+        keep_texts = not forget_sentences and format != "parquet"
+        count = _embed_into(writer, elmo, lines, options, input, progress, stop, keep_texts, forget_sentences)
+    log.info("wrote %d sentences to %s", count, output)
+    return count
+
+
+def _open_model(
+    package: str | Path | Elmo, format: str, dtype: str, tokenized: bool, device: str, threads: int | None, verify: bool
+) -> tuple[Elmo, Callable]:
+    """Check `dtype` and the format's extra, then load the model: -> it and the line splitter."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype is {dtype!r}; choose one of {', '.join(DTYPES)}")
     if format == "parquet":
@@ -131,28 +134,28 @@ def embed_file(
             "(ELMoForManyLangs: Universal Dependencies tokens); write one sentence per line with its "
             "tokens separated by spaces and pass --tokenized (tokenized=True)"
         )
-    lines = _Sentences(input, split, allow_empty_lines)
-    with (
-        _replacing(Path(output), input, force, replaced_mode) as tmp,
-        _writer(format, tmp, elmo, layers, pool, dtype) as writer,
-    ):
-        with _progress_bar(input, progress) as bar:
-            vectors = elmo.embed_iter(
-                lines,
-                layers=layers,
-                pool=pool,
-                state=state,
-                batch_tokens=batch_tokens,
-                batch_size=batch_size,
-                return_tokens=True,
-            )
-            keep_texts = not forget_sentences and format != "parquet"
-            count, sentence_to_index = _write_vectors(writer, vectors, lines.texts, keep_texts, bar, stop)
-        if count == 0:
-            raise InputError(f"{input} is empty: there are no sentences to embed")
-        if not forget_sentences:
-            writer.add_sentence_to_index(json.dumps(sentence_to_index))
-    log.info("wrote %d sentences to %s", count, output)
+    return elmo, split
+
+
+def _embed_into(
+    writer,
+    elmo: Elmo,
+    lines: _Sentences,
+    options: dict,
+    input: str | Path,
+    progress: bool | None,
+    stop: threading.Event | None,
+    keep_texts: bool,
+    forget_sentences: bool,
+) -> int:
+    """Embed `lines` into an open writer: -> the number of sentences (none is an InputError)."""
+    with _progress_bar(input, progress) as bar:
+        vectors = elmo.embed_iter(lines, return_tokens=True, **options)
+        count, sentence_to_index = _write_vectors(writer, vectors, lines.texts, keep_texts, bar, stop)
+    if count == 0:
+        raise InputError(f"{input} is empty: there are no sentences to embed")
+    if not forget_sentences:
+        writer.add_sentence_to_index(json.dumps(sentence_to_index))
     return count
 
 

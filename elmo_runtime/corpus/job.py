@@ -4,6 +4,15 @@ Stable ids, a Parquet folder written chunk by chunk by Ray Data workers (`ChunkW
 resumed after a failure with every id exactly once. The Ray adapter it runs on is
 `elmo_runtime.corpus.ray`.
 
+The input is cut into chunks (`elmo_runtime.corpus.chunks`); each worker reads a chunk, embeds
+it and writes it as one part file, named by the chunk's first id, to a temporary file
+(`.part-....parquet.<pid>.<random>.tmp`) it renames when complete. The parts gather in
+`.OUTPUT.partial` beside OUTPUT (created with its plan in one rename), renamed to OUTPUT
+once every chunk is done. Run again after a failure or an interrupt (a crash, a bad line
+fixed, SIGTERM), the job skips the chunks whose part exists: each id ends up in the output
+exactly once. Temporary files of killed workers are removed by the driver before it starts
+workers and after they stop; the finished parts are kept for the re-run.
+
 Needs the `ray` extra (`pip install 'elmo-onnx[ray]'`).
 """
 
@@ -94,51 +103,48 @@ def embed_to_parquet(
     verify: bool = True,
     stop: threading.Event | None = None,
 ) -> JobReport:
-    """Embed a corpus into a Parquet folder on a Ray cluster; what `elmo-embed --engine ray` runs.
-
-    The input is cut into chunks (`elmo_runtime.corpus.chunks`); each worker reads a chunk, embeds
-    it and writes it as one part file, named by the chunk's first id, to a temporary file
-    (`.part-....parquet.<pid>.<random>.tmp`) it renames when complete. The parts gather in
-    `.OUTPUT.partial` beside OUTPUT (created with its plan in one rename), renamed to OUTPUT
-    once every chunk is done. Run again after a failure or an interrupt (a crash, a bad line
-    fixed, SIGTERM), the job skips the chunks whose part exists: each id ends up in the output
-    exactly once. Temporary files of killed workers are removed by the driver before it starts
-    workers and after they stop; the finished parts are kept for the re-run.
+    """Embed a corpus into a Parquet folder on a Ray cluster (see the module docstring); `elmo-embed --engine ray`.
 
     Args:
         package: a package directory every node can read.
-        input: a text file, a folder or glob of text files, or Parquet files with a `text`
-            column (see `elmo_runtime.corpus.chunks` for the ids). Every node must see the same path.
-            Not "-": the workers read the files themselves.
-        output: the folder to write (on storage every node sees); not "-", not INPUT, not
-            inside an INPUT folder, and holding no input file.
-        workers: model workers (None: the cluster's CPUs divided by `threads`).
-        threads: ONNX Runtime threads per worker.
-        address: a running cluster's address (None: start a local one on this machine's
-            cores, or use the cluster `ray.init` already joined).
-        num_cpus: the CPUs of a local cluster started here (None: all of this machine's).
+        input: text or Parquet (`text` column) files, a folder or glob every node sees; not "-" (ids: `chunks`).
+        output: the folder to write, where every node sees it; not "-", INPUT or inside it.
+        workers, threads: model workers (None: the cluster's CPUs / `threads`); ONNX Runtime threads each.
+        address, num_cpus: a running cluster (None: `ray.init`'s, or a local one with `num_cpus` CPUs).
         layers, pool, dtype, tokenized, state, batch_tokens: as for `TableEmbedder`.
-        allow_empty_lines: embed blank text lines as 0 tokens instead of failing on them.
-        chunk_rows: rows per chunk (None: see `plan_chunks`; a resumed job keeps its own).
-        force: replace an existing OUTPUT (only a folder this function wrote; its mode is
-            kept), and start over instead of resuming a partial one.
-        progress: a progress bar on stderr (None: only on a terminal; INFO logs either way).
-        verify: check the package's sha256 sums in every worker (see `Elmo`).
-        stop: an event that interrupts the job (KeyboardInterrupt; OUTPUT not written, the
-            finished parts kept) when set; the command line sets it on SIGINT or SIGTERM.
+        allow_empty_lines, chunk_rows: embed blank text lines as 0 tokens instead of failing on them;
+            rows per chunk (None: see `plan_chunks`; a resumed job keeps its own).
+        force: replace an OUTPUT this function wrote (keeping its mode); start over, not resume.
+        progress, verify: a bar on stderr (None: on a terminal); check the package's sha256 sums.
+        stop: when set, interrupts the job (KeyboardInterrupt; the finished parts are kept).
 
     Returns:
         A `JobReport`.
 
     Raises:
-        FileExistsError: OUTPUT exists and `force` is False, or is something `force` will
-            not replace (a file, a link, a folder that is not an output of this command); or
-            it overlaps INPUT.
-        InputError: bad input (the message names the file and line); the finished chunks stay
-            for a re-run.
+        FileExistsError: OUTPUT exists without `force`, is not this command's folder, or overlaps INPUT.
+        InputError: bad input (the message names the file and line); finished chunks stay for a re-run.
         ValueError: bad settings, or a partial output made with other settings or another input.
     """
     output = Path(output)
+    replaced_mode, ray = _check_job(input, output, force)
+    started = time.perf_counter()
+    settings = dict(layers=layers, pool=pool, dtype=dtype, tokenized=tokenized, state=state, batch_tokens=batch_tokens)
+    partial, plan, chunks = _plan_job(
+        package, input, output, settings, threads, verify, allow_empty_lines, chunk_rows, force
+    )
+    todo = _parts_to_do(partial, chunks, plan)
+    report = JobReport(output, 0, 0, len(chunks), len(chunks) - len(todo), 0.0)
+    job = Job(package, partial, plan, verify, workers, threads, address, num_cpus, progress, stop)
+    _run_job(ray, job, todo, report)
+    report.rows = sum(c.rows for c in chunks)
+    report.seconds = time.perf_counter() - started
+    _finish(job, settings, input, chunks, report, output, force, replaced_mode)
+    return report
+
+
+def _check_job(input: str | Path, output: Path, force: bool):
+    """Refuse standard input and an OUTPUT we may not write; the extras: -> the replaced mode, ray."""
     if str(input) == "-":
         raise ValueError(
             "input '-' (standard input) does not work with --engine ray: the workers read the input "
@@ -146,16 +152,24 @@ def embed_to_parquet(
         )
     replaced_mode = _check_output(output, force)
     require_pyarrow()
-    ray = require_ray()
-    started = time.perf_counter()
-    settings = {
-        "layers": layers,
-        "pool": pool,
-        "dtype": dtype,
-        "tokenized": tokenized,
-        "state": state,
-        "batch_tokens": batch_tokens,
-    }
+    return replaced_mode, require_ray()
+
+
+def _plan_job(
+    package: str | Path,
+    input: str | Path,
+    output: Path,
+    settings: dict,
+    threads: int,
+    verify: bool,
+    allow_empty_lines: bool,
+    chunk_rows: int | None,
+    force: bool,
+) -> tuple[Path, dict, list[Chunk]]:
+    """Check the settings on a model here, clear stale scratch files, open or resume the plan.
+
+    Returns the folder the parts gather in, the plan and the chunks.
+    """
     embedder = TableEmbedder(
         package, threads=threads, device="cpu", verify=verify, **settings
     )  # bad settings fail first
@@ -165,28 +179,37 @@ def embed_to_parquet(
     plan, chunks = _open_job(embedder, package, input, output, partial, allow_empty_lines, chunk_rows, force)
     del embedder
     _remove_scratch(partial)
-    todo = _parts_to_do(partial, chunks, plan)
-    done = len(chunks) - len(todo)
-    if done:
-        log.info("resuming %s: %d of %d parts done", partial, done, len(chunks))
-    report = JobReport(output, 0, 0, len(chunks), done, 0.0)
+    return partial, plan, chunks
+
+
+def _run_job(ray, job: Job, todo: list[Chunk], report: JobReport) -> None:
+    """Run the chunks still to do; whatever happens, remove what stopped workers left."""
+    if report.resumed_parts:
+        log.info("resuming %s: %d of %d parts done", job.partial, report.resumed_parts, report.parts)
     try:
         if todo:
-            _run_chunks(
-                ray,
-                Job(package, partial, plan, verify, workers, threads, address, num_cpus, progress, stop),
-                todo,
-                report,
-            )
+            _run_chunks(ray, job, todo, report)
     except KeyboardInterrupt:
         log.warning(
-            "interrupted: the finished parts stay in %s; run the same command again to finish the rest", partial
+            "interrupted: the finished parts stay in %s; run the same command again to finish the rest", job.partial
         )
         raise
     finally:
-        _remove_scratch(partial)  # what workers stopped mid-part left
-    report.rows = sum(c.rows for c in chunks)
-    report.seconds = time.perf_counter() - started
+        _remove_scratch(job.partial)  # what workers stopped mid-part left
+
+
+def _finish(
+    job: Job,
+    settings: dict,
+    input: str | Path,
+    chunks: list[Chunk],
+    report: JobReport,
+    output: Path,
+    force: bool,
+    replaced_mode: int | None,
+) -> None:
+    """Write the folder's manifest (each part's digest replaces its record), then rename it to OUTPUT."""
+    partial, plan = job.partial, job.plan
     parts = [
         {
             "file": c.name,
@@ -217,7 +240,6 @@ def embed_to_parquet(
         _record_path(partial, chunk).unlink()
     _replace(partial, output, force, replaced_mode)
     log.info("wrote %d sentences in %d parts to %s (%.1f s)", report.rows, report.parts, output, report.seconds)
-    return report
 
 
 class ChunkWorker:
@@ -331,26 +353,12 @@ class ChunkWorker:
 def _run_chunks(ray, job: Job, todo: list[Chunk], report: JobReport) -> None:
     from ray.data import ActorPoolStrategy, DataContext
 
-    address, num_cpus, partial, stop = job.address, job.num_cpus, job.partial, job.stop
+    address, num_cpus, partial = job.address, job.num_cpus, job.partial
     if address is not None and num_cpus is not None:
         raise ValueError("num_cpus (--num-cpus) is for a local cluster; a running cluster (--address) has its own")
     started_here = not ray.is_initialized()
     if started_here:
-        # Ray's own log lines stay out of the way of ours (its workers' errors still surface).
-        # ray.init makes SIGTERM exit at once (sys.exit): the caller's handler comes back, so that
-        # SIGTERM, like Ctrl-C, reaches the cleanup below and the caller's message.
-        handlers = _signal_handlers()
-        try:
-            ray.init(
-                address=address,
-                num_cpus=num_cpus,
-                logging_level=logging.WARNING,
-                log_to_driver=False,
-                include_dashboard=False,
-            )
-        finally:
-            for signum, handler in handlers.items():
-                signal.signal(signum, handler)
+        _init_ray(ray, address, num_cpus)
     try:
         cpus, threads = cluster_cpus(ray), job.threads
         workers = job.workers or max(1, int(cpus // threads))
@@ -383,24 +391,48 @@ def _run_chunks(ray, job: Job, todo: list[Chunk], report: JobReport) -> None:
             worker_cpus(cpus, workers),
             threads,
         )
-        rows = iter(ds.iter_rows())
-        with progress_bar(total_rows, job.progress) as bar, _closing_rows(rows):
-            done, next_log = 0, 0.1
-            for row in rows:
-                if stop is not None and stop.is_set():  # a signal whose KeyboardInterrupt was lost
-                    raise KeyboardInterrupt
-                if row["error"]:
-                    _raise_chunk_error(row["error"], partial)
-                report.tokens += int(row["tokens"])
-                report.workers[row["worker"]] = report.workers.get(row["worker"], 0) + int(row["rows"])
-                done += int(row["rows"])
-                bar.update(int(row["rows"]))
-                if done / total_rows >= next_log:
-                    log.info("%d of %d sentences (%.0f%%)", done, total_rows, 100 * done / total_rows)
-                    next_log += 0.1
+        _collect(iter(ds.iter_rows()), job, total_rows, report)
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _init_ray(ray, address: str | None, num_cpus: int | None) -> None:
+    """Start or join a cluster, keeping the caller's signal handlers."""
+    # Ray's own log lines stay out of the way of ours (its workers' errors still surface).
+    # ray.init makes SIGTERM exit at once (sys.exit): the caller's handler comes back, so that
+    # SIGTERM, like Ctrl-C, reaches the cleanup in `_run_chunks` and the caller's message.
+    handlers = _signal_handlers()
+    try:
+        ray.init(
+            address=address,
+            num_cpus=num_cpus,
+            logging_level=logging.WARNING,
+            log_to_driver=False,
+            include_dashboard=False,
+        )
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+
+
+def _collect(rows: Iterator[dict], job: Job, total_rows: int, report: JobReport) -> None:
+    """Count the workers' summary rows into `report`, with a progress bar and a log line per 10%."""
+    stop, partial = job.stop, job.partial
+    with progress_bar(total_rows, job.progress) as bar, _closing_rows(rows):
+        done, next_log = 0, 0.1
+        for row in rows:
+            if stop is not None and stop.is_set():  # a signal whose KeyboardInterrupt was lost
+                raise KeyboardInterrupt
+            if row["error"]:
+                _raise_chunk_error(row["error"], partial)
+            report.tokens += int(row["tokens"])
+            report.workers[row["worker"]] = report.workers.get(row["worker"], 0) + int(row["rows"])
+            done += int(row["rows"])
+            bar.update(int(row["rows"]))
+            if done / total_rows >= next_log:
+                log.info("%d of %d sentences (%.0f%%)", done, total_rows, 100 * done / total_rows)
+                next_log += 0.1
 
 
 @contextlib.contextmanager

@@ -51,6 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--threads", type=int, default=None, metavar="N", help="ONNX Runtime intra-op threads (default: one per core)"
     )
+    _add_batching_args(p, d)
+    _add_limit_args(p, d)
+    _add_access_args(p, d)
+    return p
+
+
+def _add_batching_args(p: argparse.ArgumentParser, d: ServeSettings) -> None:
     p.add_argument(
         "--workers",
         type=int,
@@ -86,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MS",
         help=f"how long a batch's first request waits for others (default {d.max_wait_ms})",
     )
+
+
+def _add_limit_args(p: argparse.ArgumentParser, d: ServeSettings) -> None:
     p.add_argument(
         "--max-concurrent-requests",
         type=int,
@@ -114,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="BYTES",
         help=f"request body size; more get 413 (default {d.payload_limit})",
     )
+
+
+def _add_access_args(p: argparse.ArgumentParser, d: ServeSettings) -> None:
     p.add_argument(
         "--layers",
         type=_layers_arg,
@@ -147,7 +160,6 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="skip the sha256 check of the files (the conformance vectors still run)",
     )
-    return p
 
 
 def _layers_arg(text: str):
