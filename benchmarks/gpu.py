@@ -372,43 +372,51 @@ def tables(result: dict) -> str:
             )
         lines.append("")
     if result.get("speed"):
-        sizes = list(result["speed"][0]["tokens_per_s"])
-        ref = next((r for r in result["speed"] if r["engine"] == REFERENCE), None)
-        head = "".join(f" batch {s} tokens/s | x ref |" for s in sizes)
-        lines += [
-            f"Speed ({result['repeats']} repeats, medians; memory: held after the run, over before loading):",
-            "",
-            f"| engine |{head} batch 1, {bench.LATENCY_TOKENS} tokens (ms) | x ref | memory (MiB) |",
-            "| --- |" + " ---: | ---: |" * len(sizes) + " ---: | ---: | ---: |",
-        ]
-        for r in result["speed"]:
-            cells = "".join(
-                f" {r['tokens_per_s'][s]:,.0f} | {ratio(r['tokens_per_s'][s], ref and ref['tokens_per_s'][s])} |"
-                for s in sizes
-            )
-            lines.append(
-                f"| {r['engine']} |{cells} {r['latency_ms']:.1f} | "
-                f"{ratio(ref and ref['latency_ms'], r['latency_ms'])} | {r['memory_mib']:,.0f} |"
-            )
-        lines.append("")
+        lines += _speed_lines(result)
     if result.get("budgets"):
-        lines += [
-            f"Batch budget (`Elmo.embed` over {result['budget_tokens']:,} tokens of the text, positions per batch):",
-            "",
-            "| package | budget | tokens/s | memory (MiB) |",
-            "| --- | ---: | ---: | ---: |",
-        ]
-        for precision, rows in result["budgets"].items():
-            best = max(r["tokens_per_s"] for r in rows)
-            for r in rows:
-                mark = " (best)" if r["tokens_per_s"] == best else ""
-                lines.append(
-                    f"| {precision} | {r['budget']:,} | {r['tokens_per_s']:,.0f}{mark} | {r['memory_mib']:,.0f} |"
-                )
-        lines.append("")
+        lines += _budget_lines(result)
     if result.get("errors"):
         lines += ["Failed measurements:", "", *(f"- {e}" for e in result["errors"]), ""]
     return "\n".join(lines)
+
+
+def _speed_lines(result: dict) -> list[str]:
+    sizes = list(result["speed"][0]["tokens_per_s"])
+    ref = next((r for r in result["speed"] if r["engine"] == REFERENCE), None)
+    head = "".join(f" batch {s} tokens/s | x ref |" for s in sizes)
+    lines = [
+        f"Speed ({result['repeats']} repeats, medians; memory: held after the run, over before loading):",
+        "",
+        f"| engine |{head} batch 1, {bench.LATENCY_TOKENS} tokens (ms) | x ref | memory (MiB) |",
+        "| --- |" + " ---: | ---: |" * len(sizes) + " ---: | ---: | ---: |",
+    ]
+    for r in result["speed"]:
+        cells = "".join(
+            f" {r['tokens_per_s'][s]:,.0f} | {ratio(r['tokens_per_s'][s], ref and ref['tokens_per_s'][s])} |"
+            for s in sizes
+        )
+        lines.append(
+            f"| {r['engine']} |{cells} {r['latency_ms']:.1f} | "
+            f"{ratio(ref and ref['latency_ms'], r['latency_ms'])} | {r['memory_mib']:,.0f} |"
+        )
+    lines.append("")
+    return lines
+
+
+def _budget_lines(result: dict) -> list[str]:
+    lines = [
+        f"Batch budget (`Elmo.embed` over {result['budget_tokens']:,} tokens of the text, positions per batch):",
+        "",
+        "| package | budget | tokens/s | memory (MiB) |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for precision, rows in result["budgets"].items():
+        best = max(r["tokens_per_s"] for r in rows)
+        for r in rows:
+            mark = " (best)" if r["tokens_per_s"] == best else ""
+            lines.append(f"| {precision} | {r['budget']:,} | {r['tokens_per_s']:,.0f}{mark} | {r['memory_mib']:,.0f} |")
+    lines.append("")
+    return lines
 
 
 def ratio(a: float | None, b: float | None) -> str:
@@ -467,10 +475,6 @@ def run(
     Raises:
         EngineError: the engines are not the ones asked for.
     """
-    from elmo_export.parity import ParityReport, check_parity, reference_outputs, tolerance_for
-    from elmo_export.weights import load_reference
-    from elmo_runtime.package import load_manifest
-
     started = time.perf_counter()
     result: dict = {
         "date": date.today().isoformat(),
@@ -496,6 +500,26 @@ def run(
         result["placement"][precision] = summary
         write(result, out)
         check_placement(summary, package, PROVIDER[device])
+
+    run_parity(result, options, weights, packages, precisions, device, out)
+    batches = {size: bench.throughput_batches(text, n_batches, size) for size in sizes}
+    one = [bench.latency_sentence(text)]
+    makers = {REFERENCE: lambda: reference_engine(options, weights, device)}
+    makers.update({f"ONNX {p}": lambda p=p: package_engine(packages[p], p, device, threads) for p in precisions})
+    run_speed(result, makers, batches, one, repeats, device, gauge, out)
+    run_budgets(result, packages, budget_text(text, max(budgets)), budgets, repeats, device, threads, gauge, out)
+    result["total_s"] = time.perf_counter() - started
+    write(result, out)
+    return result
+
+
+def run_parity(
+    result: dict, options, weights, packages: dict[str, Path], precisions: list[str], device: str, out: Path
+) -> None:
+    """Each package's parity on `device` with the PyTorch reference, beside its export-time (CPU) check."""
+    from elmo_export.parity import ParityReport, check_parity, reference_outputs, tolerance_for
+    from elmo_export.weights import load_reference
+    from elmo_runtime.package import load_manifest
 
     t = time.perf_counter()
     model = load_reference(options, weights)  # on the CPU: the yardstick, as at export
@@ -527,11 +551,19 @@ def run(
     del model, reference
     result["parity_s"] = time.perf_counter() - t
 
-    batches = {size: bench.throughput_batches(text, n_batches, size) for size in sizes}
-    one = [bench.latency_sentence(text)]
+
+def run_speed(
+    result: dict,
+    makers: dict[str, Callable[[], Engine]],
+    batches: dict,
+    one: list,
+    repeats: int,
+    device: str,
+    gauge: MemoryGauge,
+    out: Path,
+) -> None:
+    """Throughput and latency of each engine, with the memory it holds."""
     result["speed"] = []
-    makers = {REFERENCE: lambda: reference_engine(options, weights, device)}
-    makers.update({f"ONNX {p}": lambda p=p: package_engine(packages[p], p, device, threads) for p in precisions})
 
     def speed_of(make: Callable[[], Engine]) -> Speed:
         before = gauge.used()
@@ -553,7 +585,19 @@ def run(
             )
         write(result, out)
 
-    long_text = budget_text(text, max(budgets))
+
+def run_budgets(
+    result: dict,
+    packages: dict[str, Path],
+    long_text: list,
+    budgets: list[int],
+    repeats: int,
+    device: str,
+    threads: int | None,
+    gauge: MemoryGauge,
+    out: Path,
+) -> None:
+    """`Elmo.embed`'s speed and memory over `long_text` at each batch budget."""
     result["budget_tokens"] = sum(map(len, long_text))
     result["budgets"] = {}
     for precision, package in packages.items():
@@ -567,12 +611,9 @@ def run(
         if rows is not None:
             result["budgets"][precision] = rows
         write(result, out)
-    result["total_s"] = time.perf_counter() - started
-    write(result, out)
-    return result
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=sorted(PROVIDER), default="cuda")
     parser.add_argument("--preset", default="original")
@@ -600,7 +641,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, default=None, help="where gpu.md and gpu.json go (default: WORK/gpu-DEVICE)"
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     out = args.out or args.work / f"gpu-{args.device}"
     if args.prepare_only:
