@@ -117,7 +117,6 @@ def main() -> None:
     args = parser.parse_args()
     logging.disable(logging.INFO)  # onnxruntime's quantizer logs every node it skips
 
-    import onnx
     import onnxruntime as ort
     import torch
 
@@ -126,8 +125,6 @@ def main() -> None:
     from elmo_export.conformance import load_sentences
     from elmo_export.model import LstmState
     from elmo_export.sources.manylangs import load_manylangs
-    from elmo_runtime import contract as C
-    from elmo_runtime.runner import create_session
 
     model, _ = load_manylangs(bench_manylangs.model_dir(args.words))
     o = model.options
@@ -161,27 +158,7 @@ def main() -> None:
     rows = []
     for label, (settings, blocks, algorithm) in variants().items():
         started = time.perf_counter()
-        with tempfile.TemporaryDirectory() as tmp:
-            sessions = {}
-            for name, graph in fp32.items():
-                path = Path(tmp) / f"{name}.onnx"
-                onnx.save(
-                    quantize(graph, settings, blocks, algorithm, moments),
-                    str(path),
-                    save_as_external_data=True,
-                    location=f"{name}.onnx.data",
-                )
-                sessions[name] = create_session(path, "cpu")
-            cosines = []
-            for name, tokens in sentences.items():
-                ids = model.scheme.encode(tokens)
-                emb, mask = sessions["token_embedder"].run(None, {k: v[None] for k, v in ids.items()})
-                got = sessions["bilm"].run(
-                    [C.LAYERS], {C.TOKEN_EMBEDDINGS: emb, C.MASK: mask, C.INITIAL_H: h, C.INITIAL_C: c}
-                )[0][:, 0]
-                ref = want[name]
-                cos = (got * ref).sum(-1) / (np.linalg.norm(got, axis=-1) * np.linalg.norm(ref, axis=-1))
-                cosines.append(cos.mean(axis=1))
+        cosines = variant_cosines(model, fp32, (settings, blocks, algorithm), moments, sentences, want, (h, c))
         rows.append((label, cosines))
         print(
             f"{label}: "
@@ -189,7 +166,49 @@ def main() -> None:
             + f"  ({time.perf_counter() - started:.0f} s)",
             flush=True,
         )
+    text = report(sentences, rows, alike)
+    print(text)
+    if not args.no_write:
+        write_section("int4_variants.py", text)
 
+
+def variant_cosines(
+    model, fp32: dict, variant: tuple, moments: dict, sentences: dict, want: dict, state: tuple
+) -> list:
+    """Quantize both graphs as `variant` says: -> per sentence, each layer's mean cosine to `want`."""
+    import onnx
+
+    from elmo_runtime import contract as C
+    from elmo_runtime.runner import create_session
+
+    settings, blocks, algorithm = variant
+    h, c = state
+    with tempfile.TemporaryDirectory() as tmp:
+        sessions = {}
+        for name, graph in fp32.items():
+            path = Path(tmp) / f"{name}.onnx"
+            onnx.save(
+                quantize(graph, settings, blocks, algorithm, moments),
+                str(path),
+                save_as_external_data=True,
+                location=f"{name}.onnx.data",
+            )
+            sessions[name] = create_session(path, "cpu")
+        cosines = []
+        for name, tokens in sentences.items():
+            ids = model.scheme.encode(tokens)
+            emb, mask = sessions["token_embedder"].run(None, {k: v[None] for k, v in ids.items()})
+            got = sessions["bilm"].run(
+                [C.LAYERS], {C.TOKEN_EMBEDDINGS: emb, C.MASK: mask, C.INITIAL_H: h, C.INITIAL_C: c}
+            )[0][:, 0]
+            ref = want[name]
+            cos = (got * ref).sum(-1) / (np.linalg.norm(got, axis=-1) * np.linalg.norm(ref, axis=-1))
+            cosines.append(cos.mean(axis=1))
+    return cosines
+
+
+def report(sentences: dict, rows: list, alike: dict) -> str:
+    """The markdown section: the table of cosines and what the variants cost."""
     header = "| variant | " + " | ".join(f"{name}: layers 0 / 1 / 2" for name in sentences) + " |"
     lines = [header, "| --- |" + " --- |" * len(sentences)]
     for label, cosines in rows:
@@ -212,9 +231,7 @@ def main() -> None:
         f"the products; on the trained `default` model it removes less of it (docs/export.md, the int4 rows of the "
         f"parity table)."
     )
-    print(text)
-    if not args.no_write:
-        write_section("int4_variants.py", text)
+    return text
 
 
 if __name__ == "__main__":
