@@ -230,16 +230,6 @@ def run_preset(
     # the reference never does. The cache's gain is measured on its own (`cache_gain`).
     elmos = {label: Elmo(package, device="cpu", threads=threads, token_cache=0) for label, package in packages.items()}
 
-    def runtime(elmo):
-        def make(batch_list):
-            def run():
-                for batch in batch_list:
-                    elmo.embed(batch, batch_size=BATCH, batch_tokens=1 << 20)
-
-            return run
-
-        return make
-
     # The reference on its own: PyTorch's threads spin on after each call, which would slow
     # whichever package came next.
     engines = {"PyTorch reference": reference} | {label: runtime(elmo) for label, elmo in elmos.items()}
@@ -262,6 +252,19 @@ def run_preset(
         if label == "ONNX int8":
             rows[-1].extra = cache_gain(packages[label], threads, repeats)
     return rows
+
+
+def runtime(elmo):
+    """`Elmo.embed` as an engine of `run_preset`: batches -> a callable that embeds them."""
+
+    def make(batch_list):
+        def run():
+            for batch in batch_list:
+                elmo.embed(batch, batch_size=BATCH, batch_tokens=1 << 20)
+
+        return run
+
+    return make
 
 
 def cache_gain(package: Path, threads: int, repeats: int) -> dict:
