@@ -567,6 +567,36 @@ def _run_record(
     }
 
 
+def _new_model(elmo_options: ElmoOptions, n_words: int, settings: TrainSettings) -> BiLanguageModel:
+    """A biLM initialized as bilm-tf does, in training mode."""
+    model = BiLanguageModel(elmo_options, n_words, settings.cutoffs, settings.div_value, settings.dropout)
+    init_like_bilm_tf(model)
+    model.train()
+    log.info(
+        "parameters: biLM %d (file: %d), softmax %d",
+        sum(p.numel() for p in model.bilm.parameters()),
+        elmo_options.parameter_count(),
+        sum(p.numel() for p in model.softmax.parameters()),
+    )
+    return model
+
+
+def _checkpoint(
+    model: BiLanguageModel, data: _Corpus, settings: TrainSettings, step: int, out: Path, corpus: Path
+) -> None:
+    """Log the held-out perplexity on the first `eval_sentences` and write the model so far."""
+    eval_subset = data.heldout[: settings.eval_sentences]
+    ppl = evaluate(model, eval_subset, data.vocab, settings.eval_batch_size, settings.unroll_steps)
+    log.info(
+        "step %d held-out (%d sentences) ppl fwd %.1f bwd %.1f",
+        step,
+        len(eval_subset),
+        ppl["forward"],
+        ppl["backward"],
+    )
+    write_model(model, out, corpus / "vocab.txt")  # a usable model even if stopped
+
+
 def train(
     corpus: str | Path,
     out: str | Path,
@@ -597,20 +627,11 @@ def train(
 
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
-    model = BiLanguageModel(elmo_options, len(data.vocab_rows), settings.cutoffs, settings.div_value, settings.dropout)
-    init_like_bilm_tf(model)
-    model.train()
-    log.info(
-        "parameters: biLM %d (file: %d), softmax %d",
-        sum(p.numel() for p in model.bilm.parameters()),
-        elmo_options.parameter_count(),
-        sum(p.numel() for p in model.softmax.parameters()),
-    )
+    model = _new_model(elmo_options, len(data.vocab_rows), settings)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
 
     budget = _Budget(settings)
     step, epoch, running, history = 0, 0, [], []
-    eval_subset = data.heldout[: settings.eval_sentences]
     done = False
     while not done:
         order = rng.permutation(len(data.train_sentences))
@@ -626,15 +647,7 @@ def train(
                 history.append(_log_losses(running, step, epoch, lr, budget))
                 running = []
             if settings.eval_every and step % settings.eval_every == 0:
-                ppl = evaluate(model, eval_subset, data.vocab, settings.eval_batch_size, settings.unroll_steps)
-                log.info(
-                    "step %d held-out (%d sentences) ppl fwd %.1f bwd %.1f",
-                    step,
-                    len(eval_subset),
-                    ppl["forward"],
-                    ppl["backward"],
-                )
-                write_model(model, out, corpus / "vocab.txt")  # a usable model even if stopped
+                _checkpoint(model, data, settings, step, out, corpus)
             done = budget.done(step)
             if done:
                 break
