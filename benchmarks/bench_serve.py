@@ -46,7 +46,8 @@ BEGIN, END = "<!-- bench_serve.py: begin -->", "<!-- bench_serve.py: end -->"
 CLIENTS = (1, 8, 32)
 # Server settings measured, by label: the defaults (one model thread using ONNX Runtime's threads,
 # one per core), and one model thread per core with one ONNX Runtime thread each.
-CONFIGS = {"defaults": [], "--workers 2 --threads 1": ["--workers", "2", "--threads", "1"]}
+# The defaults fill the cores with one-thread workers; "--workers 1" is one worker on every core.
+CONFIGS = {"defaults": [], "--workers 1": ["--workers", "1"]}
 
 
 def package_of(model: str) -> str:

@@ -216,7 +216,7 @@ def create_app(elmo, settings: ServeSettings, info: dict | None = None) -> FastA
             settings.max_wait_ms,
             settings.batch_tokens,
             server.metrics.batch,
-            settings.workers,
+            settings.parallelism()[0],
         )
         server.batcher.start()
         server.ready = True

@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=d.port, help=f"port (default {d.port})")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=d.device, help="as for Elmo (default auto)")
     p.add_argument(
-        "--threads", type=int, default=None, metavar="N", help="ONNX Runtime intra-op threads (default: one per core)"
+        "--threads", type=int, default=None, metavar="N", help="ONNX Runtime intra-op threads per batch (default: cores / --workers, 1 with neither)"
     )
     _add_batching_args(p, d)
     _add_limit_args(p, d)
@@ -63,7 +63,7 @@ def _add_batching_args(p: argparse.ArgumentParser, d: ServeSettings) -> None:
         type=int,
         default=d.workers,
         metavar="N",
-        help=f"batches run at once, each on its own thread of the one model (default {d.workers})",
+        help="batches run at once, each on its own thread of the one model (default: cores / --threads)",
     )
     p.add_argument(
         "--batch-tokens",
@@ -217,14 +217,15 @@ def load(settings: ServeSettings):
     from elmo_runtime.conformance import verify_package
 
     started = time.perf_counter()
+    _, threads = settings.parallelism()
     elmo = Elmo(
         settings.package,
         device=settings.device,
-        threads=settings.threads,
+        threads=threads,
         batch_tokens=settings.batch_tokens,
         verify=settings.verify,
     )
-    report = verify_package(elmo.manifest.directory, device=settings.device, threads=settings.threads)
+    report = verify_package(elmo.manifest.directory, device=settings.device, threads=threads)
     if not report.passed:
         shown = "; ".join(report.failures[:3]) or "nothing was checked"
         raise RuntimeError(
