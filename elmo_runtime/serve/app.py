@@ -216,7 +216,7 @@ def create_app(elmo, settings: ServeSettings, info: dict | None = None) -> FastA
             settings.max_wait_ms,
             settings.batch_tokens,
             server.metrics.batch,
-            settings.parallelism()[0],
+            settings.workers,
         )
         server.batcher.start()
         server.ready = True

@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="N",
-        help="ONNX Runtime intra-op threads per batch (default: cores / --workers, 1 with neither)",
+        help="ONNX Runtime intra-op threads per batch (default: one per core)",
     )
     _add_number_args(p, d)
     _add_access_args(p, d)
@@ -66,7 +66,7 @@ _NUMBERS = (
         "--workers",
         int,
         "N",
-        "batches run at once, each on its own thread of the one model (default: cores / --threads)",
+        "batches run at once, each on its own thread of the one model (default {})",
     ),
     ("--batch-tokens", int, "N", "token positions per model run (default: the runtime's, 512 on CPU)"),
     ("--max-batch-tokens", int, "N", "token positions a server batch collects (default {})"),
@@ -176,7 +176,7 @@ def load(settings: ServeSettings):
     from elmo_runtime.conformance import verify_package
 
     started = time.perf_counter()
-    _, threads = settings.parallelism()
+    threads = settings.threads
     elmo = Elmo(
         settings.package,
         device=settings.device,

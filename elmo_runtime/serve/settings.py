@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 
@@ -19,9 +18,9 @@ class ServeSettings:
         host, port: where to listen.
         device, threads: as for `Elmo` (threads: ONNX Runtime intra-op threads per model run).
         workers: batches the model runs at once, each on its own thread (one `Elmo`, shared).
-            Left out, workers x threads fill the cores (`parallelism`): by default one worker
-            per core with one thread each, which gave more throughput at 1, 8 and 32 clients
-            and less added latency than one worker on all cores (benchmarks/RESULTS.md).
+            One by default: on 2 cores, `original` int8 gave 0.85x in-process throughput at 32
+            clients and 2.3 ms added latency with one worker on both cores, against 0.62x and
+            12.6 ms with two one-thread workers; the small default model was even (0.51 / 0.53x).
         batch_tokens: token positions per model run inside a server batch (None: the
             runtime's default, 512 on the CPU): the peak memory of one run follows it.
         max_batch_tokens: token positions (2 boundaries per sentence included, padding not) a
@@ -50,7 +49,7 @@ class ServeSettings:
     port: int = 8080
     device: str = "auto"
     threads: int | None = None
-    workers: int | None = None
+    workers: int = 1
     batch_tokens: int | None = None
     max_batch_tokens: int = 2048
     max_batch_requests: int = 64
@@ -66,16 +65,6 @@ class ServeSettings:
     json_output: bool = False
     access_log: bool = True
     verify: bool = True
-
-    def parallelism(self) -> tuple[int, int]:
-        """`(workers, threads)`: what was given, the rest filled so that workers x threads is the
-        number of cores this process may use."""
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        if self.workers is None and self.threads is None:
-            return cores, 1
-        if self.workers is None:
-            return max(1, cores // self.threads), self.threads
-        return self.workers, self.threads or max(1, cores // self.workers)
 
     def __post_init__(self) -> None:
         for name in (
