@@ -214,7 +214,8 @@ def profile_events(package: Path, device: str, batch: list[list[str]], work: Pat
     emb, mask = run(manifest.token_embedder_file, {C.CHAR_IDS: batch_to_char_ids(batch)})
     b, p, d, n = len(batch), manifest.projection_dim, manifest.dim, manifest.n_layers
     run(manifest.bilm_file, {C.TOKEN_EMBEDDINGS: emb, C.MASK: mask, C.INITIAL_H: np.zeros((n, 2, b, p), np.float32),
-                             C.INITIAL_C: np.zeros((n, 2, b, d), np.float32)})
+                             C.INITIAL_C: np.zeros((n, 2, b, d), np.float32),
+                             C.SENTENCE_EDGES: np.asarray(C.WHOLE_SENTENCES, np.int64)})
     return events
 
 

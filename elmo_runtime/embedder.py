@@ -154,8 +154,7 @@ class Elmo:
                 included (None: the instance's `batch_tokens`, by default 512 on the CPU and
                 4096 on CUDA). Memory follows this budget, not the input: a sentence longer
                 than the budget runs alone, in time chunks with the LSTM state carried (the
-                same vectors as whole; packages exported before `sentence_edges` existed run
-                it whole).
+                same vectors as whole).
             batch_size: also cap each batch at this many sentences (None: no cap).
 
         Returns:
@@ -225,8 +224,7 @@ class Elmo:
         out: list[np.ndarray | None] = [None] * len(token_lists)
         lengths = [len(tokens) for tokens in token_lists]
         for rows in plan_batches(lengths, options.batch_tokens, options.batch_size):
-            if (len(rows) == 1 and batch_cost(1, lengths[rows[0]]) > options.batch_tokens
-                    and self._runner.runs_time_chunks):
+            if len(rows) == 1 and batch_cost(1, lengths[rows[0]]) > options.batch_tokens:
                 out[rows[0]] = self._embed_in_time_chunks(token_lists[rows[0]], options)
                 continue
             batch = [token_lists[i] for i in rows]

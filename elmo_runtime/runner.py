@@ -17,7 +17,8 @@ import numpy as np
 import onnxruntime as ort
 
 from elmo_runtime import contract as C
-from elmo_runtime.package import Manifest, PackageError, load_manifest
+from elmo_runtime.graph_files import GraphBytes, GraphFormatError
+from elmo_runtime.package import Manifest, PackageError, load_package
 from elmo_runtime.token_schemes import SchemeError, TokenScheme, scheme_from_manifest
 
 log = logging.getLogger(__name__)
@@ -65,8 +66,13 @@ def providers_for(device: str) -> list[str]:
     return [CPU]
 
 
-def create_session(path: Path, device: str = "auto", threads: int | None = None) -> ort.InferenceSession:
-    """One inference session on `device`.
+def create_session(graph: Path | GraphBytes, device: str = "auto", threads: int | None = None) -> ort.InferenceSession:
+    """One inference session on `device`, made from bytes: `graph` as verified
+    (`package.load_package`), or a path whose graph and weights files are read here once.
+
+    ONNX Runtime gets the graph's bytes and each external-data file's bytes
+    (`add_external_initializers_from_files_in_memory`) and opens no file itself: the weights it
+    runs are the bytes that were checked, whatever happens to the files after.
 
     "auto" takes CUDA when onnxruntime offers it and it starts, else the CPU (with a warning
     when the CUDA provider is there but failed to start); "cuda" that ends up on the CPU is
@@ -77,6 +83,12 @@ def create_session(path: Path, device: str = "auto", threads: int | None = None)
         RuntimeError: device="cuda" and CUDA is not usable.
         PackageError: ONNX Runtime cannot load the graph.
     """
+    if not isinstance(graph, GraphBytes):
+        try:
+            graph = GraphBytes.read(graph)
+        except GraphFormatError as e:
+            raise PackageError(f"{graph}: not a valid ONNX file ({e})") from None
+    path = graph.path
     options = ort.SessionOptions()
     if threads is not None:
         if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1:
@@ -84,18 +96,20 @@ def create_session(path: Path, device: str = "auto", threads: int | None = None)
         options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Errors only: ORT warns at every load that the bilm's optional `sentence_edges` input (an
-    # initializer a caller may override, by design) is not constant-folded; a CUDA provider
-    # that fails to start is reported by this function itself.
+    # Errors only: a CUDA provider that fails to start is reported by this function itself.
     options.log_severity_level = 3
     # The runtime runs two sessions back to back, each with its own thread pool. Threads that
     # spin-wait between the ops of a run are fast; threads that go on spinning after it take the
     # cores from the other session's run. So: spin during a run, stop when it returns
     # (measured: benchmarks/RESULTS.md, "Design measurements").
     options.add_session_config_entry("session.force_spinning_stop", "1")
+    if graph.external:
+        names = list(graph.external)
+        options.add_external_initializers_from_files_in_memory(
+            names, [graph.external[n] for n in names], [len(graph.external[n]) for n in names])
     requested = providers_for(device)
     try:
-        session = ort.InferenceSession(str(path), sess_options=options, providers=requested)
+        session = ort.InferenceSession(graph.model, sess_options=options, providers=requested)
     except LOAD_ERRORS as e:
         raise PackageError(f"{path}: ONNX Runtime cannot load this graph ({str(e).splitlines()[0]})") from None
     running = session.get_providers()
@@ -193,26 +207,24 @@ class PackageRunner:
 
     def __init__(self, package_dir: str | Path, device: str = "auto", threads: int | None = None, *,
                  verify: bool = True, require_parity: bool = True):
-        self.manifest: Manifest = load_manifest(package_dir, verify_files=verify, require_parity=require_parity)
+        self.manifest: Manifest
+        self.manifest, graphs = load_package(package_dir, verify_files=verify, require_parity=require_parity)
         self.specs = self.manifest.contract()
         try:
             self.scheme: TokenScheme = scheme_from_manifest(self.manifest.chars, self.manifest.directory)
         except SchemeError as e:
             raise PackageError(str(e)) from None
-        self.token_embedder = self._session("token_embedder", device, threads)
+        self.token_embedder = self._session(graphs["token_embedder"], "token_embedder", device, threads)
         # With "auto", once CUDA is absent or failed to start (and said so), do not try it again.
         bilm_device = "cpu" if device == "auto" and self.token_embedder.get_providers()[0] != CUDA else device
-        self.bilm_session = self._session("bilm", bilm_device, threads)
-        # Packages exported before `sentence_edges` existed lack it: they run every sentence whole.
-        self._has_edges = C.SENTENCE_EDGES in {i.name for i in self.bilm_session.get_overridable_initializers()}
+        self.bilm_session = self._session(graphs.pop("bilm"), "bilm", bilm_device, threads)
         self.providers = self.bilm_session.get_providers()
         log.info("loaded %s (%s) on %s (device=%r)", self.manifest.directory, self.manifest.precision,
                  self.providers[0], device)
 
-    def _session(self, graph: str, device: str, threads: int | None) -> ort.InferenceSession:
-        path = self.manifest.graph_file(graph)
-        session = create_session(path, device, threads)
-        check_session(session, self.specs[graph], path)
+    def _session(self, verified: GraphBytes, graph: str, device: str, threads: int | None) -> ort.InferenceSession:
+        session = create_session(verified, device, threads)
+        check_session(session, self.specs[graph], verified.path)
         return session
 
     def token_embeddings(self, inputs: np.ndarray | Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -234,14 +246,6 @@ class PackageRunner:
         inputs = {name: value[None] for name, value in self.scheme.encode(tokens).items()}
         return self.token_embeddings(inputs)[0][0]
 
-    @property
-    def runs_time_chunks(self) -> bool:
-        """Whether the bilm takes `sentence_edges`, so a long sentence can run in time chunks.
-
-        Packages exported before that input existed run every sentence whole.
-        """
-        return self._has_edges
-
     def bilm(self, embeddings: np.ndarray, mask: np.ndarray, h: np.ndarray, c: np.ndarray,
              edges: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Run the biLM: -> `layers (L+1, B, T, 2P)`, `final_h (L, 2, B, P)`, `final_c (L, 2, B, D)`.
@@ -251,10 +255,7 @@ class PackageRunner:
         """
         feeds = {C.TOKEN_EMBEDDINGS: embeddings, C.MASK: mask.astype(np.int32, copy=False),
                  C.INITIAL_H: h.astype(np.float32, copy=False), C.INITIAL_C: c.astype(np.float32, copy=False)}
-        if edges is not None:
-            if not self._has_edges:
-                raise ValueError(f"{self.manifest.bilm_file} takes no {C.SENTENCE_EDGES}: export the package again")
-            feeds[C.SENTENCE_EDGES] = np.asarray(edges, dtype=np.int64)
+        feeds[C.SENTENCE_EDGES] = np.asarray(C.WHOLE_SENTENCES if edges is None else edges, dtype=np.int64)
         layers, final_h, final_c = self.bilm_session.run([C.LAYERS, C.FINAL_H, C.FINAL_C], feeds)
         return layers, final_h, final_c
 

@@ -55,4 +55,5 @@ def test_the_shipped_default_verifies():
     manifest = load_manifest(SHIPPED_PACKAGE, verify_files=True)
     assert manifest.precision == "int8" and manifest.parity["passed"] is True
     total = sum(entry["bytes"] for entry in manifest.files.values())
-    assert total < 4_000_000, f"the shipped package grew to {total / 1e6:.1f} MB"
+    # 3.96 MB in format 2; format 3's conformance cases (time chunks, a stream, tokenizer texts) add 0.1 MB.
+    assert total < 4_100_000, f"the shipped package grew to {total / 1e6:.2f} MB"
