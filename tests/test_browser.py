@@ -117,11 +117,14 @@ def test_the_page_embeds_like_the_python_runtime(node, server, packages, tmp_pat
             shutil.copyfile(shot, SCREENSHOT_COPY)
 
 
-def test_the_page_runs_threads_when_cross_origin_isolated(node, server, tmp_path):
+def test_the_page_runs_threads_and_works_offline_once_loaded(node, server, tmp_path):
     got = in_browser(node, tmp_path, {"url": server, "packageUrl": "/package/default/", "threads": 2, "sentences": SENTENCES[:2]})
     assert got["crossOriginIsolated"] and got["threads"] == 2 and "2 thread(s)" in got["status"]
-    one = in_browser(node, tmp_path, {"url": server, "packageUrl": "/package/default/", "sentences": SENTENCES[:2]})
+    one = in_browser(node, tmp_path, {"url": server, "packageUrl": "/package/default/", "sentences": SENTENCES[:2],
+                                      "offline": True})
     assert one["threads"] == 1
+    # Offline (the network cut), a reload serves the page, the client, ONNX Runtime and the package from the cache.
+    assert one["offlineStatus"].startswith("loaded int8"), one["offlineStatus"]
     for a, b in zip(got["embedded"], one["embedded"]):
         np.testing.assert_allclose(as_array(a), as_array(b), rtol=0, atol=0.1)
 

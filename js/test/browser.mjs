@@ -23,6 +23,12 @@ try {
   await page.setViewport({ width: 1200, height: 900 });
   await page.goto(request.url, { waitUntil: 'load' });
   await page.waitForFunction(() => window.elmoPage && window.elmoPage.load, { timeout: 60000 });
+  if (request.offline) {  // the package's files must go through the worker to be cached
+    await page.evaluate(async () => {
+      await navigator.serviceWorker.ready;
+      if (!navigator.serviceWorker.controller) await new Promise((r) => navigator.serviceWorker.addEventListener('controllerchange', r, { once: true }));
+    });
+  }
   out.crossOriginIsolated = await page.evaluate(() => globalThis.crossOriginIsolated);
   if (request.damaged) {
     // Load a (damaged) package through the library: the error message, and that nothing loaded.
@@ -64,6 +70,21 @@ try {
       for (let r = 0; r < repeats; r++) for (const s of sentences) { const t = performance.now(); await elmo.embed([s]); times.push(performance.now() - t); }
       return times;
     }, request.bench.sentences, request.bench.repeats);
+  }
+  if (request.offline) {
+    // The service worker has cached the page and the package: offline, a reload loads it again.
+    await page.evaluate(async () => { await navigator.serviceWorker.ready; });
+    await page.setOfflineMode(true);
+    await page.reload({ waitUntil: 'load' });
+    await page.waitForFunction(() => window.elmoPage && window.elmoPage.load, { timeout: 60000 });
+    if (request.packageUrl) {
+      await page.select('#package', 'url');
+      await page.type('#package-url', request.packageUrl);
+    }
+    await page.click('#load');
+    await page.waitForFunction(() => document.getElementById('status').className !== '', { timeout: 120000 });
+    out.offlineStatus = await page.$eval('#status', (e) => e.textContent);
+    await page.setOfflineMode(false);
   }
   if (request.screenshot) {
     await page.click('#embed');
