@@ -26,7 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from elmo_runtime import Elmo  # noqa: E402
-from elmo_runtime.resolve import SHIPPED_PACKAGE  # noqa: E402
+from elmo_runtime.fetch.resolve import SHIPPED_PACKAGE  # noqa: E402
 
 JS = ROOT / "js"
 

@@ -43,7 +43,7 @@ _RAY = """
 import json, os, sys, threading, time
 t0 = time.perf_counter()
 import ray
-from elmo_runtime.ray_data import embed_to_parquet
+from elmo_runtime.corpus.job import embed_to_parquet
 ray.init(num_cpus=int(sys.argv[4]), include_dashboard=False, log_to_driver=False, logging_level="WARNING")
 t1 = time.perf_counter()
 peak, stop = {}, threading.Event()

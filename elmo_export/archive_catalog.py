@@ -103,7 +103,7 @@ def fetch_archive(model: str | ArchiveModel, cache_dir: str | Path | None = None
     The arguments and errors are `elmo_export.download.fetch_model`'s.
     """
     from elmo_export.download import model_cache_dir
-    from elmo_runtime.download import CachedFiles, resolve_offline
+    from elmo_runtime.fetch.download import CachedFiles, resolve_offline
 
     if isinstance(model, str):
         found = find_archive(model)

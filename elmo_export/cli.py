@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with interrupts_raise() as interrupted:
             if args.push_to_hub:  # a malformed repository fails before the export, not after
-                from elmo_runtime.hub import parse_repo
+                from elmo_runtime.fetch.hub import parse_repo
 
                 parse_repo(args.push_to_hub)
             if args.model is not None and is_other_family(args.model):

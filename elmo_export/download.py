@@ -1,6 +1,6 @@
 """Fetch an official model's `options.json` + `weights.hdf5` into a persistent, verified cache.
 
-The transfer, the cache folder and its record are `elmo_runtime.download`'s (resumable,
+The transfer, the cache folder and its record are `elmo_runtime.fetch.download`'s (resumable,
 verified before the final name appears, offline mode); this module adds what an official model
 is: its catalog entry, and the checks that its files are what the catalog describes (options
 parsed and matched to the catalog's architecture, every weights dataset's shape checked against
@@ -21,7 +21,7 @@ from typing import Mapping
 
 from elmo_export.catalog import CatalogModel, check_model_name, get_model, load_catalog
 from elmo_runtime import contract as C
-from elmo_runtime.download import (  # noqa: F401 (re-exported: the exporter's callers use them)
+from elmo_runtime.fetch.download import (  # noqa: F401 (re-exported: the exporter's callers use them)
     ENV_CACHE,
     ENV_OFFLINE,
     CachedFiles,

@@ -13,6 +13,7 @@ Graph contract: `elmo_runtime.contract`.
 
 from __future__ import annotations
 
+import copy
 from typing import Literal, NamedTuple
 
 import numpy as np
@@ -235,10 +236,17 @@ def build_token_embedder(model: ElmoBiLm, precision: Precision = "fp32", opset: 
 
 
 def _boundary_embeddings(model: ElmoBiLm) -> tuple[np.ndarray, np.ndarray]:
-    """The token embeddings of <S> and </S>: constants, so computed once at export."""
+    """The token embeddings of <S> and </S>: constants, so computed once at export.
+
+    In float64, rounded to float32 once: float32 kernels differ in the last bits between CPUs
+    (an Intel AVX-512 export was up to 7.2e-7 off an AMD AVX2 one), so float32 constants would make
+    the same weights export to different bytes. float64's differences sit ~2^29 times below
+    float32's step and do not survive the rounding."""
     ids = torch.stack([model.bos_char_ids, model.eos_char_ids])[None]  # (1, 2, C)
+    embedder = copy.deepcopy(model.token_embedder).double()
     with torch.no_grad():
-        emb = model.token_embedder(ids, model.boundary_word_ids[None])[0].numpy()  # (2, P)
+        emb = embedder(ids, model.boundary_word_ids[None])[0].numpy()  # (2, P) float64
+    emb = emb.astype(np.float32)
     return emb[0], emb[1]
 
 

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from elmo_runtime import contract as C
-from elmo_runtime.catalog import SHIPPED_NAME, check_entry
-from elmo_runtime.hub import endpoint as hub_endpoint
-from elmo_runtime.hub import parse_repo
+from elmo_runtime.fetch.catalog import SHIPPED_NAME, check_entry
+from elmo_runtime.fetch.hub import endpoint as hub_endpoint
+from elmo_runtime.fetch.hub import parse_repo
 from elmo_runtime.package import PackageError, load_manifest
 
 log = logging.getLogger(__name__)
@@ -209,7 +209,7 @@ def archive_package(package: str | Path, archive: str | Path, *, url: str, name:
                     description: str = "") -> dict:
     """Write a verified package as a zip archive and return its catalog entry.
 
-    The entry goes under `packages` in a catalog file (see `elmo_runtime.catalog`); `url` is
+    The entry goes under `packages` in a catalog file (see `elmo_runtime.fetch.catalog`); `url` is
     where the archive will be served from.
 
     Raises:

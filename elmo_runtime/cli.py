@@ -1,5 +1,5 @@
-"""`elmo-embed`: the command line of `elmo_runtime.files.embed_file` (and, with --engine ray,
-of `elmo_runtime.ray_data.embed_to_parquet`).
+"""`elmo-embed`: the command line of `elmo_runtime.corpus.files.embed_file` (and, with --engine ray,
+of `elmo_runtime.corpus.job.embed_to_parquet`).
 
     elmo-embed PACKAGE INPUT OUTPUT [--all|--top|--average] [--batch-size N] [--device ...]
 
@@ -15,7 +15,7 @@ import signal
 import sys
 
 from elmo_runtime import contract as C
-from elmo_runtime.files import DTYPES, FORMATS, embed_file
+from elmo_runtime.corpus.files import DTYPES, FORMATS, embed_file
 from elmo_runtime.interrupts import interrupts_raise
 from elmo_runtime.runner import DEVICES
 
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _embed_ray(args: dict, cluster: dict, stop) -> None:
     """--engine ray: the same flags onto `embed_to_parquet`, those that do not apply refused."""
-    from elmo_runtime.ray_data import embed_to_parquet
+    from elmo_runtime.corpus.job import embed_to_parquet
 
     if args.pop("device") not in ("auto", "cpu"):
         raise ValueError("--engine ray runs on CPUs: leave out --device")

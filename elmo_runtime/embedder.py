@@ -28,8 +28,8 @@ import numpy as np
 
 from elmo_runtime import contract as C
 from elmo_runtime.batching import BOUNDARY_TOKENS, batch_cost, check_budget, chunks_by_tokens, plan_batches
-from elmo_runtime.catalog import SHIPPED_NAME
-from elmo_runtime.resolve import resolve_package
+from elmo_runtime.fetch.catalog import SHIPPED_NAME
+from elmo_runtime.fetch.resolve import resolve_package
 from elmo_runtime.runner import CPU, CUDA, RUN_ERRORS, PackageRunner
 from elmo_runtime.token_cache import DEFAULT_CACHE_BYTES, TokenEmbeddingCache
 from elmo_runtime.tokenize import tokenize
@@ -58,7 +58,7 @@ class Elmo:
     Args:
         package: a package folder written by `elmo-export` (holding `elmo.json`), "default"
             (the default model's int8 package, shipped inside the runtime), a catalog name, or
-            "hf:owner/repo[@revision]" (see `elmo_runtime.resolve.resolve_package` for the order;
+            "hf:owner/repo[@revision]" (see `elmo_runtime.fetch.resolve.resolve_package` for the order;
             downloads are cached and verified, `ELMO_ONNX_OFFLINE=1` uses the cache only).
         device: "auto" (CUDA when onnxruntime-gpu and a GPU are usable, else the CPU; the
             choice is logged at INFO), "cpu" or "cuda" (an error when CUDA is not usable).

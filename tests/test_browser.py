@@ -21,7 +21,7 @@ import pytest
 
 from elmo_runtime import Elmo
 from elmo_runtime import contract as C
-from elmo_runtime.resolve import SHIPPED_PACKAGE
+from elmo_runtime.fetch.resolve import SHIPPED_PACKAGE
 from test_js_client import JS, npm_ci
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -11,24 +11,63 @@ import json
 import pytest
 
 from elmo_runtime import contract as C
-from elmo_runtime.resolve import SHIPPED_PACKAGE
+from elmo_runtime.fetch.resolve import SHIPPED_PACKAGE
 
 REGENERATE = "elmo-export --quantize int8 -o elmo_runtime/default --force"
 
 
+# Computed in float32 by torch (the warm state) or ONNX Runtime (parity figures, conformance
+# vectors), whose kernels differ in the last bits between CPUs (AMD AVX2 vs Intel AVX-512/AMX).
+# Everything else, the graph files' bytes above all, must be equal exactly.
+CPU_DEPENDENT = ("initial_state.h", "initial_state.c", "parity.", f"files.{C.CONFORMANCE_FILE}.")
+
+
 def _differences(shipped: dict, fresh: dict, path: str = "") -> list[str]:
     """Where two manifests differ. Graph files compare by sha256 (exactly); the warm state and the
-    parity figures, computed in floating point by torch and ONNX Runtime, up to the last bits
-    another CPU may change."""
+    parity figures up to the last bits another CPU may change; the conformance file's hash not at
+    all (`_conformance_differences` compares its contents)."""
+    if path.startswith(f"files.{C.CONFORMANCE_FILE}."):
+        return []
     if isinstance(shipped, dict) and isinstance(fresh, dict):
         keys = sorted(set(shipped) | set(fresh))
         return [d for k in keys for d in _differences(shipped.get(k), fresh.get(k), f"{path}.{k}".lstrip("."))]
     if isinstance(shipped, list) and isinstance(fresh, list) and len(shipped) == len(fresh):
         return [d for i, (a, b) in enumerate(zip(shipped, fresh)) for d in _differences(a, b, f"{path}[{i}]")]
-    numeric = path.startswith(("initial_state.h", "initial_state.c", "parity."))
+    numeric = path.startswith(CPU_DEPENDENT)
     if numeric and isinstance(shipped, float) and isinstance(fresh, float):
         return [] if shipped == pytest.approx(fresh, rel=1e-3, abs=1e-5) else [f"{path}: {shipped} != {fresh}"]
     return [] if shipped == fresh else [f"{path}: {shipped!r:.80} != {fresh!r:.80}"]
+
+
+def _conformance_differences(shipped_path, fresh_path) -> list[str]:
+    """Where two conformance files differ: every field exactly, but the expected arrays (the
+    sentences', the time-chunks case's layers and final state, the stream's rows), which this
+    CPU's ONNX Runtime computed, within the int8 conformance tolerance, the bar any runtime on
+    any CPU must meet against the shipped file (`elmo_export.conformance.TOLERANCES`: max abs 0.1,
+    min cosine 0.999; another CPU's last bits move int8 layers by up to 0.025)."""
+    from elmo_export.conformance import TOLERANCES
+    from elmo_runtime.conformance import compare_layers, decode_array
+
+    bar = TOLERANCES["int8"]
+
+    def walk(want, got, path: str) -> list[str]:
+        if isinstance(want, dict) and isinstance(got, dict) and "float32_base64" in want and "float32_base64" in got:
+            a, b = decode_array(want, "shipped"), decode_array(got, "fresh")
+            if a.shape != b.shape:
+                return [f"conformance {path}: shape {a.shape} != {b.shape}"]
+            if a.size == 0:
+                return []
+            max_abs, min_cos = compare_layers(b, a)
+            if max_abs.max() > bar.max_abs or min_cos.min() < bar.min_cosine:
+                return [f"conformance {path}: max abs {max_abs.max():.3g}, min cosine {min_cos.min():.6f} (bar {bar})"]
+            return []
+        if isinstance(want, dict) and isinstance(got, dict) and sorted(want) == sorted(got):
+            return [d for k in want for d in walk(want[k], got[k], f"{path}.{k}")]
+        if isinstance(want, list) and isinstance(got, list) and len(want) == len(got):
+            return [d for i, (a, b) in enumerate(zip(want, got)) for d in walk(a, b, f"{path}[{i}]")]
+        return [] if want == got else [f"conformance {path}: {want!r:.80} != {got!r:.80}"]
+
+    return walk(json.loads(shipped_path.read_text(encoding="utf-8")), json.loads(fresh_path.read_text(encoding="utf-8")), "")
 
 
 def test_the_shipped_default_is_what_exporting_models_gives(tmp_path):
@@ -40,6 +79,7 @@ def test_the_shipped_default_is_what_exporting_models_gives(tmp_path):
     shipped_manifest = json.loads((SHIPPED_PACKAGE / C.MANIFEST_FILE).read_text(encoding="utf-8"))
     fresh_manifest = json.loads((fresh / C.MANIFEST_FILE).read_text(encoding="utf-8"))
     differences = _differences(shipped_manifest, fresh_manifest)
+    differences += _conformance_differences(SHIPPED_PACKAGE / C.CONFORMANCE_FILE, fresh / C.CONFORMANCE_FILE)
     shipped_files = sorted(p.name for p in SHIPPED_PACKAGE.iterdir() if not p.name.startswith((".", "_")))
     if shipped_files != sorted(p.name for p in fresh.iterdir()):
         differences.append(f"files: {shipped_files} != {sorted(p.name for p in fresh.iterdir())}")

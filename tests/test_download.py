@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from http_server import serving
 
-from elmo_runtime import download
+from elmo_runtime.fetch import download
 from elmo_export.catalog import (
     CatalogModel,
     get_model,

@@ -11,7 +11,8 @@ import h5py
 import numpy as np
 import pytest
 
-from elmo_runtime import Elmo, cli, files
+from elmo_runtime import Elmo, cli
+from elmo_runtime.corpus import files
 from elmo_runtime import contract as C
 
 LINES = ["The cat sat on the mat.", "Hi!", "Call me Ishmael.", "The cat sat on the mat."]

@@ -20,7 +20,7 @@ from elmo_runtime import Elmo
 from elmo_runtime import contract as C
 from elmo_runtime.conformance import decode_array, encode_array
 from elmo_runtime.package import sha256_of
-from elmo_runtime.resolve import SHIPPED_PACKAGE
+from elmo_runtime.fetch.resolve import SHIPPED_PACKAGE
 
 JS = Path(__file__).resolve().parents[1] / "js"
 SENTENCES = [["The", "cat", "sat", "."], [], ["<S>", "naïve", "😀", "x" * 60], "The bank of the river, not the bank that lends.", ["Hi"]]

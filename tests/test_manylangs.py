@@ -180,7 +180,7 @@ def test_raw_text_needs_a_chosen_tokenizer(tiny_fp32):
 
 def test_tables_and_corpus_jobs_take_tokens_or_a_chosen_split(tiny_fp32, tmp_path):
     pa = pytest.importorskip("pyarrow")
-    from elmo_runtime.table import TableEmbedder, to_numpy
+    from elmo_runtime.corpus.table import TableEmbedder, to_numpy
 
     embed = TableEmbedder(tiny_fp32, layers="top", state="zero", device="cpu")
     with pytest.raises(ValueError, match="expects pre-tokenized input"):
@@ -190,7 +190,7 @@ def test_tables_and_corpus_jobs_take_tokens_or_a_chosen_split(tiny_fp32, tmp_pat
     np.testing.assert_array_equal(to_numpy(split(pa.table({"id": [1], "text": ["the señor ."]}))["vectors"])[0], tokens)
 
     pytest.importorskip("ray")
-    from elmo_runtime.ray_data import embed_to_parquet
+    from elmo_runtime.corpus.job import embed_to_parquet
 
     (tmp_path / "in.txt").write_text("the señor .\n", encoding="utf-8")
     with pytest.raises(ValueError, match="expects pre-tokenized input"):  # in the driver, before any worker

@@ -1,6 +1,7 @@
 """The two graphs, built from the reference, before any packaging."""
 
 import functools
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -75,3 +76,47 @@ def test_fp16_graphs_run_on_the_cpu_close_to_fp32(tiny_model, sizes):
     got, want = layers[:, mask.astype(bool)], ref[:, mask.astype(bool)]  # (L+1, tokens, 2P)
     cos = (got * want).sum(-1) / np.linalg.norm(got, axis=-1) / np.linalg.norm(want, axis=-1)
     assert cos.min() > 0.999
+
+
+def _token_embeddings_float64(model, char_ids: np.ndarray) -> np.ndarray:
+    """The char CNN in numpy float64, written independently of torch: other kernels, other
+    summation orders, as another CPU's would be. `(N, C)` char ids -> `(N, P)`."""
+    te = model.token_embedder
+    weight = lambda module: module.weight.detach().numpy().astype(np.float64)  # noqa: E731
+    bias = lambda module: module.bias.detach().numpy().astype(np.float64)  # noqa: E731
+    act = np.tanh if te.activation is torch.tanh else (lambda v: np.maximum(v, 0.0))
+    x = weight(te.char_embedding)[char_ids]  # (N, C, E)
+    pooled = []
+    for conv in te.convolutions:
+        w = weight(conv)  # (F, E, K)
+        k = w.shape[2]
+        windows = np.stack([x[:, i:i + k, :] for i in range(x.shape[1] - k + 1)], axis=1)  # (N, C-K+1, K, E)
+        out = np.einsum("npke,fek->npf", windows, w) + bias(conv)  # (N, C-K+1, F)
+        pooled.append(act(out.max(axis=1)))
+    x = np.concatenate(pooled, axis=-1)  # (N, F)
+    for transform, carry in zip(te.highway_transform, te.highway_carry):
+        gate = 1.0 / (1.0 + np.exp(-(x @ weight(carry).T + bias(carry))))
+        x = gate * np.maximum(x @ weight(transform).T + bias(transform), 0.0) + (1.0 - gate) * x
+    if te.projection is not None:
+        x = x @ weight(te.projection).T + bias(te.projection)
+    return x
+
+
+def test_the_boundary_constants_do_not_depend_on_the_cpus_kernels():
+    # Float32 kernels differ in the last bits between CPUs (an Intel AVX-512 export of the default
+    # model's <S>/</S> embeddings was up to 7.2e-7 off the AMD one), which made the shipped package's
+    # bytes depend on the CPU that exported it. Computed in float64 and rounded once, they equal
+    # an independent float64 computation with other kernels, bit for bit.
+    from elmo_export.onnx_graph import _boundary_embeddings
+    from elmo_export.weights import load_reference
+
+    folder = Path(__file__).parent.parent / "models" / "default-wordnet"
+    model = load_reference(folder / "options.json", folder / "weights.hdf5")
+    bos, eos = _boundary_embeddings(model)
+    ids = torch.stack([model.bos_char_ids, model.eos_char_ids]).numpy()
+    independent = _token_embeddings_float64(model, ids).astype(np.float32)
+    assert bos.dtype == np.float32 and bos.tobytes() == independent[0].tobytes()
+    assert eos.tobytes() == independent[1].tobytes()
+    with torch.no_grad():  # what the float32 path this replaced gives: other bits, the test's point
+        single = model.token_embedder(torch.from_numpy(ids)[None], model.boundary_word_ids[None])[0].numpy()
+    assert np.abs(single - np.stack([bos, eos])).max() > 0

@@ -21,10 +21,10 @@ from hub_server import HubHandler, HubState
 from elmo_export.publish import SourceLicense, archive_package, push_to_hub
 from elmo_runtime import Elmo, PackageError
 from elmo_runtime import cli as embed_cli
-from elmo_runtime import download
-from elmo_runtime.catalog import load_catalogs
-from elmo_runtime.download import CorruptCacheError, DownloadError
-from elmo_runtime.resolve import SHIPPED_PACKAGE, resolve_package
+from elmo_runtime.fetch import download
+from elmo_runtime.fetch.catalog import load_catalogs
+from elmo_runtime.fetch.download import CorruptCacheError, DownloadError
+from elmo_runtime.fetch.resolve import SHIPPED_PACKAGE, resolve_package
 
 SENTENCES = ["The cat sat on the mat .", "ELMo vectors depend on context ."]
 

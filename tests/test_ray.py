@@ -19,7 +19,7 @@ import pytest
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
-from elmo_runtime.table import to_numpy  # noqa: E402
+from elmo_runtime.corpus.table import to_numpy  # noqa: E402
 
 TIMEOUT = 300
 RAY = ("--engine", "ray", "--workers", "2", "--num-cpus", "2")
@@ -213,8 +213,8 @@ def test_sigterm_keeps_finished_parts_only_and_resumes(elmo, tiny_package, tmp_p
 
 STOPPED_EARLY_SCRIPT = """
 import sys, threading, ray
-from elmo_runtime.ray_data import RAY_DATA_THREAD, embed_to_parquet
-from elmo_runtime.sources import InputError
+from elmo_runtime.corpus.job import RAY_DATA_THREAD, embed_to_parquet
+from elmo_runtime.corpus.chunks import InputError
 package, source, target = sys.argv[1:]
 shutdown = ray.shutdown
 def noting_shutdown(*args, **kwargs):
@@ -253,7 +253,7 @@ def test_a_job_stopped_early_shuts_ray_down_after_its_threads(tiny_package, tmp_
 
 DATASET_SCRIPT = """
 import sys, ray
-from elmo_runtime.ray_data import embed_dataset
+from elmo_runtime.corpus.ray import embed_dataset
 package, source, target = sys.argv[1:]
 ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
 ds = ray.data.read_parquet(source)  # one small file: one block, unless embed_dataset cuts it
@@ -284,7 +284,7 @@ def test_embed_dataset(elmo, tiny_package, tmp_path):
 
 def test_workers_leave_a_cpu_for_ray():
     """Model workers together reserve all CPUs but one, or Ray's read tasks never get to run."""
-    from elmo_runtime.ray_data import worker_cpus
+    from elmo_runtime.corpus.ray import worker_cpus
 
     assert worker_cpus(2, 2) == 0.5
     assert worker_cpus(1, 1) == 0.5
@@ -303,7 +303,7 @@ def test_cluster_flags_need_the_ray_engine(tiny_package, tmp_path):
 
 def embed_to_parquet_quickly(package, input, output, **kwargs):
     """`embed_to_parquet` for the checks made before any cluster starts (these tests start none)."""
-    from elmo_runtime.ray_data import RAY_DATA_THREAD, embed_to_parquet
+    from elmo_runtime.corpus.job import RAY_DATA_THREAD, embed_to_parquet
 
     return embed_to_parquet(package, input, output, workers=1, num_cpus=1, progress=False, **kwargs)
 
@@ -369,7 +369,7 @@ def test_a_foreign_partial_folder_is_not_resumed_and_dead_runs_leftovers_go(tiny
 
 
 def test_replacing_an_output_keeps_its_mode_and_leaves_nothing(tmp_path, dead_pid):
-    from elmo_runtime.ray_data import _replace
+    from elmo_runtime.corpus.job import _replace
 
     out = finished_output(tmp_path / "out", mode=0o750)
     stale = tmp_path / f".out.{dead_pid}.0123abcd.old"  # a run killed between its two renames
@@ -389,8 +389,8 @@ def test_a_worker_that_cannot_write_reports_one_line_and_leaves_no_scratch(tiny_
     """A full disk in a worker: the chunk comes back as an OSError naming the part, no temporary file stays."""
     import errno
 
-    from elmo_runtime.ray_data import ChunkWorker, _raise_chunk_error
-    from elmo_runtime.sources import plan_chunks
+    from elmo_runtime.corpus.job import ChunkWorker, _raise_chunk_error
+    from elmo_runtime.corpus.chunks import plan_chunks
 
     (tmp_path / "in.txt").write_text("The cat sat .\nHi !\n")
     (chunk,), _ = plan_chunks(tmp_path / "in.txt")

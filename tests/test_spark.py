@@ -22,7 +22,7 @@ RECIPE = """
 import sys
 import pyarrow as pa
 from pyspark.sql import SparkSession
-from elmo_runtime.table import TableEmbedder
+from elmo_runtime.corpus.table import TableEmbedder
 
 PACKAGE, SOURCE, TARGET = sys.argv[1:]
 

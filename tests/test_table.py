@@ -9,8 +9,8 @@ import pytest
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
-from elmo_runtime.sources import InputError, plan_chunks, read_chunk  # noqa: E402
-from elmo_runtime.table import TableEmbedder, to_numpy  # noqa: E402
+from elmo_runtime.corpus.chunks import InputError, plan_chunks, read_chunk  # noqa: E402
+from elmo_runtime.corpus.table import TableEmbedder, to_numpy  # noqa: E402
 
 SENTENCES = ["The cat sat on the mat .", "Hi !", "", "ELMo vectors depend on context , they say ."]
 
@@ -59,7 +59,7 @@ def test_runtime_imports_without_pyarrow(tiny_package):
         "import sys; sys.modules['pyarrow'] = None\n"
         "from elmo_runtime import Elmo\n"
         f"Elmo({str(tiny_package)!r}, device='cpu').embed(['Hi !'])\n"
-        "from elmo_runtime.table import TableEmbedder\n"
+        "from elmo_runtime.corpus.table import TableEmbedder\n"
         f"TableEmbedder({str(tiny_package)!r})\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

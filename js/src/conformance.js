@@ -1,6 +1,6 @@
 // The package's conformance vectors (conformance.json) run through this client: the self-check.
 
-import { compare, PackageError } from './core.js';
+import { compare, PackageError, sha256Hex } from './core.js';
 import { tokenize } from './tokenize.js';
 
 function decode(entry, where) {
@@ -31,7 +31,6 @@ export async function verify(elmo) {
     const entry = elmo.manifest.files[file];
     if (!entry) throw new PackageError(`'${file}' is not listed in 'files'`);
     const bytes = await elmo.read(file);
-    const { sha256Hex } = await import('./core.js');
     if (bytes.length !== entry.bytes || await sha256Hex(bytes) !== entry.sha256) throw new PackageError(`file '${file}' does not match its size or sha256 in the manifest`);
     doc = JSON.parse(new TextDecoder().decode(bytes));
     if (doc.format_version !== elmo.manifest.format_version || doc.precision !== elmo.precision) {
@@ -64,35 +63,8 @@ export async function verify(elmo) {
       });
     }
   }
-  const chunks = doc.time_chunks;
-  if (chunks) {
-    if (!same(elmo.charIds(chunks.tokens), chunks.char_ids)) failures.push('time chunks: char ids differ from the file\'s');
-    for (const [state, entry] of Object.entries(chunks.expected)) {
-      await guarded(`time chunks, state ${state}`, async () => {
-        const run = await elmo.runInChunks(chunks.tokens, elmo.initialState(state, 1), chunks.chunk_tokens);
-        const L1 = elmo.nLayers + 1;
-        judge(`time chunks, state ${state}`, { dims: [L1, chunks.tokens.length, elmo.dim], data: run.data }, decode(entry.layers, 'time chunks'), { case: 'time chunks', state });
-        for (const key of ['h', 'c']) {
-          const want = decode(entry[`final_${key}`], `final_${key}`);
-          const units = want.dims[2];
-          judge(`time chunks, state ${state}, final_${key}`, { dims: [1, want.dims[0] * 2, units], data: run.final[key] },
-            { dims: [1, want.dims[0] * 2, units], data: want.data }, { case: `time chunks final_${key}`, state });
-        }
-      });
-    }
-  }
-  const stream = doc.stream;
-  if (stream) {
-    for (const [state, calls] of Object.entries(stream.expected)) {
-      await guarded(`stream, state ${state}`, async () => {
-        const carried = elmo.stream(state);
-        for (const [k, batch] of stream.calls.entries()) {
-          const got = await carried.embed(batch);
-          calls[k].forEach((entry, b) => judge(`stream call ${k} row ${b}, state ${state}`, got[b], decode(entry, 'stream'), { case: `stream ${k}.${b}`, state }));
-        }
-      });
-    }
-  }
+  if (doc.time_chunks) await timeChunks(elmo, doc.time_chunks, judge, guarded, failures);
+  if (doc.stream) await stream(elmo, doc.stream, judge, guarded);
   let tokenizerCases = 0;
   for (const [i, c] of (doc.tokenizer?.cases || []).entries()) {
     tokenizerCases += 1;
@@ -103,4 +75,37 @@ export async function verify(elmo) {
     ? { max_abs: Math.max(...checks.map((c) => c.max_abs)), min_cosine: Math.min(...checks.map((c) => c.min_cosine)) }
     : null;
   return { passed: failures.length === 0 && checks.length > 0, precision: elmo.precision, tolerance: tol, worst, tokenizerCases, failures, checks };
+}
+
+/** The time-chunks case: layers and final state of a sentence run in chunks of `chunk_tokens`. */
+async function timeChunks(elmo, chunks, judge, guarded, failures) {
+  if (!same(elmo.charIds(chunks.tokens), chunks.char_ids)) failures.push('time chunks: char ids differ from the file\'s');
+  for (const [state, entry] of Object.entries(chunks.expected)) {
+    await guarded(`time chunks, state ${state}`, async () => {
+      const run = await elmo.runInChunks(chunks.tokens, elmo.initialState(state, 1), chunks.chunk_tokens);
+      const L1 = elmo.nLayers + 1;
+      judge(`time chunks, state ${state}`, { dims: [L1, chunks.tokens.length, elmo.dim], data: run.data },
+        decode(entry.layers, 'time chunks'), { case: 'time chunks', state });
+      for (const key of ['h', 'c']) {
+        const want = decode(entry[`final_${key}`], `final_${key}`);
+        const dims = [1, want.dims[0] * 2, want.dims[2]];  // (L, 2, X) compared as one "layer" of 2L vectors
+        judge(`time chunks, state ${state}, final_${key}`, { dims, data: run.final[key] }, { dims, data: want.data },
+          { case: `time chunks final_${key}`, state });
+      }
+    });
+  }
+}
+
+/** The stream case: the calls through one stream, each row against its expected layers. */
+async function stream(elmo, doc, judge, guarded) {
+  for (const [state, calls] of Object.entries(doc.expected)) {
+    await guarded(`stream, state ${state}`, async () => {
+      const carried = elmo.stream(state);
+      for (const [k, batch] of doc.calls.entries()) {
+        const got = await carried.embed(batch);
+        calls[k].forEach((entry, b) => judge(`stream call ${k} row ${b}, state ${state}`, got[b], decode(entry, 'stream'),
+          { case: `stream ${k}.${b}`, state }));
+      }
+    });
+  }
 }

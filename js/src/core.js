@@ -182,19 +182,6 @@ function mixed(all, L1, n, dim, mix) {
   return { dims: [n, dim], data };
 }
 
-function decodeFloat32(entry, where) {
-  if (!entry || !Array.isArray(entry.shape) || typeof entry.float32_base64 !== 'string') {
-    throw new Error(`${where}: expected {shape, float32_base64}`);
-  }
-  const raw = atob(entry.float32_base64);
-  const count = entry.shape.reduce((a, b) => a * b, 1);
-  if (raw.length !== 4 * count) throw new Error(`${where}: ${raw.length} bytes for shape ${entry.shape}`);
-  const view = new DataView(Uint8Array.from(raw, (ch) => ch.charCodeAt(0)).buffer);
-  const data = new Float32Array(count);
-  for (let i = 0; i < count; i++) data[i] = view.getFloat32(4 * i, true);  // little-endian
-  return { dims: entry.shape, data };
-}
-
 /** Per leading index (a layer): max abs difference and min cosine of the last axis' vectors. */
 export function compare(got, want) {
   const D = want.dims[want.dims.length - 1];
@@ -264,7 +251,7 @@ export class Elmo {
       await Promise.all(sessions.map((s) => s.release()));
       throw new PackageError(`${source}: the graphs lack ${missing.join(', ')} (the package contract)`);
     }
-    return new Elmo({ ort, manifest, tokenEmbedder, bilm, read, source, verify });
+    return new this({ ort, manifest, tokenEmbedder, bilm, read, source, verify });  // the subclass open was called on
   }
 
   async release() { await Promise.all([this.tokenEmbedder.release(), this.bilm.release()]); }

@@ -16,8 +16,7 @@ export class Elmo extends Core {
     const read = async (name) => new Uint8Array(await readFile(path.join(dir, checkName(name, 'file', dir))));
     const sessionOptions = { executionProviders: ['cpu'] };
     if (threads) Object.assign(sessionOptions, { intraOpNumThreads: threads, interOpNumThreads: 1 });
-    const core = await Core.open({ ort, read, source: dir, verify: verifyFiles, sessionOptions });
-    return Object.setPrototypeOf(core, Elmo.prototype);
+    return this.open({ ort, read, source: dir, verify: verifyFiles, sessionOptions });
   }
 
   /** Run the package's conformance vectors (see conformance.js). */

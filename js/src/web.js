@@ -24,9 +24,8 @@ export class Elmo extends Core {
       if (!response.ok) throw new Error(`HTTP ${response.status}`);
       return new Uint8Array(await response.arrayBuffer());
     };
-    const core = await Core.open({ ort, read, source: base.href.replace(/\/$/, ''), verify: verifyFiles,
+    return this.open({ ort, read, source: base.href.replace(/\/$/, ''), verify: verifyFiles,
       sessionOptions: { executionProviders: ['wasm'] } });
-    return Object.setPrototypeOf(core, Elmo.prototype);
   }
 
   /** Run the package's conformance vectors (see conformance.js). */

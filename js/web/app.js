@@ -1,5 +1,4 @@
 // The page: load a package, embed the sentences, draw each word's similarity to every other.
-import { Elmo as Core } from '/src/core.js';
 import { Elmo, tokenize } from '/src/web.js';
 import * as ort from 'onnxruntime-web';
 
@@ -43,7 +42,7 @@ async function load() {
         if (!files[name]) throw new Error('not in the folder picked');
         return new Uint8Array(await files[name].arrayBuffer());
       };
-      state.elmo = Object.setPrototypeOf(await Core.open({ ort, read, source: 'picked folder', sessionOptions: { executionProviders: ['wasm'] } }), Elmo.prototype);
+      state.elmo = await Elmo.open({ ort, read, source: 'picked folder', sessionOptions: { executionProviders: ['wasm'] } });
     } else {
       const url = choice === 'url' ? $('package-url').value : choice;
       state.elmo = await Elmo.load(url, { threads, wasmPaths: '/ort/' });

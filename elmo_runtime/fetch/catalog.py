@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 SCHEMA_VERSION = 1
 ENV_CATALOG = "ELMO_ONNX_CATALOG"
-PROJECT_CATALOG = Path(__file__).resolve().parent / "catalog.json"
+PROJECT_CATALOG = Path(__file__).resolve().parents[1] / "catalog.json"
 PRECISIONS = ("fp32", "fp16", "int8", "int4")
 # Reserved: the package shipped inside the runtime.
 SHIPPED_NAME = "default"

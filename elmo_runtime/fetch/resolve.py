@@ -4,12 +4,12 @@
 
 1. a local package folder (a path to a directory holding `elmo.json`);
 2. `"default"`: the default model's int8 package, shipped inside `elmo_runtime` (no network);
-3. `hf:owner/repo[@revision]`: a package on the Hugging Face Hub (`elmo_runtime.hub`);
-4. a catalog name (`elmo_runtime.catalog`: the project's catalog and `ELMO_ONNX_CATALOG`),
+3. `hf:owner/repo[@revision]`: a package on the Hugging Face Hub (`elmo_runtime.fetch.hub`);
+4. a catalog name (`elmo_runtime.fetch.catalog`: the project's catalog and `ELMO_ONNX_CATALOG`),
    downloaded once into `<cache>/packages/<name>/`.
 
 A catalog package arrives as a zip archive, resumable, checked against the catalog's bytes and
-sha256 (`elmo_runtime.download`), unpacked into a staging folder beside its final place, checked
+sha256 (`elmo_runtime.fetch.download`), unpacked into a staging folder beside its final place, checked
 file by file against its manifest's sha256s, and only then renamed into place: a folder under
 its final name is always a whole, verified package. Beside it, `<name>.source.json` records the
 archive it came from and its manifest's sha256, so that a cached package is re-checked on every
@@ -28,12 +28,12 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from elmo_runtime import contract as C
-from elmo_runtime.catalog import ENV_CATALOG, SHIPPED_NAME, PackageEntry, load_catalogs
+from elmo_runtime.fetch.catalog import ENV_CATALOG, SHIPPED_NAME, PackageEntry, load_catalogs
 from elmo_runtime.package import PackageError, load_manifest
 
 log = logging.getLogger(__name__)
 
-SHIPPED_PACKAGE = Path(__file__).resolve().parent / SHIPPED_NAME
+SHIPPED_PACKAGE = Path(__file__).resolve().parents[1] / SHIPPED_NAME
 HUB_PREFIX = "hf:"
 SOURCE_SUFFIX = ".source.json"
 ARCHIVES = ".archives"  # where archives download (resumable) before they are unpacked
@@ -53,7 +53,7 @@ def resolve_package(name_or_path: str | os.PathLike = SHIPPED_NAME, *, cache_dir
 
     Args:
         name_or_path: see the module docstring for the forms and their order.
-        cache_dir: the cache's top folder; default: `elmo_runtime.download.cache_root()`.
+        cache_dir: the cache's top folder; default: `elmo_runtime.fetch.download.cache_root()`.
         offline: use the cache only; None reads `ELMO_ONNX_OFFLINE`.
         catalog: catalog files to look names up in; default: the project's and `ELMO_ONNX_CATALOG`'s.
         progress: progress bars for downloads.
@@ -74,7 +74,7 @@ def resolve_package(name_or_path: str | os.PathLike = SHIPPED_NAME, *, cache_dir
     if path.is_dir():
         return path
     if text.startswith(HUB_PREFIX):
-        from elmo_runtime.hub import fetch_hub_package  # imported here: huggingface_hub takes time
+        from elmo_runtime.fetch.hub import fetch_hub_package  # imported here: huggingface_hub takes time
 
         return fetch_hub_package(text[len(HUB_PREFIX):], cache_dir=cache_dir, offline=offline, progress=progress)
     if text == SHIPPED_NAME:
@@ -101,7 +101,7 @@ def fetch_catalog_package(entry: PackageEntry, *, cache_dir: str | Path | None =
         DownloadError, CorruptCacheError, PackageError: see `resolve_package`.
     """
     # Imported here: urllib and tqdm cost `import elmo_runtime` a quarter of a second.
-    from elmo_runtime.download import CachedFiles, DownloadError, cache_root, read_json_object, resolve_offline
+    from elmo_runtime.fetch.download import CachedFiles, DownloadError, cache_root, read_json_object, resolve_offline
 
     packages = (Path(cache_dir).expanduser() if cache_dir is not None else cache_root()) / "packages"
     final, record_path = packages / entry.name, packages / (entry.name + SOURCE_SUFFIX)
@@ -117,7 +117,7 @@ def fetch_catalog_package(entry: PackageEntry, *, cache_dir: str | Path | None =
             log.info("using cached package %s (verified)", final)
             return final
         if not record:
-            from elmo_runtime.download import CorruptCacheError
+            from elmo_runtime.fetch.download import CorruptCacheError
 
             raise CorruptCacheError(f"{final} has no readable record of where it came from ({record_path}): "
                                     f"it cannot be trusted as package {entry.name!r}. {how_to_fix}")
@@ -146,7 +146,7 @@ def manifest_sha256(directory: Path) -> str:
 
 def _check_cached(directory: Path, record: dict, record_path: Path, how_to_fix: str) -> None:
     """The manifest is the one recorded at install, and every file matches the manifest."""
-    from elmo_runtime.download import CorruptCacheError
+    from elmo_runtime.fetch.download import CorruptCacheError
 
     try:
         digest = manifest_sha256(directory)

@@ -1,15 +1,8 @@
-"""ELMo on a Ray cluster with Ray Data: a pool of long-lived workers, each holding one model.
+"""The resumable Parquet job of `elmo-embed --engine ray`: `embed_to_parquet`.
 
-    import ray
-    from elmo_runtime.ray_data import embed_dataset
-    ds = ray.data.read_parquet("corpus/")                    # columns id, text
-    embed_dataset(ds, "elmo-int8", layers="top", dtype="float16").write_parquet("vectors/")
-
-`embed_dataset` is `ds.map_batches(TableEmbedder, ...)` with the settings a small cluster needs:
-the workers share the CPUs without taking the last one (Ray's read and write tasks need it, or
-they never run), and large blocks are cut so that every worker gets some. `embed_to_parquet`
-(`elmo-embed ... --engine ray`) is a whole job on top: stable ids, a Parquet folder written
-chunk by chunk, resumed after a failure with every id exactly once.
+Stable ids, a Parquet folder written chunk by chunk by Ray Data workers (`ChunkWorker`),
+resumed after a failure with every id exactly once. The Ray adapter it runs on is
+`elmo_runtime.corpus.ray`.
 
 Needs the `ray` extra (`pip install 'elmo-onnx[ray]'`).
 """
@@ -29,21 +22,15 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Iterator
 
 from elmo_runtime import scratch
-from elmo_runtime.sources import Chunk, InputError, plan_chunks, read_chunk
-from elmo_runtime.table import TableEmbedder, pretokenized_message, require_pyarrow
-
-if TYPE_CHECKING:
-    import ray.data
+from elmo_runtime.corpus.chunks import Chunk, InputError, plan_chunks, read_chunk
+from elmo_runtime.corpus.ray import cluster_cpus, require_ray, worker_cpus
+from elmo_runtime.corpus.table import TableEmbedder, pretokenized_message, require_pyarrow
 
 log = logging.getLogger(__name__)
 
-RAY_HINT = "pip install 'elmo-onnx[ray]'"
-# Rows per block handed to one worker call by `embed_dataset`: small enough to spread a small
-# dataset over the pool, big enough that a call is mostly embedding.
-ROWS_PER_BLOCK = 256
 # Rows the chunk workers embed (and write as one row group) at a time: bounds their memory.
 ROWS_PER_WRITE = 128
 MANIFEST = "_elmo.json"
@@ -55,59 +42,6 @@ CHUNK_ERRORS = (InputError, OSError, ValueError)
 # The name of the threads that pull a dataset's results while it is iterated (Ray 2.60): see
 # `_closing_rows`.
 RAY_DATA_THREAD = "iter_threaded"
-
-
-def require_ray():
-    """Import ray, or fail with one line naming the extra that installs it."""
-    try:
-        import ray
-        import ray.data  # noqa: F401
-    except ImportError:
-        raise ImportError(f"the Ray engine needs Ray Data: {RAY_HINT}") from None
-    return ray
-
-
-def worker_cpus(cluster_cpus: float, workers: int) -> float:
-    """The CPUs each of `workers` model workers reserves: all but one CPU of the cluster, shared.
-
-    The one left over is for Ray Data's own read, split and write tasks, which reserve a CPU
-    each: with every CPU held by a model worker they would wait forever (on 2 CPUs and 2
-    workers: 0.5 each). The model's threads are set separately (`threads`): this is Ray's
-    bookkeeping, not a limit on the cores a worker uses.
-    """
-    if workers < 1:
-        raise ValueError(f"workers is {workers}; it must be at least 1")
-    return max(cluster_cpus - 1, cluster_cpus / 2) / workers
-
-
-def embed_dataset(ds: "ray.data.Dataset", package: str | Path, *, workers: int | None = None, threads: int = 1,
-                  rows_per_block: int = ROWS_PER_BLOCK, **settings: Any) -> "ray.data.Dataset":
-    """Embed a Ray dataset with columns `id` and `text`; lazily, as Ray datasets go.
-
-    Args:
-        ds: the sentences (`text`: raw text, or lists of tokens; `id`: any unique key).
-        package: a package directory every node can read.
-        workers: model workers (None: the cluster's CPUs divided by `threads`).
-        threads: ONNX Runtime threads per worker.
-        rows_per_block: blocks larger than this are cut (a small file read as one block would
-            otherwise keep all but one worker idle).
-        **settings: `TableEmbedder`'s `layers`, `pool`, `dtype`, `tokenized`, `state`,
-            `batch_tokens`.
-
-    Returns:
-        A dataset of `id`, `tokens` (token-level only) and `vectors` (see `elmo_runtime.table`).
-    """
-    ray = require_ray()
-    from ray.data import ActorPoolStrategy
-
-    cpus = _cluster_cpus(ray)
-    workers = workers or max(1, int(cpus // threads))
-    TableEmbedder(package, threads=threads, device="cpu", **settings)  # bad settings fail here, not in a worker
-    return ds.repartition(target_num_rows_per_block=rows_per_block).map_batches(
-        TableEmbedder, fn_constructor_args=(str(package),),
-        fn_constructor_kwargs={"threads": threads, "device": "cpu", **settings},
-        batch_size=None, batch_format="pyarrow", compute=ActorPoolStrategy(size=workers),
-        num_cpus=worker_cpus(cpus, workers))
 
 
 @dataclass
@@ -131,7 +65,7 @@ def embed_to_parquet(package: str | Path, input: str | Path, output: str | Path,
                      verify: bool = True, stop: threading.Event | None = None) -> JobReport:
     """Embed a corpus into a Parquet folder on a Ray cluster; what `elmo-embed --engine ray` runs.
 
-    The input is cut into chunks (`elmo_runtime.sources`); each worker reads a chunk, embeds
+    The input is cut into chunks (`elmo_runtime.corpus.chunks`); each worker reads a chunk, embeds
     it and writes it as one part file, named by the chunk's first id, to a temporary file
     (`.part-....parquet.<pid>.<random>.tmp`) it renames when complete. The parts gather in
     `.OUTPUT.partial` beside OUTPUT (created with its plan in one rename), renamed to OUTPUT
@@ -143,7 +77,7 @@ def embed_to_parquet(package: str | Path, input: str | Path, output: str | Path,
     Args:
         package: a package directory every node can read.
         input: a text file, a folder or glob of text files, or Parquet files with a `text`
-            column (see `elmo_runtime.sources` for the ids). Every node must see the same path.
+            column (see `elmo_runtime.corpus.chunks` for the ids). Every node must see the same path.
             Not "-": the workers read the files themselves.
         output: the folder to write (on storage every node sees); not "-", not INPUT, not
             inside an INPUT folder, and holding no input file.
@@ -312,7 +246,7 @@ def _run_chunks(ray, package, todo: list[Chunk], partial: Path, workers, threads
             for signum, handler in handlers.items():
                 signal.signal(signum, handler)
     try:
-        cpus = _cluster_cpus(ray)
+        cpus = cluster_cpus(ray)
         workers = workers or max(1, int(cpus // threads))
         context = DataContext.get_current()
         context.enable_progress_bars = False  # ours counts sentences, not blocks
@@ -365,12 +299,6 @@ def _closing_rows(rows: Iterator[dict], wait: float = 10.0) -> Iterator[None]:
         for thread in set(threading.enumerate()) - others:
             if thread.name == RAY_DATA_THREAD:
                 thread.join(max(0.0, deadline - time.monotonic()))
-
-
-def _cluster_cpus(ray) -> float:
-    if not ray.is_initialized():
-        ray.init(logging_level=logging.WARNING, include_dashboard=False)
-    return float(ray.cluster_resources().get("CPU", 1))
 
 
 def _progress_bar(total: int, enabled: bool | None):

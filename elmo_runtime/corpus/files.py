@@ -8,7 +8,7 @@ layers="all" and `(T, dim)` with "top" or "average"; and a dataset `sentence_to_
 surrounding whitespace; a sentence repeated maps to its last line, as in AllenNLP). In NPZ the
 same keys are `.npy` members of a zip file and `sentence_to_index` is a 0-d unicode array.
 Parquet (the `parquet` extra) has one row per line: `id` (the line number), `tokens` and
-`vectors` (`elmo_runtime.table`'s layout, the one `--engine ray` writes), no `sentence_to_index`.
+`vectors` (`elmo_runtime.corpus.table`'s layout, the one `--engine ray` writes), no `sentence_to_index`.
 
 Compact outputs: dtype="float16" stores every vector in half the bytes; pool="mean" stores one
 vector per sentence (the mean over its tokens), `(dim,)` or `(L + 1, dim)` with layers="all".
@@ -105,7 +105,7 @@ def embed_file(package: str | Path | Elmo, input: str | Path, output: str | Path
     if dtype not in DTYPES:
         raise ValueError(f"dtype is {dtype!r}; choose one of {', '.join(DTYPES)}")
     if format == "parquet":
-        from elmo_runtime.table import require_pyarrow
+        from elmo_runtime.corpus.table import require_pyarrow
 
         require_pyarrow()
     elif format == "hdf5":
@@ -369,10 +369,10 @@ class _NpzWriter:
 
 
 class _ParquetWriter:
-    """One row per line: its number as `id`, its tokens, its vectors (`elmo_runtime.table`)."""
+    """One row per line: its number as `id`, its tokens, its vectors (`elmo_runtime.corpus.table`)."""
 
     def __init__(self, path: Path, elmo: Elmo, layers: str, pool: str | None, dtype: str):
-        from elmo_runtime.table import ParquetWriter
+        from elmo_runtime.corpus.table import ParquetWriter
 
         self._writer = ParquetWriter(path, elmo.num_layers, elmo.dim, all_layers=layers == "all",
                                      pooled=pool == "mean", dtype=dtype)

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 from elmo_runtime import contract as C
-from elmo_runtime.download import CorruptCacheError, DownloadError, cache_root, resolve_offline
+from elmo_runtime.fetch.download import CorruptCacheError, DownloadError, cache_root, resolve_offline
 from elmo_runtime.package import PackageError, load_manifest
 
 log = logging.getLogger(__name__)

@@ -1,10 +1,10 @@
 """The engine-neutral batch function: an Arrow table of sentences in, a table of vectors out.
 
-    from elmo_runtime.table import TableEmbedder
+    from elmo_runtime.corpus.table import TableEmbedder
     embed = TableEmbedder("elmo-int8", layers="top", dtype="float16", threads=1)
     out = embed(pa.table({"id": [7, 8], "text": ["The cat sat.", "Hi!"]}))   # id, tokens, vectors
 
-Every engine calls this: the Ray Data workers (`elmo_runtime.ray_data`), a Spark
+Every engine calls this: the Ray Data workers (`elmo_runtime.corpus.ray`, `.job`), a Spark
 `mapInPandas` function (see the README), single-process `elmo-embed --format parquet`. One
 instance holds one model; the caller sets its thread count, so a worker pool can split the
 cores between its members.

@@ -20,7 +20,7 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from elmo_runtime.table import require_pyarrow
+from elmo_runtime.corpus.table import require_pyarrow
 
 # Rows per chunk: enough chunks for every worker of a small job to get several, few enough
 # that a large job's chunks stay a few MiB of text each.
