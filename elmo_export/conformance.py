@@ -44,13 +44,14 @@ TOLERANCES: dict[str, Tolerance] = {
 }
 
 
-def _builtin() -> dict:
+def load_builtin() -> dict:
+    """The built-in conformance data: `sentences`, and the `time_chunks`, `stream` and `tokenizer` cases."""
     return json.loads(resources.files("elmo_export").joinpath("data", SENTENCES_FILE).read_text(encoding="utf-8"))
 
 
 def load_sentences() -> list[dict]:
     """The built-in conformance sentences: dicts with `name`, `why` and `tokens`."""
-    return _builtin()["sentences"]
+    return load_builtin()["sentences"]
 
 
 def _version(name: str) -> str:
@@ -107,7 +108,7 @@ def write_conformance(model: ElmoBiLm, directory: Path, graphs: dict[str, C.Grap
         entries.append({"name": sentence["name"], "why": sentence["why"], "tokens": tokens,
                         **{name: value.tolist() for name, value in ids.items()}, "expected": expected})
 
-    builtin = _builtin()
+    builtin = load_builtin()
     sessions = (token_embedder, bilm)
     # The carrying rules in the package's default state only (warm where there is one: a start
     # state that is not zeros catches more): the zero state is the sentences' business, and the
