@@ -450,6 +450,25 @@ def _check_files(manifest: Manifest, directory: Path, source: Path, verify_files
             raise PackageError(f"{source}: {field_name} {name!r} is not listed in 'files' (no size or sha256 to check)")
 
     checked: dict[Path, bytes] = {}
+    graphs = _read_graphs(manifest, directory, source, listed, checked, verify_files)
+    if verify_files:
+        for path, name in listed.items():
+            if path not in checked and sha256_of(path) != manifest.files[name]["sha256"]:
+                raise PackageError(f"{directory}: file {name!r} does not match its sha256 in the manifest (corrupt or altered)")
+
+    conformance = _confined(directory, manifest.conformance["file"], "conformance file")
+    if not conformance.is_file():
+        raise PackageError(f"{directory}: conformance file {manifest.conformance['file']!r} is missing")
+    if conformance.resolve() not in listed:
+        raise PackageError(f"{source}: conformance file {manifest.conformance['file']!r} is not listed in 'files' "
+                           "(no size or sha256 to check)")
+    return graphs
+
+
+def _read_graphs(manifest: Manifest, directory: Path, source: Path, listed: dict[Path, str],
+                 checked: dict[Path, bytes], verify_files: bool) -> dict[str, GraphBytes]:
+    """Each graph and the weights files it names, read once into `checked`, each of its listed
+    size and (verify_files) sha256 before the graph is parsed or the next file read."""
 
     def read_checked(path: Path) -> bytes:
         """The file's bytes, read once, of the listed size and (verify_files) sha256."""
@@ -490,15 +509,4 @@ def _check_files(manifest: Manifest, directory: Path, source: Path, verify_files
                                    f"format {C.FORMAT_VERSION} keeps only main-graph initializers there (export the package again)")
             external[tensor.location] = read_checked(data_path)
         graphs[graph] = GraphBytes(path, model, external)
-    if verify_files:
-        for path, name in listed.items():
-            if path not in checked and sha256_of(path) != manifest.files[name]["sha256"]:
-                raise PackageError(f"{directory}: file {name!r} does not match its sha256 in the manifest (corrupt or altered)")
-
-    conformance = _confined(directory, manifest.conformance["file"], "conformance file")
-    if not conformance.is_file():
-        raise PackageError(f"{directory}: conformance file {manifest.conformance['file']!r} is missing")
-    if conformance.resolve() not in listed:
-        raise PackageError(f"{source}: conformance file {manifest.conformance['file']!r} is not listed in 'files' "
-                           "(no size or sha256 to check)")
     return graphs
