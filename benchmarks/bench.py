@@ -23,7 +23,6 @@ import json
 import os
 import platform
 import re
-import subprocess
 import sys
 import textwrap
 import time
@@ -32,6 +31,7 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
+from _common import run_child
 
 from elmo_runtime.contract import precision_name
 
@@ -136,9 +136,8 @@ _CHILD = textwrap.dedent("""
     first = time.time() - spawned  # from the parent's spawn: interpreter start-up counts too
     for batch in batches:
         embed(batch)
-    # VmHWM, not ru_maxrss: a child's ru_maxrss starts from its parent's peak at fork.
-    hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
-    print(json.dumps({"first_embedding_s": first, "peak_rss_mib": int(hwm.split()[1]) / 1024}))
+    from _common import peak_rss_mib
+    print(json.dumps({"first_embedding_s": first, "peak_rss_mib": peak_rss_mib()}))
 """)
 
 
@@ -151,8 +150,7 @@ def fresh_process(kind: str, path: Path, options: Path, threads: int, workload: 
     its memory: batches of 32 long sentences would hold gate products of 32 x 140 x 16384).
     """
     args = [kind, str(path), str(options), str(threads), str(workload), repr(time.time())]
-    out = subprocess.run([sys.executable, "-c", _CHILD, *args], check=True, capture_output=True, text=True)
-    report = json.loads(out.stdout.strip().splitlines()[-1])
+    report = run_child(_CHILD, *args)
     return report["first_embedding_s"], report["peak_rss_mib"]
 
 

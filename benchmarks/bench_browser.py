@@ -54,9 +54,25 @@ def python(package: Path, threads: int | None, batch: list, repeats: int) -> dic
 
 
 def node(package: Path, threads: int, batch: list, repeats: int) -> dict:
-    runs = [json.loads(subprocess.run(["node", str(JS / "test" / "bench.mjs")], capture_output=True, text=True, check=True,
-                                      input=json.dumps({"package": str(package), "threads": threads, "sentences": batch,
-                                                        "repeats": repeats if k == 0 else 0})).stdout) for k in range(3)]
+    runs = [
+        json.loads(
+            subprocess.run(
+                ["node", str(JS / "test" / "bench.mjs")],
+                capture_output=True,
+                text=True,
+                check=True,
+                input=json.dumps(
+                    {
+                        "package": str(package),
+                        "threads": threads,
+                        "sentences": batch,
+                        "repeats": repeats if k == 0 else 0,
+                    }
+                ),
+            ).stdout
+        )
+        for k in range(3)
+    ]
     return {"loadMs": float(np.median([r["loadMs"] for r in runs])), "times": runs[0]["times"]}
 
 
@@ -64,10 +80,20 @@ def browser(url: str, name: str, threads: int, batch: list, repeats: int) -> dic
     runs = []
     for k in range(3):
         with tempfile.TemporaryDirectory() as profile:
-            request = {"url": url, "packageUrl": f"/package/{name}/", "threads": threads, "userDataDir": profile,
-                       **({"bench": {"sentences": batch, "repeats": repeats}} if k == 0 else {})}
-            done = subprocess.run(["node", str(JS / "test" / "browser.mjs")], input=json.dumps(request),
-                                  capture_output=True, text=True, check=True)
+            request = {
+                "url": url,
+                "packageUrl": f"/package/{name}/",
+                "threads": threads,
+                "userDataDir": profile,
+                **({"bench": {"sentences": batch, "repeats": repeats}} if k == 0 else {}),
+            }
+            done = subprocess.run(
+                ["node", str(JS / "test" / "browser.mjs")],
+                input=json.dumps(request),
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             runs.append(json.loads(done.stdout))
     assert all(f"{threads} thread(s)" in r["status"] for r in runs), runs[0]["status"]
     return {"loadMs": float(np.median([r["loadMs"] for r in runs])), "times": runs[0]["bench"]}
@@ -75,7 +101,9 @@ def browser(url: str, name: str, threads: int, batch: list, repeats: int) -> dic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--package", action="append", default=[], help="NAME=DIR (default: default=the shipped package)")
+    parser.add_argument(
+        "--package", action="append", default=[], help="NAME=DIR (default: default=the shipped package)"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -85,29 +113,41 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as root:
         for name, directory in packages.items():
             (Path(root) / name).symlink_to(Path(directory).resolve())
-        server = subprocess.Popen(["node", str(JS / "bin" / "serve.js"), "--package", root, "--port", "0"],
-                                  stdout=subprocess.PIPE, text=True)
+        server = subprocess.Popen(
+            ["node", str(JS / "bin" / "serve.js"), "--package", root, "--port", "0"], stdout=subprocess.PIPE, text=True
+        )
         try:
             url = re.search(r"http://\S+/", server.stdout.readline()).group(0)
             for name, directory in packages.items():
                 package = Path(directory)
-                runs = {"Python, 1 thread": python(package, 1, batch, args.repeats),
-                        "Python, 2 threads": python(package, 2, batch, args.repeats),
-                        "Node.js, 1 thread": node(package, 1, batch, args.repeats),
-                        "Node.js, 2 threads": node(package, 2, batch, args.repeats),
-                        "browser (wasm), 1 thread": browser(url, name, 1, batch, args.repeats),
-                        "browser (wasm), 2 threads": browser(url, name, 2, batch, args.repeats)}
+                runs = {
+                    "Python, 1 thread": python(package, 1, batch, args.repeats),
+                    "Python, 2 threads": python(package, 2, batch, args.repeats),
+                    "Node.js, 1 thread": node(package, 1, batch, args.repeats),
+                    "Node.js, 2 threads": node(package, 2, batch, args.repeats),
+                    "browser (wasm), 1 thread": browser(url, name, 1, batch, args.repeats),
+                    "browser (wasm), 2 threads": browser(url, name, 2, batch, args.repeats),
+                }
                 for client, r in runs.items():
-                    rows.append({"package": name, "client": client, "load_ms": round(r["loadMs"], 1),
-                                 "median_ms": round(float(np.median(r["times"])), 2),
-                                 "p90_ms": round(float(np.percentile(r["times"], 90)), 2), "sentences": len(r["times"])})
+                    rows.append(
+                        {
+                            "package": name,
+                            "client": client,
+                            "load_ms": round(r["loadMs"], 1),
+                            "median_ms": round(float(np.median(r["times"])), 2),
+                            "p90_ms": round(float(np.percentile(r["times"], 90)), 2),
+                            "sentences": len(r["times"]),
+                        }
+                    )
                     print(json.dumps(rows[-1]), flush=True)
         finally:
             server.terminate()
             server.wait(timeout=10)
     tokens = sum(map(len, batch)) / len(batch)
-    print(f"\n{platform.processor() or platform.machine()}, {len(batch)} sentences of {tokens:.1f} tokens on average, "
-          f"{args.repeats} repeats\n")
+    print(
+        f"\n{platform.processor() or platform.machine()}, {len(batch)} sentences of {tokens:.1f} tokens on average, "
+        f"{args.repeats} repeats\n"
+    )
     print("| package | client | load (ms) | per sentence, median (ms) | p90 (ms) |\n| --- | --- | --- | --- | --- |")
     for r in rows:
         print(f"| {r['package']} | {r['client']} | {r['load_ms']:.0f} | {r['median_ms']:.1f} | {r['p90_ms']:.1f} |")

@@ -7,8 +7,9 @@ Each run is a fresh process. Single process: `embed_file` with 2 threads (model 
 included). Ray: a local cluster of 2 CPUs started first (its start-up reported on its own, as
 a cluster runs before and after a job), then `embed_to_parquet` with 2 workers of 1 thread each
 (worker start and model load included). Both embed the top layer, token by token, into
-float32; medians over the repeats (written to `benchmarks/RESULTS-corpus.json`). Peak memory per worker: the highest VmHWM of the Ray
-workers' processes. Bytes per token: every output choice written for the same sentences (the text's first 60).
+float32; medians over the repeats (written to `benchmarks/RESULTS-corpus.json`). Peak memory
+per worker: the highest VmHWM of the Ray workers' processes. Bytes per token: every output
+choice written for the same sentences (the text's first 60).
 
 Input: the benchmark text (`benchmarks/data/GPL-3.txt`, 223 sentences, median 25 tokens)
 repeated to `--sentences` lines. Synthetic weights (speed does not depend on their values).
@@ -20,14 +21,12 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-
+from _common import run_child  # noqa: E402
 from bench import CACHE, prepare, sentences  # noqa: E402
 
 _SINGLE = """
@@ -43,6 +42,7 @@ _RAY = """
 import json, os, sys, threading, time
 t0 = time.perf_counter()
 import ray
+from _common import peak_rss_mib
 from elmo_runtime.corpus.job import embed_to_parquet
 ray.init(num_cpus=int(sys.argv[4]), include_dashboard=False, log_to_driver=False, logging_level="WARNING")
 t1 = time.perf_counter()
@@ -53,9 +53,7 @@ def watch():  # the workers' peak RSS (VmHWM), read while they live
         for pid in os.listdir("/proc"):
             try:
                 if pid.isdigit() and b"MapWorker" in open(f"/proc/{pid}/cmdline", "rb").read():
-                    for line in open(f"/proc/{pid}/status"):
-                        if line.startswith("VmHWM:"):
-                            peak[pid] = max(peak.get(pid, 0), int(line.split()[1]) / 1024)
+                    peak[pid] = max(peak.get(pid, 0), peak_rss_mib(pid))
             except OSError:
                 pass
         stop.wait(0.2)
@@ -71,11 +69,7 @@ print(json.dumps({"cluster_start": t1 - t0, "seconds": t2 - t1, "rows": report.r
 
 
 def run(code: str, *args) -> dict:
-    out = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True,
-                         env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
-    if out.returncode:
-        raise RuntimeError(out.stderr[-3000:])
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_child(code, *args, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
 
 
 def bytes_per_token(package: Path, work: Path, lines: list[str]) -> list[dict]:

@@ -19,31 +19,18 @@ word dictionary of `--words` entries (150,000 by default: released models hold 7
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import bench  # noqa: E402  (the English benchmark's inputs, packages and helpers)
+from _common import export_in_child  # noqa: E402
 
 CACHE = HERE / ".cache" / "manylangs"
 PRECISIONS = ["none", "fp16", "int8", "int4"]
-
-_EXPORT = textwrap.dedent("""
-    import json, sys, time
-    from elmo_export.cli import main
-    start = time.perf_counter()
-    code = main(sys.argv[1:])
-    seconds = time.perf_counter() - start
-    hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
-    print(json.dumps({"code": code, "seconds": seconds, "peak_rss_mib": int(hwm.split()[1]) / 1024}))
-""")
-
 
 def model_dir(words: int) -> Path:
     from elmo_export.synthetic import _MANYLANGS_WORDS, write_synthetic_manylangs
@@ -59,12 +46,7 @@ def export(directory: Path, precision: str) -> tuple[Path, dict]:
     """Export in a fresh process: `(package, {seconds, peak_rss_mib})`."""
     package = CACHE / f"pkg-{precision}"
     args = [str(directory), "-o", str(package), "--quantize", precision, "--force", "--no-progress", "-q"]
-    out = subprocess.run([sys.executable, "-c", _EXPORT, *args], capture_output=True, text=True)
-    if out.returncode != 0:
-        raise RuntimeError(f"export {precision} failed:\n{out.stderr[-3000:]}")
-    report = json.loads(out.stdout.strip().splitlines()[-1])
-    if report["code"] != 0:
-        raise RuntimeError(f"export {precision} exited {report['code']}:\n{out.stdout[-3000:]}")
+    report = export_in_child(*args)
     return package, report
 
 

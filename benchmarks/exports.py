@@ -1,7 +1,7 @@
 """Size, parity and cost of every export: each model in each precision, through `elmo-export`.
 
 Each export runs as its own `elmo-export` process (the command a user runs), timed from spawn
-to exit, with the peak RSS the kernel records for it. Parity is the export's own report (the
+to exit, with its peak RSS (VmHWM). Parity is the export's own report (the
 worst layer over the zero, warm and carried states), read back from the package's manifest.
 
     python benchmarks/exports.py                    # fixtures, default, small, original; writes RESULTS.md
@@ -15,19 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
-import tempfile
-import time
 from datetime import date
 from pathlib import Path
 
+from _common import ROOT, export_in_child
 from bench import CACHE, machine
 from results import write_section
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
 FIXTURES = ROOT.parent / "shared" / "fixtures"
 PRECISIONS = ("fp32", "fp16", "int8", "int4")
 
@@ -53,22 +48,14 @@ def sources(models: list[str]) -> dict[str, tuple[Path, Path]]:
 
 def export(options: Path, weights: Path, out: Path, precision: str) -> dict:
     """Run `elmo-export` once; -> seconds, peak RSS (GiB), size (MB) and the worst parity layer."""
-    command = [sys.executable, "-m", "elmo_export.cli", "--options", str(options), "--weights", str(weights),
-               "-o", str(out), "--quantize", precision, "--force", "--no-progress", "-q"]
-    with tempfile.TemporaryFile() as err:  # a file, not a pipe: nobody reads while the child runs
-        started = time.perf_counter()
-        child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err)
-        _, status, usage = os.wait4(child.pid, 0)  # its own peak RSS, which subprocess.run does not give
-        seconds = time.perf_counter() - started
-        if os.waitstatus_to_exitcode(status) != 0:
-            err.seek(0)
-            raise SystemExit(f"elmo-export {precision} of {options.parent} failed:\n{err.read().decode(errors='replace')}")
+    report = export_in_child("--options", options, "--weights", weights, "-o", out, "--quantize", precision, "--force",
+                             "--no-progress", "-q")
     manifest = json.loads((out / "elmo.json").read_text(encoding="utf-8"))
     layers = [layer for mode in manifest["parity"]["modes"] for layer in mode["layers"]]
     size = sum(entry["bytes"] for entry in manifest["files"].values()) + (out / "elmo.json").stat().st_size
     return {
-        "seconds": seconds,
-        "rss_gib": usage.ru_maxrss / 2**20,  # KiB on Linux
+        "seconds": report["wall_s"],
+        "rss_gib": report["peak_rss_mib"] / 1024,
         "mb": size / 1e6,
         "max_abs": max(layer["max_abs"] for layer in layers),
         "mean_cos": min(layer["mean_cosine"] for layer in layers),

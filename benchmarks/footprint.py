@@ -34,6 +34,7 @@ ROOT = HERE.parent
 CACHE = HERE / ".cache"
 VENV = CACHE / "runtime-venv"
 sys.path.insert(0, str(HERE))
+from _common import run_child  # noqa: E402
 
 _SIZES = r"""
 import json, os, sys
@@ -68,13 +69,11 @@ elmo = Elmo(sys.argv[1], device="cpu")
 t2 = time.time()
 elmo.embed([["The", "cat", "sat", "on", "the", "mat", "."]])
 t3 = time.time()
-def hwm():
-    line = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
-    return int(line.split()[1]) / 1024
-first_hwm = hwm()
+from _common import peak_rss_mib
+first_hwm = peak_rss_mib()
 elmo.embed(json.loads(open(sys.argv[3]).read()))
 print(json.dumps({"start_s": t0 - spawned, "import_s": t1 - t0, "load_s": t2 - t1, "first_s": t3 - t2,
-                  "cold_s": t3 - spawned, "rss_first_mib": first_hwm, "rss_batch_mib": hwm()}))
+                  "cold_s": t3 - spawned, "rss_first_mib": first_hwm, "rss_batch_mib": peak_rss_mib()}))
 """
 
 
@@ -128,9 +127,7 @@ def size_mb(package: Path) -> float:
 def fresh(code: str, *args: str) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["ELMO_ONNX_OFFLINE"] = "1"
-    out = subprocess.run([str(VENV / "bin" / "python"), "-c", code, *args], check=True, capture_output=True,
-                         text=True, env=env, cwd=CACHE)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_child(code, *args, python=VENV / "bin" / "python", env=env, cwd=CACHE)
 
 
 def main() -> None:
@@ -180,7 +177,8 @@ def main() -> None:
         model, _, precision = name.partition("-")
         lines.append(f"| {model} | {precision or 'int8 (shipped)'} | {size_mb(path):.2f} |")
     heavy = sorted({m for r in imports for m in r["heavy"]})
-    lines += ["", f"`from elmo_runtime import Elmo` in a fresh process: {statistics.median(r['import_s'] for r in imports):.3f} s "
+    import_s = statistics.median(r["import_s"] for r in imports)
+    lines += ["", f"`from elmo_runtime import Elmo` in a fresh process: {import_s:.3f} s "
               f"(modules it pulls in among torch, elmo_export, huggingface_hub, onnx, h5py: {heavy or 'none'}).", "",
               "Cold start (spawn to first embedding of a 7-token sentence) and peak RSS (VmHWM) after that "
               "embedding and after one batch of 32 sentences of the benchmark text:", "",

@@ -6,12 +6,13 @@ On a machine with a GPU, torch with CUDA and onnxruntime-gpu (`original`, fp32 a
     python3 benchmarks/gpu.py --prepare-only --work /tmp/elmo-gpu    # CPU work; may run beforehand
     PYTHONPATH=/tmp/ort-gpu:. python3 benchmarks/gpu.py --work /tmp/elmo-gpu --out OUT_DIR
 
-(`/tmp/ort-gpu`: where `benchmarks/ort_gpu_wheel.py install` put onnxruntime-gpu, ahead of any
+(`/tmp/ort-gpu`: where `tools/ort_gpu_wheel.py install` put onnxruntime-gpu, ahead of any
 CPU build; `.`: the checkout, which need not be installed. That script prints the device calls
 that bring the wheel and run both lines.) The CPU dry run that the tests run
 (`tests/test_gpu_bench.py`), every step on `tiny`:
 
-    python benchmarks/gpu.py --device cpu --preset tiny --repeats 1 --batches 1 --sizes 4 8 --sentences 16 --budgets 64 128
+    python benchmarks/gpu.py --device cpu --preset tiny --repeats 1 --batches 1 \\
+        --sizes 4 8 --sentences 16 --budgets 64 128
 
 One run, in order; after each step the results so far are written to OUT_DIR/gpu.md (tables)
 and OUT_DIR/gpu.json (every figure), so a run cut short keeps what it measured:
@@ -41,7 +42,7 @@ Exit status: 0 when every parity check passed and every measurement ran; 1 when 
 (marked FAILED) or a measurement raised (its error is listed; the other engines are still
 measured: a short GPU slot must not lose them all); 2 when the engines are not what was asked for.
 
-Bringing onnxruntime-gpu to a GPU machine without network access: `benchmarks/ort_gpu_wheel.py`.
+Bringing onnxruntime-gpu to a GPU machine without network access: `tools/ort_gpu_wheel.py`.
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ def check_engines(device: str) -> dict:
             raise EngineError(
                 f"--device cuda: onnxruntime {ort.__version__} imported from {info['onnxruntime_path']} offers "
                 f"no {CUDA} (only {', '.join(providers)}): that is a CPU build. Install onnxruntime-gpu "
-                "(benchmarks/ort_gpu_wheel.py) and put it first on PYTHONPATH")
+                "(tools/ort_gpu_wheel.py) and put it first on PYTHONPATH")
         props = torch.cuda.get_device_properties(0)
         info["gpu"] = f"{props.name}, {props.total_memory / 2**30:.0f} GiB"
     return info
@@ -418,8 +419,9 @@ def run(device: str, preset: str, precisions: list[str], repeats: int, n_batches
     reference = reference_outputs(model, warm)
     result["parity"] = {}
     for precision, package in packages.items():
-        on_device = attempt(result, f"parity of {precision} on {device}", lambda: check_parity(
-            model, package, precision, reference=reference, device=device, raise_on_failure=False))
+        on_device = attempt(result, f"parity of {precision} on {device}", lambda model=model, reference=reference:
+                            check_parity(model, package, precision, reference=reference, device=device,
+                                         raise_on_failure=False))
         if on_device is None:
             continue
         gate = ParityReport.from_dict(load_manifest(package).parity)

@@ -181,7 +181,7 @@ def main() -> None:
             f"float32): block 64 {4 + 64 / 64:.3f}, 32 {4 + 64 / 32:.3f}; GPTQ as round to nearest (block 128 "
             f"{4 + 36 / 128:.3f}). GPTQ is calibrated on `elmo_export/data/calibration.txt`, none of these "
             f"sentences. Inputs as alike as this synthetic model's let GPTQ move nearly all of the error out of "
-            f"the products; on the trained `default` model it removes less of it (README, the int4 rows of the "
+            f"the products; on the trained `default` model it removes less of it (docs/export.md, the int4 rows of the "
             f"parity table).")
     print(text)
     if not args.no_write:

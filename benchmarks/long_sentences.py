@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
-import subprocess
 import sys
 import textwrap
-import time
 from datetime import date
 from pathlib import Path
 
+from _common import run_child
 from results import write_section
 
 HERE = Path(__file__).resolve().parent
@@ -49,6 +47,8 @@ CHILD = textwrap.dedent("""
     tokens = [words[i] for i in rng.integers(0, len(words), n)]
     elmo = Elmo(package, device="cpu", threads=threads)
 
+    from _common import peak_rss_mib
+
     def status(field):  # kB
         return int(next(l for l in open("/proc/self/status") if l.startswith(field)).split()[1])
 
@@ -59,8 +59,7 @@ CHILD = textwrap.dedent("""
     started = time.perf_counter()
     vectors = elmo.embed([tokens], batch_tokens=budget)[0]
     seconds = time.perf_counter() - started
-    peak = status("VmHWM")
-    print(json.dumps({"peak_mib": peak / 1024, "loaded_mib": loaded / 1024, "array_mib": vectors.nbytes / 2**20,
+    print(json.dumps({"peak_mib": peak_rss_mib(), "loaded_mib": loaded / 1024, "array_mib": vectors.nbytes / 2**20,
                       "seconds": seconds, "finite": bool(np.isfinite(vectors).all())}))
 """)
 
@@ -86,19 +85,17 @@ def package(model: str) -> Path:
 
 
 def measure(pkg: Path, n: int, budget: int, threads: int) -> dict:
-    out = subprocess.run([sys.executable, "-c", CHILD, str(pkg), str(n), str(budget), str(MODEL / "heldout_sample.txt"),
-                          str(threads)],
-                         capture_output=True, text=True, check=True)
-    return json.loads(out.stdout)
+    return run_child(CHILD, pkg, n, budget, MODEL / "heldout_sample.txt", threads)
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| tokens | run | peak RSS while embedding (MiB) | RSS before (MiB) | returned array (MiB) | working memory (MiB) | seconds |",
+    lines = ["| tokens | run | peak RSS while embedding (MiB) | RSS before (MiB) | returned array (MiB) "
+             "| working memory (MiB) | seconds |",
              "| ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         working = r["peak_mib"] - r["loaded_mib"] - r["array_mib"]
-        lines.append(f"| {r['n']:,} | {r['run']} | {r['peak_mib']:,.0f} | {r['loaded_mib']:,.0f} | {r['array_mib']:,.0f} | "
-                     f"{working:,.0f} | {r['seconds']:.1f} |")
+        lines.append(f"| {r['n']:,} | {r['run']} | {r['peak_mib']:,.0f} | {r['loaded_mib']:,.0f} | "
+                     f"{r['array_mib']:,.0f} | {working:,.0f} | {r['seconds']:.1f} |")
     return "\n".join(lines)
 
 
@@ -129,9 +126,11 @@ def main() -> None:
     text = "\n".join([
         "## Peak memory against sentence length",
         "",
-        f"{date.today()}, `python benchmarks/long_sentences.py {' '.join(sys.argv[1:])}` (model {args.model}, fp32, "
-        f"all layers, {args.threads} thread(s), chunks within `batch_tokens={args.budget}`; onnxruntime {onnxruntime.__version__}, "
-        f"numpy {numpy.__version__}). Load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on "
+        f"{date.today()}, `python benchmarks/long_sentences.py {' '.join(sys.argv[1:])}` "
+        f"(model {args.model}, fp32, "
+        f"all layers, {args.threads} thread(s), chunks within `batch_tokens={args.budget}`; "
+        f"onnxruntime {onnxruntime.__version__}, numpy {numpy.__version__}). Load average at the end "
+        f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on "
         f"{os.cpu_count()} cores: the machine was shared, so seconds are indicative; memory is not affected.",
         "",
         "Peak RSS while embedding: the peak from the call on (reset after loading through /proc/self/clear_refs). "

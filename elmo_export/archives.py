@@ -93,6 +93,35 @@ def loader_for_directory(directory: str | Path) -> Loader | None:
     return load_with_meta
 
 
+# What a model ZIP of either family holds that a loader reads: options and architecture JSON,
+# HDF5 weights, ELMoForManyLangs' pickles and dictionaries, NLPL's vocabulary. Nothing else is
+# extracted: an archive's other members cost no disk.
+MODEL_SUFFIXES = (".json", ".hdf5", ".h5", ".pkl", ".dic", ".txt")
+# Weights are floats, which deflate barely shrinks: a model's files are at most a few times its
+# ZIP. More than this would be a member built to fill the disk (a ZIP bomb).
+EXTRACT_RATIO, EXTRACT_SLACK = 4, 64 << 20
+
+
+def _extract_model_files(archive: zipfile.ZipFile, path: Path, into: Path) -> None:
+    """Extract the members a loader may read, within `EXTRACT_RATIO` times the ZIP's size.
+
+    zipfile drops absolute paths and '..' components; each member's declared size is checked
+    before anything is written (zipfile stops a member at its declared size).
+    """
+    wanted = [i for i in archive.infolist() if not i.is_dir() and i.filename.lower().endswith(MODEL_SUFFIXES)]
+    budget = EXTRACT_RATIO * path.stat().st_size + EXTRACT_SLACK
+    total = sum(i.file_size for i in wanted)
+    if total > budget:
+        biggest = max(wanted, key=lambda i: i.file_size)
+        raise ValueError(f"{path}: its model files would take {total} bytes unpacked ({biggest.filename!r} alone "
+                         f"{biggest.file_size}), more than {EXTRACT_RATIO} times the archive; refusing to extract it")
+    skipped = len(archive.infolist()) - len(wanted)
+    if skipped:
+        log.info("%s: %d member(s) no loader reads were not extracted", path, skipped)
+    for info in wanted:
+        archive.extract(info, into)
+
+
 @contextlib.contextmanager
 def archive_loader(path: str | Path) -> Iterator[Loader]:
     """Extract a model ZIP into a temporary directory and yield its loader (valid inside the block).
@@ -105,7 +134,7 @@ def archive_loader(path: str | Path) -> Iterator[Loader]:
         try:
             with zipfile.ZipFile(path) as archive:
                 names = archive.namelist()
-                archive.extractall(tmp)  # zipfile drops absolute paths and '..' components
+                _extract_model_files(archive, path, Path(tmp))
         except (zipfile.BadZipFile, OSError, EOFError) as e:
             raise ValueError(f"{path}: not a readable ZIP archive ({e})") from None
         root = _model_root(Path(tmp))

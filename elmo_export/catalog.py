@@ -87,6 +87,19 @@ class Architecture:
 
 
 @dataclass(frozen=True)
+class Mirror:
+    """Another place serving the same two files (e.g. a Hugging Face Hub copy of AllenNLP's S3 files).
+
+    A download tries the model's own URLs first, then each mirror in order; every copy must pass
+    the same checks (structure, and the pinned sha256 where there is one).
+    """
+
+    options_url: str = field(metadata={"kind": "url"})
+    weights_url: str = field(metadata={"kind": "url"})
+    note: str = ""  # who hosts it, at which revision
+
+
+@dataclass(frozen=True)
 class CatalogModel:
     """One official model: where its files live and what it is."""
 
@@ -103,6 +116,11 @@ class CatalogModel:
     # Pinned digests, where known: a download must then match them as well as verify.
     options_sha256: str | None = field(default=None, metadata={"kind": "sha256"})
     weights_sha256: str | None = field(default=None, metadata={"kind": "sha256"})
+    mirrors: tuple[Mirror, ...] = ()  # fallbacks, tried in order when the URLs above fail
+
+    def urls(self, which: str) -> list[str]:
+        """Where file `which` ("options" or "weights") can be downloaded from, in the order to try."""
+        return [getattr(self, f"{which}_url"), *(getattr(m, f"{which}_url") for m in self.mirrors)]
 
     def __post_init__(self) -> None:
         # Checked here as well as on load: the name becomes a directory under the cache.
@@ -146,6 +164,10 @@ def _check_value(hint: Any, value: Any, metadata: Mapping, where: str, path: str
 
     if isinstance(hint, type) and hasattr(hint, "__dataclass_fields__"):
         return _build(hint, value, where, f"{path}.")
+    if origin is tuple:  # `tuple[X, ...]`: a JSON list of X
+        if not isinstance(value, list):
+            raise bad("a list")
+        return tuple(_check_value(get_args(hint)[0], item, {}, where, f"{path}[{k}]") for k, item in enumerate(value))
     if hint is int:
         if type(value) is not int:  # bool is an int subclass: not accepted
             raise bad("an integer")

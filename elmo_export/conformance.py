@@ -21,7 +21,7 @@ import torch
 from elmo_export.model import ElmoBiLm, LstmState
 from elmo_export.parity import LayerParity, ModeParity, ParityError, ParityReport, _cosines, _failures, tolerance_for
 from elmo_runtime import contract as C
-from elmo_runtime.conformance import ARRAY_ENCODING, KIND, Tolerance, compare_layers, encode_array
+from elmo_runtime.conformance import ARRAY_ENCODING, KIND, TOLERANCES, compare_layers, encode_array
 from elmo_runtime.runner import create_session
 from elmo_runtime.tokenize import tokenize
 
@@ -29,19 +29,6 @@ log = logging.getLogger(__name__)
 
 SENTENCES_FILE = "conformance_sentences.json"
 
-# What another runtime must meet, per precision: another ONNX Runtime version, binding, thread
-# count, optimization level or CPU. Measured (docs/package-format.md, "Conformance vectors"):
-# Node.js (onnxruntime-node 1.30) and Python (1.32), 1 or 2 threads, reproduce the vectors bit
-# for bit in every precision; other optimization levels (other kernels) differ by 1.4e-6 (fp32),
-# 3.9e-3 (fp16: one float16 step) and 0 (int8); a 1-ulp nudge of every token embedding, what a
-# CPU with other SIMD instructions may cause, moves int8 layers by 0.025 (min cosine 0.99998,
-# default model). The bars leave a margin of 4x or more over these.
-TOLERANCES: dict[str, Tolerance] = {
-    "fp32": Tolerance(max_abs=1e-4),
-    "fp16": Tolerance(max_abs=2e-2, min_cosine=0.9999),
-    "int8": Tolerance(max_abs=1e-1, min_cosine=0.999),
-    "int4": Tolerance(max_abs=1e-2, min_cosine=0.9999),
-}
 
 
 def load_builtin() -> dict:
@@ -239,7 +226,8 @@ def _stream_case(model: ElmoBiLm, sessions: Sessions, states: dict, case: dict, 
                 h[:, :, :kept], c[:, :, :kept] = carried_h[:, :, :kept], carried_c[:, :, :kept]
             layers, final_h, final_c = _bilm_run(model, sessions, batch, h, c)
             ref = _reference(model, batch, h, c)
-            calls.append([encode_array(np.ascontiguousarray(layers[:, b, : len(tokens)])) for b, tokens in enumerate(batch)])
+            rows = [np.ascontiguousarray(layers[:, b, : len(tokens)]) for b, tokens in enumerate(batch)]
+            calls.append([encode_array(row) for row in rows])
             for b, tokens in enumerate(batch):
                 _record(modes, mode, f"{case['name']} call {call_index} row {b}", layers[:, b, : len(tokens)],
                         ref.layers.numpy()[:, b, : len(tokens)])

@@ -11,6 +11,10 @@ Where files go (first that is set wins): the `cache_dir` argument; `$ELMO_ONNX_C
 folder, `<cache_dir>/<name>/`, holding `options.json`, `weights.hdf5` (so the folder itself can
 be passed wherever local files are accepted) and `sha256.json`, the digests recorded when each
 file was downloaded and verified.
+
+Where the catalog lists mirrors for a model (copies of AllenNLP's S3 files on the Hugging Face
+Hub), a file that cannot be downloaded or does not verify from the model's own URL is tried from
+each mirror in order.
 """
 
 from __future__ import annotations
@@ -96,9 +100,10 @@ def fetch_model(
         how_to_fix=(f"Delete it (or the folder {directory}) and fetch again, or call "
                     f"fetch_model({model.name!r}, force=True) to download it again over the cached copy."),
     )
-    options_path = fetch.ensure(C.OPTIONS_FILE, model.options_url, sha256=model.options_sha256,
+    # The model's own URLs first, then its mirrors: each copy must pass the same checks.
+    options_path = fetch.ensure(C.OPTIONS_FILE, model.urls("options"), sha256=model.options_sha256,
                                 verify=lambda path: _verify_options(model, path))
-    weights_path = fetch.ensure(C.WEIGHTS_FILE, model.weights_url, sha256=model.weights_sha256,
+    weights_path = fetch.ensure(C.WEIGHTS_FILE, model.urls("weights"), sha256=model.weights_sha256,
                                 verify=lambda path: _verify_weights(options_path, path))
     return options_path, weights_path
 

@@ -50,7 +50,8 @@ from elmo_export.weights import load_reference
 from elmo_runtime import contract as C
 from elmo_runtime import scratch
 from elmo_runtime.graph_files import external_tensors
-from elmo_runtime.package import STAGING_SUFFIX, InitialState, Manifest, sha256_of
+from elmo_runtime.jsonfile import read_json
+from elmo_runtime.package import STAGING_SUFFIX, InitialState, Manifest, PackageError, sha256_of
 from elmo_runtime.token_schemes import DictionaryScheme
 
 log = logging.getLogger(__name__)
@@ -263,6 +264,14 @@ def _check_output(out: Path, force: bool) -> None:
                 f"output directory {out} is not empty and holds no elmo-onnx package ({C.MANIFEST_FILE}); "
                 "refusing to delete its files even with force: choose another output directory"
             )
+        source = out / C.MANIFEST_FILE
+        try:  # the files need not verify (a damaged package may be re-exported), the manifest must parse
+            manifest = Manifest.from_json(read_json(source, "manifest", PackageError), source, out)
+        except (PackageError, ValueError, TypeError, RecursionError) as e:
+            raise FileExistsError(f"output directory {out} holds a {C.MANIFEST_FILE} that is not an elmo-onnx "
+                                  f"manifest ({e}); refusing to delete its files even with force: choose another "
+                                  "output directory") from None
+        scratch.refuse_foreign(out, {C.MANIFEST_FILE, *manifest.files}, f"the package its {C.MANIFEST_FILE} lists")
 
 
 def _make_staging_dir(out: Path) -> Path:

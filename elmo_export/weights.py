@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -121,7 +122,76 @@ def _open(path: Path) -> h5py.File:
         raise WeightFileError(f"{path}: cannot be read as an HDF5 weights file ({e})") from None
 
 
+# Soft links followed before a name counts as a loop (HDF5's own default limit is 16).
+_MAX_SOFT_LINKS = 16
+# Deflate's largest possible ratio is about 1032:1: a dataset declaring more bytes than that per
+# stored byte cannot be real data, only fill values that would be allocated on read.
+_MAX_COMPRESSION_RATIO = 1032
+
+
+def _link_problem(fin: h5py.File, name: str) -> str | None:
+    """Why `name` leads out of this file (an external link, also behind soft links), else None.
+
+    Walks the path one link at a time without resolving it: `fin[name]` would open an external
+    file before any check could refuse it.
+    """
+    parts, followed, i, group_path = [p for p in name.split("/") if p], 0, 0, "/"
+    while i < len(parts):
+        group = fin[group_path]  # reached through hard links only
+        if not isinstance(group, h5py.Group) or parts[i] not in group:
+            return f"is a soft link to {'/' + '/'.join(parts)!r}, which does not exist" if followed else None
+        link = group.get(parts[i], getlink=True)
+        if isinstance(link, h5py.ExternalLink):
+            return f"is an HDF5 external link to {link.path!r} in the file {link.filename!r}"
+        if isinstance(link, h5py.SoftLink):
+            followed += 1
+            if followed > _MAX_SOFT_LINKS:
+                return f"goes through more than {_MAX_SOFT_LINKS} soft links (a loop?)"
+            target = posixpath.normpath(posixpath.join(group_path, link.path, *parts[i + 1:]))
+            parts, i, group_path = [p for p in target.split("/") if p], 0, "/"
+            continue
+        group_path = posixpath.join(group_path, parts[i])
+        i += 1
+    return None
+
+
+def storage_problem(fin: h5py.File, name: str) -> str | None:
+    """Why dataset `name` would be read from outside `fin`, or is not really stored; None if fine.
+
+    HDF5 lets a dataset keep its bytes in other files (external raw storage, an external link,
+    a virtual dataset): a crafted weights file could then copy any readable file (say
+    `/proc/self/environ`) into an exported package. And a dataset declared but never written
+    costs nothing on disk and its full size in memory.
+    """
+    why = _link_problem(fin, name)
+    if why is not None or name not in fin or not isinstance(fin[name], h5py.Dataset):
+        return why
+    dataset = fin[name]
+    plist = dataset.id.get_create_plist()
+    if dataset.is_virtual:
+        sources = sorted({s.file_name for s in dataset.virtual_sources()})
+        return f"is a virtual dataset mapping {', '.join(map(repr, sources))}"
+    if plist.get_external_count() > 0:
+        files = [plist.get_external(k)[0].decode(errors="replace") for k in range(plist.get_external_count())]
+        return f"keeps its bytes in external file(s) {', '.join(map(repr, files))}"
+    declared, stored = dataset.size * dataset.dtype.itemsize, dataset.id.get_storage_size()
+    limit = stored * (_MAX_COMPRESSION_RATIO if plist.get_nfilters() else 1)
+    if declared and declared > limit:
+        return (f"declares {declared} bytes but stores {stored} (unwritten chunks would be read as fill "
+                "values, allocated in full)")
+    return None
+
+
+def check_storage(fin: h5py.File, path: Path, names) -> None:
+    """Refuse, in one line, datasets whose bytes are not inside `fin` itself (see `storage_problem`)."""
+    problems = [f"{name!r} {why}" for name in names if (why := storage_problem(fin, name)) is not None]
+    if problems:
+        raise WeightFileError(f"{path}: dataset {'; '.join(problems)}: a weights file must hold its own data, "
+                              "refusing to read it")
+
+
 def _check(fin: h5py.File, path: Path, entries: dict[str, Entry], options_source: str) -> None:
+    check_storage(fin, path, entries)
     problems = []
     for name, entry in entries.items():
         if name not in fin:

@@ -5,6 +5,19 @@ of `elmo_runtime.corpus.job.embed_to_parquet`).
 
 Each option maps onto one keyword argument of `embed_file`; see there for the output layout
 and the input rules.
+
+It also takes AllenNLP's `allennlp elmo` command line as it is, so a script switches by
+changing the program's name:
+
+    elmo-embed INPUT OUTPUT (--all|--top|--average) [--options-file F] [--weight-file F]
+               [--batch-size 64] [--cuda-device -1] [--forget-sentences] [--use-sentence-keys]
+
+That form (two paths, or any flag only AllenNLP's command has) runs
+`elmo_runtime.compat.allennlp.ElmoEmbedder(options_file, weight_file, cuda_device).embed_file(...)`,
+as AllenNLP's command ran its own: whitespace-tokenized lines, AllenNLP's default model
+(`original`), sentences in batches of `--batch-size`. Every sentence starts from the package's
+fixed state unless `--stateful` asks for AllenNLP's carried state; an existing OUTPUT is
+replaced only with `--force`.
 """
 
 from __future__ import annotations
@@ -18,7 +31,6 @@ from elmo_runtime import contract as C
 from elmo_runtime.corpus.files import DTYPES, FORMATS, embed_file
 from elmo_runtime.interrupts import interrupts_raise
 from elmo_runtime.runner import DEVICES
-
 
 ENGINES = ("local", "ray")
 RAY_ONLY = ("workers", "address", "num_cpus", "chunk_rows")
@@ -74,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-progress", dest="progress", action="store_false", default=None,
                         help="no progress bar (it shows only on a terminal anyway)")
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
-    cluster = parser.add_argument_group("cluster (--engine ray: OUTPUT is a Parquet folder; see the README)")
+    cluster = parser.add_argument_group("cluster (--engine ray: OUTPUT is a Parquet folder; see docs/corpus.md)")
     cluster.add_argument("--engine", choices=ENGINES, default="local",
                          help="local: this process (default); ray: a Ray cluster (needs elmo-onnx[ray])")
     cluster.add_argument("--workers", type=int, default=None, metavar="N",
@@ -89,7 +101,82 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Flags only `allennlp elmo` has: any of them (or just two paths) selects its form.
+ALLENNLP_FLAGS = ("--options-file", "--weight-file", "--cuda-device", "--use-sentence-keys", "--vocab-path",
+                  "--file-friendly-logging", "--stateful")
+
+
+def build_allennlp_parser() -> argparse.ArgumentParser:
+    """`allennlp elmo`'s arguments (AllenNLP 0.9.0), plus --stateful and --force."""
+    from elmo_runtime.compat.allennlp import DEFAULT_BATCH_SIZE, DEFAULT_OPTIONS_FILE, DEFAULT_WEIGHT_FILE
+
+    parser = argparse.ArgumentParser(
+        prog="elmo-embed", description="AllenNLP's `allennlp elmo` command: whitespace-tokenized sentences, one a "
+                                       "line, into AllenNLP's HDF5 layout.")
+    parser.add_argument("input_file", help="the input file ('-': standard input)")
+    parser.add_argument("output_file", help="the HDF5 file to write")
+    which = parser.add_mutually_exclusive_group()
+    for flag, what in (("all", "all layers"), ("top", "the top layer"), ("average", "the average of the layers")):
+        which.add_argument(f"--{flag}", dest="output_format", action="store_const", const=flag, help=f"output {what}")
+    parser.set_defaults(output_format="all")
+    parser.add_argument("--options-file", default=DEFAULT_OPTIONS_FILE,
+                        help="the options.json (a path or AllenNLP's URL), or a package (default: AllenNLP's original)")
+    parser.add_argument("--weight-file", default=DEFAULT_WEIGHT_FILE, help="the weights.hdf5 (a path or URL)")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="sentences per batch (default 64)")
+    parser.add_argument("--cuda-device", type=int, default=-1, help="-1: the CPU (default); 0 or more: CUDA")
+    parser.add_argument("--forget-sentences", action="store_true", help="leave out the sentence_to_index dataset")
+    parser.add_argument("--use-sentence-keys", action="store_true", help="key each dataset by its sentence")
+    parser.add_argument("--vocab-path", help="accepted and not used, as in AllenNLP 0.9")
+    parser.add_argument("--file-friendly-logging", action="store_true", help="accepted; no effect")
+    parser.add_argument("--stateful", action="store_true",
+                        help="carry each batch row's LSTM state into the next batch, as AllenNLP did")
+    parser.add_argument("--force", action="store_true", help="replace OUTPUT_FILE if it exists")
+    return parser
+
+
+def _is_allennlp_form(argv: list[str]) -> bool:
+    """Whether `argv` is `allennlp elmo`'s command line: one of its own flags, or two positionals."""
+    if any(a.split("=")[0] in ALLENNLP_FLAGS for a in argv):
+        return True
+    parser = build_parser()
+    takes_value = {s for action in parser._actions if action.nargs != 0 for s in action.option_strings}
+    positionals, skip = 0, False
+    for a in argv:
+        if skip or a == "--":
+            skip = False
+            continue
+        if a.startswith("-") and a != "-":
+            skip = a in takes_value
+        else:
+            positionals += 1
+    return positionals == 2
+
+
+def _allennlp_main(argv: list[str]) -> int:
+    """`allennlp elmo`'s form onto `ElmoEmbedder(...).embed_file(...)`, as AllenNLP's own command did."""
+    from pathlib import Path
+
+    args = build_allennlp_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="elmo-embed: %(message)s")
+    try:
+        from elmo_runtime.compat.allennlp import ElmoEmbedder
+
+        if Path(args.output_file).exists() and not args.force:
+            raise FileExistsError(f"output {args.output_file} exists; pass --force to overwrite it")
+        embedder = ElmoEmbedder(args.options_file, args.weight_file, args.cuda_device, stateful=args.stateful)
+        source = sys.stdin if args.input_file == "-" else args.input_file
+        embedder.embed_file(source, args.output_file, args.output_format, args.batch_size, args.forget_sentences,
+                            args.use_sentence_keys)
+    except (OSError, ValueError, TypeError, RuntimeError, ImportError) as e:
+        print(f"elmo-embed: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if _is_allennlp_form(argv):
+        return _allennlp_main(argv)
     args = vars(build_parser().parse_args(argv))
     quiet = args.pop("quiet")
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="elmo-embed: %(message)s")
@@ -110,6 +197,10 @@ def main(argv: list[str] | None = None) -> int:
             return 128 + signum
         except (OSError, ValueError, TypeError, RuntimeError, ImportError) as e:
             print(f"elmo-embed: error: {e}", file=sys.stderr)
+            return 1
+        except MemoryError as e:  # pyarrow's ArrowMemoryError included
+            print(f"elmo-embed: error: out of memory ({str(e).splitlines()[0] if str(e) else 'MemoryError'}); "
+                  "lower --batch-tokens, or give the process more memory", file=sys.stderr)
             return 1
     return 0
 

@@ -32,8 +32,7 @@ from elmo_runtime.fetch.catalog import SHIPPED_NAME
 from elmo_runtime.fetch.resolve import resolve_package
 from elmo_runtime.runner import CPU, CUDA, RUN_ERRORS, PackageRunner
 from elmo_runtime.token_cache import DEFAULT_CACHE_BYTES, TokenEmbeddingCache
-from elmo_runtime.tokenize import tokenize
-
+from elmo_runtime.tokenize import TokenizerError, tokenize
 
 # Token positions per batch (padding and the two sentence-boundary positions included). The
 # budget sets the peak memory (a batch's gate pre-activations are positions x 4 x LSTM cells)
@@ -164,7 +163,8 @@ class Elmo:
         Raises:
             TypeError: `sentences` or one sentence or token has the wrong type (the error names
                 the sentence and token index).
-            ValueError: a bad `layers`, `pool`, `state` or budget.
+            ValueError: a bad `layers`, `pool`, `state` or budget; `TokenizerError` (a
+                ValueError) when the tokenizer fails on a raw-text sentence (named).
         """
         token_lists = [_as_tokens(s, i, self.tokenizer) for i, s in enumerate(_sentence_iterable(sentences))]
         vectors = self._embed_tokens(token_lists, _Options.make(self, layers, pool, state, batch_tokens, batch_size))
@@ -399,7 +399,10 @@ def _as_tokens(sentence, index: int, tokenizer: Callable[[str], list[str]] | Non
                 "Elmo(..., tokenizer='whitespace') splits on whitespace, tokenizer='english' is elmo-onnx's "
                 "English tokenizer, or pass your own function"
             )
-        return tokenizer(sentence)
+        try:
+            return tokenizer(sentence)
+        except TokenizerError as e:
+            raise TokenizerError(f"sentence {index}: {e}") from None
     if isinstance(sentence, (list, tuple)):
         tokens = list(sentence)
         if all(isinstance(t, str) for t in tokens):
@@ -454,7 +457,12 @@ class _Options:
             return layers  # (L + 1, B, T, dim)
         if isinstance(self.mix, int):
             return layers[self.mix]  # (B, T, dim)
-        return np.tensordot(self.mix, layers, axes=1)  # (B, T, dim)
+        # A sum in a fixed order, value by value: the same roundings whatever the batch's shape.
+        # np.tensordot's BLAS call took other paths for other shapes (9.5e-7 apart alone vs batched).
+        mixed = self.mix[0] * layers[0]  # (B, T, dim)
+        for weight, layer in zip(self.mix[1:], layers[1:]):
+            mixed += weight * layer
+        return mixed
 
     def sink(self, n: int, num_layers: int, dim: int) -> "_Sink":
         """Where the time chunks of one `n`-token sentence are put together."""

@@ -22,6 +22,13 @@ _TENSOR_NAME, _TENSOR_EXTERNAL_DATA = 8, 13
 _SPARSE_VALUES, _SPARSE_INDICES = 1, 2
 _ENTRY_KEY, _ENTRY_VALUE = 1, 2
 
+# Subgraphs (a Scan's body, an If's branches) nested deeper than this are refused: the walk
+# recurses per level, and ONNX's own checker stops near 100 too.
+MAX_GRAPH_DEPTH = 100
+# ONNX Runtime refuses protobufs over 2 GiB (their weights go to external data), so a larger
+# graph file is refused before it is read into memory.
+MAX_GRAPH_BYTES = 2 << 30
+
 
 class GraphFormatError(ValueError):
     """Bytes that are not a well-formed ONNX protobuf."""
@@ -108,6 +115,8 @@ def _node(buf: memoryview, found: list, depth: int) -> None:
 
 
 def _graph(buf: memoryview, found: list, depth: int) -> None:
+    if depth > MAX_GRAPH_DEPTH:
+        raise GraphFormatError(f"subgraphs nested more than {MAX_GRAPH_DEPTH} deep")
     for number, payload in _fields(buf):
         if number == _GRAPH_NODE:
             _node(payload, found, depth)
@@ -124,7 +133,8 @@ def external_tensors(graph: bytes | memoryview) -> list[ExternalTensor]:
     model-local functions; all but the main graph's dense initializers are `in_subgraph`.
 
     Raises:
-        GraphFormatError: the bytes are not a well-formed ONNX protobuf.
+        GraphFormatError: the bytes are not a well-formed ONNX protobuf, or nest subgraphs more
+            than `MAX_GRAPH_DEPTH` deep.
     """
     buf = memoryview(graph)
     found: list[ExternalTensor] = []
@@ -143,9 +153,18 @@ def external_data_locations(path: str | Path) -> list[tuple[str, str]]:
     (`external_tensors`).
 
     Raises:
-        GraphFormatError: the file is not a well-formed ONNX protobuf.
+        GraphFormatError: the file is not a well-formed ONNX protobuf, is over 2 GiB, or nests
+            subgraphs more than `MAX_GRAPH_DEPTH` deep.
     """
+    check_graph_size(Path(path))
     return [(t.name, t.location) for t in external_tensors(Path(path).read_bytes())]
+
+
+def check_graph_size(path: Path) -> None:
+    """Refuse a graph file over 2 GiB before it is read (GraphFormatError)."""
+    size = path.stat().st_size
+    if size > MAX_GRAPH_BYTES:
+        raise GraphFormatError(f"{size} bytes, over the 2 GiB that ONNX Runtime reads in a graph file")
 
 
 class GraphBytes(NamedTuple):
@@ -170,6 +189,7 @@ class GraphBytes(NamedTuple):
             GraphFormatError: the file is not a well-formed ONNX protobuf.
         """
         path = Path(path)
+        check_graph_size(path)
         model = path.read_bytes()
         locations = {t.location for t in external_tensors(model)}
         return cls(path, model, {name: (path.parent / name).read_bytes() for name in sorted(locations)})

@@ -73,3 +73,17 @@ def interrupts_raise() -> Iterator[Interrupts]:
         sys.unraisablehook = previous_hook
         for s, old in previous.items():
             signal.signal(s, signal.SIG_DFL if old is None else old)
+
+
+def stdout_gone() -> int:
+    """After a BrokenPipeError on stdout (`elmo-verify --json | head -c 20`): the exit status.
+
+    Standard output is pointed at /dev/null, so that the interpreter's final flush does not
+    fail again and print a traceback; the status is a shell's for a command SIGPIPE ended.
+    """
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 128 + signal.SIGPIPE

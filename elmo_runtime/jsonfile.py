@@ -32,6 +32,8 @@ def read_json(path: str | Path, what: str, error: type[ValueError] = ValueError)
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise error(f"{path}: not a valid JSON {what} ({e})") from None
+    except RecursionError:  # json recurses per level: a crafted 100,000-deep list reaches this
+        raise error(f"{path}: not a valid JSON {what} (nested too deeply)") from None
 
 
 def json_field(data: Any, path: str, kind: type | tuple[type, ...], source: str | Path,

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from elmo_runtime import contract as C
-from elmo_runtime.graph_files import GraphBytes, GraphFormatError, external_tensors
+from elmo_runtime.graph_files import GraphBytes, GraphFormatError, check_graph_size, external_tensors
 from elmo_runtime.jsonfile import json_field, read_json
 from elmo_runtime.token_schemes import BYTES, DICTIONARY, scheme_files
 
@@ -49,7 +49,29 @@ class InitialState:
         data: dict = {"mode": self.mode, **C.STATE_LAYOUT}
         if self.mode == C.WARM:
             data["warmup"] = self.warmup
-        return {**data, "h": float32_lists(self.h), "c": float32_lists(self.c)}
+        return {**data, "h": float32_lists(self.h), "c": float32_lists(self.c), "sha256": state_digest(self.h, self.c)}
+
+
+def state_digest(h: np.ndarray, c: np.ndarray) -> str:
+    """sha256 of the state as float32 little-endian bytes, h then c (C order): what loading must read back.
+
+    The state lives in `elmo.json`, which no `files` entry covers: this catches a changed digit.
+    It cannot stop someone who rewrites the digest too; see "Trust" in docs/package-format.md.
+    """
+    data = np.ascontiguousarray(h, "<f4").tobytes() + np.ascontiguousarray(c, "<f4").tobytes()
+    return hashlib.sha256(data).hexdigest()
+
+
+def _numbers_only(value: object) -> bool:
+    """Whether a nested list holds JSON numbers only (no strings, booleans or nulls, which numpy would coerce)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, bool) or not isinstance(item, (int, float)):
+            return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -254,11 +276,14 @@ def _initial_state(data: dict, source: str | Path, n_layers: int, p: int, d: int
     mode = json_field(data, "initial_state.mode", str, source, PackageError)
     if mode not in C.STATE_MODES:
         raise PackageError(f"{source}: initial_state.mode is {mode!r}, expected one of {', '.join(C.STATE_MODES)}")
+    raw_h = json_field(data, "initial_state.h", list, source, PackageError)
+    raw_c = json_field(data, "initial_state.c", list, source, PackageError)
+    if not (_numbers_only(raw_h) and _numbers_only(raw_c)):
+        raise PackageError(f"{source}: initial_state.h/c hold something other than numbers (a string, a boolean or "
+                           "null); the package is corrupt")
     try:
-        h = np.asarray(json_field(data, "initial_state.h", list, source, PackageError), dtype=np.float32)
-        c = np.asarray(json_field(data, "initial_state.c", list, source, PackageError), dtype=np.float32)
-    except PackageError:
-        raise
+        with np.errstate(over="ignore"):  # 1e300 becomes inf, refused below by name
+            h, c = np.asarray(raw_h, dtype=np.float32), np.asarray(raw_c, dtype=np.float32)
     except ValueError as e:
         raise PackageError(f"{source}: initial_state.h/c are not numeric arrays ({e})") from None
     if h.shape != (n_layers, 2, p) or c.shape != (n_layers, 2, d):
@@ -273,7 +298,24 @@ def _initial_state(data: dict, source: str | Path, n_layers: int, p: int, d: int
                                f"({value[bad]} at index {list(bad)}); the package is corrupt")
     if mode == C.ZERO and (h.any() or c.any()):
         raise PackageError(f"{source}: initial_state.mode is 'zero' but initial_state.h/c are not all zeros")
+    _check_state_values(data, source, h, c)
     return InitialState(mode, h, c, data["initial_state"].get("warmup"))
+
+
+def _check_state_values(data: dict, source: str | Path, h: np.ndarray, c: np.ndarray) -> None:
+    """The state within the LSTM's clips (no run can leave it beyond them) and equal to its digest."""
+    lstm = data.get("architecture", {}).get("lstm", {}) if isinstance(data.get("architecture"), dict) else {}
+    for key, value, clip in (("h", h, "proj_clip"), ("c", c, "cell_clip")):
+        bound = lstm.get(clip) if isinstance(lstm, dict) else None
+        if isinstance(bound, (int, float)) and not isinstance(bound, bool) and bound > 0 and value.size:
+            worst = float(np.abs(value).max())
+            if worst > bound * (1 + 1e-6):
+                raise PackageError(f"{source}: initial_state.{key} reaches {worst:g}, beyond architecture.lstm.{clip} "
+                                   f"{bound:g}, which bounds every state a run can leave; the package is corrupt")
+    digest = data["initial_state"].get("sha256")
+    if digest is not None and digest != state_digest(h, c):
+        raise PackageError(f"{source}: initial_state.h/c do not match initial_state.sha256 (a changed value?); the "
+                           "package is corrupt or altered")
 
 
 _REQUIRED_TYPES = {
@@ -454,7 +496,8 @@ def _check_files(manifest: Manifest, directory: Path, source: Path, verify_files
     if verify_files:
         for path, name in listed.items():
             if path not in checked and sha256_of(path) != manifest.files[name]["sha256"]:
-                raise PackageError(f"{directory}: file {name!r} does not match its sha256 in the manifest (corrupt or altered)")
+                raise PackageError(f"{directory}: file {name!r} does not match its sha256 in the manifest "
+                                   "(corrupt or altered)")
 
     conformance = _confined(directory, manifest.conformance["file"], "conformance file")
     if not conformance.is_file():
@@ -480,7 +523,8 @@ def _read_graphs(manifest: Manifest, directory: Path, source: Path, listed: dict
                 raise PackageError(f"{directory}: file {name!r} has {len(data)} bytes, the manifest says "
                                    f"{entry['bytes']} (corrupt or truncated)")
             if verify_files and hashlib.sha256(data).hexdigest() != entry["sha256"]:
-                raise PackageError(f"{directory}: file {name!r} does not match its sha256 in the manifest (corrupt or altered)")
+                raise PackageError(f"{directory}: file {name!r} does not match its sha256 in the manifest "
+                                   "(corrupt or altered)")
             checked[key] = data
         return checked[key]
 
@@ -490,23 +534,27 @@ def _read_graphs(manifest: Manifest, directory: Path, source: Path, listed: dict
         if not path.is_file():
             raise PackageError(f"{directory}: graph file {spec.file!r} ({graph}) is missing")
         if path.resolve() not in listed:
-            raise PackageError(f"{source}: graph file {spec.file!r} ({graph}) is not listed in 'files' (no size or sha256 to check)")
-        model = read_checked(path)  # before it is parsed
+            raise PackageError(f"{source}: graph file {spec.file!r} ({graph}) is not listed in 'files' "
+                               "(no size or sha256 to check)")
         try:
+            check_graph_size(path)
+            model = read_checked(path)  # before it is parsed
             tensors = external_tensors(model)
         except GraphFormatError as e:
-            raise PackageError(f"{directory}: graph file {spec.file!r} ({graph}) is not a valid ONNX file ({e})") from None
+            raise PackageError(f"{directory}: graph file {spec.file!r} ({graph}) is not a valid ONNX file ({e})"
+                               ) from None
         external = {}
         for tensor in tensors:
             what = f"external data of {spec.file} (tensor {tensor.name!r})"
             data_path = _confined(path.parent, tensor.location, what)
             _confined(directory, str(data_path.relative_to(directory)), what)
             if data_path.resolve() not in listed:
-                raise PackageError(f"{source}: {spec.file} keeps tensor {tensor.name!r} in {tensor.location!r}, which is not "
-                                   "listed in 'files' (no size or sha256 to check)")
+                raise PackageError(f"{source}: {spec.file} keeps tensor {tensor.name!r} in {tensor.location!r}, "
+                                   "which is not listed in 'files' (no size or sha256 to check)")
             if tensor.in_subgraph:
-                raise PackageError(f"{directory}: {spec.file} keeps tensor {tensor.name!r} of a subgraph in external data; "
-                                   f"format {C.FORMAT_VERSION} keeps only main-graph initializers there (export the package again)")
+                raise PackageError(f"{directory}: {spec.file} keeps tensor {tensor.name!r} of a subgraph in external "
+                                   f"data; format {C.FORMAT_VERSION} keeps only main-graph initializers there "
+                                   "(export the package again)")
             external[tensor.location] = read_checked(data_path)
         graphs[graph] = GraphBytes(path, model, external)
     return graphs

@@ -7,8 +7,9 @@ parity check share.
 from __future__ import annotations
 
 import functools
-import numbers
 import logging
+import numbers
+import os
 from importlib import metadata
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -34,8 +35,14 @@ GPU_INSTALL_OVER_BOTH = 'pip uninstall -y onnxruntime onnxruntime-gpu && pip ins
 # ONNX Runtime's own exception classes (not exported at the top level): what loading a broken
 # graph raises, and what a failing run raises.
 _ORT_ERRORS = ort.capi.onnxruntime_pybind11_state
-LOAD_ERRORS = (_ORT_ERRORS.InvalidGraph, _ORT_ERRORS.InvalidProtobuf, _ORT_ERRORS.Fail)
+# InvalidArgument too: a 0-byte graph ("No graph was found in the protobuf") and some damaged
+# ones raise it; and NoSuchFile, NotImplemented (an unknown op) for others.
+LOAD_ERRORS = (_ORT_ERRORS.InvalidGraph, _ORT_ERRORS.InvalidProtobuf, _ORT_ERRORS.Fail, _ORT_ERRORS.InvalidArgument,
+               _ORT_ERRORS.NoSuchFile, _ORT_ERRORS.NotImplemented)
 RUN_ERRORS = (_ORT_ERRORS.Fail, _ORT_ERRORS.RuntimeException, _ORT_ERRORS.InvalidArgument, _ORT_ERRORS.EPFail)
+# The thread limit (`max_threads`): this many per CPU, and never below the floor.
+THREADS_PER_CPU = 4
+MIN_MAX_THREADS = 16
 # The element types of ONNX Runtime's NodeArg.type strings.
 _ORT_DTYPES = {"tensor(float)": "float32", "tensor(int32)": "int32", "tensor(float16)": "float16",
                "tensor(int64)": "int64"}
@@ -66,6 +73,31 @@ def providers_for(device: str) -> list[str]:
     return [CPU]
 
 
+def max_threads() -> int:
+    """The most intra-op threads a session may have: 4 per CPU this process may run on, at least 16.
+
+    More threads than cores only wait for each other; and thousands of them (`--threads 20000`)
+    left ONNX Runtime deadlocked in its thread pool under a memory cap, deaf to SIGTERM.
+    """
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(MIN_MAX_THREADS, THREADS_PER_CPU * cpus)
+
+
+def check_threads(threads: int | None) -> None:
+    """Refuse a thread count that is not a positive integer, or over `max_threads()`.
+
+    Raises:
+        ValueError: naming the value and the limit.
+    """
+    if threads is None:
+        return
+    if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1:
+        raise ValueError(f"threads is {threads!r}; expected a positive integer or None")
+    if threads > max_threads():
+        raise ValueError(f"threads is {threads}; at most {max_threads()} ({THREADS_PER_CPU} per CPU this process may "
+                         f"use, at least {MIN_MAX_THREADS}): more threads than cores only wait for each other")
+
+
 def create_session(graph: Path | GraphBytes, device: str = "auto", threads: int | None = None) -> ort.InferenceSession:
     """One inference session on `device`, made from bytes: `graph` as verified
     (`package.load_package`), or a path whose graph and weights files are read here once.
@@ -91,8 +123,7 @@ def create_session(graph: Path | GraphBytes, device: str = "auto", threads: int 
     path = graph.path
     options = ort.SessionOptions()
     if threads is not None:
-        if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1:
-            raise ValueError(f"threads is {threads!r}; expected a positive integer or None")
+        check_threads(threads)
         options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -196,7 +227,7 @@ class PackageRunner:
         package_dir: a directory written by `elmo-export`.
         device: "auto", "cpu" or "cuda".
         threads: intra-op threads per session (None: onnxruntime's default, all cores).
-        verify: check every file's sha256 before loading (see `load_manifest`).
+        verify: check every file's sha256 before loading (see `package.load_package`).
         require_parity: refuse a package without a passed parity report (False: the
             exporter's own check of a package it is building).
 
@@ -207,6 +238,7 @@ class PackageRunner:
 
     def __init__(self, package_dir: str | Path, device: str = "auto", threads: int | None = None, *,
                  verify: bool = True, require_parity: bool = True):
+        check_threads(threads)  # before the package is read and hashed
         self.manifest: Manifest
         self.manifest, graphs = load_package(package_dir, verify_files=verify, require_parity=require_parity)
         self.specs = self.manifest.contract()

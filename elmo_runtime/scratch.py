@@ -1,9 +1,14 @@
 """Temporary files and directories beside an output, named for the process that owns them.
 
-A run writes its output under a hidden name beside the target (`.NAME.<pid>.<random><suffix>`)
+A run writes its output under a hidden name beside the target (`.NAME.<pid>.<tag><random><suffix>`)
 and renames it into place once complete. A run that is killed (SIGKILL, the OOM killer) cannot
 clean up; the PID in the name lets the next run for the same target remove what dead processes
 left, and leave alone what a live one is still writing.
+
+A PID means something only on the host and in the PID namespace that gave it: a run in another
+container sharing the volume, or on another NFS client, has PIDs this process cannot see. The
+4 hex digits of `<tag>` name the host, boot and PID namespace (`HOST_TAG`); a temporary with
+another tag is judged by age alone, and removed only once untouched for `FOREIGN_STALE_S`.
 
 Files and directories are created with the modes a plain `open()` or `mkdir` would give them
 (0o666 and 0o777 less the umask), not `tempfile`'s private 0o600/0o700: the renamed output is
@@ -13,10 +18,13 @@ meant to be read by others as any file the user makes.
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import os
 import secrets
 import shutil
+import socket
+import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -32,8 +40,27 @@ def existing(target: Path) -> os.stat_result | None:
         return None
 
 
+# A temporary from another host or PID namespace is left alone until it has not changed for a day.
+FOREIGN_STALE_S = 24 * 3600.0
+
+
+def _host_tag() -> str:
+    """4 hex digits for this host, boot and PID namespace (where a PID means what `os.kill` sees)."""
+    parts = [socket.gethostname()]
+    for read in (lambda: Path("/proc/sys/kernel/random/boot_id").read_text().strip(),
+                 lambda: os.readlink("/proc/self/ns/pid")):
+        try:
+            parts.append(read())
+        except OSError:
+            parts.append("?")
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:4]
+
+
+HOST_TAG = _host_tag()
+
+
 def _candidate(target: Path, suffix: str) -> Path:
-    return target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}{suffix}")
+    return target.with_name(f".{target.name}.{os.getpid()}.{HOST_TAG}{secrets.token_hex(2)}{suffix}")
 
 
 def create_file(target: Path, suffix: str) -> Path:
@@ -62,14 +89,31 @@ def create_dir(target: Path, suffix: str) -> Path:
 
 def owner_pid(path: Path, target_name: str, suffix: str) -> int | None:
     """The PID in a name made by `create_file`/`create_dir` for `target_name`, else None."""
+    owner = _owner(path, target_name, suffix)
+    return None if owner is None else owner[0]
+
+
+def _owner(path: Path, target_name: str, suffix: str) -> tuple[int, str] | None:
+    """`(pid, host tag)` from a name made by `create_file`/`create_dir` for `target_name`."""
     name = path.name
     prefix = f".{target_name}."
     if not (name.startswith(prefix) and name.endswith(suffix)):
         return None
     middle = name[len(prefix):len(name) - len(suffix)].split(".")
-    if len(middle) != 2 or not middle[0].isdigit():
+    if len(middle) != 2 or not middle[0].isdigit() or len(middle[1]) != 8:
         return None
-    return int(middle[0])
+    return int(middle[0]), middle[1][:4]
+
+
+def _untouched_for(path: Path) -> float:
+    """Seconds since `path` (or, for a folder, anything directly in it) last changed."""
+    try:
+        times = [os.lstat(path).st_mtime]
+        if path.is_dir() and not path.is_symlink():
+            times += [os.lstat(p).st_mtime for p in path.iterdir()]
+    except OSError:
+        return 0.0
+    return time.time() - max(times)
 
 
 def _alive(pid: int) -> bool:
@@ -90,7 +134,12 @@ def remove_stale(target: Path, suffix: str) -> list[Path]:
     Returns:
         The paths removed.
     """
-    return _remove(target, suffix, lambda pid: not _alive(pid))
+    def dead(pid: int, tag: str, path: Path) -> bool:
+        if tag == HOST_TAG:
+            return not _alive(pid)
+        return _untouched_for(path) > FOREIGN_STALE_S  # another host or namespace: its PID means nothing here
+
+    return _remove(target, suffix, dead)
 
 
 def remove_own(target: Path, suffix: str) -> list[Path]:
@@ -99,7 +148,7 @@ def remove_own(target: Path, suffix: str) -> list[Path]:
     For cleanup after an interrupt: a signal can arrive between creating the path and
     returning its name to the caller, and then only the name pattern finds it.
     """
-    return _remove(target, suffix, lambda pid: pid == os.getpid())
+    return _remove(target, suffix, lambda pid, tag, path: pid == os.getpid() and tag == HOST_TAG)
 
 
 def _remove(target: Path, suffix: str, condemned) -> list[Path]:
@@ -109,9 +158,10 @@ def _remove(target: Path, suffix: str, condemned) -> list[Path]:
     except OSError:
         return removed
     for path in siblings:
-        pid = owner_pid(path, target.name, suffix)
-        if pid is None or not condemned(pid):
+        owner = _owner(path, target.name, suffix)
+        if owner is None or not condemned(owner[0], owner[1], path):
             continue
+        pid = owner[0]
         try:
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)
@@ -123,3 +173,38 @@ def _remove(target: Path, suffix: str, condemned) -> list[Path]:
         log.info("removed %s, left by process %d", path, pid)
         removed.append(path)
     return removed
+
+
+def refuse_foreign(folder: Path, ours: set[str], what: str) -> None:
+    """Refuse to replace `folder` if it holds anything but the files named in `ours`.
+
+    `--force` replaces an earlier output, never what a user keeps beside it: a marker file alone
+    (`elmo.json` is a common name) does not make a folder ours. A listed name that is a folder is
+    foreign too: no output of ours has sub-folders.
+
+    Raises:
+        FileExistsError: naming up to five foreign entries (and how many more).
+    """
+    foreign = sorted(p.name + ("/" if p.is_dir() and not p.is_symlink() else "") for p in folder.iterdir()
+                     if p.name not in ours or (p.is_dir() and not p.is_symlink()))
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise FileExistsError(f"output {folder} holds what is not part of {what}: {shown}; refusing to replace it "
+                              "(even with --force): move those out or choose another output")
+
+
+def current_umask() -> int:
+    """The process's umask (read by setting it and back: there is no other portable way)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def open_to_umask(directory: Path) -> None:
+    """Give a folder made private (`tempfile.mkdtemp`: 0700) and its files the modes of a plain
+    `mkdir` and `open()`: a downloaded package is meant to be read as any folder the user makes."""
+    mask = current_umask()
+    directory.chmod(0o777 & ~mask)
+    for f in directory.iterdir():
+        if f.is_file() and not f.is_symlink():
+            f.chmod(0o666 & ~mask)

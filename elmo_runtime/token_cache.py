@@ -14,9 +14,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-
 # 32 MiB of float32 vectors: 16,384 tokens of the original model (projection 512).
 DEFAULT_CACHE_BYTES = 32 << 20
+# Longer tokens are embedded every time, never cached: the cache's keys are whole tokens, and
+# 3,000 distinct 100 KB tokens kept 200 MB alive. Words this long are not worth a cache entry
+# (the char CNN reads a token's first 48 bytes; the word table, where there is one, has no
+# such words).
+MAX_CACHED_TOKEN_CHARS = 64
 
 
 class TokenEmbeddingCache:
@@ -27,6 +31,7 @@ class TokenEmbeddingCache:
             (`PackageRunner.embed_tokens`, which maps them by the package's token scheme).
         dim: P, the width of a token embedding.
         max_tokens: entries kept; 0 disables caching (every token is embedded every time).
+            Tokens over `MAX_CACHED_TOKEN_CHARS` characters are never kept.
     """
 
     def __init__(self, embed_tokens: Callable[[list[str]], np.ndarray], dim: int, max_tokens: int):
@@ -65,7 +70,8 @@ class TokenEmbeddingCache:
             if self.max_tokens:
                 with self._lock:
                     for t in missing:
-                        self._entries[t] = by_token[t]
+                        if len(t) <= MAX_CACHED_TOKEN_CHARS:
+                            self._entries[t] = by_token[t]
                     while len(self._entries) > self.max_tokens:
                         self._entries.popitem(last=False)
         with self._lock:

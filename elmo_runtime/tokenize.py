@@ -50,11 +50,18 @@ Known deviations from Moses `tokenizer.perl`:
   after whitespace) stays together; Moses would split `' s`. Other split-off apostrophes
   (`O 'Brien`) re-tokenize to `O ' Brien`.
 - Lone surrogates (not valid Unicode) become U+FFFD instead of failing.
+- A run of more than `MAX_RUN_CHARS` (10,000) characters without whitespace is cut into pieces
+  of that many characters, each tokenized alone (a token never spans two pieces; the first
+  piece stays with the text before it, so the rules that look at the next word see the same).
+  Such a run is no word (the model reads only a token's first 48 bytes), and the pattern
+  engine gives up, after a retry limit, on runs of a few hundred thousand URL-like
+  characters.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from typing import Sequence
 
 from tokenizers import Regex
@@ -130,6 +137,20 @@ _ALTERNATIVES = (
 TOKEN_PATTERN: str = "|".join(_ALTERNATIVES)
 
 
+# The longest run of non-whitespace characters handed to the pattern at once (see the module
+# docstring): 'www.' + 'ab.' * 909092 (2.7 MB) exceeds Oniguruma's retry limit and the Rust side
+# panics; 300,000 such characters take 0.2 s; a piece of 10,000 takes 15 ms.
+MAX_RUN_CHARS = 10_000
+# `_SEP` in Python's syntax (`\s` is Unicode whitespace, Z* included), to find those runs; a run
+# is matched only from its start, so the search is linear.
+_PY_SEP = r"\s\x00-\x1f\x7f-\x9f\u200b\u2060\ufeff"
+_LONG_RUN = re.compile(rf"(?<![^{_PY_SEP}])[^{_PY_SEP}]{{{MAX_RUN_CHARS + 1},}}")
+
+
+class TokenizerError(ValueError):
+    """The tokenizer failed on a text (its Rust side raised or panicked)."""
+
+
 def _replace_lone_surrogates(text: str) -> str:
     # A str can hold lone surrogates that UTF-8 (and so the Rust side) rejects; a well-formed
     # pair written as two escapes becomes its character, a lone one becomes U+FFFD.
@@ -187,11 +208,30 @@ class Tokenizer:
         return out
 
     def _split(self, text: str) -> list[str]:
+        """`text`'s tokens, its runs over `MAX_RUN_CHARS` characters cut into pieces."""
+        if len(text) <= MAX_RUN_CHARS:
+            return self._pieces(text)
+        tokens, start = [], 0
+        for run in _LONG_RUN.finditer(text):
+            first_end = run.start() + MAX_RUN_CHARS
+            tokens += self._pieces(text[start:first_end])
+            for piece in range(first_end, run.end(), MAX_RUN_CHARS):
+                tokens += self._pieces(text[piece:min(piece + MAX_RUN_CHARS, run.end())])
+            start = run.end()
+        return tokens + self._pieces(text[start:])
+
+    def _pieces(self, text: str) -> list[str]:
         try:
-            pieces = self._pre_tokenizer.pre_tokenize_str(text)
-        except UnicodeEncodeError:
-            logger.debug("replacing lone surrogates with U+FFFD before tokenizing")
-            pieces = self._pre_tokenizer.pre_tokenize_str(_replace_lone_surrogates(text))
+            try:
+                pieces = self._pre_tokenizer.pre_tokenize_str(text)
+            except UnicodeEncodeError:
+                logger.debug("replacing lone surrogates with U+FFFD before tokenizing")
+                pieces = self._pre_tokenizer.pre_tokenize_str(_replace_lone_surrogates(text))
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as e:  # a Rust panic arrives as pyo3's PanicException, a BaseException
+            raise TokenizerError(f"the tokenizer failed on this text ({type(e).__name__}: "
+                                 f"{str(e).splitlines()[0] if str(e) else 'no message'})") from None
         return [piece for piece, _ in pieces]
 
 

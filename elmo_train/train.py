@@ -43,7 +43,7 @@ from torch import nn
 from elmo_export.architectures import ARCHITECTURES
 from elmo_export.model import ElmoBiLm, ElmoOptions, LstmState
 from elmo_export.sentences import read_sentences
-from elmo_export.weights import load_reference, save_weights
+from elmo_export.weights import check_storage, load_reference, save_weights
 from elmo_runtime import contract
 from elmo_runtime.chars import tokens_to_char_ids
 from elmo_train.corpus import UNK_TOKEN, read_vocab
@@ -345,6 +345,7 @@ def load_softmax(path: str | Path) -> nn.AdaptiveLogSoftmaxWithLoss:
     if not path.is_file():
         raise FileNotFoundError(f"softmax file not found: {path}")
     with h5py.File(path, "r") as fin:
+        check_storage(fin, path, list(fin))  # its bytes must not come from other files either
         softmax = nn.AdaptiveLogSoftmaxWithLoss(
             int(fin.attrs["in_features"]), int(fin.attrs["n_classes"]),
             [int(c) for c in fin.attrs["cutoffs"]], div_value=float(fin.attrs["div_value"]))

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_js_client import JS, npm_ci
 
 from elmo_runtime import Elmo
 from elmo_runtime import contract as C
 from elmo_runtime.fetch.resolve import SHIPPED_PACKAGE
-from test_js_client import JS, npm_ci
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT_COPY = Path("/work/notes/browser-screenshot.png")
@@ -53,8 +53,11 @@ def packages(tmp_path_factory, exported) -> Path:
 
 @pytest.fixture(scope="module")
 def server(node, packages):
-    process = subprocess.Popen([node, str(JS / "bin" / "serve.js"), "--package", str(packages), "--port", "0"],
-                               stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [node, str(JS / "bin" / "serve.js"), "--package", str(packages), "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = process.stdout.readline()
         url = re.search(r"http://\S+/", line).group(0)
@@ -66,8 +69,13 @@ def server(node, packages):
 
 def in_browser(node: str, tmp_path: Path, request: dict) -> dict:
     profile = tmp_path / f"profile-{len(list(tmp_path.glob('profile-*')))}"
-    done = subprocess.run([node, str(JS / "test" / "browser.mjs")], input=json.dumps({**request, "userDataDir": str(profile)}),
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [node, str(JS / "test" / "browser.mjs")],
+        input=json.dumps({**request, "userDataDir": str(profile)}),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout)
 
@@ -96,8 +104,17 @@ def test_the_page_embeds_like_the_python_runtime(node, server, packages, tmp_pat
     tolerance, min_cosine = doc["tolerance"]["max_abs"], doc["tolerance"]["min_cosine"]
     long = [LONG] if name in ("default", "fp32") else []
     shot = tmp_path / "page.png"
-    got = in_browser(node, tmp_path, {"url": server, "packageUrl": f"/package/{name}/", "sentences": SENTENCES + long,
-                                      "selfCheck": True, "screenshot": str(shot) if name == "default" else None})
+    got = in_browser(
+        node,
+        tmp_path,
+        {
+            "url": server,
+            "packageUrl": f"/package/{name}/",
+            "sentences": SENTENCES + long,
+            "selfCheck": True,
+            "screenshot": str(shot) if name == "default" else None,
+        },
+    )
     assert got["status"].startswith("loaded ") and got["crossOriginIsolated"] is True, got
     assert got["selfCheck"]["passed"], got["selfCheck"]["failures"][:5]
     assert got["selfCheck"]["tokenizerCases"] > 10 and got["selfCheck"]["worst"]["max_abs"] <= tolerance
@@ -106,8 +123,10 @@ def test_the_page_embeds_like_the_python_runtime(node, server, packages, tmp_pat
     assert [g["dims"] for g in got["embedded"]] == [list(w.shape) for w in want]
     assert got["embedded"][0]["tokens"] == python.tokenizer(SENTENCES[0])
     figures = [compare(as_array(g), w) for g, w in zip(got["embedded"], want)]
-    print(f"{name}: browser vs Python (max abs, min cosine) per sentence {figures}; "
-          f"self-check worst {got['selfCheck']['worst']}")
+    print(
+        f"{name}: browser vs Python (max abs, min cosine) per sentence {figures}; "
+        f"self-check worst {got['selfCheck']['worst']}"
+    )
     assert max(f[0] for f in figures[: len(SENTENCES)]) <= tolerance
     if long:
         assert figures[-1][1] >= (min_cosine or 0.99999), figures[-1]
@@ -118,10 +137,13 @@ def test_the_page_embeds_like_the_python_runtime(node, server, packages, tmp_pat
 
 
 def test_the_page_runs_threads_and_works_offline_once_loaded(node, server, tmp_path):
-    got = in_browser(node, tmp_path, {"url": server, "packageUrl": "/package/default/", "threads": 2, "sentences": SENTENCES[:2]})
+    got = in_browser(
+        node, tmp_path, {"url": server, "packageUrl": "/package/default/", "threads": 2, "sentences": SENTENCES[:2]}
+    )
     assert got["crossOriginIsolated"] and got["threads"] == 2 and "2 thread(s)" in got["status"]
-    one = in_browser(node, tmp_path, {"url": server, "packageUrl": "/package/default/", "sentences": SENTENCES[:2],
-                                      "offline": True})
+    one = in_browser(
+        node, tmp_path, {"url": server, "packageUrl": "/package/default/", "sentences": SENTENCES[:2], "offline": True}
+    )
     assert one["threads"] == 1
     # Offline (the network cut), a reload serves the page, the client, ONNX Runtime and the package from the cache.
     assert one["offlineStatus"].startswith("loaded int8"), one["offlineStatus"]
@@ -141,7 +163,9 @@ def test_a_damaged_package_fails_in_the_browser_naming_the_file(node, server, pa
     manifest = json.loads((newer / C.MANIFEST_FILE).read_text())
     (newer / C.MANIFEST_FILE).write_text(json.dumps({**manifest, "format_version": 9}))
     try:
-        got = in_browser(node, tmp_path, {"url": server, "packageUrl": "/package/newer/", "damaged": "/package/damaged/"})
+        got = in_browser(
+            node, tmp_path, {"url": server, "packageUrl": "/package/newer/", "damaged": "/package/damaged/"}
+        )
     finally:
         shutil.rmtree(damaged), shutil.rmtree(newer)
     assert got["damaged"]["loaded"] is False

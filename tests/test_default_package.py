@@ -33,6 +33,8 @@ def _differences(shipped: dict, fresh: dict, path: str = "") -> list[str]:
         return [d for k in keys for d in _differences(shipped.get(k), fresh.get(k), f"{path}.{k}".lstrip("."))]
     if isinstance(shipped, list) and isinstance(fresh, list) and len(shipped) == len(fresh):
         return [d for i, (a, b) in enumerate(zip(shipped, fresh)) for d in _differences(a, b, f"{path}[{i}]")]
+    if path == "initial_state.sha256":  # the digest of h and c, whose last bits may differ by CPU: compared above
+        return []
     numeric = path.startswith(CPU_DEPENDENT)
     if numeric and isinstance(shipped, float) and isinstance(fresh, float):
         return [] if shipped == pytest.approx(fresh, rel=1e-3, abs=1e-5) else [f"{path}: {shipped} != {fresh}"]
@@ -67,7 +69,8 @@ def _conformance_differences(shipped_path, fresh_path) -> list[str]:
             return [d for i, (a, b) in enumerate(zip(want, got)) for d in walk(a, b, f"{path}[{i}]")]
         return [] if want == got else [f"conformance {path}: {want!r:.80} != {got!r:.80}"]
 
-    return walk(json.loads(shipped_path.read_text(encoding="utf-8")), json.loads(fresh_path.read_text(encoding="utf-8")), "")
+    shipped = json.loads(shipped_path.read_text(encoding="utf-8"))
+    return walk(shipped, json.loads(fresh_path.read_text(encoding="utf-8")), "")
 
 
 def test_the_shipped_default_is_what_exporting_models_gives(tmp_path):

@@ -109,10 +109,9 @@ def test_missing_and_mismatched_files_exit_2(tiny_weights, tmp_path, capsys):
     assert not Path(out).exists()
 
 
-def test_an_existing_output_needs_force_and_an_unwritable_one_exits_2(model_dir, tmp_path, capsys):
+def test_an_existing_output_needs_force_and_an_unwritable_one_exits_2(model_dir, tiny_package, tmp_path, capsys):
     out = tmp_path / "pkg"
-    out.mkdir()
-    (out / C.MANIFEST_FILE).write_text("{}")
+    shutil.copytree(tiny_package, out)
     assert main([str(model_dir), "-o", str(out), "-q", "--no-progress"]) == EXIT_USAGE
     err = capsys.readouterr().err
     assert "not empty" in err and "--force" in err

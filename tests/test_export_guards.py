@@ -19,6 +19,7 @@ import pytest
 
 from elmo_export import cli
 from elmo_export.cli import EXIT_INTERNAL, EXIT_USAGE, main
+from elmo_runtime import scratch
 
 MEMORY_CAP = 3 << 30  # address space: torch imports in ~1.5 GB of it; the typo below asked for 24 GB
 
@@ -112,7 +113,7 @@ def test_dot_as_output_is_refused_by_name(model_dir, tmp_path, monkeypatch, caps
 
 def test_staging_directories_of_dead_exports_are_removed_on_the_next_run(model_dir, tmp_path, dead_pid):
     out = tmp_path / "out"
-    dead = tmp_path / f".out.{dead_pid}.0a1b2c3d.partial"
+    dead = tmp_path / f".out.{dead_pid}.{scratch.HOST_TAG}2c3d.partial"
     live = tmp_path / f".out.{os.getppid()}.0a1b2c3d.partial"
     for d in (dead, live):
         d.mkdir()

@@ -19,11 +19,17 @@ import pytest
 from elmo_runtime import Elmo
 from elmo_runtime import contract as C
 from elmo_runtime.conformance import decode_array, encode_array
-from elmo_runtime.package import sha256_of
 from elmo_runtime.fetch.resolve import SHIPPED_PACKAGE
+from elmo_runtime.package import sha256_of
 
 JS = Path(__file__).resolve().parents[1] / "js"
-SENTENCES = [["The", "cat", "sat", "."], [], ["<S>", "naïve", "😀", "x" * 60], "The bank of the river, not the bank that lends.", ["Hi"]]
+SENTENCES = [
+    ["The", "cat", "sat", "."],
+    [],
+    ["<S>", "naïve", "😀", "x" * 60],
+    "The bank of the river, not the bank that lends.",
+    ["Hi"],
+]
 
 
 def npm_ci() -> None:
@@ -32,8 +38,14 @@ def npm_ci() -> None:
         return
     # ONNXRUNTIME_NODE_INSTALL=skip: without it onnxruntime-node's install script fetches CUDA binaries.
     env = {**os.environ, "ONNXRUNTIME_NODE_INSTALL": "skip"}
-    done = subprocess.run([shutil.which("npm"), "ci", "--no-audit", "--no-fund"], cwd=JS, env=env,
-                          capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [shutil.which("npm"), "ci", "--no-audit", "--no-fund"],
+        cwd=JS,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     if done.returncode != 0:
         reason = f"npm ci failed in {JS}: {done.stderr.strip()[-500:]}"
         if os.environ.get("CI"):
@@ -51,8 +63,9 @@ def node() -> str:
 
 
 def js_embed(node: str, request: dict) -> list:
-    done = subprocess.run([node, str(JS / "test" / "embed.mjs")], input=json.dumps(request), capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [node, str(JS / "test" / "embed.mjs")], input=json.dumps(request), capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -62,8 +75,9 @@ def as_array(entry: dict) -> np.ndarray:
 
 
 def verify(node: str, package: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([node, str(JS / "bin" / "verify.js"), str(package), "--json"], capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [node, str(JS / "bin" / "verify.js"), str(package), "--json"], capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.fixture(scope="module", params=["fp32", "fp16", "int8", "int4"])
@@ -76,7 +90,11 @@ def test_the_js_client_passes_every_conformance_case_in_every_precision(node, pa
     assert done.returncode == 0, done.stderr + done.stdout[-2000:]
     report = json.loads(done.stdout)
     doc = json.loads((package / C.CONFORMANCE_FILE).read_text())
-    assert report["passed"] and report["failures"] == [] and report["tokenizerCases"] == len(doc["tokenizer"]["cases"]) > 10
+    assert (
+        report["passed"]
+        and report["failures"] == []
+        and report["tokenizerCases"] == len(doc["tokenizer"]["cases"]) > 10
+    )
     # 9 sentences x 2 states x 3 layers, the time-chunks case (3 layers + final h and c), the stream's 9 rows x 3 layers
     assert len(report["checks"]) == 54 + 5 + 27
     assert report["worst"]["max_abs"] <= doc["tolerance"]["max_abs"]
@@ -107,7 +125,9 @@ def test_the_js_client_embeds_like_the_python_runtime(node, package):
 
 def test_the_shipped_default_in_node_is_the_python_runtime_bit_for_bit(node):
     long = [f"w{i % 89}" for i in range(3000)]
-    got = js_embed(node, {"package": str(SHIPPED_PACKAGE), "sentences": SENTENCES + [long], "options": {"layers": "top"}})
+    got = js_embed(
+        node, {"package": str(SHIPPED_PACKAGE), "sentences": SENTENCES + [long], "options": {"layers": "top"}}
+    )
     want = Elmo(device="cpu").embed(SENTENCES + [long], layers="top")
     for g, w in zip(got, want):
         assert g["dims"] == list(w.shape) and np.array_equal(as_array(g), w)
@@ -123,7 +143,10 @@ def test_the_js_client_names_the_damaged_file_and_the_unknown_version(node, tiny
     assert done.returncode == 1
     assert "file 'bilm.onnx.data' does not match its sha256 in the manifest" in json.loads(done.stdout)["failures"][0]
     data.write_bytes(raw[:100])
-    assert "file 'bilm.onnx.data' has 100 bytes, the manifest says" in json.loads(verify(node, package).stdout)["failures"][0]
+    assert (
+        "file 'bilm.onnx.data' has 100 bytes, the manifest says"
+        in json.loads(verify(node, package).stdout)["failures"][0]
+    )
 
     manifest = json.loads((package / C.MANIFEST_FILE).read_text())
     (package / C.MANIFEST_FILE).write_text(json.dumps({**manifest, "format_version": 7}))
@@ -143,11 +166,14 @@ def test_nothing_is_half_loaded(node, tiny_package, tmp_path):
         "const ort = { InferenceSession: { create: async () => { created += 1; return { release() {} }; } } };\n"
         f"const read = async (name) => new Uint8Array(await readFile({json.dumps(str(package))} + '/' + name));\n"
         "try { await Elmo.open({ ort, read, source: 'pkg' }); console.log('loaded'); }\n"
-        "catch (e) { console.log(JSON.stringify({ message: e.message, created })); }\n")
+        "catch (e) { console.log(JSON.stringify({ message: e.message, created })); }\n"
+    )
     done = subprocess.run([node, str(script)], capture_output=True, text=True, timeout=60)
     result = json.loads(done.stdout)
-    assert result == {"message": "pkg: file 'bilm.onnx.data' does not match its sha256 in the manifest (corrupt or altered)",
-                      "created": 0}
+    assert result == {
+        "message": "pkg: file 'bilm.onnx.data' does not match its sha256 in the manifest (corrupt or altered)",
+        "created": 0,
+    }
 
 
 def test_the_js_client_names_the_case_that_differs(node, tiny_package, tmp_path):
@@ -164,4 +190,6 @@ def test_the_js_client_names_the_case_that_differs(node, tiny_package, tmp_path)
     (package / C.MANIFEST_FILE).write_text(json.dumps(manifest))
     done = verify(node, package)
     assert done.returncode == 1
-    assert json.loads(done.stdout)["failures"] == ["stream call 1 row 2, state warm, layer 2: max abs difference 0.500 > 0.0001"]
+    assert json.loads(done.stdout)["failures"] == [
+        "stream call 1 row 2, state warm, layer 2: max abs difference 0.500 > 0.0001"
+    ]

@@ -15,7 +15,7 @@ from pathlib import Path
 import h5py
 import pytest
 
-from elmo_runtime import cli
+from elmo_runtime import cli, scratch
 from elmo_runtime.cli import embed_file
 
 LINES = ["The cat sat on the mat.", "Hi!"]
@@ -101,9 +101,9 @@ def test_a_pipe_is_a_valid_input_and_a_directory_is_named_as_one(elmo, tmp_path)
 
 def test_leftovers_of_dead_runs_are_removed_and_live_ones_kept(elmo, text_file, tmp_path, dead_pid):
     out = tmp_path / "out.hdf5"
-    dead = tmp_path / f".out.hdf5.{dead_pid}.0123abcd.tmp"
+    dead = tmp_path / f".out.hdf5.{dead_pid}.{scratch.HOST_TAG}abcd.tmp"
     live = tmp_path / f".out.hdf5.{os.getppid()}.0123abcd.tmp"  # pytest's parent is alive
-    other = tmp_path / f".other.hdf5.{dead_pid}.0123abcd.tmp"  # another output's: not ours to judge
+    other = tmp_path / f".other.hdf5.{dead_pid}.{scratch.HOST_TAG}abcd.tmp"  # another output's: not ours to judge
     for path in (dead, live, other):
         path.write_bytes(b"partial")
     embed_file(elmo, text_file, out)

@@ -88,7 +88,7 @@ def test_a_local_folder_comes_first(tiny_package, tmp_path, monkeypatch):
     (tmp_path / "default").mkdir()
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError, match="no elmo.json"):
-        Elmo("default")  # a folder named like the shipped package wins, as documented
+        Elmo("./default")  # a folder named like the shipped package is reached as a path
 
 
 # --- catalog packages -------------------------------------------------------------------------
@@ -114,7 +114,8 @@ def test_a_catalog_package_downloads_once_then_works_offline(published, tiny_pac
     for a, b in zip(got, want):
         np.testing.assert_array_equal(a, b)
     packages = tmp_path / "cache" / "packages"
-    assert sorted(p.name for p in packages.iterdir()) == [".archives", "tiny-fp32", "tiny-fp32.source.json"]
+    assert sorted(p.name for p in packages.iterdir()) == [".archives", ".tiny-fp32.lock", "tiny-fp32",
+                                                          "tiny-fp32.source.json"]
     assert not (packages / ".archives" / "tiny-fp32.zip").exists()  # the unpacked package is what is kept
     assert json.loads((packages / "tiny-fp32.source.json").read_text())["sha256"] == entry["sha256"]
     monkeypatch.setenv("ELMO_ONNX_OFFLINE", "1")
@@ -170,7 +171,7 @@ def test_an_archive_with_a_damaged_file_never_loads(published, tiny_package, tmp
     with pytest.raises(PackageError, match="'bilm.onnx.data' does not match its sha256"):
         resolve_package("bad", catalog=[catalog], progress=False)
     packages = tmp_path / "cache" / "packages"
-    assert sorted(p.name for p in packages.iterdir()) == [".archives"]
+    assert sorted(p.name for p in packages.iterdir()) == [".archives", ".bad.lock"]
     assert [p.name for p in (packages / ".archives").iterdir() if ".zip" in p.name] == []
 
 

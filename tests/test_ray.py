@@ -19,6 +19,7 @@ import pytest
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
+from elmo_runtime import scratch  # noqa: E402
 from elmo_runtime.corpus.table import to_numpy  # noqa: E402
 
 TIMEOUT = 300
@@ -193,8 +194,10 @@ def test_sigterm_keeps_finished_parts_only_and_resumes(elmo, tiny_package, tmp_p
     assert err.strip().splitlines()[-1] == "elmo-embed: interrupted (SIGTERM); no output written", err
     assert "Traceback" not in err
     assert not (tmp_path / "out").exists()
-    left = sorted(p.name for p in partial.iterdir())
+    records = {p.name for p in partial.glob(".part-*.parquet.json")}
+    left = sorted(p.name for p in partial.iterdir() if p.name not in records)
     assert left[0] == "_plan.json" and all(name.startswith("part-") for name in left[1:]), left
+    assert records >= {f".{name}.json" for name in left[1:]}  # each part with the record of its commit
     done_before = len(left) - 1
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".") and p.name != ".out.partial"] == []
 
@@ -311,7 +314,8 @@ def embed_to_parquet_quickly(package, input, output, **kwargs):
 def finished_output(folder, mode=0o755):
     """A folder that looks like a finished `--engine ray` output."""
     folder.mkdir()
-    (folder / "_elmo.json").write_text("{}")
+    (folder / "_elmo.json").write_text(json.dumps({"format": "elmo-onnx parquet folder", "version": 1,
+                                                   "parts": [{"file": "part-000000000000.parquet"}]}))
     (folder / "part-000000000000.parquet").write_bytes(b"old")
     folder.chmod(mode)
     return folder
@@ -351,7 +355,7 @@ def test_ray_output_is_kept_apart_from_its_input(tiny_package, tmp_path):
         embed_to_parquet_quickly(tiny_package, corpus, corpus / "vectors")
     out = finished_output(tmp_path / "out")
     (out / "notes.txt").write_text("Hi !\n")
-    with pytest.raises(FileExistsError, match="holds the input file"):
+    with pytest.raises(FileExistsError, match="holds what is not part of a Parquet folder .*: notes.txt"):
         embed_to_parquet_quickly(tiny_package, out / "notes.txt", out, force=True)
     assert (out / "notes.txt").read_text() == "Hi !\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus", "out"]
@@ -361,8 +365,9 @@ def test_a_foreign_partial_folder_is_not_resumed_and_dead_runs_leftovers_go(tiny
     (tmp_path / "in.txt").write_text("Hi !\n")
     (tmp_path / ".out.partial").mkdir()
     (tmp_path / ".out.partial" / "part-000000000000.parquet").write_bytes(b"?")
-    (tmp_path / f".out.{dead_pid}.0123abcd.old").mkdir()  # killed between the two renames of a replace
-    (tmp_path / f"..out.partial.{dead_pid}.0123abcd.tmp").mkdir()  # killed while creating the partial folder
+    (tmp_path / f".out.{dead_pid}.{scratch.HOST_TAG}abcd.old").mkdir()  # killed between the two renames of a replace
+    # killed while creating the partial folder
+    (tmp_path / f"..out.partial.{dead_pid}.{scratch.HOST_TAG}abcd.tmp").mkdir()
     with pytest.raises(FileExistsError, match="is not an interrupted run of elmo-embed"):
         embed_to_parquet_quickly(tiny_package, tmp_path / "in.txt", tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == [".out.partial", "in.txt"]
@@ -372,7 +377,7 @@ def test_replacing_an_output_keeps_its_mode_and_leaves_nothing(tmp_path, dead_pi
     from elmo_runtime.corpus.job import _replace
 
     out = finished_output(tmp_path / "out", mode=0o750)
-    stale = tmp_path / f".out.{dead_pid}.0123abcd.old"  # a run killed between its two renames
+    stale = tmp_path / f".out.{dead_pid}.{scratch.HOST_TAG}abcd.old"  # a run killed between its two renames
     stale.mkdir()
     partial = tmp_path / ".out.partial"
     partial.mkdir()

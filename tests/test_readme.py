@@ -9,7 +9,7 @@ graph, the quantizer or the runtime is caught:
   per-row activation scales and 7-bit weights, whose integer products no x86 kernel saturates,
   so other x86 CPUs should differ only by float rounding, far less than the tolerance; a changed
   model or graph moves them by more (quantization alone moves them by up to 0.2, the int8
-  package's max abs error in the README).
+  package's max abs error in docs/export.md).
 
 The shipped int8 package of the runtime (`elmo-embed default ...`) is that same export: its
 vectors meet the same int8 pins.

@@ -1,12 +1,15 @@
-"""The README's Spark recipe (`mapInPandas` over the batch function), run when Java and pyspark are here.
+"""The Spark recipe of docs/corpus.md (`mapInPandas` over the batch function), that very block, run.
 
-CI does not install pyspark (a few hundred MB for one optional recipe): there this test skips.
+The docs runner (tests/test_docs.py) leaves the block to this test: it needs Java and pyspark and
+takes a minute. .ci/run installs pyspark (Java 17 is on the machine), so in CI it runs.
 """
 
 import os
+import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,36 +20,29 @@ pq = pytest.importorskip("pyarrow.parquet")
 if shutil.which("java") is None:
     pytest.skip("Spark needs Java", allow_module_level=True)
 
-# The README's recipe, with the package path and the input and output folders as arguments.
-RECIPE = """
-import sys
-import pyarrow as pa
+PAGE = Path(__file__).resolve().parents[1] / "docs" / "corpus.md"
+SESSION = """
 from pyspark.sql import SparkSession
-from elmo_runtime.corpus.table import TableEmbedder
-
-PACKAGE, SOURCE, TARGET = sys.argv[1:]
-
-def embed(frames):  # one partition: pandas DataFrames (id, text) in, (id, vectors) out
-    embedder = TableEmbedder(PACKAGE, layers="top", pool="mean", threads=1)  # loads in well under a second
-    for frame in frames:
-        yield embedder(pa.Table.from_pandas(frame[["id", "text"]], preserve_index=False)).to_pandas()
-
 spark = SparkSession.builder.master("local[2]").getOrCreate()
-(spark.read.parquet(SOURCE)
-      .mapInPandas(embed, schema="id long, vectors array<float>")
-      .write.parquet(TARGET))
-spark.stop()
 """
+
+
+def recipe(package: Path) -> str:
+    """The page's Spark block (the one python block calling mapInPandas), on PACKAGE, in a session."""
+    blocks = re.findall(r"^```python norun\n(.*?)^```$", PAGE.read_text(encoding="utf-8"), re.S | re.M)
+    (block,) = [b for b in blocks if "mapInPandas" in b]
+    assert '"/shared/elmo-int8"' in block
+    return SESSION + block.replace('"/shared/elmo-int8"', repr(str(package))) + "\nspark.stop()\n"
 
 
 def test_spark_recipe(elmo, tiny_package, tmp_path):
     texts = [f"sentence number {i} , with words ." for i in range(200)]
-    pq.write_table(pa.table({"id": list(range(200)), "text": texts}), tmp_path / "in.parquet")
-    result = subprocess.run([sys.executable, "-c", RECIPE, str(tiny_package), str(tmp_path / "in.parquet"),
-                             str(tmp_path / "out")], capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "PYSPARK_PYTHON": sys.executable})  # executors need elmo-onnx too
+    (tmp_path / "corpus").mkdir()
+    pq.write_table(pa.table({"id": list(range(200)), "text": texts}), tmp_path / "corpus" / "in.parquet")
+    result = subprocess.run([sys.executable, "-c", recipe(tiny_package)], capture_output=True, text=True, timeout=300,
+                            cwd=tmp_path, env={**os.environ, "PYSPARK_PYTHON": sys.executable})  # executors need it too
     assert result.returncode == 0, result.stderr[-3000:]
-    table = pq.read_table(tmp_path / "out")
+    table = pq.read_table(tmp_path / "vectors")
     got = dict(zip(table.column("id").to_pylist(), table.column("vectors").to_pylist()))
     assert sorted(got) == list(range(200))
     for i, expected in enumerate(elmo.embed(texts, layers="top", pool="mean")):

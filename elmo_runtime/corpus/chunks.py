@@ -16,11 +16,13 @@ through unchanged: its values must be unique); otherwise rows are numbered the s
 from __future__ import annotations
 
 import glob
+import hashlib
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from elmo_runtime.corpus.table import require_pyarrow
+from elmo_runtime.package import sha256_of
 
 # Rows per chunk: enough chunks for every worker of a small job to get several, few enough
 # that a large job's chunks stay a few MiB of text each.
@@ -39,6 +41,8 @@ class Chunk:
 
     `start` is a byte offset into a text file or a row offset into a Parquet file; `line` is
     the 1-based line (or row) number of the chunk's first row in its file, for messages.
+    `digest` binds the chunk to its content: the sha256 of its lines' bytes (text), or of the
+    whole file (Parquet, whose rows are not stored apart).
     """
 
     path: str
@@ -47,6 +51,7 @@ class Chunk:
     rows: int
     start: int
     line: int
+    digest: str = ""
 
     @property
     def name(self) -> str:
@@ -115,9 +120,13 @@ def plan_chunks(input: str | Path, chunk_rows: int | None = None) -> tuple[list[
         raise ValueError(f"chunk_rows is {chunk_rows}; it must be at least 1")
     chunks, first_id = [], 0
     for path, count in zip(files, counts):
-        starts = _chunk_offsets(path, chunk_rows) if kind == "text" else range(0, count, chunk_rows)
-        for row, start in zip(range(0, count, chunk_rows), starts):
-            chunks.append(Chunk(str(path), kind, first_id + row, min(chunk_rows, count - row), start, row + 1))
+        if kind == "text":
+            starts = _chunk_offsets(path, chunk_rows)
+        else:
+            file_digest = sha256_of(path)
+            starts = [(row, file_digest) for row in range(0, count, chunk_rows)]
+        for row, (start, digest) in zip(range(0, count, chunk_rows), starts):
+            chunks.append(Chunk(str(path), kind, first_id + row, min(chunk_rows, count - row), start, row + 1, digest))
         first_id += count
     return chunks, chunk_rows
 
@@ -136,11 +145,12 @@ def read_chunk(chunk: Chunk, tokenized: bool = False, allow_empty_lines: bool = 
     pa = require_pyarrow()
     if chunk.format == "parquet":
         return _read_parquet_rows(pa, chunk)
-    texts = []
+    texts, digest = [], hashlib.sha256()
     with open(chunk.path, "rb") as f:
         f.seek(chunk.start)
         for i in range(chunk.rows):
             raw, number = f.readline(), chunk.line + i
+            digest.update(raw)
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
@@ -149,12 +159,19 @@ def read_chunk(chunk: Chunk, tokenized: bool = False, allow_empty_lines: bool = 
             if number == 1:
                 line = line.removeprefix("\ufeff")
             texts.append(line.strip())
+    if chunk.digest and digest.hexdigest() != chunk.digest:
+        raise InputError(f"{chunk.path}:{chunk.line}..{chunk.line + chunk.rows - 1}: these lines changed after the "
+                         "job was planned; run the command again once the input stays as it is")
     if not allow_empty_lines:
-        from elmo_runtime.tokenize import tokenize
+        from elmo_runtime.tokenize import TokenizerError, tokenize
 
         split = str.split if tokenized else tokenize
         for i, text in enumerate(texts):
-            if not split(text):
+            try:
+                tokens = split(text)
+            except TokenizerError as e:
+                raise InputError(f"{chunk.path}:{chunk.line + i}: {e}") from None
+            if not tokens:
                 what = "is empty" if not text else "has no tokens"
                 raise InputError(f"{chunk.path}:{chunk.line + i}: line {what}; remove it or pass "
                                  "--allow-empty-lines (allow_empty_lines=True) to embed it as 0 tokens")
@@ -172,15 +189,17 @@ def _count_lines(path: Path) -> int:
     return total + (last != b"\n")
 
 
-def _chunk_offsets(path: Path, chunk_rows: int) -> list[int]:
-    """Byte offset of every `chunk_rows`-th line, from the first."""
-    offsets, position = [], 0
+def _chunk_offsets(path: Path, chunk_rows: int) -> list[tuple[int, str]]:
+    """Byte offset of every `chunk_rows`-th line, from the first, and the sha256 of the chunk's bytes."""
+    offsets, position, digests = [], 0, []
     with open(path, "rb") as f:
         for number, raw in enumerate(f):
             if number % chunk_rows == 0:
                 offsets.append(position)
+                digests.append(hashlib.sha256())
+            digests[-1].update(raw)
             position += len(raw)
-    return offsets
+    return [(offset, digest.hexdigest()) for offset, digest in zip(offsets, digests)]
 
 
 def _parquet_rows(path: Path) -> int:

@@ -34,7 +34,6 @@ import os
 import stat
 import sys
 import threading
-import zipfile
 from collections import deque
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,7 +42,9 @@ from typing import Callable, Iterator
 import numpy as np
 
 from elmo_runtime import scratch
+from elmo_runtime.corpus.npz import NpzWriter
 from elmo_runtime.embedder import Elmo
+from elmo_runtime.tokenize import TokenizerError
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +174,17 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
+def _is_input(input: str | Path, output: Path) -> bool:
+    """Whether `output` is the input file; for `-`, the file redirected to standard input (`- X < X`)."""
+    if str(input) != "-":
+        return os.path.samefile(input, output)
+    try:
+        stdin, target = os.fstat(sys.stdin.fileno()), os.stat(output)
+    except (OSError, ValueError, AttributeError):  # no stdin (closed, or replaced by an object without a file)
+        return False
+    return (stdin.st_dev, stdin.st_ino) == (target.st_dev, target.st_ino)
+
+
 def _check_output(output: Path, input: str | Path, force: bool) -> int | None:
     """Refuse an output we must not replace; the mode of the file `force` replaces, else None.
 
@@ -191,7 +203,7 @@ def _check_output(output: Path, input: str | Path, force: bool) -> int | None:
     if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
         raise FileExistsError(f"output {output} is {_kind(st.st_mode)}, not a regular file; refusing to replace it "
                               "(even with --force)")
-    if str(input) != "-" and output.exists() and os.path.samefile(input, output):
+    if output.exists() and _is_input(input, output):
         raise FileExistsError(f"output {output} is the input file; refusing to overwrite it (even with --force)")
     if not force:
         what = "is a symbolic link" if stat.S_ISLNK(st.st_mode) else "exists"
@@ -212,7 +224,10 @@ class _Sentences:
 
     def __iter__(self) -> Iterator[list[str]]:
         for number, text in _read_lines(self.path):
-            tokens = self.split(text)
+            try:
+                tokens = self.split(text)
+            except TokenizerError as e:
+                raise InputFileError(f"{self.path}:{number}: {e}") from None
             if not tokens and not self.allow_empty_lines:
                 what = "is empty" if not text else "has no tokens"
                 raise InputFileError(f"{self.path}:{number}: line {what}; remove it or pass --allow-empty-lines "
@@ -263,7 +278,7 @@ def _replacing(output: Path, input: str | Path, force: bool, replaced_mode: int 
         os.replace(tmp, output)
     except OSError as e:
         scratch.remove_own(output, TMP_SUFFIX)
-        if e.filename is None and e.errno is not None:  # zipfile's and h5py's write errors name no file
+        if e.filename is None and e.errno is not None:  # the writers' write errors name no file
             named = OSError(f"cannot write {output}: {e.strerror or e}")
             named.errno = e.errno
             raise named from None
@@ -283,8 +298,12 @@ def _writer(format: str, path: Path, elmo: Elmo, layers: str, pool: str | None,
         writer = (_Hdf5Writer if format == "hdf5" else _NpzWriter)(path, dtype)
     try:
         yield writer
-    finally:
-        writer.close()
+    except BaseException:
+        # Not close(): finishing a file that is deleted anyway can fail again (a full disk), and
+        # that second error would hide the first (Parquet's said "Operation on closed file").
+        writer.abort()
+        raise
+    writer.close()
 
 
 def _read_lines(path: str | Path) -> Iterator[tuple[int, str]]:
@@ -347,25 +366,33 @@ class _Hdf5Writer:
         finally:
             self._raw.close()
 
+    def abort(self) -> None:
+        try:
+            self.close()
+        except OSError:  # the write that failed (a full disk) fails again
+            pass
+
 
 class _NpzWriter:
-    """`numpy.savez` layout, written one member at a time."""
+    """`numpy.savez` layout, written one member at a time (`elmo_runtime.npz`: memory stays flat)."""
 
     def __init__(self, path: Path, dtype: str):
-        self._zip = zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
+        self._npz = NpzWriter(path)
         self._dtype = np.dtype(dtype)
 
     def add(self, key: str, array: np.ndarray, tokens: list[str] | None = None) -> None:
         if array.dtype.kind == "f":
             array = array.astype(self._dtype, copy=False)
-        with self._zip.open(f"{key}.npy", "w", force_zip64=True) as member:
-            np.lib.format.write_array(member, array, allow_pickle=False)
+        self._npz.add(key, array)
 
     def add_sentence_to_index(self, text: str) -> None:
         self.add(SENTENCE_TO_INDEX, np.array(text))  # 0-d unicode: loads without pickle
 
     def close(self) -> None:
-        self._zip.close()
+        self._npz.close()
+
+    def abort(self) -> None:
+        self._npz.abort()
 
 
 class _ParquetWriter:
@@ -385,3 +412,6 @@ class _ParquetWriter:
 
     def close(self) -> None:
         self._writer.close()
+
+    def abort(self) -> None:
+        self._writer.discard()

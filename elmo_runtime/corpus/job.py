@@ -10,6 +10,7 @@ Needs the `ray` extra (`pip install 'elmo-onnx[ray]'`).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -24,15 +25,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from elmo_runtime import contract as C
 from elmo_runtime import scratch
 from elmo_runtime.corpus.chunks import Chunk, InputError, plan_chunks, read_chunk
 from elmo_runtime.corpus.ray import cluster_cpus, require_ray, worker_cpus
-from elmo_runtime.corpus.table import TableEmbedder, pretokenized_message, require_pyarrow
+from elmo_runtime.corpus.table import ParquetWriter, TableEmbedder, pretokenized_message, require_pyarrow
+from elmo_runtime.package import sha256_of
 
 log = logging.getLogger(__name__)
 
-# Rows the chunk workers embed (and write as one row group) at a time: bounds their memory.
-ROWS_PER_WRITE = 128
 MANIFEST = "_elmo.json"
 PLAN = "_plan.json"
 TMP_SUFFIX = ".tmp"  # files being written: `scratch`'s names, `.NAME.<pid>.<random>.tmp`
@@ -121,31 +122,18 @@ def embed_to_parquet(package: str | Path, input: str | Path, output: str | Path,
     partial = output.parent / f".{output.name}.partial"
     scratch.remove_stale(partial, TMP_SUFFIX)
     scratch.remove_stale(output, OLD_SUFFIX)
-    stored = None if force else _read_plan(partial)
-    chunks, chunk_rows = plan_chunks(input, stored["chunk_rows"] if stored is not None else chunk_rows)
-    _check_apart(input, chunks, output, partial)
-    if not tokenized and embedder.elmo.tokenizer is None and any(c.format == "text" for c in chunks):
-        raise ValueError(pretokenized_message(embedder.elmo.manifest.directory))  # before any worker starts
+    plan, chunks = _open_job(embedder, package, input, output, partial, allow_empty_lines, chunk_rows, force)
     del embedder
-    plan = {"package": str(Path(package).resolve()), "settings": settings, "allow_empty_lines": allow_empty_lines,
-            "chunk_rows": chunk_rows, "chunks": [[c.path, c.first_id, c.rows] for c in chunks]}
-    if stored is not None and stored != plan:
-        raise ValueError(f"{partial} holds an interrupted run with other settings or another input; pass "
-                         "--force (force=True) to discard it and start over")
-    if stored is None:
-        if os.path.lexists(partial):  # only with force: _read_plan refuses it otherwise
-            _remove(partial)
-        _create_partial(partial, plan)
     _remove_scratch(partial)
-    done = {c.name for c in chunks if (partial / c.name).is_file()}
-    todo = [c for c in chunks if c.name not in done]
+    todo = _parts_to_do(partial, chunks, plan)
+    done = len(chunks) - len(todo)
     if done:
-        log.info("resuming %s: %d of %d parts done", partial, len(done), len(chunks))
-    report = JobReport(output, 0, 0, len(chunks), len(done), 0.0)
+        log.info("resuming %s: %d of %d parts done", partial, done, len(chunks))
+    report = JobReport(output, 0, 0, len(chunks), done, 0.0)
     try:
         if todo:
-            _run_chunks(ray, package, todo, partial, workers, threads, (address, num_cpus), settings,
-                        allow_empty_lines, progress, report, verify, stop)
+            _run_chunks(ray, package, todo, partial, workers, threads, (address, num_cpus), plan, progress, report,
+                        verify, stop)
     except KeyboardInterrupt:
         log.warning("interrupted: the finished parts stay in %s; run the same command again to finish the rest",
                     partial)
@@ -154,11 +142,15 @@ def embed_to_parquet(package: str | Path, input: str | Path, output: str | Path,
         _remove_scratch(partial)  # what workers stopped mid-part left
     report.rows = sum(c.rows for c in chunks)
     report.seconds = time.perf_counter() - started
+    parts = [{"file": c.name, "path": c.path, "first_id": c.first_id, "rows": c.rows, "source_sha256": c.digest,
+              **_committed(partial, c)} for c in chunks]
     _write_json(partial / MANIFEST, {
-        "format": "elmo-onnx parquet folder", "version": 1, "package": plan["package"], "settings": settings,
-        "input": str(input), "rows": report.rows, "resumed_parts": report.resumed_parts,
-        "workers": report.workers, "parts": [{"file": c.name, "path": c.path, "first_id": c.first_id,
-                                                             "rows": c.rows} for c in chunks]})
+        "format": "elmo-onnx parquet folder", "version": 1, "package": plan["package"],
+        "package_sha256": plan["package_sha256"], "settings": settings, "input": str(input),
+        "rows": report.rows, "resumed_parts": report.resumed_parts,
+        "workers": report.workers, "parts": parts})
+    for chunk in chunks:  # their digests are in the manifest now
+        _record_path(partial, chunk).unlink()
     _replace(partial, output, force, replaced_mode)
     log.info("wrote %d sentences in %d parts to %s (%.1f s)", report.rows, report.parts, output, report.seconds)
     return report
@@ -172,18 +164,26 @@ class ChunkWorker:
     """
 
     def __init__(self, package: str, folder: str, threads: int, settings: dict, allow_empty_lines: bool,
-                 verify: bool = True):
+                 verify: bool = True, plan_id: str = "", package_sha256: str | None = None):
         self._embed = TableEmbedder(package, threads=threads, device="cpu", verify=verify, **settings)
         self._folder = Path(folder)
         self._settings = settings
         self._allow_empty = allow_empty_lines
         self._worker = f"{socket.gethostname()}:{os.getpid()}"
+        self._plan_id = plan_id
+        # A package replaced at its path after the job was planned would mix two models' vectors.
+        found = package_digest(self._embed.elmo)
+        self._wrong_package = None if package_sha256 in (None, found) else (
+            f"{self._embed.elmo.manifest.directory} changed after this job was planned (its {C.MANIFEST_FILE} has "
+            f"sha256 {found[:12]}..., the plan says {package_sha256[:12]}...); run the command again to plan anew")
 
     def __call__(self, batch: dict) -> dict:
         summary = {"part": [], "rows": [], "tokens": [], "worker": [], "error": []}
         for fields in zip(*(batch[k] for k in Chunk.__dataclass_fields__)):
             chunk = Chunk(*(v.item() if hasattr(v, "item") else v for v in fields))
             try:
+                if self._wrong_package:
+                    raise ValueError(self._wrong_package)
                 tokens, error = self._write(chunk), ""
             except (InputError, ValueError, OSError) as e:
                 # Sent back as data: Ray would deliver the exception wrapped in its traceback.
@@ -195,39 +195,43 @@ class ChunkWorker:
         return summary
 
     def _write(self, chunk: Chunk) -> int:
-        """Embed one chunk into its part file; returns the tokens embedded."""
-        import pyarrow.parquet as pq
+        """Embed one chunk into its part file; returns the tokens embedded.
 
+        The rows are embedded and written a batch at a time (`TableEmbedder.iter_rows` into a
+        `ParquetWriter`), so a worker's memory follows the token budget, not the chunk.
+        """
         table = read_chunk(chunk, tokenized=self._settings["tokenized"], allow_empty_lines=self._allow_empty)
+        rows = self._embed.iter_rows(table)
+        elmo = self._embed.elmo
         part = self._folder / chunk.name
-        tokens, writer, tmp = 0, None, None
+        writer = None
         try:
             tmp = scratch.create_file(part, TMP_SUFFIX)  # the umask's mode, as the driver's files
-            for start in range(0, table.num_rows, ROWS_PER_WRITE):
-                out = self._embed(table.slice(start, ROWS_PER_WRITE))
-                out = out.replace_schema_metadata({"elmo.worker": self._worker})
-                if writer is None:
-                    writer = pq.ParquetWriter(tmp, out.schema)
-                writer.write_table(out)
-                if "tokens" in out.column_names:
-                    tokens += sum(len(t) for t in out.column("tokens").to_pylist())
+            writer = ParquetWriter(tmp, elmo.num_layers, elmo.dim, all_layers=self._settings["layers"] == "all",
+                                   pooled=self._settings["pool"] == "mean", dtype=self._settings["dtype"],
+                                   id_type=table.column("id").type, metadata={"elmo.worker": self._worker})
+            for id, tokens, vectors in rows:
+                writer.add(id, tokens, vectors)
             writer.close()
+            # Read back before it counts: the footer, the rows and the ids; then its digest is
+            # recorded, which a resumed job checks before it trusts the part.
+            _check_written(tmp, chunk, table.column("id"))
+            _write_json(_record_path(self._folder, chunk), {"plan": self._plan_id, "first_id": chunk.first_id,
+                                                            "rows": chunk.rows, "source": chunk.digest,
+                                                            "bytes": tmp.stat().st_size, "sha256": sha256_of(tmp)})
             os.replace(tmp, part)  # a part is there complete or not at all
         except BaseException as e:
             if writer is not None:
-                try:
-                    writer.close()
-                except OSError:  # the write that failed (a full disk) fails again
-                    pass
+                writer.discard()
             scratch.remove_own(part, TMP_SUFFIX)
             if isinstance(e, OSError) and e.filename is None:  # pyarrow's write errors name no file
                 raise OSError(f"cannot write {part}: {e.strerror or e}") from None
             raise
-        return tokens
+        return writer.tokens
 
 
-def _run_chunks(ray, package, todo: list[Chunk], partial: Path, workers, threads, cluster, settings,
-                allow_empty_lines, progress, report: JobReport, verify: bool, stop: threading.Event | None) -> None:
+def _run_chunks(ray, package, todo: list[Chunk], partial: Path, workers, threads, cluster, plan: dict, progress,
+                report: JobReport, verify: bool, stop: threading.Event | None) -> None:
     from ray.data import ActorPoolStrategy, DataContext
 
     address, num_cpus = cluster
@@ -251,8 +255,9 @@ def _run_chunks(ray, package, todo: list[Chunk], partial: Path, workers, threads
         context = DataContext.get_current()
         context.enable_progress_bars = False  # ours counts sentences, not blocks
         ds = ray.data.from_items([c.to_dict() for c in todo], override_num_blocks=len(todo))
-        ds = ds.map_batches(ChunkWorker, fn_constructor_args=(str(package), str(partial), threads, settings,
-                                                               allow_empty_lines, verify),
+        ds = ds.map_batches(ChunkWorker, fn_constructor_args=(str(package), str(partial), threads, plan["settings"],
+                                                               plan["allow_empty_lines"], verify, _plan_id(plan),
+                                                               plan["package_sha256"]),
                             batch_size=1, compute=ActorPoolStrategy(size=workers), num_cpus=worker_cpus(cpus, workers))
         total_rows = sum(c.rows for c in todo)
         log.info("embedding %d sentences in %d chunks on %d workers (%.2f CPUs reserved each, %d threads)",
@@ -340,7 +345,20 @@ def _check_output(output: Path, force: bool) -> int | None:
                               "to replace it (even with --force): remove it yourself or choose another OUTPUT")
     if not force:
         raise FileExistsError(f"output {output} exists; pass --force (force=True) to overwrite it")
+    scratch.refuse_foreign(output, {MANIFEST, *_listed_parts(output)}, f"a Parquet folder its {MANIFEST} lists")
     return stat.S_IMODE(st.st_mode)
+
+
+def _listed_parts(output: Path) -> list[str]:
+    """The part files a folder's `_elmo.json` lists (FileExistsError if it is not ours)."""
+    try:
+        data = json.loads((output / MANIFEST).read_text(encoding="utf-8"))
+        if data.get("format") != "elmo-onnx parquet folder":
+            raise ValueError(f"its format is {data.get('format')!r}")
+        return [str(part["file"]) for part in data["parts"]]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:
+        raise FileExistsError(f"output {output} holds a {MANIFEST} that elmo-embed did not write ({e}); refusing to "
+                              "replace it (even with --force): remove it yourself or choose another OUTPUT") from None
 
 
 def _check_apart(input: str | Path, chunks: list[Chunk], output: Path, partial: Path) -> None:
@@ -426,10 +444,135 @@ def _read_plan(partial: Path) -> dict | None:
     if partial.is_symlink() or not partial.is_dir():
         raise FileExistsError(f"{partial} is in the way (not a folder); remove it or pass --force (force=True)")
     try:
-        return json.loads((partial / PLAN).read_text())
+        plan = json.loads((partial / PLAN).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise FileExistsError(f"{partial} is not an interrupted run of elmo-embed (it has no {PLAN}); remove it or "
                               "pass --force (force=True)") from None
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"{partial / PLAN}: not a valid plan ({e}); pass --force (force=True) to discard "
+                         f"{partial} and start over") from None
+    if not isinstance(plan, dict) or not isinstance(plan.get("chunk_rows"), int):
+        raise ValueError(f"{partial / PLAN}: not a plan written by elmo-embed; pass --force (force=True) to discard "
+                         f"{partial} and start over")
+    return plan
+
+
+def package_digest(elmo) -> str:
+    """The sha256 of a loaded package's manifest, which lists the sha256 of every other file."""
+    return sha256_of(Path(elmo.manifest.directory) / C.MANIFEST_FILE)
+
+
+def _open_job(embedder: TableEmbedder, package, input, output: Path, partial: Path, allow_empty_lines: bool,
+              chunk_rows: int | None, force: bool) -> tuple[dict, list[Chunk]]:
+    """Plan the job and make `partial` hold it, or check the plan of the interrupted run there.
+
+    The plan binds the package's content (its manifest's sha256), not only its path: a package
+    replaced since is refused. The input is bound chunk by chunk (`Chunk.digest`, checked with
+    each part by `_parts_to_do`): the parts of lines edited since are embedded again, so a
+    fixed line does not cost the other parts.
+    """
+    stored = None if force else _read_plan(partial)
+    chunks, chunk_rows = plan_chunks(input, stored["chunk_rows"] if stored is not None else chunk_rows)
+    _check_apart(input, chunks, output, partial)
+    if (not embedder.tokenized and embedder.elmo.tokenizer is None
+            and any(c.format == "text" for c in chunks)):
+        raise ValueError(pretokenized_message(embedder.elmo.manifest.directory))  # before any worker starts
+    settings = {"layers": embedder.layers, "pool": embedder.pool, "dtype": embedder.dtype,
+                "tokenized": embedder.tokenized, "state": embedder.state, "batch_tokens": embedder.batch_tokens}
+    plan = {"package": str(Path(package).resolve()), "package_sha256": package_digest(embedder.elmo),
+            "settings": settings, "allow_empty_lines": allow_empty_lines, "chunk_rows": chunk_rows,
+            "chunks": [[c.path, c.first_id, c.rows] for c in chunks]}
+    if stored is not None and stored != plan:
+        raise ValueError(f"{partial} holds an interrupted run, but {_plan_change(stored, plan)}; pass --force "
+                         "(force=True) to discard it and start over")
+    if stored is None:
+        if os.path.lexists(partial):  # only with force: _read_plan refuses it otherwise
+            _remove(partial)
+        _create_partial(partial, plan)
+    return plan, chunks
+
+
+def _plan_change(stored: dict, plan: dict) -> str:
+    """What differs between an interrupted run's plan and this one's, in words."""
+    if any(stored.get(key) != plan[key] for key in ("settings", "allow_empty_lines", "chunks")):
+        return "with other settings or another input"
+    if "package_sha256" not in stored:
+        return "made by an older elmo-embed, whose plan does not bind the input's and the package's content"
+    if stored.get("package_sha256") != plan["package_sha256"]:
+        return f"the package {plan['package']} has changed since (another {C.MANIFEST_FILE}: its vectors would mix)"
+    return "with another plan"
+
+
+def _plan_id(plan: dict) -> str:
+    return hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()
+
+
+def _record_path(partial: Path, chunk: Chunk) -> Path:
+    """Where a part's commit record is kept until the job ends (hidden: Parquet readers skip it)."""
+    return partial / f".{chunk.name}.json"
+
+
+def _check_written(path: Path, chunk: Chunk, ids) -> None:
+    """Refuse a part file whose footer, row count or ids are not what the chunk planned."""
+    import pyarrow.parquet as pq
+
+    written = pq.ParquetFile(path)
+    if written.metadata.num_rows != chunk.rows:
+        raise OSError(f"{path} holds {written.metadata.num_rows} rows after writing, not {chunk.rows}")
+    if not written.read(columns=["id"]).column("id").equals(ids):
+        raise OSError(f"{path} holds other ids than its chunk after writing")
+
+
+def _parts_to_do(partial: Path, chunks: list[Chunk], plan: dict) -> list[Chunk]:
+    """The chunks whose part is missing or fails its check; a failed part is removed (and logged)."""
+    todo, plan_id = [], _plan_id(plan)
+    for chunk in chunks:
+        part = partial / chunk.name
+        if not part.is_file():
+            todo.append(chunk)
+            continue
+        problem = _part_problem(part, _record_path(partial, chunk), chunk, plan_id)
+        if problem:
+            log.warning("%s %s: embedding that chunk again", part, problem)
+            part.unlink()
+            _record_path(partial, chunk).unlink(missing_ok=True)
+            todo.append(chunk)
+    return todo
+
+
+def _part_problem(part: Path, record_path: Path, chunk: Chunk, plan_id: str) -> str | None:
+    """Why a finished part cannot be trusted, or None: its commit record (this plan, these rows,
+    its size and sha256) and its Parquet footer (this many rows) must agree with the file."""
+    import pyarrow.parquet as pq
+
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return "has no commit record (a part is recorded as it is written)"
+    except (ValueError, RecursionError):
+        return f"has a damaged commit record ({record_path.name})"
+    if not isinstance(record, dict) or record.get("plan") != plan_id or record.get("first_id") != chunk.first_id \
+            or record.get("rows") != chunk.rows:
+        return "was recorded for another plan"
+    if record.get("source") != chunk.digest:
+        lines = f"{chunk.line}..{chunk.line + chunk.rows - 1}"
+        return f"was embedded from other input (lines {lines} of {chunk.path} changed)"
+    size = part.stat().st_size
+    if size != record.get("bytes"):
+        return f"has {size} bytes, {record.get('bytes')} when it was written (cut short or replaced)"
+    if sha256_of(part) != record.get("sha256"):
+        return "does not match the sha256 recorded when it was written (damaged or replaced)"
+    try:
+        rows = pq.ParquetFile(part).metadata.num_rows
+    except Exception as e:  # pyarrow raises ArrowInvalid, OSError... for a file that is not Parquet
+        return f"is not a readable Parquet file ({e})"
+    return None if rows == chunk.rows else f"holds {rows} rows, the plan says {chunk.rows}"
+
+
+def _committed(partial: Path, chunk: Chunk) -> dict:
+    """A finished part's size and sha256, from its commit record."""
+    record = json.loads(_record_path(partial, chunk).read_text(encoding="utf-8"))
+    return {"bytes": record["bytes"], "sha256": record["sha256"]}
 
 
 def _write_json(path: Path, data: dict) -> None:

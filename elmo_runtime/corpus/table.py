@@ -5,7 +5,7 @@
     out = embed(pa.table({"id": [7, 8], "text": ["The cat sat.", "Hi!"]}))   # id, tokens, vectors
 
 Every engine calls this: the Ray Data workers (`elmo_runtime.corpus.ray`, `.job`), a Spark
-`mapInPandas` function (see the README), single-process `elmo-embed --format parquet`. One
+`mapInPandas` function (see docs/corpus.md), single-process `elmo-embed --format parquet`. One
 instance holds one model; the caller sets its thread count, so a worker pool can split the
 cores between its members.
 
@@ -32,11 +32,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
 from elmo_runtime.embedder import Elmo, Layers
+from elmo_runtime.tokenize import TokenizerError
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -121,13 +122,7 @@ class TableEmbedder:
                 row's id).
         """
         pa = self._pa
-        missing = [c for c in ("id", "text") if c not in table.column_names]
-        if missing:
-            raise ValueError(f"the table has no {' or '.join(map(repr, missing))} column "
-                             f"(columns: {', '.join(table.column_names) or 'none'})")
-        ids = table.column("id")
-        split = str.split if self.tokenized else self.elmo.tokenizer
-        token_lists = _token_lists(table.column("text"), ids, split, self.elmo.manifest.directory)
+        ids, token_lists = self._token_lists(table)
         vectors = self.elmo.embed(token_lists, layers=self.layers, pool=self.pool, state=self.state)
         columns = {"id": ids}
         if self.pool is None:
@@ -135,6 +130,27 @@ class TableEmbedder:
         columns["vectors"] = _vector_array(pa, vectors, self.vector_type, np.dtype(self.dtype), self.layers == "all",
                                            self.pool == "mean")
         return pa.table(columns, schema=self.output_schema(ids.type))
+
+    def iter_rows(self, table: "pa.Table | pa.RecordBatch") -> Iterator[tuple[object, list[str], np.ndarray]]:
+        """`(id, tokens, vectors)` for each row of `table`, in order, embedded lazily (`Elmo.embed_iter`):
+        memory follows the batch budget, not the table. What a `ParquetWriter` takes.
+
+        Raises:
+            ValueError: as `__call__`, before any row is embedded.
+        """
+        ids, token_lists = self._token_lists(table)
+        vectors = self.elmo.embed_iter(token_lists, layers=self.layers, pool=self.pool, state=self.state)
+        return zip(ids.to_pylist(), token_lists, vectors)
+
+    def _token_lists(self, table: "pa.Table | pa.RecordBatch") -> tuple["pa.ChunkedArray", list[list[str]]]:
+        """The `id` column and each row's tokens, checked."""
+        missing = [c for c in ("id", "text") if c not in table.column_names]
+        if missing:
+            raise ValueError(f"the table has no {' or '.join(map(repr, missing))} column "
+                             f"(columns: {', '.join(table.column_names) or 'none'})")
+        ids = table.column("id")
+        split = str.split if self.tokenized else self.elmo.tokenizer
+        return ids, _token_lists(table.column("text"), ids, split, self.elmo.manifest.directory)
 
 
 def pretokenized_message(package) -> str:
@@ -195,7 +211,10 @@ def _token_lists(text: "pa.ChunkedArray", ids: "pa.ChunkedArray", split_text, pa
         if value is None or (split is list and any(t is None for t in value)):
             raise ValueError(f"row with id {ids[row].as_py()!r}: 'text' is null" if value is None
                              else f"row with id {ids[row].as_py()!r}: a token in 'text' is null")
-        out.append(split(value))
+        try:
+            out.append(split(value))
+        except TokenizerError as e:
+            raise ValueError(f"row with id {ids[row].as_py()!r}: {e}") from None
     return out
 
 
@@ -209,7 +228,11 @@ def _vector_array(pa, vectors: list[np.ndarray], type_: "pa.DataType", dtype: np
     rows = [v.transpose(1, 0, 2) if all_layers else v for v in vectors]
     lengths = np.array([len(r) for r in rows], dtype=np.int32)
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
-    flat = np.concatenate(rows).astype(dtype, copy=False).reshape(-1) if rows else np.zeros(0, dtype)
+    if not rows:
+        flat = np.zeros(0, dtype)
+    else:  # one row (a long sentence alone in a row group) needs no copy to be made contiguous
+        joined = np.ascontiguousarray(rows[0]) if len(rows) == 1 else np.concatenate(rows)
+        flat = joined.astype(dtype, copy=False).reshape(-1)
     return pa.ListArray.from_arrays(pa.array(offsets), _nest(pa, flat, type_.value_type), type=type_)
 
 
@@ -225,11 +248,23 @@ def _nest(pa, flat: np.ndarray, type_: "pa.DataType") -> "pa.Array":
     return array
 
 
+# Parquet writer options for every file of vectors. No dictionary encoding: a dictionary-encoded
+# column chunk keeps its data pages in memory until the chunk ends (its dictionary page is
+# written first), and pyarrow's default dictionary-encodes the floats: one 200k-token sentence
+# took 7.2 GB to write (35 times its vectors). Plain pages go to the file as they fill.
+PARQUET_OPTIONS = {"use_dictionary": False}
+# Vector values (floats) buffered before a row group is written: the writer's memory follows
+# this, not a count of rows, so 256 long sentences cannot pile up. A single sentence holding
+# more is its own row group (a row never spans two); writing it takes about 4x its bytes, for
+# pyarrow keeps a repeated column's record in one page, with its levels (measured).
+VALUES_PER_GROUP = 1 << 21
+
+
 class ParquetWriter:
     """Rows of `(id, tokens, vectors)` into one Parquet file, a row group at a time.
 
     The file has `TableEmbedder`'s columns (`tokens` only for token-level vectors); what
-    `elmo-embed --format parquet` writes.
+    `elmo-embed --format parquet` and the `--engine ray` workers write.
 
     Args:
         path: the file to write (the caller renames it into place when complete).
@@ -237,29 +272,38 @@ class ParquetWriter:
         all_layers: rows are `(L + 1, T, dim)` (or `(L + 1, dim)` pooled), not `(T, dim)`.
         pooled: one vector per sentence, not per token.
         dtype: "float32" or "float16".
-        rows_per_group: rows buffered before a row group is written (memory follows it).
+        rows_per_group, values_per_group: a row group is written once this many rows, or rows
+            holding this many vector values, are buffered (memory follows the second).
+        id_type: the Arrow type of `id` (None: int64).
+        metadata: key-value metadata stored in the file's schema.
     """
 
     def __init__(self, path: str | Path, num_layers: int, dim: int, *, all_layers: bool, pooled: bool,
-                 dtype: str = "float32", rows_per_group: int = 256):
+                 dtype: str = "float32", rows_per_group: int = 256, values_per_group: int = VALUES_PER_GROUP,
+                 id_type: "pa.DataType | None" = None, metadata: dict[str, str] | None = None):
         pa = require_pyarrow()
         import pyarrow.parquet as pq
 
         if dtype not in DTYPES:
             raise ValueError(f"dtype is {dtype!r}; choose one of {', '.join(DTYPES)}")
         self._pa, self._dtype = pa, np.dtype(dtype)
-        self._all, self._pooled, self._group = all_layers, pooled, rows_per_group
+        self._all, self._pooled = all_layers, pooled
+        self._max_rows, self._max_values = rows_per_group, values_per_group
         self._type = vector_type(num_layers, dim, all_layers, pooled, dtype)
-        fields = [pa.field("id", pa.int64())]
+        fields = [pa.field("id", pa.int64() if id_type is None else id_type)]
         if not pooled:
             fields.append(pa.field("tokens", pa.list_(pa.string())))
-        self._schema = pa.schema([*fields, pa.field("vectors", self._type)])
-        self._writer = pq.ParquetWriter(path, self._schema)
-        self._rows: list[tuple[int, list[str], np.ndarray]] = []
+        self._schema = pa.schema([*fields, pa.field("vectors", self._type)], metadata=metadata)
+        self._writer = pq.ParquetWriter(path, self._schema, **PARQUET_OPTIONS)
+        self._rows: list[tuple[object, list[str], np.ndarray]] = []
+        self._values = 0
+        self.tokens = 0  # tokens written so far
 
-    def add(self, id: int, tokens: list[str], vectors: np.ndarray) -> None:
+    def add(self, id: object, tokens: list[str], vectors: np.ndarray) -> None:
         self._rows.append((id, tokens, vectors))
-        if len(self._rows) >= self._group:
+        self._values += vectors.size
+        self.tokens += len(tokens)
+        if len(self._rows) >= self._max_rows or self._values >= self._max_values:
             self._flush()
 
     def close(self) -> None:
@@ -267,12 +311,23 @@ class ParquetWriter:
             self._flush()
         self._writer.close()
 
+    def discard(self) -> None:
+        """Close the file without writing the rows still buffered (after a failure; the caller
+        deletes the file). A second failure of the same kind (a full disk) is not raised."""
+        self._rows = []
+        try:
+            self._writer.close()
+        except OSError:
+            pass
+
     def _flush(self) -> None:
         pa = self._pa
-        ids, tokens, vectors = zip(*self._rows)
-        columns = [pa.array(ids, pa.int64())]
+        rows, self._rows, self._values = self._rows, [], 0
+        ids, tokens, vectors = zip(*rows)
+        del rows
+        columns = [pa.array(ids, self._schema.field("id").type)]
         if not self._pooled:
             columns.append(pa.array(tokens, pa.list_(pa.string())))
         columns.append(_vector_array(pa, list(vectors), self._type, self._dtype, self._all, self._pooled))
+        del vectors
         self._writer.write_table(pa.Table.from_arrays(columns, schema=self._schema))
-        self._rows = []

@@ -24,11 +24,23 @@ works. A record that exists but cannot be read is an error, not a reason to trus
 
 Offline mode (`ELMO_ONNX_OFFLINE=1`, or `offline=True`) uses the cache only.
 
+Bounds on a transfer: a body longer than the expected size (the caller's `size`, else the
+server's own Content-Length) is stopped as soon as it passes it and its `.part` deleted, so an
+endless body cannot fill the disk; and a transfer that brings fewer than `STALL_MIN_BYTES` in
+`ELMO_ONNX_STALL_TIMEOUT` seconds (default 60), silence included, is abandoned (and retried,
+resuming), so a server dripping a byte at a time cannot hold a process forever.
+
+Several processes filling one cache at once take turns: `ensure` holds an exclusive `flock` on
+its folder, and reads the record again once it holds it, so the second process finds the file
+the first one verified instead of writing into the same `.part`.
+
 Only the standard library speaks HTTP here (urllib); tqdm draws the progress bars.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import http.client
 import json
 import logging
@@ -37,8 +49,9 @@ import re
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator, Sequence
 
 from tqdm import tqdm
 
@@ -48,6 +61,10 @@ log = logging.getLogger(__name__)
 
 ENV_CACHE = "ELMO_ONNX_CACHE"
 ENV_OFFLINE = "ELMO_ONNX_OFFLINE"
+ENV_STALL = "ELMO_ONNX_STALL_TIMEOUT"
+DEFAULT_STALL_S = 60.0
+# A transfer must bring at least this many bytes per stall window: 1 byte every 2 s is no download.
+STALL_MIN_BYTES = 1024
 SIDECAR_FILENAME = "sha256.json"
 PART_SUFFIX = ".part"
 PART_META_SUFFIX = ".part.json"  # the URL and the server's validator, to resume safely
@@ -109,6 +126,44 @@ def resolve_offline(offline: bool | None) -> str | None:
     return "offline=True" if offline else None
 
 
+def stall_timeout() -> float:
+    """Seconds a transfer may go without bringing `STALL_MIN_BYTES` (`ELMO_ONNX_STALL_TIMEOUT`).
+
+    Raises:
+        ValueError: a value that is not a positive number.
+    """
+    value = os.environ.get(ENV_STALL, "").strip()
+    if not value:
+        return DEFAULT_STALL_S
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(f"{ENV_STALL}={value!r} is not a positive number of seconds")
+    return seconds
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive `flock` on `path` (a folder, or a lock file created if missing).
+
+    A cache that cannot be written (read-only) cannot be changed by anyone through us either: the
+    lock is then skipped, and only reading happens.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY if path.is_dir() else os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        log.debug("no lock on %s (%s): going on without one", path, e)
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
 def check_name(name: str, what: str = "name") -> str:
     """A name that can become a cache folder: no separators, no leading dot.
 
@@ -143,15 +198,18 @@ class CachedFiles:
     """
 
     def __init__(self, directory: Path, label: str, *, offline: str | None = None, force: bool = False,
-                 progress: bool = True, retries: int = 3, timeout_s: float = 60.0,
-                 how_to_fix: str = "", hint: str = ""):
+                 progress: bool = True, retries: int = 3, timeout_s: float = 60.0, stall_s: float | None = None,
+                 how_to_fix: str = "", hint: str = "", lock: bool = True):
         if type(retries) is not int or retries < 1:
             raise ValueError(f"retries is {retries!r}, expected an integer >= 1")
         if not timeout_s > 0:
             raise ValueError(f"timeout_s is {timeout_s!r}, expected > 0")
+        stall_s = stall_timeout() if stall_s is None else stall_s
+        if not stall_s > 0:
+            raise ValueError(f"stall_s is {stall_s!r}, expected > 0")
         self.directory, self.label = Path(directory), label
         self.progress, self.force, self.offline = progress, force, offline
-        self.retries, self.timeout_s = retries, timeout_s
+        self.retries, self.timeout_s, self.stall_s, self.lock = retries, timeout_s, stall_s, lock
         self.how_to_fix = how_to_fix or f"Delete it (or the folder {self.directory}) and fetch again."
         self.hint = hint
         self.sidecar = self.directory / SIDECAR_FILENAME
@@ -184,13 +242,15 @@ class CachedFiles:
             log.warning("could not record %s's sha256 in %s (%s); it will be checked again next time",
                         filename, self.sidecar, e)
 
-    def ensure(self, filename: str, url: str, *, sha256: str | None = None, size: int | None = None,
+    def ensure(self, filename: str, url: str | Sequence[str], *, sha256: str | None = None, size: int | None = None,
                verify: Callable[[Path], None] | None = None) -> Path:
         """Return `<directory>/<filename>`, complete and verified: from the cache, or downloaded.
 
         Args:
             filename: the name in the folder.
-            url: where to download it from.
+            url: where to download it from; or several places serving the same file (a primary
+                and its mirrors), tried in order until one gives a file that verifies. A cached
+                copy from any of them is reused.
             sha256: the pinned digest it must have, if known.
             size: the byte count it must have, if known.
             verify: raises ValueError (or OSError, KeyError, RuntimeError) on bad content.
@@ -200,12 +260,44 @@ class CachedFiles:
             DownloadError: offline and missing, the transfer failed, or the download did not
                 verify (it is deleted).
         """
+        if not self.lock or (self.offline and not self.directory.is_dir()):
+            return self._ensure(filename, url, sha256, size, verify)
+        with contextlib.suppress(OSError):  # read-only: `locked` goes on without a lock, nothing is written
+            self.directory.mkdir(parents=True, exist_ok=True)
+        with locked(self.directory):
+            # Another process may have downloaded and recorded the file while this one waited.
+            self.record, self.record_error = self._read_sidecar()
+            return self._ensure(filename, url, sha256, size, verify)
+
+    def _ensure(self, filename: str, url: str | Sequence[str], sha256: str | None, size: int | None,
+                verify: Callable[[Path], None] | None) -> Path:
+        urls = [url] if isinstance(url, str) else list(url)
         final = self.directory / filename
         check = _with_size(verify, size)
         if final.exists() and not self.force:
-            cached = self._reuse(final, filename, url, sha256, check)
+            cached = self._reuse(final, filename, urls, sha256, check)
             if cached is not None:
                 return cached
+        failures: list[DownloadError] = []
+        for k, source in enumerate(urls):
+            try:
+                return self._fetch(final, filename, source, sha256, size, check)
+            except CorruptCacheError:
+                raise
+            except DownloadError as e:
+                failures.append(e)
+                if self.offline:
+                    raise
+                if k + 1 < len(urls):
+                    log.warning("%s; trying the next source, %s", e, urls[k + 1])
+        if len(failures) == 1:
+            raise failures[0]
+        raise DownloadError(f"{filename}: every source failed ({len(failures)}): "
+                            + " | ".join(str(e) for e in failures))
+
+    def _fetch(self, final: Path, filename: str, url: str, sha256: str | None, size: int | None,
+               check: Callable[[Path], None] | None) -> Path:
+        """Download `url` to `final` through its `.part`, and verify it (DownloadError if not)."""
         if self.offline:
             raise DownloadError(
                 f"offline mode ({self.offline}): {final} is not in the cache and downloading "
@@ -218,7 +310,7 @@ class CachedFiles:
         if self.force:
             for stale in (part, meta):
                 stale.unlink(missing_ok=True)
-        self._download(url, part, meta, f"{self.label} {filename}")
+        self._download(url, part, meta, f"{self.label} {filename}", size)
         try:
             digest = _verified_digest(part, check, sha256)
         except VERIFY_ERRORS as e:
@@ -233,13 +325,13 @@ class CachedFiles:
         log.info("downloaded and verified %s (%d bytes, sha256 %s)", final, final.stat().st_size, digest)
         return final
 
-    def _reuse(self, final: Path, filename: str, url: str, pinned: str | None,
+    def _reuse(self, final: Path, filename: str, urls: list[str], pinned: str | None,
                verify: Callable[[Path], None] | None) -> Path | None:
         """The cached file if it checks out; None if it came from another URL (fetch anew)."""
-        entry = self.record.get(filename)
+        entry, url = self.record.get(filename), urls[0]
         if entry is None:
             return self._reuse_unrecorded(final, filename, url, pinned, verify)
-        if entry.get("url") != url:
+        if entry.get("url") not in urls:
             if self.offline:
                 log.warning("%s came from %s, the catalog now says %s: using it (offline)",
                             final, entry.get("url"), url)
@@ -285,9 +377,9 @@ class CachedFiles:
                         "sha256 is pinned for it, so it is not recorded as verified", final)
         return final
 
-    def _download(self, url: str, part: Path, meta: Path, desc: str) -> None:
-        """Bring `part` to the full length of `url`'s body, resuming what is there."""
-        last_error = "no attempt was made"
+    def _download(self, url: str, part: Path, meta: Path, desc: str, size: int | None = None) -> None:
+        """Bring `part` to the full length of `url`'s body (`size` bytes, if known), resuming what is there."""
+        last_error, stalled = "no attempt was made", False
         for attempt in range(1, self.retries + 1):
             if attempt > 1:
                 delay = RETRY_DELAY_S * (attempt - 1)
@@ -295,11 +387,14 @@ class CachedFiles:
                             url, last_error, attempt, self.retries, delay)
                 time.sleep(delay)
             try:
-                if _attempt(url, part, meta, desc, self.timeout_s, self.progress, self.hint):
+                bounds = _Bounds(size, min(self.timeout_s, self.stall_s), self.stall_s)
+                if _attempt(url, part, meta, desc, bounds, self.progress, self.hint):
                     return
-                last_error = "the connection closed before the whole file arrived"
+                last_error, stalled = "the connection closed before the whole file arrived", False
             except _Retry as e:
-                last_error = str(e)
+                last_error, stalled = str(e), isinstance(e, _Stall)
+        if stalled:  # a server that crawls or hangs is misbehaving: what it sent is not kept to resume
+            raise _discard(url, part, meta, f"{last_error} ({self.retries} attempt(s))", self.hint)
         have = part.stat().st_size if part.exists() else 0
         kept = (f" The {have} bytes received are kept in {part}: calling again resumes from there."
                 if have else "")
@@ -326,27 +421,48 @@ class _Retry(Exception):
     """An attempt failed in a way that another attempt may fix."""
 
 
-def _attempt(url: str, part: Path, meta: Path, desc: str, timeout_s: float, progress: bool, hint: str) -> bool:
+class _Stall(_Retry):
+    """The server stopped sending, or sends too slowly to ever finish."""
+
+
+@dataclass(frozen=True)
+class _Bounds:
+    """What one transfer may take: its expected size, and how long it may wait or crawl."""
+
+    size: int | None  # the whole file's byte count, if the caller knows it (the catalog's)
+    read_timeout_s: float  # one socket read
+    stall_s: float  # a window that must bring STALL_MIN_BYTES
+
+
+def _discard(url: str, part: Path, meta: Path, why: str, hint: str) -> DownloadError:
+    """Delete a `.part` that can never become the file, and the error that says so."""
+    part.unlink(missing_ok=True)
+    meta.unlink(missing_ok=True)
+    return DownloadError(f"download of {url} failed: {why}; the partial file was deleted. {hint}".rstrip())
+
+
+def _attempt(url: str, part: Path, meta: Path, desc: str, bounds: _Bounds, progress: bool, hint: str) -> bool:
     """One request. True: `part` is complete. False: cut short (retry). Raises _Retry too."""
     offset, validator = _resume_point(url, part, meta)
-    response = _open(url, part, offset, validator, timeout_s, hint)
+    response = _open(url, part, offset, validator, bounds.read_timeout_s, hint)
     if response is None:
         return True  # the server says `part` already holds every byte
     with response:
         offset, total, mode = _start(response, url, part, meta, offset, hint)
-        received = _stream(response, part, mode, offset, total, desc, progress)
+        if bounds.size is not None and total is not None and total != bounds.size:
+            raise _discard(url, part, meta, f"the server announces {total} bytes, the catalog says {bounds.size}",
+                           hint)
+        limit = bounds.size if bounds.size is not None else total
+        received = _stream(response, part, mode, offset, total, desc, progress, limit, bounds.stall_s)
+        if limit is not None and received > limit:
+            raise _discard(url, part, meta, f"the server sent more than the {limit} bytes expected "
+                           f"(stopped at {received})", hint)
+    total = total if total is not None else bounds.size
     if total is None:
-        return True  # no length announced: verification is the only check
+        return True  # no length known: verification is the only check
     if received < total:
         log.info("%s: %d of %d bytes arrived", url, received, total)
         return False
-    if received > total:
-        part.unlink(missing_ok=True)
-        meta.unlink(missing_ok=True)
-        raise DownloadError(
-            f"download of {url} failed: {received} bytes arrived, more than the {total} "
-            f"announced; the partial file was deleted. {hint}".rstrip()
-        )
     return True
 
 
@@ -417,18 +533,35 @@ def _start(response, url: str, part: Path, meta: Path, offset: int, hint: str) -
     )
 
 
-def _stream(response, part: Path, mode: str, offset: int, total: int | None, desc: str, progress: bool) -> int:
-    """Append the body to `part`; the byte count it then holds."""
+def _stream(response, part: Path, mode: str, offset: int, total: int | None, desc: str, progress: bool,
+            limit: int | None, stall_s: float) -> int:
+    """Append the body to `part`; the byte count it then holds (`limit + 1` once it passes `limit`).
+
+    `read1` returns what has arrived instead of waiting for a whole chunk: a slow server shows
+    progress, and the stall window sees every byte.
+    """
     received = offset
+    window_start, window_bytes = time.monotonic(), 0
     with open(part, mode) as out, tqdm(
         total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
         desc=desc, disable=None if progress else True, leave=False,
     ) as bar:
         try:
-            while chunk := response.read(CHUNK_BYTES):
+            while chunk := response.read1(CHUNK_BYTES):
+                if limit is not None and received + len(chunk) > limit:
+                    return limit + 1  # not written: the caller deletes the part
                 out.write(chunk)
                 received += len(chunk)
                 bar.update(len(chunk))
+                window_bytes += len(chunk)
+                if time.monotonic() - window_start >= stall_s:
+                    if window_bytes < STALL_MIN_BYTES:
+                        raise _Stall(f"the transfer stalled after {received} bytes: {window_bytes} bytes in the last "
+                                     f"{stall_s:g} s (the limit is {STALL_MIN_BYTES} per {ENV_STALL} seconds)")
+                    window_start, window_bytes = time.monotonic(), 0
+        except TimeoutError:
+            out.flush()
+            raise _Stall(f"the transfer stalled after {received} bytes: the server stopped sending") from None
         except (http.client.HTTPException, OSError) as e:
             out.flush()
             raise _Retry(f"the transfer broke after {received} bytes ({type(e).__name__}: {e})") from None

@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 from elmo_runtime import contract as C
+from elmo_runtime import scratch
 from elmo_runtime.fetch.download import CorruptCacheError, DownloadError, cache_root, resolve_offline
 from elmo_runtime.package import PackageError, load_manifest
 
@@ -59,8 +60,8 @@ def fetch_hub_package(spec: str, *, cache_dir: str | Path | None = None, offline
             files do not match their manifest (the downloaded copy is deleted).
         DownloadError: offline and not in the cache (saying what to do), or the Hub failed.
     """
-    from huggingface_hub import hf_hub_download
     from huggingface_hub import errors as hf_errors
+    from huggingface_hub import hf_hub_download
     from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
 
     repo, revision = parse_repo(spec)
@@ -148,6 +149,7 @@ def _install(manifest_path: Path, paths: dict[str, Path], final: Path, where: st
                 os.replace(blob, staging / name)
             except OSError:
                 shutil.copyfile(blob, staging / name)
+        scratch.open_to_umask(staging)  # mkdtemp's 0700, and the Hub cache's modes, would make it private
         try:
             load_manifest(staging, verify_files=True)
         except (PackageError, FileNotFoundError) as e:

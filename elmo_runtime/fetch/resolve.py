@@ -2,8 +2,10 @@
 
 `resolve_package(name_or_path)` tries, in this order:
 
-1. a local package folder (a path to a directory holding `elmo.json`);
-2. `"default"`: the default model's int8 package, shipped inside `elmo_runtime` (no network);
+1. `"default"` (and `Elmo()` with no argument): the default model's int8 package, shipped
+   inside `elmo_runtime` (no network), whatever the current directory holds: a folder named
+   `default` there is `./default`;
+2. a local package folder (a path to a directory holding `elmo.json`);
 3. `hf:owner/repo[@revision]`: a package on the Hugging Face Hub (`elmo_runtime.fetch.hub`);
 4. a catalog name (`elmo_runtime.fetch.catalog`: the project's catalog and `ELMO_ONNX_CATALOG`),
    downloaded once into `<cache>/packages/<name>/`.
@@ -14,10 +16,16 @@ file by file against its manifest's sha256s, and only then renamed into place: a
 its final name is always a whole, verified package. Beside it, `<name>.source.json` records the
 archive it came from and its manifest's sha256, so that a cached package is re-checked on every
 load back to the catalog's pin.
+
+Processes loading the same package into one cache at once take turns on `packages/.<name>.lock`
+(an exclusive `flock`): the first downloads and installs, the others then find it installed.
+Only `elmo.json` and the files its manifest lists are extracted from an archive, each checked
+against its listed size first; the installed folder gets the modes the umask gives a new folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -28,6 +36,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from elmo_runtime import contract as C
+from elmo_runtime import scratch
 from elmo_runtime.fetch.catalog import ENV_CATALOG, SHIPPED_NAME, PackageEntry, load_catalogs
 from elmo_runtime.package import PackageError, load_manifest
 
@@ -70,6 +79,8 @@ def resolve_package(name_or_path: str | os.PathLike = SHIPPED_NAME, *, cache_dir
         PackageError: a downloaded or Hub package that is not a valid package.
     """
     text = os.fspath(name_or_path)
+    if text == SHIPPED_NAME and isinstance(name_or_path, str):  # never a folder of the cwd (Path("default") is one)
+        return SHIPPED_PACKAGE
     path = Path(text).expanduser()
     if path.is_dir():
         return path
@@ -77,8 +88,6 @@ def resolve_package(name_or_path: str | os.PathLike = SHIPPED_NAME, *, cache_dir
         from elmo_runtime.fetch.hub import fetch_hub_package  # imported here: huggingface_hub takes time
 
         return fetch_hub_package(text[len(HUB_PREFIX):], cache_dir=cache_dir, offline=offline, progress=progress)
-    if text == SHIPPED_NAME:
-        return SHIPPED_PACKAGE
     if path.exists():
         raise FileNotFoundError(f"{path} is a file, not a package folder (a package is a folder holding "
                                 f"{C.MANIFEST_FILE})")
@@ -101,9 +110,23 @@ def fetch_catalog_package(entry: PackageEntry, *, cache_dir: str | Path | None =
         DownloadError, CorruptCacheError, PackageError: see `resolve_package`.
     """
     # Imported here: urllib and tqdm cost `import elmo_runtime` a quarter of a second.
-    from elmo_runtime.fetch.download import CachedFiles, DownloadError, cache_root, read_json_object, resolve_offline
+    from elmo_runtime.fetch.download import cache_root, locked, resolve_offline
 
     packages = (Path(cache_dir).expanduser() if cache_dir is not None else cache_root()) / "packages"
+    if not resolve_offline(offline):
+        with contextlib.suppress(OSError):  # a read-only cache: `locked` goes on without a lock
+            packages.mkdir(parents=True, exist_ok=True)
+    if not packages.is_dir():  # offline with no cache: nothing to lock, the error says what to do
+        return _fetch_catalog_package(entry, packages, offline, progress, force)
+    with locked(packages / f".{entry.name}.lock"):
+        return _fetch_catalog_package(entry, packages, offline, progress, force)
+
+
+def _fetch_catalog_package(entry: PackageEntry, packages: Path, offline: bool | None, progress: bool,
+                           force: bool) -> Path:
+    """`fetch_catalog_package` once it holds the package's lock (or the cache cannot be written)."""
+    from elmo_runtime.fetch.download import CachedFiles, DownloadError, read_json_object, resolve_offline
+
     final, record_path = packages / entry.name, packages / (entry.name + SOURCE_SUFFIX)
     offline_source = resolve_offline(offline)
     how_to_fix = (f"Delete {final} and {record_path.name} beside it and load it again (or pass force=True) to "
@@ -129,8 +152,9 @@ def fetch_catalog_package(entry: PackageEntry, *, cache_dir: str | Path | None =
             f"ELMO_ONNX_OFFLINE) to fill the cache, or download the archive yourself, unzip it into a folder "
             f"and pass that folder instead of the name."
         )
+    # No lock of its own: the package's lock is held, and .archives is shared by every package.
     archives = CachedFiles(packages / ARCHIVES, f"package {entry.name!r}", progress=progress, force=force,
-                           how_to_fix=how_to_fix)
+                           how_to_fix=how_to_fix, lock=False)
     archive = archives.ensure(entry.name + ".zip", entry.url, sha256=entry.sha256, size=entry.bytes)
     try:
         _install(archive, final, record_path, {"url": entry.url, "sha256": entry.sha256,
@@ -167,6 +191,7 @@ def _install(archive: Path, final: Path, record_path: Path, record: dict) -> Non
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
     try:
         _unpack(archive, staging)
+        scratch.open_to_umask(staging)  # mkdtemp's 0700 would make the package private to its installer
         try:
             load_manifest(staging, verify_files=True)
         except (PackageError, FileNotFoundError) as e:
@@ -187,16 +212,60 @@ def _install(archive: Path, final: Path, record_path: Path, record: dict) -> Non
     log.info("installed package %s from %s", final, record["url"])
 
 
+# A manifest is a few kB (the warm state of the largest model is under 100 kB); more is not one.
+MAX_MANIFEST_BYTES = 64 << 20
+
+
 def _unpack(archive: Path, into: Path) -> None:
-    """Extract a package archive's plain files into `into`; any other member is an error."""
+    """Extract `elmo.json` and the files its manifest lists into `into`, and nothing else.
+
+    Every member's name is checked first (plain names only, each once); a listed file must have
+    the size the manifest gives before a byte of it is written, so an archive cannot fill the
+    disk with members nobody asked for. Unlisted members are skipped (and logged).
+    """
     try:
         with zipfile.ZipFile(archive) as z:
+            members: dict[str, zipfile.ZipInfo] = {}
             for info in z.infolist():
                 name = PurePosixPath(info.filename)
                 if info.is_dir() or len(name.parts) != 1 or name.name in ("", ".", "..") or "\\" in info.filename:
                     raise PackageError(f"package archive {archive.name}: member {info.filename!r} is not a plain "
                                        "file name (a package archive holds the package's files, no folders)")
-                with z.open(info) as source, open(into / name.name, "xb") as out:
+                if info.filename in members:
+                    raise PackageError(f"package archive {archive.name}: member {info.filename!r} appears twice")
+                members[info.filename] = info
+            wanted = _listed_sizes(z, members, archive.name)
+            skipped = sorted(set(members) - set(wanted))
+            if skipped:
+                log.warning("package archive %s: skipped %d member(s) its manifest does not list: %s",
+                            archive.name, len(skipped), ", ".join(skipped[:5]))
+            for name, size in wanted.items():
+                if name not in members:
+                    continue  # load_manifest names the missing file
+                if members[name].file_size != size:
+                    raise PackageError(f"package archive {archive.name}: member {name!r} has {members[name].file_size}"
+                                       f" bytes, its manifest says {size}")
+                with z.open(members[name]) as source, open(into / name, "xb") as out:
                     shutil.copyfileobj(source, out, 1 << 20)
     except zipfile.BadZipFile as e:
         raise PackageError(f"package archive {archive.name} is not a zip archive ({e})") from None
+
+
+def _listed_sizes(z: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo], archive: str) -> dict[str, int]:
+    """`{name: bytes}`: the manifest itself, then each plain file name its `files` lists."""
+    info = members.get(C.MANIFEST_FILE)
+    if info is None:
+        raise PackageError(f"package archive {archive} holds no {C.MANIFEST_FILE}")
+    if info.file_size > MAX_MANIFEST_BYTES:
+        raise PackageError(f"package archive {archive}: {C.MANIFEST_FILE} has {info.file_size} bytes, more than a "
+                           f"manifest can need ({MAX_MANIFEST_BYTES})")
+    try:
+        files = json.loads(z.read(info)).get("files")
+    except (ValueError, AttributeError, RecursionError) as e:
+        raise PackageError(f"package archive {archive}: {C.MANIFEST_FILE} is not a JSON manifest ({e})") from None
+    wanted = {C.MANIFEST_FILE: info.file_size}
+    for name, listed in (files.items() if isinstance(files, dict) else ()):
+        size = listed.get("bytes") if isinstance(listed, dict) else None
+        if isinstance(name, str) and name in members and type(size) is int and name != C.MANIFEST_FILE:
+            wanted[name] = size
+    return wanted

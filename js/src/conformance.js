@@ -18,6 +18,15 @@ function decode(entry, where) {
 
 const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
 
+// Each precision's own bar (elmo_runtime/conformance.py TOLERANCES): the one in conformance.json is
+// informational, so that a tampered file cannot lower it.
+export const TOLERANCES = {
+  fp32: { max_abs: 1e-4, min_cosine: null },
+  fp16: { max_abs: 2e-2, min_cosine: 0.9999 },
+  int8: { max_abs: 1e-1, min_cosine: 0.999 },
+  int4: { max_abs: 1e-2, min_cosine: 0.9999 },
+};
+
 /**
  * Run `elmo` on its package's conformance vectors. Never throws for a mismatch: returns
  * `{passed, precision, tolerance, worst, failures, checks}`, one failure line per sentence,
@@ -39,7 +48,8 @@ export async function verify(elmo) {
   } catch (e) {
     return { passed: false, failures: [`package: ${e.message}`], checks };
   }
-  const tol = doc.tolerance;
+  const tol = TOLERANCES[elmo.precision];
+  if (!tol) return { passed: false, failures: [`package: precision.name ${JSON.stringify(elmo.precision)} has no conformance bar`], checks };
   const judge = (where, got, want, tags) => {
     if (got.dims.join() !== want.dims.join()) { failures.push(`${where}: shape [${got.dims}], expected [${want.dims}]`); return; }
     for (const l of compare(got, want)) {

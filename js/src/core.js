@@ -89,6 +89,19 @@ export async function sha256Hex(bytes) {
   return Array.from(digest, (b) => b.toString(16).padStart(2, '0')).join('');
 }
 
+/** `initial_state.sha256`, where present: sha256 of h then c as float32 little-endian bytes (docs, "Trust"). */
+async function checkStateDigest(manifest, source) {
+  const s = manifest.initial_state;
+  if (s.sha256 === undefined) return;
+  const h = Float32Array.from(s.h.flat(2)), c = Float32Array.from(s.c.flat(2));
+  const bytes = new Uint8Array(h.byteLength + c.byteLength);
+  bytes.set(new Uint8Array(h.buffer));
+  bytes.set(new Uint8Array(c.buffer), h.byteLength);
+  if (await sha256Hex(bytes) !== s.sha256) {
+    throw new PackageError(`${source}: initial_state.sha256 does not match initial_state.h and c (corrupt or altered)`);
+  }
+}
+
 /** Read one listed file and check its size and sha256 (`verify`); the bytes checked are the bytes returned. */
 async function readListed(read, manifest, name, source, verify) {
   const entry = manifest.files[name];
@@ -231,6 +244,7 @@ export class Elmo {
       throw new PackageError(`${where}: cannot read the manifest (${e.message})`);
     }
     checkManifest(manifest, where);
+    await checkStateDigest(manifest, where);
     const graphs = {};
     for (const graph of ['token_embedder', 'bilm']) graphs[graph] = await verifiedGraph(read, manifest, graph, source, verify);
     const options = { graphOptimizationLevel: 'all', logSeverityLevel: 3, ...sessionOptions };

@@ -10,7 +10,7 @@ its /tmp with it), and is put together and installed there.
 Here, with network, in the checkout the device tool sends (the session's own; a helper's
 worktree is not what travels):
 
-    python3 benchmarks/ort_gpu_wheel.py split
+    python3 tools/ort_gpu_wheel.py split
 
 It downloads the wheel into `.whl/` (ignored by git) with `pip download`, measures what the
 checkout sends (tracked and untracked-not-ignored files), cuts the wheel into parts that fit
@@ -18,12 +18,12 @@ beside it with a margin, each in its own folder `.whl/ort-gpu-N/` with `parts.js
 part's and the wheel's sha256), and prints the device calls to make, in order, back to back
 (`device_calls`; with the checkout at 14.7 MiB: 6 parts of at most 45 MiB, 59.7 MiB a call):
 
-    run(command="python3 benchmarks/ort_gpu_wheel.py receive && (setsid nohup python3
+    run(command="python3 tools/ort_gpu_wheel.py receive && (setsid nohup python3
                  benchmarks/gpu.py --prepare-only --work /tmp/elmo-gpu > /tmp/elmo-gpu-prepare.log 2>&1 &)",
         carry=[".whl/ort-gpu-1"])
-    run(command="python3 benchmarks/ort_gpu_wheel.py receive", carry=[".whl/ort-gpu-2"])
+    run(command="python3 tools/ort_gpu_wheel.py receive", carry=[".whl/ort-gpu-2"])
     ...
-    run(command="python3 benchmarks/ort_gpu_wheel.py receive && python3 benchmarks/ort_gpu_wheel.py install
+    run(command="python3 tools/ort_gpu_wheel.py receive && python3 tools/ort_gpu_wheel.py install
                  && (tail -3 /tmp/elmo-gpu-prepare.log; PYTHONPATH=/tmp/ort-gpu:. PYTHONUNBUFFERED=1
                  python3 benchmarks/gpu.py --work /tmp/elmo-gpu --out $OUT)", carry=[".whl/ort-gpu-6"], timeout_s=600)
 
@@ -138,7 +138,8 @@ def receive(checkout: Path, store: Path) -> tuple[list[str], list[str]]:
     if manifest is None and (store / MANIFEST).exists():
         manifest = json.loads((store / MANIFEST).read_text())
     if manifest is None:
-        raise SystemExit(f"no part under {checkout / LOCAL_DIR} and none received before: carry a {PART_PREFIX}N folder")
+        raise SystemExit(f"no part under {checkout / LOCAL_DIR} and none received before: "
+                         f"carry a {PART_PREFIX}N folder")
     held = sorted(name for name in manifest["parts"] if (store / name).exists())
     return held, sorted(set(manifest["parts"]) - set(held))
 
@@ -161,7 +162,8 @@ def join(store: Path) -> Path:
                 shutil.copyfileobj(part, out)
     if sha256(wheel) != manifest["sha256"]:
         wheel.unlink()
-        raise SystemExit(f"the joined {wheel.name} does not match its sha256 {manifest['sha256']}: send the parts again")
+        raise SystemExit(f"the joined {wheel.name} does not match its sha256 {manifest['sha256']}: "
+                         "send the parts again")
     return wheel
 
 
@@ -186,7 +188,7 @@ def install(store: Path, target: Path) -> None:
 def device_calls(parts: list[Path], root: Path) -> list[tuple[str, list[str], int | None]]:
     """(command, carry, timeout_s) of each device call, in order: one part each; the first also
     starts the exports in the background, the last installs the wheel and runs the GPU check."""
-    receive_part = f"python3 benchmarks/{Path(__file__).name} receive"
+    receive_part = f"python3 tools/{Path(__file__).name} receive"
     calls = []
     for n, part in enumerate(parts, 1):
         command, timeout = receive_part, None
@@ -194,8 +196,9 @@ def device_calls(parts: list[Path], root: Path) -> list[tuple[str, list[str], in
             command += (" && (setsid nohup python3 benchmarks/gpu.py --prepare-only --work /tmp/elmo-gpu "
                         "> /tmp/elmo-gpu-prepare.log 2>&1 &)")
         if n == len(parts):
-            command += (f" && python3 benchmarks/{Path(__file__).name} install && (tail -3 /tmp/elmo-gpu-prepare.log; "
-                        "PYTHONPATH=/tmp/ort-gpu:. PYTHONUNBUFFERED=1 python3 benchmarks/gpu.py --work /tmp/elmo-gpu --out $OUT)")
+            command += (f" && python3 tools/{Path(__file__).name} install && (tail -3 /tmp/elmo-gpu-prepare.log; "
+                        "PYTHONPATH=/tmp/ort-gpu:. PYTHONUNBUFFERED=1 python3 benchmarks/gpu.py --work /tmp/elmo-gpu "
+                        "--out $OUT)")
             timeout = 600
         calls.append((command, [str(part.parent.relative_to(root))], timeout))
     return calls
