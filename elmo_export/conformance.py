@@ -226,8 +226,8 @@ def _stream_case(model: ElmoBiLm, sessions: Sessions, states: dict, case: dict, 
                 h[:, :, :kept], c[:, :, :kept] = carried_h[:, :, :kept], carried_c[:, :, :kept]
             layers, final_h, final_c = _bilm_run(model, sessions, batch, h, c)
             ref = _reference(model, batch, h, c)
-            rows = [np.ascontiguousarray(layers[:, b, : len(tokens)]) for b, tokens in enumerate(batch)]
-            calls.append([encode_array(row) for row in rows])
+            arrays = [np.ascontiguousarray(layers[:, b, : len(tokens)]) for b, tokens in enumerate(batch)]
+            calls.append([encode_array(array) for array in arrays])
             for b, tokens in enumerate(batch):
                 _record(modes, mode, f"{case['name']} call {call_index} row {b}", layers[:, b, : len(tokens)],
                         ref.layers.numpy()[:, b, : len(tokens)])
