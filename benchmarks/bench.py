@@ -158,7 +158,7 @@ def fresh_process(kind: str, path: Path, options: Path, threads: int, workload: 
 
 def prepare(preset: str, precisions: list[str], cache: Path = CACHE) -> tuple[Path, Path, dict[str, Path]]:
     """Synthetic weights of `preset` and its packages under `cache/preset`, made once and reused."""
-    from elmo_export.export import export_package
+    from elmo_export import export_package
     from elmo_export.synthetic import write_synthetic
 
     weights_dir = cache / preset / "weights"
@@ -171,7 +171,7 @@ def prepare(preset: str, precisions: list[str], cache: Path = CACHE) -> tuple[Pa
         # A package exported by other exporter code would measure that code: export again.
         stamp = cache / preset / f"{precision}.exporter-sha256"
         if not (package / "elmo.json").exists() or not stamp.exists() or stamp.read_text() != exporter_hash():
-            export_package(options, weights, package, quantize=precision, force=True, progress=False)
+            export_package(options, weights, package, precision=precision, force=True, progress=False)
             stamp.write_text(exporter_hash())
         packages[precision] = package
     return options, weights, packages

@@ -13,7 +13,7 @@ word dictionary of `--words` entries (150,000 by default: released models hold 7
   embedder), medians over repeats after a warm-up, 2 threads per session.
 
     python benchmarks/bench_manylangs.py                  # writes benchmarks/RESULTS-manylangs.md
-    python benchmarks/bench_manylangs.py --precisions none int8 --repeats 3 --no-write
+    python benchmarks/bench_manylangs.py --precisions fp32 int8 --repeats 3 --no-write
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ sys.path.insert(0, str(HERE))
 import bench  # noqa: E402  (the English benchmark's inputs, packages and helpers)
 from _common import export_in_child  # noqa: E402
 
+from elmo_runtime import contract as C  # noqa: E402
+
 CACHE = HERE / ".cache" / "manylangs"
-PRECISIONS = ["none", "fp16", "int8", "int4"]
 
 def model_dir(words: int) -> Path:
     from elmo_export.synthetic import _MANYLANGS_WORDS, write_synthetic_manylangs
@@ -75,7 +76,7 @@ def speed(package: Path, batches: list, one: list[str], repeats: int, threads: i
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--precisions", nargs="+", default=PRECISIONS, choices=PRECISIONS)
+    parser.add_argument("--precisions", nargs="+", default=list(C.PRECISIONS), choices=C.PRECISIONS)
     parser.add_argument("--words", type=int, default=150_000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batches", type=int, default=3)
@@ -96,9 +97,9 @@ def main() -> None:
     sentences = bench.sentences()
     batches = bench.throughput_batches(sentences, args.batches)
     one = bench.latency_sentence(sentences)
-    _, _, english = bench.prepare("original", [p for p in args.precisions if p in ("none", "int8")])
+    _, _, english = bench.prepare("original", [p for p in args.precisions if p in ("fp32", "int8")])
     speed_rows = []
-    for precision in [p for p in args.precisions if p in ("none", "int8")]:
+    for precision in [p for p in args.precisions if p in ("fp32", "int8")]:
         for name, package in (("original (English, bytes)", english[precision]),
                               ("ELMoForManyLangs (dictionary + words)", packages[precision])):
             tok_s, ms = speed(package, batches, one, args.repeats, args.threads)

@@ -23,8 +23,9 @@ from _common import ROOT, export_in_child
 from bench import CACHE, machine
 from results import write_section
 
+from elmo_runtime import contract as C
+
 FIXTURES = ROOT.parent / "shared" / "fixtures"
-PRECISIONS = ("fp32", "fp16", "int8", "int4")
 
 
 def sources(models: list[str]) -> dict[str, tuple[Path, Path]]:
@@ -77,7 +78,7 @@ def table(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["bilm-tf", "allennlp-elmo", "default", "small", "original"])
-    parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS))
+    parser.add_argument("--precisions", nargs="+", default=list(C.PRECISIONS))
     parser.add_argument("--out", type=Path, default=CACHE / "exports", help="where the packages are written")
     parser.add_argument("--no-write", action="store_true", help="print only; do not rewrite RESULTS.md")
     args = parser.parse_args()

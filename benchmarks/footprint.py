@@ -102,7 +102,7 @@ def packages(presets: dict[str, list[str]]) -> dict[str, Path]:
     """The packages measured, exported when missing or when the exporter changed."""
     from bench import exporter_hash, prepare
 
-    from elmo_export.export import export_package
+    from elmo_export import export_package
 
     found = {"default": ROOT / "elmo_runtime" / "default"}
     for precision in ("fp32", "fp16", "int4"):
@@ -110,7 +110,7 @@ def packages(presets: dict[str, list[str]]) -> dict[str, Path]:
         stamp = CACHE / "default-wordnet" / f"{precision}.exporter-sha256"
         if not (out / "elmo.json").exists() or not stamp.exists() or stamp.read_text() != exporter_hash():
             models = ROOT / "models" / "default-wordnet"
-            export_package(models / "options.json", models / "weights.hdf5", out, quantize=precision, force=True,
+            export_package(models / "options.json", models / "weights.hdf5", out, precision=precision, force=True,
                            progress=False)
             stamp.write_text(exporter_hash())
         found[f"default-{precision}"] = out

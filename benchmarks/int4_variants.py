@@ -71,16 +71,17 @@ def quantize(graph, settings, blocks: dict, algorithm: str, moments: dict):
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import HQQWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
-    from elmo_export.quantize import _weight_matmuls, quantize_int4, sort_nodes
+    from elmo_export.quantize import quantize_int4, sort_nodes
+    from elmo_export.quantize.graph import weight_matmuls
 
     if algorithm == "gptq":
         return quantize_int4(graph, settings, moments)
     out = onnx.ModelProto()
     out.CopyFrom(graph)
     groups: dict[int, list[str]] = {}
-    every = [(node.name, weight) for _, node, weight in _weight_matmuls(out.graph)]
+    every = [(node.name, weight) for _, node, weight in weight_matmuls(out.graph)]
     for name, weight in every:
-        if weight is None or len(weight.dims) != 2 or any(p in weight.name for p in settings.keep_float):
+        if weight is None or len(weight.dims) != 2 or settings.keeps_float(weight.name):
             continue
         block = next((b for part, b in blocks.items() if part in weight.name), settings.block_size_for(weight.dims[0]))
         groups.setdefault(block, []).append(name)
@@ -110,11 +111,10 @@ def main() -> None:
     import torch
 
     from elmo_export import onnx_graph
-    from elmo_export.calibration import input_moments
-    from elmo_export.export import load_calibration_sentences
+    from elmo_export.calibration import input_moments, load_calibration_sentences
     from elmo_export.conformance import load_sentences
-    from elmo_export.manylangs import load_manylangs
     from elmo_export.model import LstmState
+    from elmo_export.sources.manylangs import load_manylangs
     from elmo_runtime import contract as C
     from elmo_runtime.runner import create_session
 

@@ -67,7 +67,7 @@ CHILD = textwrap.dedent("""
 def package(model: str) -> Path:
     """The model exported to fp32 (again when the exporter's sources changed): "default" (the
     project's default model) or a synthetic preset (`elmo_export.synthetic`, e.g. "tiny")."""
-    from elmo_export.export import export_package
+    from elmo_export import export_package
 
     sources = sorted((ROOT / "elmo_export").glob("*.py"))
     stamp = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:16]

@@ -10,15 +10,22 @@ which module). Sentences run in batches of equal length, so that no padding row 
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
+from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 import torch
 
 from elmo_export.model import ElmoBiLm
+from elmo_export.sentences import builtin_sentences, read_sentences
+from elmo_runtime.package import sha256_of
 
 log = logging.getLogger(__name__)
+
+CALIBRATION_TEXT = "calibration.txt"
+CALIBRATION_SOURCE = "elmo_export/data/calibration.txt: everyday English written for elmo-onnx"
 
 _FLUSH_ROWS = 4096  # inputs kept before they are folded into the moments: one large product, not many small
 
@@ -83,3 +90,40 @@ def input_moments(model: ElmoBiLm, sentences: Iterable[list[str]], modules: Iter
             out[path] = (m.total / m.rows).to(torch.float32).numpy()  # summed in float64; kept in half the memory
     log.debug("input moments of %d modules from %d sentences", len(out), sum(map(len, by_length.values())))
     return out
+
+
+def load_calibration_sentences(path: str | Path | None = None) -> tuple[list[list[str]], dict]:
+    """int4 GPTQ's calibration text (`path`, or the built-in one) and its manifest description.
+
+    Raises:
+        ValueError: the file is not UTF-8 or holds no sentence.
+    """
+    if path is None:
+        sentences, sha = builtin_sentences(CALIBRATION_TEXT)
+        name = CALIBRATION_SOURCE
+    else:
+        name = Path(path).name
+        try:
+            sentences = read_sentences(path)
+        except UnicodeDecodeError as e:
+            raise ValueError(f"calibration text {path}: not UTF-8 text (byte {e.start})") from None
+        sha = sha256_of(Path(path))
+        if not sentences:
+            raise ValueError(f"calibration text {path}: no sentences (expected tokens separated by spaces, "
+                             f"one sentence a line)")
+    return sentences, {"text": name, "sha256": sha, "sentences": len(sentences), "tokens": sum(map(len, sentences))}
+
+
+def calibration_moments(model: ElmoBiLm, path: str | Path | None = None) -> tuple[dict[str, np.ndarray], dict]:
+    """The input moments of the reference's weight products on a calibration text (`path`, or the
+    built-in one), by module path, and the text's description (`load_calibration_sentences`)."""
+    t = time.perf_counter()
+    sentences, calibration = load_calibration_sentences(path)
+    # A highway layer's carry reads the same input as its transform: the graph's one product for
+    # both takes the transform's path (`onnx_graph`), so the carry's moments would be a copy.
+    paths = [name for name, module in model.named_modules()
+             if isinstance(module, torch.nn.Linear) and ".highway_carry." not in name]
+    moments = input_moments(model, sentences, paths)
+    log.info("calibration: %d sentences (%d tokens) in %.1f s", calibration["sentences"], calibration["tokens"],
+             time.perf_counter() - t)
+    return moments, calibration

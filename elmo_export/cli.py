@@ -1,7 +1,8 @@
-"""`elmo-export`: the command line of `elmo_export.export.export_package`.
+"""`elmo-export`: the command line of `elmo_export.export`.
 
-Each option maps onto one keyword argument of `export_package` or of `sources.resolve_model`
-(which finds the model's two files); the command adds only printing a summary.
+Each option maps onto one argument of `export` (MODEL, --options and --weights onto
+`sources.resolve`, which finds the model in any form); the command adds only printing a summary
+and, with --push-to-hub, publishing the package (`publish`).
 
 Exit codes: 0 exported and verified; 1 the package failed parity with the reference (nothing
 is left at OUT); 2 a usage or input error (bad arguments, missing or mismatched files, an
@@ -19,11 +20,14 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from elmo_export.download import DownloadError
-from elmo_export.sources import ModelSourceError, resolve_model
 from elmo_runtime import contract as C
+from elmo_runtime.fetch.download import DownloadError
 from elmo_runtime.interrupts import interrupts_raise
+
+if TYPE_CHECKING:
+    from elmo_export.publish import SourceLicense
 
 log = logging.getLogger("elmo_export")
 
@@ -34,7 +38,7 @@ EXPORT_INSTALL = 'pip install torch==2.13.0 && pip install "elmo-onnx[export]"'
 
 
 def _precision(name: str) -> str:
-    """`--quantize`'s value, its alias resolved ("none" -> "fp32")."""
+    """`--precision`'s value, its alias resolved ("none" -> "fp32")."""
     return C.PRECISION_ALIASES.get(name, name)
 
 
@@ -61,6 +65,17 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    _model_arguments(parser)
+    _export_arguments(parser)
+    _hub_arguments(parser)
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only warnings, errors and the summary")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    """MODEL, --options and --weights: `sources.resolve`'s arguments."""
     parser.add_argument(
         "model", nargs="?", metavar="MODEL",
         help="a directory holding options.json and exactly one weights .hdf5 (or one *weights.hdf5), an "
@@ -69,12 +84,18 @@ def build_parser() -> argparse.ArgumentParser:
              "name of an official model (e.g. small, original), downloaded into the cache; "
              "omitted: the project's default model (models/default*/, shipped with elmo-onnx)",
     )
-    parser.add_argument("--options", type=Path, metavar="FILE", help="the options.json (instead of MODEL; with --weights)")
-    parser.add_argument("--weights", type=Path, metavar="FILE", help="the weights .hdf5 (instead of MODEL; with --options)")
+    parser.add_argument("--options", type=Path, metavar="FILE",
+                        help="the options.json (instead of MODEL; with --weights)")
+    parser.add_argument("--weights", type=Path, metavar="FILE",
+                        help="the weights .hdf5 (instead of MODEL; with --options)")
+
+
+def _export_arguments(parser: argparse.ArgumentParser) -> None:
+    """-o and the fields of `ExportSettings`."""
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUT",
                         help="the package directory to write; it must not exist or be empty, unless --force")
     parser.add_argument(
-        "--quantize", type=_precision, choices=C.PRECISIONS, default="fp32",
+        "--precision", "--quantize", dest="precision", type=_precision, choices=C.PRECISIONS, default="fp32",
         help="weight precision: fp32 (alias: none); fp16 = float16 weights and compute (for GPUs); int8 = dynamic "
              "int8 MatMuls (CPU only, about a quarter of the size); int4 = 4-bit block-wise weights (about a sixth) "
              "(default: fp32)",
@@ -95,6 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
                              f"supported {supported.start}-{supported.stop - 1})")
     parser.add_argument("--force", action="store_true",
                         help="replace an existing package at OUT, once the new one is complete and verified")
+
+
+def _hub_arguments(parser: argparse.ArgumentParser) -> None:
+    """--push-to-hub and its options (`publish.push_to_hub`)."""
     parser.add_argument("--push-to-hub", metavar="OWNER/REPO",
                         help="then upload the verified package, with a generated model card, to this Hugging Face "
                              "Hub repository (created if needed; HF_TOKEN, HF_ENDPOINT as usual)")
@@ -103,10 +128,6 @@ def build_parser() -> argparse.ArgumentParser:
                              "an official model, else the model folder's one LICENSE* file)")
     parser.add_argument("--private", action="store_true", default=None,
                         help="with --push-to-hub: create the repository private")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
-    parser.add_argument("-q", "--quiet", action="store_true", help="print only warnings, errors and the summary")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    return parser
 
 
 def summary(package: Path, seconds: float) -> str:
@@ -135,32 +156,9 @@ def missing_export_modules() -> list[str]:
     return [name for name in EXPORT_MODULES if importlib.util.find_spec(name) is None]
 
 
-def source_license(model: str | None, options: Path, given: str | None):
-    """The licence of the weights being exported, for a model card (see `--license`).
-
-    Raises:
-        ModelSourceError: none given and none found.
-    """
-    from elmo_export.publish import SourceLicense
-
-    if given:
-        return SourceLicense(given)
-    if model is not None and not Path(model).exists():
-        from elmo_export.catalog import get_model
-
-        entry = get_model(model)
-        return SourceLicense(entry.license, url=entry.homepage)
-    found = SourceLicense.from_model_dir(options.parent)
-    if found is None:
-        raise ModelSourceError(f"--push-to-hub needs the licence of the source weights: {options.parent} holds no single "
-                         "LICENSE* file; pass --license NAME (an SPDX id such as Apache-2.0)")
-    return found
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run `elmo-export`; returns the exit code (0 ok, 1 parity failure, 2 usage/input error)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     missing = missing_export_modules()
     if missing:
         print(f"elmo-export: error: exporting needs {' and '.join(missing)}, which this install lacks (the runtime "
@@ -170,64 +168,70 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="elmo-export: %(message)s")
     if not args.verbose:
         logging.getLogger("onnxruntime").setLevel(logging.WARNING)
-
-    # Imported here: `--help` and argument errors stay fast (torch and onnx load in seconds).
-    from elmo_export.archives import export_other_family, is_other_family
-    from elmo_export.export import ExportSettings, export_package
-    from elmo_export.parity import ParityError
-
-    errors = (ValueError, OSError, ImportError, DownloadError)
     started = time.perf_counter()
-    settings = dict(quantize=args.quantize, initial_state=args.initial_state, opset=args.opset, force=args.force,
+    code, package, license = _export(args)
+    if code != EXIT_OK:
+        return code
+    print(summary(package, time.perf_counter() - started))
+    return _push(args, package, license) if args.push_to_hub else EXIT_OK
+
+
+def _export(args: argparse.Namespace) -> tuple[int, Path | None, SourceLicense | None]:
+    """Resolve the model and export it: the exit code, the package and the source's licence
+    (with --push-to-hub; checked before the export, not after)."""
+    # Imported here: `--help` and argument errors stay fast (torch and onnx load in seconds).
+    from elmo_export.exporter import export
+    from elmo_export.parity import ParityError
+    from elmo_export.publish import SourceLicense
+    from elmo_export.sources import resolve
+
+    settings = dict(precision=args.precision, initial_state=args.initial_state, opset=args.opset, force=args.force,
                     progress=args.progress, calibration=args.calibration)
+    license = None
     try:
         with interrupts_raise() as interrupted:
             if args.push_to_hub:  # a malformed repository fails before the export, not after
                 from elmo_runtime.fetch.hub import parse_repo
 
                 parse_repo(args.push_to_hub)
-            if args.model is not None and is_other_family(args.model):
-                if args.push_to_hub and not args.license:
-                    raise ValueError("--push-to-hub needs the licence of the source weights: ELMoForManyLangs and "
-                                     "NLPL models state none; pass --license NAME")
-                license = source_license(args.model, Path(args.model), args.license) if args.push_to_hub else None
-                package = export_other_family(args.model, args.output, ExportSettings(**settings),
-                                              stop=interrupted.event)
-            else:
-                options, weights = resolve_model(args.model, args.options, args.weights, progress=args.progress)
-                license = source_license(args.model, options, args.license) if args.push_to_hub else None
-                package = export_package(options, weights, args.output, **settings, stop=interrupted.event)
+            source = resolve(args.model, args.options, args.weights, progress=args.progress)
+            if args.push_to_hub:
+                license = SourceLicense.of(source, args.license)
+            package = export(source, args.output, stop=interrupted.event, **settings)
     except ParityError as e:
         print(f"elmo-export: error: {e}", file=sys.stderr)
         print(e.report.table(), file=sys.stderr)
         print(f"elmo-export: no package was written; {args.output} is as it was", file=sys.stderr)
-        return EXIT_PARITY
+        return EXIT_PARITY, None, None
     except KeyboardInterrupt:
         name = signal.Signals(interrupted.signum).name if interrupted.signum else "SIGINT"
         print(f"elmo-export: interrupted ({name}); no package was written, {args.output} is as it was", file=sys.stderr)
-        return 128 + (interrupted.signum or signal.SIGINT)
-    except errors as e:
+        return 128 + (interrupted.signum or signal.SIGINT), None, None
+    except (ValueError, OSError, ImportError, DownloadError) as e:
         print(f"elmo-export: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_USAGE, None, None
     except Exception as e:  # a bug or an exhausted machine: one line, and a code of its own
         log.debug("unexpected error", exc_info=True)
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         print(f"elmo-export: unexpected error: {type(e).__name__}: {first} (run with -v for the traceback)",
               file=sys.stderr)
-        return EXIT_INTERNAL
-    print(summary(package, time.perf_counter() - started))
-    if args.push_to_hub:
-        from huggingface_hub.errors import HfHubHTTPError
+        return EXIT_INTERNAL, None, None
+    return EXIT_OK, package, license
 
-        from elmo_export.publish import push_to_hub
 
-        try:
-            url = push_to_hub(package, args.push_to_hub, license=license, private=args.private)
-        except (HfHubHTTPError, ValueError, OSError) as e:
-            print(f"elmo-export: error: the package was exported to {package}, but pushing it to "
-                  f"{args.push_to_hub} failed: {e}", file=sys.stderr)
-            return EXIT_USAGE
-        print(f"pushed to {args.push_to_hub}: {url}")
+def _push(args: argparse.Namespace, package: Path, license: SourceLicense | None) -> int:
+    """Upload the exported package (--push-to-hub); the exit code."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from elmo_export.publish import push_to_hub
+
+    try:
+        url = push_to_hub(package, args.push_to_hub, license=license, private=args.private)
+    except (HfHubHTTPError, ValueError, OSError) as e:
+        print(f"elmo-export: error: the package was exported to {package}, but pushing it to "
+              f"{args.push_to_hub} failed: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"pushed to {args.push_to_hub}: {url}")
     return EXIT_OK
 
 

@@ -68,7 +68,8 @@ def write_conformance(model: ElmoBiLm, directory: Path, graphs: dict[str, C.Grap
     o = model.options
     token_embedder = create_session(directory / graphs["token_embedder"].file, "cpu")
     bilm = create_session(directory / graphs["bilm"].file, "cpu")
-    states = {"zero": (np.zeros((o.n_layers, 2, o.projection_dim), np.float32), np.zeros((o.n_layers, 2, o.dim), np.float32))}
+    zero = (np.zeros((o.n_layers, 2, o.projection_dim), np.float32), np.zeros((o.n_layers, 2, o.dim), np.float32))
+    states = {"zero": zero}
     if warm is not None:
         states["warm"] = tuple(np.asarray(v, np.float32) for v in warm)
 
@@ -87,7 +88,8 @@ def write_conformance(model: ElmoBiLm, directory: Path, graphs: dict[str, C.Grap
             layers = bilm.run([C.LAYERS], feeds)[0][:, 0]  # (L + 1, T, 2P)
             expected[mode] = encode_array(layers)
             with torch.no_grad():
-                ref = model.run_tokens([tokens], LstmState(torch.from_numpy(h[:, :, None]), torch.from_numpy(c[:, :, None])))
+                start = LstmState(torch.from_numpy(h[:, :, None]), torch.from_numpy(c[:, :, None]))
+                ref = model.run_tokens([tokens], start)
             want = ref.layers.numpy()[:, 0]
             max_abs, min_cos = compare_layers(layers, want)
             cos = _cosines(layers, want)  # (L + 1, T)
@@ -104,6 +106,11 @@ def write_conformance(model: ElmoBiLm, directory: Path, graphs: dict[str, C.Grap
     chunks = _time_chunks_case(model, sessions, default, builtin["time_chunks"], modes)
     stream = _stream_case(model, sessions, default, builtin["stream"], modes)
     _check_against_reference(modes, precision, model)
+    return _write_document(directory, precision, entries)
+
+
+def _write_document(directory: Path, precision: str, entries: list[dict]) -> Path:
+    """`conformance.json`: the sentences with their expected outputs, and the tolerance another runtime must meet."""
     tolerance = TOLERANCES[precision]
     document = {
         "kind": KIND,
@@ -111,7 +118,8 @@ def write_conformance(model: ElmoBiLm, directory: Path, graphs: dict[str, C.Grap
         "precision": precision,
         "producer": {"elmo-onnx": _version("elmo-onnx"), "onnxruntime": ort.__version__, "execution_provider": "CPU"},
         "how": ("each sentence alone (a batch of one, no padding), char ids as listed, from the state named; "
-                "expected: this package's layers `(n_layers + 1, tokens, 2 * projection_dim)` in ONNX Runtime at export"),
+                "expected: this package's layers `(n_layers + 1, tokens, 2 * projection_dim)` "
+                "in ONNX Runtime at export"),
         "arrays": ARRAY_ENCODING,
         "tolerance": {"max_abs": tolerance.max_abs, "min_cosine": tolerance.min_cosine},
         "sentences": entries,
@@ -131,7 +139,8 @@ def _check_against_reference(modes: dict, precision: str, model: ElmoBiLm) -> No
     tolerance = tolerance_for(precision, model.options)
     for mode, rows in modes.items():
         for name, max_abs, min_cos, mean_cos in rows:
-            layers = [LayerParity(k, float(max_abs[k]), float(mean_cos[k]), float(min_cos[k])) for k in range(len(max_abs))]
+            layers = [LayerParity(k, float(max_abs[k]), float(mean_cos[k]), float(min_cos[k]))
+                      for k in range(len(max_abs))]
             report = ParityReport(precision, tolerance, 1, 0, 1, "conformance", [ModeParity(mode, layers, 0.0)])
             failures += [f"conformance sentence {name!r}, {line}" for line in _failures(report)]
     if failures:

@@ -26,6 +26,9 @@ from elmo_runtime import contract as C
 
 Precision = Literal["fp32", "fp16"]
 
+# Initializer names the quantizers read: int4 keeps these weights in float (`Int4Settings.keep_float`).
+CNN_KERNEL = "W_cnn"  # one per filter width: W_cnn_1, W_cnn_2, ...
+TOKEN_PROJECTION = "W_proj"
 _LAST = np.iinfo(np.int64).max  # a Slice end meaning "to the end"
 _DTYPES = {"fp32": (np.float32, TensorProto.FLOAT), "fp16": (np.float16, TensorProto.FLOAT16)}
 _ONNX_DTYPES = {"float32": TensorProto.FLOAT, "int32": TensorProto.INT32, "int64": TensorProto.INT64}
@@ -181,7 +184,7 @@ def _token_embedding(g: _Graph, model: ElmoBiLm, char_ids: str, word_ids: str | 
         win = g.op("Gather", [x, g.const(windows.astype(np.int64), "windows")], "windows", axis=1)
         win = g.op("Reshape", [win, g.ints([0, n_chars - width + 1, width * o.char_embedding_dim])])
         kernel = conv.weight.detach().permute(2, 1, 0).reshape(width * o.char_embedding_dim, n)  # (w*E, n)
-        y = g.op("MatMul", [win, g.weight(kernel, f"W_cnn_{width}")])  # (N, C-w+1, n)
+        y = g.op("MatMul", [win, g.weight(kernel, f"{CNN_KERNEL}_{width}")])  # (N, C-w+1, n)
         # max(x) + b == max(x + b): add the bias after pooling, on C-w+1 times fewer values.
         y = g.op("Add", [g.reduce("ReduceMax", y, [1], keepdims=0), g.weight(conv.bias, f"b_cnn_{width}")])
         pooled.append(g.op("Tanh" if o.activation == "tanh" else "Relu", [y]))
@@ -204,7 +207,7 @@ def _token_embedding(g: _Graph, model: ElmoBiLm, char_ids: str, word_ids: str | 
     proj = te.projection
     if proj is None:  # bilm-tf without CNN_proj: the filters already sum to projection_dim
         return x
-    w = g.weight(proj.weight.T, "W_proj", "token_embedder.projection")
+    w = g.weight(proj.weight.T, TOKEN_PROJECTION, "token_embedder.projection")
     return g.op("Add", [g.op("MatMul", [x, w]), g.weight(proj.bias, "b_proj")])
 
 
@@ -283,9 +286,7 @@ def _lstm_step_body(model: ElmoBiLm, layer: int, precision: Precision, opset: in
     """
     o = model.options
     g = _Graph(f"l{layer}/", precision, opset, sources)
-    t = g.onnx_dtype
     p, d = o.projection_dim, o.dim
-    vi = helper.make_tensor_value_info
     one = g.const(np.asarray(1, np.int64), "one")
     active_rows = g.op("Range", [g.const(np.asarray(0, np.int64), "zero"), "n_t", one])
     step_rows = g.op("Range", ["start_t", "end_t", one])
@@ -313,18 +314,32 @@ def _lstm_step_body(model: ElmoBiLm, layer: int, precision: Precision, opset: in
                  f"{gate}_{side}")
             for gate, w, xw in zip(GATES, w_h, products[side])
         )
-        c_new = g.op("Add", [g.op("Mul", [g.op("Sigmoid", [f]), c]),
-                             g.op("Mul", [g.op("Sigmoid", [i]), g.op("Tanh", [j])])])
-        c_new = g.clip(c_new, o.cell_clip)
-        m = g.op("Mul", [g.op("Sigmoid", [out_gate]), g.op("Tanh", [c_new])])  # (n, D)
-        if cell.projection is None:  # no projection (bilm-tf without num_proj): no proj_clip either
-            h_new = m
-        else:
-            w_p = g.weight(cell.projection.weight.T, f"W_p_{side}", f"{path}.projection")
-            h_new = g.clip(g.op("MatMul", [m, w_p]), o.proj_clip)  # (n, P)
+        c_new, h_new = _cell_update(g, model, cell, path, side, (i, j, f, out_gate), c)
         kept(h_new, h_all, f"h_{side}_out")
         kept(c_new, c_all, f"c_{side}_out")
         g.op("Identity", [f"h_{side}_out"], output=f"y_{side}_t")
+    return _step_graph(g, layer, p, d)
+
+
+def _cell_update(g: _Graph, model: ElmoBiLm, cell: torch.nn.Module, path: str, side: str,
+                 gates: tuple[str, str, str, str], c: str) -> tuple[str, str]:
+    """The new cell state `(n, D)` and output `(n, P)` of the active rows, from gates i, j, f, o."""
+    o = model.options
+    i, j, f, out_gate = gates
+    c_new = g.op("Add", [g.op("Mul", [g.op("Sigmoid", [f]), c]),
+                         g.op("Mul", [g.op("Sigmoid", [i]), g.op("Tanh", [j])])])
+    c_new = g.clip(c_new, o.cell_clip)
+    m = g.op("Mul", [g.op("Sigmoid", [out_gate]), g.op("Tanh", [c_new])])  # (n, D)
+    if cell.projection is None:  # no projection (bilm-tf without num_proj): no proj_clip either
+        return c_new, m
+    w_p = g.weight(cell.projection.weight.T, f"W_p_{side}", f"{path}.projection")
+    return c_new, g.clip(g.op("MatMul", [m, w_p]), o.proj_clip)  # (n, P)
+
+
+def _step_graph(g: _Graph, layer: int, p: int, d: int) -> onnx.GraphProto:
+    """The step body's graph from its nodes: the states in and out, the step's scalars, each direction's h."""
+    t = g.onnx_dtype
+    vi = helper.make_tensor_value_info
     names_out = ["h_f_out", "c_f_out", "h_b_out", "c_b_out", "y_f_t", "y_b_t"]
     return helper.make_graph(
         g.nodes, f"lstm_layer_{layer}_step",

@@ -272,7 +272,8 @@ def reference_outputs(
         batch_size: sentences per padded batch.
         progress: a tqdm bar over the batches.
     """
-    source = "built-in parity sentences (elmo_export/data/parity_sentences.txt)" if sentences is None else "given sentences"
+    builtin = "built-in parity sentences (elmo_export/data/parity_sentences.txt)"
+    source = builtin if sentences is None else "given sentences"
     sentences = load_sentences() if sentences is None else [list(s) for s in sentences]
     if not sentences or any(len(s) == 0 for s in sentences):
         raise ValueError("parity needs at least one sentence, and no empty sentence")
@@ -433,7 +434,8 @@ def _failures(report: ParityReport) -> list[str]:
         for layer in m.layers:
             where = f"state {m.mode}, layer {layer.layer}"
             if not (np.isfinite(layer.max_abs) and np.isfinite(layer.mean_cosine)):
-                failures.append(f"{where}: non-finite outputs (max abs {layer.max_abs}, mean cosine {layer.mean_cosine})")
+                failures.append(f"{where}: non-finite outputs (max abs {layer.max_abs}, "
+                                f"mean cosine {layer.mean_cosine})")
                 continue
             if t.max_abs is not None and layer.max_abs > t.max_abs:
                 failures.append(f"{where}: max abs error {layer.max_abs:.3g} > {t.max_abs:g}")

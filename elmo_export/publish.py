@@ -24,6 +24,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from elmo_export.sources.base import Loader
 from elmo_runtime import contract as C
 from elmo_runtime.fetch.catalog import SHIPPED_NAME, check_entry
 from elmo_runtime.fetch.hub import endpoint as hub_endpoint
@@ -62,6 +63,26 @@ class SourceLicense:
         return cls(name=f"the terms of {found[0].name}, reproduced below",
                    text=found[0].read_text(encoding="utf-8").strip())
 
+    @classmethod
+    def of(cls, source: Loader, given: str | None = None) -> "SourceLicense":
+        """The licence of the weights `source` loads: `given` (a name), else the one its catalog
+        states (official models), else its model folder's one `LICENSE*` file.
+
+        Raises:
+            ValueError: none given and none found (what to pass is said).
+        """
+        if given:
+            return cls(given)
+        if source.license:
+            return cls(source.license, url=source.license_url)
+        found = cls.from_model_dir(source.folder) if source.folder is not None else None
+        if found is None:
+            where = (f"{source.folder} holds no single LICENSE* file" if source.folder is not None
+                     else f"{source.description} states none (ELMoForManyLangs and NLPL models do not)")
+            raise ValueError(f"--push-to-hub needs the licence of the source weights: {where}; pass --license NAME "
+                             "(an SPDX id such as Apache-2.0)")
+        return found
+
 
 def verified_manifest(package: str | Path) -> dict:
     """The manifest of a package whose files match their sha256s and whose parity passed.
@@ -93,7 +114,7 @@ def _source_line(source: dict) -> str:
     """The source weights in one table cell: bilm-tf's HDF5 file, or another family's files."""
     if "weights_file" in source:
         line = f"{source.get('weights_file')} (sha256 {source.get('weights_sha256')})"
-    else:  # ELMoForManyLangs (elmo_export.manylangs): each file's sha256 is in elmo.json's `source`
+    else:  # ELMoForManyLangs (elmo_export.sources.manylangs): each file's sha256 is in elmo.json's `source`
         line = f"{source.get('format', 'unknown')}: {', '.join(source.get('files', {}))} (sha256 of each in elmo.json)"
     archive = source.get("archive")
     if isinstance(archive, dict):
@@ -101,16 +122,40 @@ def _source_line(source: dict) -> str:
     return line
 
 
-def model_card(manifest: dict, repo_id: str, license: SourceLicense) -> str:
-    """The README.md of a published package: metadata, what it is, how to use it, its parity."""
-    lstm, cnn = manifest["architecture"]["lstm"], manifest["architecture"]["char_cnn"]
-    precision = manifest["precision"]["name"]
-    parity = manifest["parity"]
-    files = manifest["files"]
+def _card_metadata(license: SourceLicense, precision: str) -> list[str]:
+    """The model card's YAML header: library, licence, tags."""
     meta = ["---", "library_name: elmo-onnx", f"license: {license.hub_id}"]
     if license.hub_id == "other":
         meta.append(f"license_name: {json.dumps(license.name)}")
-    meta += ["tags:", "- elmo", "- onnx", f"- {precision}", "---", ""]
+    return meta + ["tags:", "- elmo", "- onnx", f"- {precision}", "---", ""]
+
+
+def _architecture_table(manifest: dict) -> list[str]:
+    """The model card's table of what the package is: architecture, precision, size, source."""
+    lstm, cnn = manifest["architecture"]["lstm"], manifest["architecture"]["char_cnn"]
+    files = manifest["files"]
+    return [
+        "| | |",
+        "| --- | --- |",
+        f"| LSTM | {lstm['n_layers']} layers x 2 directions, {lstm['dim']} cells, "
+        f"projection {lstm['projection_dim']} |",
+        f"| output | {lstm['n_layers'] + 1} layers of {2 * lstm['projection_dim']}-dimensional vectors |",
+        f"| char CNN | {sum(f[1] for f in cnn['filters'])} filters of widths "
+        f"{', '.join(str(f[0]) for f in cnn['filters'])}, {cnn['n_highway']} highway layer(s) |",
+        f"| precision | {manifest['precision']['name']} ({json.dumps(manifest['precision'])}) |",
+        f"| initial state | {manifest['initial_state']['mode']} |",
+        f"| ONNX opset | {manifest['opset']} |",
+        f"| size | {sum(e['bytes'] for e in files.values()) / 1e6:.2f} MB ({', '.join(files)}, {C.MANIFEST_FILE}) |",
+        f"| source weights | {_source_line(manifest.get('source', {}))} |",
+    ]
+
+
+def model_card(manifest: dict, repo_id: str, license: SourceLicense) -> str:
+    """The README.md of a published package: metadata, what it is, how to use it, its parity."""
+    lstm = manifest["architecture"]["lstm"]
+    precision = manifest["precision"]["name"]
+    parity = manifest["parity"]
+    meta = _card_metadata(license, precision)
     source = manifest.get("source", {})
     pretokenized = manifest.get("input", {}).get("tokenization") == "pretokenized"
     example = ('vectors = elmo.embed([["The", "cat", "sat", "."]])   # token lists: the model expects its '
@@ -138,22 +183,13 @@ def model_card(manifest: dict, repo_id: str, license: SourceLicense) -> str:
         "",
         "## Architecture",
         "",
-        "| | |",
-        "| --- | --- |",
-        f"| LSTM | {lstm['n_layers']} layers x 2 directions, {lstm['dim']} cells, projection {lstm['projection_dim']} |",
-        f"| output | {lstm['n_layers'] + 1} layers of {2 * lstm['projection_dim']}-dimensional vectors |",
-        f"| char CNN | {sum(f[1] for f in cnn['filters'])} filters of widths "
-        f"{', '.join(str(f[0]) for f in cnn['filters'])}, {cnn['n_highway']} highway layer(s) |",
-        f"| precision | {precision} ({json.dumps(manifest['precision'])}) |",
-        f"| initial state | {manifest['initial_state']['mode']} |",
-        f"| ONNX opset | {manifest['opset']} |",
-        f"| size | {sum(e['bytes'] for e in files.values()) / 1e6:.2f} MB ({', '.join(files)}, {C.MANIFEST_FILE}) |",
-        f"| source weights | {_source_line(source)} |",
+        *_architecture_table(manifest),
         "",
         "## Parity with the reference",
         "",
         f"Checked at export in ONNX Runtime (CPU) against elmo-onnx's PyTorch reference, which reproduces "
-        f"{'ELMoForManyLangs' if source.get('format') == 'elmoformanylangs' else 'the original TensorFlow ELMo'}, on {parity['sentences']} sentences ({parity['tokens']} tokens, "
+        f"{'ELMoForManyLangs' if source.get('format') == 'elmoformanylangs' else 'the original TensorFlow ELMo'}, "
+        f"on {parity['sentences']} sentences ({parity['tokens']} tokens, "
         f"batches of {parity['batch_size']}), with the zero, the warm and a carried state:",
         "",
         _parity_table(parity),
@@ -200,7 +236,8 @@ def push_to_hub(package: str | Path, repo_id: str, *, license: SourceLicense, pr
     operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(package / name)) for name in names]
     operations.append(CommitOperationAdd(path_in_repo=MODEL_CARD, path_or_fileobj=card))
     info = api.create_commit(repo, operations,
-                             commit_message=commit_message or f"Upload elmo-onnx package ({manifest['precision']['name']})")
+                             commit_message=commit_message
+                             or f"Upload elmo-onnx package ({manifest['precision']['name']})")
     log.info("pushed %s to %s: %s", package, repo, info.commit_url)
     return info.commit_url
 

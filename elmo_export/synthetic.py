@@ -113,29 +113,41 @@ def write_synthetic_manylangs(preset: str, out_dir: str | Path, seed: int = 0, *
     Returns:
         The directory.
     """
-    from collections import OrderedDict
+    from elmo_export.sources import manylangs as M
 
     if preset not in MANYLANGS_ARCHITECTURES:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(MANYLANGS_ARCHITECTURES)}")
     arch = json.loads(json.dumps(MANYLANGS_ARCHITECTURES[preset]))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    arch_name = "cnn_50_100_512_4096_sample.json" if preset == "released" else f"cnn_{preset}.json"
+    arch_name = M.RELEASED_ARCHITECTURE_FILE if preset == "released" else f"cnn_{preset}.json"
     config = {"seed": 1, "gpu": 3, "train_path": "/users4/conll18st/raw_text/xx.raw", "valid_path": None,
               "test_path": None, "config_path": f"/Users/somebody/conll2018/models/word_elmo/{arch_name}",
               "word_embedding": None, "optimizer": "adam", "lr": 0.001, "lr_decay": 0.8,
               "model": "/users4/conll18st/elmo/src/final_models/xx.model", "batch_size": 32, "max_epoch": 10,
               "clip_grad": 5, "max_sent_len": 20, "min_count": 3, "max_vocab_size": 150000,
               "save_classify_layer": False, "valid_size": 0, "eval_steps": 10000}
-    (out / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    (out / M.CONFIG_FILE).write_text(json.dumps(config), encoding="utf-8")
     if architecture_file:
         (out / arch_name).write_text(json.dumps(arch, indent=1), encoding="utf-8")
 
-    seen = list(dict.fromkeys(_MANYLANGS_CHARS))
-    chars = seen + ["<bos>", "<eos>", "<oov>", "<pad>", "<bow>", "<eow>"]
-    (out / "char.dic").write_text("".join(f"{c}\t{i}\n" for i, c in enumerate(chars)), encoding="utf-8")
+    chars = list(dict.fromkeys(_MANYLANGS_CHARS)) + list(M.CHAR_SPECIALS)
+    (out / M.CHAR_DIC).write_text("".join(f"{c}\t{i}\n" for i, c in enumerate(chars)), encoding="utf-8")
     words = ["<oov>", "<bos>", "<eos>", "<pad>"] + _MANYLANGS_WORDS + [f"w{i}" for i in range(extra_words)]
-    (out / "word.dic").write_text("".join(f"{w}\t{i}\n" for i, w in enumerate(words)), encoding="utf-8")
+    (out / M.WORD_DIC).write_text("".join(f"{w}\t{i}\n" for i, w in enumerate(words)), encoding="utf-8")
+
+    token, encoder = _manylangs_state_dicts(arch, len(chars), len(words), seed)
+    for name, state in ((M.TOKEN_EMBEDDER_PKL, token), (M.ENCODER_PKL, encoder)):
+        if legacy_format:
+            _save_like_pytorch_04_on_a_gpu(state, out / name)
+        else:
+            torch.save(state, out / name)
+    return out
+
+
+def _manylangs_state_dicts(arch: dict, n_chars: int, n_words: int, seed: int) -> tuple[dict, dict]:
+    """Seeded `token_embedder.pkl` and `encoder.pkl` state dicts, initialised as ELMoForManyLangs does."""
+    from collections import OrderedDict
 
     te, enc = arch["token_embedder"], arch["encoder"]
     e, w_dim, p, d = te["char_dim"], te["word_dim"], enc["projection_dim"], enc["dim"]
@@ -151,8 +163,8 @@ def write_synthetic_manylangs(preset: str, out_dir: str | Path, seed: int = 0, *
         return table / table.norm(dim=1, keepdim=True)
 
     token = OrderedDict()
-    token["word_emb_layer.embedding.weight"] = unit_rows(len(words), w_dim)
-    token["char_emb_layer.embedding.weight"] = unit_rows(len(chars), e) * math.sqrt(e)
+    token["word_emb_layer.embedding.weight"] = unit_rows(n_words, w_dim)
+    token["char_emb_layer.embedding.weight"] = unit_rows(n_chars, e) * math.sqrt(e)
     for i, (width, n) in enumerate(te["filters"]):
         token[f"convolutions.{i}.weight"] = normal(n, e, width, std=1 / math.sqrt(e * width))
         token[f"convolutions.{i}.bias"] = normal(n, std=0.1)
@@ -173,12 +185,7 @@ def write_synthetic_manylangs(preset: str, out_dir: str | Path, seed: int = 0, *
             bias[d:2 * d] += 1.0  # forget gate (blocks i, f, g, o)
             encoder[f"{cell}.state_linearity.bias"] = bias
             encoder[f"{cell}.state_projection.weight"] = normal(p, d, std=1 / math.sqrt(d))
-    for name, state in (("token_embedder.pkl", token), ("encoder.pkl", encoder)):
-        if legacy_format:
-            _save_like_pytorch_04_on_a_gpu(state, out / name)
-        else:
-            torch.save(state, out / name)
-    return out
+    return token, encoder
 
 
 def _save_like_pytorch_04_on_a_gpu(state: dict, path: Path) -> None:

@@ -101,7 +101,7 @@ def exported(tmp_path_factory, model_files):
 
     Tests that only read a package share it; tests that break one work on a copy.
     """
-    from elmo_export.export import export_package
+    from elmo_export import export_package
 
     root = tmp_path_factory.mktemp("packages")
     done = {}
@@ -109,7 +109,7 @@ def exported(tmp_path_factory, model_files):
     def get(name, precision="fp32", state="warm"):
         if (name, precision, state) not in done:
             done[name, precision, state] = export_package(
-                *model_files(name), root / f"{name}-{precision}-{state}", quantize=precision,
+                *model_files(name), root / f"{name}-{precision}-{state}", precision=precision,
                 initial_state=state, progress=False)
         return done[name, precision, state]
 

@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 import pytest
 
-from elmo_export.export import export_package
+from elmo_export import export_package
 from elmo_runtime import Elmo, cli
 
 # Edge cases: an empty-string token, multi-byte and 4-byte UTF-8, a token over 48 bytes, the
@@ -45,7 +45,7 @@ def packages(tiny_weights, tiny_package, tmp_path_factory):
     out = {"fp32": tiny_package}
     for precision in ("fp16", "int8", "int4"):
         out[precision] = export_package(*tiny_weights, tmp_path_factory.mktemp(precision) / precision,
-                                        quantize=precision, progress=False)
+                                        precision=precision, progress=False)
     return out
 
 

@@ -18,22 +18,18 @@ import numpy as np
 import pytest
 from http_server import serving
 
-from elmo_runtime.fetch import download
-from elmo_export.catalog import (
+from elmo_export.architectures import ARCHITECTURES
+from elmo_export.model import ElmoOptions
+from elmo_export.sources.official import (
     CatalogModel,
+    default_cache_dir,
+    fetch_model,
     get_model,
     load_catalog,
     parse_catalog,
 )
-from elmo_export.download import (
-    CorruptCacheError,
-    DownloadError,
-    default_cache_dir,
-    fetch_model,
-    offline_mode,
-)
-from elmo_export.model import ElmoOptions
-from elmo_export.architectures import ARCHITECTURES
+from elmo_runtime.fetch import download
+from elmo_runtime.fetch.download import CorruptCacheError, DownloadError, offline_mode
 
 REPO = Path(__file__).resolve().parents[1]
 OFFICIAL = ["small", "medium", "original", "original-5.5b"]
@@ -85,7 +81,7 @@ def tiny_entry(url: str, **overrides) -> CatalogModel:
             data["architecture"][key] = value
         else:
             data[key] = value
-    return CatalogModel.from_dict("tiny", data, source="test catalog")
+    return parse_catalog({"schema_version": 1, "models": {"tiny": data}}, source="test catalog")["tiny"]
 
 
 @pytest.fixture
@@ -479,7 +475,7 @@ def test_catalog_agrees_with_the_synthetic_presets():
 
 
 def test_shipped_catalog_file_is_the_one_in_the_repository():
-    from elmo_export.catalog import default_catalog_path
+    from elmo_export.sources.official import default_catalog_path
 
     assert default_catalog_path() == REPO / "models" / "catalog.json"
     assert json.loads(default_catalog_path().read_text())["schema_version"] == 1

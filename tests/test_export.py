@@ -10,21 +10,21 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from tf_fixtures import FIXTURE_SETS, FIXTURES, load_fixture_set
 
-from elmo_export import export as E
-from elmo_export import onnx_graph, parity
+from elmo_export import ExportSettings, export_package, onnx_graph, parity
+from elmo_export.calibration import CALIBRATION_SOURCE, load_calibration_sentences
 from elmo_export.conformance import load_builtin, load_sentences
-from elmo_export.export import ExportSettings, GraphValidationError, export_package, graph_specs, validate_graph
+from elmo_export.graph_io import GraphValidationError, graph_specs, validate_graph
 from elmo_export.model import LstmState
 from elmo_export.parity import ParityError, Tolerance
+from elmo_export.warmup import load_warmup_sentences, warm_state
 from elmo_export.weights import WeightFileError
 from elmo_runtime import contract as C
 from elmo_runtime.chars import batch_to_char_ids
-from elmo_runtime.package import load_manifest
+from elmo_runtime.package import load_manifest, state_digest
 from elmo_runtime.runner import PackageRunner
-from tf_fixtures import FIXTURE_SETS, FIXTURES, load_fixture_set
 
-PRECISIONS = ["fp32", "fp16", "int8", "int4"]
 MODELS = ["tiny", *FIXTURE_SETS]
 
 
@@ -32,7 +32,7 @@ def manifest_of(package):
     return json.loads((package / C.MANIFEST_FILE).read_text())
 
 
-@pytest.mark.parametrize("quantize", PRECISIONS)
+@pytest.mark.parametrize("quantize", C.PRECISIONS)
 @pytest.mark.parametrize("name", MODELS)
 def test_every_precision_meets_its_tolerance(exported, name, quantize):
     """The exporter's own verdict, re-read; its value is the bars below, which duplicate
@@ -134,11 +134,11 @@ def test_manifest_has_the_contract_keys_and_true_hashes(exported, tiny_weights, 
 def test_warm_state_is_the_reference_state_after_the_warmup_text(exported, tiny_model):
     state = manifest_of(exported("tiny"))["initial_state"]
     assert state["mode"] == "warm"
-    sentences, sha = E.load_warmup_sentences()
+    sentences, sha = load_warmup_sentences()
     assert state["warmup"]["sentences"] == len(sentences) >= 5 and state["warmup"]["batch_size"] == 1
     assert state["warmup"]["text_sha256"] == sha
     assert sum(map(len, sentences)) > 250  # a few hundred words of real prose
-    want = E.warm_state(tiny_model, sentences)
+    want = warm_state(tiny_model, sentences)
     # Stored as float32 decimals that read back exactly.
     np.testing.assert_array_equal(np.asarray(state["h"], np.float32), want.h.numpy())
     np.testing.assert_array_equal(np.asarray(state["c"], np.float32), want.c.numpy())
@@ -149,7 +149,8 @@ def test_zero_initial_state_is_stated_as_zeros(exported, tiny_model):
     package = exported("tiny", "fp32", "zero")
     manifest = manifest_of(package)
     state, o = manifest["initial_state"], tiny_model.options
-    assert {k: v for k, v in state.items() if k not in ("h", "c")} == {"mode": "zero", **C.STATE_LAYOUT}
+    assert {k: v for k, v in state.items() if k not in ("h", "c", "sha256")} == {"mode": "zero", **C.STATE_LAYOUT}
+    assert state["sha256"] == state_digest(np.asarray(state["h"], np.float32), np.asarray(state["c"], np.float32))
     assert np.asarray(state["h"]).shape == (o.n_layers, 2, o.projection_dim) and not np.asarray(state["h"]).any()
     assert np.asarray(state["c"]).shape == (o.n_layers, 2, o.dim) and not np.asarray(state["c"]).any()
     assert [m["mode"] for m in manifest["parity"]["modes"]] == ["zero", "carried"]
@@ -157,7 +158,7 @@ def test_zero_initial_state_is_stated_as_zeros(exported, tiny_model):
 
 
 def test_other_opsets_export(tmp_path, tiny_weights):
-    package = export_package(*tiny_weights, tmp_path / "opset21", opset=21, quantize="int8", progress=False)
+    package = export_package(*tiny_weights, tmp_path / "opset21", opset=21, precision="int8", progress=False)
     assert manifest_of(package)["opset"] == 21
     assert onnx.load(package / C.BILM_FILE).opset_import[0].version == 21
 
@@ -222,7 +223,7 @@ def test_an_existing_package_is_kept_when_the_new_one_fails(tmp_path, tiny_weigh
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     monkeypatch.setitem(parity.TOLERANCES, "int8", Tolerance(mean_cosine=1.5))
     with pytest.raises(ParityError):
-        export_package(*tiny_weights, out, quantize="int8", force=True, progress=False)
+        export_package(*tiny_weights, out, precision="int8", force=True, progress=False)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert _leftovers(tmp_path) == []
 
@@ -231,8 +232,8 @@ def test_force_replaces_a_package_once_the_new_one_is_verified(tmp_path, tiny_we
     out = tmp_path / "pkg"
     export_package(*tiny_weights, out, progress=False)
     with pytest.raises(FileExistsError, match="not empty.*force"):
-        export_package(*tiny_weights, out, quantize="int8", progress=False)
-    export_package(*tiny_weights, out, quantize="int8", force=True, progress=False)
+        export_package(*tiny_weights, out, precision="int8", progress=False)
+    export_package(*tiny_weights, out, precision="int8", force=True, progress=False)
     assert manifest_of(out)["precision"]["name"] == "int8"
     assert _leftovers(tmp_path) == []
 
@@ -296,7 +297,7 @@ def test_a_read_only_parent_is_a_clear_error(tmp_path, tiny_weights):
 
 def test_bad_settings_name_the_allowed_values():
     with pytest.raises(ValueError, match="fp32, fp16, int8, int4"):
-        ExportSettings(quantize="int3")
+        ExportSettings(precision="int3")
     with pytest.raises(ValueError, match="warm, zero"):
         ExportSettings(initial_state="hot")
     with pytest.raises(ValueError, match="opset is 9"):
@@ -306,12 +307,12 @@ def test_bad_settings_name_the_allowed_values():
 def test_int4_records_its_calibration_and_a_text_of_ones_own_changes_the_rounding(exported, tmp_path, tiny_weights):
     built_in = exported("tiny", "int4")
     calibration = manifest_of(built_in)["precision"]["calibration"]
-    sentences, description = E.load_calibration_sentences()
-    assert calibration == description and calibration["text"] == E.CALIBRATION_SOURCE
+    sentences, description = load_calibration_sentences()
+    assert calibration == description and calibration["text"] == CALIBRATION_SOURCE
     assert calibration["tokens"] == sum(map(len, sentences)) > 1000
     own = tmp_path / "own.txt"
     own.write_text("Ein kleiner Text auf Deutsch .\nZwei Sätze , nicht mehr .\n", encoding="utf-8")
-    package = export_package(*tiny_weights, tmp_path / "own", quantize="int4", calibration=own, progress=False)
+    package = export_package(*tiny_weights, tmp_path / "own", precision="int4", calibration=own, progress=False)
     assert manifest_of(package)["precision"]["calibration"] == {
         "text": "own.txt", "sha256": hashlib.sha256(own.read_bytes()).hexdigest(), "sentences": 2, "tokens": 12}
     assert manifest_of(package)["parity"]["passed"]
@@ -323,16 +324,16 @@ def test_int4_records_its_calibration_and_a_text_of_ones_own_changes_the_roundin
 
 def test_a_bad_calibration_text_is_named_before_anything_is_exported(tmp_path, tiny_weights):
     with pytest.raises(ValueError, match="calibration text is for int4 with GPTQ rounding; this export is int8"):
-        ExportSettings(quantize="int8", calibration=tmp_path / "x.txt")
+        ExportSettings(precision="int8", calibration=tmp_path / "x.txt")
     with pytest.raises(FileNotFoundError, match="calibration text .*missing.txt: no such file"):
-        ExportSettings(quantize="int4", calibration=tmp_path / "missing.txt")
+        ExportSettings(precision="int4", calibration=tmp_path / "missing.txt")
     latin1 = tmp_path / "latin1.txt"
     latin1.write_bytes("caf\xe9 au lait .\n".encode("latin-1"))
     empty = tmp_path / "empty.txt"
     empty.write_text("\n  \n", encoding="utf-8")
     for path, problem in [(latin1, "not UTF-8 text"), (empty, "no sentences")]:
         with pytest.raises(ValueError, match=f"calibration text .*{path.name}: {problem}"):
-            export_package(*tiny_weights, tmp_path / "out", quantize="int4", calibration=path, progress=False)
+            export_package(*tiny_weights, tmp_path / "out", precision="int4", calibration=path, progress=False)
         assert not (tmp_path / "out").exists()
 
 

@@ -1,4 +1,4 @@
-"""`elmo-export`: arguments map onto `export_package`, model lookup, summary, exit codes."""
+"""`elmo-export`: arguments map onto `export`, model lookup (`sources.resolve`), summary, exit codes."""
 
 import json
 import shutil
@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from elmo_export import catalog, cli, parity
+from elmo_export import cli, parity
 from elmo_export.cli import EXIT_OK, EXIT_PARITY, EXIT_USAGE, main
-from elmo_export.sources import ModelSourceError, resolve_model
 from elmo_export.parity import Tolerance
+from elmo_export.sources import ModelSourceError, base, official, resolve
 from elmo_runtime import contract as C
 
 
@@ -49,35 +49,65 @@ def test_exports_a_model_directory_and_prints_a_summary(model_dir, tmp_path, cap
 
 def test_options_and_weights_flags_map_onto_the_library(tiny_weights, tmp_path, monkeypatch):
     seen = {}
-    monkeypatch.setattr("elmo_export.export.export_package", lambda *a, **k: seen.update(args=a, kwargs=k) or a[2])
+    monkeypatch.setattr("elmo_export.exporter.export",
+                        lambda model, out, **k: seen.update(model=model, out=out, kwargs=k) or out)
     monkeypatch.setattr(cli, "summary", lambda package, seconds: "summary")
     options, weights = tiny_weights
     code = main(["--options", str(options), "--weights", str(weights), "-o", str(tmp_path / "x"), "--quantize", "int4",
                  "--initial-state", "zero", "--opset", "18", "--force", "--no-progress"])
     assert code == EXIT_OK
-    assert seen["args"] == (Path(options), Path(weights), tmp_path / "x")
+    assert seen["model"].files == (Path(options), Path(weights)) and seen["out"] == tmp_path / "x"
     stop = seen["kwargs"].pop("stop")  # the CLI's signal event, unset: no signal came
     assert isinstance(stop, threading.Event) and not stop.is_set()
-    assert seen["kwargs"] == {"quantize": "int4", "initial_state": "zero", "opset": 18, "force": True, "progress": False,
-                              "calibration": None}
-    # fp32 has one name; "none" is accepted as its alias.
-    assert main(["--options", str(options), "--weights", str(weights), "-o", str(tmp_path / "x"), "--quantize", "none"]) == 0
-    assert seen["kwargs"]["quantize"] == "fp32"
+    assert seen["kwargs"] == {"precision": "int4", "initial_state": "zero", "opset": 18, "force": True,
+                              "progress": False, "calibration": None}
+    # fp32 has one name; "none" is accepted as its alias; --precision is --quantize's other name.
+    files = ["--options", str(options), "--weights", str(weights), "-o", str(tmp_path / "x")]
+    assert main([*files, "--quantize", "none"]) == 0
+    assert seen["kwargs"]["precision"] == "fp32"
+    assert main([*files, "--precision", "int8"]) == 0
+    assert seen["kwargs"]["precision"] == "int8"
+
+
+def test_the_library_exports_any_form_with_typed_settings(model_dir, tmp_path):
+    import elmo_export
+    from elmo_export import Int8Settings, export
+
+    assert set(elmo_export.__all__) >= {"export", "export_package", "ExportSettings", "Fp32Settings", "Fp16Settings",
+                                        "Int8Settings", "Int4Settings", "ParityError"}
+    package = export(str(model_dir), tmp_path / "pkg", precision=Int8Settings(per_channel=False), initial_state="zero",
+                     progress=False)
+    manifest = json.loads((package / C.MANIFEST_FILE).read_text())
+    assert manifest["precision"]["name"] == "int8" and manifest["precision"]["per_channel"] is False
+    assert manifest["source"]["weights_file"] == "elmo_tiny_weights.hdf5"
+    with pytest.raises(ModelSourceError, match="give either MODEL"):
+        export(str(model_dir), tmp_path / "other", options=model_dir / "options.json", weights=model_dir / "x.hdf5")
+    with pytest.raises(ValueError, match="precision is 'int3'"):  # settings first: before any download
+        export("small", tmp_path / "other", precision="int3")
+
+
+def test_importing_the_exporter_stays_light():
+    import subprocess
+    import sys
+
+    code = ("import sys, elmo_export, elmo_export.cli, elmo_export.sources.official as o; o.load_catalog(); "
+            "heavy = [m for m in ('torch', 'onnx', 'h5py') if m in sys.modules]; assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
 
 
 def test_a_model_directory_must_hold_options_and_one_weights_file(model_dir):
     (model_dir / "softmax.hdf5").write_bytes(b"")  # a training run's extra file: *weights.hdf5 wins
-    assert resolve_model(str(model_dir)) == (model_dir / "options.json", model_dir / "elmo_tiny_weights.hdf5")
+    assert resolve(str(model_dir)).files == (model_dir / "options.json", model_dir / "elmo_tiny_weights.hdf5")
     (model_dir / "other_weights.hdf5").write_bytes(b"")
     with pytest.raises(ModelSourceError, match=r"exactly one weights \.hdf5 file, found 3 \.hdf5 files.*other_weights\.hdf5"):
-        resolve_model(str(model_dir))
+        resolve(str(model_dir))
     for f in model_dir.glob("*.hdf5"):
         f.unlink()
     with pytest.raises(ModelSourceError, match=r"found no \.hdf5 file \(all files: options\.json\)"):
-        resolve_model(str(model_dir))
+        resolve(str(model_dir))
     (model_dir / "options.json").unlink()
     with pytest.raises(ModelSourceError, match="has no options.json"):
-        resolve_model(str(model_dir))
+        resolve(str(model_dir))
 
 
 def test_bad_model_arguments_exit_2_with_a_clear_message(model_dir, tmp_path, capsys):
@@ -135,7 +165,7 @@ def test_a_parity_failure_exits_1_and_leaves_nothing(model_dir, tmp_path, capsys
 
 
 def test_without_a_default_model_it_says_so_and_how_to_pass_one(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(catalog, "MODELS_DIRS", (tmp_path / "installed", tmp_path / "models"))
+    monkeypatch.setattr(base, "MODELS_DIRS", (tmp_path / "installed", tmp_path / "models"))
     assert main(["-o", str(tmp_path / "pkg"), "-q"]) == EXIT_USAGE
     err = capsys.readouterr().err
     assert "there is no default model yet" in err
@@ -146,23 +176,43 @@ def test_the_default_model_is_models_default(model_dir, tmp_path, monkeypatch):
     models = tmp_path / "models"
     models.mkdir()
     shutil.copytree(model_dir, models / "default-test")
-    monkeypatch.setattr(catalog, "MODELS_DIRS", (tmp_path / "installed", models))
-    assert resolve_model() == (models / "default-test" / "options.json", models / "default-test" / "elmo_tiny_weights.hdf5")
+    monkeypatch.setattr(base, "MODELS_DIRS", (tmp_path / "installed", models))
+    default = models / "default-test"
+    assert resolve().files == (default / "options.json", default / "elmo_tiny_weights.hdf5")
     shutil.copytree(model_dir, models / "default-other")
     with pytest.raises(ModelSourceError, match="several default models"):
-        resolve_model()
+        resolve()
 
 
 def test_an_official_name_is_fetched(tiny_weights, monkeypatch):
-    from elmo_export import download
-
-    name = next(iter(catalog.load_catalog()))
+    name = next(iter(official.load_catalog()))
     fetched = []
-    monkeypatch.setattr(download, "fetch_model", lambda n, **k: fetched.append(n) or tiny_weights)
-    assert resolve_model(name, progress=False) == tuple(Path(p) for p in tiny_weights)
+    monkeypatch.setattr(official, "fetch_model", lambda entry, **k: fetched.append(entry.name) or tiny_weights)
+    source = resolve(name, progress=False)
+    assert source.files == tuple(Path(p) for p in tiny_weights)
     assert fetched == [name]
+    assert source.license == official.get_model(name).license  # for a model card
     with pytest.raises(ModelSourceError, match="nor is it an official model name.*known models"):
-        resolve_model("not-a-model")
+        resolve("not-a-model")
+
+
+@pytest.mark.parametrize("catalog", ["catalog.json", "archives.json"])
+def test_a_broken_catalog_is_an_error_that_names_the_file(catalog, tmp_path, monkeypatch, capsys):
+    models = tmp_path / "models"
+    models.mkdir()
+    for name in ("catalog.json", "archives.json"):
+        shutil.copy(Path(base.MODELS_DIRS[1]) / name, models / name)
+    (models / catalog).write_text('{"schema_version": 1, "models": {"x": ', encoding="utf-8")
+    monkeypatch.setattr(base, "MODELS_DIRS", (tmp_path / "installed", models))
+    with pytest.raises(ValueError, match=f"{models / catalog}: not a valid JSON") as failed:
+        resolve("not-a-model")
+    assert not isinstance(failed.value, ModelSourceError)  # not "no such model"
+    assert main(["not-a-model", "-o", str(tmp_path / "out"), "-q"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(models / catalog) in err and "no such model" not in err
+    (models / catalog).unlink()
+    with pytest.raises(FileNotFoundError, match=f"looked for {tmp_path / 'installed' / catalog} and {models / catalog}"):
+        resolve("not-a-model")
 
 
 def test_without_torch_it_says_in_one_line_what_to_install(tmp_path, monkeypatch, capsys):

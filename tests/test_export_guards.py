@@ -88,7 +88,7 @@ def test_a_string_dataset_is_an_input_error(model_dir, tmp_path, capsys):
 def test_an_unexpected_error_exits_3_in_one_line_not_the_parity_code(model_dir, tmp_path, capsys, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("you tried to allocate 64000000000 bytes\nmore torch detail")
-    monkeypatch.setattr("elmo_export.export.export_package", boom)
+    monkeypatch.setattr("elmo_export.exporter.export", boom)
     assert main([str(model_dir), "-o", str(tmp_path / "out"), "-q"]) == EXIT_INTERNAL
     err = capsys.readouterr().err
     assert err == ("elmo-export: unexpected error: RuntimeError: you tried to allocate 64000000000 bytes "
@@ -98,7 +98,7 @@ def test_an_unexpected_error_exits_3_in_one_line_not_the_parity_code(model_dir, 
 def test_ctrl_c_prints_one_line(model_dir, tmp_path, capsys, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
-    monkeypatch.setattr("elmo_export.export.export_package", interrupted)
+    monkeypatch.setattr("elmo_export.exporter.export", interrupted)
     assert main([str(model_dir), "-o", str(tmp_path / "out"), "-q"]) == 130
     err = capsys.readouterr().err
     assert err.startswith("elmo-export: interrupted (SIGINT); no package was written") and err.count("\n") == 1

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from elmo_export.cli import EXIT_USAGE
-from elmo_export.export import export_package
+from elmo_export import export_package
 from elmo_export.weights import WeightFileError, check_weight_file
 from elmo_export.model import ElmoOptions
 
@@ -142,7 +142,7 @@ def test_a_model_zip_extracts_only_model_files_and_refuses_a_bomb(tmp_path, monk
     import tempfile
     import zipfile
 
-    from elmo_export.archives import archive_loader
+    from elmo_export.sources import archives
     from elmo_export.synthetic import write_nlpl_zip
 
     model_zip = write_nlpl_zip("tiny", tmp_path / "model.zip")
@@ -151,17 +151,19 @@ def test_a_model_zip_extracts_only_model_files_and_refuses_a_bomb(tmp_path, monk
     scratch_dir = tmp_path / "scratch"
     scratch_dir.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch_dir))
-    with archive_loader(model_zip) as load:
-        (extracted,) = scratch_dir.iterdir()
-        assert sorted(p.name for p in extracted.iterdir()) == ["meta.json", "model.hdf5", "options.json", "vocab.txt"]
-        model, source = load()
+    extracted = []  # what the loader finds in the temporary directory, while it is there
+    find_model = archives.directory_loader
+    monkeypatch.setattr(archives, "directory_loader",
+                        lambda d: extracted.append(sorted(p.name for p in d.iterdir())) or find_model(d))
+    model, source = archives.archive_loader(model_zip)()
+    assert extracted == [["meta.json", "model.hdf5", "options.json", "vocab.txt"]]
     assert source["archive"]["file"] == "model.zip"
+    assert list(scratch_dir.iterdir()) == []  # the extracted files are gone once loaded
 
     bomb = write_nlpl_zip("tiny", tmp_path / "bomb.zip")
     with zipfile.ZipFile(bomb, "a", zipfile.ZIP_DEFLATED) as z:
         z.writestr("notes.txt", bytes(200 << 20))  # a model-like name, 200 MiB unpacked
     with pytest.raises(ValueError, match=r"bomb.zip: its model files would take \d+ bytes unpacked \('notes.txt' alone "
                                          rf"{200 << 20}\), more than 4 times the archive; refusing"):
-        with archive_loader(bomb):
-            pass
+        archives.archive_loader(bomb)()
     assert list(scratch_dir.iterdir()) == []  # nothing left, and nothing of the 200 MiB was written

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from elmo_export.cli import EXIT_USAGE, main
-from elmo_export.export import export_package
+from elmo_export import export_package
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

@@ -10,8 +10,8 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from elmo_export.calibration import input_moments
-from elmo_export.export import load_calibration_sentences
-from elmo_export.gptq import LEVELS, block_params, matmul_nbits, quantize_gptq
+from elmo_export.calibration import load_calibration_sentences
+from elmo_export.quantize.gptq import LEVELS, block_params, matmul_nbits, quantize_gptq
 
 
 def _correlated_inputs(rng: np.random.Generator, rows: int, k: int, samples: int = 1) -> np.ndarray:

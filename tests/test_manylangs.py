@@ -23,10 +23,12 @@ import numpy as np
 import pytest
 import torch
 
-from elmo_export import archive_catalog
-from elmo_export.archive_catalog import fetch_archive, load_archives
+from elmo_export import export
+from elmo_export.architectures import MANYLANGS_ARCHITECTURES
 from elmo_export.cli import main as export_main
-from elmo_export.manylangs import (RELEASED_ARCHITECTURE, export_manylangs, load_manylangs, read_dictionary)
+from elmo_export.sources import archives
+from elmo_export.sources.archives import fetch_archive, load_archives
+from elmo_export.sources.manylangs import load_manylangs, read_dictionary
 from elmo_export.synthetic import write_synthetic_manylangs
 from elmo_export.weights import WeightFileError
 from elmo_runtime import Elmo
@@ -67,7 +69,7 @@ def tiny_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_fp32(tiny_dir, tmp_path_factory) -> Path:
-    return export_manylangs(tiny_dir, tmp_path_factory.mktemp("pkg") / "fp32", progress=False)
+    return export(tiny_dir, tmp_path_factory.mktemp("pkg") / "fp32", progress=False)
 
 
 @needs_oracle
@@ -134,7 +136,7 @@ def test_package_carries_both_dictionaries_and_describes_the_scheme(tiny_fp32, t
 @needs_oracle
 @pytest.mark.parametrize("precision", ["none", "int8"])
 def test_exported_package_matches_the_oracle(tiny_dir, tiny_fp32, tmp_path, precision):
-    package = tiny_fp32 if precision == "none" else export_manylangs(tiny_dir, tmp_path / precision, quantize=precision,
+    package = tiny_fp32 if precision == "none" else export(tiny_dir, tmp_path / precision, precision=precision,
                                                                       progress=False)
     want = oracle_embed(tiny_dir, SENTENCES)
     got = Elmo(package, device="cpu").embed(SENTENCES, state="zero")
@@ -161,7 +163,7 @@ def test_exported_package_matches_the_oracle(tiny_dir, tiny_fp32, tmp_path, prec
 def test_every_precision_passes_the_parity_gate_and_keeps_a_float_word_table(tiny_dir, tmp_path, precision):
     import onnx
 
-    package = export_manylangs(tiny_dir, tmp_path / precision, quantize=precision, initial_state="zero", progress=False)
+    package = export(tiny_dir, tmp_path / precision, precision=precision, initial_state="zero", progress=False)
     manifest = json.loads((package / "elmo.json").read_text(encoding="utf-8"))
     assert manifest["parity"]["passed"] and manifest["precision"]["name"] == precision
     graph = onnx.load(str(package / "token_embedder.onnx"))
@@ -230,7 +232,7 @@ def test_a_stop_event_leaves_nothing_behind(tiny_dir, tmp_path):
     stop = threading.Event()
     stop.set()
     with pytest.raises(KeyboardInterrupt):
-        export_manylangs(tiny_dir, tmp_path / "out", initial_state="zero", progress=False, stop=stop)
+        export(tiny_dir, tmp_path / "out", initial_state="zero", progress=False, stop=stop)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -384,7 +386,7 @@ def test_a_bad_dictionary_line_is_named(tiny_dir, tmp_path):
 
 
 def test_an_absurd_architecture_fails_before_the_weights_are_read(tiny_dir, tmp_path, monkeypatch, capsys):
-    from elmo_export import manylangs
+    from elmo_export.sources import manylangs
 
     d = _copy(tiny_dir, tmp_path / "m")
     arch = json.loads((d / "cnn_tiny.json").read_text())
@@ -423,7 +425,7 @@ def test_released_size_model_matches_the_oracle(tmp_path):
     t = time.perf_counter()
     model, source = load_manylangs(model_dir)  # the released architecture, assumed with a note
     assert source["architecture_assumed"]
-    assert model.options.to_dict()["lstm"]["dim"] == RELEASED_ARCHITECTURE["encoder"]["dim"]
+    assert model.options.to_dict()["lstm"]["dim"] == MANYLANGS_ARCHITECTURES["released"]["encoder"]["dim"]
     with torch.no_grad():
         got = model.run_tokens(SENTENCES).layers.numpy()
     figures["reference_s"] = time.perf_counter() - t
@@ -434,7 +436,7 @@ def test_released_size_model_matches_the_oracle(tmp_path):
     del model
     for precision in ("none", "int8", "int4"):
         t = time.perf_counter()
-        package = export_manylangs(model_dir, tmp_path / precision, quantize=precision, progress=False)
+        package = export(model_dir, tmp_path / precision, precision=precision, progress=False)
         figures[f"export_{precision}_s"] = time.perf_counter() - t
         embedded = Elmo(package, device="cpu").embed(SENTENCES, state="zero")
         # A long sentence in time chunks (`sentence_edges`) too.
@@ -457,14 +459,14 @@ def test_released_size_model_matches_the_oracle(tmp_path):
 # -- by name --------------------------------------------------------------------------------------
 
 def test_catalog_names_every_released_language_and_norelmo():
-    archives = load_archives()
-    hit = [a for a in archives.values() if a.family == "elmoformanylangs"]
+    models = load_archives()
+    hit = [a for a in models.values() if a.family == "elmoformanylangs"]
     assert len(hit) == 44 and sorted(a.nlpl_id for a in hit) == list(range(136, 180))
     assert all(a.url == f"http://vectors.nlpl.eu/repository/11/{a.nlpl_id}.zip" for a in hit)
-    assert archives["manylangs-fi"].language == "Finnish" and archives["manylangs-zh"].tokenization.startswith("word-segmented")
-    assert sorted(a.nlpl_id for a in archives.values() if a.family == "bilm-tf") == [210, 211, 217, 218]
-    assert "lemma" in archives["norelmo-210"].tokenization
-    assert all(a.sha256 is None for a in archives.values())  # none computed here: nothing downloaded
+    assert models["manylangs-fi"].language == "Finnish" and models["manylangs-zh"].tokenization.startswith("word-segmented")
+    assert sorted(a.nlpl_id for a in models.values() if a.family == "bilm-tf") == [210, 211, 217, 218]
+    assert "lemma" in models["norelmo-210"].tokenization
+    assert all(a.sha256 is None for a in models.values())  # none computed here: nothing downloaded
 
 
 def test_a_model_by_name_is_downloaded_once_then_exported(tiny_dir, tmp_path, monkeypatch):
@@ -485,11 +487,11 @@ def test_a_model_by_name_is_downloaded_once_then_exported(tiny_dir, tmp_path, mo
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(served)))
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
-        entry = json.loads(Path(archive_catalog.archives_path()).read_text(encoding="utf-8"))
+        entry = json.loads(Path(archives.archives_path()).read_text(encoding="utf-8"))
         test_entry = dict(entry["models"]["manylangs-en"], url=f"http://127.0.0.1:{httpd.server_port}/144.zip")
         catalog = tmp_path / "archives.json"
         catalog.write_text(json.dumps({"schema_version": 1, "models": {"manylangs-test": test_entry}}), encoding="utf-8")
-        monkeypatch.setattr(archive_catalog, "archives_path", lambda: catalog)
+        monkeypatch.setattr(archives, "archives_path", lambda: catalog)
         monkeypatch.setenv("ELMO_ONNX_CACHE", str(tmp_path / "cache"))
         path = fetch_archive("manylangs-test", progress=False)
         assert path == tmp_path / "cache" / "models" / "manylangs-test" / "model.zip"

@@ -14,10 +14,10 @@ import pytest
 from http_server import serving
 
 from elmo_export.architectures import ARCHITECTURES
-from elmo_export.catalog import CatalogModel, get_model
-from elmo_export.download import DownloadError, fetch_model
 from elmo_export.model import ElmoOptions
+from elmo_export.sources.official import CatalogModel, fetch_model, get_model, parse_catalog
 from elmo_runtime.fetch import download
+from elmo_runtime.fetch.download import DownloadError
 
 
 @pytest.fixture(autouse=True)
@@ -40,7 +40,7 @@ def servers(tiny_weights):
 
 def entry(primary: str, mirror: str) -> CatalogModel:
     o = ElmoOptions.from_dict(ARCHITECTURES["tiny"])
-    return CatalogModel.from_dict("tiny", {
+    return parse_catalog({"schema_version": 1, "models": {"tiny": {
         "allennlp_name": "tiny", "description": "synthetic weights for tests",
         "options_url": f"{primary}/tiny/options.json", "weights_url": f"{primary}/tiny/weights.hdf5",
         "architecture": {"lstm_dim": o.dim, "projection_dim": o.projection_dim, "n_layers": o.n_layers,
@@ -49,7 +49,7 @@ def entry(primary: str, mirror: str) -> CatalogModel:
         "homepage": "https://example.org",
         "mirrors": [{"options_url": f"{mirror}/tiny/options.json", "weights_url": f"{mirror}/tiny/weights.hdf5",
                      "note": "a stand-in for the Hub"}],
-    })
+    }}})["tiny"]
 
 
 def test_a_missing_file_on_the_primary_comes_from_the_mirror_and_is_reused(servers, tiny_weights, tmp_path):

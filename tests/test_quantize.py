@@ -7,8 +7,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from elmo_export.calibration import input_moments
-from elmo_export.export import load_calibration_sentences
+from elmo_export.calibration import input_moments, load_calibration_sentences
 from elmo_export.onnx_graph import build_bilm, build_token_embedder
 from elmo_export.quantize import (
     Int4Settings,
@@ -171,10 +170,8 @@ def test_settings_reject_bad_values_by_name():
         Int4Settings(damp=2)
     with pytest.raises(ValueError, match="QInt4"):
         Int8Settings(weight_type="QInt4")
-    with pytest.raises(ValueError, match="op_types"):
+    with pytest.raises(TypeError, match="op_types"):  # not a setting: MatMul is the only op with weights
         Int8Settings(op_types=("Conv",))
-    with pytest.raises(ValueError, match="op_types"):
-        Int8Settings(op_types=("MatMul", "Gemm"))
     with pytest.raises(TypeError, match="Int8Settings or Int4Settings"):
         quantize(onnx.ModelProto(), "int8")
 
@@ -185,8 +182,29 @@ def test_settings_describe_themselves_for_the_manifest():
     assert int8["devices"] == ["cpu"]
     assert int4["name"] == "int4" and int4["block_size"] == 64 and int4["symmetric"] is False
     assert int4["keep_float"] == ["W_cnn", "W_proj"]
-    assert int4["rounding"] == "gptq" and int4["tool"] == "elmo_export.gptq.quantize_gptq"
+    assert int4["rounding"] == "gptq" and int4["tool"] == "elmo_export.quantize.gptq.quantize_gptq"
     assert Int4Settings(rounding="rtn").to_dict()["method"] == "weight-only block-wise, round to nearest"
+
+
+def test_every_precision_has_typed_settings_with_its_name_manifest_entry_and_tolerance(tiny_model):
+    from elmo_export import ExportSettings, Fp16Settings, Fp32Settings
+    from elmo_export.parity import TOLERANCES
+    from elmo_export.quantize import DEFAULT_SETTINGS
+    from elmo_runtime import contract as C
+
+    assert tuple(DEFAULT_SETTINGS) == C.PRECISIONS  # the contract's list is the only one
+    assert Fp32Settings().to_dict() == {"name": "fp32"}
+    assert Fp16Settings().to_dict() == {"name": "fp16", "weights": "float16", "compute": "float16",
+                                        "inputs_outputs": "float32"}
+    for name, settings in DEFAULT_SETTINGS.items():
+        assert settings.name == settings.to_dict()["name"] == name
+        assert settings.parity_tolerance(tiny_model.options) == TOLERANCES[name]
+    # A name (or its alias) becomes its settings; settings pass through as given.
+    assert ExportSettings(precision="none").precision == Fp32Settings()
+    own = Int4Settings(block_size=128)
+    assert ExportSettings(precision=own).precision is own
+    assert ExportSettings(precision="int4").quantization == Int4Settings()
+    assert ExportSettings(precision="fp16").quantization is None
 
 
 def test_int4_without_onnx_ir_says_what_to_install(graphs, monkeypatch):

@@ -93,10 +93,10 @@ def test_parquet_parity(elmo, tiny_package, tmp_path):
 @pytest.mark.ray
 def test_parquet_parity_int8(tiny_weights, tmp_path):
     """With a batch-invariant int8 package the cluster's vectors are identical to `Elmo.embed`'s."""
-    from elmo_export.export import export_package
+    from elmo_export import export_package
     from elmo_runtime import Elmo
 
-    package = export_package(*tiny_weights, tmp_path / "int8", quantize="int8", progress=False)
+    package = export_package(*tiny_weights, tmp_path / "int8", precision="int8", progress=False)
     elmo = Elmo(package, device="cpu")
     texts = sentences(1000, seed=19)
     alone = [elmo.embed([t], layers="top")[0] for t in texts[:20]]

@@ -27,10 +27,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from elmo_runtime import contract as C
+
 SCHEMA_VERSION = 1
 ENV_CATALOG = "ELMO_ONNX_CATALOG"
 PROJECT_CATALOG = Path(__file__).resolve().parents[1] / "catalog.json"
-PRECISIONS = ("fp32", "fp16", "int8", "int4")
 # Reserved: the package shipped inside the runtime.
 SHIPPED_NAME = "default"
 
@@ -44,7 +45,7 @@ class PackageEntry:
 
     name: str  # the catalog key, e.g. "small-int8"
     model: str  # the model it was exported from, e.g. "small"
-    precision: str  # one of PRECISIONS
+    precision: str  # one of contract.PRECISIONS
     url: str  # http(s) URL of the zip archive
     bytes: int  # the archive's size
     sha256: str  # the archive's digest
@@ -74,8 +75,8 @@ def check_entry(name: Any, data: Any, source: Path) -> PackageEntry:
     for key in ("model", "description"):
         if key in data and (not isinstance(data[key], str) or (key == "model" and not data[key].strip())):
             raise bad(key, "a non-empty string" if key == "model" else "a string")
-    if data["precision"] not in PRECISIONS:
-        raise bad("precision", f"one of {', '.join(PRECISIONS)}")
+    if data["precision"] not in C.PRECISIONS:
+        raise bad("precision", f"one of {', '.join(C.PRECISIONS)}")
     parts = urlsplit(data["url"]) if isinstance(data["url"], str) else None
     if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
         raise bad("url", "an http:// or https:// URL")

@@ -6,8 +6,8 @@ A released model directory (`<lang>.model/`, NLPL repository entries 136-179) ho
   absolute path on the authors' machine;
 - the architecture JSON (`cnn_50_100_512_4096_sample.json`), which the downloads usually lack;
   looked for as ELMoForManyLangs does (`config_path` itself, then its file name in the model
-  directory), else the architecture every released model used (`RELEASED_ARCHITECTURE`), with
-  a note, and only if the weights fit it;
+  directory), else the architecture every released model used
+  (`architectures.MANYLANGS_ARCHITECTURES["released"]`), with a note, and only if the weights fit it;
 - `char.dic` and `word.dic`: `token<TAB>id` per line, read exactly as ELMoForManyLangs reads
   them (`read_dictionary`);
 - `token_embedder.pkl` and `encoder.pkl`: `torch.save(module.state_dict())`, legacy or zip
@@ -24,17 +24,19 @@ from the second layer, clips only where non-zero.
 
 from __future__ import annotations
 
-import json
+import copy
 import logging
 import pickle
-import threading
 import zipfile
 from pathlib import Path
 
 import torch
 
+from elmo_export.architectures import MANYLANGS_ARCHITECTURES
 from elmo_export.model import ElmoBiLm, ElmoOptions
+from elmo_export.sources.base import Loader, read_nlpl_meta
 from elmo_export.weights import WeightFileError
+from elmo_runtime.jsonfile import json_field, read_json
 from elmo_runtime.package import sha256_of
 from elmo_runtime.token_schemes import DictionaryScheme
 
@@ -45,19 +47,10 @@ CHAR_DIC = "char.dic"
 WORD_DIC = "word.dic"
 TOKEN_EMBEDDER_PKL = "token_embedder.pkl"
 ENCODER_PKL = "encoder.pkl"
-META_FILE = "meta.json"  # added by the NLPL repository
-
+FAMILY = "elmoformanylangs"
 # elmoformanylangs/configs/cnn_50_100_512_4096_sample.json: the architecture of every released
 # model (the authors: the same hyper-parameters for all languages, HIT-SCIR/ELMoForManyLangs#26).
 RELEASED_ARCHITECTURE_FILE = "cnn_50_100_512_4096_sample.json"
-RELEASED_ARCHITECTURE = {
-    "encoder": {"name": "elmo", "projection_dim": 512, "cell_clip": 3, "proj_clip": 3, "dim": 4096, "n_layers": 2},
-    "token_embedder": {"name": "cnn", "activation": "relu",
-                       "filters": [[1, 32], [2, 32], [3, 64], [4, 128], [5, 256], [6, 512], [7, 1024]],
-                       "n_highway": 2, "word_dim": 100, "char_dim": 50, "max_characters_per_token": 50},
-    "classifier": {"name": "sampled_softmax", "n_samples": 8192},
-    "dropout": 0.1,
-}
 CHAR_SPECIALS = ("<bos>", "<eos>", "<oov>", "<pad>", "<bow>", "<eow>")
 WORD_SPECIALS = ("<oov>", "<pad>")
 
@@ -77,10 +70,7 @@ def _require(path: Path, what: str) -> Path:
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    data = read_json(path, "ELMoForManyLangs configuration")
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object")
     return data
@@ -109,7 +99,7 @@ def read_architecture(directory: str | Path) -> tuple[dict, str | None]:
     log.warning("%s: the architecture file %s is not in %s (released downloads lack it); assuming the released "
                 "architecture (%s, the same for every ELMoForManyLangs language) and checking that the weights fit it",
                 config_path, named, d, RELEASED_ARCHITECTURE_FILE)
-    return json.loads(json.dumps(RELEASED_ARCHITECTURE)), None
+    return copy.deepcopy(MANYLANGS_ARCHITECTURES["released"]), None
 
 
 def read_dictionary(path: str | Path) -> dict[str, int]:
@@ -161,21 +151,9 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, AttributeError) as e:
         raise WeightFileError(f"{path}: not a readable torch.save file ({type(e).__name__}: "
                               f"{str(e).strip().splitlines()[0] if str(e).strip() else ''})") from None
-    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in data.items()):
+    if not isinstance(data, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in data.items()):
         raise WeightFileError(f"{path}: expected a state_dict (names -> tensors), found {type(data).__name__}")
     return data
-
-
-def _arch_field(arch: dict, source: str, section: str, key: str, kind: type | tuple = int, default=...):
-    node = arch.get(section)
-    if not isinstance(node, dict) or key not in node:
-        if default is not ...:
-            return default
-        raise ValueError(f"{source}: missing field {section}.{key}")
-    value = node[key]
-    if isinstance(value, bool) or not isinstance(value, kind):
-        raise ValueError(f"{source}: field {section}.{key} is {value!r}, expected {kind}")
-    return value
 
 
 def options_from_architecture(arch: dict, source: str, n_chars: int, n_words: int) -> ElmoOptions:
@@ -185,39 +163,38 @@ def options_from_architecture(arch: dict, source: str, n_chars: int, n_words: in
         ValueError: a variant this exporter does not read (the `lstm` encoder or token
             embedder, no char CNN), or a missing or ill-typed field, naming `source`.
     """
-    encoder = _arch_field(arch, source, "encoder", "name", str)
+    encoder = json_field(arch, "encoder.name", str, source)
     if encoder.lower() != "elmo":
         raise ValueError(
             f"{source}: encoder.name is {encoder!r}: only the 'elmo' encoder (ElmobiLm, every released model) is "
             "supported; the 'lstm' variant (LstmbiLm: nn.LSTM + one shared projection) is not ELMo's biLM")
-    embedder = _arch_field(arch, source, "token_embedder", "name", str)
+    embedder = json_field(arch, "token_embedder.name", str, source)
     if embedder.lower() != "cnn":
         raise ValueError(f"{source}: token_embedder.name is {embedder!r}: only the 'cnn' token embedder is supported")
-    char_dim = _arch_field(arch, source, "token_embedder", "char_dim")
+    char_dim = json_field(arch, "token_embedder.char_dim", int, source)
     if char_dim <= 0:
         raise ValueError(f"{source}: token_embedder.char_dim is {char_dim}: word-only models are not supported")
-    filters = _arch_field(arch, source, "token_embedder", "filters", list)
+    filters = json_field(arch, "token_embedder.filters", list, source)
     if not filters or not all(isinstance(f, list) and len(f) == 2 and all(type(v) is int and v > 0 for v in f)
                               for f in filters):
         raise ValueError(f"{source}: field token_embedder.filters is {filters!r}, expected [[width, count], ...]")
-    number = (int, float)
     # ELMoForManyLangs clips only where the value is truthy: 0 means no clip.
-    cell_clip = _arch_field(arch, source, "encoder", "cell_clip", number, default=0) or None
-    proj_clip = _arch_field(arch, source, "encoder", "proj_clip", number, default=0) or None
-    word_dim = _arch_field(arch, source, "token_embedder", "word_dim", default=0)
+    cell_clip = json_field(arch, "encoder.cell_clip", (int, float), source, default=0) or None
+    proj_clip = json_field(arch, "encoder.proj_clip", (int, float), source, default=0) or None
+    word_dim = json_field(arch, "token_embedder.word_dim", int, source, default=0)
     options = ElmoOptions(
         char_embedding_dim=char_dim,
         filters=tuple((w, n) for w, n in filters),
-        n_highway=_arch_field(arch, source, "token_embedder", "n_highway"),
-        activation=_arch_field(arch, source, "token_embedder", "activation", str),
-        dim=_arch_field(arch, source, "encoder", "dim"),
-        projection_dim=_arch_field(arch, source, "encoder", "projection_dim"),
-        n_layers=_arch_field(arch, source, "encoder", "n_layers"),
+        n_highway=json_field(arch, "token_embedder.n_highway", int, source),
+        activation=json_field(arch, "token_embedder.activation", str, source),
+        dim=json_field(arch, "encoder.dim", int, source),
+        projection_dim=json_field(arch, "encoder.projection_dim", int, source),
+        n_layers=json_field(arch, "encoder.n_layers", int, source),
         cell_clip=cell_clip,
         proj_clip=proj_clip,
         use_skip_connections=True,  # ElmobiLm adds them from the second layer, unconditionally
         n_characters=n_chars + 1,
-        max_characters_per_token=_arch_field(arch, source, "token_embedder", "max_characters_per_token"),
+        max_characters_per_token=json_field(arch, "token_embedder.max_characters_per_token", int, source),
         token_projection=True,
         lstm_projection=True,
         char_vocab_size=n_chars,
@@ -271,7 +248,8 @@ def _check_tensors(path: Path, tensors: dict[str, torch.Tensor], expected: dict[
             problems.append(f"{name!r} is {tensors[name].dtype}, expected floating point")
         elif not torch.isfinite(tensors[name]).all():
             problems.append(f"{name!r} holds NaN or infinite values")
-    problems += [f"unexpected tensor {name!r} with shape {tuple(t.shape)}" for name, t in tensors.items() if name not in expected]
+    problems += [f"unexpected tensor {name!r} with shape {tuple(t.shape)}"
+                 for name, t in tensors.items() if name not in expected]
     if problems:
         raise WeightFileError(f"{path} does not match {against}:\n  " + "\n  ".join(problems))
 
@@ -302,8 +280,8 @@ def load_manylangs(directory: str | Path) -> tuple[ElmoBiLm, dict]:
     d = Path(directory)
     arch, arch_path = read_architecture(d)
     arch_source = arch_path or f"the released architecture ({RELEASED_ARCHITECTURE_FILE}, assumed: the model has none)"
-    char_dim = _arch_field(arch, arch_source, "token_embedder", "char_dim", default=0)
-    word_dim = _arch_field(arch, arch_source, "token_embedder", "word_dim", default=0)
+    char_dim = json_field(arch, "token_embedder.char_dim", int, arch_source, default=0)
+    word_dim = json_field(arch, "token_embedder.word_dim", int, arch_source, default=0)
     chars = read_dictionary(d / CHAR_DIC) if isinstance(char_dim, int) and char_dim > 0 else {}
     words = read_dictionary(d / WORD_DIC) if isinstance(word_dim, int) and word_dim > 0 else None
     options = options_from_architecture(arch, arch_source, len(chars), len(words or ()))
@@ -319,9 +297,20 @@ def load_manylangs(directory: str | Path) -> tuple[ElmoBiLm, dict]:
     if words is not None:
         _specials(d / WORD_DIC, words, WORD_SPECIALS, len(words))
 
+    model = ElmoBiLm(options, _scheme(chars, words, options.max_characters_per_token))
+    _copy_weights(model, token_sd, encoder_sd)
+    model.eval()
+    source = _source_entry(d, arch_path, words is not None)
+    log.info("ELMoForManyLangs model %s: %d chars, %s words, architecture from %s", d, len(chars),
+             len(words) if words is not None else "no", arch_source)
+    return model, source
+
+
+def _scheme(chars: dict[str, int], words: dict[str, int] | None, max_characters_per_token: int) -> DictionaryScheme:
+    """How the model's tokens become ids: its two dictionaries and their special entries."""
     oov_word = words["<oov>"] if words is not None else None
-    scheme = DictionaryScheme(
-        chars=chars, words=words, max_characters_per_token=options.max_characters_per_token,
+    return DictionaryScheme(
+        chars=chars, words=words, max_characters_per_token=max_characters_per_token,
         # ELMoForManyLangs frames a word with its <eow> id first and its <bow> id last (frontend.py,
         # and biLM.py when training): the model learned it so.
         begin_of_word=chars["<eow>"], end_of_word=chars["<bow>"], padding=chars["<pad>"],
@@ -330,25 +319,21 @@ def load_manylangs(directory: str | Path) -> tuple[ElmoBiLm, dict]:
         bos_word=None if words is None else words.get("<bos>", oov_word),
         eos_word=None if words is None else words.get("<eos>", oov_word),
     )
-    model = ElmoBiLm(options, scheme)
-    _copy_weights(model, token_sd, encoder_sd)
-    model.eval()
 
-    files = [CONFIG_FILE, CHAR_DIC, TOKEN_EMBEDDER_PKL, ENCODER_PKL] + ([WORD_DIC] if words is not None else [])
+
+def _source_entry(d: Path, arch_path: str | None, has_words: bool) -> dict:
+    """The manifest's `source`: the format, the architecture file, each file's sha256, NLPL's meta."""
+    files = [CONFIG_FILE, CHAR_DIC, TOKEN_EMBEDDER_PKL, ENCODER_PKL] + ([WORD_DIC] if has_words else [])
     source = {
-        "format": "elmoformanylangs",
+        "format": FAMILY,
         "architecture_file": Path(arch_path).name if arch_path else None,
         "architecture_assumed": arch_path is None,
         "files": {name: sha256_of(d / name) for name in files},
     }
-    if (d / META_FILE).is_file():
-        try:
-            source["meta"] = json.loads((d / META_FILE).read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError):
-            log.warning("%s: not valid JSON; not recorded", d / META_FILE)
-    log.info("ELMoForManyLangs model %s: %d chars, %s words, architecture from %s", d, len(chars),
-             len(words) if words is not None else "no", arch_source)
-    return model, source
+    meta = read_nlpl_meta(d)
+    if meta is not None:
+        source["meta"] = meta
+    return source
 
 
 def _copy_weights(model: ElmoBiLm, token_sd: dict[str, torch.Tensor], encoder_sd: dict[str, torch.Tensor]) -> None:
@@ -390,14 +375,7 @@ def _copy_weights(model: ElmoBiLm, token_sd: dict[str, torch.Tensor], encoder_sd
                 put(cell.projection.weight, encoder_sd[f"{name}.state_projection.weight"])
 
 
-def export_manylangs(directory: str | Path, out_dir: str | Path, *, stop: threading.Event | None = None,
-                     **settings) -> Path:
-    """Export an ELMoForManyLangs model directory to a verified package.
-
-    Args:
-        stop: as for `export.export_package`.
-        settings: `export.ExportSettings`' fields (quantize, initial_state, opset, force, progress).
-    """
-    from elmo_export.export import ExportSettings, export_reference
-
-    return export_reference(lambda: load_manylangs(directory), out_dir, ExportSettings(**settings), stop=stop)
+def directory_loader(directory: str | Path) -> Loader:
+    """The loader of an ELMoForManyLangs model directory (`load_manylangs`)."""
+    d = Path(directory)
+    return Loader(lambda: load_manylangs(d), f"the ELMoForManyLangs model {d}")
