@@ -106,11 +106,13 @@ def write_conformance(model: ElmoBiLm, directory: Path, graphs: dict[str, C.Grap
     chunks = _time_chunks_case(model, sessions, default, builtin["time_chunks"], modes)
     stream = _stream_case(model, sessions, default, builtin["stream"], modes)
     _check_against_reference(modes, precision, model)
-    return _write_document(directory, precision, entries)
+    cases = {"time_chunks": chunks, "stream": stream, "tokenizer": _tokenizer_cases(builtin["tokenizer"])}
+    return _write_document(directory, precision, entries, cases)
 
 
-def _write_document(directory: Path, precision: str, entries: list[dict]) -> Path:
-    """`conformance.json`: the sentences with their expected outputs, and the tolerance another runtime must meet."""
+def _write_document(directory: Path, precision: str, entries: list[dict], cases: dict) -> Path:
+    """`conformance.json`: the sentences with their expected outputs, the format 3 cases (time
+    chunks, a stream, tokenizer texts), and the tolerance another runtime must meet."""
     tolerance = TOLERANCES[precision]
     document = {
         "kind": KIND,
@@ -123,9 +125,7 @@ def _write_document(directory: Path, precision: str, entries: list[dict]) -> Pat
         "arrays": ARRAY_ENCODING,
         "tolerance": {"max_abs": tolerance.max_abs, "min_cosine": tolerance.min_cosine},
         "sentences": entries,
-        "time_chunks": chunks,
-        "stream": stream,
-        "tokenizer": _tokenizer_cases(builtin["tokenizer"]),
+        **cases,
     }
     path = directory / C.CONFORMANCE_FILE
     # ensure_ascii: lone surrogates are written as \\ud800 escapes, which every JSON parser reads back.
