@@ -156,6 +156,7 @@ def fresh_process(kind: str, path: Path, options: Path, threads: int, workload: 
 
 # -- the run ----------------------------------------------------------------------------------
 
+
 def prepare(preset: str, precisions: list[str], cache: Path = CACHE) -> tuple[Path, Path, dict[str, Path]]:
     """Synthetic weights of `preset` and its packages under `cache/preset`, made once and reused."""
     from elmo_export import export_package
@@ -192,8 +193,9 @@ def package_size_mb(package: Path) -> float:
     return sum(f.stat().st_size for f in package.iterdir()) / 1e6
 
 
-def run_preset(preset: str, precisions: list[str], threads: int, repeats: int, n_batches: int,
-               extra: dict[str, Path] | None = None) -> list[Row]:
+def run_preset(
+    preset: str, precisions: list[str], threads: int, repeats: int, n_batches: int, extra: dict[str, Path] | None = None
+) -> list[Row]:
     """Rows for the reference and each package of `preset`; `extra`: more packages by label
     (e.g. one exported by an older version of the exporter), measured the same way."""
     import torch
@@ -221,19 +223,12 @@ def run_preset(preset: str, precisions: list[str], threads: int, repeats: int, n
             with torch.no_grad():
                 for batch in batch_list:
                     model(torch.from_numpy(batch_to_char_ids(batch)))
+
         return run
 
     # No token cache here: repeating the same input would skip the char CNN entirely, which
     # the reference never does. The cache's gain is measured on its own (`cache_gain`).
     elmos = {label: Elmo(package, device="cpu", threads=threads, token_cache=0) for label, package in packages.items()}
-
-    def runtime(elmo):
-        def make(batch_list):
-            def run():
-                for batch in batch_list:
-                    elmo.embed(batch, batch_size=BATCH, batch_tokens=1 << 20)
-            return run
-        return make
 
     # The reference on its own: PyTorch's threads spin on after each call, which would slow
     # whichever package came next.
@@ -251,11 +246,25 @@ def run_preset(preset: str, precisions: list[str], threads: int, repeats: int, n
         else:
             cold, rss = fresh_process("package", packages[label], options, threads, workload)
             size = package_size_mb(packages[label])
-        rows.append(Row(preset, label, n_tokens / batch_s[label], n_even / even_s[label], 1000 * one_s[label],
-                        cold, rss, size))
+        rows.append(
+            Row(preset, label, n_tokens / batch_s[label], n_even / even_s[label], 1000 * one_s[label], cold, rss, size)
+        )
         if label == "ONNX int8":
             rows[-1].extra = cache_gain(packages[label], threads, repeats)
     return rows
+
+
+def runtime(elmo):
+    """`Elmo.embed` as an engine of `run_preset`: batches -> a callable that embeds them."""
+
+    def make(batch_list):
+        def run():
+            for batch in batch_list:
+                elmo.embed(batch, batch_size=BATCH, batch_tokens=1 << 20)
+
+        return run
+
+    return make
 
 
 def cache_gain(package: Path, threads: int, repeats: int) -> dict:
@@ -271,28 +280,41 @@ def cache_gain(package: Path, threads: int, repeats: int) -> dict:
         def run(elmo=elmo):
             elmo.token_cache.clear()  # every run starts empty, as in a new process
             elmo.embed(text, batch_size=BATCH)
+
         result[label] = n_tokens / median_time(run, repeats)
     return result
 
 
 def table(rows: list[Row]) -> str:
-    lines = ["| model | engine | batch 32 tokens/s | x ref | batch 32 x 20, no padding, tokens/s | x ref | "
-             "batch 1, 20 tokens (ms) | x ref | cold start (s) | peak RSS (MiB) | size (MB) |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "| model | engine | batch 32 tokens/s | x ref | batch 32 x 20, no padding, tokens/s | x ref | "
+        "batch 1, 20 tokens (ms) | x ref | cold start (s) | peak RSS (MiB) | size (MB) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     refs = {r.preset: r for r in rows if r.engine == "PyTorch reference"}
     for r in rows:
         ref = refs[r.preset]
-        lines.append(f"| {r.preset} | {r.engine} | {r.batch_tok_s:,.0f} | {r.batch_tok_s / ref.batch_tok_s:.1f} | "
-                     f"{r.unpadded_tok_s:,.0f} | {r.unpadded_tok_s / ref.unpadded_tok_s:.1f} | "
-                     f"{r.latency_ms:.1f} | {ref.latency_ms / r.latency_ms:.1f} | {r.cold_start_s:.2f} | "
-                     f"{r.peak_rss_mib:,.0f} | {r.size_mb:,.1f} |")
-    gains = [f"| {r.preset} | {r.engine} | {r.extra['cache']:,.0f} | {r.extra['no cache']:,.0f} | "
-             f"{r.extra['cache'] / r.extra['no cache']:.2f} |" for r in rows if r.extra]
+        lines.append(
+            f"| {r.preset} | {r.engine} | {r.batch_tok_s:,.0f} | {r.batch_tok_s / ref.batch_tok_s:.1f} | "
+            f"{r.unpadded_tok_s:,.0f} | {r.unpadded_tok_s / ref.unpadded_tok_s:.1f} | "
+            f"{r.latency_ms:.1f} | {ref.latency_ms / r.latency_ms:.1f} | {r.cold_start_s:.2f} | "
+            f"{r.peak_rss_mib:,.0f} | {r.size_mb:,.1f} |"
+        )
+    gains = [
+        f"| {r.preset} | {r.engine} | {r.extra['cache']:,.0f} | {r.extra['no cache']:,.0f} | "
+        f"{r.extra['cache'] / r.extra['no cache']:.2f} |"
+        for r in rows
+        if r.extra
+    ]
     if gains:
-        lines += ["", "Token-embedding cache on running text (all 223 sentences in order, batches of 32, "
-                  "a fresh cache per run):", "",
-                  "| model | engine | tokens/s, cache | tokens/s, no cache | gain |", "| --- | --- | ---: | ---: | ---: |",
-                  *gains]
+        lines += [
+            "",
+            "Token-embedding cache on running text (all 223 sentences in order, batches of 32, a fresh cache per run):",
+            "",
+            "| model | engine | tokens/s, cache | tokens/s, no cache | gain |",
+            "| --- | --- | ---: | ---: | ---: |",
+            *gains,
+        ]
     return "\n".join(lines)
 
 
@@ -300,24 +322,42 @@ def machine() -> str:
     import onnxruntime
     import torch
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return (f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, onnxruntime "
-            f"{onnxruntime.__version__}, torch {torch.__version__}")
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return (
+        f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, onnxruntime "
+        f"{onnxruntime.__version__}, torch {torch.__version__}"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="+", default=["original", "small"])
-    parser.add_argument("--precisions", nargs="+", type=precision_name, default=["fp32", "int8", "int4"],
-                        help="package precisions (fp16 is for CUDA; on the CPU it is slower than fp32)")
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        type=precision_name,
+        default=["fp32", "int8", "int4"],
+        help="package precisions (fp16 is for CUDA; on the CPU it is slower than fp32)",
+    )
     parser.add_argument("--threads", type=int, default=2, help="threads for torch and onnxruntime alike")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batches", type=int, default=3, help="batches of 32 sentences in the throughput run")
     parser.add_argument("--no-write", action="store_true", help="print only; do not rewrite RESULTS.md")
-    parser.add_argument("--extra-package", action="append", default=[], metavar="PRESET:LABEL=DIR",
-                        help="also measure the package DIR of PRESET's weights under LABEL (e.g. one exported "
-                             "by an older exporter, to compare in the same run); repeatable")
+    parser.add_argument(
+        "--extra-package",
+        action="append",
+        default=[],
+        metavar="PRESET:LABEL=DIR",
+        help="also measure the package DIR of PRESET's weights under LABEL (e.g. one exported "
+        "by an older exporter, to compare in the same run); repeatable",
+    )
     args = parser.parse_args()
     extra: dict[str, dict[str, Path]] = {}
     for spec in args.extra_package:
@@ -331,15 +371,17 @@ def main() -> None:
     for preset in args.presets:
         rows += run_preset(preset, args.precisions, args.threads, args.repeats, args.batches, extra.get(preset))
         print(table(rows), flush=True)
-    result = (f"# Benchmark results\n\n{date.today().isoformat()}, `python benchmarks/bench.py "
-              f"{' '.join(sys.argv[1:])}`\n\nMachine: {machine()}; {args.threads} threads for every engine.\n\n"
-              f"{table(rows)}\n")
+    result = (
+        f"# Benchmark results\n\n{date.today().isoformat()}, `python benchmarks/bench.py "
+        f"{' '.join(sys.argv[1:])}`\n\nMachine: {machine()}; {args.threads} threads for every engine.\n\n"
+        f"{table(rows)}\n"
+    )
     print(result)
     if not args.no_write:
         results = HERE / "RESULTS.md"
         # The design measurements are not this script's: keep them.
         old = results.read_text(encoding="utf-8") if results.exists() else ""
-        kept = old[old.index(DESIGN_MEASUREMENTS):] if DESIGN_MEASUREMENTS in old else ""
+        kept = old[old.index(DESIGN_MEASUREMENTS) :] if DESIGN_MEASUREMENTS in old else ""
         results.write_text(result + ("\n" + kept if kept else ""), encoding="utf-8")
 
 

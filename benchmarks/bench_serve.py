@@ -44,9 +44,9 @@ from serve_process import Served  # noqa: E402
 
 BEGIN, END = "<!-- bench_serve.py: begin -->", "<!-- bench_serve.py: end -->"
 CLIENTS = (1, 8, 32)
-# Server settings measured, by label: the defaults (one model thread using ONNX Runtime's threads,
-# one per core), and one model thread per core with one ONNX Runtime thread each.
-CONFIGS = {"defaults": [], "--workers 2 --threads 1": ["--workers", "2", "--threads", "1"]}
+# Server settings measured, by label: the defaults (one model thread per core, one ONNX Runtime
+# thread each) and "--workers 1" (one model thread using one ONNX Runtime thread per core).
+CONFIGS = {"defaults": [], "--workers 1": ["--workers", "1"]}
 
 
 def package_of(model: str) -> str:

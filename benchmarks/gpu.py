@@ -75,8 +75,21 @@ REFERENCE = "PyTorch reference"
 PRECISIONS = ("fp32", "fp16")
 # Work that must run on the GPU for a CUDA measurement to mean anything. ONNX Runtime places
 # shape arithmetic (Shape, Gather on shapes, Range, ...) on the CPU on purpose: not listed.
-HEAVY_OPS = frozenset({"MatMul", "Gemm", "Conv", "Scan", "Loop", "Einsum", "FusedMatMul", "FusedConv",
-                       "MatMulNBits", "MatMulInteger", "DynamicQuantizeMatMul"})
+HEAVY_OPS = frozenset(
+    {
+        "MatMul",
+        "Gemm",
+        "Conv",
+        "Scan",
+        "Loop",
+        "Einsum",
+        "FusedMatMul",
+        "FusedConv",
+        "MatMulNBits",
+        "MatMulInteger",
+        "DynamicQuantizeMatMul",
+    }
+)
 # Their events span their subgraph's nodes, which are profiled too: counted once, not twice.
 CONTROL_FLOW = frozenset({"Scan", "Loop", "If"})
 
@@ -86,6 +99,7 @@ class EngineError(RuntimeError):
 
 
 # -- engines --------------------------------------------------------------------------------
+
 
 def check_engines(device: str) -> dict:
     """What runs: versions, where onnxruntime was imported from, the GPU.
@@ -97,9 +111,15 @@ def check_engines(device: str) -> dict:
     import torch
 
     providers = ort.get_available_providers()
-    info = {"device": device, "onnxruntime": ort.__version__, "onnxruntime_path": str(Path(ort.__file__).parent),
-            "torch": torch.__version__, "python": platform.python_version(), "providers": providers,
-            "cpu": bench.machine().split(";")[0]}
+    info = {
+        "device": device,
+        "onnxruntime": ort.__version__,
+        "onnxruntime_path": str(Path(ort.__file__).parent),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "providers": providers,
+        "cpu": bench.machine().split(";")[0],
+    }
     if device == "cuda":
         if not torch.cuda.is_available():
             raise EngineError(f"--device cuda: torch {torch.__version__} sees no CUDA device")
@@ -110,7 +130,8 @@ def check_engines(device: str) -> dict:
             raise EngineError(
                 f"--device cuda: onnxruntime {ort.__version__} imported from {info['onnxruntime_path']} offers "
                 f"no {CUDA} (only {', '.join(providers)}): that is a CPU build. Install onnxruntime-gpu "
-                "(tools/ort_gpu_wheel.py) and put it first on PYTHONPATH")
+                "(tools/ort_gpu_wheel.py) and put it first on PYTHONPATH"
+            )
         props = torch.cuda.get_device_properties(0)
         info["gpu"] = f"{props.name}, {props.total_memory / 2**30:.0f} GiB"
     return info
@@ -189,6 +210,7 @@ def package_engine(package: Path, precision: str, device: str, threads: int | No
 
 # -- placement ------------------------------------------------------------------------------
 
+
 def profile_events(package: Path, device: str, batch: list[list[str]], work: Path) -> list[dict]:
     """The node events of one profiled run of both graphs on `device`."""
     import onnxruntime as ort
@@ -214,9 +236,16 @@ def profile_events(package: Path, device: str, batch: list[list[str]], work: Pat
 
     emb, mask = run(manifest.token_embedder_file, {C.CHAR_IDS: batch_to_char_ids(batch)})
     b, p, d, n = len(batch), manifest.projection_dim, manifest.dim, manifest.n_layers
-    run(manifest.bilm_file, {C.TOKEN_EMBEDDINGS: emb, C.MASK: mask, C.INITIAL_H: np.zeros((n, 2, b, p), np.float32),
-                             C.INITIAL_C: np.zeros((n, 2, b, d), np.float32),
-                             C.SENTENCE_EDGES: np.asarray(C.WHOLE_SENTENCES, np.int64)})
+    run(
+        manifest.bilm_file,
+        {
+            C.TOKEN_EMBEDDINGS: emb,
+            C.MASK: mask,
+            C.INITIAL_H: np.zeros((n, 2, b, p), np.float32),
+            C.INITIAL_C: np.zeros((n, 2, b, d), np.float32),
+            C.SENTENCE_EDGES: np.asarray(C.WHOLE_SENTENCES, np.int64),
+        },
+    )
     return events
 
 
@@ -237,8 +266,12 @@ def summarize_placement(events: list[dict], expected: str) -> dict:
             off_ops[op] += 1
     total = sum(node_ms.values())
     off = total - node_ms[expected]
-    return {"node_ms": dict(node_ms), "off_device_share": off / total if total else 0.0,
-            "off_device_ops": dict(off_ops), "heavy_off_device": sorted(set(off_ops) & HEAVY_OPS)}
+    return {
+        "node_ms": dict(node_ms),
+        "off_device_share": off / total if total else 0.0,
+        "off_device_ops": dict(off_ops),
+        "heavy_off_device": sorted(set(off_ops) & HEAVY_OPS),
+    }
 
 
 def check_placement(summary: dict, package: Path, expected: str) -> None:
@@ -247,10 +280,12 @@ def check_placement(summary: dict, package: Path, expected: str) -> None:
         raise EngineError(
             f"{package}: ONNX Runtime placed {', '.join(summary['heavy_off_device'])} off {expected} "
             f"({summary['off_device_share']:.0%} of node time elsewhere; ops elsewhere: {summary['off_device_ops']}): "
-            "a measurement now would time the CPU")
+            "a measurement now would time the CPU"
+        )
 
 
 # -- measurements ---------------------------------------------------------------------------
+
 
 @dataclass
 class Speed:
@@ -260,16 +295,19 @@ class Speed:
     memory_mib: float
 
 
-def measure_speed(engine: Engine, batches: dict[int, list[list[list[str]]]], one: list[list[str]],
-                  repeats: int) -> tuple[dict[int, float], float]:
+def measure_speed(
+    engine: Engine, batches: dict[int, list[list[list[str]]]], one: list[list[str]], repeats: int
+) -> tuple[dict[int, float], float]:
     def run(batch_list):
         def go():
             for batch in batch_list:
                 engine.embed(batch)
+
         return go
 
-    tokens_per_s = {size: sum(len(s) for b in bl for s in b) / bench.median_time(run(bl), repeats)
-                    for size, bl in batches.items()}
+    tokens_per_s = {
+        size: sum(len(s) for b in bl for s in b) / bench.median_time(run(bl), repeats) for size, bl in batches.items()
+    }
     return tokens_per_s, 1000 * bench.median_time(run([one]), repeats * 3)
 
 
@@ -281,67 +319,105 @@ def budget_text(text: list[list[str]], largest: int) -> list[list[str]]:
     return text * max(1, -(-2 * largest // positions))
 
 
-def measure_budgets(elmo, budgets: list[int], text: list[list[str]], repeats: int, gauge: MemoryGauge,
-                    before: int) -> list[dict]:
+def measure_budgets(
+    elmo, budgets: list[int], text: list[list[str]], repeats: int, gauge: MemoryGauge, before: int
+) -> list[dict]:
     n_tokens = sum(map(len, text))
     rows = []
     for budget in sorted(budgets):
         seconds = bench.median_time(lambda: elmo.embed(text, batch_tokens=budget), repeats)
-        rows.append({"budget": budget, "tokens_per_s": n_tokens / seconds,
-                     "memory_mib": (gauge.used() - before) / 2**20})
+        rows.append(
+            {"budget": budget, "tokens_per_s": n_tokens / seconds, "memory_mib": (gauge.used() - before) / 2**20}
+        )
     return rows
 
 
 # -- the report -----------------------------------------------------------------------------
 
+
 def tables(result: dict) -> str:
     info = result["engines"]
-    lines = [f"# ONNX Runtime on {info['device'].upper()}", "",
-             f"{result['date']}, `python3 benchmarks/gpu.py {result['args']}`", "",
-             f"Machine: {info.get('gpu', 'no GPU')}; {info['cpu']}; Python {info['python']}, onnxruntime "
-             f"{info['onnxruntime']} ({info['onnxruntime_path']}), torch {info['torch']}. Preset "
-             f"`{result['preset']}`, synthetic weights.", ""]
+    lines = [
+        f"# ONNX Runtime on {info['device'].upper()}",
+        "",
+        f"{result['date']}, `python3 benchmarks/gpu.py {result['args']}`",
+        "",
+        f"Machine: {info.get('gpu', 'no GPU')}; {info['cpu']}; Python {info['python']}, onnxruntime "
+        f"{info['onnxruntime']} ({info['onnxruntime_path']}), torch {info['torch']}. Preset "
+        f"`{result['preset']}`, synthetic weights.",
+        "",
+    ]
     if result.get("placement"):
-        lines += ["Placement (one profiled run of both graphs):", "",
-                  "| package | node time off the device | ops off the device |", "| --- | ---: | --- |"]
+        lines += [
+            "Placement (one profiled run of both graphs):",
+            "",
+            "| package | node time off the device | ops off the device |",
+            "| --- | ---: | --- |",
+        ]
         for precision, p in result["placement"].items():
             ops = ", ".join(f"{op} x{n}" for op, n in sorted(p["off_device_ops"].items())) or "none"
             lines.append(f"| {precision} | {p['off_device_share']:.1%} | {ops} |")
         lines.append("")
     if result.get("parity"):
-        lines += ["Parity with the PyTorch reference on the parity sentences (worst over state modes and layers):", "",
-                  "| package | tolerance | CPU max abs | CPU min cosine | device max abs | device min cosine | device |",
-                  "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
+        lines += [
+            "Parity with the PyTorch reference on the parity sentences (worst over state modes and layers):",
+            "",
+            "| package | tolerance | CPU max abs | CPU min cosine | device max abs | device min cosine | device |",
+            "| --- | --- | ---: | ---: | ---: | ---: | --- |",
+        ]
         for precision, p in result["parity"].items():
-            lines.append(f"| {precision} | {p['tolerance']} | {p['cpu']['max_abs']:.2e} | {p['cpu']['min_cosine']:.6f} | "
-                         f"{p['device']['max_abs']:.2e} | {p['device']['min_cosine']:.6f} | "
-                         f"{'passed' if p['passed'] else 'FAILED: ' + '; '.join(p['failures'][:3])} |")
+            lines.append(
+                f"| {precision} | {p['tolerance']} | {p['cpu']['max_abs']:.2e} | {p['cpu']['min_cosine']:.6f} | "
+                f"{p['device']['max_abs']:.2e} | {p['device']['min_cosine']:.6f} | "
+                f"{'passed' if p['passed'] else 'FAILED: ' + '; '.join(p['failures'][:3])} |"
+            )
         lines.append("")
     if result.get("speed"):
-        sizes = list(result["speed"][0]["tokens_per_s"])
-        ref = next((r for r in result["speed"] if r["engine"] == REFERENCE), None)
-        head = "".join(f" batch {s} tokens/s | x ref |" for s in sizes)
-        lines += [f"Speed ({result['repeats']} repeats, medians; memory: held after the run, over before loading):", "",
-                  f"| engine |{head} batch 1, {bench.LATENCY_TOKENS} tokens (ms) | x ref | memory (MiB) |",
-                  "| --- |" + " ---: | ---: |" * len(sizes) + " ---: | ---: | ---: |"]
-        for r in result["speed"]:
-            cells = "".join(f" {r['tokens_per_s'][s]:,.0f} | {ratio(r['tokens_per_s'][s], ref and ref['tokens_per_s'][s])} |"
-                            for s in sizes)
-            lines.append(f"| {r['engine']} |{cells} {r['latency_ms']:.1f} | "
-                         f"{ratio(ref and ref['latency_ms'], r['latency_ms'])} | {r['memory_mib']:,.0f} |")
-        lines.append("")
+        lines += _speed_lines(result)
     if result.get("budgets"):
-        lines += [f"Batch budget (`Elmo.embed` over {result['budget_tokens']:,} tokens of the text, "
-                  "positions per batch):", "", "| package | budget | tokens/s | memory (MiB) |", "| --- | ---: | ---: | ---: |"]
-        for precision, rows in result["budgets"].items():
-            best = max(r["tokens_per_s"] for r in rows)
-            for r in rows:
-                mark = " (best)" if r["tokens_per_s"] == best else ""
-                lines.append(f"| {precision} | {r['budget']:,} | {r['tokens_per_s']:,.0f}{mark} | {r['memory_mib']:,.0f} |")
-        lines.append("")
+        lines += _budget_lines(result)
     if result.get("errors"):
         lines += ["Failed measurements:", "", *(f"- {e}" for e in result["errors"]), ""]
     return "\n".join(lines)
+
+
+def _speed_lines(result: dict) -> list[str]:
+    sizes = list(result["speed"][0]["tokens_per_s"])
+    ref = next((r for r in result["speed"] if r["engine"] == REFERENCE), None)
+    head = "".join(f" batch {s} tokens/s | x ref |" for s in sizes)
+    lines = [
+        f"Speed ({result['repeats']} repeats, medians; memory: held after the run, over before loading):",
+        "",
+        f"| engine |{head} batch 1, {bench.LATENCY_TOKENS} tokens (ms) | x ref | memory (MiB) |",
+        "| --- |" + " ---: | ---: |" * len(sizes) + " ---: | ---: | ---: |",
+    ]
+    for r in result["speed"]:
+        cells = "".join(
+            f" {r['tokens_per_s'][s]:,.0f} | {ratio(r['tokens_per_s'][s], ref and ref['tokens_per_s'][s])} |"
+            for s in sizes
+        )
+        lines.append(
+            f"| {r['engine']} |{cells} {r['latency_ms']:.1f} | "
+            f"{ratio(ref and ref['latency_ms'], r['latency_ms'])} | {r['memory_mib']:,.0f} |"
+        )
+    lines.append("")
+    return lines
+
+
+def _budget_lines(result: dict) -> list[str]:
+    lines = [
+        f"Batch budget (`Elmo.embed` over {result['budget_tokens']:,} tokens of the text, positions per batch):",
+        "",
+        "| package | budget | tokens/s | memory (MiB) |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for precision, rows in result["budgets"].items():
+        best = max(r["tokens_per_s"] for r in rows)
+        for r in rows:
+            mark = " (best)" if r["tokens_per_s"] == best else ""
+            lines.append(f"| {precision} | {r['budget']:,} | {r['tokens_per_s']:,.0f}{mark} | {r['memory_mib']:,.0f} |")
+    lines.append("")
+    return lines
 
 
 def ratio(a: float | None, b: float | None) -> str:
@@ -369,6 +445,7 @@ def attempt(result: dict, what: str, measure: Callable):
 
 # -- the run --------------------------------------------------------------------------------
 
+
 def prepare(preset: str, precisions: list[str], work: Path) -> tuple[Path, Path, dict[str, Path]]:
     """`bench.prepare` under a lock on `work`: a run started while a `--prepare-only` run in the
     background is still exporting waits for it, then finds its packages."""
@@ -380,21 +457,34 @@ def prepare(preset: str, precisions: list[str], work: Path) -> tuple[Path, Path,
         return bench.prepare(preset, precisions, cache=work)
 
 
-def run(device: str, preset: str, precisions: list[str], repeats: int, n_batches: int, sizes: list[int],
-        budgets: list[int], threads: int | None, work: Path, out: Path, n_sentences: int | None = None,
-        args: str = "") -> dict:
+def run(
+    device: str,
+    preset: str,
+    precisions: list[str],
+    repeats: int,
+    n_batches: int,
+    sizes: list[int],
+    budgets: list[int],
+    threads: int | None,
+    work: Path,
+    out: Path,
+    n_sentences: int | None = None,
+    args: str = "",
+) -> dict:
     """Every step of the module docstring; returns the result also written to `out`.
 
     Raises:
         EngineError: the engines are not the ones asked for.
     """
-    from elmo_export.parity import ParityReport, check_parity, reference_outputs, tolerance_for
-    from elmo_export.weights import load_reference
-    from elmo_runtime.package import load_manifest
-
     started = time.perf_counter()
-    result: dict = {"date": date.today().isoformat(), "args": args, "preset": preset, "repeats": repeats,
-                    "engines": check_engines(device), "errors": []}
+    result: dict = {
+        "date": date.today().isoformat(),
+        "args": args,
+        "preset": preset,
+        "repeats": repeats,
+        "engines": check_engines(device),
+        "errors": [],
+    }
     log.info("engines: %s", result["engines"])
     write(result, out)
 
@@ -412,6 +502,26 @@ def run(device: str, preset: str, precisions: list[str], repeats: int, n_batches
         write(result, out)
         check_placement(summary, package, PROVIDER[device])
 
+    run_parity(result, options, weights, packages, precisions, device, out)
+    batches = {size: bench.throughput_batches(text, n_batches, size) for size in sizes}
+    one = [bench.latency_sentence(text)]
+    makers = {REFERENCE: lambda: reference_engine(options, weights, device)}
+    makers.update({f"ONNX {p}": lambda p=p: package_engine(packages[p], p, device, threads) for p in precisions})
+    run_speed(result, makers, batches, one, repeats, device, gauge, out)
+    run_budgets(result, packages, budget_text(text, max(budgets)), budgets, repeats, device, threads, gauge, out)
+    result["total_s"] = time.perf_counter() - started
+    write(result, out)
+    return result
+
+
+def run_parity(
+    result: dict, options, weights, packages: dict[str, Path], precisions: list[str], device: str, out: Path
+) -> None:
+    """Each package's parity on `device` with the PyTorch reference, beside its export-time (CPU) check."""
+    from elmo_export.parity import ParityReport, check_parity, reference_outputs, tolerance_for
+    from elmo_export.weights import load_reference
+    from elmo_runtime.package import load_manifest
+
     t = time.perf_counter()
     model = load_reference(options, weights)  # on the CPU: the yardstick, as at export
     manifest = load_manifest(packages[precisions[0]])
@@ -419,26 +529,42 @@ def run(device: str, preset: str, precisions: list[str], repeats: int, n_batches
     reference = reference_outputs(model, warm)
     result["parity"] = {}
     for precision, package in packages.items():
-        on_device = attempt(result, f"parity of {precision} on {device}", lambda model=model, reference=reference:
-                            check_parity(model, package, precision, reference=reference, device=device,
-                                         raise_on_failure=False))
+        on_device = attempt(
+            result,
+            f"parity of {precision} on {device}",
+            lambda model=model, reference=reference: check_parity(
+                model, package, precision, reference=reference, device=device, raise_on_failure=False
+            ),
+        )
         if on_device is None:
             continue
         gate = ParityReport.from_dict(load_manifest(package).parity)
         tolerance = {k: v for k, v in asdict(tolerance_for(precision, model.options)).items() if v is not None}
-        result["parity"][precision] = {"tolerance": ", ".join(f"{k} {v:g}" for k, v in tolerance.items()),
-                                       "cpu": gate.worst(), "device": on_device.worst(),
-                                       "passed": on_device.passed, "failures": on_device.failures}
+        result["parity"][precision] = {
+            "tolerance": ", ".join(f"{k} {v:g}" for k, v in tolerance.items()),
+            "cpu": gate.worst(),
+            "device": on_device.worst(),
+            "passed": on_device.passed,
+            "failures": on_device.failures,
+        }
         log.info("parity of %s on %s: %s", precision, device, "passed" if on_device.passed else on_device.failures)
         write(result, out)
     del model, reference
     result["parity_s"] = time.perf_counter() - t
 
-    batches = {size: bench.throughput_batches(text, n_batches, size) for size in sizes}
-    one = [bench.latency_sentence(text)]
+
+def run_speed(
+    result: dict,
+    makers: dict[str, Callable[[], Engine]],
+    batches: dict,
+    one: list,
+    repeats: int,
+    device: str,
+    gauge: MemoryGauge,
+    out: Path,
+) -> None:
+    """Throughput and latency of each engine, with the memory it holds."""
     result["speed"] = []
-    makers = {REFERENCE: lambda: reference_engine(options, weights, device)}
-    makers.update({f"ONNX {p}": lambda p=p: package_engine(packages[p], p, device, threads) for p in precisions})
 
     def speed_of(make: Callable[[], Engine]) -> Speed:
         before = gauge.used()
@@ -451,27 +577,44 @@ def run(device: str, preset: str, precisions: list[str], repeats: int, n_batches
         speed = attempt(result, f"speed of {name} on {device}", lambda: speed_of(make))
         if speed is not None:
             result["speed"].append(asdict(speed))
-            log.info("%s: %s tokens/s, %.1f ms, %.0f MiB", name, {k: round(v) for k, v in speed.tokens_per_s.items()},
-                     speed.latency_ms, speed.memory_mib)
+            log.info(
+                "%s: %s tokens/s, %.1f ms, %.0f MiB",
+                name,
+                {k: round(v) for k, v in speed.tokens_per_s.items()},
+                speed.latency_ms,
+                speed.memory_mib,
+            )
         write(result, out)
 
-    long_text = budget_text(text, max(budgets))
+
+def run_budgets(
+    result: dict,
+    packages: dict[str, Path],
+    long_text: list,
+    budgets: list[int],
+    repeats: int,
+    device: str,
+    threads: int | None,
+    gauge: MemoryGauge,
+    out: Path,
+) -> None:
+    """`Elmo.embed`'s speed and memory over `long_text` at each batch budget."""
     result["budget_tokens"] = sum(map(len, long_text))
     result["budgets"] = {}
     for precision, package in packages.items():
         release(device)
         before = gauge.used()
-        rows = attempt(result, f"budgets of {precision} on {device}", lambda: measure_budgets(
-            open_package(package, device, threads), budgets, long_text, repeats, gauge, before))
+        rows = attempt(
+            result,
+            f"budgets of {precision} on {device}",
+            lambda: measure_budgets(open_package(package, device, threads), budgets, long_text, repeats, gauge, before),
+        )
         if rows is not None:
             result["budgets"][precision] = rows
         write(result, out)
-    result["total_s"] = time.perf_counter() - started
-    write(result, out)
-    return result
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=sorted(PROVIDER), default="cuda")
     parser.add_argument("--preset", default="original")
@@ -479,32 +622,62 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batches", type=int, default=3, help="batches of each size in the throughput runs")
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64], help="sentences per batch")
-    parser.add_argument("--budgets", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384],
-                        help="token positions per batch for the budget runs")
-    parser.add_argument("--sentences", type=int, default=None,
-                        help="only the text's first N sentences (dry runs; default: all 223)")
+    parser.add_argument(
+        "--budgets",
+        type=int,
+        nargs="+",
+        default=[1024, 2048, 4096, 8192, 16384],
+        help="token positions per batch for the budget runs",
+    )
+    parser.add_argument(
+        "--sentences", type=int, default=None, help="only the text's first N sentences (dry runs; default: all 223)"
+    )
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime threads per session (default: all)")
     parser.add_argument("--work", type=Path, default=bench.CACHE, help="weights and packages (reused between runs)")
-    parser.add_argument("--prepare-only", action="store_true",
-                        help="only make the weights and export the packages (CPU work: while the wheel travels)")
-    parser.add_argument("--out", type=Path, default=None, help="where gpu.md and gpu.json go (default: WORK/gpu-DEVICE)")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--prepare-only",
+        action="store_true",
+        help="only make the weights and export the packages (CPU work: while the wheel travels)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="where gpu.md and gpu.json go (default: WORK/gpu-DEVICE)"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     out = args.out or args.work / f"gpu-{args.device}"
     if args.prepare_only:
         prepare(args.preset, args.precisions, args.work)
         return 0
     try:
-        result = run(args.device, args.preset, args.precisions, args.repeats, args.batches, args.sizes, args.budgets,
-                     args.threads, args.work, out, args.sentences, " ".join(sys.argv[1:] if argv is None else argv))
+        result = run(
+            args.device,
+            args.preset,
+            args.precisions,
+            args.repeats,
+            args.batches,
+            args.sizes,
+            args.budgets,
+            args.threads,
+            args.work,
+            out,
+            args.sentences,
+            " ".join(sys.argv[1:] if argv is None else argv),
+        )
     except EngineError as e:
         print(f"gpu.py: {e}", file=sys.stderr)
         return 2
     print(tables(result))
     failed = [p for p, r in result["parity"].items() if not r["passed"]]
     if failed or result["errors"]:
-        print(f"gpu.py: parity FAILED on {args.device} for {', '.join(failed) or 'none'}; "
-              f"{len(result['errors'])} measurements failed (see the tables)", file=sys.stderr)
+        print(
+            f"gpu.py: parity FAILED on {args.device} for {', '.join(failed) or 'none'}; "
+            f"{len(result['errors'])} measurements failed (see the tables)",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

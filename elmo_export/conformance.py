@@ -19,9 +19,10 @@ import onnxruntime as ort
 import torch
 
 from elmo_export.model import ElmoBiLm, LstmState
-from elmo_export.parity import LayerParity, ModeParity, ParityError, ParityReport, _cosines, _failures, tolerance_for
+from elmo_export.parity import ParityError, ParityReport, tolerance_for
 from elmo_runtime import contract as C
-from elmo_runtime.conformance import ARRAY_ENCODING, KIND, TOLERANCES, compare_layers, encode_array
+from elmo_runtime.compare import compare
+from elmo_runtime.conformance import ARRAY_ENCODING, CONFORMANCE_TOLERANCES, KIND, encode_array
 from elmo_runtime.runner import create_session
 from elmo_runtime.tokenize import tokenize
 
@@ -90,10 +91,7 @@ def write_conformance(model: ElmoBiLm, directory: Path, graphs: dict[str, C.Grap
             with torch.no_grad():
                 start = LstmState(torch.from_numpy(h[:, :, None]), torch.from_numpy(c[:, :, None]))
                 ref = model.run_tokens([tokens], start)
-            want = ref.layers.numpy()[:, 0]
-            max_abs, min_cos = compare_layers(layers, want)
-            cos = _cosines(layers, want)  # (L + 1, T)
-            modes[mode].append((sentence["name"], max_abs, min_cos, cos.mean(axis=1)))
+            modes[mode].append((sentence["name"], compare(layers, ref.layers.numpy()[:, 0])))
         entries.append({"name": sentence["name"], "why": sentence["why"], "tokens": tokens,
                         **{name: value.tolist() for name, value in ids.items()}, "expected": expected})
 
@@ -113,7 +111,7 @@ def write_conformance(model: ElmoBiLm, directory: Path, graphs: dict[str, C.Grap
 def _write_document(directory: Path, precision: str, entries: list[dict], cases: dict) -> Path:
     """`conformance.json`: the sentences with their expected outputs, the format 3 cases (time
     chunks, a stream, tokenizer texts), and the tolerance another runtime must meet."""
-    tolerance = TOLERANCES[precision]
+    tolerance = CONFORMANCE_TOLERANCES[precision]
     document = {
         "kind": KIND,
         "format_version": C.FORMAT_VERSION,
@@ -135,17 +133,13 @@ def _write_document(directory: Path, precision: str, entries: list[dict], cases:
 
 def _check_against_reference(modes: dict, precision: str, model: ElmoBiLm) -> None:
     """Each sentence's expected layers within the precision's parity tolerance of the reference."""
-    failures = []
     tolerance = tolerance_for(precision, model.options)
-    for mode, rows in modes.items():
-        for name, max_abs, min_cos, mean_cos in rows:
-            layers = [LayerParity(k, float(max_abs[k]), float(mean_cos[k]), float(min_cos[k]))
-                      for k in range(len(max_abs))]
-            report = ParityReport(precision, tolerance, 1, 0, 1, "conformance", [ModeParity(mode, layers, 0.0)])
-            failures += [f"conformance sentence {name!r}, {line}" for line in _failures(report)]
+    failures = [f"conformance sentence {name!r}, state {mode}, layer {k}: {violation}"
+                for mode, rows in modes.items() for name, figures in rows
+                for k, (max_abs, mean_cos, min_cos) in enumerate(zip(*figures))
+                for violation in tolerance.violations(float(max_abs), float(mean_cos), float(min_cos))]
     if failures:
-        report = ParityReport(precision, tolerance, 0, 0, 1, "conformance sentences", [], failures)
-        raise ParityError(report)
+        raise ParityError(ParityReport(precision, tolerance, 0, 0, 1, "conformance sentences", [], failures))
 
 
 Sessions = tuple[ort.InferenceSession, ort.InferenceSession]
@@ -199,8 +193,7 @@ def _record(modes: dict, mode: str, name: str, got: np.ndarray, want: np.ndarray
     """Note one case's figures against the reference for `_check_against_reference`."""
     if got.shape[1] == 0:
         return
-    max_abs, min_cos = compare_layers(got, want)
-    modes[mode].append((name, max_abs, min_cos, _cosines(got, want).mean(axis=1)))
+    modes[mode].append((name, compare(got, want)))
 
 
 def _time_chunks_case(model: ElmoBiLm, sessions: Sessions, states: dict, case: dict, modes: dict) -> dict:

@@ -22,8 +22,6 @@ A failure at any step removes the temporary directory: no half-written package i
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -43,12 +41,12 @@ from elmo_export.warmup import warm_start
 from elmo_runtime import contract as C
 from elmo_runtime import scratch
 from elmo_runtime.jsonfile import read_json
-from elmo_runtime.package import STAGING_SUFFIX, Manifest, PackageError, sha256_of
+from elmo_runtime.package import Manifest, PackageError, sha256_of
+from elmo_runtime.scratch import OLD_SUFFIX, STAGING_SUFFIX
 from elmo_runtime.token_schemes import DictionaryScheme
 
 log = logging.getLogger(__name__)
 
-OLD_SUFFIX = ".old"  # an old package moved aside while the new one is renamed into place
 
 
 def export(model: str | Path | Loader | None, out: str | Path, *, options: str | Path | None = None,
@@ -142,26 +140,6 @@ def _open_to_umask(directory: Path) -> None:
         f.chmod(0o666 & allowed)
 
 
-def _move_into_place(staging: Path, out: Path) -> None:
-    """Rename the finished package to `out`; an old package there is removed only afterwards."""
-    old = None
-    if out.is_dir():
-        if any(out.iterdir()):
-            old = scratch.create_dir(out, OLD_SUFFIX)
-            os.replace(out, old / out.name)
-        else:
-            out.rmdir()
-    try:
-        os.replace(staging, out)
-    except OSError:
-        if old is not None:
-            os.replace(old / out.name, out)
-            shutil.rmtree(old, ignore_errors=True)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def export_reference(load: Loader, out_dir: str | Path, settings: ExportSettings | None = None, *,
                      stop: threading.Event | None = None) -> Path:
     """Export the reference biLM that `load()` returns (with its manifest `source` entry).
@@ -185,7 +163,7 @@ def export_reference(load: Loader, out_dir: str | Path, settings: ExportSettings
         _check_output(out, settings.force)  # again: something may have appeared meanwhile
         if stop is not None and stop.is_set():
             raise KeyboardInterrupt
-        _move_into_place(staging, out)
+        scratch.replace_dir(staging, out)  # an old package there is removed only afterwards
     except BaseException:
         # By name, not by the variable: an interrupt may come between the mkdir and the assignment.
         scratch.remove_own(out, STAGING_SUFFIX)

@@ -16,8 +16,9 @@ and through the reference, each state mode starting from the same state:
 
 It records per layer the max abs error (over every position, padding included: padding must
 stay zero) and the mean and min cosine similarity of the real tokens' vectors, plus the max abs
-error of the final state. The tolerances are named, per precision, in `TOLERANCES`; a package
-that misses any of them raises `ParityError` listing every failed check.
+error of the final state (`elmo_runtime.compare`). The tolerances are named, per precision, in
+`PARITY_TOLERANCES`; a package that misses any of them raises `ParityError` listing every
+failed check.
 """
 
 from __future__ import annotations
@@ -34,27 +35,13 @@ from tqdm.auto import tqdm
 from elmo_export.model import ElmoBiLm, ElmoOptions, LstmState
 from elmo_export.sentences import builtin_sentences, read_sentences
 from elmo_runtime import contract as C
+from elmo_runtime.compare import Tolerance, compare
 
 log = logging.getLogger(__name__)
 
 PARITY_SENTENCES = "parity_sentences.txt"
 BATCH_SIZE = 8
 CARRIED = "carried"  # the state mode that feeds each batch's final state into the next
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    """What one precision must meet; None: not checked (still measured).
-
-    Attributes:
-        max_abs: the largest allowed abs difference of any layer value or final-state value.
-        min_cosine: the smallest allowed cosine similarity of any token vector, any layer.
-        mean_cosine: the smallest allowed mean cosine similarity of a layer's token vectors.
-    """
-
-    max_abs: float | None = None
-    min_cosine: float | None = None
-    mean_cosine: float | None = None
 
 
 # fp32 graphs differ from the reference only by summation order, an error that grows with the
@@ -65,7 +52,7 @@ FP32_MAX_ABS = 1e-5
 FP32_MAX_ABS_LARGE = 1e-4
 FP32_LARGE_DIM = 4096
 
-TOLERANCES: dict[str, Tolerance] = {
+PARITY_TOLERANCES: dict[str, Tolerance] = {
     "fp32": Tolerance(max_abs=FP32_MAX_ABS),  # FP32_MAX_ABS_LARGE from dim >= FP32_LARGE_DIM
     "fp16": Tolerance(min_cosine=0.999),
     "int8": Tolerance(mean_cosine=0.99),
@@ -82,7 +69,7 @@ def tolerance_for(precision: str, options: ElmoOptions) -> Tolerance:
     precision = C.precision_name(precision)
     if precision == "fp32" and options.dim >= FP32_LARGE_DIM:
         return Tolerance(max_abs=FP32_MAX_ABS_LARGE)
-    return TOLERANCES[precision]
+    return PARITY_TOLERANCES[precision]
 
 
 class ParityError(RuntimeError):
@@ -186,14 +173,6 @@ def load_sentences(path: str | Path | None = None) -> list[list[str]]:
         path: a file; None reads the built-in `elmo_export/data/parity_sentences.txt`.
     """
     return builtin_sentences(PARITY_SENTENCES)[0] if path is None else read_sentences(path, comments=True)
-
-
-def _cosines(got: np.ndarray, want: np.ndarray) -> np.ndarray:
-    """Cosine similarity along the last axis; 1 where both vectors are zero."""
-    dot = (got.astype(np.float64) * want).sum(-1)
-    norms = np.linalg.norm(got.astype(np.float64), axis=-1) * np.linalg.norm(want.astype(np.float64), axis=-1)
-    both_zero = norms == 0
-    return np.where(both_zero, 1.0, dot / np.where(both_zero, 1.0, norms))
 
 
 @dataclass
@@ -317,12 +296,11 @@ class _ModeErrors:
 
     def add(self, got: Run, want: Run) -> None:
         (layers, _, final_h, final_c), (want_layers, real, want_h, want_c) = got, want
-        n_layers = len(self.max_abs)
-        self.max_abs = np.maximum(self.max_abs, np.abs(layers - want_layers).reshape(n_layers, -1).max(axis=1))
-        cos = _cosines(layers[:, real], want_layers[:, real])  # (L+1, tokens)
-        self.cos_sum += cos.sum(axis=1)
-        self.cos_min = np.minimum(self.cos_min, cos.min(axis=1))
-        self.tokens += cos.shape[1]
+        figures, tokens = compare(layers, want_layers, real), int(real.sum())
+        self.max_abs = np.maximum(self.max_abs, figures.max_abs)
+        self.cos_sum += figures.mean_cosine * tokens
+        self.cos_min = np.minimum(self.cos_min, figures.min_cosine)
+        self.tokens += tokens
         # np.max, not max(): a NaN must propagate, and max(0.0, nan) is 0.0.
         self.state_max_abs = float(np.max([self.state_max_abs, np.abs(final_h - want_h).max(),
                                            np.abs(final_c - want_c).max()]))
@@ -433,18 +411,10 @@ def _failures(report: ParityReport) -> list[str]:
     for m in report.modes:
         for layer in m.layers:
             where = f"state {m.mode}, layer {layer.layer}"
-            if not (np.isfinite(layer.max_abs) and np.isfinite(layer.mean_cosine)):
-                failures.append(f"{where}: non-finite outputs (max abs {layer.max_abs}, "
-                                f"mean cosine {layer.mean_cosine})")
-                continue
-            if t.max_abs is not None and layer.max_abs > t.max_abs:
-                failures.append(f"{where}: max abs error {layer.max_abs:.3g} > {t.max_abs:g}")
-            if t.min_cosine is not None and layer.min_cosine < t.min_cosine:
-                failures.append(f"{where}: min cosine {layer.min_cosine:.6f} < {t.min_cosine:g}")
-            if t.mean_cosine is not None and layer.mean_cosine < t.mean_cosine:
-                failures.append(f"{where}: mean cosine {layer.mean_cosine:.6f} < {t.mean_cosine:g}")
+            failures += [f"{where}: {v}" for v in t.violations(layer.max_abs, layer.mean_cosine, layer.min_cosine)]
         if not np.isfinite(m.final_state_max_abs):
-            failures.append(f"state {m.mode}, final state: non-finite (max abs error {m.final_state_max_abs})")
+            failures.append(f"state {m.mode}, final state: non-finite (max abs difference {m.final_state_max_abs})")
         elif t.max_abs is not None and not m.final_state_max_abs <= t.max_abs:
-            failures.append(f"state {m.mode}, final state: max abs error {m.final_state_max_abs:.3g} > {t.max_abs:g}")
+            failures.append(f"state {m.mode}, final state: max abs difference {m.final_state_max_abs:.3g} "
+                            f"> {t.max_abs:g}")
     return failures

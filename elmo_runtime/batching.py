@@ -32,12 +32,12 @@ def plan_batches(lengths: Sequence[int], batch_tokens: int, batch_size: int | No
         batch_tokens: the most token positions a batch may run (`batch_cost`); a sentence
             whose own cost exceeds it gets a batch of its own.
         batch_size: the most sentences a batch may hold (None: no limit but the budget).
+            Both as `check_budget` passed them: the caller checks them where they come in.
 
     Returns:
         Arrays of indices into `lengths`, each sorted by decreasing length; every index with
         a length above zero appears exactly once, zero-length ones never.
     """
-    check_budget(batch_tokens, batch_size)
     lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
     order = np.argsort(-lengths, kind="stable")
     order = order[lengths[order] > 0]
@@ -52,13 +52,11 @@ def plan_batches(lengths: Sequence[int], batch_tokens: int, batch_size: int | No
     return batches
 
 
-def check_budget(batch_tokens: int, batch_size: int | None) -> None:
-    """Raise ValueError naming a budget that is not a positive int."""
-    for name, value, optional in (("batch_tokens", batch_tokens, False), ("batch_size", batch_size, True)):
-        if value is None and optional:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            allowed = "a positive integer or None" if optional else "a positive integer"
+def check_budget(batch_tokens: int | None = None, batch_size: int | None = None) -> None:
+    """Raise ValueError naming a budget given that is not a positive int (None: not given)."""
+    for name, value, allowed in (("batch_tokens", batch_tokens, "a positive integer"),
+                                 ("batch_size", batch_size, "a positive integer or None")):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
             raise ValueError(f"{name} is {value!r}; expected {allowed}")
 
 

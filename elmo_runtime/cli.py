@@ -86,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-progress", dest="progress", action="store_false", default=None,
                         help="no progress bar (it shows only on a terminal anyway)")
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    _add_cluster_arguments(parser)
+    return parser
+
+
+def _add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
     cluster = parser.add_argument_group("cluster (--engine ray: OUTPUT is a Parquet folder; see docs/corpus.md)")
     cluster.add_argument("--engine", choices=ENGINES, default="local",
                          help="local: this process (default); ray: a Ray cluster (needs elmo-onnx[ray])")
@@ -98,7 +103,6 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_argument("--chunk-rows", type=int, default=None, metavar="N",
                          help="sentences per chunk, the unit of work and of resuming (default: about "
                               "1/64 of the input, 16 to 2000)")
-    return parser
 
 
 # Flags only `allennlp elmo` has: any of them (or just two paths) selects its form.

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from elmo_runtime.compare import Tolerance, compare
 from elmo_runtime.interrupts import stdout_gone
 
 log = logging.getLogger(__name__)
@@ -34,19 +35,6 @@ class ConformanceFileError(ValueError):
     """A conformance file that cannot be read; the message names the entry."""
 
 
-@dataclass(frozen=True)
-class Tolerance:
-    """What a runtime must meet on every layer of every sentence.
-
-    Attributes:
-        max_abs: the largest allowed abs difference of any value of a layer.
-        min_cosine: the smallest allowed cosine similarity of any token vector (None: not checked).
-    """
-
-    max_abs: float
-    min_cosine: float | None = None
-
-
 # What another runtime must meet, per precision: another ONNX Runtime version, binding, thread
 # count, optimization level or CPU. Measured (docs/package-format.md, "Conformance vectors"):
 # Node.js (onnxruntime-node 1.30) and Python (1.32), 1 or 2 threads, reproduce the vectors bit
@@ -55,7 +43,7 @@ class Tolerance:
 # CPU with other SIMD instructions may cause, moves int8 layers by 0.025 (min cosine 0.99998,
 # default model). The bars leave a margin of 4x or more over these. `elmo-verify` applies these,
 # never the bar a conformance file states: a tampered file could lower its own (NaN passes all).
-TOLERANCES: dict[str, Tolerance] = {
+CONFORMANCE_TOLERANCES: dict[str, Tolerance] = {
     "fp32": Tolerance(max_abs=1e-4),
     "fp16": Tolerance(max_abs=2e-2, min_cosine=0.9999),
     "int8": Tolerance(max_abs=1e-1, min_cosine=0.999),
@@ -88,27 +76,6 @@ def decode_array(entry: object, where: str) -> np.ndarray:
     if len(raw) != 4 * count:
         raise ConformanceFileError(f"{where}: {len(raw)} bytes of data for shape {shape} ({4 * count} expected)")
     return np.frombuffer(raw, dtype="<f4").astype(np.float32).reshape(shape)
-
-
-def compare_layers(got: np.ndarray, want: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per layer: the max abs difference and the min cosine of the token vectors.
-
-    Args:
-        got, want: `(L + 1, T, dim)` arrays.
-
-    Returns:
-        `(max_abs (L + 1,), min_cosine (L + 1,))`; a NaN in a layer makes its figures NaN; with
-        T = 0, zeros and ones.
-    """
-    if got.shape[1] == 0:
-        return np.zeros(got.shape[0]), np.ones(got.shape[0])
-    diff = np.abs(got.astype(np.float64) - want).reshape(got.shape[0], -1)
-    max_abs = diff.max(axis=1)  # NaN propagates
-    dot = (got.astype(np.float64) * want).sum(-1)
-    norms = np.linalg.norm(got.astype(np.float64), axis=-1) * np.linalg.norm(want.astype(np.float64), axis=-1)
-    cos = np.where(norms == 0, np.where((got == want).all(-1), 1.0, 0.0), dot / np.where(norms == 0, 1.0, norms))
-    min_cos = cos.min(axis=1)
-    return max_abs, min_cos
 
 
 @dataclass
@@ -144,6 +111,11 @@ class VerifyReport:
     @property
     def passed(self) -> bool:
         return not self.failures and bool(self.checks)
+
+    def fail(self, check: LayerCheck) -> None:
+        """Record a check that failed before any figure (its `error` says why)."""
+        self.checks.append(check)
+        self.failures.append(f"{check.where}: {check.error}")
 
     def worst(self) -> dict:
         """The worst max abs and min cosine over every layer checked."""
@@ -194,9 +166,8 @@ def verify_package(package: str | Path, device: str = "cpu", threads: int | None
     """
     from elmo_runtime.embedder import Elmo
     from elmo_runtime.fetch.download import DownloadError
-    from elmo_runtime.package import PackageError, load_manifest, sha256_of
     from elmo_runtime.fetch.resolve import resolve_package
-    from elmo_runtime.token_schemes import scheme_from_manifest
+    from elmo_runtime.package import PackageError, load_manifest, sha256_of
 
     report = VerifyReport(str(package))
     try:  # hashes checked below, so that a damaged file is reported along with what it does
@@ -214,61 +185,58 @@ def verify_package(package: str | Path, device: str = "cpu", threads: int | None
         report.failures.append(str(e))
         return report
     # The precision's own bar, not the file's `tolerance`: the file is what is being checked.
-    report.tolerance = tol = TOLERANCES.get(manifest.precision)
+    report.tolerance = tol = CONFORMANCE_TOLERANCES.get(manifest.precision)
     if tol is None:
         report.failures.append(f"package: precision {manifest.precision!r} has no conformance bar in this runtime "
-                               f"(it knows {', '.join(TOLERANCES)})")
+                               f"(it knows {', '.join(CONFORMANCE_TOLERANCES)})")
         return report
     try:
         elmo = Elmo(manifest.directory, device=device, threads=threads, token_cache=0, verify=False)
-        scheme = scheme_from_manifest(manifest.chars, manifest.directory)  # as the runner read it
+        scheme = elmo.runner.scheme
     except Exception as e:  # as above: reported, never a traceback
         report.failures.append(f"package: the runtime cannot load it ({type(e).__name__}: {e})")
         return report
 
-    def fail(check: LayerCheck) -> None:
-        report.checks.append(check)
-        report.failures.append(f"{check.where}: {check.error}")
-
     for i, sentence in enumerate(data["sentences"]):
-        name = sentence.get("name", "?") if isinstance(sentence, dict) else "?"
-        tokens = sentence.get("tokens") if isinstance(sentence, dict) else None
-        expected = sentence.get("expected") if isinstance(sentence, dict) else None
-        if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens) or not isinstance(expected, dict) or not expected:
-            fail(LayerCheck(i, name, None, None, error="malformed entry: needs 'tokens' (a list of str) and 'expected' (state -> layers)"))
-            continue
-        for input_name, ids in scheme.encode(tokens).items():  # char_ids; word_ids with a word table
-            want_ids, got_ids = sentence.get(input_name), ids.tolist()
-            if want_ids != got_ids:
-                bad = next((j for j, (a, b) in enumerate(zip(got_ids, want_ids or [])) if a != b),
-                           min(len(got_ids), len(want_ids or [])))
-                what = input_name.replace("_", " ")
-                fail(LayerCheck(i, name, None, None, error=f"{what} differ from the file's at token {bad}"))
-        for state, entry in expected.items():
-            try:
-                want = decode_array(entry, "expected layers")
-                got = elmo.embed([tokens], state=state)[0]  # (L + 1, T, dim)
-            except ConformanceFileError as e:
-                fail(LayerCheck(i, name, state, None, error=str(e)))
-                continue
-            except Exception as e:  # a verifier reports whatever the runtime raises, as a failure
-                fail(LayerCheck(i, name, state, None, error=f"the runtime failed: {type(e).__name__}: {e}"))
-                continue
-            if got.shape != want.shape:
-                fail(LayerCheck(i, name, state, None, error=f"layers have shape {list(got.shape)}, expected {list(want.shape)}"))
-                continue
-            max_abs, min_cos = compare_layers(got, want)
-            for k in range(got.shape[0]):
-                check = LayerCheck(i, name, state, k, float(max_abs[k]), float(min_cos[k]))
-                report.checks.append(check)
-                if not np.isfinite(max_abs[k]):
-                    report.failures.append(f"{check.where}: non-finite values")
-                elif max_abs[k] > tol.max_abs:
-                    report.failures.append(f"{check.where}: max abs difference {max_abs[k]:.3g} > {tol.max_abs:g}")
-                elif tol.min_cosine is not None and min_cos[k] < tol.min_cosine:
-                    report.failures.append(f"{check.where}: min cosine {min_cos[k]:.6f} < {tol.min_cosine:g}")
+        _check_sentence(report, elmo, scheme, tol, i, sentence)
     _verify_cases(elmo, data, report)
     return report
+
+
+def _check_sentence(report: VerifyReport, elmo, scheme, tol: Tolerance, i: int, sentence: object) -> None:
+    """One sentence of the file: its char (and word) ids, then its layers from each state."""
+    name = sentence.get("name", "?") if isinstance(sentence, dict) else "?"
+    tokens = sentence.get("tokens") if isinstance(sentence, dict) else None
+    expected = sentence.get("expected") if isinstance(sentence, dict) else None
+    if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens) or not isinstance(expected, dict) or not expected:
+        report.fail(LayerCheck(i, name, None, None, error="malformed entry: needs 'tokens' (a list of str) and 'expected' (state -> layers)"))
+        return
+    for input_name, ids in scheme.encode(tokens).items():  # char_ids; word_ids with a word table
+        want_ids, got_ids = sentence.get(input_name), ids.tolist()
+        if want_ids != got_ids:
+            bad = next((j for j, (a, b) in enumerate(zip(got_ids, want_ids or [])) if a != b),
+                       min(len(got_ids), len(want_ids or [])))
+            what = input_name.replace("_", " ")
+            report.fail(LayerCheck(i, name, None, None, error=f"{what} differ from the file's at token {bad}"))
+    for state, entry in expected.items():
+        try:
+            want = decode_array(entry, "expected layers")
+            got = elmo.embed([tokens], state=state)[0]  # (L + 1, T, dim)
+        except ConformanceFileError as e:
+            report.fail(LayerCheck(i, name, state, None, error=str(e)))
+            continue
+        except Exception as e:  # a verifier reports whatever the runtime raises, as a failure
+            report.fail(LayerCheck(i, name, state, None, error=f"the runtime failed: {type(e).__name__}: {e}"))
+            continue
+        if got.shape != want.shape:
+            report.fail(LayerCheck(i, name, state, None, error=f"layers have shape {list(got.shape)}, expected {list(want.shape)}"))
+            continue
+        figures = compare(got, want)
+        for k in range(got.shape[0]):
+            check = LayerCheck(i, name, state, k, float(figures.max_abs[k]), float(figures.min_cosine[k]))
+            report.checks.append(check)
+            # The first violation only: one line per layer, as the Node.js client reports.
+            report.failures += [f"{check.where}: {v}" for v in tol.violations(check.max_abs, None, check.min_cosine)[:1]]
 
 
 def _check_layers(report: VerifyReport, check: LayerCheck, got: np.ndarray, want: np.ndarray) -> None:
@@ -279,7 +247,9 @@ def _check_layers(report: VerifyReport, check: LayerCheck, got: np.ndarray, want
         report.checks.append(check)
         report.failures.append(f"{check.where}: {check.error}")
         return
-    max_abs, min_cos = compare_layers(got, want) if got.size else (np.zeros(got.shape[0]), np.ones(got.shape[0]))
+    figures = compare(got, want) if got.size else None
+    max_abs = figures.max_abs if figures else np.zeros(got.shape[0])
+    min_cos = figures.min_cosine if figures else np.ones(got.shape[0])
     for k in range(got.shape[0]):
         one = dataclasses.replace(check, layer=k, max_abs=float(max_abs[k]), min_cosine=float(min_cos[k]))
         report.checks.append(one)

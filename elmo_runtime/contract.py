@@ -125,10 +125,6 @@ class GraphSpec:
                 "inputs": {t.name: t.to_dict() for t in self.inputs},
                 "outputs": {t.name: t.to_dict() for t in self.outputs}}
 
-    @property
-    def output_names(self) -> list[str]:
-        return [t.name for t in self.outputs]
-
 
 def graph_specs(n_layers: int, projection_dim: int, dim: int, max_characters_per_token: int | None = None,
                 word_ids: bool = False) -> dict[str, GraphSpec]:
@@ -225,29 +221,25 @@ STATE_LAYOUT = {
     "batch_axis": 2,
 }
 
-# Fields a reader needs; a package lacking one fails to load naming it (docs/package-format.md).
-REQUIRED_FIELDS = (
-    "format_version",
-    "architecture.lstm.n_layers",
-    "architecture.lstm.projection_dim",
-    "architecture.lstm.dim",
-    "chars.scheme",
-    "chars.max_characters_per_token",
-    "chars.id_offset",
-    "chars.padding_row_id",
-    "graphs.token_embedder.file",
-    "graphs.bilm.file",
-    "precision.name",
-    "initial_state.mode",
-    "initial_state.dtype",
-    "initial_state.axes",
-    "initial_state.directions",
-    "initial_state.batch_axis",
-    "initial_state.h",
-    "initial_state.c",
-    "sentences.boundaries",
-    "sentences.empty",
-    "sentences.padding",
-    "conformance.file",
-    "files",
-)
+# Fields a reader needs, with their JSON types; a package lacking one, or holding another type,
+# fails to load naming it (docs/package-format.md). The rules' values are checked after.
+REQUIRED_FIELDS: dict[str, type] = {
+    "format_version": int,
+    "architecture.lstm.n_layers": int,
+    "architecture.lstm.projection_dim": int,
+    "architecture.lstm.dim": int,
+    "chars.scheme": str,
+    "chars.max_characters_per_token": int,
+    "chars.id_offset": int,
+    "chars.padding_row_id": int,
+    "graphs.token_embedder.file": str,
+    "graphs.bilm.file": str,
+    "precision.name": str,
+    "initial_state.mode": str,
+    **{f"initial_state.{key}": type(value) for key, value in STATE_LAYOUT.items()},
+    "initial_state.h": list,
+    "initial_state.c": list,
+    **{f"sentences.{key}": type(value) for key, value in SENTENCE_RULES.items()},
+    "conformance.file": str,
+    "files": dict,
+}

@@ -21,6 +21,7 @@ from __future__ import annotations
 import numbers
 import reprlib
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence, Union
 
@@ -88,14 +89,14 @@ class Elmo:
     def __init__(self, package: str | Path = SHIPPED_NAME, device: str = "auto", threads: int | None = None,
                  batch_tokens: int | None = None, token_cache: int | None = None, verify: bool = True,
                  tokenizer: str | Callable[[str], list[str]] | None = None):
-        if batch_tokens is not None:
-            check_budget(batch_tokens, None)
-        self._runner = PackageRunner(resolve_package(package), device=device, threads=threads, verify=verify)
-        self.manifest = self._runner.manifest
+        check_budget(batch_tokens)
+        # The low-level path, public for wrappers that need the sessions themselves.
+        self.runner = PackageRunner(resolve_package(package), device=device, threads=threads, verify=verify)
+        self.manifest = self.runner.manifest
         self.tokenizer = _tokenizer_for(self.manifest.input, tokenizer)
         if token_cache is None:
             token_cache = DEFAULT_CACHE_BYTES // (4 * self.manifest.projection_dim)
-        self.token_cache = TokenEmbeddingCache(self._runner.embed_tokens,
+        self.token_cache = TokenEmbeddingCache(self.runner.embed_tokens,
                                                self.manifest.projection_dim, token_cache)
         if batch_tokens is None:
             batch_tokens = DEFAULT_BATCH_TOKENS.get(self.providers[0], DEFAULT_BATCH_TOKENS[CPU])
@@ -104,7 +105,7 @@ class Elmo:
     @property
     def providers(self) -> list[str]:
         """The ONNX Runtime execution providers in use, the preferred one first."""
-        return list(self._runner.providers)
+        return list(self.runner.providers)
 
     @property
     def dim(self) -> int:
@@ -205,6 +206,45 @@ class Elmo:
             else:
                 yield from vectors
 
+    def initial_state(self, rows: int, state: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The state `rows` sentences start from: new arrays `h (L, 2, rows, P)`, `c (L, 2, rows, D)`.
+
+        Args:
+            rows: sentences in the batch.
+            state: "warm", "zero", or None for the package's default (`default_state`).
+        """
+        return self.runner.initial_state(_check_state(self, state), rows)
+
+    def embed_with_state(self, batch: Sequence[Sentence], h: np.ndarray, c: np.ndarray, layers: Layers = "all",
+                         pool: str | None = None) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+        """One model call on `batch` as given (not sorted or split), from the LSTM state `h`, `c`.
+
+        The low-level stateful call (`ElmoStream` is built on it): row i starts from
+        `h[:, :, i]`, `c[:, :, i]`; the state returned is each row's after its own last token
+        (and the `</S>` the model adds), ready to feed into the row's next sentence. Start from
+        `initial_state(rows)`. Memory follows the batch, not a budget.
+
+        Args:
+            batch: sentences, row by row (raw text or token lists, as for `embed`).
+            h, c: `(L, 2, rows, P)` and `(L, 2, rows, D)` float32.
+            layers, pool: as for `embed`.
+
+        Returns:
+            `(vectors, h, c)`: one array per row as `embed` returns them, and the final state.
+
+        Raises:
+            ValueError: `h` or `c` of another shape than the batch needs, or bad settings.
+            TypeError: a malformed sentence (named), as for `embed`.
+        """
+        token_lists = [_as_tokens(s, i, self.tokenizer) for i, s in enumerate(_sentence_iterable(batch))]
+        options = _Options.make(self, layers, pool, None, None, None)
+        m, rows = self.manifest, len(token_lists)
+        want_h, want_c = (m.n_layers, 2, rows, m.projection_dim), (m.n_layers, 2, rows, m.dim)
+        if np.shape(h) != want_h or np.shape(c) != want_c:
+            raise ValueError(f"h and c have shapes {np.shape(h)} and {np.shape(c)}; for {rows} sentences this "
+                             f"package needs {want_h} and {want_c}")
+        return self._embed_with_state(token_lists, np.asarray(h, np.float32), np.asarray(c, np.float32), options)
+
     def stream(self, state: str | None = None) -> "ElmoStream":
         """A stateful embedder: each row's LSTM state carries into the same row of the next call.
 
@@ -220,6 +260,12 @@ class Elmo:
 
     # -- internals ------------------------------------------------------------------------
 
+    def _embed_with_state(self, token_lists: list[list[str]], h: np.ndarray, c: np.ndarray, options: "_Options"
+                          ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+        if not token_lists:
+            return [], h, c
+        layers, final_h, final_c = self._run(token_lists, h, c)
+        return list(options.per_row(layers, [len(tokens) for tokens in token_lists])), final_h, final_c
     def _embed_tokens(self, token_lists: list[list[str]], options: "_Options") -> list[np.ndarray]:
         out: list[np.ndarray | None] = [None] * len(token_lists)
         lengths = [len(tokens) for tokens in token_lists]
@@ -228,7 +274,7 @@ class Elmo:
                 out[rows[0]] = self._embed_in_time_chunks(token_lists[rows[0]], options)
                 continue
             batch = [token_lists[i] for i in rows]
-            h, c = self._runner.initial_state(options.state, len(batch))
+            h, c = self.runner.initial_state(options.state, len(batch))
             layers, _, _ = self._run(batch, h, c)
             for i, vectors in zip(rows, options.per_row(layers, [lengths[i] for i in rows])):
                 out[i] = vectors
@@ -252,7 +298,7 @@ class Elmo:
         size = max(1, options.batch_tokens // 2 - BOUNDARY_TOKENS)
         spans = [(start, min(start + size, n)) for start in range(0, n, size)]
         last = len(spans) - 1
-        h0, c0 = self._runner.initial_state(options.state, 1)  # (L, 2, 1, P), (L, 2, 1, D)
+        h0, c0 = self.runner.initial_state(options.state, 1)  # (L, 2, 1, P), (L, 2, 1, D)
         forward, backward = (h0, c0), (h0, c0)  # each row's carried state (one direction of it is used)
         sink = options.sink(n, self.num_layers, self.dim)
         for k in range(len(spans)):
@@ -280,9 +326,7 @@ class Elmo:
             if mask.shape[1] == 0:
                 # Every row empty: one padding position runs the same as none (the graphs need T > 0).
                 embeddings, mask = np.zeros((len(batch), 1, embeddings.shape[2]), np.float32), np.zeros((len(batch), 1), np.int32)
-            if edges is None:
-                return self._runner.bilm(embeddings, mask, h, c)
-            return self._runner.bilm(embeddings, mask, h, c, edges)
+            return self.runner.bilm(embeddings, mask, h, c, edges)
         except RUN_ERRORS as e:
             raise RuntimeError(
                 f"ONNX Runtime failed on a batch of {len(batch)} sentences x "
@@ -339,17 +383,15 @@ class ElmoStream:
             return ([], []) if return_tokens else []
         rows = len(token_lists)
         with self._lock:
-            h0, c0 = self._elmo._runner.initial_state(self._mode, rows)
+            h0, c0 = self._elmo.initial_state(rows, self._mode)
             if self._h is not None:
                 carried = min(rows, self._h.shape[2])
                 h0[:, :, :carried], c0[:, :, :carried] = self._h[:, :, :carried], self._c[:, :, :carried]
-            layers_out, h, c = self._elmo._run(token_lists, h0, c0)
+            vectors, h, c = self._elmo._embed_with_state(token_lists, h0, c0, options)
             if self._h is not None and self._h.shape[2] > rows:
                 h = np.concatenate([h, self._h[:, :, rows:]], axis=2)
                 c = np.concatenate([c, self._c[:, :, rows:]], axis=2)
             self._h, self._c = h, c
-        lengths = [len(tokens) for tokens in token_lists]
-        vectors = list(options.per_row(layers_out, lengths))
         return (vectors, token_lists) if return_tokens else vectors
 
 
@@ -432,24 +474,29 @@ def _check_state(elmo: Elmo, state: str | None) -> str:
     return state
 
 
-class _Options:
-    """Checked per-call settings and the layer mix they imply."""
+# The layers a call returns, checked (`_layer_mix`): "all" of them `(L + 1, ...)`, one layer by
+# index, or float32 weights `(L + 1,)` of a weighted sum.
+LayerMix = Union[str, int, np.ndarray]
 
-    def __init__(self, mix, pool, state, batch_tokens, batch_size):
-        self.mix = mix  # "all", an int, or a float32 weight vector (L + 1,)
-        self.pool = pool
-        self.state = state
-        self.batch_tokens = batch_tokens
-        self.batch_size = batch_size
+
+@dataclass(frozen=True, eq=False)
+class _Options:
+    """Checked per-call settings; `make` checks each once, where it comes in."""
+
+    mix: LayerMix
+    pool: str | None
+    state: str
+    batch_tokens: int
+    batch_size: int | None
 
     @classmethod
-    def make(cls, elmo: Elmo, layers, pool, state, batch_tokens, batch_size) -> "_Options":
-        n = elmo.num_layers
+    def make(cls, elmo: Elmo, layers: Layers, pool: str | None, state: str | None, batch_tokens: int | None,
+             batch_size: int | None) -> "_Options":
         if pool not in POOL_CHOICES:
             raise ValueError(f"pool is {pool!r}; choose None or 'mean'")
-        batch_tokens = elmo.batch_tokens if batch_tokens is None else batch_tokens
-        check_budget(batch_tokens, batch_size)
-        return cls(_layer_mix(layers, n), pool, _check_state(elmo, state), int(batch_tokens), batch_size)
+        check_budget(batch_tokens, batch_size)  # the instance's own was checked when it was made
+        batch_tokens = elmo.batch_tokens if batch_tokens is None else int(batch_tokens)
+        return cls(_layer_mix(layers, elmo.num_layers), pool, _check_state(elmo, state), batch_tokens, batch_size)
 
     def mix_layers(self, layers: np.ndarray) -> np.ndarray:
         """`layers (L + 1, B, T, dim)` -> the chosen layer or mix `(B, T, dim)`, or all of them."""

@@ -8,19 +8,16 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from elmo_runtime import contract as C
+from elmo_runtime import scratch
 from elmo_runtime.graph_files import GraphBytes, GraphFormatError, check_graph_size, external_tensors
 from elmo_runtime.jsonfile import json_field, read_json
 from elmo_runtime.token_schemes import BYTES, DICTIONARY, scheme_files
-
-# What elmo-export's staging directories end with (it names them `.OUT.<pid>.<random>.partial`).
-STAGING_SUFFIX = ".partial"
 
 
 class PackageError(ValueError):
@@ -161,10 +158,6 @@ class Manifest:
     def bilm_file(self) -> Path:
         return self.graph_file("bilm")
 
-    def contract(self) -> dict[str, C.GraphSpec]:
-        """The graphs' interface the contract prescribes for this architecture and token scheme."""
-        return C.graph_specs(self.n_layers, self.projection_dim, self.dim, *_token_interface(self.chars))
-
     def replace(self, **changes) -> "Manifest":
         return dataclasses.replace(self, **changes)
 
@@ -216,13 +209,11 @@ class Manifest:
                 f"{source}: package format version {version} is older than this runtime reads "
                 f"({C.FORMAT_VERSION}); export the package again with this version's elmo-export"
             )
-        for path in C.REQUIRED_FIELDS:
-            get(path, _REQUIRED_TYPES.get(path, (str, int, float, list, dict)))
+        for path, kind in C.REQUIRED_FIELDS.items():
+            get(path, kind)
         _check_chars(data, source)
         _check_rules(data, source, "sentences", C.SENTENCE_RULES)
         _check_rules(data, source, "initial_state", C.STATE_LAYOUT)
-        for name in ("n_layers", "projection_dim", "dim"):
-            get(f"architecture.lstm.{name}", int)
         architecture = get("architecture", dict)
         n_layers, p, d = (architecture["lstm"][k] for k in ("n_layers", "projection_dim", "dim"))
         precision = get("precision", dict)
@@ -318,26 +309,6 @@ def _check_state_values(data: dict, source: str | Path, h: np.ndarray, c: np.nda
                            "package is corrupt or altered")
 
 
-_REQUIRED_TYPES = {
-    "format_version": int,
-    "architecture.lstm.n_layers": int,
-    "architecture.lstm.projection_dim": int,
-    "architecture.lstm.dim": int,
-    "chars.scheme": str,
-    "chars.max_characters_per_token": int,
-    "chars.id_offset": int,
-    "chars.padding_row_id": int,
-    "graphs.token_embedder.file": str,
-    "graphs.bilm.file": str,
-    "precision.name": str,
-    "initial_state.mode": str,
-    "initial_state.h": list,
-    "initial_state.c": list,
-    "conformance.file": str,
-    "files": dict,
-}
-
-
 def _check_chars(data: dict, source: str | Path) -> None:
     """Refuse a char scheme, or scheme parameters, other than those this runtime implements.
 
@@ -407,11 +378,6 @@ def _confined(directory: Path, name: str, what: str) -> Path:
     return path
 
 
-def _is_staging_dir(directory: Path) -> bool:
-    """The name `elmo-export` gives a package while it is built and checked: `.OUT.<pid>.<random>.partial`."""
-    return re.fullmatch(r"\..+\.\d+\.[0-9a-f]{8}" + re.escape(STAGING_SUFFIX), directory.name) is not None
-
-
 def load_manifest(package_dir: str | Path, verify_files: bool = True, *, require_parity: bool = True) -> Manifest:
     """Read and check the manifest of the package in `package_dir` (`load_package`, graphs' bytes dropped).
 
@@ -452,7 +418,7 @@ def load_package(package_dir: str | Path, verify_files: bool = True, *, require_
     directory = Path(package_dir)
     if not directory.is_dir():
         raise FileNotFoundError(f"model package not found: {directory} is not a directory")
-    if require_parity and _is_staging_dir(directory):
+    if require_parity and scratch.is_temporary(directory, scratch.STAGING_SUFFIX):
         raise PackageError(f"{directory} is an unfinished export (a staging directory of elmo-export), not a package")
     source = directory / C.MANIFEST_FILE
     if not source.is_file():

@@ -12,7 +12,7 @@ import numbers
 import os
 from importlib import metadata
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -220,6 +220,44 @@ def check_session(session: ort.InferenceSession, spec: C.GraphSpec, path: Path) 
         raise PackageError(f"{path}: the graph does not match the package contract:\n  " + "\n  ".join(problems))
 
 
+class Sessions(NamedTuple):
+    """A package's two ONNX Runtime sessions, checked against the contract."""
+
+    token_embedder: ort.InferenceSession
+    bilm: ort.InferenceSession
+
+
+def open_package(package_dir: str | Path, device: str = "auto", threads: int | None = None, *,
+                 verify: bool = True, require_parity: bool = True) -> tuple[Manifest, TokenScheme, Sessions]:
+    """Open a package in one pass: its manifest and files checked, its token scheme, its sessions.
+
+    Every check is made before ONNX Runtime parses a graph (`package.load_package`), and the
+    sessions are made from the bytes that were checked; each session is
+    then checked against the interface the manifest declared, which loading held to the
+    contract (`contract.graph_specs`).
+
+    Args:
+        package_dir, device, threads, verify, require_parity: see `PackageRunner`.
+
+    Raises:
+        PackageError: as `PackageRunner`.
+    """
+    check_threads(threads)  # before the package is read and hashed
+    manifest, graphs = load_package(package_dir, verify_files=verify, require_parity=require_parity)
+    try:
+        scheme = scheme_from_manifest(manifest.chars, manifest.directory)
+    except SchemeError as e:
+        raise PackageError(str(e)) from None
+    sessions = {}
+    for graph in Sessions._fields:
+        verified = graphs.pop(graph)  # made from the bytes that were checked, then let go
+        sessions[graph] = create_session(verified, device, threads)
+        check_session(sessions[graph], manifest.graphs[graph], verified.path)
+        if device == "auto" and sessions[graph].get_providers()[0] != CUDA:
+            device = "cpu"  # CUDA is absent or failed to start (and said so): do not try it again
+    return manifest, scheme, Sessions(**sessions)
+
+
 class PackageRunner:
     """The two sessions of a package, checked against the contract when loaded.
 
@@ -238,26 +276,11 @@ class PackageRunner:
 
     def __init__(self, package_dir: str | Path, device: str = "auto", threads: int | None = None, *,
                  verify: bool = True, require_parity: bool = True):
-        check_threads(threads)  # before the package is read and hashed
-        self.manifest: Manifest
-        self.manifest, graphs = load_package(package_dir, verify_files=verify, require_parity=require_parity)
-        self.specs = self.manifest.contract()
-        try:
-            self.scheme: TokenScheme = scheme_from_manifest(self.manifest.chars, self.manifest.directory)
-        except SchemeError as e:
-            raise PackageError(str(e)) from None
-        self.token_embedder = self._session(graphs["token_embedder"], "token_embedder", device, threads)
-        # With "auto", once CUDA is absent or failed to start (and said so), do not try it again.
-        bilm_device = "cpu" if device == "auto" and self.token_embedder.get_providers()[0] != CUDA else device
-        self.bilm_session = self._session(graphs.pop("bilm"), "bilm", bilm_device, threads)
-        self.providers = self.bilm_session.get_providers()
+        self.manifest, self.scheme, self.sessions = open_package(package_dir, device, threads, verify=verify,
+                                                                 require_parity=require_parity)
+        self.providers = self.sessions.bilm.get_providers()
         log.info("loaded %s (%s) on %s (device=%r)", self.manifest.directory, self.manifest.precision,
                  self.providers[0], device)
-
-    def _session(self, verified: GraphBytes, graph: str, device: str, threads: int | None) -> ort.InferenceSession:
-        session = create_session(verified, device, threads)
-        check_session(session, self.specs[graph], verified.path)
-        return session
 
     def token_embeddings(self, inputs: np.ndarray | Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Token ids -> `(B, T, P)` float32 embeddings and `(B, T)` int32 mask.
@@ -270,7 +293,7 @@ class PackageRunner:
         if not isinstance(inputs, Mapping):
             inputs = {C.CHAR_IDS: inputs}
         feeds = {name: np.ascontiguousarray(value, dtype=np.int32) for name, value in inputs.items()}
-        emb, mask = self.token_embedder.run([C.TOKEN_EMBEDDINGS, C.MASK], feeds)
+        emb, mask = self.sessions.token_embedder.run([C.TOKEN_EMBEDDINGS, C.MASK], feeds)
         return emb, mask
 
     def embed_tokens(self, tokens: Sequence[str]) -> np.ndarray:
@@ -288,7 +311,7 @@ class PackageRunner:
         feeds = {C.TOKEN_EMBEDDINGS: embeddings, C.MASK: mask.astype(np.int32, copy=False),
                  C.INITIAL_H: h.astype(np.float32, copy=False), C.INITIAL_C: c.astype(np.float32, copy=False)}
         feeds[C.SENTENCE_EDGES] = np.asarray(C.WHOLE_SENTENCES if edges is None else edges, dtype=np.int64)
-        layers, final_h, final_c = self.bilm_session.run([C.LAYERS, C.FINAL_H, C.FINAL_C], feeds)
+        layers, final_h, final_c = self.sessions.bilm.run([C.LAYERS, C.FINAL_H, C.FINAL_C], feeds)
         return layers, final_h, final_c
 
     def initial_state(self, mode: str, batch: int) -> tuple[np.ndarray, np.ndarray]:

@@ -17,17 +17,23 @@ meant to be read by others as any file the user makes.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import logging
 import os
+import re
 import secrets
 import shutil
 import socket
 import time
 from pathlib import Path
+from typing import Iterator
 
 log = logging.getLogger(__name__)
+
+STAGING_SUFFIX = ".partial"  # a folder being built (`staged_dir`)
+OLD_SUFFIX = ".old"  # a replaced folder, between two renames (`replace_dir`)
 
 
 def existing(target: Path) -> os.stat_result | None:
@@ -116,6 +122,53 @@ def _untouched_for(path: Path) -> float:
     return time.time() - max(times)
 
 
+def is_temporary(path: Path, suffix: str) -> bool:
+    """Whether `path` is named as `create_file`/`create_dir` name things, for any target."""
+    return re.fullmatch(r"\..+\.\d+\.[0-9a-f]{8}" + re.escape(suffix), path.name) is not None
+
+
+@contextlib.contextmanager
+def staged_dir(target: Path, suffix: str = STAGING_SUFFIX) -> Iterator[Path]:
+    """A new empty folder beside `target` to build it in; gone afterwards unless renamed into place.
+
+    What killed processes left beside `target` (staging and replaced folders, named with their
+    PIDs) is removed first. Rename the finished folder with `replace_dir` inside the block.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in (suffix, OLD_SUFFIX):
+        remove_stale(target, stale)
+    staging = None
+    try:
+        staging = create_dir(target, suffix)
+        yield staging
+    finally:
+        # By the variable: another thread of this process may be staging the same target.
+        # A kill between the mkdir and the assignment leaves a folder the next run removes.
+        if staging is not None and os.path.lexists(staging):
+            remove_path(staging)
+
+
+def replace_dir(new: Path, target: Path) -> None:
+    """Rename the folder `new` to `target`; a folder already at `target` is replaced.
+
+    The old folder is moved aside (`.NAME.<pid>.<random>.old`) and deleted once `new` is in
+    place; if the second rename fails or is interrupted, it is put back. A kill between the
+    two leaves the old folder aside, for the next `staged_dir` or `replace_dir` to remove.
+    """
+    remove_stale(target, OLD_SUFFIX)
+    if not os.path.lexists(target):
+        os.rename(new, target)
+        return
+    old = create_dir(target, OLD_SUFFIX)
+    os.rename(target, old)  # onto the empty folder just made
+    try:
+        os.rename(new, target)
+    except BaseException:
+        os.rename(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def _alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
@@ -163,16 +216,21 @@ def _remove(target: Path, suffix: str, condemned) -> list[Path]:
             continue
         pid = owner[0]
         try:
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
+            remove_path(path)
         except OSError as e:
             log.warning("could not remove %s, left by process %d: %s", path, pid, e)
             continue
         log.info("removed %s, left by process %d", path, pid)
         removed.append(path)
     return removed
+
+
+def remove_path(path: Path) -> None:
+    """Remove a file, a link (not what it points to) or a folder tree."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
 
 
 def refuse_foreign(folder: Path, ours: set[str], what: str) -> None:

@@ -48,6 +48,11 @@ class TokenEmbeddingCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def items(self) -> list[tuple[str, np.ndarray]]:
+        """The cached `(token, vector (P,))` pairs, least recently used first (the arrays themselves)."""
+        with self._lock:
+            return list(self._entries.items())
+
     def clear(self) -> None:
         """Forget every entry and reset the counters."""
         with self._lock:

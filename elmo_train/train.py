@@ -97,14 +97,19 @@ class TrainSettings:
 class BiLanguageModel(nn.Module):
     """An `ElmoBiLm` with the shared softmax that trains it as a forward and a backward LM."""
 
-    def __init__(self, options: ElmoOptions, n_words: int, cutoffs: Sequence[int] = TrainSettings.cutoffs,
-                 div_value: float = TrainSettings.div_value, dropout: float = TrainSettings.dropout):
+    def __init__(
+        self,
+        options: ElmoOptions,
+        n_words: int,
+        cutoffs: Sequence[int] = TrainSettings.cutoffs,
+        div_value: float = TrainSettings.div_value,
+        dropout: float = TrainSettings.dropout,
+    ):
         super().__init__()
         self.bilm = ElmoBiLm(options)
         # Clusters past the vocabulary are dropped; the softmax needs at least one.
         cutoffs = [c for c in cutoffs if c < n_words - 1] or [max(1, n_words // 2)]
-        self.softmax = nn.AdaptiveLogSoftmaxWithLoss(options.projection_dim, n_words, cutoffs,
-                                                     div_value=div_value)
+        self.softmax = nn.AdaptiveLogSoftmaxWithLoss(options.projection_dim, n_words, cutoffs, div_value=div_value)
         self.dropout = nn.Dropout(dropout)
         self.max_filter_width = max(w for w, _ in options.filters)
 
@@ -118,8 +123,9 @@ class BiLanguageModel(nn.Module):
         width = min(char_ids.shape[1], int(n_bytes.max()) + 2 + self.max_filter_width)
         return self.bilm.token_embedder(char_ids[None, :, :width])[0]  # (U, P)
 
-    def run_lm(self, direction: int, x: torch.Tensor, h: torch.Tensor,
-               c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def run_lm(
+        self, direction: int, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One direction's LSTM stack over token embeddings in reading order.
 
         Args:
@@ -143,8 +149,9 @@ class BiLanguageModel(nn.Module):
             inputs = out
         return inputs, torch.stack(hs), torch.stack(cs)
 
-    def forward(self, char_ids: torch.Tensor, n_bytes: torch.Tensor, tokens: torch.Tensor,
-                state: LstmState) -> tuple[torch.Tensor, LstmState]:
+    def forward(
+        self, char_ids: torch.Tensor, n_bytes: torch.Tensor, tokens: torch.Tensor, state: LstmState
+    ) -> tuple[torch.Tensor, LstmState]:
         """Both LMs over one window.
 
         Args:
@@ -159,8 +166,7 @@ class BiLanguageModel(nn.Module):
         embedded = self.embed_types(char_ids, n_bytes)[tokens]  # (2, B, T, P)
         tops, hs, cs = [], [], []
         for direction in (FORWARD, BACKWARD):
-            top, h, c = self.run_lm(direction, embedded[direction],
-                                    state.h[:, direction], state.c[:, direction])
+            top, h, c = self.run_lm(direction, embedded[direction], state.h[:, direction], state.c[:, direction])
             tops.append(self.dropout(top))
             hs.append(h)
             cs.append(c)
@@ -200,8 +206,7 @@ class Encoded(NamedTuple):
 def encode(sentences: Sequence[Sequence[str]], vocab: dict[str, int]) -> Encoded:
     """Build the token table of `sentences`; table rows 0 and 1 are `<S>` and `</S>`."""
     index = {contract.BOS_TOKEN: 0, contract.EOS_TOKEN: 1}
-    ids = [np.fromiter((index.setdefault(t, len(index)) for t in s), dtype=np.int64, count=len(s))
-           for s in sentences]
+    ids = [np.fromiter((index.setdefault(t, len(index)) for t in s), dtype=np.int64, count=len(s)) for s in sentences]
     types = list(index)
     n_bytes = [min(len(t.encode("utf-8", "ignore")), contract.MAX_TOKEN_BYTES) for t in types]
     n_bytes[0] = n_bytes[1] = 1
@@ -235,8 +240,9 @@ def make_streams(sentences: Sequence[np.ndarray], order: np.ndarray, rows: int, 
         members = order[group == r]
         fwd = [np.concatenate([[0], sentences[i], [1]]) for i in members]
         bwd = [np.concatenate([[1], sentences[i][::-1], [0]]) for i in members]
-        row_tokens.append((np.concatenate(fwd or [np.zeros(0, np.int64)]),
-                           np.concatenate(bwd or [np.zeros(0, np.int64)])))
+        row_tokens.append(
+            (np.concatenate(fwd or [np.zeros(0, np.int64)]), np.concatenate(bwd or [np.zeros(0, np.int64)]))
+        )
     longest = max(len(f) for f, _ in row_tokens)
     n = max(1, math.ceil((longest - 1) / unroll_steps)) * unroll_steps + 1
     tokens = np.zeros((2, rows, n), dtype=np.int64)
@@ -272,8 +278,13 @@ def windows(encoded: Encoded, streams: Streams, unroll_steps: int) -> Iterator[W
 
 
 @torch.no_grad()
-def evaluate(model: BiLanguageModel, sentences: Sequence[Sequence[str]], vocab: dict[str, int],
-             batch_size: int = 32, unroll_steps: int = 20) -> dict[str, float]:
+def evaluate(
+    model: BiLanguageModel,
+    sentences: Sequence[Sequence[str]],
+    vocab: dict[str, int],
+    batch_size: int = 32,
+    unroll_steps: int = 20,
+) -> dict[str, float]:
     """Held-out perplexity of each LM, sentences read in order with the state carried.
 
     Returns:
@@ -293,8 +304,7 @@ def evaluate(model: BiLanguageModel, sentences: Sequence[Sequence[str]], vocab: 
         total -= (log_p * window.scored).sum(dim=(1, 2)).double()
     count = int(streams.scored[0].sum())
     model.train(was_training)
-    return {"forward": math.exp(total[0] / count), "backward": math.exp(total[1] / count),
-            "tokens": count}
+    return {"forward": math.exp(total[0] / count), "backward": math.exp(total[1] / count), "tokens": count}
 
 
 def unigram_perplexity(sentences: Sequence[Sequence[str]], vocab_rows: Sequence[tuple[str, int]]) -> float:
@@ -347,8 +357,11 @@ def load_softmax(path: str | Path) -> nn.AdaptiveLogSoftmaxWithLoss:
     with h5py.File(path, "r") as fin:
         check_storage(fin, path, list(fin))  # its bytes must not come from other files either
         softmax = nn.AdaptiveLogSoftmaxWithLoss(
-            int(fin.attrs["in_features"]), int(fin.attrs["n_classes"]),
-            [int(c) for c in fin.attrs["cutoffs"]], div_value=float(fin.attrs["div_value"]))
+            int(fin.attrs["in_features"]),
+            int(fin.attrs["n_classes"]),
+            [int(c) for c in fin.attrs["cutoffs"]],
+            div_value=float(fin.attrs["div_value"]),
+        )
         softmax.load_state_dict({name: torch.from_numpy(fin[name][...]) for name in softmax.state_dict()})
     return softmax.eval()
 
@@ -405,10 +418,17 @@ def _read_corpus(corpus: Path) -> _Corpus:
     vocab_rows = read_vocab(corpus / "vocab.txt")
     vocab = {w: i for i, (w, _) in enumerate(vocab_rows)}
     train_sentences = read_sentences(corpus / "train.txt")
-    data = _Corpus(vocab_rows, vocab, train_sentences, read_sentences(corpus / "heldout.txt"),
-                   encode(train_sentences, vocab))
-    log.info("corpus: %d train sentences, %d tokens, %d distinct; %d held-out sentences; vocab %d",
-             len(train_sentences), data.train_tokens, len(data.encoded.n_bytes), len(data.heldout), len(vocab_rows))
+    data = _Corpus(
+        vocab_rows, vocab, train_sentences, read_sentences(corpus / "heldout.txt"), encode(train_sentences, vocab)
+    )
+    log.info(
+        "corpus: %d train sentences, %d tokens, %d distinct; %d held-out sentences; vocab %d",
+        len(train_sentences),
+        data.train_tokens,
+        len(data.encoded.n_bytes),
+        len(data.heldout),
+        len(vocab_rows),
+    )
     return data
 
 
@@ -433,8 +453,9 @@ class _Budget:
         if settings.steps is None and step == 3 + settings.calibration_steps:
             per_step = (time.perf_counter() - self._calibration_start) / settings.calibration_steps
             self.total_steps = max(step + 1, int((self.deadline - self.started) / per_step))
-            log.info("%.3f s a step: a budget of %d steps for %.1f minutes", per_step, self.total_steps,
-                     settings.minutes)
+            log.info(
+                "%.3f s a step: a budget of %d steps for %.1f minutes", per_step, self.total_steps, settings.minutes
+            )
             if self.total_steps <= settings.warmup_steps:
                 log.warning("the budget is inside the warm-up (%d steps)", settings.warmup_steps)
 
@@ -451,8 +472,14 @@ class _Budget:
         return time.perf_counter() - self.started
 
 
-def _train_step(model: BiLanguageModel, optimizer: torch.optim.Optimizer, window: Window, state: LstmState,
-                lr: float, clip_norm: float) -> tuple[torch.Tensor, LstmState]:
+def _train_step(
+    model: BiLanguageModel,
+    optimizer: torch.optim.Optimizer,
+    window: Window,
+    state: LstmState,
+    lr: float,
+    clip_norm: float,
+) -> tuple[torch.Tensor, LstmState]:
     """One optimizer step on one window: -> each LM's mean loss `(2,)` and the carried state."""
     for group in optimizer.param_groups:
         group["lr"] = lr
@@ -470,20 +497,41 @@ def _train_step(model: BiLanguageModel, optimizer: torch.optim.Optimizer, window
 def _log_losses(running: list[torch.Tensor], step: int, epoch: int, lr: float, budget: _Budget) -> dict:
     """Log the mean losses since the last log; -> the `loss_history` entry."""
     mean = torch.stack(running).mean(dim=0)
-    log.info("step %d epoch %d lr %.2e loss fwd %.3f bwd %.3f (ppl %.1f / %.1f) %.0f s", step, epoch, lr,
-             mean[0], mean[1], math.exp(mean[0]), math.exp(mean[1]), budget.seconds)
+    log.info(
+        "step %d epoch %d lr %.2e loss fwd %.3f bwd %.3f (ppl %.1f / %.1f) %.0f s",
+        step,
+        epoch,
+        lr,
+        mean[0],
+        mean[1],
+        math.exp(mean[0]),
+        math.exp(mean[1]),
+        budget.seconds,
+    )
     return {"step": step, "loss_forward": float(mean[0]), "loss_backward": float(mean[1])}
 
 
-def _run_record(model: BiLanguageModel, data: _Corpus, settings: TrainSettings, out: Path, step: int,
-                budget: _Budget, history: list[dict]) -> dict:
+def _run_record(
+    model: BiLanguageModel,
+    data: _Corpus,
+    settings: TrainSettings,
+    out: Path,
+    step: int,
+    budget: _Budget,
+    history: list[dict],
+) -> dict:
     """Held-out perplexities, the held-out sample written beside the model, and the run record."""
     train_seconds = budget.seconds
     log.info("trained %d steps (%.2f epochs) in %.1f minutes", step, data.epochs(step, settings), train_seconds / 60)
     ppl = evaluate(model, data.heldout, data.vocab, settings.eval_batch_size, settings.unroll_steps)
     unigram = unigram_perplexity(data.heldout, data.vocab_rows)
-    log.info("held-out perplexity: forward %.2f, backward %.2f, unigram %.2f (%d targets)",
-             ppl["forward"], ppl["backward"], unigram, ppl["tokens"])
+    log.info(
+        "held-out perplexity: forward %.2f, backward %.2f, unigram %.2f (%d targets)",
+        ppl["forward"],
+        ppl["backward"],
+        unigram,
+        ppl["tokens"],
+    )
     sample_every = max(1, len(data.heldout) // max(settings.heldout_sample, 1))
     sample = data.heldout[::sample_every][: settings.heldout_sample]
     (out / "heldout_sample.txt").write_text("".join(" ".join(s) + "\n" for s in sample), encoding="utf-8")
@@ -495,21 +543,66 @@ def _run_record(model: BiLanguageModel, data: _Corpus, settings: TrainSettings, 
         "train_seconds": train_seconds,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "parameters": {"bilm": sum(p.numel() for p in model.bilm.parameters()),
-                       "softmax": sum(p.numel() for p in model.softmax.parameters())},
-        "corpus": {"train_sentences": len(data.train_sentences), "train_tokens": data.train_tokens,
-                   "heldout_sentences": len(data.heldout), "vocab": len(data.vocab_rows)},
-        "heldout_perplexity": {"forward": ppl["forward"], "backward": ppl["backward"],
-                               "unigram": unigram, "targets": ppl["tokens"]},
-        "sample_perplexity": {**evaluate(model, sample, data.vocab, settings.eval_batch_size,
-                                         settings.unroll_steps),
-                              "unigram": unigram_perplexity(sample, data.vocab_rows)},
+        "parameters": {
+            "bilm": sum(p.numel() for p in model.bilm.parameters()),
+            "softmax": sum(p.numel() for p in model.softmax.parameters()),
+        },
+        "corpus": {
+            "train_sentences": len(data.train_sentences),
+            "train_tokens": data.train_tokens,
+            "heldout_sentences": len(data.heldout),
+            "vocab": len(data.vocab_rows),
+        },
+        "heldout_perplexity": {
+            "forward": ppl["forward"],
+            "backward": ppl["backward"],
+            "unigram": unigram,
+            "targets": ppl["tokens"],
+        },
+        "sample_perplexity": {
+            **evaluate(model, sample, data.vocab, settings.eval_batch_size, settings.unroll_steps),
+            "unigram": unigram_perplexity(sample, data.vocab_rows),
+        },
         "loss_history": history,
     }
 
 
-def train(corpus: str | Path, out: str | Path, options: dict | None = None,
-          settings: TrainSettings = TrainSettings(steps=1000)) -> TrainResult:
+def _new_model(elmo_options: ElmoOptions, n_words: int, settings: TrainSettings) -> BiLanguageModel:
+    """A biLM initialized as bilm-tf does, in training mode."""
+    model = BiLanguageModel(elmo_options, n_words, settings.cutoffs, settings.div_value, settings.dropout)
+    init_like_bilm_tf(model)
+    model.train()
+    log.info(
+        "parameters: biLM %d (file: %d), softmax %d",
+        sum(p.numel() for p in model.bilm.parameters()),
+        elmo_options.parameter_count(),
+        sum(p.numel() for p in model.softmax.parameters()),
+    )
+    return model
+
+
+def _checkpoint(
+    model: BiLanguageModel, data: _Corpus, settings: TrainSettings, step: int, out: Path, corpus: Path
+) -> None:
+    """Log the held-out perplexity on the first `eval_sentences` and write the model so far."""
+    eval_subset = data.heldout[: settings.eval_sentences]
+    ppl = evaluate(model, eval_subset, data.vocab, settings.eval_batch_size, settings.unroll_steps)
+    log.info(
+        "step %d held-out (%d sentences) ppl fwd %.1f bwd %.1f",
+        step,
+        len(eval_subset),
+        ppl["forward"],
+        ppl["backward"],
+    )
+    write_model(model, out, corpus / "vocab.txt")  # a usable model even if stopped
+
+
+def train(
+    corpus: str | Path,
+    out: str | Path,
+    options: dict | None = None,
+    settings: TrainSettings = TrainSettings(steps=1000),
+) -> TrainResult:
     """Train a biLM on `corpus` (`train.txt`, `heldout.txt`, `vocab.txt`) and write it to `out`.
 
     Args:
@@ -534,17 +627,11 @@ def train(corpus: str | Path, out: str | Path, options: dict | None = None,
 
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
-    model = BiLanguageModel(elmo_options, len(data.vocab_rows), settings.cutoffs, settings.div_value,
-                            settings.dropout)
-    init_like_bilm_tf(model)
-    model.train()
-    log.info("parameters: biLM %d (file: %d), softmax %d", sum(p.numel() for p in model.bilm.parameters()),
-             elmo_options.parameter_count(), sum(p.numel() for p in model.softmax.parameters()))
+    model = _new_model(elmo_options, len(data.vocab_rows), settings)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
 
     budget = _Budget(settings)
     step, epoch, running, history = 0, 0, [], []
-    eval_subset = data.heldout[: settings.eval_sentences]
     done = False
     while not done:
         order = rng.permutation(len(data.train_sentences))
@@ -560,10 +647,7 @@ def train(corpus: str | Path, out: str | Path, options: dict | None = None,
                 history.append(_log_losses(running, step, epoch, lr, budget))
                 running = []
             if settings.eval_every and step % settings.eval_every == 0:
-                ppl = evaluate(model, eval_subset, data.vocab, settings.eval_batch_size, settings.unroll_steps)
-                log.info("step %d held-out (%d sentences) ppl fwd %.1f bwd %.1f", step,
-                         len(eval_subset), ppl["forward"], ppl["backward"])
-                write_model(model, out, corpus / "vocab.txt")  # a usable model even if stopped
+                _checkpoint(model, data, settings, step, out, corpus)
             done = budget.done(step)
             if done:
                 break
@@ -594,16 +678,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: reproducible)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     torch.set_num_threads(args.threads)
-    options = (json.loads(args.options.read_text(encoding="utf-8")) if args.options
-               else ARCHITECTURES[args.architecture])
+    options = json.loads(args.options.read_text(encoding="utf-8")) if args.options else ARCHITECTURES[args.architecture]
     settings = TrainSettings(
-        steps=args.steps, minutes=args.minutes, batch_size=args.batch_size,
-        unroll_steps=args.unroll_steps, learning_rate=args.learning_rate,
-        warmup_steps=args.warmup_steps, dropout=args.dropout, cutoffs=tuple(args.cutoffs),
-        seed=args.seed, eval_every=args.eval_every,
+        steps=args.steps,
+        minutes=args.minutes,
+        batch_size=args.batch_size,
+        unroll_steps=args.unroll_steps,
+        learning_rate=args.learning_rate,
+        warmup_steps=args.warmup_steps,
+        dropout=args.dropout,
+        cutoffs=tuple(args.cutoffs),
+        seed=args.seed,
+        eval_every=args.eval_every,
     )
     try:
         train(args.corpus, args.out, options, settings)

@@ -343,7 +343,7 @@ def test_local_files_are_exported_once_into_the_cache(tiny_weights, tmp_path, mo
     # Stateful callers only use the zero state: the package is exported with it (a faster export).
     vectors = ElmoEmbedder(*tiny_weights, stateful=True).embed_sentence(["Exported", "once"])
     (folder,) = (tmp_path / "cache" / "compat").iterdir()
-    assert folder.name.startswith(models.sha256_of_file(tiny_weights[1])[:32]) and folder.name.endswith("-fp32-zero")
+    assert folder.name.startswith(models.sha256_of(tiny_weights[1])[:32]) and folder.name.endswith("-fp32-zero")
     mtime = (folder / "elmo.json").stat().st_mtime_ns
     again = Elmo(*tiny_weights, 1, scalar_mix_parameters=ONLY_TOP, stateful=True)(batch_to_ids([["Exported", "once"]]))
     assert [p.name for p in (tmp_path / "cache" / "compat").iterdir()] == [folder.name]

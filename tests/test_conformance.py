@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from elmo_export.conformance import TOLERANCES
+from elmo_export.conformance import CONFORMANCE_TOLERANCES
 from elmo_export.model import LstmState
 from elmo_runtime import contract as C
 from elmo_runtime.chars import BOS_CHAR_IDS, EOS_CHAR_IDS
@@ -42,7 +42,7 @@ def sentence(doc: dict, name: str) -> dict:
 def test_every_package_carries_its_conformance_vectors(tiny_package, tiny_zero_package):
     warm, zero = conformance_of(tiny_package), conformance_of(tiny_zero_package)
     assert C.CONFORMANCE_FILE in load_manifest(tiny_package).files  # with its sha256, like the graphs
-    assert warm["precision"] == "fp32" and warm["tolerance"] == {"max_abs": TOLERANCES["fp32"].max_abs, "min_cosine": None}
+    assert warm["precision"] == "fp32" and warm["tolerance"] == {"max_abs": CONFORMANCE_TOLERANCES["fp32"].max_abs, "min_cosine": None}
     assert all(set(s["expected"]) == {"zero", "warm"} for s in warm["sentences"])
     assert all(set(s["expected"]) == {"zero"} for s in zero["sentences"])
     lengths = {s["name"]: len(s["tokens"]) for s in warm["sentences"]}
@@ -87,7 +87,7 @@ def test_elmo_verify_passes_on_a_sound_package(tiny_package, tiny_zero_package, 
     # plus, in the default state (warm), the time-chunks case (3 layers) and the stream's 9 rows (x 3 layers)
     assert "conformance passed (fp32): 9 sentences, 84 layer checks" in out
     report = verify_package(tiny_package)
-    assert report.passed and report.worst()["max_abs"] <= TOLERANCES["fp32"].max_abs
+    assert report.passed and report.worst()["max_abs"] <= CONFORMANCE_TOLERANCES["fp32"].max_abs
 
 
 def _rewrite(path: Path, edit) -> None:

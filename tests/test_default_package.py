@@ -45,12 +45,13 @@ def _conformance_differences(shipped_path, fresh_path) -> list[str]:
     """Where two conformance files differ: every field exactly, but the expected arrays (the
     sentences', the time-chunks case's layers and final state, the stream's rows), which this
     CPU's ONNX Runtime computed, within the int8 conformance tolerance, the bar any runtime on
-    any CPU must meet against the shipped file (`elmo_export.conformance.TOLERANCES`: max abs 0.1,
+    any CPU must meet against the shipped file (`elmo_runtime.conformance.CONFORMANCE_TOLERANCES`: max abs 0.1,
     min cosine 0.999; another CPU's last bits move int8 layers by up to 0.025)."""
-    from elmo_export.conformance import TOLERANCES
-    from elmo_runtime.conformance import compare_layers, decode_array
+    from elmo_export.conformance import CONFORMANCE_TOLERANCES
+    from elmo_runtime.compare import compare
+    from elmo_runtime.conformance import decode_array
 
-    bar = TOLERANCES["int8"]
+    bar = CONFORMANCE_TOLERANCES["int8"]
 
     def walk(want, got, path: str) -> list[str]:
         if isinstance(want, dict) and isinstance(got, dict) and "float32_base64" in want and "float32_base64" in got:
@@ -59,7 +60,7 @@ def _conformance_differences(shipped_path, fresh_path) -> list[str]:
                 return [f"conformance {path}: shape {a.shape} != {b.shape}"]
             if a.size == 0:
                 return []
-            max_abs, min_cos = compare_layers(b, a)
+            max_abs, _, min_cos = compare(b, a)
             if max_abs.max() > bar.max_abs or min_cos.min() < bar.min_cosine:
                 return [f"conformance {path}: max abs {max_abs.max():.3g}, min cosine {min_cos.min():.6f} (bar {bar})"]
             return []

@@ -181,7 +181,7 @@ def test_input_is_streamed(tiny_package, tmp_path, monkeypatch):
     path = tmp_path / "many.txt"
     path.write_text("".join(f"Sentence number {i} .\n" for i in range(3000)), encoding="utf-8")
     lines_read, read_at_first_write = 0, []
-    real_read, real_add = files._read_lines, files._Hdf5Writer.add
+    real_read, real_add = files.read_lines, files._Hdf5Writer.add
 
     def counting_read(source):
         nonlocal lines_read
@@ -193,7 +193,7 @@ def test_input_is_streamed(tiny_package, tmp_path, monkeypatch):
         read_at_first_write.append(lines_read)
         real_add(self, key, array, tokens)
 
-    monkeypatch.setattr(files, "_read_lines", counting_read)
+    monkeypatch.setattr(files, "read_lines", counting_read)
     monkeypatch.setattr(files._Hdf5Writer, "add", noting_add)
     assert run(tiny_package, path, tmp_path / "out.hdf5", "--batch-tokens", 128, "--top") == 0
     assert lines_read == 3000 and read_at_first_write[0] < 200  # one chunk, not the file

@@ -4,6 +4,7 @@ the state contract, and the errors for bad inputs and outputs."""
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +18,12 @@ from elmo_export.calibration import CALIBRATION_SOURCE, load_calibration_sentenc
 from elmo_export.conformance import load_builtin, load_sentences
 from elmo_export.graph_io import GraphValidationError, graph_specs, validate_graph
 from elmo_export.model import LstmState
-from elmo_export.parity import ParityError, Tolerance
+from elmo_export.parity import ParityError
 from elmo_export.warmup import load_warmup_sentences, warm_state
 from elmo_export.weights import WeightFileError
 from elmo_runtime import contract as C
 from elmo_runtime.chars import batch_to_char_ids
+from elmo_runtime.compare import Tolerance
 from elmo_runtime.package import load_manifest, state_digest
 from elmo_runtime.runner import PackageRunner
 
@@ -36,7 +38,7 @@ def manifest_of(package):
 @pytest.mark.parametrize("name", MODELS)
 def test_every_precision_meets_its_tolerance(exported, name, quantize):
     """The exporter's own verdict, re-read; its value is the bars below, which duplicate
-    `parity.TOLERANCES` on purpose: loosening a tolerance there fails here."""
+    `parity.PARITY_TOLERANCES` on purpose: loosening a tolerance there fails here."""
     report = manifest_of(exported(name, quantize))["parity"]
     assert report["passed"] and report["failures"] == []
     assert [m["mode"] for m in report["modes"]] == ["zero", "warm", "carried"]
@@ -185,7 +187,7 @@ def _leftovers(parent: Path) -> list[str]:
 
 
 def test_a_parity_failure_raises_and_leaves_no_package(tmp_path, tiny_weights, monkeypatch):
-    monkeypatch.setitem(parity.TOLERANCES, "fp32", Tolerance(min_cosine=1.5))
+    monkeypatch.setitem(parity.PARITY_TOLERANCES, "fp32", Tolerance(min_cosine=1.5))
     out = tmp_path / "pkg"
     with pytest.raises(ParityError) as info:
         export_package(*tiny_weights, out, progress=False)
@@ -212,16 +214,82 @@ def test_a_corrupted_graph_weight_fails_parity(tmp_path, tiny_weights, monkeypat
 
     monkeypatch.setattr(onnx_graph, "build_bilm", corrupted)
     out = tmp_path / "pkg"
-    with pytest.raises(ParityError, match="max abs error"):
+    with pytest.raises(ParityError, match="max abs difference"):
         export_package(*tiny_weights, out, progress=False)
     assert not out.exists() and _leftovers(tmp_path) == []
+
+
+def _zero_first_tokens(graph: onnx.GraphProto) -> None:
+    """Make a biLM graph's layers zero at every sentence's first position: a package that drops
+    some tokens' vectors while its mask stays right."""
+    from onnx import TensorProto, helper
+
+    for node in graph.node:
+        node.output[:] = ["raw_layers" if o == C.LAYERS else o for o in node.output]
+    graph.initializer.extend([helper.make_tensor("t_axis", TensorProto.INT64, [1], [2]),
+                              helper.make_tensor("zero", TensorProto.INT64, [], [0]),
+                              helper.make_tensor("one", TensorProto.INT64, [], [1]),
+                              helper.make_tensor("last_axis", TensorProto.INT64, [1], [1])])
+    graph.node.extend([
+        helper.make_node("Shape", ["raw_layers"], ["shape"]),
+        helper.make_node("Gather", ["shape", "t_axis"], ["t"]),
+        helper.make_node("Squeeze", ["t"], ["t_scalar"]),
+        helper.make_node("Range", ["zero", "t_scalar", "one"], ["positions"]),
+        helper.make_node("Greater", ["positions", "zero"], ["kept"]),
+        helper.make_node("Cast", ["kept"], ["keep"], to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["keep", "last_axis"], ["keep_column"]),  # (T, 1)
+        helper.make_node("Mul", ["raw_layers", "keep_column"], [C.LAYERS]),
+    ])
+
+
+def test_the_conformance_check_fails_an_export_that_zeroes_some_tokens(tmp_path, tiny_weights, monkeypatch):
+    """A zero vector against a non-zero one scores cosine 0, not 1: the int8 mean-cosine bar
+    catches the dropped tokens in the conformance sentences, and nothing is written."""
+    build = onnx_graph.build_bilm
+
+    def tampered(model, precision="fp32", opset=C.DEFAULT_OPSET, sources=None):
+        built = build(model, precision, opset, sources)
+        _zero_first_tokens(built.graph)
+        return built
+
+    monkeypatch.setattr(onnx_graph, "build_bilm", tampered)
+    out = tmp_path / "pkg"
+    with pytest.raises(ParityError) as info:
+        export_package(*tiny_weights, out, precision="int8", progress=False)
+    assert "conformance sentence 'one token', state zero, layer 0: mean cosine 0.000000 < 0.99" in info.value.failures
+    assert all(f.startswith("conformance sentence ") and ": mean cosine " in f for f in info.value.failures)
+    assert not out.exists() and _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("tamper", [False, True])
+def test_the_int8_parity_gate_fails_a_package_that_zeroes_some_tokens(tmp_path, exported, tiny_model, tamper):
+    """The gate itself on the same tamper, applied to an exported int8 package (re-hashed): it
+    fails on mean cosine with a min cosine of exactly 0; untampered, the same package passes."""
+    package = tmp_path / "pkg"
+    shutil.copytree(exported("tiny", "int8"), package)
+    if tamper:
+        manifest = manifest_of(package)
+        bilm = package / manifest["graphs"]["bilm"]["file"]
+        graph = onnx.load(bilm)
+        _zero_first_tokens(graph.graph)
+        onnx.save(graph, bilm)
+        manifest["files"][bilm.name].update(sha256=hashlib.sha256(bilm.read_bytes()).hexdigest(),
+                                            bytes=bilm.stat().st_size)
+        (package / C.MANIFEST_FILE).write_text(json.dumps(manifest))
+    report = parity.check_parity(tiny_model, package, "int8", raise_on_failure=False)
+    worst = report.worst()
+    if not tamper:
+        assert report.passed and worst["mean_cosine"] >= 0.99 and worst["min_cosine"] > 0.9
+        return
+    assert not report.passed and worst["min_cosine"] == 0.0 and worst["mean_cosine"] < 0.99
+    assert report.failures and all(": mean cosine " in f for f in report.failures)
 
 
 def test_an_existing_package_is_kept_when_the_new_one_fails(tmp_path, tiny_weights, monkeypatch):
     out = tmp_path / "pkg"
     export_package(*tiny_weights, out, progress=False)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    monkeypatch.setitem(parity.TOLERANCES, "int8", Tolerance(mean_cosine=1.5))
+    monkeypatch.setitem(parity.PARITY_TOLERANCES, "int8", Tolerance(mean_cosine=1.5))
     with pytest.raises(ParityError):
         export_package(*tiny_weights, out, precision="int8", force=True, progress=False)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before

@@ -9,8 +9,8 @@ import pytest
 
 from elmo_export import cli, parity
 from elmo_export.cli import EXIT_OK, EXIT_PARITY, EXIT_USAGE, main
-from elmo_export.parity import Tolerance
 from elmo_export.sources import ModelSourceError, base, official, resolve
+from elmo_runtime.compare import Tolerance
 from elmo_runtime import contract as C
 
 
@@ -155,7 +155,7 @@ def test_an_existing_output_needs_force_and_an_unwritable_one_exits_2(model_dir,
 
 
 def test_a_parity_failure_exits_1_and_leaves_nothing(model_dir, tmp_path, capsys, monkeypatch):
-    monkeypatch.setitem(parity.TOLERANCES, "fp16", Tolerance(min_cosine=1.01))
+    monkeypatch.setitem(parity.PARITY_TOLERANCES, "fp16", Tolerance(min_cosine=1.01))
     out = tmp_path / "pkg"
     assert main([str(model_dir), "-o", str(out), "--quantize", "fp16", "-q", "--no-progress"]) == EXIT_PARITY
     err = capsys.readouterr().err

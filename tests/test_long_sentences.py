@@ -35,8 +35,8 @@ def test_every_call_stays_within_the_budget(tiny_package):
 
     elmo = Elmo(tiny_package, device="cpu")
     positions = []
-    bilm = elmo._runner.bilm
-    elmo._runner.bilm = lambda emb, *rest: (positions.append(emb.shape[0] * (emb.shape[1] + 2)), bilm(emb, *rest))[1]
+    bilm = elmo.runner.bilm
+    elmo.runner.bilm = lambda emb, *rest: (positions.append(emb.shape[0] * (emb.shape[1] + 2)), bilm(emb, *rest))[1]
     short = sentence(3, seed=1)
     out = elmo.embed([short, sentence(1000), short], layers="top", batch_tokens=64)
     assert [v.shape for v in out] == [(3, 32), (1000, 32), (3, 32)]

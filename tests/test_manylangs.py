@@ -218,8 +218,8 @@ def test_a_sentence_over_the_budget_runs_in_time_chunks_and_matches_the_oracle(t
     elmo = Elmo(tiny_fp32, device="cpu")
     assert C.SENTENCE_EDGES in elmo.manifest.graphs["bilm"].to_dict()["inputs"]  # a plain input (format 3)
     edges = []
-    bilm = elmo._runner.bilm
-    elmo._runner.bilm = lambda *args: (edges.append(args[4] if len(args) > 4 else None), bilm(*args))[1]
+    bilm = elmo.runner.bilm
+    elmo.runner.bilm = lambda *args: (edges.append(args[4] if len(args) > 4 else None), bilm(*args))[1]
     for budget in (7, 40):  # chunks of 1 and of 18 tokens, the state carried between them
         got = elmo.embed([tokens], state="zero", batch_tokens=budget)[0]
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)

@@ -21,6 +21,7 @@ from hub_server import HubHandler, HubState
 from elmo_export.publish import SourceLicense, archive_package, push_to_hub
 from elmo_runtime import Elmo, PackageError
 from elmo_runtime import cli as embed_cli
+from elmo_runtime import scratch
 from elmo_runtime.fetch import download
 from elmo_runtime.fetch.catalog import load_catalogs
 from elmo_runtime.fetch.download import CorruptCacheError, DownloadError
@@ -123,6 +124,20 @@ def test_a_catalog_package_downloads_once_then_works_offline(published, tiny_pac
     assert len(server.requests) == 1
     with pytest.raises(ValueError, match="Packages by name: default, tiny-fp32."):
         Elmo("tiny-int8")
+
+
+def test_what_a_killed_install_left_goes_at_the_next_install(published, tmp_path, dead_pid):
+    server, catalog, entry = published
+    packages = tmp_path / "cache" / "packages"
+    packages.mkdir(parents=True)
+    for suffix in ("download", "old"):  # killed while unpacking; killed between the two renames
+        debris = packages / f".tiny-fp32.{dead_pid}.{scratch.HOST_TAG}abcd.{suffix}"
+        debris.mkdir()
+        (debris / "elmo.json").write_text("{}")
+    path = resolve_package("tiny-fp32", catalog=[catalog], progress=False)
+    assert path == packages / "tiny-fp32" and (path / "elmo.json").is_file()
+    assert sorted(p.name for p in packages.iterdir()) == [".archives", ".tiny-fp32.lock", "tiny-fp32",
+                                                          "tiny-fp32.source.json"]
 
 
 def test_an_interrupted_download_resumes(published, tmp_path, monkeypatch):

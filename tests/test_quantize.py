@@ -188,7 +188,7 @@ def test_settings_describe_themselves_for_the_manifest():
 
 def test_every_precision_has_typed_settings_with_its_name_manifest_entry_and_tolerance(tiny_model):
     from elmo_export import ExportSettings, Fp16Settings, Fp32Settings
-    from elmo_export.parity import TOLERANCES
+    from elmo_export.parity import PARITY_TOLERANCES
     from elmo_export.quantize import DEFAULT_SETTINGS
     from elmo_runtime import contract as C
 
@@ -198,7 +198,7 @@ def test_every_precision_has_typed_settings_with_its_name_manifest_entry_and_tol
                                         "inputs_outputs": "float32"}
     for name, settings in DEFAULT_SETTINGS.items():
         assert settings.name == settings.to_dict()["name"] == name
-        assert settings.parity_tolerance(tiny_model.options) == TOLERANCES[name]
+        assert settings.parity_tolerance(tiny_model.options) == PARITY_TOLERANCES[name]
     # A name (or its alias) becomes its settings; settings pass through as given.
     assert ExportSettings(precision="none").precision == Fp32Settings()
     own = Int4Settings(block_size=128)

@@ -23,7 +23,7 @@ import torch
 from elmo_export.model import LstmState
 from elmo_runtime import Elmo, PackageError
 from elmo_runtime import embedder as embedder_module
-from elmo_runtime.batching import batch_cost, plan_batches
+from elmo_runtime.batching import batch_cost, check_budget, plan_batches
 from elmo_runtime.chars import batch_to_char_ids
 from elmo_runtime.package import sha256_of
 from tf_fixtures import FIXTURE_SETS, load_fixture_set
@@ -48,7 +48,7 @@ def tiny_zero_package(exported):
 
 def reference_layers(model, sentences, elmo, state):
     """The reference's layers for `sentences` (one padded batch) from the package's `state`."""
-    h, c = elmo._runner.initial_state(state, len(sentences))
+    h, c = elmo.initial_state(len(sentences), state)
     with torch.no_grad():
         out = model(torch.from_numpy(batch_to_char_ids(sentences)), LstmState(torch.from_numpy(h), torch.from_numpy(c)))
     return [out.layers[:, b, : len(s)].numpy() for b, s in enumerate(sentences)]  # each (L + 1, T, 2P)
@@ -177,6 +177,25 @@ def test_stream_rows_new_to_a_larger_batch_start_fresh(elmo):
     assert stream.embed([]) == []
 
 
+def test_embed_with_state_is_the_stream_without_the_bookkeeping(elmo, sizes):
+    batch = [["one", "two", "three"], ["four"]]
+    h, c = elmo.initial_state(2)  # the warm state, as a stream starts
+    stream = elmo.stream()
+    for _ in range(2):  # the second call starts from the state the first one left
+        vectors, h, c = elmo.embed_with_state(batch, h, c, layers="top")
+        for got, want in zip(vectors, stream.embed(batch, layers="top")):
+            np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(h, stream.state[0])
+        np.testing.assert_array_equal(c, stream.state[1])
+    assert vectors[0].shape == (3, sizes.dim) and vectors[1].shape == (1, sizes.dim)
+    zero_h, zero_c = elmo.initial_state(1, "zero")
+    assert not zero_h.any() and not zero_c.any() and zero_c.shape == (sizes.n_layers, 2, 1, sizes.cells)
+    pooled, _, _ = elmo.embed_with_state([["four"]], zero_h, zero_c, pool="mean")
+    np.testing.assert_allclose(pooled[0], elmo.embed([["four"]], state="zero", pool="mean")[0], atol=1e-5)
+    with pytest.raises(ValueError, match="for 2 sentences this package needs"):
+        elmo.embed_with_state(batch, zero_h, zero_c)
+
+
 # -- every precision ------------------------------------------------------------------------------
 
 PRECISIONS = ["fp32", "fp16", "int8", "int4"]
@@ -243,7 +262,7 @@ def test_batches_respect_the_budget_and_keep_the_order():
         assert batch_cost(len(batch), longest) <= 256 or len(batch) == 1  # a long one goes alone
     assert any(len(b) == 1 and lengths[b[0]] == 300 for b in batches)
     with pytest.raises(ValueError, match="batch_tokens is 0"):
-        plan_batches([1], batch_tokens=0)
+        check_budget(0, None)
 
 
 def test_batch_composition_does_not_change_the_vectors(elmo):
@@ -262,13 +281,13 @@ def test_batch_composition_does_not_change_the_vectors(elmo):
 def record_batches(monkeypatch, elmo) -> list[tuple[int, int]]:
     """Make `elmo` record the (rows, tokens) of every batch it runs."""
     shapes = []
-    real = elmo._runner.bilm
+    real = elmo.runner.bilm
 
     def recording(embeddings, mask, h, c, *edges):
         shapes.append(mask.shape)
         return real(embeddings, mask, h, c, *edges)
 
-    monkeypatch.setattr(elmo._runner, "bilm", recording)
+    monkeypatch.setattr(elmo.runner, "bilm", recording)
     return shapes
 
 
@@ -292,12 +311,12 @@ def test_many_short_sentences_are_streamed_within_the_budget(tiny_package, monke
         char_ids = inputs["char_ids"]
         return np.zeros((*char_ids.shape[:2], sizes.projection_dim), np.float32), (char_ids > 0).any(-1).astype(np.int32)
 
-    def bilm(embeddings, mask, h, c):
+    def bilm(embeddings, mask, h, c, edges=None):
         shapes.append(mask.shape)
         return np.zeros((sizes.layers, *mask.shape, sizes.dim), np.float32), h, c
 
-    monkeypatch.setattr(elmo._runner, "token_embeddings", token_embeddings)
-    monkeypatch.setattr(elmo._runner, "bilm", bilm)
+    monkeypatch.setattr(elmo.runner, "token_embeddings", token_embeddings)
+    monkeypatch.setattr(elmo.runner, "bilm", bilm)
     read = 0
 
     def sentences():
@@ -653,13 +672,13 @@ def test_the_runtime_never_imports_torch(tiny_package, sizes):
 def test_each_distinct_token_goes_through_the_char_cnn_once(tiny_package, monkeypatch):
     elmo = Elmo(tiny_package, device="cpu")
     seen = []
-    real = elmo._runner.token_embeddings
+    real = elmo.runner.token_embeddings
 
     def recording(inputs):
         seen.append(inputs["char_ids"].shape[1])
         return real(inputs)
 
-    monkeypatch.setattr(elmo._runner, "token_embeddings", recording)
+    monkeypatch.setattr(elmo.runner, "token_embeddings", recording)
     first = elmo.embed([["the", "cat", "and", "the", "dog"], ["the", "end"]])
     again = elmo.embed([["the", "dog", "and", "the", "cat"]])
     assert seen == [5]  # the, cat, and, dog, end; nothing new in the second call
@@ -676,6 +695,6 @@ def test_the_token_cache_is_bounded(tiny_package, sizes):
     elmo.embed([["a", "b", "c", "d", "e"]])
     assert len(elmo.token_cache) == 3
     # Entries own their memory: a view would keep its whole batch's output alive.
-    assert all(v.base is None and v.shape == (sizes.projection_dim,) for v in elmo.token_cache._entries.values())
+    assert all(v.base is None and v.shape == (sizes.projection_dim,) for _, v in elmo.token_cache.items())
     with pytest.raises(ValueError, match="token cache size is -1"):
         Elmo(tiny_package, device="cpu", token_cache=-1)

@@ -400,3 +400,14 @@ def test_import_elmo_runtime_stays_light():
     code = f"import sys, elmo_runtime; from elmo_runtime import Elmo; print(sorted(set({heavy!r}) & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_workers_times_threads_fill_the_cores_unless_given(monkeypatch):
+    from elmo_runtime.serve.settings import ServeSettings
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)))
+    assert ServeSettings().parallelism() == (8, 1)  # one worker per core, one thread each
+    assert ServeSettings(threads=4).parallelism() == (2, 4)
+    assert ServeSettings(workers=1).parallelism() == (1, 8)  # one worker on every core
+    assert ServeSettings(workers=3, threads=2).parallelism() == (3, 2)  # as given
+    assert ServeSettings(threads=16).parallelism() == (1, 16)

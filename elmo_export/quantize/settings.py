@@ -16,7 +16,7 @@ from elmo_runtime import contract as C
 
 if TYPE_CHECKING:
     from elmo_export.model import ElmoOptions
-    from elmo_export.parity import Tolerance
+    from elmo_runtime.compare import Tolerance
 
 # The op types whose constant weights are quantized: the graphs have no Gemm.
 WEIGHT_OPS = ("MatMul",)

@@ -86,6 +86,15 @@ def _device(cuda_device: int) -> str:
     return "cpu" if cuda_device < 0 else "cuda"
 
 
+def _package(options_file, weight_file, precision: str, stateful: bool) -> Path:
+    """The package for AllenNLP's file pair (or any model form): a stateful caller starts rows
+    from zeros, as AllenNLP does, so a zero-state export serves it."""
+    state = C.ZERO if stateful else C.WARM
+    return pair_package(
+        options_file, weight_file, precision=precision, state=state, default_weight_file=DEFAULT_WEIGHT_FILE
+    )
+
+
 class _BiLmHandle:
     """What Flair's `ELMoEmbeddings.__setstate__` touches of AllenNLP's `_ElmoBiLm`.
 
@@ -135,13 +144,7 @@ class ElmoEmbedder:
         precision: str = "fp32",
     ):
         self._args = (options_file, weight_file, cuda_device, stateful, precision)
-        package = pair_package(
-            options_file,
-            weight_file,
-            precision=precision,
-            state=C.ZERO if stateful else C.WARM,
-            default_weight_file=DEFAULT_WEIGHT_FILE,
-        )
+        package = _package(options_file, weight_file, precision, stateful)
         self.elmo = _Runtime(package, device=_device(cuda_device))
         self.cuda_device = cuda_device
         self.stateful = bool(stateful)
@@ -324,13 +327,7 @@ class Elmo:
             or num_output_representations < 1
         ):
             raise ValueError(f"num_output_representations is {num_output_representations!r}; expected an int >= 1")
-        package = pair_package(
-            options_file,
-            weight_file,
-            precision=precision,
-            state=C.ZERO if stateful else C.WARM,
-            default_weight_file=DEFAULT_WEIGHT_FILE,
-        )
+        package = _package(options_file, weight_file, precision, stateful)
         self._runner = PackageRunner(package, device=_device(cuda_device))
         if not isinstance(self._runner.scheme, ByteScheme):
             raise ValueError(

@@ -32,6 +32,7 @@ from typing import Iterable, Sequence
 from urllib.parse import urlsplit
 
 from elmo_runtime import contract as C
+from elmo_runtime.package import sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +183,7 @@ def _files_package(options: Path, weights: Path, precision: str, state: str) -> 
     for path, what in ((options, "options file"), (weights, "weight file")):
         if not path.is_file():
             raise FileNotFoundError(f"ELMo {what} not found: {path}")
-    key = f"{sha256_of_file(weights)[:32]}-{sha256_of_file(options)[:8]}"
+    key = f"{sha256_of(weights)[:32]}-{sha256_of(options)[:8]}"
     return _export_once(
         ["--options", str(options), "--weights", str(weights)],
         key,
@@ -192,21 +193,13 @@ def _files_package(options: Path, weights: Path, precision: str, state: str) -> 
     )
 
 
-def sha256_of_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _digest_of(path: Path) -> str:
     """A file's sha256, or a folder's: the sha256 of its files' relative names and sha256s."""
     if path.is_file():
-        return sha256_of_file(path)[:40]
+        return sha256_of(path)[:40]
     digest = hashlib.sha256()
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        digest.update(f"{file.relative_to(path).as_posix()}\0{sha256_of_file(file)}\n".encode())
+        digest.update(f"{file.relative_to(path).as_posix()}\0{sha256_of(file)}\n".encode())
     return digest.hexdigest()[:40]
 
 

@@ -21,6 +21,7 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from elmo_runtime.corpus.lines import InputError, count_lines, decode_lines, line_tokens
 from elmo_runtime.corpus.table import require_pyarrow
 from elmo_runtime.package import sha256_of
 
@@ -29,10 +30,6 @@ from elmo_runtime.package import sha256_of
 MIN_CHUNK_ROWS = 16
 MAX_CHUNK_ROWS = 2000
 TARGET_CHUNKS = 64
-
-
-class InputError(ValueError):
-    """Input that cannot be embedded; the message names the file (and line or row)."""
 
 
 @dataclass(frozen=True)
@@ -110,7 +107,7 @@ def plan_chunks(input: str | Path, chunk_rows: int | None = None) -> tuple[list[
             without a `text` column.
     """
     files, kind = input_files(input)
-    counts = [_parquet_rows(f) if kind == "parquet" else _count_lines(f) for f in files]
+    counts = [_parquet_rows(f) if kind == "parquet" else count_lines(f) for f in files]
     total = sum(counts)
     if total == 0:
         raise InputError(f"input {input} is empty: there are no sentences to embed")
@@ -145,48 +142,22 @@ def read_chunk(chunk: Chunk, tokenized: bool = False, allow_empty_lines: bool = 
     pa = require_pyarrow()
     if chunk.format == "parquet":
         return _read_parquet_rows(pa, chunk)
-    texts, digest = [], hashlib.sha256()
     with open(chunk.path, "rb") as f:
         f.seek(chunk.start)
-        for i in range(chunk.rows):
-            raw, number = f.readline(), chunk.line + i
-            digest.update(raw)
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise InputError(f"{chunk.path}:{number}: not valid UTF-8 (byte {raw[e.start:e.start + 1]!r} "
-                                 f"at column {e.start + 1})") from None
-            if number == 1:
-                line = line.removeprefix("\ufeff")
-            texts.append(line.strip())
-    if chunk.digest and digest.hexdigest() != chunk.digest:
+        raws = [f.readline() for _ in range(chunk.rows)]
+    lines = list(decode_lines(raws, chunk.path, chunk.line))
+    if chunk.digest and hashlib.sha256(b"".join(raws)).hexdigest() != chunk.digest:
         raise InputError(f"{chunk.path}:{chunk.line}..{chunk.line + chunk.rows - 1}: these lines changed after the "
                          "job was planned; run the command again once the input stays as it is")
     if not allow_empty_lines:
-        from elmo_runtime.tokenize import TokenizerError, tokenize
+        from elmo_runtime.tokenize import tokenize
 
         split = str.split if tokenized else tokenize
-        for i, text in enumerate(texts):
-            try:
-                tokens = split(text)
-            except TokenizerError as e:
-                raise InputError(f"{chunk.path}:{chunk.line + i}: {e}") from None
-            if not tokens:
-                what = "is empty" if not text else "has no tokens"
-                raise InputError(f"{chunk.path}:{chunk.line + i}: line {what}; remove it or pass "
-                                 "--allow-empty-lines (allow_empty_lines=True) to embed it as 0 tokens")
+        for number, text in lines:
+            line_tokens(split, text, chunk.path, number, allow_empty_lines)
+    texts = [text for _, text in lines]
     ids = pa.array(range(chunk.first_id, chunk.first_id + chunk.rows), pa.int64())
     return pa.table({"id": ids, "text": pa.array(texts, pa.string())})
-
-
-def _count_lines(path: Path) -> int:
-    """Lines in a text file (a last line without "\\n" counts)."""
-    total, last = 0, b"\n"
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            total += block.count(b"\n")
-            last = block[-1:]
-    return total + (last != b"\n")
 
 
 def _chunk_offsets(path: Path, chunk_rows: int) -> list[tuple[int, str]]:

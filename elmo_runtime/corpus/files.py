@@ -15,8 +15,8 @@ vector per sentence (the mean over its tokens), `(dim,)` or `(L + 1, dim)` with 
 
 The input is streamed: memory follows the batch budget, not the file (only the
 `sentence_to_index` texts are kept; forget_sentences drops them). Output goes to a temporary
-file beside the output, renamed onto it only once complete, so a crash never leaves a
-truncated output.
+file beside the output (`.OUTPUT.<pid>.<random>.tmp`), renamed onto it only once complete, so a
+crash never leaves a truncated output; such files left by killed runs are removed.
 
 Input rules: UTF-8 (a BOM is allowed); lines end with "\\n" (a "\\r" before it is dropped).
 An empty or blank line, or one that has no tokens, is an error naming the line, as in
@@ -42,67 +42,82 @@ from typing import Callable, Iterator
 import numpy as np
 
 from elmo_runtime import scratch
+from elmo_runtime.corpus.lines import InputError, count_lines, line_tokens, progress_bar, read_lines
 from elmo_runtime.corpus.npz import NpzWriter
+from elmo_runtime.corpus.table import DTYPES
 from elmo_runtime.embedder import Elmo
-from elmo_runtime.tokenize import TokenizerError
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("hdf5", "npz", "parquet")
-DTYPES = ("float32", "float16")
 OUTPUT_LAYERS = ("all", "top", "average")
 SENTENCE_TO_INDEX = "sentence_to_index"
 TMP_SUFFIX = ".tmp"
 
 
-class InputFileError(ValueError):
-    """An input file that cannot be embedded; the message names the file and line."""
-
-
-def embed_file(package: str | Path | Elmo, input: str | Path, output: str | Path, *, layers: str = "all",
-               format: str = "hdf5", tokenized: bool = False, batch_tokens: int | None = None,
-               batch_size: int | None = None, device: str = "auto", threads: int | None = None,
-               state: str | None = None, force: bool = False, allow_empty_lines: bool = False,
-               forget_sentences: bool = False, progress: bool | None = None, pool: str | None = None,
-               dtype: str = "float32", verify: bool = True, stop: threading.Event | None = None) -> int:
-    """Embed every line of `input` into `output`; what `elmo-embed` runs.
+def embed_file(
+    package: str | Path | Elmo,
+    input: str | Path,
+    output: str | Path,
+    *,
+    layers: str = "all",
+    format: str = "hdf5",
+    tokenized: bool = False,
+    batch_tokens: int | None = None,
+    batch_size: int | None = None,
+    device: str = "auto",
+    threads: int | None = None,
+    state: str | None = None,
+    force: bool = False,
+    allow_empty_lines: bool = False,
+    forget_sentences: bool = False,
+    progress: bool | None = None,
+    pool: str | None = None,
+    dtype: str = "float32",
+    verify: bool = True,
+    stop: threading.Event | None = None,
+) -> int:
+    """Embed every line of `input` into `output`; what `elmo-embed` runs (see the module docstring).
 
     Args:
-        package: a package folder or name (see `Elmo`), or an `Elmo` to reuse (then
-            device/threads are ignored).
+        package: a package folder or name (see `Elmo`), or an `Elmo` to reuse (device/threads ignored).
         input: a UTF-8 text file or a pipe, one sentence per line ("-": standard input).
-        output: the HDF5, NPZ or Parquet file to write ("-" is refused: every format needs a
-            file). It is written under a hidden name beside it (`.OUTPUT.<pid>.<random>.tmp`)
-            and renamed once complete; such files left by killed runs are removed. A new file
-            gets the umask's mode; a replaced one keeps its mode.
+        output: the file to write, not "-"; a replaced file keeps its mode, a new one gets the umask's.
         layers: "all" -> `(L + 1, T, dim)` per sentence; "top" or "average" -> `(T, dim)`.
-        format: "hdf5" (AllenNLP's layout), "npz" or "parquet".
-        tokenized: lines are already tokenized (split on whitespace) instead of raw text.
-        batch_tokens, batch_size, state: as for `Elmo.embed` (None: the defaults there).
-        device, threads: as for `Elmo`.
-        force: overwrite an existing `output` (only a regular file or a symlink, and never
-            the input itself).
-        allow_empty_lines: embed empty lines as 0 tokens instead of refusing them.
+        format, pool, dtype: "hdf5", "npz" or "parquet"; None or "mean"; "float32" or "float16".
+        tokenized, allow_empty_lines: lines are whitespace-split tokens; embed empty lines as 0 tokens.
+        batch_tokens, batch_size, state, device, threads, verify: as for `Elmo` and `Elmo.embed`.
+        force: overwrite an existing `output` (only a regular file or a symlink, never the input).
         forget_sentences: leave out `sentence_to_index` (AllenNLP's --forget-sentences).
-        progress: show a progress bar on stderr (None: only when stderr is a terminal).
-        pool: None (vectors per token) or "mean" (one vector per sentence).
-        dtype: "float32" or "float16" (vectors rounded once to half precision).
-        verify: check the package's sha256 sums (see `Elmo`).
-        stop: an event that interrupts the run (KeyboardInterrupt, nothing written) when set;
-            the command line sets it on SIGINT or SIGTERM.
+        progress, stop: a bar on stderr (None: on a terminal); an event that interrupts the run.
 
     Returns:
         The number of sentences written.
 
     Raises:
         FileNotFoundError: no such input file, package or output directory.
-        FileExistsError: `output` exists and `force` is False; or it is the input, or not a
-            regular file (a FIFO, a device), whatever `force`.
-        InputFileError: invalid UTF-8, an empty line (unless allowed) or an empty file; the
-            message names the line. No output is left behind.
+        FileExistsError: `output` exists and not `force`; or it is the input or not a regular file.
+        InputError: bad UTF-8, an empty line (unless allowed) or file; names the line, writes nothing.
         ValueError, TypeError, PackageError: bad settings or package (see `Elmo`).
     """
     replaced_mode = _check_arguments(input, output, layers, format, force)
+    elmo, split = _open_model(package, format, dtype, tokenized, device, threads, verify)
+    lines = _Sentences(input, split, allow_empty_lines)
+    options = {"layers": layers, "pool": pool, "state": state, "batch_tokens": batch_tokens, "batch_size": batch_size}
+    with (
+        _replacing(Path(output), input, force, replaced_mode) as tmp,
+        _writer(format, tmp, elmo, layers, pool, dtype) as writer,
+    ):
+        keep_texts = not forget_sentences and format != "parquet"
+        count = _embed_into(writer, elmo, lines, options, input, progress, stop, keep_texts, forget_sentences)
+    log.info("wrote %d sentences to %s", count, output)
+    return count
+
+
+def _open_model(
+    package: str | Path | Elmo, format: str, dtype: str, tokenized: bool, device: str, threads: int | None, verify: bool
+) -> tuple[Elmo, Callable]:
+    """Check `dtype` and the format's extra, then load the model: -> it and the line splitter."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype is {dtype!r}; choose one of {', '.join(DTYPES)}")
     if format == "parquet":
@@ -114,22 +129,33 @@ def embed_file(package: str | Path | Elmo, input: str | Path, output: str | Path
     elmo = package if isinstance(package, Elmo) else Elmo(package, device=device, threads=threads, verify=verify)
     split = str.split if tokenized else elmo.tokenizer
     if split is None:
-        raise ValueError(f"{elmo.manifest.directory}: this package's model expects pre-tokenized input "
-                         "(ELMoForManyLangs: Universal Dependencies tokens); write one sentence per line with its "
-                         "tokens separated by spaces and pass --tokenized (tokenized=True)")
-    lines = _Sentences(input, split, allow_empty_lines)
-    with (_replacing(Path(output), input, force, replaced_mode) as tmp,
-          _writer(format, tmp, elmo, layers, pool, dtype) as writer):
-        with _progress_bar(input, progress) as bar:
-            vectors = elmo.embed_iter(lines, layers=layers, pool=pool, state=state, batch_tokens=batch_tokens,
-                                      batch_size=batch_size, return_tokens=True)
-            keep_texts = not forget_sentences and format != "parquet"
-            count, sentence_to_index = _write_vectors(writer, vectors, lines.texts, keep_texts, bar, stop)
-        if count == 0:
-            raise InputFileError(f"{input} is empty: there are no sentences to embed")
-        if not forget_sentences:
-            writer.add_sentence_to_index(json.dumps(sentence_to_index))
-    log.info("wrote %d sentences to %s", count, output)
+        raise ValueError(
+            f"{elmo.manifest.directory}: this package's model expects pre-tokenized input "
+            "(ELMoForManyLangs: Universal Dependencies tokens); write one sentence per line with its "
+            "tokens separated by spaces and pass --tokenized (tokenized=True)"
+        )
+    return elmo, split
+
+
+def _embed_into(
+    writer,
+    elmo: Elmo,
+    lines: _Sentences,
+    options: dict,
+    input: str | Path,
+    progress: bool | None,
+    stop: threading.Event | None,
+    keep_texts: bool,
+    forget_sentences: bool,
+) -> int:
+    """Embed `lines` into an open writer: -> the number of sentences (none is an InputError)."""
+    with _progress_bar(input, progress) as bar:
+        vectors = elmo.embed_iter(lines, return_tokens=True, **options)
+        count, sentence_to_index = _write_vectors(writer, vectors, lines.texts, keep_texts, bar, stop)
+    if count == 0:
+        raise InputError(f"{input} is empty: there are no sentences to embed")
+    if not forget_sentences:
+        writer.add_sentence_to_index(json.dumps(sentence_to_index))
     return count
 
 
@@ -162,13 +188,18 @@ def _check_input(input: str | Path) -> None:
     if stat.S_ISDIR(mode):
         raise IsADirectoryError(f"input {input} is a directory; give a text file")
     if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
-        raise InputFileError(f"input {input} is {_kind(mode)}, not a text file or a pipe")
+        raise InputError(f"input {input} is {_kind(mode)}, not a text file or a pipe")
 
 
 def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                       (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISDIR, "a directory"), (stat.S_ISLNK, "a symbolic link")):
+    for test, name in (
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISLNK, "a symbolic link"),
+    ):
         if test(mode):
             return name
     return "not a regular file"
@@ -192,17 +223,20 @@ def _check_output(output: Path, input: str | Path, force: bool) -> int | None:
     never the input itself, even with `force`.
     """
     if str(output) == "-":
-        raise ValueError("output '-' (standard output) is not supported: HDF5 and NPZ files are written with "
-                         "seeks, and every output is renamed into place once complete; give a file name "
-                         "(./- for a file named '-')")
+        raise ValueError(
+            "output '-' (standard output) is not supported: HDF5 and NPZ files are written with "
+            "seeks, and every output is renamed into place once complete; give a file name "
+            "(./- for a file named '-')"
+        )
     st = scratch.existing(output)
     if st is None:
         return None
     if stat.S_ISDIR(st.st_mode) or output.is_dir():
         raise IsADirectoryError(f"output {output} is a directory; give a file name")
     if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
-        raise FileExistsError(f"output {output} is {_kind(st.st_mode)}, not a regular file; refusing to replace it "
-                              "(even with --force)")
+        raise FileExistsError(
+            f"output {output} is {_kind(st.st_mode)}, not a regular file; refusing to replace it (even with --force)"
+        )
     if output.exists() and _is_input(input, output):
         raise FileExistsError(f"output {output} is the input file; refusing to overwrite it (even with --force)")
     if not force:
@@ -223,21 +257,20 @@ class _Sentences:
         self.texts: deque[str] = deque()
 
     def __iter__(self) -> Iterator[list[str]]:
-        for number, text in _read_lines(self.path):
-            try:
-                tokens = self.split(text)
-            except TokenizerError as e:
-                raise InputFileError(f"{self.path}:{number}: {e}") from None
-            if not tokens and not self.allow_empty_lines:
-                what = "is empty" if not text else "has no tokens"
-                raise InputFileError(f"{self.path}:{number}: line {what}; remove it or pass --allow-empty-lines "
-                                     "(allow_empty_lines=True) to embed it as 0 tokens")
+        for number, text in read_lines(self.path):
+            tokens = line_tokens(self.split, text, self.path, number, self.allow_empty_lines)
             self.texts.append(text)
             yield tokens
 
 
-def _write_vectors(writer, vectors: Iterator[tuple[np.ndarray, list[str]]], texts: deque[str], keep_texts: bool,
-                   bar, stop: threading.Event | None) -> tuple[int, dict[str, str]]:
+def _write_vectors(
+    writer,
+    vectors: Iterator[tuple[np.ndarray, list[str]]],
+    texts: deque[str],
+    keep_texts: bool,
+    bar,
+    stop: threading.Event | None,
+) -> tuple[int, dict[str, str]]:
     """Write each sentence's vectors under its line's 0-based number; -> count and {text: key}
     (empty unless `keep_texts`: with it, only the texts stay in memory, never the vectors).
 
@@ -290,8 +323,9 @@ def _replacing(output: Path, input: str | Path, force: bool, replaced_mode: int 
 
 
 @contextmanager
-def _writer(format: str, path: Path, elmo: Elmo, layers: str, pool: str | None,
-            dtype: str) -> Iterator["_Hdf5Writer | _NpzWriter | _ParquetWriter"]:
+def _writer(
+    format: str, path: Path, elmo: Elmo, layers: str, pool: str | None, dtype: str
+) -> Iterator["_Hdf5Writer | _NpzWriter | _ParquetWriter"]:
     if format == "parquet":
         writer = _ParquetWriter(path, elmo, layers, pool, dtype)
     else:
@@ -306,39 +340,11 @@ def _writer(format: str, path: Path, elmo: Elmo, layers: str, pool: str | None,
     writer.close()
 
 
-def _read_lines(path: str | Path) -> Iterator[tuple[int, str]]:
-    """`(line number from 1, text stripped of surrounding whitespace)`, decoding strictly."""
-    stream = sys.stdin.buffer if str(path) == "-" else open(path, "rb")
-    try:
-        for number, raw in enumerate(stream, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise InputFileError(
-                    f"{path}:{number}: not valid UTF-8 (byte {raw[e.start:e.start + 1]!r} at column {e.start + 1})"
-                ) from None
-            if number == 1:
-                line = line.removeprefix("\ufeff")
-            yield number, line.strip()
-    finally:
-        if stream is not sys.stdin.buffer:
-            stream.close()
-
-
 def _progress_bar(path: str | Path, enabled: bool | None):
-    from tqdm.auto import tqdm
-
     if enabled is None:
         enabled = sys.stderr.isatty()
-    total = None
-    if enabled and str(path) != "-" and os.path.isfile(path):
-        with open(path, "rb") as f:  # counting lines is cheap next to embedding them
-            total, last = 0, b"\n"
-            for block in iter(lambda: f.read(1 << 20), b""):
-                total += block.count(b"\n")
-                last = block[-1:]
-            total += last != b"\n"
-    return tqdm(total=total, unit=" sentences", disable=not enabled, file=sys.stderr, dynamic_ncols=True)
+    counted = enabled and str(path) != "-" and os.path.isfile(path)
+    return progress_bar(count_lines(path) if counted else None, enabled)
 
 
 class _Hdf5Writer:
@@ -401,8 +407,9 @@ class _ParquetWriter:
     def __init__(self, path: Path, elmo: Elmo, layers: str, pool: str | None, dtype: str):
         from elmo_runtime.corpus.table import ParquetWriter
 
-        self._writer = ParquetWriter(path, elmo.num_layers, elmo.dim, all_layers=layers == "all",
-                                     pooled=pool == "mean", dtype=dtype)
+        self._writer = ParquetWriter(
+            path, elmo.num_layers, elmo.dim, all_layers=layers == "all", pooled=pool == "mean", dtype=dtype
+        )
 
     def add(self, key: str, array: np.ndarray, tokens: list[str]) -> None:
         self._writer.add(int(key), tokens, array)

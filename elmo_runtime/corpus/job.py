@@ -4,6 +4,15 @@ Stable ids, a Parquet folder written chunk by chunk by Ray Data workers (`ChunkW
 resumed after a failure with every id exactly once. The Ray adapter it runs on is
 `elmo_runtime.corpus.ray`.
 
+The input is cut into chunks (`elmo_runtime.corpus.chunks`); each worker reads a chunk, embeds
+it and writes it as one part file, named by the chunk's first id, to a temporary file
+(`.part-....parquet.<pid>.<random>.tmp`) it renames when complete. The parts gather in
+`.OUTPUT.partial` beside OUTPUT (created with its plan in one rename), renamed to OUTPUT
+once every chunk is done. Run again after a failure or an interrupt (a crash, a bad line
+fixed, SIGTERM), the job skips the chunks whose part exists: each id ends up in the output
+exactly once. Temporary files of killed workers are removed by the driver before it starts
+workers and after they stop; the finished parts are kept for the re-run.
+
 Needs the `ray` extra (`pip install 'elmo-onnx[ray]'`).
 """
 
@@ -14,11 +23,9 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import signal
 import socket
 import stat
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,7 +34,8 @@ from typing import Iterator
 
 from elmo_runtime import contract as C
 from elmo_runtime import scratch
-from elmo_runtime.corpus.chunks import Chunk, InputError, plan_chunks, read_chunk
+from elmo_runtime.corpus.chunks import Chunk, plan_chunks, read_chunk
+from elmo_runtime.corpus.lines import InputError, progress_bar
 from elmo_runtime.corpus.ray import cluster_cpus, require_ray, worker_cpus
 from elmo_runtime.corpus.table import ParquetWriter, TableEmbedder, pretokenized_message, require_pyarrow
 from elmo_runtime.package import sha256_of
@@ -37,7 +45,6 @@ log = logging.getLogger(__name__)
 MANIFEST = "_elmo.json"
 PLAN = "_plan.json"
 TMP_SUFFIX = ".tmp"  # files being written: `scratch`'s names, `.NAME.<pid>.<random>.tmp`
-OLD_SUFFIX = ".old"  # a replaced output folder, between two renames
 # What a chunk worker reports as data rather than raising, most specific first.
 CHUNK_ERRORS = (InputError, OSError, ValueError)
 # The name of the threads that pull a dataset's results while it is iterated (Ray 2.60): see
@@ -58,102 +65,181 @@ class JobReport:
     workers: dict[str, int] = field(default_factory=dict)  # "host:pid" -> rows embedded by this run
 
 
-def embed_to_parquet(package: str | Path, input: str | Path, output: str | Path, *, workers: int | None = None,
-                     threads: int = 1, address: str | None = None, num_cpus: int | None = None,
-                     layers: str = "all", pool: str | None = None, dtype: str = "float32", tokenized: bool = False,
-                     state: str | None = None, batch_tokens: int | None = None, allow_empty_lines: bool = False,
-                     chunk_rows: int | None = None, force: bool = False, progress: bool | None = None,
-                     verify: bool = True, stop: threading.Event | None = None) -> JobReport:
-    """Embed a corpus into a Parquet folder on a Ray cluster; what `elmo-embed --engine ray` runs.
+@dataclass(frozen=True)
+class Job:
+    """What the chunks of one `embed_to_parquet` run share (see its arguments)."""
 
-    The input is cut into chunks (`elmo_runtime.corpus.chunks`); each worker reads a chunk, embeds
-    it and writes it as one part file, named by the chunk's first id, to a temporary file
-    (`.part-....parquet.<pid>.<random>.tmp`) it renames when complete. The parts gather in
-    `.OUTPUT.partial` beside OUTPUT (created with its plan in one rename), renamed to OUTPUT
-    once every chunk is done. Run again after a failure or an interrupt (a crash, a bad line
-    fixed, SIGTERM), the job skips the chunks whose part exists: each id ends up in the output
-    exactly once. Temporary files of killed workers are removed by the driver before it starts
-    workers and after they stop; the finished parts are kept for the re-run.
+    package: str | Path
+    partial: Path  # the folder the parts gather in
+    plan: dict  # what `_open_job` planned: settings, allow_empty_lines, the package's digest
+    verify: bool
+    workers: int | None
+    threads: int
+    address: str | None
+    num_cpus: int | None
+    progress: bool | None
+    stop: threading.Event | None
+
+
+def embed_to_parquet(
+    package: str | Path,
+    input: str | Path,
+    output: str | Path,
+    *,
+    workers: int | None = None,
+    threads: int = 1,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    layers: str = "all",
+    pool: str | None = None,
+    dtype: str = "float32",
+    tokenized: bool = False,
+    state: str | None = None,
+    batch_tokens: int | None = None,
+    allow_empty_lines: bool = False,
+    chunk_rows: int | None = None,
+    force: bool = False,
+    progress: bool | None = None,
+    verify: bool = True,
+    stop: threading.Event | None = None,
+) -> JobReport:
+    """Embed a corpus into a Parquet folder on a Ray cluster (see the module docstring); `elmo-embed --engine ray`.
 
     Args:
         package: a package directory every node can read.
-        input: a text file, a folder or glob of text files, or Parquet files with a `text`
-            column (see `elmo_runtime.corpus.chunks` for the ids). Every node must see the same path.
-            Not "-": the workers read the files themselves.
-        output: the folder to write (on storage every node sees); not "-", not INPUT, not
-            inside an INPUT folder, and holding no input file.
-        workers: model workers (None: the cluster's CPUs divided by `threads`).
-        threads: ONNX Runtime threads per worker.
-        address: a running cluster's address (None: start a local one on this machine's
-            cores, or use the cluster `ray.init` already joined).
-        num_cpus: the CPUs of a local cluster started here (None: all of this machine's).
+        input: text or Parquet (`text` column) files, a folder or glob every node sees; not "-" (ids: `chunks`).
+        output: the folder to write, where every node sees it; not "-", INPUT or inside it.
+        workers, threads: model workers (None: the cluster's CPUs / `threads`); ONNX Runtime threads each.
+        address, num_cpus: a running cluster (None: `ray.init`'s, or a local one with `num_cpus` CPUs).
         layers, pool, dtype, tokenized, state, batch_tokens: as for `TableEmbedder`.
-        allow_empty_lines: embed blank text lines as 0 tokens instead of failing on them.
-        chunk_rows: rows per chunk (None: see `plan_chunks`; a resumed job keeps its own).
-        force: replace an existing OUTPUT (only a folder this function wrote; its mode is
-            kept), and start over instead of resuming a partial one.
-        progress: a progress bar on stderr (None: only on a terminal; INFO logs either way).
-        verify: check the package's sha256 sums in every worker (see `Elmo`).
-        stop: an event that interrupts the job (KeyboardInterrupt; OUTPUT not written, the
-            finished parts kept) when set; the command line sets it on SIGINT or SIGTERM.
+        allow_empty_lines, chunk_rows: embed blank text lines as 0 tokens instead of failing on them;
+            rows per chunk (None: see `plan_chunks`; a resumed job keeps its own).
+        force: replace an OUTPUT this function wrote (keeping its mode); start over, not resume.
+        progress, verify: a bar on stderr (None: on a terminal); check the package's sha256 sums.
+        stop: when set, interrupts the job (KeyboardInterrupt; the finished parts are kept).
 
     Returns:
         A `JobReport`.
 
     Raises:
-        FileExistsError: OUTPUT exists and `force` is False, or is something `force` will
-            not replace (a file, a link, a folder that is not an output of this command); or
-            it overlaps INPUT.
-        InputError: bad input (the message names the file and line); the finished chunks stay
-            for a re-run.
+        FileExistsError: OUTPUT exists without `force`, is not this command's folder, or overlaps INPUT.
+        InputError: bad input (the message names the file and line); finished chunks stay for a re-run.
         ValueError: bad settings, or a partial output made with other settings or another input.
     """
     output = Path(output)
+    replaced_mode, ray = _check_job(input, output, force)
+    started = time.perf_counter()
+    settings = dict(layers=layers, pool=pool, dtype=dtype, tokenized=tokenized, state=state, batch_tokens=batch_tokens)
+    partial, plan, chunks = _plan_job(
+        package, input, output, settings, threads, verify, allow_empty_lines, chunk_rows, force
+    )
+    todo = _parts_to_do(partial, chunks, plan)
+    report = JobReport(output, 0, 0, len(chunks), len(chunks) - len(todo), 0.0)
+    job = Job(package, partial, plan, verify, workers, threads, address, num_cpus, progress, stop)
+    _run_job(ray, job, todo, report)
+    report.rows = sum(c.rows for c in chunks)
+    report.seconds = time.perf_counter() - started
+    _finish(job, settings, input, chunks, report, output, force, replaced_mode)
+    return report
+
+
+def _check_job(input: str | Path, output: Path, force: bool):
+    """Refuse standard input and an OUTPUT we may not write; the extras: -> the replaced mode, ray."""
     if str(input) == "-":
-        raise ValueError("input '-' (standard input) does not work with --engine ray: the workers read the input "
-                         "files themselves; give a file, a folder or a glob")
+        raise ValueError(
+            "input '-' (standard input) does not work with --engine ray: the workers read the input "
+            "files themselves; give a file, a folder or a glob"
+        )
     replaced_mode = _check_output(output, force)
     require_pyarrow()
-    ray = require_ray()
-    started = time.perf_counter()
-    settings = {"layers": layers, "pool": pool, "dtype": dtype, "tokenized": tokenized, "state": state,
-                "batch_tokens": batch_tokens}
-    embedder = TableEmbedder(package, threads=threads, device="cpu", verify=verify, **settings)  # bad settings fail first
+    return replaced_mode, require_ray()
+
+
+def _plan_job(
+    package: str | Path,
+    input: str | Path,
+    output: Path,
+    settings: dict,
+    threads: int,
+    verify: bool,
+    allow_empty_lines: bool,
+    chunk_rows: int | None,
+    force: bool,
+) -> tuple[Path, dict, list[Chunk]]:
+    """Check the settings on a model here, clear stale scratch files, open or resume the plan.
+
+    Returns the folder the parts gather in, the plan and the chunks.
+    """
+    embedder = TableEmbedder(
+        package, threads=threads, device="cpu", verify=verify, **settings
+    )  # bad settings fail first
     partial = output.parent / f".{output.name}.partial"
     scratch.remove_stale(partial, TMP_SUFFIX)
-    scratch.remove_stale(output, OLD_SUFFIX)
+    scratch.remove_stale(output, scratch.OLD_SUFFIX)
     plan, chunks = _open_job(embedder, package, input, output, partial, allow_empty_lines, chunk_rows, force)
     del embedder
     _remove_scratch(partial)
-    todo = _parts_to_do(partial, chunks, plan)
-    done = len(chunks) - len(todo)
-    if done:
-        log.info("resuming %s: %d of %d parts done", partial, done, len(chunks))
-    report = JobReport(output, 0, 0, len(chunks), done, 0.0)
+    return partial, plan, chunks
+
+
+def _run_job(ray, job: Job, todo: list[Chunk], report: JobReport) -> None:
+    """Run the chunks still to do; whatever happens, remove what stopped workers left."""
+    if report.resumed_parts:
+        log.info("resuming %s: %d of %d parts done", job.partial, report.resumed_parts, report.parts)
     try:
         if todo:
-            _run_chunks(ray, package, todo, partial, workers, threads, (address, num_cpus), plan, progress, report,
-                        verify, stop)
+            _run_chunks(ray, job, todo, report)
     except KeyboardInterrupt:
-        log.warning("interrupted: the finished parts stay in %s; run the same command again to finish the rest",
-                    partial)
+        log.warning(
+            "interrupted: the finished parts stay in %s; run the same command again to finish the rest", job.partial
+        )
         raise
     finally:
-        _remove_scratch(partial)  # what workers stopped mid-part left
-    report.rows = sum(c.rows for c in chunks)
-    report.seconds = time.perf_counter() - started
-    parts = [{"file": c.name, "path": c.path, "first_id": c.first_id, "rows": c.rows, "source_sha256": c.digest,
-              **_committed(partial, c)} for c in chunks]
-    _write_json(partial / MANIFEST, {
-        "format": "elmo-onnx parquet folder", "version": 1, "package": plan["package"],
-        "package_sha256": plan["package_sha256"], "settings": settings, "input": str(input),
-        "rows": report.rows, "resumed_parts": report.resumed_parts,
-        "workers": report.workers, "parts": parts})
+        _remove_scratch(job.partial)  # what workers stopped mid-part left
+
+
+def _finish(
+    job: Job,
+    settings: dict,
+    input: str | Path,
+    chunks: list[Chunk],
+    report: JobReport,
+    output: Path,
+    force: bool,
+    replaced_mode: int | None,
+) -> None:
+    """Write the folder's manifest (each part's digest replaces its record), then rename it to OUTPUT."""
+    partial, plan = job.partial, job.plan
+    parts = [
+        {
+            "file": c.name,
+            "path": c.path,
+            "first_id": c.first_id,
+            "rows": c.rows,
+            "source_sha256": c.digest,
+            **_committed(partial, c),
+        }
+        for c in chunks
+    ]
+    _write_json(
+        partial / MANIFEST,
+        {
+            "format": "elmo-onnx parquet folder",
+            "version": 1,
+            "package": plan["package"],
+            "package_sha256": plan["package_sha256"],
+            "settings": settings,
+            "input": str(input),
+            "rows": report.rows,
+            "resumed_parts": report.resumed_parts,
+            "workers": report.workers,
+            "parts": parts,
+        },
+    )
     for chunk in chunks:  # their digests are in the manifest now
         _record_path(partial, chunk).unlink()
     _replace(partial, output, force, replaced_mode)
     log.info("wrote %d sentences in %d parts to %s (%.1f s)", report.rows, report.parts, output, report.seconds)
-    return report
 
 
 class ChunkWorker:
@@ -163,8 +249,17 @@ class ChunkWorker:
     vectors go straight to storage, never through the object store or the driver).
     """
 
-    def __init__(self, package: str, folder: str, threads: int, settings: dict, allow_empty_lines: bool,
-                 verify: bool = True, plan_id: str = "", package_sha256: str | None = None):
+    def __init__(
+        self,
+        package: str,
+        folder: str,
+        threads: int,
+        settings: dict,
+        allow_empty_lines: bool,
+        verify: bool = True,
+        plan_id: str = "",
+        package_sha256: str | None = None,
+    ):
         self._embed = TableEmbedder(package, threads=threads, device="cpu", verify=verify, **settings)
         self._folder = Path(folder)
         self._settings = settings
@@ -173,9 +268,14 @@ class ChunkWorker:
         self._plan_id = plan_id
         # A package replaced at its path after the job was planned would mix two models' vectors.
         found = package_digest(self._embed.elmo)
-        self._wrong_package = None if package_sha256 in (None, found) else (
-            f"{self._embed.elmo.manifest.directory} changed after this job was planned (its {C.MANIFEST_FILE} has "
-            f"sha256 {found[:12]}..., the plan says {package_sha256[:12]}...); run the command again to plan anew")
+        self._wrong_package = (
+            None
+            if package_sha256 in (None, found)
+            else (
+                f"{self._embed.elmo.manifest.directory} changed after this job was planned (its {C.MANIFEST_FILE} has "
+                f"sha256 {found[:12]}..., the plan says {package_sha256[:12]}...); run the command again to plan anew"
+            )
+        )
 
     def __call__(self, batch: dict) -> dict:
         summary = {"part": [], "rows": [], "tokens": [], "worker": [], "error": []}
@@ -189,8 +289,13 @@ class ChunkWorker:
                 # Sent back as data: Ray would deliver the exception wrapped in its traceback.
                 kind = next(k.__name__ for k in CHUNK_ERRORS if isinstance(e, k))
                 tokens, error = 0, f"{kind}: {e}"
-            for key, value in (("part", chunk.name), ("rows", chunk.rows), ("tokens", tokens),
-                               ("worker", self._worker), ("error", error)):
+            for key, value in (
+                ("part", chunk.name),
+                ("rows", chunk.rows),
+                ("tokens", tokens),
+                ("worker", self._worker),
+                ("error", error),
+            ):
                 summary[key].append(value)
         return summary
 
@@ -207,18 +312,33 @@ class ChunkWorker:
         writer = None
         try:
             tmp = scratch.create_file(part, TMP_SUFFIX)  # the umask's mode, as the driver's files
-            writer = ParquetWriter(tmp, elmo.num_layers, elmo.dim, all_layers=self._settings["layers"] == "all",
-                                   pooled=self._settings["pool"] == "mean", dtype=self._settings["dtype"],
-                                   id_type=table.column("id").type, metadata={"elmo.worker": self._worker})
+            writer = ParquetWriter(
+                tmp,
+                elmo.num_layers,
+                elmo.dim,
+                all_layers=self._settings["layers"] == "all",
+                pooled=self._settings["pool"] == "mean",
+                dtype=self._settings["dtype"],
+                id_type=table.column("id").type,
+                metadata={"elmo.worker": self._worker},
+            )
             for id, tokens, vectors in rows:
                 writer.add(id, tokens, vectors)
             writer.close()
             # Read back before it counts: the footer, the rows and the ids; then its digest is
             # recorded, which a resumed job checks before it trusts the part.
             _check_written(tmp, chunk, table.column("id"))
-            _write_json(_record_path(self._folder, chunk), {"plan": self._plan_id, "first_id": chunk.first_id,
-                                                            "rows": chunk.rows, "source": chunk.digest,
-                                                            "bytes": tmp.stat().st_size, "sha256": sha256_of(tmp)})
+            _write_json(
+                _record_path(self._folder, chunk),
+                {
+                    "plan": self._plan_id,
+                    "first_id": chunk.first_id,
+                    "rows": chunk.rows,
+                    "source": chunk.digest,
+                    "bytes": tmp.stat().st_size,
+                    "sha256": sha256_of(tmp),
+                },
+            )
             os.replace(tmp, part)  # a part is there complete or not at all
         except BaseException as e:
             if writer is not None:
@@ -230,56 +350,89 @@ class ChunkWorker:
         return writer.tokens
 
 
-def _run_chunks(ray, package, todo: list[Chunk], partial: Path, workers, threads, cluster, plan: dict, progress,
-                report: JobReport, verify: bool, stop: threading.Event | None) -> None:
+def _run_chunks(ray, job: Job, todo: list[Chunk], report: JobReport) -> None:
     from ray.data import ActorPoolStrategy, DataContext
 
-    address, num_cpus = cluster
+    address, num_cpus, partial = job.address, job.num_cpus, job.partial
     if address is not None and num_cpus is not None:
         raise ValueError("num_cpus (--num-cpus) is for a local cluster; a running cluster (--address) has its own")
     started_here = not ray.is_initialized()
     if started_here:
-        # Ray's own log lines stay out of the way of ours (its workers' errors still surface).
-        # ray.init makes SIGTERM exit at once (sys.exit): the caller's handler comes back, so that
-        # SIGTERM, like Ctrl-C, reaches the cleanup below and the caller's message.
-        handlers = _signal_handlers()
-        try:
-            ray.init(address=address, num_cpus=num_cpus, logging_level=logging.WARNING, log_to_driver=False,
-                     include_dashboard=False)
-        finally:
-            for signum, handler in handlers.items():
-                signal.signal(signum, handler)
+        _init_ray(ray, address, num_cpus)
     try:
-        cpus = cluster_cpus(ray)
-        workers = workers or max(1, int(cpus // threads))
+        cpus, threads = cluster_cpus(ray), job.threads
+        workers = job.workers or max(1, int(cpus // threads))
         context = DataContext.get_current()
         context.enable_progress_bars = False  # ours counts sentences, not blocks
         ds = ray.data.from_items([c.to_dict() for c in todo], override_num_blocks=len(todo))
-        ds = ds.map_batches(ChunkWorker, fn_constructor_args=(str(package), str(partial), threads, plan["settings"],
-                                                               plan["allow_empty_lines"], verify, _plan_id(plan),
-                                                               plan["package_sha256"]),
-                            batch_size=1, compute=ActorPoolStrategy(size=workers), num_cpus=worker_cpus(cpus, workers))
+        plan = job.plan
+        ds = ds.map_batches(
+            ChunkWorker,
+            fn_constructor_args=(
+                str(job.package),
+                str(partial),
+                threads,
+                plan["settings"],
+                plan["allow_empty_lines"],
+                job.verify,
+                _plan_id(plan),
+                plan["package_sha256"],
+            ),
+            batch_size=1,
+            compute=ActorPoolStrategy(size=workers),
+            num_cpus=worker_cpus(cpus, workers),
+        )
         total_rows = sum(c.rows for c in todo)
-        log.info("embedding %d sentences in %d chunks on %d workers (%.2f CPUs reserved each, %d threads)",
-                 total_rows, len(todo), workers, worker_cpus(cpus, workers), threads)
-        rows = iter(ds.iter_rows())
-        with _progress_bar(total_rows, progress) as bar, _closing_rows(rows):
-            done, next_log = 0, 0.1
-            for row in rows:
-                if stop is not None and stop.is_set():  # a signal whose KeyboardInterrupt was lost
-                    raise KeyboardInterrupt
-                if row["error"]:
-                    _raise_chunk_error(row["error"], partial)
-                report.tokens += int(row["tokens"])
-                report.workers[row["worker"]] = report.workers.get(row["worker"], 0) + int(row["rows"])
-                done += int(row["rows"])
-                bar.update(int(row["rows"]))
-                if done / total_rows >= next_log:
-                    log.info("%d of %d sentences (%.0f%%)", done, total_rows, 100 * done / total_rows)
-                    next_log += 0.1
+        log.info(
+            "embedding %d sentences in %d chunks on %d workers (%.2f CPUs reserved each, %d threads)",
+            total_rows,
+            len(todo),
+            workers,
+            worker_cpus(cpus, workers),
+            threads,
+        )
+        _collect(iter(ds.iter_rows()), job, total_rows, report)
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _init_ray(ray, address: str | None, num_cpus: int | None) -> None:
+    """Start or join a cluster, keeping the caller's signal handlers."""
+    # Ray's own log lines stay out of the way of ours (its workers' errors still surface).
+    # ray.init makes SIGTERM exit at once (sys.exit): the caller's handler comes back, so that
+    # SIGTERM, like Ctrl-C, reaches the cleanup in `_run_chunks` and the caller's message.
+    handlers = _signal_handlers()
+    try:
+        ray.init(
+            address=address,
+            num_cpus=num_cpus,
+            logging_level=logging.WARNING,
+            log_to_driver=False,
+            include_dashboard=False,
+        )
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+
+
+def _collect(rows: Iterator[dict], job: Job, total_rows: int, report: JobReport) -> None:
+    """Count the workers' summary rows into `report`, with a progress bar and a log line per 10%."""
+    stop, partial = job.stop, job.partial
+    with progress_bar(total_rows, job.progress) as bar, _closing_rows(rows):
+        done, next_log = 0, 0.1
+        for row in rows:
+            if stop is not None and stop.is_set():  # a signal whose KeyboardInterrupt was lost
+                raise KeyboardInterrupt
+            if row["error"]:
+                _raise_chunk_error(row["error"], partial)
+            report.tokens += int(row["tokens"])
+            report.workers[row["worker"]] = report.workers.get(row["worker"], 0) + int(row["rows"])
+            done += int(row["rows"])
+            bar.update(int(row["rows"]))
+            if done / total_rows >= next_log:
+                log.info("%d of %d sentences (%.0f%%)", done, total_rows, 100 * done / total_rows)
+                next_log += 0.1
 
 
 @contextlib.contextmanager
@@ -306,20 +459,13 @@ def _closing_rows(rows: Iterator[dict], wait: float = 10.0) -> Iterator[None]:
                 thread.join(max(0.0, deadline - time.monotonic()))
 
 
-def _progress_bar(total: int, enabled: bool | None):
-    from tqdm.auto import tqdm
-
-    if enabled is None:
-        enabled = sys.stderr.isatty()
-    return tqdm(total=total, unit=" sentences", disable=not enabled, file=sys.stderr, dynamic_ncols=True)
-
-
 def _raise_chunk_error(error: str, partial: Path) -> None:
     """Raise what a `ChunkWorker` sent back ("Kind: message") as that kind, in one line."""
     kind, message = error.split(": ", 1)
     raise {k.__name__: k for k in CHUNK_ERRORS}.get(kind, ValueError)(
         f"{message} (the finished parts are kept in {partial}: fix the problem and run the same command again "
-        "to finish the rest)")
+        "to finish the rest)"
+    )
 
 
 def _signal_handlers() -> dict:
@@ -341,8 +487,10 @@ def _check_output(output: Path, force: bool) -> int | None:
     if st is None:
         return None
     if not (stat.S_ISDIR(st.st_mode) and (output / MANIFEST).is_file()):
-        raise FileExistsError(f"output {output} exists and is not a Parquet folder written by elmo-embed; refusing "
-                              "to replace it (even with --force): remove it yourself or choose another OUTPUT")
+        raise FileExistsError(
+            f"output {output} exists and is not a Parquet folder written by elmo-embed; refusing "
+            "to replace it (even with --force): remove it yourself or choose another OUTPUT"
+        )
     if not force:
         raise FileExistsError(f"output {output} exists; pass --force (force=True) to overwrite it")
     scratch.refuse_foreign(output, {MANIFEST, *_listed_parts(output)}, f"a Parquet folder its {MANIFEST} lists")
@@ -357,8 +505,10 @@ def _listed_parts(output: Path) -> list[str]:
             raise ValueError(f"its format is {data.get('format')!r}")
         return [str(part["file"]) for part in data["parts"]]
     except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:
-        raise FileExistsError(f"output {output} holds a {MANIFEST} that elmo-embed did not write ({e}); refusing to "
-                              "replace it (even with --force): remove it yourself or choose another OUTPUT") from None
+        raise FileExistsError(
+            f"output {output} holds a {MANIFEST} that elmo-embed did not write ({e}); refusing to "
+            "replace it (even with --force): remove it yourself or choose another OUTPUT"
+        ) from None
 
 
 def _check_apart(input: str | Path, chunks: list[Chunk], output: Path, partial: Path) -> None:
@@ -371,12 +521,16 @@ def _check_apart(input: str | Path, chunks: list[Chunk], output: Path, partial: 
     for path in {Path(c.path) for c in chunks}:
         for place in places:
             if path == place or place in path.parents:
-                raise FileExistsError(f"output {output} holds the input file {path}; refusing to write it "
-                                      "(even with --force): choose another OUTPUT")
+                raise FileExistsError(
+                    f"output {output} holds the input file {path}; refusing to write it "
+                    "(even with --force): choose another OUTPUT"
+                )
     source = Path(input)
     if source.is_dir() and (source.resolve() == places[0] or source.resolve() in places[0].parents):
-        raise FileExistsError(f"output {output} is inside the input folder {input}: its parts would be read as input "
-                              "on the next run; choose an OUTPUT outside it")
+        raise FileExistsError(
+            f"output {output} is inside the input folder {input}: its parts would be read as input "
+            "on the next run; choose an OUTPUT outside it"
+        )
 
 
 def _create_partial(partial: Path, plan: dict) -> None:
@@ -406,14 +560,6 @@ def _remove_scratch(partial: Path) -> list[Path]:
     return removed
 
 
-def _remove(path: Path) -> None:
-    """Remove a file, a link (not what it points to) or a folder tree."""
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink()
-
-
 def _replace(partial: Path, output: Path, force: bool, replaced_mode: int | None) -> None:
     """Rename `partial` to `output`, replacing the old output folder (whose mode it takes) if any.
 
@@ -423,17 +569,7 @@ def _replace(partial: Path, output: Path, force: bool, replaced_mode: int | None
         replaced_mode = _check_output(output, force)
     if replaced_mode is not None:
         os.chmod(partial, replaced_mode)
-    if not os.path.lexists(output):
-        os.rename(partial, output)
-    else:
-        old = scratch.create_dir(output, OLD_SUFFIX)
-        os.rename(output, old)  # onto the empty folder just made
-        try:
-            os.rename(partial, output)
-        except BaseException:
-            os.rename(old, output)
-            raise
-        shutil.rmtree(old)
+    scratch.replace_dir(partial, output)
     (output / PLAN).unlink(missing_ok=True)
 
 
@@ -446,14 +582,19 @@ def _read_plan(partial: Path) -> dict | None:
     try:
         plan = json.loads((partial / PLAN).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise FileExistsError(f"{partial} is not an interrupted run of elmo-embed (it has no {PLAN}); remove it or "
-                              "pass --force (force=True)") from None
+        raise FileExistsError(
+            f"{partial} is not an interrupted run of elmo-embed (it has no {PLAN}); remove it or "
+            "pass --force (force=True)"
+        ) from None
     except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError
-        raise ValueError(f"{partial / PLAN}: not a valid plan ({e}); pass --force (force=True) to discard "
-                         f"{partial} and start over") from None
+        raise ValueError(
+            f"{partial / PLAN}: not a valid plan ({e}); pass --force (force=True) to discard {partial} and start over"
+        ) from None
     if not isinstance(plan, dict) or not isinstance(plan.get("chunk_rows"), int):
-        raise ValueError(f"{partial / PLAN}: not a plan written by elmo-embed; pass --force (force=True) to discard "
-                         f"{partial} and start over")
+        raise ValueError(
+            f"{partial / PLAN}: not a plan written by elmo-embed; pass --force (force=True) to discard "
+            f"{partial} and start over"
+        )
     return plan
 
 
@@ -462,8 +603,16 @@ def package_digest(elmo) -> str:
     return sha256_of(Path(elmo.manifest.directory) / C.MANIFEST_FILE)
 
 
-def _open_job(embedder: TableEmbedder, package, input, output: Path, partial: Path, allow_empty_lines: bool,
-              chunk_rows: int | None, force: bool) -> tuple[dict, list[Chunk]]:
+def _open_job(
+    embedder: TableEmbedder,
+    package,
+    input,
+    output: Path,
+    partial: Path,
+    allow_empty_lines: bool,
+    chunk_rows: int | None,
+    force: bool,
+) -> tuple[dict, list[Chunk]]:
     """Plan the job and make `partial` hold it, or check the plan of the interrupted run there.
 
     The plan binds the package's content (its manifest's sha256), not only its path: a package
@@ -474,20 +623,32 @@ def _open_job(embedder: TableEmbedder, package, input, output: Path, partial: Pa
     stored = None if force else _read_plan(partial)
     chunks, chunk_rows = plan_chunks(input, stored["chunk_rows"] if stored is not None else chunk_rows)
     _check_apart(input, chunks, output, partial)
-    if (not embedder.tokenized and embedder.elmo.tokenizer is None
-            and any(c.format == "text" for c in chunks)):
+    if not embedder.tokenized and embedder.elmo.tokenizer is None and any(c.format == "text" for c in chunks):
         raise ValueError(pretokenized_message(embedder.elmo.manifest.directory))  # before any worker starts
-    settings = {"layers": embedder.layers, "pool": embedder.pool, "dtype": embedder.dtype,
-                "tokenized": embedder.tokenized, "state": embedder.state, "batch_tokens": embedder.batch_tokens}
-    plan = {"package": str(Path(package).resolve()), "package_sha256": package_digest(embedder.elmo),
-            "settings": settings, "allow_empty_lines": allow_empty_lines, "chunk_rows": chunk_rows,
-            "chunks": [[c.path, c.first_id, c.rows] for c in chunks]}
+    settings = {
+        "layers": embedder.layers,
+        "pool": embedder.pool,
+        "dtype": embedder.dtype,
+        "tokenized": embedder.tokenized,
+        "state": embedder.state,
+        "batch_tokens": embedder.batch_tokens,
+    }
+    plan = {
+        "package": str(Path(package).resolve()),
+        "package_sha256": package_digest(embedder.elmo),
+        "settings": settings,
+        "allow_empty_lines": allow_empty_lines,
+        "chunk_rows": chunk_rows,
+        "chunks": [[c.path, c.first_id, c.rows] for c in chunks],
+    }
     if stored is not None and stored != plan:
-        raise ValueError(f"{partial} holds an interrupted run, but {_plan_change(stored, plan)}; pass --force "
-                         "(force=True) to discard it and start over")
+        raise ValueError(
+            f"{partial} holds an interrupted run, but {_plan_change(stored, plan)}; pass --force "
+            "(force=True) to discard it and start over"
+        )
     if stored is None:
         if os.path.lexists(partial):  # only with force: _read_plan refuses it otherwise
-            _remove(partial)
+            scratch.remove_path(partial)
         _create_partial(partial, plan)
     return plan, chunks
 
@@ -551,8 +712,12 @@ def _part_problem(part: Path, record_path: Path, chunk: Chunk, plan_id: str) -> 
         return "has no commit record (a part is recorded as it is written)"
     except (ValueError, RecursionError):
         return f"has a damaged commit record ({record_path.name})"
-    if not isinstance(record, dict) or record.get("plan") != plan_id or record.get("first_id") != chunk.first_id \
-            or record.get("rows") != chunk.rows:
+    if (
+        not isinstance(record, dict)
+        or record.get("plan") != plan_id
+        or record.get("first_id") != chunk.first_id
+        or record.get("rows") != chunk.rows
+    ):
         return "was recorded for another plan"
     if record.get("source") != chunk.digest:
         lines = f"{chunk.line}..{chunk.line + chunk.rows - 1}"

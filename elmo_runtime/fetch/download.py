@@ -61,6 +61,9 @@ log = logging.getLogger(__name__)
 
 ENV_CACHE = "ELMO_ONNX_CACHE"
 ENV_OFFLINE = "ELMO_ONNX_OFFLINE"
+# A downloaded package being put together beside its cache folder (`scratch.staged_dir`); not
+# `.partial`, which names an unfinished export that loading refuses.
+STAGING_SUFFIX = ".download"
 ENV_STALL = "ELMO_ONNX_STALL_TIMEOUT"
 DEFAULT_STALL_S = 60.0
 # A transfer must bring at least this many bytes per stall window: 1 byte every 2 s is no download.
@@ -162,17 +165,6 @@ def locked(path: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing releases the lock
-
-
-def check_name(name: str, what: str = "name") -> str:
-    """A name that can become a cache folder: no separators, no leading dot.
-
-    Raises:
-        ValueError: anything else, naming the value.
-    """
-    if not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith("."):
-        raise ValueError(f"{what} {name!r} cannot name a cache folder")
-    return name
 
 
 def _verified_digest(path: Path, verify: Callable[[Path], None] | None, pinned: str | None) -> str:

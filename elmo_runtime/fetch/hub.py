@@ -17,12 +17,11 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 from elmo_runtime import contract as C
 from elmo_runtime import scratch
-from elmo_runtime.fetch.download import CorruptCacheError, DownloadError, cache_root, resolve_offline
+from elmo_runtime.fetch.download import STAGING_SUFFIX, CorruptCacheError, DownloadError, cache_root, resolve_offline
 from elmo_runtime.package import PackageError, load_manifest
 
 log = logging.getLogger(__name__)
@@ -60,8 +59,6 @@ def fetch_hub_package(spec: str, *, cache_dir: str | Path | None = None, offline
             files do not match their manifest (the downloaded copy is deleted).
         DownloadError: offline and not in the cache (saying what to do), or the Hub failed.
     """
-    from huggingface_hub import errors as hf_errors
-    from huggingface_hub import hf_hub_download
     from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
 
     repo, revision = parse_repo(spec)
@@ -71,27 +68,7 @@ def fetch_hub_package(spec: str, *, cache_dir: str | Path | None = None, offline
     common = {"cache_dir": root / "hub", "endpoint": endpoint(), "local_files_only": bool(offline_source)}
 
     def download(filename: str, at: str | None) -> Path:
-        try:
-            return Path(hf_hub_download(repo, filename, revision=at, **common))
-        except hf_errors.RevisionNotFoundError:
-            raise PackageError(f"{where}: no such revision") from None
-        except hf_errors.RepositoryNotFoundError:
-            raise PackageError(f"{where} does not exist (or it is private: set HF_TOKEN)") from None
-        except hf_errors.LocalEntryNotFoundError:
-            if offline_source:
-                raise DownloadError(
-                    f"offline mode ({offline_source}): {filename} of {where} is not in the cache ({root / 'hub'}). "
-                    "Run once with network access (or unset ELMO_ONNX_OFFLINE) to fill the cache, or download "
-                    "the repository's files into a folder yourself and pass that folder.") from None
-            raise DownloadError(f"{where}: {filename} could not be downloaded (is the Hub reachable? "
-                                f"{ENV_ENDPOINT}={endpoint() or 'unset'})") from None
-        except hf_errors.EntryNotFoundError:
-            if filename == C.MANIFEST_FILE:
-                raise PackageError(f"{where} has no {C.MANIFEST_FILE}: it is not an elmo-onnx model package "
-                                   "(publish one with elmo-export --push-to-hub)") from None
-            raise PackageError(f"{where}: {filename}, listed in its {C.MANIFEST_FILE}, is missing") from None
-        except (hf_errors.HfHubHTTPError, OSError) as e:
-            raise DownloadError(f"{where}: downloading {filename} failed: {e}") from None
+        return _download(repo, filename, at, where, common, offline_source)
 
     if not progress:
         disable_progress_bars()
@@ -111,6 +88,35 @@ def fetch_hub_package(spec: str, *, cache_dir: str | Path | None = None, offline
             enable_progress_bars()
     _install(manifest_path, paths, final, where)
     return final
+
+
+def _download(repo: str, filename: str, at: str | None, where: str, common: dict,
+              offline_source: str | None) -> Path:
+    """One file of the repository through huggingface_hub's cache; its errors as ours, in one line."""
+    from huggingface_hub import errors as hf_errors
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(repo, filename, revision=at, **common))
+    except hf_errors.RevisionNotFoundError:
+        raise PackageError(f"{where}: no such revision") from None
+    except hf_errors.RepositoryNotFoundError:
+        raise PackageError(f"{where} does not exist (or it is private: set HF_TOKEN)") from None
+    except hf_errors.LocalEntryNotFoundError:
+        if offline_source:
+            raise DownloadError(
+                f"offline mode ({offline_source}): {filename} of {where} is not in the cache ({common['cache_dir']}). "
+                "Run once with network access (or unset ELMO_ONNX_OFFLINE) to fill the cache, or download "
+                "the repository's files into a folder yourself and pass that folder.") from None
+        raise DownloadError(f"{where}: {filename} could not be downloaded (is the Hub reachable? "
+                            f"{ENV_ENDPOINT}={endpoint() or 'unset'})") from None
+    except hf_errors.EntryNotFoundError:
+        if filename == C.MANIFEST_FILE:
+            raise PackageError(f"{where} has no {C.MANIFEST_FILE}: it is not an elmo-onnx model package "
+                               "(publish one with elmo-export --push-to-hub)") from None
+        raise PackageError(f"{where}: {filename}, listed in its {C.MANIFEST_FILE}, is missing") from None
+    except (hf_errors.HfHubHTTPError, OSError) as e:
+        raise DownloadError(f"{where}: downloading {filename} failed: {e}") from None
 
 
 def _listed_files(manifest_path: Path, where: str) -> list[str]:
@@ -137,9 +143,7 @@ def _verify(directory: Path, where: str, delete: Path) -> None:
 
 def _install(manifest_path: Path, paths: dict[str, Path], final: Path, where: str) -> None:
     """Link the downloaded files into a staging folder, verify, rename into place."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
-    try:
+    with scratch.staged_dir(final, STAGING_SUFFIX) as staging:
         shutil.copyfile(manifest_path, staging / C.MANIFEST_FILE)  # kept in the Hub's cache: it maps revisions
         for name, source in paths.items():
             # Moved, not linked: ONNX Runtime refuses external data with several hard links (a
@@ -149,7 +153,7 @@ def _install(manifest_path: Path, paths: dict[str, Path], final: Path, where: st
                 os.replace(blob, staging / name)
             except OSError:
                 shutil.copyfile(blob, staging / name)
-        scratch.open_to_umask(staging)  # mkdtemp's 0700, and the Hub cache's modes, would make it private
+        scratch.open_to_umask(staging)  # the Hub cache's modes would make the package private
         try:
             load_manifest(staging, verify_files=True)
         except (PackageError, FileNotFoundError) as e:
@@ -158,10 +162,8 @@ def _install(manifest_path: Path, paths: dict[str, Path], final: Path, where: st
             raise PackageError(f"{where}: {str(e).replace(str(staging), 'the download')}; the downloaded files "
                                "were deleted") from None
         try:
-            os.replace(staging, final)
+            os.rename(staging, final)
         except OSError:
             if not final.is_dir():  # else another process installed it meanwhile: use theirs
                 raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     log.info("installed %s into %s", where, final)

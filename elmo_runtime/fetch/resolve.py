@@ -31,7 +31,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
@@ -188,10 +187,11 @@ def _check_cached(directory: Path, record: dict, record_path: Path, how_to_fix: 
 
 def _install(archive: Path, final: Path, record_path: Path, record: dict) -> None:
     """Unpack, verify and rename into place; on any failure nothing is left under `final`."""
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
-    try:
+    from elmo_runtime.fetch.download import STAGING_SUFFIX
+
+    with scratch.staged_dir(final, STAGING_SUFFIX) as staging:
         _unpack(archive, staging)
-        scratch.open_to_umask(staging)  # mkdtemp's 0700 would make the package private to its installer
+        scratch.open_to_umask(staging)  # the modes of a plain mkdir and open(), whatever extraction gave
         try:
             load_manifest(staging, verify_files=True)
         except (PackageError, FileNotFoundError) as e:
@@ -200,15 +200,9 @@ def _install(archive: Path, final: Path, record_path: Path, record: dict) -> Non
         record = {**record, "manifest_sha256": manifest_sha256(staging)}
         tmp = record_path.with_name(record_path.name + ".tmp")
         tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-        if final.exists():  # a stale or older package: replaced only now that the new one verified
-            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
-            os.replace(final, old / final.name)
-            shutil.rmtree(old, ignore_errors=True)
-        os.replace(staging, final)
+        # A stale or older package is replaced only now that the new one verified.
+        scratch.replace_dir(staging, final)
         os.replace(tmp, record_path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     log.info("installed package %s from %s", final, record["url"])
 
 

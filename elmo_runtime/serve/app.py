@@ -216,7 +216,7 @@ def create_app(elmo, settings: ServeSettings, info: dict | None = None) -> FastA
             settings.max_wait_ms,
             settings.batch_tokens,
             server.metrics.batch,
-            settings.workers,
+            settings.parallelism()[0],
         )
         server.batcher.start()
         server.ready = True
@@ -321,8 +321,11 @@ def _add_openai_routes(app: FastAPI, server: Server) -> None:
 
 
 def _add_tei_routes(app: FastAPI, server: Server) -> None:
-    elmo = server.elmo
+    _add_tei_embed_routes(app, server)
+    _add_tei_tokenize_route(app, server)
 
+
+def _add_tei_embed_routes(app: FastAPI, server: Server) -> None:
     @app.post("/embed", summary="Sentence vectors (TEI)")
     async def embed(body: EmbedRequest, request: Request):
         started = time.perf_counter()
@@ -361,6 +364,10 @@ def _add_tei_routes(app: FastAPI, server: Server) -> None:
         if body.return_tokens:
             return _json([{"tokens": t, "embedding": v} for t, v in zip(token_lists, values)], headers)
         return _json(values, headers)
+
+
+def _add_tei_tokenize_route(app: FastAPI, server: Server) -> None:
+    elmo = server.elmo
 
     @app.post("/tokenize", summary="ELMo's tokens with their character offsets (TEI)")
     async def tokenize(body: TokenizeRequest, request: Request):

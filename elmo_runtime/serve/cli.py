@@ -49,71 +49,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=d.port, help=f"port (default {d.port})")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=d.device, help="as for Elmo (default auto)")
     p.add_argument(
-        "--threads", type=int, default=None, metavar="N", help="ONNX Runtime intra-op threads (default: one per core)"
-    )
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=d.workers,
-        metavar="N",
-        help=f"batches run at once, each on its own thread of the one model (default {d.workers})",
-    )
-    p.add_argument(
-        "--batch-tokens",
+        "--threads",
         type=int,
         default=None,
         metavar="N",
-        help="token positions per model run (default: the runtime's, 512 on CPU)",
+        help="ONNX Runtime intra-op threads per batch (default: cores / --workers, 1 with neither)",
     )
-    p.add_argument(
-        "--max-batch-tokens",
-        type=int,
-        default=d.max_batch_tokens,
-        metavar="N",
-        help=f"token positions a server batch collects (default {d.max_batch_tokens})",
-    )
-    p.add_argument(
-        "--max-batch-requests",
-        type=int,
-        default=d.max_batch_requests,
-        metavar="N",
-        help=f"requests per server batch (default {d.max_batch_requests})",
-    )
-    p.add_argument(
-        "--max-wait-ms",
-        type=float,
-        default=d.max_wait_ms,
-        metavar="MS",
-        help=f"how long a batch's first request waits for others (default {d.max_wait_ms})",
-    )
-    p.add_argument(
-        "--max-concurrent-requests",
-        type=int,
-        default=d.max_concurrent_requests,
-        metavar="N",
-        help=f"requests in flight; more get 429 (default {d.max_concurrent_requests})",
-    )
-    p.add_argument(
-        "--max-client-batch-size",
-        type=int,
-        default=d.max_client_batch_size,
-        metavar="N",
-        help=f"inputs per request; more get 413 (default {d.max_client_batch_size})",
-    )
-    p.add_argument(
-        "--max-input-tokens",
-        type=int,
-        default=d.max_input_tokens,
-        metavar="N",
-        help=f"tokens per input; more get 413 unless truncate (default {d.max_input_tokens})",
-    )
-    p.add_argument(
-        "--payload-limit",
-        type=int,
-        default=d.payload_limit,
-        metavar="BYTES",
-        help=f"request body size; more get 413 (default {d.payload_limit})",
-    )
+    _add_number_args(p, d)
+    _add_access_args(p, d)
+    return p
+
+
+# The numeric flags: (flag, type, metavar, help). A help with "{}" gets the default filled in.
+_NUMBERS = (
+    (
+        "--workers",
+        int,
+        "N",
+        "batches run at once, each on its own thread of the one model (default: cores / --threads)",
+    ),
+    ("--batch-tokens", int, "N", "token positions per model run (default: the runtime's, 512 on CPU)"),
+    ("--max-batch-tokens", int, "N", "token positions a server batch collects (default {})"),
+    ("--max-batch-requests", int, "N", "requests per server batch (default {})"),
+    ("--max-wait-ms", float, "MS", "how long a batch's first request waits for others (default {})"),
+    ("--max-concurrent-requests", int, "N", "requests in flight; more get 429 (default {})"),
+    ("--max-client-batch-size", int, "N", "inputs per request; more get 413 (default {})"),
+    ("--max-input-tokens", int, "N", "tokens per input; more get 413 unless truncate (default {})"),
+    ("--payload-limit", int, "BYTES", "request body size; more get 413 (default {})"),
+)
+
+
+def _add_number_args(p: argparse.ArgumentParser, d: ServeSettings) -> None:
+    for flag, kind, metavar, text in _NUMBERS:
+        default = getattr(d, flag[2:].replace("-", "_"))
+        p.add_argument(flag, type=kind, default=default, metavar=metavar, help=text.format(default))
+
+
+def _add_access_args(p: argparse.ArgumentParser, d: ServeSettings) -> None:
     p.add_argument(
         "--layers",
         type=_layers_arg,
@@ -147,7 +119,6 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="skip the sha256 check of the files (the conformance vectors still run)",
     )
-    return p
 
 
 def _layers_arg(text: str):
@@ -205,14 +176,15 @@ def load(settings: ServeSettings):
     from elmo_runtime.conformance import verify_package
 
     started = time.perf_counter()
+    _, threads = settings.parallelism()
     elmo = Elmo(
         settings.package,
         device=settings.device,
-        threads=settings.threads,
+        threads=threads,
         batch_tokens=settings.batch_tokens,
         verify=settings.verify,
     )
-    report = verify_package(elmo.manifest.directory, device=settings.device, threads=settings.threads)
+    report = verify_package(elmo.manifest.directory, device=settings.device, threads=threads)
     if not report.passed:
         shown = "; ".join(report.failures[:3]) or "nothing was checked"
         raise RuntimeError(

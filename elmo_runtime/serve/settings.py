@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 
@@ -16,8 +17,11 @@ class ServeSettings:
             "hf:owner/repo[@revision]": resolved as `Elmo(package)` resolves it.
         model_id: the name `/info` and `/v1/models` report (None: `package` as given).
         host, port: where to listen.
-        device, threads: as for `Elmo` (threads: ONNX Runtime intra-op threads per session).
+        device, threads: as for `Elmo` (threads: ONNX Runtime intra-op threads per model run).
         workers: batches the model runs at once, each on its own thread (one `Elmo`, shared).
+            Left out, workers x threads fill the cores (`parallelism`): by default one worker
+            per core with one thread each, which gave more throughput at 1, 8 and 32 clients
+            and less added latency than one worker on all cores (benchmarks/RESULTS.md).
         batch_tokens: token positions per model run inside a server batch (None: the
             runtime's default, 512 on the CPU): the peak memory of one run follows it.
         max_batch_tokens: token positions (2 boundaries per sentence included, padding not) a
@@ -46,7 +50,7 @@ class ServeSettings:
     port: int = 8080
     device: str = "auto"
     threads: int | None = None
-    workers: int = 1
+    workers: int | None = None
     batch_tokens: int | None = None
     max_batch_tokens: int = 2048
     max_batch_requests: int = 64
@@ -62,6 +66,16 @@ class ServeSettings:
     json_output: bool = False
     access_log: bool = True
     verify: bool = True
+
+    def parallelism(self) -> tuple[int, int]:
+        """`(workers, threads)`: what was given, the rest filled so that workers x threads is the
+        number of cores this process may use."""
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        if self.workers is None and self.threads is None:
+            return cores, 1
+        if self.workers is None:
+            return max(1, cores // self.threads), self.threads
+        return self.workers, self.threads or max(1, cores // self.workers)
 
     def __post_init__(self) -> None:
         for name in (

@@ -18,7 +18,7 @@ function decode(entry, where) {
 
 const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
 
-// Each precision's own bar (elmo_runtime/conformance.py TOLERANCES): the one in conformance.json is
+// Each precision's own bar (elmo_runtime/conformance.py CONFORMANCE_TOLERANCES): the one in conformance.json is
 // informational, so that a tampered file cannot lower it.
 export const TOLERANCES = {
   fp32: { max_abs: 1e-4, min_cosine: null },
