@@ -243,6 +243,7 @@ def profile_events(package: Path, device: str, batch: list[list[str]], work: Pat
             C.MASK: mask,
             C.INITIAL_H: np.zeros((n, 2, b, p), np.float32),
             C.INITIAL_C: np.zeros((n, 2, b, d), np.float32),
+            C.SENTENCE_EDGES: np.asarray(C.WHOLE_SENTENCES, np.int64),
         },
     )
     return events

@@ -11,7 +11,9 @@ from pathlib import Path
 import onnx
 
 from elmo_export.model import ElmoOptions
+from elmo_export.onnx_graph import hoist_subgraph_initializers
 from elmo_runtime import contract as C
+from elmo_runtime.graph_files import external_tensors
 
 
 def graph_specs(options: ElmoOptions) -> dict[str, C.GraphSpec]:
@@ -47,14 +49,15 @@ def validate_graph(path: Path, spec: C.GraphSpec) -> None:
             out[v.name] = {"dtype": dtype, "shape": [d.dim_param or d.dim_value for d in tensor.shape.dim]}
         return out
 
-    defaults = {i.name: i for i in model.graph.initializer}
-    optional = {name: {**described([v])[name], "default": onnx.numpy_helper.to_array(defaults[name]).tolist()}
-                for v in model.graph.input for name in [v.name] if name in defaults}
-    want_optional = {t.name: t.to_dict() for t in spec.optional_inputs}
-    if optional != want_optional:
-        problems.append(f"optional inputs are {optional}, the spec says {want_optional}")
+    initializers = {i.name for i in model.graph.initializer}
+    backed = [v.name for v in model.graph.input if v.name in initializers]
+    if backed:  # format 3: a binding must see and feed every input (onnxruntime-node/-web hide these)
+        problems.append(f"inputs {backed} are backed by initializers")
+    nested = [f"{t.name} ({t.location})" for t in external_tensors(path.read_bytes()) if t.in_subgraph]
+    if nested:
+        problems.append(f"subgraph tensors stored as external data (format 3 keeps them in the main graph): {nested}")
     for kind, values in (("inputs", model.graph.input), ("outputs", model.graph.output)):
-        got = described(v for v in values if kind == "outputs" or v.name not in defaults)
+        got = described(values)
         want = {t.name: t.to_dict() for t in getattr(spec, kind)}
         if list(got) != list(want):
             problems.append(f"{kind} are {list(got)}, the spec says {list(want)}")
@@ -68,6 +71,9 @@ def validate_graph(path: Path, spec: C.GraphSpec) -> None:
 def save_graph(model: onnx.ModelProto, path: Path) -> list[Path]:
     """Save a graph with its weights in `<file>.data` beside it.
 
+    Every subgraph's initializers move to the main graph first (`hoist_subgraph_initializers`),
+    so that every external tensor is one a graph loaded from bytes can read (format 3).
+
     Why external data, always: ONNX Runtime maps an external weights file into memory, where
     weights inside the protobuf are parsed and then copied (on `original` int8 this saves 85 MB
     of peak memory at load); and protobuf cannot hold a graph over 2 GiB at all.
@@ -76,6 +82,7 @@ def save_graph(model: onnx.ModelProto, path: Path) -> list[Path]:
         The files written.
     """
     data = path.with_name(path.name + ".data")
+    hoist_subgraph_initializers(model)
     onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                     location=data.name, size_threshold=1024)
     return [path, data]

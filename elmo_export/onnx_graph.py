@@ -121,11 +121,44 @@ def _graph(g: _Graph, name: str, spec: C.GraphSpec) -> onnx.GraphProto:
     def value_info(t: C.TensorSpec) -> onnx.ValueInfoProto:
         return helper.make_tensor_value_info(t.name, _ONNX_DTYPES[t.dtype], list(t.shape))
 
-    # An optional input is an input with an initializer of the same name: callers may feed it,
-    # or get the default.
-    defaults = [numpy_helper.from_array(np.asarray(t.default, dtype=t.dtype), t.name) for t in spec.optional_inputs]
-    return helper.make_graph(g.nodes, name, inputs=[value_info(t) for t in spec.inputs + spec.optional_inputs],
-                             outputs=[value_info(t) for t in spec.outputs], initializer=g.initializers + defaults)
+    return helper.make_graph(g.nodes, name, inputs=[value_info(t) for t in spec.inputs],
+                             outputs=[value_info(t) for t in spec.outputs], initializer=g.initializers)
+
+
+def hoist_subgraph_initializers(model: onnx.ModelProto) -> int:
+    """Move every initializer of every subgraph (the Scan bodies' weights) into the main graph,
+    in place; the bodies read them from the outer scope. Returns how many moved.
+
+    Why (format 3): ONNX Runtime reads external data only for main-graph initializers when a
+    graph is loaded from bytes (Python's in-memory external files, onnxruntime-web's
+    `externalData`): a Scan body's external weight fails as "not a regular file" or "could not
+    be canonicalized". Kept in the main graph, every weight can be external, whatever loads it.
+
+    Raises:
+        ValueError: a subgraph initializer's name is already taken in the main graph.
+    """
+    taken = {t.name for t in model.graph.initializer} | {v.name for v in model.graph.input}
+    taken |= {out for node in model.graph.node for out in node.output}
+    moved = []
+
+    def walk(graph: onnx.GraphProto) -> None:
+        for node in graph.node:
+            for attr in node.attribute:
+                for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else attr.graphs):
+                    walk(sub)
+                    for tensor in sub.initializer:
+                        if tensor.name in taken:
+                            raise ValueError(f"subgraph {sub.name!r} initializer {tensor.name!r} clashes with a name "
+                                             "of the main graph")
+                        taken.add(tensor.name)
+                        kept = onnx.TensorProto()
+                        kept.CopyFrom(tensor)  # the repeated field's own element goes with the del below
+                        moved.append(kept)
+                    del sub.initializer[:]
+
+    walk(model.graph)
+    model.graph.initializer.extend(moved)
+    return len(moved)
 
 
 def _unsqueeze0(g: _Graph, v: str) -> str:

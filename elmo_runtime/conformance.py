@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import dataclasses
 import json
 import logging
 import sys
@@ -93,7 +94,8 @@ class LayerCheck:
     def where(self) -> str:
         state = "" if self.state is None else f", state {self.state}"
         layer = "" if self.layer is None else f", layer {self.layer}"
-        return f"sentence {self.sentence} ({self.name!r}){state}{layer}"
+        head = f"sentence {self.sentence} ({self.name!r})" if self.sentence >= 0 else self.name
+        return f"{head}{state}{layer}"
 
 
 @dataclass
@@ -197,6 +199,7 @@ def verify_package(package: str | Path, device: str = "cpu", threads: int | None
 
     for i, sentence in enumerate(data["sentences"]):
         _check_sentence(report, elmo, scheme, tol, i, sentence)
+    _verify_cases(elmo, data, report)
     return report
 
 
@@ -236,6 +239,66 @@ def _check_sentence(report: VerifyReport, elmo, scheme, tol: Tolerance, i: int, 
             report.failures += [f"{check.where}: {v}" for v in tol.violations(check.max_abs, None, check.min_cosine)[:1]]
 
 
+def _check_layers(report: VerifyReport, check: LayerCheck, got: np.ndarray, want: np.ndarray) -> None:
+    """Compare one case's layers within the report's tolerance, one check per layer."""
+    tol = report.tolerance
+    if got.shape != want.shape:
+        check.error = f"layers have shape {list(got.shape)}, expected {list(want.shape)}"
+        report.checks.append(check)
+        report.failures.append(f"{check.where}: {check.error}")
+        return
+    figures = compare(got, want) if got.size else None
+    max_abs = figures.max_abs if figures else np.zeros(got.shape[0])
+    min_cos = figures.min_cosine if figures else np.ones(got.shape[0])
+    for k in range(got.shape[0]):
+        one = dataclasses.replace(check, layer=k, max_abs=float(max_abs[k]), min_cosine=float(min_cos[k]))
+        report.checks.append(one)
+        if not np.isfinite(max_abs[k]):
+            report.failures.append(f"{one.where}: non-finite values")
+        elif max_abs[k] > tol.max_abs:
+            report.failures.append(f"{one.where}: max abs difference {max_abs[k]:.3g} > {tol.max_abs:g}")
+        elif tol.min_cosine is not None and min_cos[k] < tol.min_cosine:
+            report.failures.append(f"{one.where}: min cosine {min_cos[k]:.6f} < {tol.min_cosine:g}")
+
+
+def _verify_cases(elmo, data: dict, report: VerifyReport) -> None:
+    """The format 3 cases: a sentence in time chunks, a carried stream, raw text to tokens."""
+    from elmo_runtime.tokenize import tokenize
+
+    def guarded(where: str, run) -> None:
+        try:
+            run()
+        except Exception as e:  # a verifier reports whatever the runtime raises, as a failure
+            report.failures.append(f"{where}: {type(e).__name__}: {e}")
+
+    chunks = data.get("time_chunks")
+    if isinstance(chunks, dict):
+        def run_chunks() -> None:
+            # The runtime's chunk is batch_tokens // 2 - 2 tokens (two rows per call, <S> and </S>).
+            budget = 2 * (int(chunks["chunk_tokens"]) + 2)
+            for state, entry in chunks["expected"].items():
+                got = elmo.embed([chunks["tokens"]], state=state, batch_tokens=budget)[0]
+                want = decode_array(entry["layers"], "time chunks")
+                _check_layers(report, LayerCheck(-1, chunks.get("name", "time chunks"), state, None), got, want)
+        guarded("time chunks", run_chunks)
+    stream = data.get("stream")
+    if isinstance(stream, dict):
+        def run_stream() -> None:
+            for state, calls in stream["expected"].items():
+                carried = elmo.stream(state)
+                for k, (batch, want_rows) in enumerate(zip(stream["calls"], calls)):
+                    for b, (got, entry) in enumerate(zip(carried.embed(batch), want_rows)):
+                        check = LayerCheck(-1, f"{stream.get('name', 'stream')} call {k} row {b}", state, None)
+                        _check_layers(report, check, got, decode_array(entry, "stream"))
+        guarded("stream", run_stream)
+    tokenizer = data.get("tokenizer")
+    for i, case in enumerate(tokenizer.get("cases", []) if isinstance(tokenizer, dict) else []):
+        got = tokenize(case["text"])
+        if got != case["tokens"]:
+            report.failures.append(
+                f"tokenizer case {i} ({case['text'][:40]!r}): tokens {got} differ from {case['tokens']}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """`elmo-verify PACKAGE`: exit 0 when the installed runtime reproduces the package's vectors, 1 otherwise."""
     parser = argparse.ArgumentParser(
@@ -262,7 +325,7 @@ def _print_report(args: argparse.Namespace, report: VerifyReport) -> None:
         print(json.dumps({"package": report.package, "precision": report.precision, "passed": report.passed,
                           "worst": report.worst(), "failures": report.failures}, indent=1))
     else:
-        sentences = {c.sentence for c in report.checks}
+        sentences = {c.sentence for c in report.checks if c.sentence >= 0}
         worst = report.worst()
         summary = (f"{len(sentences)} sentences, {len(report.checks)} layer checks; worst max abs "
                    f"{worst['max_abs']:.3g}, min cosine {worst['min_cosine']:.6f}" if worst else "nothing checked")

@@ -21,7 +21,13 @@ from dataclasses import dataclass
 # schemes (`elmo_runtime.token_schemes`: ELMoForManyLangs' dictionaries and word ids) and a
 # bytes width other than 50 are additions within format 2: readers refuse what they do not
 # implement, by name.
-FORMAT_VERSION = 2
+# 3: `sentence_edges` is a plain, required bilm input (in 2 an initializer-backed default that
+# onnxruntime-node and -web silently ignored when fed), and only main-graph initializers are
+# stored as external data (in 2 the Scan bodies' weights were too, which onnxruntime-web and
+# in-memory loading cannot read). A version 2 reader would run a version 3 bilm without its
+# required input; this runtime refuses version 2, saying to export again (the graphs of 2
+# cannot be loaded from verified bytes: `runner.create_session`).
+FORMAT_VERSION = 3
 MANIFEST_FILE = "elmo.json"
 TOKEN_EMBEDDER_FILE = "token_embedder.onnx"
 BILM_FILE = "bilm.onnx"
@@ -56,12 +62,12 @@ LAYERS = "layers"  # float32 [n_layers + 1, batch, tokens, 2 * projection_dim]
 FINAL_H = "final_h"  # like INITIAL_H: each row's state after its own last real token
 FINAL_C = "final_c"  # like INITIAL_C
 
-# An optional bilm input (an initializer that a caller may override), int64 [edge_rows, 2]
-# with edge_rows 1 or batch: per row, 1 where the graph adds <S> before the row / </S> after
-# it. The default, [[1, 1]], is a whole sentence. Zeros let a long sentence run in time chunks
-# with the state carried between calls (the runtime does so beyond its batch budget).
+# A bilm input, int64 [edge_rows, 2] with edge_rows 1 or batch: per row, 1 where the graph adds
+# <S> before the row / </S> after it. [[1, 1]] runs whole sentences. Zeros let a long sentence
+# run in time chunks with the state carried between calls (the runtime does so beyond its batch
+# budget). A plain input with no default (format 3): every binding sees it and must feed it.
 SENTENCE_EDGES = "sentence_edges"
-SENTENCE_EDGES_DEFAULT = ((1, 1),)
+WHOLE_SENTENCES = ((1, 1),)
 
 PIPELINE = ("char_ids -> token_embedder -> (token_embeddings, mask) -> bilm with (initial_h, initial_c) "
             "-> (layers, final_h, final_c)")
@@ -101,13 +107,9 @@ class TensorSpec:
     name: str
     dtype: str  # "int32", "int64" or "float32"
     shape: tuple[int | str, ...]
-    default: tuple | None = None  # an optional input's value when it is not fed (nested tuples)
 
     def to_dict(self) -> dict:
-        data = {"dtype": self.dtype, "shape": list(self.shape)}
-        if self.default is not None:
-            data["default"] = [list(row) for row in self.default]
-        return data
+        return {"dtype": self.dtype, "shape": list(self.shape)}
 
 
 @dataclass(frozen=True)
@@ -117,16 +119,11 @@ class GraphSpec:
     file: str
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
-    # Inputs with a default (in ONNX: an initializer of the same name), fed only when needed.
-    optional_inputs: tuple[TensorSpec, ...] = ()
 
     def to_dict(self) -> dict:
-        data = {"file": self.file,
+        return {"file": self.file,
                 "inputs": {t.name: t.to_dict() for t in self.inputs},
                 "outputs": {t.name: t.to_dict() for t in self.outputs}}
-        if self.optional_inputs:
-            data["optional_inputs"] = {t.name: t.to_dict() for t in self.optional_inputs}
-        return data
 
 
 def graph_specs(n_layers: int, projection_dim: int, dim: int, max_characters_per_token: int | None = None,
@@ -153,10 +150,10 @@ def graph_specs(n_layers: int, projection_dim: int, dim: int, max_characters_per
         "token_embedder": GraphSpec(TOKEN_EMBEDDER_FILE, token_inputs, (embeddings, mask)),
         "bilm": GraphSpec(
             BILM_FILE,
-            (embeddings, mask, TensorSpec(INITIAL_H, "float32", h), TensorSpec(INITIAL_C, "float32", c)),
+            (embeddings, mask, TensorSpec(INITIAL_H, "float32", h), TensorSpec(INITIAL_C, "float32", c),
+             TensorSpec(SENTENCE_EDGES, "int64", ("edge_rows", 2))),
             (TensorSpec(LAYERS, "float32", (n + 1, BATCH, TOKENS, 2 * p)),
              TensorSpec(FINAL_H, "float32", h), TensorSpec(FINAL_C, "float32", c)),
-            (TensorSpec(SENTENCE_EDGES, "int64", ("edge_rows", 2), SENTENCE_EDGES_DEFAULT),),
         ),
     }
 

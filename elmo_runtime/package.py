@@ -15,7 +15,7 @@ import numpy as np
 
 from elmo_runtime import contract as C
 from elmo_runtime import scratch
-from elmo_runtime.graph_files import GraphFormatError, external_data_locations
+from elmo_runtime.graph_files import GraphBytes, GraphFormatError, check_graph_size, external_tensors
 from elmo_runtime.jsonfile import json_field, read_json
 from elmo_runtime.token_schemes import BYTES, DICTIONARY, scheme_files
 
@@ -259,11 +259,7 @@ def _graphs(data: dict, source: str | Path, contract: dict[str, C.GraphSpec]) ->
             got = declared.get(kind, want)
             if got != want:
                 raise PackageError(f"{source}: graphs.{graph}.{kind} is {got}, the contract says {want}")
-        want = {t.name: t.to_dict() for t in spec.optional_inputs}
-        if declared.get("optional_inputs", {}) != want:
-            raise PackageError(f"{source}: graphs.{graph}.optional_inputs is {declared.get('optional_inputs')}, "
-                               f"the contract says {want}")
-        graphs[graph] = C.GraphSpec(file, spec.inputs, spec.outputs, spec.optional_inputs)
+        graphs[graph] = C.GraphSpec(file, spec.inputs, spec.outputs)
     return graphs
 
 
@@ -363,10 +359,15 @@ def sha256_of(path: Path) -> str:
 
 
 def _confined(directory: Path, name: str, what: str) -> Path:
-    """`directory / name`, refused unless it stays inside `directory` (after symlinks)."""
-    if not name or Path(name).is_absolute() or ".." in Path(name).parts or "\\" in name:
+    """`directory / name`, refused unless it stays inside `directory` (after symlinks).
+
+    A name is '/'-separated parts, none empty, '.' or '..', with no backslash or ':' (drive
+    letters, alternate streams): the rule every client applies (docs/package-format.md, "Files").
+    """
+    if not name or name.startswith("/") or "\\" in name or ":" in name \
+            or any(part in ("", ".", "..") for part in name.split("/")):
         raise PackageError(f"{directory}: {what} {name!r} is not a plain file name inside the package "
-                           "(absolute paths and '..' are refused)")
+                           "(absolute paths, '..', '.', empty parts, '\\' and ':' are refused)")
     path = directory / name
     try:
         inside = path.resolve(strict=False).is_relative_to(directory.resolve(strict=True))
@@ -378,12 +379,25 @@ def _confined(directory: Path, name: str, what: str) -> Path:
 
 
 def load_manifest(package_dir: str | Path, verify_files: bool = True, *, require_parity: bool = True) -> Manifest:
-    """Read and check the manifest of the package in `package_dir`.
+    """Read and check the manifest of the package in `package_dir` (`load_package`, graphs' bytes dropped).
+
+    Raises:
+        FileNotFoundError, PackageError: as for `load_package`.
+    """
+    return load_package(package_dir, verify_files, require_parity=require_parity)[0]
+
+
+def load_package(package_dir: str | Path, verify_files: bool = True, *, require_parity: bool = True
+                 ) -> tuple[Manifest, dict[str, GraphBytes]]:
+    """Read and check the package in `package_dir`: its manifest, and each graph's bytes as verified.
 
     Every check is made before a graph is handed to ONNX Runtime: the manifest's fields (a
     finite warm state among them); that each graph and each external-data file the graphs name
     is listed in `files` and stays inside the package (no absolute path, no `..`, no symlink
-    leading out); every file's size; by default its sha256; and a passed parity report.
+    leading out); every file's size; by default its sha256; and a passed parity report. Each
+    graph and weights file is read once: the bytes whose size and sha256 were checked are the
+    bytes returned, so a file swapped after the check is never used (sessions are made from
+    them: `runner.create_session`).
 
     Args:
         package_dir: the package directory (holding `elmo.json`).
@@ -393,10 +407,13 @@ def load_manifest(package_dir: str | Path, verify_files: bool = True, *, require
             passed (an export that was interrupted or failed). Only the exporter, checking a
             package it is building, passes False.
 
+    Returns:
+        The manifest, and `{graph: GraphBytes}` for "token_embedder" and "bilm".
+
     Raises:
         FileNotFoundError: no such directory or no manifest in it.
-        PackageError: the manifest is corrupt, from a newer format, unverified, or names
-            missing, altered or escaping files.
+        PackageError: the manifest is corrupt, from another format version, unverified, or
+            names missing, altered or escaping files.
     """
     directory = Path(package_dir)
     if not directory.is_dir():
@@ -411,13 +428,13 @@ def load_manifest(package_dir: str | Path, verify_files: bool = True, *, require
         state = "no parity report" if manifest.parity is None else "a parity report that did not pass"
         raise PackageError(f"{source}: the package has {state}; it was not verified against the reference "
                            "(an interrupted or failed export?). Export it again")
-    _check_files(manifest, directory, source, verify_files)
-    return manifest
+    return manifest, _check_files(manifest, directory, source, verify_files)
 
 
-def _check_files(manifest: Manifest, directory: Path, source: Path, verify_files: bool) -> None:
+def _check_files(manifest: Manifest, directory: Path, source: Path, verify_files: bool) -> dict[str, GraphBytes]:
     """Every listed file present, inside the package, of its size (and sha256); every file a
-    graph or the token scheme (a dictionary's tables) refers to listed."""
+    graph or the token scheme (a dictionary's tables) refers to listed. Returns each graph's
+    bytes, read once and checked."""
     listed = {}
     for name, entry in manifest.files.items():
         path = _confined(directory, name, "file")
@@ -433,11 +450,6 @@ def _check_files(manifest: Manifest, directory: Path, source: Path, verify_files
             )
         listed[path.resolve()] = name
 
-    if verify_files:  # before any graph is parsed
-        for path, name in listed.items():
-            if sha256_of(path) != manifest.files[name]["sha256"]:
-                raise PackageError(f"{directory}: file {name!r} does not match its sha256 in the manifest (corrupt or altered)")
-
     for field_name, name in scheme_files(manifest.chars):
         if not isinstance(name, str):
             raise PackageError(f"{source}: {field_name} is {name!r}, expected a file name in the package")
@@ -445,24 +457,70 @@ def _check_files(manifest: Manifest, directory: Path, source: Path, verify_files
         if path.resolve() not in listed:
             raise PackageError(f"{source}: {field_name} {name!r} is not listed in 'files' (no size or sha256 to check)")
 
-    for graph, spec in manifest.graphs.items():
-        path = _confined(directory, spec.file, f"graph file ({graph})")
-        if not path.is_file():
-            raise PackageError(f"{directory}: graph file {spec.file!r} ({graph}) is missing")
-        if path.resolve() not in listed:
-            raise PackageError(f"{source}: graph file {spec.file!r} ({graph}) is not listed in 'files' (no size or sha256 to check)")
-        try:
-            locations = external_data_locations(path)
-        except GraphFormatError as e:
-            raise PackageError(f"{directory}: graph file {spec.file!r} ({graph}) is not a valid ONNX file ({e})") from None
-        for tensor, location in locations:
-            data_path = _confined(directory, location, f"external data of {spec.file} (tensor {tensor!r})")
-            if data_path.resolve() not in listed:
-                raise PackageError(f"{source}: {spec.file} keeps tensor {tensor!r} in {location!r}, which is not "
-                                   "listed in 'files' (no size or sha256 to check)")
+    checked: dict[Path, bytes] = {}
+    graphs = _read_graphs(manifest, directory, source, listed, checked, verify_files)
+    if verify_files:
+        for path, name in listed.items():
+            if path not in checked and sha256_of(path) != manifest.files[name]["sha256"]:
+                raise PackageError(f"{directory}: file {name!r} does not match its sha256 in the manifest "
+                                   "(corrupt or altered)")
+
     conformance = _confined(directory, manifest.conformance["file"], "conformance file")
     if not conformance.is_file():
         raise PackageError(f"{directory}: conformance file {manifest.conformance['file']!r} is missing")
     if conformance.resolve() not in listed:
         raise PackageError(f"{source}: conformance file {manifest.conformance['file']!r} is not listed in 'files' "
                            "(no size or sha256 to check)")
+    return graphs
+
+
+def _read_graphs(manifest: Manifest, directory: Path, source: Path, listed: dict[Path, str],
+                 checked: dict[Path, bytes], verify_files: bool) -> dict[str, GraphBytes]:
+    """Each graph and the weights files it names, read once into `checked`, each of its listed
+    size and (verify_files) sha256 before the graph is parsed or the next file read."""
+
+    def read_checked(path: Path) -> bytes:
+        """The file's bytes, read once, of the listed size and (verify_files) sha256."""
+        key = path.resolve()
+        if key not in checked:
+            name, data = listed[key], path.read_bytes()
+            entry = manifest.files[name]
+            if len(data) != entry["bytes"]:
+                raise PackageError(f"{directory}: file {name!r} has {len(data)} bytes, the manifest says "
+                                   f"{entry['bytes']} (corrupt or truncated)")
+            if verify_files and hashlib.sha256(data).hexdigest() != entry["sha256"]:
+                raise PackageError(f"{directory}: file {name!r} does not match its sha256 in the manifest "
+                                   "(corrupt or altered)")
+            checked[key] = data
+        return checked[key]
+
+    graphs = {}
+    for graph, spec in manifest.graphs.items():
+        path = _confined(directory, spec.file, f"graph file ({graph})")
+        if not path.is_file():
+            raise PackageError(f"{directory}: graph file {spec.file!r} ({graph}) is missing")
+        if path.resolve() not in listed:
+            raise PackageError(f"{source}: graph file {spec.file!r} ({graph}) is not listed in 'files' "
+                               "(no size or sha256 to check)")
+        try:
+            check_graph_size(path)
+            model = read_checked(path)  # before it is parsed
+            tensors = external_tensors(model)
+        except GraphFormatError as e:
+            raise PackageError(f"{directory}: graph file {spec.file!r} ({graph}) is not a valid ONNX file ({e})"
+                               ) from None
+        external = {}
+        for tensor in tensors:
+            what = f"external data of {spec.file} (tensor {tensor.name!r})"
+            data_path = _confined(path.parent, tensor.location, what)
+            _confined(directory, str(data_path.relative_to(directory)), what)
+            if data_path.resolve() not in listed:
+                raise PackageError(f"{source}: {spec.file} keeps tensor {tensor.name!r} in {tensor.location!r}, "
+                                   "which is not listed in 'files' (no size or sha256 to check)")
+            if tensor.in_subgraph:
+                raise PackageError(f"{directory}: {spec.file} keeps tensor {tensor.name!r} of a subgraph in external "
+                                   f"data; format {C.FORMAT_VERSION} keeps only main-graph initializers there "
+                                   "(export the package again)")
+            external[tensor.location] = read_checked(data_path)
+        graphs[graph] = GraphBytes(path, model, external)
+    return graphs

@@ -18,7 +18,8 @@ import numpy as np
 import onnxruntime as ort
 
 from elmo_runtime import contract as C
-from elmo_runtime.package import Manifest, PackageError, load_manifest
+from elmo_runtime.graph_files import GraphBytes, GraphFormatError
+from elmo_runtime.package import Manifest, PackageError, load_package
 from elmo_runtime.token_schemes import SchemeError, TokenScheme, scheme_from_manifest
 
 log = logging.getLogger(__name__)
@@ -97,8 +98,13 @@ def check_threads(threads: int | None) -> None:
                          f"use, at least {MIN_MAX_THREADS}): more threads than cores only wait for each other")
 
 
-def create_session(path: Path, device: str = "auto", threads: int | None = None) -> ort.InferenceSession:
-    """One inference session on `device`.
+def create_session(graph: Path | GraphBytes, device: str = "auto", threads: int | None = None) -> ort.InferenceSession:
+    """One inference session on `device`, made from bytes: `graph` as verified
+    (`package.load_package`), or a path whose graph and weights files are read here once.
+
+    ONNX Runtime gets the graph's bytes and each external-data file's bytes
+    (`add_external_initializers_from_files_in_memory`) and opens no file itself: the weights it
+    runs are the bytes that were checked, whatever happens to the files after.
 
     "auto" takes CUDA when onnxruntime offers it and it starts, else the CPU (with a warning
     when the CUDA provider is there but failed to start); "cuda" that ends up on the CPU is
@@ -109,24 +115,32 @@ def create_session(path: Path, device: str = "auto", threads: int | None = None)
         RuntimeError: device="cuda" and CUDA is not usable.
         PackageError: ONNX Runtime cannot load the graph.
     """
+    if not isinstance(graph, GraphBytes):
+        try:
+            graph = GraphBytes.read(graph)
+        except GraphFormatError as e:
+            raise PackageError(f"{graph}: not a valid ONNX file ({e})") from None
+    path = graph.path
     options = ort.SessionOptions()
     if threads is not None:
         check_threads(threads)
         options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Errors only: ORT warns at every load that the bilm's optional `sentence_edges` input (an
-    # initializer a caller may override, by design) is not constant-folded; a CUDA provider
-    # that fails to start is reported by this function itself.
+    # Errors only: a CUDA provider that fails to start is reported by this function itself.
     options.log_severity_level = 3
     # The runtime runs two sessions back to back, each with its own thread pool. Threads that
     # spin-wait between the ops of a run are fast; threads that go on spinning after it take the
     # cores from the other session's run. So: spin during a run, stop when it returns
     # (measured: benchmarks/RESULTS.md, "Design measurements").
     options.add_session_config_entry("session.force_spinning_stop", "1")
+    if graph.external:
+        names = list(graph.external)
+        options.add_external_initializers_from_files_in_memory(
+            names, [graph.external[n] for n in names], [len(graph.external[n]) for n in names])
     requested = providers_for(device)
     try:
-        session = ort.InferenceSession(str(path), sess_options=options, providers=requested)
+        session = ort.InferenceSession(graph.model, sess_options=options, providers=requested)
     except LOAD_ERRORS as e:
         raise PackageError(f"{path}: ONNX Runtime cannot load this graph ({str(e).splitlines()[0]})") from None
     running = session.get_providers()
@@ -186,11 +200,6 @@ def check_session(session: ort.InferenceSession, spec: C.GraphSpec, path: Path) 
         PackageError: every difference, named.
     """
     problems = []
-    if spec.optional_inputs:
-        overridable = {arg.name for arg in session.get_inputs() + session.get_overridable_initializers()}
-        missing = [t.name for t in spec.optional_inputs if t.name not in overridable]
-        if missing:
-            problems.append(f"optional inputs {missing} are missing (neither inputs nor overridable initializers)")
     for kind, got, want in (("inputs", session.get_inputs(), spec.inputs), ("outputs", session.get_outputs(), spec.outputs)):
         found = {arg.name: arg for arg in got}
         missing = [t.name for t in want if t.name not in found]
@@ -222,7 +231,8 @@ def open_package(package_dir: str | Path, device: str = "auto", threads: int | N
                  verify: bool = True, require_parity: bool = True) -> tuple[Manifest, TokenScheme, Sessions]:
     """Open a package in one pass: its manifest and files checked, its token scheme, its sessions.
 
-    Every check is made before ONNX Runtime parses a graph (`load_manifest`); each session is
+    Every check is made before ONNX Runtime parses a graph (`package.load_package`), and the
+    sessions are made from the bytes that were checked; each session is
     then checked against the interface the manifest declared, which loading held to the
     contract (`contract.graph_specs`).
 
@@ -233,16 +243,16 @@ def open_package(package_dir: str | Path, device: str = "auto", threads: int | N
         PackageError: as `PackageRunner`.
     """
     check_threads(threads)  # before the package is read and hashed
-    manifest = load_manifest(package_dir, verify_files=verify, require_parity=require_parity)
+    manifest, graphs = load_package(package_dir, verify_files=verify, require_parity=require_parity)
     try:
         scheme = scheme_from_manifest(manifest.chars, manifest.directory)
     except SchemeError as e:
         raise PackageError(str(e)) from None
     sessions = {}
     for graph in Sessions._fields:
-        spec, path = manifest.graphs[graph], manifest.graph_file(graph)
-        sessions[graph] = create_session(path, device, threads)
-        check_session(sessions[graph], spec, path)
+        verified = graphs.pop(graph)  # made from the bytes that were checked, then let go
+        sessions[graph] = create_session(verified, device, threads)
+        check_session(sessions[graph], manifest.graphs[graph], verified.path)
         if device == "auto" and sessions[graph].get_providers()[0] != CUDA:
             device = "cpu"  # CUDA is absent or failed to start (and said so): do not try it again
     return manifest, scheme, Sessions(**sessions)
@@ -255,7 +265,7 @@ class PackageRunner:
         package_dir: a directory written by `elmo-export`.
         device: "auto", "cpu" or "cuda".
         threads: intra-op threads per session (None: onnxruntime's default, all cores).
-        verify: check every file's sha256 before loading (see `load_manifest`).
+        verify: check every file's sha256 before loading (see `package.load_package`).
         require_parity: refuse a package without a passed parity report (False: the
             exporter's own check of a package it is building).
 
@@ -300,8 +310,7 @@ class PackageRunner:
         """
         feeds = {C.TOKEN_EMBEDDINGS: embeddings, C.MASK: mask.astype(np.int32, copy=False),
                  C.INITIAL_H: h.astype(np.float32, copy=False), C.INITIAL_C: c.astype(np.float32, copy=False)}
-        if edges is not None:
-            feeds[C.SENTENCE_EDGES] = np.asarray(edges, dtype=np.int64)
+        feeds[C.SENTENCE_EDGES] = np.asarray(C.WHOLE_SENTENCES if edges is None else edges, dtype=np.int64)
         layers, final_h, final_c = self.sessions.bilm.run([C.LAYERS, C.FINAL_H, C.FINAL_C], feeds)
         return layers, final_h, final_c
 

@@ -83,8 +83,9 @@ def test_elmo_verify_passes_on_a_sound_package(tiny_package, tiny_zero_package, 
     assert verify_main([str(tiny_package)]) == 0
     assert verify_main([str(tiny_zero_package), "--threads", "1"]) == 0
     out = capsys.readouterr().out
-    # 9 sentences x 2 states x 3 layers (the empty sentence's checks are of its shape, (3, 0, 32))
-    assert "conformance passed (fp32): 9 sentences, 54 layer checks" in out
+    # 9 sentences x 2 states x 3 layers (the empty sentence's checks are of its shape, (3, 0, 32)),
+    # plus, in the default state (warm), the time-chunks case (3 layers) and the stream's 9 rows (x 3 layers)
+    assert "conformance passed (fp32): 9 sentences, 84 layer checks" in out
     report = verify_package(tiny_package)
     assert report.passed and report.worst()["max_abs"] <= CONFORMANCE_TOLERANCES["fp32"].max_abs
 
@@ -186,7 +187,8 @@ def test_a_manifest_lacking_a_required_field_fails_to_load_naming_it(tiny_packag
     ("chars.bytes.special_tokens", {}, "chars.bytes.special_tokens is {}"),
     ("sentences.empty", "run", "sentences.empty is 'run'"),
     ("initial_state.directions", ["backward", "forward"], "initial_state.directions is ['backward', 'forward']"),
-    ("format_version", 1, "format version 1 is older than this runtime reads (2); export the package again"),
+    ("format_version", 1, "format version 1 is older than this runtime reads (3); export the package again"),
+    ("format_version", 2, "format version 2 is older than this runtime reads (3); export the package again"),
 ])
 def test_a_package_this_runtime_would_misread_is_refused(tiny_package, tmp_path, field, value, message):
     package = copy_of(tiny_package, tmp_path)

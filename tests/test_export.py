@@ -15,7 +15,7 @@ from tf_fixtures import FIXTURE_SETS, FIXTURES, load_fixture_set
 
 from elmo_export import ExportSettings, export_package, onnx_graph, parity
 from elmo_export.calibration import CALIBRATION_SOURCE, load_calibration_sentences
-from elmo_export.conformance import load_sentences
+from elmo_export.conformance import load_builtin, load_sentences
 from elmo_export.graph_io import GraphValidationError, graph_specs, validate_graph
 from elmo_export.model import LstmState
 from elmo_export.parity import ParityError
@@ -191,8 +191,10 @@ def test_a_parity_failure_raises_and_leaves_no_package(tmp_path, tiny_weights, m
     out = tmp_path / "pkg"
     with pytest.raises(ParityError) as info:
         export_package(*tiny_weights, out, progress=False)
-    # The conformance sentences are checked first: every layer of every state mode of each, all listed.
-    assert len(info.value.failures) == len([s for s in load_sentences() if s["tokens"]]) * 2 * 3
+    # The conformance sentences are checked first: every layer of every state mode of each, then the
+    # time-chunks case and each non-empty row of the stream (in the warm state), all listed.
+    rows = sum(1 for call in load_builtin()["stream"]["calls"] for sentence in call if sentence)
+    assert len(info.value.failures) == (len([s for s in load_sentences() if s["tokens"]]) * 2 + 1 + rows) * 3
     assert all(f.startswith("conformance sentence ") and "min cosine" in f for f in info.value.failures)
     assert not out.exists() and _leftovers(tmp_path) == []
 

@@ -163,7 +163,7 @@ def test_model_zip_exports_directly_and_runs(zips, preset, tmp_path):
     for i, g in enumerate(got):
         np.testing.assert_allclose(g, want[:, i, : len(SENTENCES[i])], rtol=0, atol=1e-5)
     # A sentence over the batch budget runs in time chunks (`sentence_edges`), the state carried.
-    assert set(manifest["graphs"]["bilm"]["optional_inputs"]) == {C.SENTENCE_EDGES}
+    assert manifest["graphs"]["bilm"]["inputs"][C.SENTENCE_EDGES] == {"dtype": "int64", "shape": ["edge_rows", 2]}
     tokens = [t for sentence in SENTENCES for t in sentence] * 4  # 40 tokens
     chunked = elmo.embed([tokens], state="zero", batch_tokens=12)[0]  # chunks of 4
     with torch.no_grad():

@@ -25,7 +25,8 @@ def sessions(model, precision="fp32"):
 
 def run(te, bilm, ids, h, c):
     emb, mask = te.run(None, {"char_ids": ids})
-    return (*bilm.run(None, {"token_embeddings": emb, "mask": mask, "initial_h": h, "initial_c": c}), mask)
+    return (*bilm.run(None, {"token_embeddings": emb, "mask": mask, "initial_h": h, "initial_c": c,
+                              "sentence_edges": np.ones((1, 2), np.int64)}), mask)
 
 
 def test_the_recurrence_is_a_scan_not_unrolled(tiny_model):

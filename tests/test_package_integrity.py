@@ -146,3 +146,46 @@ def test_an_exported_package_is_readable_as_the_umask_allows(tiny_package):
     assert tiny_package.stat().st_mode & 0o777 == 0o777 & ~umask
     for f in tiny_package.iterdir():
         assert f.stat().st_mode & 0o777 == 0o666 & ~umask, f.name
+
+
+def test_files_swapped_after_verification_are_not_what_the_sessions_run(package, monkeypatch):
+    """M8 (#21): the sessions are made from the bytes that were hashed, not from the paths again."""
+    from elmo_runtime import runner
+
+    sentence = [["The", "river", "bank", "."]]
+    want = Elmo(package, device="cpu").embed(sentence)[0]
+    data = package / "bilm.onnx.data"
+    tampered = bytearray(data.read_bytes())
+    for i in range(0, len(tampered), 64):
+        tampered[i] ^= 0x55
+    original = runner.create_session
+    swapped = []
+
+    def swap_then_create(graph, *args, **kwargs):  # between verification and session creation
+        data.write_bytes(bytes(tampered))
+        swapped.append(graph.path.name)
+        return original(graph, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "create_session", swap_then_create)
+    got = Elmo(package, device="cpu").embed(sentence)[0]
+    assert swapped == ["token_embedder.onnx", "bilm.onnx"] and data.read_bytes() == bytes(tampered)
+    assert np.array_equal(got, want)
+    # The swapped file does change the vectors when it is used: a session made from it now differs.
+    monkeypatch.setattr(runner, "create_session", original)
+    relist(package, "bilm.onnx.data")
+    assert not np.array_equal(Elmo(package, device="cpu").embed(sentence)[0], want)
+
+
+def test_a_subgraph_tensor_in_external_data_is_refused(package):
+    """Format 3 keeps only main-graph initializers in external data (what every binding loads from bytes)."""
+    path = package / "bilm.onnx"
+    model = onnx.load(str(path), load_external_data=False)
+    scan = next(node for node in model.graph.node if node.op_type == "Scan")
+    body = scan.attribute[0].g
+    moved = next(t for t in model.graph.initializer if t.name.startswith("l0/W_h_"))
+    body.initializer.append(moved)
+    model.graph.initializer.remove(moved)
+    path.write_bytes(model.SerializeToString())
+    relist(package, "bilm.onnx")
+    with pytest.raises(PackageError, match=f"keeps tensor '{moved.name}' of a subgraph in external data"):
+        load_manifest(package)

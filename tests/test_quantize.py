@@ -131,6 +131,7 @@ def test_quantized_graphs_pass_the_checker_and_run_close_to_fp32(graphs, sizes, 
         "mask": np.array([[1] * 5, [1] * 3 + [0] * 2], np.int32),
         "initial_h": np.zeros((sizes.n_layers, 2, b, sizes.projection_dim), np.float32),
         "initial_c": np.zeros((sizes.n_layers, 2, b, sizes.cells), np.float32),
+        "sentence_edges": np.ones((1, 2), np.int64),
     }
     runs = []
     for graph in (graphs["bilm"], quantize(graphs["bilm"], settings, moments)):
@@ -313,11 +314,13 @@ def test_int8_rows_do_not_depend_on_the_other_rows(graphs, settings):
         "mask": mask,
         "initial_h": np.zeros((2, 2, b, 16), np.float32),
         "initial_c": np.zeros((2, 2, b, 64), np.float32),
+        "sentence_edges": np.ones((1, 2), np.int64),
     }
     session = ort.InferenceSession(quantize_int8(graphs["bilm"], settings).SerializeToString(),
                                    providers=["CPUExecutionProvider"])
     together = session.run(["layers"], feeds)[0]
     for row, n in enumerate(lengths):
         one = {"token_embeddings": feeds["token_embeddings"][row:row + 1, :n], "mask": mask[row:row + 1, :n],
-               "initial_h": feeds["initial_h"][:, :, :1], "initial_c": feeds["initial_c"][:, :, :1]}
+               "initial_h": feeds["initial_h"][:, :, :1], "initial_c": feeds["initial_c"][:, :, :1],
+               "sentence_edges": feeds["sentence_edges"]}
         assert np.array_equal(session.run(["layers"], one)[0][:, 0], together[:, row, :n])
