@@ -36,8 +36,13 @@ def peak_rss_mib(pid: int | str = "self") -> float:
     raise OSError(f"/proc/{pid}/status has no VmHWM line")
 
 
-def run_child(code: str, *args: object, python: str | Path = sys.executable, env: dict[str, str] | None = None,
-              cwd: str | Path | None = None) -> dict:
+def run_child(
+    code: str,
+    *args: object,
+    python: str | Path = sys.executable,
+    env: dict[str, str] | None = None,
+    cwd: str | Path | None = None,
+) -> dict:
     """Run `code` in a fresh interpreter with `args` as `sys.argv[1:]`; its last stdout line, as JSON.
 
     Args:

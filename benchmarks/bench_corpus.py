@@ -85,10 +85,27 @@ def bytes_per_token(package: Path, work: Path, lines: list[str]) -> list[dict]:
             for dtype in ("float32", "float16"):
                 for format in ("hdf5", "npz", "parquet"):
                     out = work / f"sizes.{format}"
-                    embed_file(package, work / "sizes.txt", out, layers=layers, pool=pool, dtype=dtype, format=format,
-                               forget_sentences=True, force=True, progress=False)
-                    rows.append({"layers": layers, "vectors": "sentence" if pool else "token", "dtype": dtype,
-                                 "format": format, "bytes_per_token": out.stat().st_size / tokens})
+                    embed_file(
+                        package,
+                        work / "sizes.txt",
+                        out,
+                        layers=layers,
+                        pool=pool,
+                        dtype=dtype,
+                        format=format,
+                        forget_sentences=True,
+                        force=True,
+                        progress=False,
+                    )
+                    rows.append(
+                        {
+                            "layers": layers,
+                            "vectors": "sentence" if pool else "token",
+                            "dtype": dtype,
+                            "format": format,
+                            "bytes_per_token": out.stat().st_size / tokens,
+                        }
+                    )
     return rows
 
 
@@ -112,7 +129,7 @@ def main() -> None:
     lines = [text[i % len(text)] for i in range(args.sentences)]
     (work / "input.txt").write_text("\n".join(lines) + "\n")
     tokens = sum(len(line.split()) for line in lines)
-    sizes = [] if args.no_sizes else bytes_per_token(package, work, text[:args.size_sentences])
+    sizes = [] if args.no_sizes else bytes_per_token(package, work, text[: args.size_sentences])
     if args.sizes_only:
         print(json.dumps(sizes, indent=1))
         return
@@ -125,12 +142,16 @@ def main() -> None:
     single_s = statistics.median(r["seconds"] for r in single)
     ray_s = statistics.median(r["seconds"] for r in cluster)
     result = {
-        "package": f"{args.preset} {args.precision}", "sentences": args.sentences, "tokens": tokens,
-        "cpus": args.cpus, "repeats": args.repeats,
-        "single_tokens_per_s": tokens / single_s, "ray_tokens_per_s": tokens / ray_s,
+        "package": f"{args.preset} {args.precision}",
+        "sentences": args.sentences,
+        "tokens": tokens,
+        "cpus": args.cpus,
+        "repeats": args.repeats,
+        "single_tokens_per_s": tokens / single_s,
+        "ray_tokens_per_s": tokens / ray_s,
         "ray_vs_single": single_s / ray_s,
-        "ray_vs_single_with_cluster_start": single_s / statistics.median(r["seconds"] + r["cluster_start"]
-                                                                         for r in cluster),
+        "ray_vs_single_with_cluster_start": single_s
+        / statistics.median(r["seconds"] + r["cluster_start"] for r in cluster),
         "ray_cluster_start_s": statistics.median(r["cluster_start"] for r in cluster),
         "ray_peak_worker_mib": max(r["peak_worker_mib"] for r in cluster),
         "load_average": os.getloadavg(),

@@ -33,13 +33,15 @@ from elmo_runtime import contract as C  # noqa: E402
 
 CACHE = HERE / ".cache" / "manylangs"
 
+
 def model_dir(words: int) -> Path:
     from elmo_export.synthetic import _MANYLANGS_WORDS, write_synthetic_manylangs
 
     directory = CACHE / f"released-{words}w"
     if not (directory / "encoder.pkl").exists():
-        write_synthetic_manylangs("released", directory, seed=0, architecture_file=False,
-                                  extra_words=words - 4 - len(_MANYLANGS_WORDS))
+        write_synthetic_manylangs(
+            "released", directory, seed=0, architecture_file=False, extra_words=words - 4 - len(_MANYLANGS_WORDS)
+        )
     return directory
 
 
@@ -90,8 +92,15 @@ def main() -> None:
     for precision in args.precisions:
         package, report = export(directory, precision)
         packages[precision] = package
-        export_rows.append((precision, report["seconds"], report["peak_rss_mib"], bench.package_size_mb(package),
-                            word_table_mb(package)))
+        export_rows.append(
+            (
+                precision,
+                report["seconds"],
+                report["peak_rss_mib"],
+                bench.package_size_mb(package),
+                word_table_mb(package),
+            )
+        )
         print(f"exported {precision}: {report['seconds']:.1f} s, {report['peak_rss_mib']:.0f} MiB", flush=True)
 
     sentences = bench.sentences()
@@ -100,8 +109,10 @@ def main() -> None:
     _, _, english = bench.prepare("original", [p for p in args.precisions if p in ("fp32", "int8")])
     speed_rows = []
     for precision in [p for p in args.precisions if p in ("fp32", "int8")]:
-        for name, package in (("original (English, bytes)", english[precision]),
-                              ("ELMoForManyLangs (dictionary + words)", packages[precision])):
+        for name, package in (
+            ("original (English, bytes)", english[precision]),
+            ("ELMoForManyLangs (dictionary + words)", packages[precision]),
+        ):
             tok_s, ms = speed(package, batches, one, args.repeats, args.threads)
             speed_rows.append((precision, name, tok_s, ms))
             print(f"speed {precision} {name}: {tok_s:.0f} tokens/s, {ms:.1f} ms", flush=True)
@@ -120,10 +131,14 @@ def main() -> None:
         "| --- | ---: | ---: | ---: | ---: |",
     ]
     lines += [f"| {p} | {s:.1f} | {r / 1024:.2f} | {size:.1f} | {w:.1f} |" for p, s, r, size, w in export_rows]
-    lines += ["", f"Speed, same token lists for both ({len(batches)} batches of {bench.BATCH} sentences of the GPL; "
-              f"one {bench.LATENCY_TOKENS}-token sentence), token cache off, medians of {args.repeats}:", "",
-              "| precision | model | batch 32 tokens/s | x original | batch 1, 20 tokens (ms) |",
-              "| --- | --- | ---: | ---: | ---: |"]
+    lines += [
+        "",
+        f"Speed, same token lists for both ({len(batches)} batches of {bench.BATCH} sentences of the GPL; "
+        f"one {bench.LATENCY_TOKENS}-token sentence), token cache off, medians of {args.repeats}:",
+        "",
+        "| precision | model | batch 32 tokens/s | x original | batch 1, 20 tokens (ms) |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
     base = {p: t for p, n, t, _ in speed_rows if n.startswith("original")}
     lines += [f"| {p} | {n} | {t:,.0f} | {t / base[p]:.2f} | {ms:.1f} |" for p, n, t, ms in speed_rows]
     text = "\n".join(lines) + "\n"

@@ -37,8 +37,10 @@ def sources(models: list[str]) -> dict[str, tuple[Path, Path]]:
         if model in ("bilm-tf", "allennlp-elmo"):
             found[model] = (FIXTURES / model / "options.json", FIXTURES / model / "lm_weights.hdf5")
         elif model == "default":
-            found[model] = (ROOT / "models" / "default-wordnet" / "options.json",
-                            ROOT / "models" / "default-wordnet" / "weights.hdf5")
+            found[model] = (
+                ROOT / "models" / "default-wordnet" / "options.json",
+                ROOT / "models" / "default-wordnet" / "weights.hdf5",
+            )
         else:
             weights_dir = CACHE / model / "weights"
             if not (weights_dir / "weights.hdf5").exists():
@@ -49,8 +51,9 @@ def sources(models: list[str]) -> dict[str, tuple[Path, Path]]:
 
 def export(options: Path, weights: Path, out: Path, precision: str) -> dict:
     """Run `elmo-export` once; -> seconds, peak RSS (GiB), size (MB) and the worst parity layer."""
-    report = export_in_child("--options", options, "--weights", weights, "-o", out, "--quantize", precision, "--force",
-                             "--no-progress", "-q")
+    report = export_in_child(
+        "--options", options, "--weights", weights, "-o", out, "--quantize", precision, "--force", "--no-progress", "-q"
+    )
     manifest = json.loads((out / "elmo.json").read_text(encoding="utf-8"))
     layers = [layer for mode in manifest["parity"]["modes"] for layer in mode["layers"]]
     size = sum(entry["bytes"] for entry in manifest["files"].values()) + (out / "elmo.json").stat().st_size
@@ -65,13 +68,17 @@ def export(options: Path, weights: Path, out: Path, precision: str) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| model | precision | size (MB) | % of fp32 | max abs | mean cos | min cos | export (s) | peak RSS (GiB) |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "| model | precision | size (MB) | % of fp32 | max abs | mean cos | min cos | export (s) | peak RSS (GiB) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     fp32 = {r["model"]: r["mb"] for r in rows if r["precision"] == "fp32"}
     for r in rows:
         share = f"{100 * r['mb'] / fp32[r['model']]:.1f}" if r["model"] in fp32 else "—"
-        lines.append(f"| {r['model']} | {r['precision']} | {r['mb']:.2f} | {share} | {r['max_abs']:.1e} | "
-                     f"{r['mean_cos']:.6f} | {r['min_cos']:.6f} | {r['seconds']:.1f} | {r['rss_gib']:.2f} |")
+        lines.append(
+            f"| {r['model']} | {r['precision']} | {r['mb']:.2f} | {share} | {r['max_abs']:.1e} | "
+            f"{r['mean_cos']:.6f} | {r['min_cos']:.6f} | {r['seconds']:.1f} | {r['rss_gib']:.2f} |"
+        )
     return "\n".join(lines)
 
 
@@ -86,12 +93,19 @@ def main() -> None:
     rows = []
     for model, (options, weights) in sources(args.models).items():
         for precision in args.precisions:
-            rows.append({"model": model, "precision": precision,
-                         **export(options, weights, args.out / f"{model}-{precision}", precision)})
+            rows.append(
+                {
+                    "model": model,
+                    "precision": precision,
+                    **export(options, weights, args.out / f"{model}-{precision}", precision),
+                }
+            )
             print(table(rows[-1:]).splitlines()[-1], flush=True)
-    text = (f"{date.today().isoformat()}, `python benchmarks/exports.py {' '.join(sys.argv[1:])}`. Machine: "
-            f"{machine()}. Synthetic weights for `small` and `original`; parity: the worst layer of the export's "
-            f"report; export: spawn to exit of `elmo-export`; peak RSS: that process.\n\n{table(rows)}")
+    text = (
+        f"{date.today().isoformat()}, `python benchmarks/exports.py {' '.join(sys.argv[1:])}`. Machine: "
+        f"{machine()}. Synthetic weights for `small` and `original`; parity: the worst layer of the export's "
+        f"report; export: spawn to exit of `elmo-export`; peak RSS: that process.\n\n{table(rows)}"
+    )
     print(text)
     if not args.no_write:
         write_section("exports.py", text)

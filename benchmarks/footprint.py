@@ -81,11 +81,17 @@ def build_venv() -> dict[str, int]:
     """A fresh runtime-only venv from the project's wheel; its installed bytes per distribution."""
     shutil.rmtree(VENV, ignore_errors=True)
     with tempfile.TemporaryDirectory() as tmp:
-        src = shutil.copytree(ROOT, Path(tmp) / "src", ignore=shutil.ignore_patterns(
-            ".venv*", ".git", "__pycache__", "*.egg-info", "build", "dist", ".pytest_cache", ".cache", "*.whl"))
+        src = shutil.copytree(
+            ROOT,
+            Path(tmp) / "src",
+            ignore=shutil.ignore_patterns(
+                ".venv*", ".git", "__pycache__", "*.egg-info", "build", "dist", ".pytest_cache", ".cache", "*.whl"
+            ),
+        )
         pip = [sys.executable, "-m", "pip"]
-        subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", f"{tmp}/w", str(src)],
-                       check=True)
+        subprocess.run(
+            [*pip, "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", f"{tmp}/w", str(src)], check=True
+        )
         (wheel,) = Path(tmp, "w").glob("*.whl")
         subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(VENV)], check=True)
         subprocess.run([*pip, "--python", str(VENV / "bin" / "python"), "install", "-q", str(wheel)], check=True)
@@ -110,8 +116,9 @@ def packages(presets: dict[str, list[str]]) -> dict[str, Path]:
         stamp = CACHE / "default-wordnet" / f"{precision}.exporter-sha256"
         if not (out / "elmo.json").exists() or not stamp.exists() or stamp.read_text() != exporter_hash():
             models = ROOT / "models" / "default-wordnet"
-            export_package(models / "options.json", models / "weights.hdf5", out, precision=precision, force=True,
-                           progress=False)
+            export_package(
+                models / "options.json", models / "weights.hdf5", out, precision=precision, force=True, progress=False
+            )
             stamp.write_text(exporter_hash())
         found[f"default-{precision}"] = out
     for preset, precisions in presets.items():
@@ -134,8 +141,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--output", type=Path, default=HERE / "FOOTPRINT.md")
-    parser.add_argument("--cold", nargs="+", default=["default", "small-int8", "original-int8"],
-                        help="the packages whose cold start and peak RSS are measured")
+    parser.add_argument(
+        "--cold",
+        nargs="+",
+        default=["default", "small-int8", "original-int8"],
+        help="the packages whose cold start and peak RSS are measured",
+    )
     args = parser.parse_args()
     CACHE.mkdir(exist_ok=True)
     load = os.getloadavg()
@@ -178,16 +189,23 @@ def main() -> None:
         lines.append(f"| {model} | {precision or 'int8 (shipped)'} | {size_mb(path):.2f} |")
     heavy = sorted({m for r in imports for m in r["heavy"]})
     import_s = statistics.median(r["import_s"] for r in imports)
-    lines += ["", f"`from elmo_runtime import Elmo` in a fresh process: {import_s:.3f} s "
-              f"(modules it pulls in among torch, elmo_export, huggingface_hub, onnx, h5py: {heavy or 'none'}).", "",
-              "Cold start (spawn to first embedding of a 7-token sentence) and peak RSS (VmHWM) after that "
-              "embedding and after one batch of 32 sentences of the benchmark text:", "",
-              "| package | interpreter start (s) | import (s) | load (s) | first embedding (s) | cold start (s) | "
-              "peak RSS, first (MiB) | peak RSS, batch of 32 (MiB) |",
-              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines += [
+        "",
+        f"`from elmo_runtime import Elmo` in a fresh process: {import_s:.3f} s "
+        f"(modules it pulls in among torch, elmo_export, huggingface_hub, onnx, h5py: {heavy or 'none'}).",
+        "",
+        "Cold start (spawn to first embedding of a 7-token sentence) and peak RSS (VmHWM) after that "
+        "embedding and after one batch of 32 sentences of the benchmark text:",
+        "",
+        "| package | interpreter start (s) | import (s) | load (s) | first embedding (s) | cold start (s) | "
+        "peak RSS, first (MiB) | peak RSS, batch of 32 (MiB) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for name, r in rows.items():
-        lines.append(f"| {name} | {r['start_s']:.2f} | {r['import_s']:.2f} | {r['load_s']:.2f} | {r['first_s']:.2f} | "
-                     f"{r['cold_s']:.2f} | {r['rss_first_mib']:.0f} | {r['rss_batch_mib']:.0f} |")
+        lines.append(
+            f"| {name} | {r['start_s']:.2f} | {r['import_s']:.2f} | {r['load_s']:.2f} | {r['first_s']:.2f} | "
+            f"{r['cold_s']:.2f} | {r['rss_first_mib']:.0f} | {r['rss_batch_mib']:.0f} |"
+        )
     args.output.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
 

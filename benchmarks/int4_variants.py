@@ -200,8 +200,13 @@ def variant_cosines(
             emb, mask = sessions["token_embedder"].run(None, {k: v[None] for k, v in ids.items()})
             got = sessions["bilm"].run(
                 [C.LAYERS],
-                {C.TOKEN_EMBEDDINGS: emb, C.MASK: mask, C.INITIAL_H: h, C.INITIAL_C: c,
-                 C.SENTENCE_EDGES: np.asarray(C.WHOLE_SENTENCES, np.int64)},
+                {
+                    C.TOKEN_EMBEDDINGS: emb,
+                    C.MASK: mask,
+                    C.INITIAL_H: h,
+                    C.INITIAL_C: c,
+                    C.SENTENCE_EDGES: np.asarray(C.WHOLE_SENTENCES, np.int64),
+                },
             )[0][:, 0]
             ref = want[name]
             cos = (got * ref).sum(-1) / (np.linalg.norm(got, axis=-1) * np.linalg.norm(ref, axis=-1))

@@ -89,13 +89,17 @@ def measure(pkg: Path, n: int, budget: int, threads: int) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| tokens | run | peak RSS while embedding (MiB) | RSS before (MiB) | returned array (MiB) "
-             "| working memory (MiB) | seconds |",
-             "| ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "| tokens | run | peak RSS while embedding (MiB) | RSS before (MiB) | returned array (MiB) "
+        "| working memory (MiB) | seconds |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for r in rows:
         working = r["peak_mib"] - r["loaded_mib"] - r["array_mib"]
-        lines.append(f"| {r['n']:,} | {r['run']} | {r['peak_mib']:,.0f} | {r['loaded_mib']:,.0f} | "
-                     f"{r['array_mib']:,.0f} | {working:,.0f} | {r['seconds']:.1f} |")
+        lines.append(
+            f"| {r['n']:,} | {r['run']} | {r['peak_mib']:,.0f} | {r['loaded_mib']:,.0f} | "
+            f"{r['array_mib']:,.0f} | {working:,.0f} | {r['seconds']:.1f} |"
+        )
     return "\n".join(lines)
 
 
@@ -117,28 +121,33 @@ def main() -> None:
             row = {"n": n, "run": run, **measure(pkg, n, budget, args.threads)}
             assert row["finite"], row
             rows.append(row)
-            print(f"{n:>8,} {run:<7} peak {row['peak_mib']:8,.0f} MiB  array {row['array_mib']:6,.0f} MiB  "
-                  f"{row['seconds']:6.1f} s", flush=True)
+            print(
+                f"{n:>8,} {run:<7} peak {row['peak_mib']:8,.0f} MiB  array {row['array_mib']:6,.0f} MiB  "
+                f"{row['seconds']:6.1f} s",
+                flush=True,
+            )
     load = os.getloadavg()
     import numpy
     import onnxruntime
 
-    text = "\n".join([
-        "## Peak memory against sentence length",
-        "",
-        f"{date.today()}, `python benchmarks/long_sentences.py {' '.join(sys.argv[1:])}` "
-        f"(model {args.model}, fp32, "
-        f"all layers, {args.threads} thread(s), chunks within `batch_tokens={args.budget}`; "
-        f"onnxruntime {onnxruntime.__version__}, numpy {numpy.__version__}). Load average at the end "
-        f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on "
-        f"{os.cpu_count()} cores: the machine was shared, so seconds are indicative; memory is not affected.",
-        "",
-        "Peak RSS while embedding: the peak from the call on (reset after loading through /proc/self/clear_refs). "
-        "Working memory = that peak - the RSS before the call - the returned array. In time chunks it stays flat "
-        "whatever the length; a whole sentence's grows with it.",
-        "",
-        table(rows),
-    ])
+    text = "\n".join(
+        [
+            "## Peak memory against sentence length",
+            "",
+            f"{date.today()}, `python benchmarks/long_sentences.py {' '.join(sys.argv[1:])}` "
+            f"(model {args.model}, fp32, "
+            f"all layers, {args.threads} thread(s), chunks within `batch_tokens={args.budget}`; "
+            f"onnxruntime {onnxruntime.__version__}, numpy {numpy.__version__}). Load average at the end "
+            f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on "
+            f"{os.cpu_count()} cores: the machine was shared, so seconds are indicative; memory is not affected.",
+            "",
+            "Peak RSS while embedding: the peak from the call on (reset after loading through /proc/self/clear_refs). "
+            "Working memory = that peak - the RSS before the call - the returned array. In time chunks it stays flat "
+            "whatever the length; a whole sentence's grows with it.",
+            "",
+            table(rows),
+        ]
+    )
     print(text)
     if not args.no_write:
         write_section("long_sentences.py", text)

@@ -13,7 +13,7 @@ def write_section(script: str, text: str) -> None:
     current = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
     block = f"{begin}\n{text}\n{end}"
     if begin in current and end in current:
-        current = current[: current.index(begin)] + block + current[current.index(end) + len(end):]
+        current = current[: current.index(begin)] + block + current[current.index(end) + len(end) :]
     else:
         current = current.rstrip("\n") + "\n\n" + block + "\n"
     RESULTS.write_text(current, encoding="utf-8")

@@ -14,10 +14,22 @@ _CNN_2048 = [[1, 32], [2, 32], [3, 64], [4, 128], [5, 256], [6, 512], [7, 1024]]
 
 def _options(dim: int, projection: int, highway: int, filters: list, char_dim: int = 16) -> dict:
     return {
-        "lstm": {"dim": dim, "projection_dim": projection, "n_layers": 2, "cell_clip": 3,
-                 "proj_clip": 3, "use_skip_connections": True},
-        "char_cnn": {"embedding": {"dim": char_dim}, "filters": filters, "n_highway": highway,
-                     "activation": "relu", "n_characters": 262, "max_characters_per_token": 50},
+        "lstm": {
+            "dim": dim,
+            "projection_dim": projection,
+            "n_layers": 2,
+            "cell_clip": 3,
+            "proj_clip": 3,
+            "use_skip_connections": True,
+        },
+        "char_cnn": {
+            "embedding": {"dim": char_dim},
+            "filters": filters,
+            "n_highway": highway,
+            "activation": "relu",
+            "n_characters": 262,
+            "max_characters_per_token": 50,
+        },
     }
 
 
@@ -80,13 +92,27 @@ ARCHITECTURES.update(NLPL_VARIANTS)
 
 
 # ELMoForManyLangs architecture JSONs (their own layout: `encoder`, `token_embedder`).
-def _manylangs_architecture(dim: int, projection: int, highway: int, filters: list, char_dim: int,
-                            word_dim: int) -> dict:
+def _manylangs_architecture(
+    dim: int, projection: int, highway: int, filters: list, char_dim: int, word_dim: int
+) -> dict:
     return {
-        "encoder": {"name": "elmo", "projection_dim": projection, "cell_clip": 3, "proj_clip": 3, "dim": dim,
-                    "n_layers": 2},
-        "token_embedder": {"name": "cnn", "activation": "relu", "filters": filters, "n_highway": highway,
-                           "word_dim": word_dim, "char_dim": char_dim, "max_characters_per_token": 50},
+        "encoder": {
+            "name": "elmo",
+            "projection_dim": projection,
+            "cell_clip": 3,
+            "proj_clip": 3,
+            "dim": dim,
+            "n_layers": 2,
+        },
+        "token_embedder": {
+            "name": "cnn",
+            "activation": "relu",
+            "filters": filters,
+            "n_highway": highway,
+            "word_dim": word_dim,
+            "char_dim": char_dim,
+            "max_characters_per_token": 50,
+        },
         "classifier": {"name": "sampled_softmax", "n_samples": 8192},
         "dropout": 0.1,
     }

@@ -70,8 +70,9 @@ def input_moments(model: ElmoBiLm, sentences: Iterable[list[str]], modules: Iter
     if missing:
         raise KeyError(f"no module named {', '.join(missing)} in the reference biLM")
     moments = {path: _Moments(named[path].in_features) for path in modules}
-    hooks = [named[path].register_forward_pre_hook(lambda _module, args, m=m: m.add(args[0]))
-             for path, m in moments.items()]
+    hooks = [
+        named[path].register_forward_pre_hook(lambda _module, args, m=m: m.add(args[0])) for path, m in moments.items()
+    ]
     by_length: dict[int, list[list[str]]] = defaultdict(list)
     for sentence in sentences:
         if sentence:
@@ -109,8 +110,9 @@ def load_calibration_sentences(path: str | Path | None = None) -> tuple[list[lis
             raise ValueError(f"calibration text {path}: not UTF-8 text (byte {e.start})") from None
         sha = sha256_of(Path(path))
         if not sentences:
-            raise ValueError(f"calibration text {path}: no sentences (expected tokens separated by spaces, "
-                             f"one sentence a line)")
+            raise ValueError(
+                f"calibration text {path}: no sentences (expected tokens separated by spaces, one sentence a line)"
+            )
     return sentences, {"text": name, "sha256": sha, "sentences": len(sentences), "tokens": sum(map(len, sentences))}
 
 
@@ -121,9 +123,16 @@ def calibration_moments(model: ElmoBiLm, path: str | Path | None = None) -> tupl
     sentences, calibration = load_calibration_sentences(path)
     # A highway layer's carry reads the same input as its transform: the graph's one product for
     # both takes the transform's path (`onnx_graph`), so the carry's moments would be a copy.
-    paths = [name for name, module in model.named_modules()
-             if isinstance(module, torch.nn.Linear) and ".highway_carry." not in name]
+    paths = [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and ".highway_carry." not in name
+    ]
     moments = input_moments(model, sentences, paths)
-    log.info("calibration: %d sentences (%d tokens) in %.1f s", calibration["sentences"], calibration["tokens"],
-             time.perf_counter() - t)
+    log.info(
+        "calibration: %d sentences (%d tokens) in %.1f s",
+        calibration["sentences"],
+        calibration["tokens"],
+        time.perf_counter() - t,
+    )
     return moments, calibration

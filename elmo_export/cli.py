@@ -77,57 +77,90 @@ def build_parser() -> argparse.ArgumentParser:
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
     """MODEL, --options and --weights: `sources.resolve`'s arguments."""
     parser.add_argument(
-        "model", nargs="?", metavar="MODEL",
+        "model",
+        nargs="?",
+        metavar="MODEL",
         help="a directory holding options.json and exactly one weights .hdf5 (or one *weights.hdf5), an "
-             "ELMoForManyLangs model directory (config.json, char.dic, word.dic, token_embedder.pkl, encoder.pkl), "
-             "a model ZIP of either kind (as the NLPL repository serves them), or the "
-             "name of an official model (e.g. small, original), downloaded into the cache; "
-             "omitted: the project's default model (models/default*/, shipped with elmo-onnx)",
+        "ELMoForManyLangs model directory (config.json, char.dic, word.dic, token_embedder.pkl, encoder.pkl), "
+        "a model ZIP of either kind (as the NLPL repository serves them), or the "
+        "name of an official model (e.g. small, original), downloaded into the cache; "
+        "omitted: the project's default model (models/default*/, shipped with elmo-onnx)",
     )
-    parser.add_argument("--options", type=Path, metavar="FILE",
-                        help="the options.json (instead of MODEL; with --weights)")
-    parser.add_argument("--weights", type=Path, metavar="FILE",
-                        help="the weights .hdf5 (instead of MODEL; with --options)")
+    parser.add_argument(
+        "--options", type=Path, metavar="FILE", help="the options.json (instead of MODEL; with --weights)"
+    )
+    parser.add_argument(
+        "--weights", type=Path, metavar="FILE", help="the weights .hdf5 (instead of MODEL; with --options)"
+    )
 
 
 def _export_arguments(parser: argparse.ArgumentParser) -> None:
     """-o and the fields of `ExportSettings`."""
-    parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUT",
-                        help="the package directory to write; it must not exist or be empty, unless --force")
     parser.add_argument(
-        "--precision", "--quantize", dest="precision", type=_precision, choices=C.PRECISIONS, default="fp32",
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        metavar="OUT",
+        help="the package directory to write; it must not exist or be empty, unless --force",
+    )
+    parser.add_argument(
+        "--precision",
+        "--quantize",
+        dest="precision",
+        type=_precision,
+        choices=C.PRECISIONS,
+        default="fp32",
         help="weight precision: fp32 (alias: none); fp16 = float16 weights and compute (for GPUs); int8 = dynamic "
-             "int8 MatMuls (CPU only, about a quarter of the size); int4 = 4-bit block-wise weights (about a sixth) "
-             "(default: fp32)",
+        "int8 MatMuls (CPU only, about a quarter of the size); int4 = 4-bit block-wise weights (about a sixth) "
+        "(default: fp32)",
     )
     parser.add_argument(
-        "--initial-state", choices=C.STATE_MODES, default=C.WARM,
+        "--initial-state",
+        choices=C.STATE_MODES,
+        default=C.WARM,
         help="the LSTM state every sentence starts from by default: warm = the state after a built-in warm-up "
-             "text, computed at export and stored in elmo.json; zero = zeros (default: warm)",
+        "text, computed at export and stored in elmo.json; zero = zeros (default: warm)",
     )
     parser.add_argument(
-        "--calibration", type=Path, metavar="FILE",
+        "--calibration",
+        type=Path,
+        metavar="FILE",
         help="int4 only: a UTF-8 text of tokenized sentences (tokens separated by spaces, one sentence a line) "
-             "in the model's language, to calibrate the 4-bit rounding on (default: a built-in English text)",
+        "in the model's language, to calibrate the 4-bit rounding on (default: a built-in English text)",
     )
     supported = C.SUPPORTED_OPSETS
-    parser.add_argument("--opset", type=int, metavar="N",
-                        help=f"ONNX opset of the graphs (default: the exporter's, {C.DEFAULT_OPSET}; "
-                             f"supported {supported.start}-{supported.stop - 1})")
-    parser.add_argument("--force", action="store_true",
-                        help="replace an existing package at OUT, once the new one is complete and verified")
+    parser.add_argument(
+        "--opset",
+        type=int,
+        metavar="N",
+        help=f"ONNX opset of the graphs (default: the exporter's, {C.DEFAULT_OPSET}; "
+        f"supported {supported.start}-{supported.stop - 1})",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing package at OUT, once the new one is complete and verified",
+    )
 
 
 def _hub_arguments(parser: argparse.ArgumentParser) -> None:
     """--push-to-hub and its options (`publish.push_to_hub`)."""
-    parser.add_argument("--push-to-hub", metavar="OWNER/REPO",
-                        help="then upload the verified package, with a generated model card, to this Hugging Face "
-                             "Hub repository (created if needed; HF_TOKEN, HF_ENDPOINT as usual)")
-    parser.add_argument("--license", metavar="NAME",
-                        help="the licence of the source weights, for the model card (default: the catalog's for "
-                             "an official model, else the model folder's one LICENSE* file)")
-    parser.add_argument("--private", action="store_true", default=None,
-                        help="with --push-to-hub: create the repository private")
+    parser.add_argument(
+        "--push-to-hub",
+        metavar="OWNER/REPO",
+        help="then upload the verified package, with a generated model card, to this Hugging Face "
+        "Hub repository (created if needed; HF_TOKEN, HF_ENDPOINT as usual)",
+    )
+    parser.add_argument(
+        "--license",
+        metavar="NAME",
+        help="the licence of the source weights, for the model card (default: the catalog's for "
+        "an official model, else the model folder's one LICENSE* file)",
+    )
+    parser.add_argument(
+        "--private", action="store_true", default=None, help="with --push-to-hub: create the repository private"
+    )
 
 
 def summary(package: Path, seconds: float) -> str:
@@ -139,13 +172,17 @@ def summary(package: Path, seconds: float) -> str:
     files = {name: entry["bytes"] for name, entry in manifest.files.items()}
     files[C.MANIFEST_FILE] = (package / C.MANIFEST_FILE).stat().st_size
     width = max(map(len, files))
-    lines = [f"exported {package} ({manifest.precision}, {manifest.initial_state_mode} initial "
-             f"state, opset {manifest.opset}) in {seconds:.1f} s"]
+    lines = [
+        f"exported {package} ({manifest.precision}, {manifest.initial_state_mode} initial "
+        f"state, opset {manifest.opset}) in {seconds:.1f} s"
+    ]
     lines += [f"  {name:<{width}}  {size / 1e6:10.2f} MB" for name, size in files.items()]
     lines.append(f"  {'total':<{width}}  {sum(files.values()) / 1e6:10.2f} MB")
     parity = manifest.parity
-    lines.append(f"parity with the PyTorch reference, ONNX Runtime on the CPU ({parity['sentences']} sentences, "
-                 f"{parity['tokens']} tokens, batches of {parity['batch_size']}):")
+    lines.append(
+        f"parity with the PyTorch reference, ONNX Runtime on the CPU ({parity['sentences']} sentences, "
+        f"{parity['tokens']} tokens, batches of {parity['batch_size']}):"
+    )
     report = ParityReport.from_dict(parity)
     lines += ["  " + line for line in report.table().splitlines()]
     return "\n".join(lines)
@@ -161,8 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     missing = missing_export_modules()
     if missing:
-        print(f"elmo-export: error: exporting needs {' and '.join(missing)}, which this install lacks (the runtime "
-              f"alone needs neither): {EXPORT_INSTALL}", file=sys.stderr)
+        print(
+            f"elmo-export: error: exporting needs {' and '.join(missing)}, which this install lacks (the runtime "
+            f"alone needs neither): {EXPORT_INSTALL}",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="elmo-export: %(message)s")
@@ -185,8 +225,14 @@ def _export(args: argparse.Namespace) -> tuple[int, Path | None, SourceLicense |
     from elmo_export.publish import SourceLicense
     from elmo_export.sources import resolve
 
-    settings = dict(precision=args.precision, initial_state=args.initial_state, opset=args.opset, force=args.force,
-                    progress=args.progress, calibration=args.calibration)
+    settings = dict(
+        precision=args.precision,
+        initial_state=args.initial_state,
+        opset=args.opset,
+        force=args.force,
+        progress=args.progress,
+        calibration=args.calibration,
+    )
     license = None
     try:
         with interrupts_raise() as interrupted:
@@ -213,8 +259,10 @@ def _export(args: argparse.Namespace) -> tuple[int, Path | None, SourceLicense |
     except Exception as e:  # a bug or an exhausted machine: one line, and a code of its own
         log.debug("unexpected error", exc_info=True)
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        print(f"elmo-export: unexpected error: {type(e).__name__}: {first} (run with -v for the traceback)",
-              file=sys.stderr)
+        print(
+            f"elmo-export: unexpected error: {type(e).__name__}: {first} (run with -v for the traceback)",
+            file=sys.stderr,
+        )
         return EXIT_INTERNAL, None, None
     return EXIT_OK, package, license
 
@@ -228,8 +276,11 @@ def _push(args: argparse.Namespace, package: Path, license: SourceLicense | None
     try:
         url = push_to_hub(package, args.push_to_hub, license=license, private=args.private)
     except (HfHubHTTPError, ValueError, OSError) as e:
-        print(f"elmo-export: error: the package was exported to {package}, but pushing it to "
-              f"{args.push_to_hub} failed: {e}", file=sys.stderr)
+        print(
+            f"elmo-export: error: the package was exported to {package}, but pushing it to "
+            f"{args.push_to_hub} failed: {e}",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     print(f"pushed to {args.push_to_hub}: {url}")
     return EXIT_OK

@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 SENTENCES_FILE = "conformance_sentences.json"
 
 
-
 def load_builtin() -> dict:
     """The built-in conformance data: `sentences`, and the `time_chunks`, `stream` and `tokenizer` cases."""
     return json.loads(resources.files("elmo_export").joinpath("data", SENTENCES_FILE).read_text(encoding="utf-8"))
@@ -49,8 +48,13 @@ def _version(name: str) -> str:
         return "unknown"
 
 
-def write_conformance(model: ElmoBiLm, directory: Path, graphs: dict[str, C.GraphSpec], precision: str,
-                      warm: tuple[np.ndarray, np.ndarray] | None) -> Path:
+def write_conformance(
+    model: ElmoBiLm,
+    directory: Path,
+    graphs: dict[str, C.GraphSpec],
+    precision: str,
+    warm: tuple[np.ndarray, np.ndarray] | None,
+) -> Path:
     """Run the graphs in `directory` on the built-in sentences and write `conformance.json`.
 
     Args:
@@ -84,16 +88,28 @@ def write_conformance(model: ElmoBiLm, directory: Path, graphs: dict[str, C.Grap
                 expected[mode] = encode_array(np.zeros((o.n_layers + 1, 0, 2 * o.projection_dim), np.float32))
                 continue
             emb, mask = token_embedder.run(None, {name: value[None] for name, value in ids.items()})
-            feeds = {C.TOKEN_EMBEDDINGS: emb, C.MASK: mask, C.INITIAL_H: h[:, :, None], C.INITIAL_C: c[:, :, None],
-                     C.SENTENCE_EDGES: np.asarray(C.WHOLE_SENTENCES, np.int64)}
+            feeds = {
+                C.TOKEN_EMBEDDINGS: emb,
+                C.MASK: mask,
+                C.INITIAL_H: h[:, :, None],
+                C.INITIAL_C: c[:, :, None],
+                C.SENTENCE_EDGES: np.asarray(C.WHOLE_SENTENCES, np.int64),
+            }
             layers = bilm.run([C.LAYERS], feeds)[0][:, 0]  # (L + 1, T, 2P)
             expected[mode] = encode_array(layers)
             with torch.no_grad():
                 start = LstmState(torch.from_numpy(h[:, :, None]), torch.from_numpy(c[:, :, None]))
                 ref = model.run_tokens([tokens], start)
             modes[mode].append((sentence["name"], compare(layers, ref.layers.numpy()[:, 0])))
-        entries.append({"name": sentence["name"], "why": sentence["why"], "tokens": tokens,
-                        **{name: value.tolist() for name, value in ids.items()}, "expected": expected})
+        entries.append(
+            {
+                "name": sentence["name"],
+                "why": sentence["why"],
+                "tokens": tokens,
+                **{name: value.tolist() for name, value in ids.items()},
+                "expected": expected,
+            }
+        )
 
     builtin = load_builtin()
     sessions = (token_embedder, bilm)
@@ -117,9 +133,11 @@ def _write_document(directory: Path, precision: str, entries: list[dict], cases:
         "format_version": C.FORMAT_VERSION,
         "precision": precision,
         "producer": {"elmo-onnx": _version("elmo-onnx"), "onnxruntime": ort.__version__, "execution_provider": "CPU"},
-        "how": ("each sentence alone (a batch of one, no padding), char ids as listed, from the state named; "
-                "expected: this package's layers `(n_layers + 1, tokens, 2 * projection_dim)` "
-                "in ONNX Runtime at export"),
+        "how": (
+            "each sentence alone (a batch of one, no padding), char ids as listed, from the state named; "
+            "expected: this package's layers `(n_layers + 1, tokens, 2 * projection_dim)` "
+            "in ONNX Runtime at export"
+        ),
         "arrays": ARRAY_ENCODING,
         "tolerance": {"max_abs": tolerance.max_abs, "min_cosine": tolerance.min_cosine},
         "sentences": entries,
@@ -134,10 +152,13 @@ def _write_document(directory: Path, precision: str, entries: list[dict], cases:
 def _check_against_reference(modes: dict, precision: str, model: ElmoBiLm) -> None:
     """Each sentence's expected layers within the precision's parity tolerance of the reference."""
     tolerance = tolerance_for(precision, model.options)
-    failures = [f"conformance sentence {name!r}, state {mode}, layer {k}: {violation}"
-                for mode, rows in modes.items() for name, figures in rows
-                for k, (max_abs, mean_cos, min_cos) in enumerate(zip(*figures))
-                for violation in tolerance.violations(float(max_abs), float(mean_cos), float(min_cos))]
+    failures = [
+        f"conformance sentence {name!r}, state {mode}, layer {k}: {violation}"
+        for mode, rows in modes.items()
+        for name, figures in rows
+        for k, (max_abs, mean_cos, min_cos) in enumerate(zip(*figures))
+        for violation in tolerance.violations(float(max_abs), float(mean_cos), float(min_cos))
+    ]
     if failures:
         raise ParityError(ParityReport(precision, tolerance, 0, 0, 1, "conformance sentences", [], failures))
 
@@ -145,8 +166,14 @@ def _check_against_reference(modes: dict, precision: str, model: ElmoBiLm) -> No
 Sessions = tuple[ort.InferenceSession, ort.InferenceSession]
 
 
-def _bilm_run(model: ElmoBiLm, sessions: Sessions, batch: list[list[str]], h: np.ndarray, c: np.ndarray,
-              edges: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _bilm_run(
+    model: ElmoBiLm,
+    sessions: Sessions,
+    batch: list[list[str]],
+    h: np.ndarray,
+    c: np.ndarray,
+    edges: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Both graphs on a padded batch (an all-padding row for an empty sentence; one padding
     position when every row is empty): `layers (L + 1, B, T, 2P)`, `final_h`, `final_c`."""
     ids = model.scheme.encode_batch(batch)
@@ -158,8 +185,9 @@ def _bilm_run(model: ElmoBiLm, sessions: Sessions, batch: list[list[str]], h: np
     return tuple(sessions[1].run([C.LAYERS, C.FINAL_H, C.FINAL_C], feeds))
 
 
-def run_in_time_chunks(model: ElmoBiLm, sessions: Sessions, tokens: list[str], size: int, h: np.ndarray, c: np.ndarray
-                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def run_in_time_chunks(
+    model: ElmoBiLm, sessions: Sessions, tokens: list[str], size: int, h: np.ndarray, c: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One sentence in chunks of `size` tokens, as docs/package-format.md ("Time chunks") says
     a client does it: call k runs chunk k for the forward direction and chunk K-1-k for the
     backward one, each carrying its own direction's state. `h (L, 2, P)`, `c (L, 2, D)` in;
@@ -173,9 +201,14 @@ def run_in_time_chunks(model: ElmoBiLm, sessions: Sessions, tokens: list[str], s
     for k in range(len(spans)):
         (fs, fe), (bs, be) = spans[k], spans[last - k]
         edges = np.array([[k == 0, k == last], [last - k == 0, last - k == last]], np.int64)
-        layers, final_h, final_c = _bilm_run(model, sessions, [tokens[fs:fe], tokens[bs:be]],
-                                             np.concatenate([forward[0], backward[0]], axis=2),
-                                             np.concatenate([forward[1], backward[1]], axis=2), edges)
+        layers, final_h, final_c = _bilm_run(
+            model,
+            sessions,
+            [tokens[fs:fe], tokens[bs:be]],
+            np.concatenate([forward[0], backward[0]], axis=2),
+            np.concatenate([forward[1], backward[1]], axis=2),
+            edges,
+        )
         out[:, fs:fe, :p] = layers[:, 0, : fe - fs, :p]
         out[:, bs:be, p:] = layers[:, 1, : be - bs, p:]
         forward, backward = (final_h[:, :, 0:1], final_c[:, :, 0:1]), (final_h[:, :, 1:2], final_c[:, :, 1:2])
@@ -205,11 +238,20 @@ def _time_chunks_case(model: ElmoBiLm, sessions: Sessions, states: dict, case: d
         layers, final_h, final_c = run_in_time_chunks(model, sessions, tokens, size, h, c)
         ref = _reference(model, [tokens], h[:, :, None], c[:, :, None])
         _record(modes, mode, case["name"], layers, ref.layers.numpy()[:, 0])
-        expected[mode] = {"layers": encode_array(layers), "final_h": encode_array(final_h),
-                          "final_c": encode_array(final_c)}
+        expected[mode] = {
+            "layers": encode_array(layers),
+            "final_h": encode_array(final_h),
+            "final_c": encode_array(final_c),
+        }
     ids = model.scheme.encode(tokens)
-    return {"name": case["name"], "why": case["why"], "chunk_tokens": size, "tokens": tokens,
-            **{name: value.tolist() for name, value in ids.items()}, "expected": expected}
+    return {
+        "name": case["name"],
+        "why": case["why"],
+        "chunk_tokens": size,
+        "tokens": tokens,
+        **{name: value.tolist() for name, value in ids.items()},
+        "expected": expected,
+    }
 
 
 def _stream_case(model: ElmoBiLm, sessions: Sessions, states: dict, case: dict, modes: dict) -> dict:
@@ -231,8 +273,13 @@ def _stream_case(model: ElmoBiLm, sessions: Sessions, states: dict, case: dict, 
             arrays = [np.ascontiguousarray(layers[:, b, : len(tokens)]) for b, tokens in enumerate(batch)]
             calls.append([encode_array(array) for array in arrays])
             for b, tokens in enumerate(batch):
-                _record(modes, mode, f"{case['name']} call {call_index} row {b}", layers[:, b, : len(tokens)],
-                        ref.layers.numpy()[:, b, : len(tokens)])
+                _record(
+                    modes,
+                    mode,
+                    f"{case['name']} call {call_index} row {b}",
+                    layers[:, b, : len(tokens)],
+                    ref.layers.numpy()[:, b, : len(tokens)],
+                )
             if carried_h is not None and carried_h.shape[2] > rows:  # rows left out keep their state
                 final_h = np.concatenate([final_h, carried_h[:, :, rows:]], axis=2)
                 final_c = np.concatenate([final_c, carried_c[:, :, rows:]], axis=2)

@@ -48,9 +48,15 @@ from elmo_runtime.token_schemes import DictionaryScheme
 log = logging.getLogger(__name__)
 
 
-
-def export(model: str | Path | Loader | None, out: str | Path, *, options: str | Path | None = None,
-           weights: str | Path | None = None, stop: threading.Event | None = None, **settings: Any) -> Path:
+def export(
+    model: str | Path | Loader | None,
+    out: str | Path,
+    *,
+    options: str | Path | None = None,
+    weights: str | Path | None = None,
+    stop: threading.Event | None = None,
+    **settings: Any,
+) -> Path:
     """Export a model, named in any form, to a verified model package in `out`.
 
     Args:
@@ -85,8 +91,14 @@ def export(model: str | Path | Loader | None, out: str | Path, *, options: str |
     return export_reference(load, out, export_settings, stop=stop)
 
 
-def export_package(options: str | Path, weights: str | Path, out_dir: str | Path, *,
-                   stop: threading.Event | None = None, **settings: Any) -> Path:
+def export_package(
+    options: str | Path,
+    weights: str | Path,
+    out_dir: str | Path,
+    *,
+    stop: threading.Event | None = None,
+    **settings: Any,
+) -> Path:
     """Export `options.json` + `weights.hdf5` (the official TF layout) to a verified package in
     `out_dir`: `export(None, out_dir, options=options, weights=weights, ...)`, which documents
     the arguments and errors."""
@@ -96,8 +108,10 @@ def export_package(options: str | Path, weights: str | Path, out_dir: str | Path
 def _check_output(out: Path, force: bool) -> None:
     """Refuse an output we must not replace, before any slow work."""
     if out.name in ("", ".", ".."):
-        raise ValueError(f"output {str(out)!r} names no directory of its own; give the package directory by "
-                         f"name (e.g. ../{Path.cwd().name if out.name == '' else 'NAME'})")
+        raise ValueError(
+            f"output {str(out)!r} names no directory of its own; give the package directory by "
+            f"name (e.g. ../{Path.cwd().name if out.name == '' else 'NAME'})"
+        )
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"output {out} exists and is not a directory; choose another output directory")
     if out.is_dir() and any(out.iterdir()):
@@ -112,9 +126,11 @@ def _check_output(out: Path, force: bool) -> None:
         try:  # the files need not verify (a damaged package may be re-exported), the manifest must parse
             manifest = Manifest.from_json(read_json(source, "manifest", PackageError), source, out)
         except (PackageError, ValueError, TypeError, RecursionError) as e:
-            raise FileExistsError(f"output directory {out} holds a {C.MANIFEST_FILE} that is not an elmo-onnx "
-                                  f"manifest ({e}); refusing to delete its files even with force: choose another "
-                                  "output directory") from None
+            raise FileExistsError(
+                f"output directory {out} holds a {C.MANIFEST_FILE} that is not an elmo-onnx "
+                f"manifest ({e}); refusing to delete its files even with force: choose another "
+                "output directory"
+            ) from None
         scratch.refuse_foreign(out, {C.MANIFEST_FILE, *manifest.files}, f"the package its {C.MANIFEST_FILE} lists")
 
 
@@ -140,8 +156,9 @@ def _open_to_umask(directory: Path) -> None:
         f.chmod(0o666 & allowed)
 
 
-def export_reference(load: Loader, out_dir: str | Path, settings: ExportSettings | None = None, *,
-                     stop: threading.Event | None = None) -> Path:
+def export_reference(
+    load: Loader, out_dir: str | Path, settings: ExportSettings | None = None, *, stop: threading.Event | None = None
+) -> Path:
     """Export the reference biLM that `load()` returns (with its manifest `source` entry).
 
     Every model source goes through here once resolved: the staging directory, the checks and
@@ -157,8 +174,13 @@ def export_reference(load: Loader, out_dir: str | Path, settings: ExportSettings
         staging = _make_staging_dir(out)  # first: an unwritable output fails before any slow step
         model, source = load()
         o = model.options
-        log.info("reference biLM: %.1fM parameters (LSTM %d x %d, projection %d)", o.parameter_count() / 1e6,
-                 o.n_layers, o.dim, o.projection_dim)
+        log.info(
+            "reference biLM: %.1fM parameters (LSTM %d x %d, projection %d)",
+            o.parameter_count() / 1e6,
+            o.n_layers,
+            o.dim,
+            o.projection_dim,
+        )
         _export_into(model, settings, source, staging)
         _check_output(out, settings.force)  # again: something may have appeared meanwhile
         if stop is not None and stop.is_set():
@@ -190,13 +212,19 @@ def _build_graphs(model: ElmoBiLm, settings: ExportSettings, directory: Path) ->
         save_graph(graph, path)
         del graph
         validate_graph(path, specs[name])
-        log.info("built, saved and checked %s (%s, %.1f MB) in %.1f s", path.name, settings.precision.name,
-                 path.stat().st_size / 1e6, time.perf_counter() - t)
+        log.info(
+            "built, saved and checked %s (%s, %.1f MB) in %.1f s",
+            path.name,
+            settings.precision.name,
+            path.stat().st_size / 1e6,
+            time.perf_counter() - t,
+        )
     return calibration
 
 
-def _warm_state_and_reference(model: ElmoBiLm, settings: ExportSettings
-                              ) -> tuple[LstmState | None, dict | None, ReferenceOutputs]:
+def _warm_state_and_reference(
+    model: ElmoBiLm, settings: ExportSettings
+) -> tuple[LstmState | None, dict | None, ReferenceOutputs]:
     """The warm state (with its warm-up description) and the reference's parity outputs."""
     state, warmup = warm_start(model, settings.progress) if settings.initial_state == C.WARM else (None, None)
     t = time.perf_counter()
@@ -215,17 +243,26 @@ def _export_into(model: ElmoBiLm, settings: ExportSettings, source: dict, direct
     t = time.perf_counter()
     write_conformance(model, directory, graph_specs(model.options), precision, reference.warm)
     log.info("conformance vectors written in %.1f s", time.perf_counter() - t)
-    manifest = build_manifest(model, settings, source, state, warmup, calibration).replace(files={
-        f.name: {"sha256": sha256_of(f), "bytes": f.stat().st_size}
-        for f in sorted(directory.iterdir()) if f.name != C.MANIFEST_FILE
-    })
+    manifest = build_manifest(model, settings, source, state, warmup, calibration).replace(
+        files={
+            f.name: {"sha256": sha256_of(f), "bytes": f.stat().st_size}
+            for f in sorted(directory.iterdir())
+            if f.name != C.MANIFEST_FILE
+        }
+    )
     write_manifest(directory, manifest)
 
     t = time.perf_counter()
     report = check_parity(model, directory, precision, reference=reference, progress=settings.progress)
     worst = report.worst()
-    log.info("parity (%s) passed in %.1f s: worst max abs %.2e, mean cosine %.6f, min cosine %.6f",
-             precision, time.perf_counter() - t, worst["max_abs"], worst["mean_cosine"], worst["min_cosine"])
+    log.info(
+        "parity (%s) passed in %.1f s: worst max abs %.2e, mean cosine %.6f, min cosine %.6f",
+        precision,
+        time.perf_counter() - t,
+        worst["max_abs"],
+        worst["mean_cosine"],
+        worst["min_cosine"],
+    )
     log.debug("parity:\n%s", report.table())
     write_manifest(directory, manifest.replace(parity=report.to_dict()))
     _open_to_umask(directory)

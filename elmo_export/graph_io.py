@@ -18,8 +18,13 @@ from elmo_runtime.graph_files import external_tensors
 
 def graph_specs(options: ElmoOptions) -> dict[str, C.GraphSpec]:
     """The contract's graph interface for a model's options (`contract.graph_specs`)."""
-    return C.graph_specs(options.n_layers, options.projection_dim, options.dim, options.max_characters_per_token,
-                         word_ids=options.word_dim > 0)
+    return C.graph_specs(
+        options.n_layers,
+        options.projection_dim,
+        options.dim,
+        options.max_characters_per_token,
+        word_ids=options.word_dim > 0,
+    )
 
 
 class GraphValidationError(ValueError):
@@ -83,6 +88,12 @@ def save_graph(model: onnx.ModelProto, path: Path) -> list[Path]:
     """
     data = path.with_name(path.name + ".data")
     hoist_subgraph_initializers(model)
-    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=data.name, size_threshold=1024)
+    onnx.save_model(
+        model,
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=data.name,
+        size_threshold=1024,
+    )
     return [path, data]

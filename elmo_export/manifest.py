@@ -15,9 +15,11 @@ from elmo_runtime import contract as C
 from elmo_runtime.package import InitialState, Manifest
 from elmo_runtime.token_schemes import DictionaryScheme
 
-INPUT_EXPECTS_UD = ("tokens as in Universal Dependencies treebanks (CoNLL 2018 shared task); Chinese "
-                    "word-segmented. Raw text is not tokenized by default: pass token lists, or choose "
-                    "a tokenizer (Elmo(..., tokenizer='whitespace'), elmo-embed --tokenized)")
+INPUT_EXPECTS_UD = (
+    "tokens as in Universal Dependencies treebanks (CoNLL 2018 shared task); Chinese "
+    "word-segmented. Raw text is not tokenized by default: pass token lists, or choose "
+    "a tokenizer (Elmo(..., tokenizer='whitespace'), elmo-embed --tokenized)"
+)
 
 
 def _producer_version() -> str:
@@ -27,14 +29,23 @@ def _producer_version() -> str:
         return "unknown"
 
 
-def build_manifest(model: ElmoBiLm, settings: ExportSettings, source: dict, state: LstmState | None,
-                   warmup: dict | None, calibration: dict | None = None) -> Manifest:
+def build_manifest(
+    model: ElmoBiLm,
+    settings: ExportSettings,
+    source: dict,
+    state: LstmState | None,
+    warmup: dict | None,
+    calibration: dict | None = None,
+) -> Manifest:
     """The manifest without `files` and `parity` (added once the files are written and checked);
     `calibration`: the calibration text's description (`load_calibration_sentences`), if used."""
     o = model.options
     if state is None:  # stated, not implied: a client reads h and c the same way in both modes
-        initial_state = InitialState(settings.initial_state, np.zeros((o.n_layers, 2, o.projection_dim), np.float32),
-                                     np.zeros((o.n_layers, 2, o.dim), np.float32))
+        initial_state = InitialState(
+            settings.initial_state,
+            np.zeros((o.n_layers, 2, o.projection_dim), np.float32),
+            np.zeros((o.n_layers, 2, o.dim), np.float32),
+        )
     else:
         initial_state = InitialState(settings.initial_state, state.h.numpy(), state.c.numpy(), warmup)
     described = {k: v for k, v in settings.precision.to_dict().items() if k != "name"}

@@ -29,10 +29,17 @@ N_CHAR_IDS = 262
 # Sane bounds, far above any published ELMo (the largest, "5.5B": LSTM 4096 x 512, 2 layers, 2
 # highway layers, 7 filter widths, 93.6M parameters), checked before anything is built: a typo
 # such as "dim": 10000000 would otherwise allocate tens of GB before the weights are read.
-LIMITS = {"char_embedding_dim": 4096, "dim": 65536, "projection_dim": 65536, "n_layers": 64,
-          "n_highway": 64, "filters": 256,
-          # Other families: bilm-tf's tunable char width (NLPL), ELMoForManyLangs' word vectors.
-          "max_characters_per_token": contract.MAX_CHARACTERS_PER_TOKEN_LIMIT, "word_dim": 65536}
+LIMITS = {
+    "char_embedding_dim": 4096,
+    "dim": 65536,
+    "projection_dim": 65536,
+    "n_layers": 64,
+    "n_highway": 64,
+    "filters": 256,
+    # Other families: bilm-tf's tunable char width (NLPL), ELMoForManyLangs' word vectors.
+    "max_characters_per_token": contract.MAX_CHARACTERS_PER_TOKEN_LIMIT,
+    "word_dim": 65536,
+}
 MAX_PARAMETERS = 4_000_000_000
 
 
@@ -88,12 +95,9 @@ class ElmoOptions:
 
         filters = field("char_cnn", "filters", kind=list)
         if not filters or not all(
-            isinstance(f, list) and len(f) == 2 and all(type(v) is int and v > 0 for v in f)
-            for f in filters
+            isinstance(f, list) and len(f) == 2 and all(type(v) is int and v > 0 for v in f) for f in filters
         ):
-            raise ValueError(
-                f"{source}: field char_cnn.filters is {filters!r}, expected [[width, count], ...]"
-            )
+            raise ValueError(f"{source}: field char_cnn.filters is {filters!r}, expected [[width, count], ...]")
         number = (int, float)
         options = cls(
             char_embedding_dim=field("char_cnn", "embedding", "dim"),
@@ -138,11 +142,15 @@ class ElmoOptions:
         if max(w for w, _ in self.filters) > self.max_characters_per_token:
             raise ValueError(f"{source}: a filter is wider than {self.max_characters_per_token} characters")
         if not self.token_projection and self.word_dim + self.n_filters != self.projection_dim:
-            raise ValueError(f"{source}: without a token projection the filters ({self.n_filters}) must sum to "
-                             f"projection_dim ({self.projection_dim})")
+            raise ValueError(
+                f"{source}: without a token projection the filters ({self.n_filters}) must sum to "
+                f"projection_dim ({self.projection_dim})"
+            )
         if not self.lstm_projection and self.projection_dim != self.dim:
-            raise ValueError(f"{source}: without an LSTM projection, projection_dim ({self.projection_dim}) "
-                             f"must equal dim ({self.dim})")
+            raise ValueError(
+                f"{source}: without an LSTM projection, projection_dim ({self.projection_dim}) "
+                f"must equal dim ({self.dim})"
+            )
         for name, limit in LIMITS.items():
             value = len(self.filters) if name == "filters" else getattr(self, name)
             if value > limit:
@@ -150,8 +158,10 @@ class ElmoOptions:
         if max(n for _, n in self.filters) > LIMITS["dim"]:
             raise ValueError(f"{source}: a filter count of char_cnn.filters is above the sane limit {LIMITS['dim']}")
         if self.parameter_count() > MAX_PARAMETERS:
-            raise ValueError(f"{source}: these options make {self.parameter_count():,} parameters, above the sane "
-                             f"limit {MAX_PARAMETERS:,} (a typo?)")
+            raise ValueError(
+                f"{source}: these options make {self.parameter_count():,} parameters, above the sane "
+                f"limit {MAX_PARAMETERS:,} (a typo?)"
+            )
         for name in ("cell_clip", "proj_clip"):
             clip = getattr(self, name)
             if clip is not None and not (math.isfinite(clip) and clip > 0):
@@ -243,8 +253,15 @@ class CharCNNTokenEmbedder(nn.Module):
 class LstmpCell(nn.Module):
     """TF's LSTMCell with a projection and clipping, one time step."""
 
-    def __init__(self, input_dim: int, dim: int, projection_dim: int,
-                 cell_clip: float | None, proj_clip: float | None, projection: bool = True):
+    def __init__(
+        self,
+        input_dim: int,
+        dim: int,
+        projection_dim: int,
+        cell_clip: float | None,
+        proj_clip: float | None,
+        projection: bool = True,
+    ):
         super().__init__()
         self.input_to_gates = nn.Linear(input_dim, 4 * dim)  # carries the bias (+1 on f)
         self.hidden_to_gates = nn.Linear(projection_dim, 4 * dim, bias=False)
@@ -351,8 +368,9 @@ class ElmoBiLm(nn.Module):
         inputs = {k: torch.from_numpy(v) for k, v in self.scheme.encode_batch(sentences).items()}
         return self(inputs["char_ids"], state, inputs.get(WORD_IDS))
 
-    def run_direction(self, cell: LstmpCell, x: torch.Tensor, lengths: torch.Tensor,
-                      h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def run_direction(
+        self, cell: LstmpCell, x: torch.Tensor, lengths: torch.Tensor, h: torch.Tensor, c: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Run `cell` left to right over `x (B, T, P)`; rows stop at their length."""
         outputs = []
         for t in range(x.shape[1]):
@@ -363,8 +381,9 @@ class ElmoBiLm(nn.Module):
             outputs.append(torch.where(active, h_new, torch.zeros_like(h_new)))
         return torch.stack(outputs, dim=1), h, c  # (B, T, P)
 
-    def forward(self, char_ids: torch.Tensor, state: LstmState | None = None,
-                word_ids: torch.Tensor | None = None) -> BiLmOutput:
+    def forward(
+        self, char_ids: torch.Tensor, state: LstmState | None = None, word_ids: torch.Tensor | None = None
+    ) -> BiLmOutput:
         """Embed a batch.
 
         Args:
@@ -392,10 +411,14 @@ class ElmoBiLm(nn.Module):
         forward_in, backward_in = x, x
         final_h, final_c = [], []
         for layer, (fwd_cell, bwd_cell) in enumerate(self.cells):
-            fwd, hf, cf = self.run_direction(fwd_cell, forward_in, ext_lengths,
-                                             state.h[layer, 0], state.c[layer, 0])
-            bwd_rev, hb, cb = self.run_direction(bwd_cell, reverse_within_length(backward_in, ext_lengths),
-                                                 ext_lengths, state.h[layer, 1], state.c[layer, 1])
+            fwd, hf, cf = self.run_direction(fwd_cell, forward_in, ext_lengths, state.h[layer, 0], state.c[layer, 0])
+            bwd_rev, hb, cb = self.run_direction(
+                bwd_cell,
+                reverse_within_length(backward_in, ext_lengths),
+                ext_lengths,
+                state.h[layer, 1],
+                state.c[layer, 1],
+            )
             bwd = reverse_within_length(bwd_rev, ext_lengths)  # (B, T+2, P)
             if layer > 0 and self.options.use_skip_connections:
                 fwd, bwd = fwd + forward_in, bwd + backward_in

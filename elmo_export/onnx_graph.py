@@ -55,8 +55,15 @@ class _Graph:
         self._count += 1
         return f"{self.prefix}{hint}_{self._count}"
 
-    def op(self, op_type: str, inputs: list[str], hint: str | None = None, n_out: int = 1, output: str | None = None,
-           **attrs) -> str | list[str]:
+    def op(
+        self,
+        op_type: str,
+        inputs: list[str],
+        hint: str | None = None,
+        n_out: int = 1,
+        output: str | None = None,
+        **attrs,
+    ) -> str | list[str]:
         """Add a node; `output` names its (single) output instead of a generated name."""
         outputs = [output] if output else [self.name(hint or op_type) for _ in range(n_out)]
         self.nodes.append(helper.make_node(op_type, inputs, outputs, name=self.name(op_type), **attrs))
@@ -103,8 +110,9 @@ class _Graph:
 
 
 def _model(graph: onnx.GraphProto, opset: int, doc: str) -> onnx.ModelProto:
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
-                              producer_name="elmo-onnx", doc_string=doc)
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="elmo-onnx", doc_string=doc
+    )
     # The lowest IR version the opset allows (8 for opset 17 and 18): newer onnx would stamp
     # its own, which older ONNX Runtimes refuse.
     model.ir_version = helper.find_min_ir_version_for(list(model.opset_import))
@@ -118,11 +126,17 @@ def _specs(model: ElmoBiLm) -> dict[str, C.GraphSpec]:
 
 def _graph(g: _Graph, name: str, spec: C.GraphSpec) -> onnx.GraphProto:
     """The graph of `g`'s nodes, its inputs and outputs declared as the contract's `spec` says."""
+
     def value_info(t: C.TensorSpec) -> onnx.ValueInfoProto:
         return helper.make_tensor_value_info(t.name, _ONNX_DTYPES[t.dtype], list(t.shape))
 
-    return helper.make_graph(g.nodes, name, inputs=[value_info(t) for t in spec.inputs],
-                             outputs=[value_info(t) for t in spec.outputs], initializer=g.initializers)
+    return helper.make_graph(
+        g.nodes,
+        name,
+        inputs=[value_info(t) for t in spec.inputs],
+        outputs=[value_info(t) for t in spec.outputs],
+        initializer=g.initializers,
+    )
 
 
 def hoist_subgraph_initializers(model: onnx.ModelProto) -> int:
@@ -144,12 +158,14 @@ def hoist_subgraph_initializers(model: onnx.ModelProto) -> int:
     def walk(graph: onnx.GraphProto) -> None:
         for node in graph.node:
             for attr in node.attribute:
-                for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else attr.graphs):
+                for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else attr.graphs:
                     walk(sub)
                     for tensor in sub.initializer:
                         if tensor.name in taken:
-                            raise ValueError(f"subgraph {sub.name!r} initializer {tensor.name!r} clashes with a name "
-                                             "of the main graph")
+                            raise ValueError(
+                                f"subgraph {sub.name!r} initializer {tensor.name!r} clashes with a name "
+                                "of the main graph"
+                            )
                         taken.add(tensor.name)
                         kept = onnx.TensorProto()
                         kept.CopyFrom(tensor)  # the repeated field's own element goes with the del below
@@ -211,8 +227,9 @@ def _token_embedding(g: _Graph, model: ElmoBiLm, char_ids: str, word_ids: str | 
     return g.op("Add", [g.op("MatMul", [x, w]), g.weight(proj.bias, "b_proj")])
 
 
-def build_token_embedder(model: ElmoBiLm, precision: Precision = "fp32", opset: int = C.DEFAULT_OPSET,
-                         sources: dict[str, str] | None = None) -> onnx.ModelProto:
+def build_token_embedder(
+    model: ElmoBiLm, precision: Precision = "fp32", opset: int = C.DEFAULT_OPSET, sources: dict[str, str] | None = None
+) -> onnx.ModelProto:
     """Char ids `(batch, tokens, 50)` -> token embeddings `(batch, tokens, P)` and the mask.
 
     `sources`, if given, receives `{weight initializer: reference module path}` for the weights
@@ -259,7 +276,7 @@ GATES = "ijfo"  # TF's gate order in the LSTM weight matrices
 def _gate_columns(weight: torch.Tensor, dim: int) -> list[np.ndarray]:
     """A `(4D, in)` Linear weight -> one `(in, D)` MatMul operand per gate, in `GATES` order."""
     w = weight.detach().cpu().numpy().T
-    return [np.ascontiguousarray(w[:, k * dim:(k + 1) * dim]) for k in range(len(GATES))]
+    return [np.ascontiguousarray(w[:, k * dim : (k + 1) * dim]) for k in range(len(GATES))]
 
 
 def _gate_biases(cell: torch.nn.Module) -> list[np.ndarray]:
@@ -267,8 +284,14 @@ def _gate_biases(cell: torch.nn.Module) -> list[np.ndarray]:
     return np.split(cell.input_to_gates.bias.detach().cpu().numpy(), len(GATES))
 
 
-def _lstm_step_body(model: ElmoBiLm, layer: int, precision: Precision, opset: int,
-                    products: dict[str, list[str]], sources: dict[str, str] | None) -> onnx.GraphProto:
+def _lstm_step_body(
+    model: ElmoBiLm,
+    layer: int,
+    precision: Precision,
+    opset: int,
+    products: dict[str, list[str]],
+    sources: dict[str, str] | None,
+) -> onnx.GraphProto:
     """One time step of both directions of a layer: the body of the layer's Scan.
 
     State in: h_f, c_f, h_b, c_b. Scan inputs: the scalars `start_t`, `end_t`, `n_t`. The rows
@@ -309,9 +332,11 @@ def _lstm_step_body(model: ElmoBiLm, layer: int, precision: Precision, opset: in
         h, c = active(h_all), active(c_all)  # (n, P), (n, D)
         w_h = _gate_columns(cell.hidden_to_gates.weight, d)
         i, j, f, out_gate = (  # (n, D) each
-            g.op("Add", [this_step(xw),
-                         g.op("MatMul", [h, g.weight(w, f"W_h_{gate}_{side}", f"{path}.hidden_to_gates")])],
-                 f"{gate}_{side}")
+            g.op(
+                "Add",
+                [this_step(xw), g.op("MatMul", [h, g.weight(w, f"W_h_{gate}_{side}", f"{path}.hidden_to_gates")])],
+                f"{gate}_{side}",
+            )
             for gate, w, xw in zip(GATES, w_h, products[side])
         )
         c_new, h_new = _cell_update(g, model, cell, path, side, (i, j, f, out_gate), c)
@@ -321,13 +346,15 @@ def _lstm_step_body(model: ElmoBiLm, layer: int, precision: Precision, opset: in
     return _step_graph(g, layer, p, d)
 
 
-def _cell_update(g: _Graph, model: ElmoBiLm, cell: torch.nn.Module, path: str, side: str,
-                 gates: tuple[str, str, str, str], c: str) -> tuple[str, str]:
+def _cell_update(
+    g: _Graph, model: ElmoBiLm, cell: torch.nn.Module, path: str, side: str, gates: tuple[str, str, str, str], c: str
+) -> tuple[str, str]:
     """The new cell state `(n, D)` and output `(n, P)` of the active rows, from gates i, j, f, o."""
     o = model.options
     i, j, f, out_gate = gates
-    c_new = g.op("Add", [g.op("Mul", [g.op("Sigmoid", [f]), c]),
-                         g.op("Mul", [g.op("Sigmoid", [i]), g.op("Tanh", [j])])])
+    c_new = g.op(
+        "Add", [g.op("Mul", [g.op("Sigmoid", [f]), c]), g.op("Mul", [g.op("Sigmoid", [i]), g.op("Tanh", [j])])]
+    )
     c_new = g.clip(c_new, o.cell_clip)
     m = g.op("Mul", [g.op("Sigmoid", [out_gate]), g.op("Tanh", [c_new])])  # (n, D)
     if cell.projection is None:  # no projection (bilm-tf without num_proj): no proj_clip either
@@ -342,19 +369,30 @@ def _step_graph(g: _Graph, layer: int, p: int, d: int) -> onnx.GraphProto:
     vi = helper.make_tensor_value_info
     names_out = ["h_f_out", "c_f_out", "h_b_out", "c_b_out", "y_f_t", "y_b_t"]
     return helper.make_graph(
-        g.nodes, f"lstm_layer_{layer}_step",
-        inputs=[vi("h_f_in", t, [C.BATCH, p]), vi("c_f_in", t, [C.BATCH, d]),
-                vi("h_b_in", t, [C.BATCH, p]), vi("c_b_in", t, [C.BATCH, d])]
+        g.nodes,
+        f"lstm_layer_{layer}_step",
+        inputs=[
+            vi("h_f_in", t, [C.BATCH, p]),
+            vi("c_f_in", t, [C.BATCH, d]),
+            vi("h_b_in", t, [C.BATCH, p]),
+            vi("c_b_in", t, [C.BATCH, d]),
+        ]
         + [vi(name, TensorProto.INT64, []) for name in ("start_t", "end_t", "n_t")],
-        outputs=[vi(names_out[0], t, [C.BATCH, p]), vi(names_out[1], t, [C.BATCH, d]),
-                 vi(names_out[2], t, [C.BATCH, p]), vi(names_out[3], t, [C.BATCH, d]),
-                 vi(names_out[4], t, [C.BATCH, p]), vi(names_out[5], t, [C.BATCH, p])],
+        outputs=[
+            vi(names_out[0], t, [C.BATCH, p]),
+            vi(names_out[1], t, [C.BATCH, d]),
+            vi(names_out[2], t, [C.BATCH, p]),
+            vi(names_out[3], t, [C.BATCH, d]),
+            vi(names_out[4], t, [C.BATCH, p]),
+            vi(names_out[5], t, [C.BATCH, p]),
+        ],
         initializer=g.initializers,
     )
 
 
-def build_bilm(model: ElmoBiLm, precision: Precision = "fp32", opset: int = C.DEFAULT_OPSET,
-               sources: dict[str, str] | None = None) -> onnx.ModelProto:
+def build_bilm(
+    model: ElmoBiLm, precision: Precision = "fp32", opset: int = C.DEFAULT_OPSET, sources: dict[str, str] | None = None
+) -> onnx.ModelProto:
     """Token embeddings, mask and initial state -> all layers and each row's final state.
 
     `sources`: as for `build_token_embedder` (every weight of the biLM has one).
@@ -479,8 +517,9 @@ def _state_of(g: _Graph, tensor: str, layer: int, direction: int) -> str:
     return g.op("Gather", [of_layer, g.const(np.asarray(direction, np.int64), "d")], axis=0)
 
 
-def _bilm_layer(g: _Graph, model: ElmoBiLm, layer: int, forward_in: str, backward_in: str,
-                rows: _SortedRows) -> tuple[str, str, tuple[str, str, str, str]]:
+def _bilm_layer(
+    g: _Graph, model: ElmoBiLm, layer: int, forward_in: str, backward_in: str, rows: _SortedRows
+) -> tuple[str, str, tuple[str, str, str, str]]:
     """One LSTM layer, both directions in one Scan.
 
     Returns:
@@ -502,18 +541,24 @@ def _bilm_layer(g: _Graph, model: ElmoBiLm, layer: int, forward_in: str, backwar
             product = g.op("MatMul", [packed, g.weight(w, f"W_x_{gate}_{side}", f"cells.{layer}.{d}.input_to_gates")])
             products[side].append(g.op("Add", [product, g.weight(b, f"b_{gate}_{side}")], f"xw_{gate}_{side}"))
     body = _lstm_step_body(model, layer, g.precision, g.opset, products, g.sources)
-    initial = [_state_of(g, rows.h0, layer, 0), _state_of(g, rows.c0, layer, 0),
-               _state_of(g, rows.h0, layer, 1), _state_of(g, rows.c0, layer, 1)]
-    h_f, c_f, h_b, c_b, y_f, y_b_rev = g.op("Scan", [*initial, *rows.per_step], f"scan{layer}", n_out=6,
-                                            body=body, num_scan_inputs=3)
+    initial = [
+        _state_of(g, rows.h0, layer, 0),
+        _state_of(g, rows.c0, layer, 0),
+        _state_of(g, rows.h0, layer, 1),
+        _state_of(g, rows.c0, layer, 1),
+    ]
+    h_f, c_f, h_b, c_b, y_f, y_b_rev = g.op(
+        "Scan", [*initial, *rows.per_step], f"scan{layer}", n_out=6, body=body, num_scan_inputs=3
+    )
     y_b = g.op("ReverseSequence", [y_b_rev, rows.ext_lengths], batch_axis=1, time_axis=0)  # (T+2, B, P)
     if layer > 0 and o.use_skip_connections:
         y_f, y_b = g.op("Add", [y_f, forward_in]), g.op("Add", [y_b, backward_in])
     return y_f, y_b, (h_f, c_f, h_b, c_b)
 
 
-def _outputs(g: _Graph, layer_outputs: list[str], final_h: list[str], final_c: list[str], unorder: str,
-             edges: _Boundaries) -> None:
+def _outputs(
+    g: _Graph, layer_outputs: list[str], final_h: list[str], final_c: list[str], unorder: str, edges: _Boundaries
+) -> None:
     """The graph's outputs, rows back in the caller's order, without `<S>` and `</S>`."""
     stacked = g.op("Concat", [_unsqueeze0(g, v) for v in layer_outputs], "stacked", axis=0)  # (L+1, B, T+2, 2P) sorted
     # Row b's T steps from its first token on (step 1, or 0 without <S>), taken from the sorted
@@ -521,8 +566,9 @@ def _outputs(g: _Graph, layer_outputs: list[str], final_h: list[str], final_c: l
     zero, one = g.const(np.asarray(0, np.int64), "zero"), g.const(np.asarray(1, np.int64), "one")
     token_steps = g.op("Range", [zero, g.op("Squeeze", [edges.n_tokens, g.ints([0], "axes")]), one])  # (T,)
     first = g.op("Add", [g.op("Mul", [unorder, edges.n_steps]), edges.has_bos])  # (B,)
-    keep = g.op("Add", [g.op("Unsqueeze", [first, g.ints([1], "axes")]),
-                        g.op("Unsqueeze", [token_steps, g.ints([0], "axes")])])  # (B, T)
+    keep = g.op(
+        "Add", [g.op("Unsqueeze", [first, g.ints([1], "axes")]), g.op("Unsqueeze", [token_steps, g.ints([0], "axes")])]
+    )  # (B, T)
     width = g.op("Slice", [g.op("Shape", [stacked]), g.ints([3]), g.ints([4])])  # [2P]
     flat_shape = g.op("Concat", [g.ints([len(layer_outputs), -1]), width], axis=0)
     flat_steps = g.op("Reshape", [stacked, flat_shape])  # (L+1, B * (T+2), 2P)

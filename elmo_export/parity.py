@@ -140,10 +140,20 @@ class ParityReport:
     @classmethod
     def from_dict(cls, data: dict) -> "ParityReport":
         """The inverse of `to_dict` (e.g. from a manifest's `parity` entry)."""
-        modes = [ModeParity(m["mode"], [LayerParity(**layer) for layer in m["layers"]], m["final_state_max_abs"])
-                 for m in data["modes"]]
-        return cls(data["precision"], Tolerance(**data["tolerance"]), data["sentences"], data["tokens"],
-                   data["batch_size"], data["source"], modes, list(data["failures"]))
+        modes = [
+            ModeParity(m["mode"], [LayerParity(**layer) for layer in m["layers"]], m["final_state_max_abs"])
+            for m in data["modes"]
+        ]
+        return cls(
+            data["precision"],
+            Tolerance(**data["tolerance"]),
+            data["sentences"],
+            data["tokens"],
+            data["batch_size"],
+            data["source"],
+            modes,
+            list(data["failures"]),
+        )
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -158,8 +168,10 @@ class ParityReport:
         for m in self.modes:
             for layer in m.layers:
                 state = f"{m.final_state_max_abs:14.2e}" if layer.layer == 0 else ""
-                lines.append(f"{m.mode:<8} {layer.layer:>5} {layer.max_abs:10.2e} {layer.mean_cosine:10.6f} "
-                             f"{layer.min_cosine:10.6f} {state}")
+                lines.append(
+                    f"{m.mode:<8} {layer.layer:>5} {layer.max_abs:10.2e} {layer.mean_cosine:10.6f} "
+                    f"{layer.min_cosine:10.6f} {state}"
+                )
         t = self.tolerance
         bar = ", ".join(f"{k} {'<=' if k == 'max_abs' else '>='} {v:g}" for k, v in asdict(t).items() if v is not None)
         lines.append(f"{self.precision} tolerance: {bar} -> {'PASSED' if self.passed else 'FAILED'}")
@@ -212,9 +224,14 @@ def _state_modes(warm: bool) -> list[str]:
 Run = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # layers, mask, final_h, final_c
 
 
-def _run_mode(mode: str, batches: list[list[list[str]]], first_runs: dict[str, Run], default_mode: str,
-              initial_state: Callable[[str, int], tuple], run: Callable[[list[list[str]], tuple], Run]
-              ) -> Iterator[Run]:
+def _run_mode(
+    mode: str,
+    batches: list[list[list[str]]],
+    first_runs: dict[str, Run],
+    default_mode: str,
+    initial_state: Callable[[str, int], tuple],
+    run: Callable[[list[list[str]], tuple], Run],
+) -> Iterator[Run]:
     """The runs of one state mode over the batches, for the reference and the package alike.
 
     "zero" and "warm": every batch from that state (`initial_state(mode, rows)`). "carried":
@@ -302,12 +319,15 @@ class _ModeErrors:
         self.cos_min = np.minimum(self.cos_min, figures.min_cosine)
         self.tokens += tokens
         # np.max, not max(): a NaN must propagate, and max(0.0, nan) is 0.0.
-        self.state_max_abs = float(np.max([self.state_max_abs, np.abs(final_h - want_h).max(),
-                                           np.abs(final_c - want_c).max()]))
+        self.state_max_abs = float(
+            np.max([self.state_max_abs, np.abs(final_h - want_h).max(), np.abs(final_c - want_c).max()])
+        )
 
     def result(self, mode: str) -> ModeParity:
-        layers = [LayerParity(k, float(self.max_abs[k]), float(self.cos_sum[k] / max(self.tokens, 1)),
-                              float(self.cos_min[k])) for k in range(len(self.max_abs))]
+        layers = [
+            LayerParity(k, float(self.max_abs[k]), float(self.cos_sum[k] / max(self.tokens, 1)), float(self.cos_min[k]))
+            for k in range(len(self.max_abs))
+        ]
         return ModeParity(mode, layers, self.state_max_abs)
 
 
@@ -315,17 +335,22 @@ def _initial_state_mismatch(manifest, reference: ReferenceOutputs) -> list[str]:
     """Whether the package starts from the state the reference ran from (a manifest round trip)."""
     package_warm = manifest.initial_state_mode == C.WARM
     if package_warm != (reference.warm is not None):
-        return [f"the package's initial state is {manifest.initial_state_mode!r}, the reference's "
-                f"{C.WARM if reference.warm is not None else C.ZERO}"]
-    if package_warm and not (np.array_equal(manifest.warm_h, reference.warm[0])
-                             and np.array_equal(manifest.warm_c, reference.warm[1])):
+        return [
+            f"the package's initial state is {manifest.initial_state_mode!r}, the reference's "
+            f"{C.WARM if reference.warm is not None else C.ZERO}"
+        ]
+    if package_warm and not (
+        np.array_equal(manifest.warm_h, reference.warm[0]) and np.array_equal(manifest.warm_c, reference.warm[1])
+    ):
         return ["the package's warm state differs from the exported one (manifest round trip)"]
     return []
 
 
-def _compare_modes(runner, reference: ReferenceOutputs, n_layers: int, progress: bool
-                   ) -> tuple[list[ModeParity], list[str]]:
+def _compare_modes(
+    runner, reference: ReferenceOutputs, n_layers: int, progress: bool
+) -> tuple[list[ModeParity], list[str]]:
     """Run the package over the parity batches in every mode the reference ran, and compare."""
+
     def run(batch: list[list[str]], state: tuple[np.ndarray, np.ndarray]) -> Run:
         return runner.run(runner.scheme.encode_batch(batch), *state)
 
@@ -334,14 +359,17 @@ def _compare_modes(runner, reference: ReferenceOutputs, n_layers: int, progress:
     with _bar(len(reference.modes) * len(batches), "parity (onnxruntime)", progress) as bar:
         for mode in reference.modes:
             errors = _ModeErrors(n_layers)
-            package_runs = _run_mode(mode, batches, first_runs, runner.manifest.initial_state_mode,
-                                     runner.initial_state, run)
+            package_runs = _run_mode(
+                mode, batches, first_runs, runner.manifest.initial_state_mode, runner.initial_state, run
+            )
             for got, want in zip(package_runs, reference.runs[mode]):
                 layers, mask = got[0], got[1]
                 if layers.shape != want[0].shape or not np.array_equal(mask.astype(bool), want[1]):
-                    failures.append(f"state {mode}: layers have shape {layers.shape} and mask {mask.shape} "
-                                    f"({int(mask.sum())} tokens), the reference {want[0].shape} "
-                                    f"({int(want[1].sum())} tokens)")
+                    failures.append(
+                        f"state {mode}: layers have shape {layers.shape} and mask {mask.shape} "
+                        f"({int(mask.sum())} tokens), the reference {want[0].shape} "
+                        f"({int(want[1].sum())} tokens)"
+                    )
                     break
                 errors.add(got, want)
                 bar.update()
@@ -396,8 +424,9 @@ def check_parity(
     if not failures:
         modes, failures = _compare_modes(runner, reference, model.options.n_layers + 1, progress)
     sentences = reference.sentences
-    report = ParityReport(precision, tolerance, len(sentences), sum(map(len, sentences)), reference.batch_size,
-                          reference.source, modes)
+    report = ParityReport(
+        precision, tolerance, len(sentences), sum(map(len, sentences)), reference.batch_size, reference.source, modes
+    )
     report.failures = failures + _failures(report)
     for line in report.table().splitlines():
         log.debug(line)
@@ -415,6 +444,7 @@ def _failures(report: ParityReport) -> list[str]:
         if not np.isfinite(m.final_state_max_abs):
             failures.append(f"state {m.mode}, final state: non-finite (max abs difference {m.final_state_max_abs})")
         elif t.max_abs is not None and not m.final_state_max_abs <= t.max_abs:
-            failures.append(f"state {m.mode}, final state: max abs difference {m.final_state_max_abs:.3g} "
-                            f"> {t.max_abs:g}")
+            failures.append(
+                f"state {m.mode}, final state: max abs difference {m.final_state_max_abs:.3g} > {t.max_abs:g}"
+            )
     return failures

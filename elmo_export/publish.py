@@ -60,8 +60,9 @@ class SourceLicense:
         found = sorted(p for p in Path(directory).glob("LICENSE*") if p.is_file())
         if len(found) != 1:
             return None
-        return cls(name=f"the terms of {found[0].name}, reproduced below",
-                   text=found[0].read_text(encoding="utf-8").strip())
+        return cls(
+            name=f"the terms of {found[0].name}, reproduced below", text=found[0].read_text(encoding="utf-8").strip()
+        )
 
     @classmethod
     def of(cls, source: Loader, given: str | None = None) -> "SourceLicense":
@@ -77,10 +78,15 @@ class SourceLicense:
             return cls(source.license, url=source.license_url)
         found = cls.from_model_dir(source.folder) if source.folder is not None else None
         if found is None:
-            where = (f"{source.folder} holds no single LICENSE* file" if source.folder is not None
-                     else f"{source.description} states none (ELMoForManyLangs and NLPL models do not)")
-            raise ValueError(f"--push-to-hub needs the licence of the source weights: {where}; pass --license NAME "
-                             "(an SPDX id such as Apache-2.0)")
+            where = (
+                f"{source.folder} holds no single LICENSE* file"
+                if source.folder is not None
+                else f"{source.description} states none (ELMoForManyLangs and NLPL models do not)"
+            )
+            raise ValueError(
+                f"--push-to-hub needs the licence of the source weights: {where}; pass --license NAME "
+                "(an SPDX id such as Apache-2.0)"
+            )
         return found
 
 
@@ -99,10 +105,13 @@ def _parity_table(parity: dict) -> str:
     rows = ["| state | layer | max abs | mean cosine | min cosine |", "| --- | ---: | ---: | ---: | ---: |"]
     for mode in parity["modes"]:
         for layer in mode["layers"]:
-            rows.append(f"| {mode['mode']} | {layer['layer']} | {layer['max_abs']:.2e} | "
-                        f"{layer['mean_cosine']:.6f} | {layer['min_cosine']:.6f} |")
-    bars = ", ".join(f"{k} {'<=' if k == 'max_abs' else '>='} {v:g}"
-                     for k, v in parity["tolerance"].items() if v is not None)
+            rows.append(
+                f"| {mode['mode']} | {layer['layer']} | {layer['max_abs']:.2e} | "
+                f"{layer['mean_cosine']:.6f} | {layer['min_cosine']:.6f} |"
+            )
+    bars = ", ".join(
+        f"{k} {'<=' if k == 'max_abs' else '>='} {v:g}" for k, v in parity["tolerance"].items() if v is not None
+    )
     return "\n".join(rows) + f"\n\nTolerance for {parity['precision']}: {bars}: passed."
 
 
@@ -154,11 +163,16 @@ def model_card(manifest: dict, repo_id: str, license: SourceLicense) -> str:
     meta = _card_metadata(license, precision)
     source = manifest.get("source", {})
     pretokenized = manifest.get("input", {}).get("tokenization") == "pretokenized"
-    example = ('vectors = elmo.embed([["The", "cat", "sat", "."]])   # token lists: the model expects its '
-               'own tokenization' if pretokenized else
-               'vectors = elmo.embed(["The cat sat on the mat."])   # (layers, tokens, dim) per sentence')
-    licence_lines = [f"The weights this package was exported from are under: **{license.name}**"
-                     + (f" ({license.url})" if license.url else "") + ". Its terms apply to this package."]
+    example = (
+        'vectors = elmo.embed([["The", "cat", "sat", "."]])   # token lists: the model expects its own tokenization'
+        if pretokenized
+        else 'vectors = elmo.embed(["The cat sat on the mat."])   # (layers, tokens, dim) per sentence'
+    )
+    licence_lines = [
+        f"The weights this package was exported from are under: **{license.name}**"
+        + (f" ({license.url})" if license.url else "")
+        + ". Its terms apply to this package."
+    ]
     if license.text:
         licence_lines += ["", "```text", license.text, "```"]
     body = [
@@ -198,8 +212,15 @@ def model_card(manifest: dict, repo_id: str, license: SourceLicense) -> str:
     return "\n".join(meta + body)
 
 
-def push_to_hub(package: str | Path, repo_id: str, *, license: SourceLicense, private: bool | None = None,
-                token: str | None = None, commit_message: str | None = None) -> str:
+def push_to_hub(
+    package: str | Path,
+    repo_id: str,
+    *,
+    license: SourceLicense,
+    private: bool | None = None,
+    token: str | None = None,
+    commit_message: str | None = None,
+) -> str:
     """Upload a verified package and its model card to a Hub repository (created if needed).
 
     Args:
@@ -231,15 +252,16 @@ def push_to_hub(package: str | Path, repo_id: str, *, license: SourceLicense, pr
     api.create_repo(repo, private=private, exist_ok=True)
     operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(package / name)) for name in names]
     operations.append(CommitOperationAdd(path_in_repo=MODEL_CARD, path_or_fileobj=card))
-    info = api.create_commit(repo, operations,
-                             commit_message=commit_message
-                             or f"Upload elmo-onnx package ({manifest['precision']['name']})")
+    info = api.create_commit(
+        repo, operations, commit_message=commit_message or f"Upload elmo-onnx package ({manifest['precision']['name']})"
+    )
     log.info("pushed %s to %s: %s", package, repo, info.commit_url)
     return info.commit_url
 
 
-def archive_package(package: str | Path, archive: str | Path, *, url: str, name: str, model: str,
-                    description: str = "") -> dict:
+def archive_package(
+    package: str | Path, archive: str | Path, *, url: str, name: str, model: str, description: str = ""
+) -> dict:
     """Write a verified package as a zip archive and return its catalog entry.
 
     The entry goes under `packages` in a catalog file (see `elmo_runtime.fetch.catalog`); `url` is
@@ -261,8 +283,14 @@ def archive_package(package: str | Path, archive: str | Path, *, url: str, name:
             for file in [C.MANIFEST_FILE, *manifest["files"]]:
                 z.write(Path(package) / file, arcname=file)
         digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
-        entry = {"model": model, "precision": precision, "url": url, "bytes": tmp.stat().st_size,
-                 "sha256": digest, "description": description}
+        entry = {
+            "model": model,
+            "precision": precision,
+            "url": url,
+            "bytes": tmp.stat().st_size,
+            "sha256": digest,
+            "description": description,
+        }
         check_entry(name, entry, archive)
         os.replace(tmp, archive)
     finally:
@@ -272,8 +300,9 @@ def archive_package(package: str | Path, archive: str | Path, *, url: str, name:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m elmo_export.publish archive PACKAGE ARCHIVE --url URL --name NAME --model MODEL`."""
-    parser = argparse.ArgumentParser(prog="python -m elmo_export.publish",
-                                     description="Archive a verified package for a catalog; prints its entry.")
+    parser = argparse.ArgumentParser(
+        prog="python -m elmo_export.publish", description="Archive a verified package for a catalog; prints its entry."
+    )
     parser.add_argument("command", choices=["archive"])
     parser.add_argument("package", type=Path)
     parser.add_argument("archive", type=Path)
@@ -283,8 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--description", default="")
     args = parser.parse_args(argv)
     try:
-        entry = archive_package(args.package, args.archive, url=args.url, name=args.name, model=args.model,
-                                description=args.description)
+        entry = archive_package(
+            args.package, args.archive, url=args.url, name=args.name, model=args.model, description=args.description
+        )
     except (OSError, ValueError) as e:
         print(f"publish: error: {e}", file=sys.stderr)
         return 2

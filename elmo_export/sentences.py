@@ -13,8 +13,7 @@ from pathlib import Path
 
 def parse_sentences(text: str, comments: bool = False) -> list[list[str]]:
     """The sentences of `text`; blank lines skipped, and `#` lines too with `comments`."""
-    return [line.split(" ") for line in text.split("\n")
-            if line.strip() and not (comments and line.startswith("#"))]
+    return [line.split(" ") for line in text.split("\n") if line.strip() and not (comments and line.startswith("#"))]
 
 
 def read_sentences(path: str | Path, comments: bool = False) -> list[list[str]]:

@@ -40,8 +40,10 @@ class ExportSettings:
         if self.calibration is not None:
             if not self.calibrated:
                 name = self.precision.name
-                raise ValueError(f"a calibration text is for int4 with GPTQ rounding; this export is {name}"
-                                 + (" with round to nearest" if name == "int4" else ""))
+                raise ValueError(
+                    f"a calibration text is for int4 with GPTQ rounding; this export is {name}"
+                    + (" with round to nearest" if name == "int4" else "")
+                )
             if not Path(self.calibration).is_file():  # before any slow step
                 raise FileNotFoundError(f"calibration text {self.calibration}: no such file")
 

@@ -32,8 +32,10 @@ def write_nlpl_zip(preset: str, path: str | Path, seed: int = 0) -> Path:
             z.write(options_path, "options.json")
             z.write(weights_path, "model.hdf5")
             z.writestr("vocab.txt", "<S>\n</S>\n<UNK>\nog\ni\n")
-            z.writestr("meta.json", json.dumps({"id": 0, "corpus": [{"description": f"synthetic {preset}",
-                                                                      "lemmatized": False}]}))
+            z.writestr(
+                "meta.json",
+                json.dumps({"id": 0, "corpus": [{"description": f"synthetic {preset}", "lemmatized": False}]}),
+            )
     return path
 
 
@@ -87,17 +89,23 @@ def main() -> None:
     print(options_path, weights_path, sep="\n")
 
 
-
 # -- ELMoForManyLangs ------------------------------------------------------------------------
 
 # Characters "seen in training", in first-seen order: Latin, accented, Cyrillic, CJK, a non-BMP
 # emoji, and a space (its line strips to the id alone: ELMoForManyLangs stores it as U+3000).
-_MANYLANGS_CHARS = list("<bos>eaé.ñ,ДжЖ中文") + ["\U0001F600", " "] + list("tTsS")
+_MANYLANGS_CHARS = list("<bos>eaé.ñ,ДжЖ中文") + ["\U0001f600", " "] + list("tTsS")
 _MANYLANGS_WORDS = ["the", ".", ",", "Жж", "中文", "señor", "été", "x" * 60]
 
 
-def write_synthetic_manylangs(preset: str, out_dir: str | Path, seed: int = 0, *, legacy_format: bool = True,
-                              architecture_file: bool = True, extra_words: int = 0) -> Path:
+def write_synthetic_manylangs(
+    preset: str,
+    out_dir: str | Path,
+    seed: int = 0,
+    *,
+    legacy_format: bool = True,
+    architecture_file: bool = True,
+    extra_words: int = 0,
+) -> Path:
     """Write an ELMoForManyLangs model directory in its exact on-disk layout, with seeded weights.
 
     `config.json` names the architecture by an absolute path elsewhere (as released ones do), so
@@ -121,12 +129,28 @@ def write_synthetic_manylangs(preset: str, out_dir: str | Path, seed: int = 0, *
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     arch_name = M.RELEASED_ARCHITECTURE_FILE if preset == "released" else f"cnn_{preset}.json"
-    config = {"seed": 1, "gpu": 3, "train_path": "/users4/conll18st/raw_text/xx.raw", "valid_path": None,
-              "test_path": None, "config_path": f"/Users/somebody/conll2018/models/word_elmo/{arch_name}",
-              "word_embedding": None, "optimizer": "adam", "lr": 0.001, "lr_decay": 0.8,
-              "model": "/users4/conll18st/elmo/src/final_models/xx.model", "batch_size": 32, "max_epoch": 10,
-              "clip_grad": 5, "max_sent_len": 20, "min_count": 3, "max_vocab_size": 150000,
-              "save_classify_layer": False, "valid_size": 0, "eval_steps": 10000}
+    config = {
+        "seed": 1,
+        "gpu": 3,
+        "train_path": "/users4/conll18st/raw_text/xx.raw",
+        "valid_path": None,
+        "test_path": None,
+        "config_path": f"/Users/somebody/conll2018/models/word_elmo/{arch_name}",
+        "word_embedding": None,
+        "optimizer": "adam",
+        "lr": 0.001,
+        "lr_decay": 0.8,
+        "model": "/users4/conll18st/elmo/src/final_models/xx.model",
+        "batch_size": 32,
+        "max_epoch": 10,
+        "clip_grad": 5,
+        "max_sent_len": 20,
+        "min_count": 3,
+        "max_vocab_size": 150000,
+        "save_classify_layer": False,
+        "valid_size": 0,
+        "eval_steps": 10000,
+    }
     (out / M.CONFIG_FILE).write_text(json.dumps(config), encoding="utf-8")
     if architecture_file:
         (out / arch_name).write_text(json.dumps(arch, indent=1), encoding="utf-8")
@@ -182,7 +206,7 @@ def _manylangs_state_dicts(arch: dict, n_chars: int, n_words: int, seed: int) ->
             encoder[f"{cell}.input_linearity.weight"] = normal(4 * d, p, std=1 / math.sqrt(p))
             encoder[f"{cell}.state_linearity.weight"] = normal(4 * d, p, std=1 / math.sqrt(p))
             bias = normal(4 * d, std=0.1)
-            bias[d:2 * d] += 1.0  # forget gate (blocks i, f, g, o)
+            bias[d : 2 * d] += 1.0  # forget gate (blocks i, f, g, o)
             encoder[f"{cell}.state_linearity.bias"] = bias
             encoder[f"{cell}.state_projection.weight"] = normal(p, d, std=1 / math.sqrt(d))
     return token, encoder
@@ -201,7 +225,8 @@ def _save_like_pytorch_04_on_a_gpu(state: dict, path: Path) -> None:
     torch.save(state, buffer, _use_new_zipfile_serialization=False)
     raw = buffer.getvalue()
     patched = raw.replace(b"ctorch\nFloatStorage\n", b"ctorch.cuda\nFloatStorage\n").replace(
-        b"X\x03\x00\x00\x00cpu", b"X\x06\x00\x00\x00cuda:3")
+        b"X\x03\x00\x00\x00cpu", b"X\x06\x00\x00\x00cuda:3"
+    )
     if b"cuda:3" not in patched or b"ctorch.cuda\nFloatStorage" not in patched or b"ctorch\nFloatStorage" in patched:
         raise RuntimeError("torch.save's legacy format changed: cannot tag its storages as CUDA ones")
     path.write_bytes(patched)

@@ -45,7 +45,13 @@ def warm_start(model: ElmoBiLm, progress: bool = False) -> tuple[LstmState, dict
     t = time.perf_counter()
     sentences, text_sha = load_warmup_sentences()
     state = warm_state(model, sentences, progress)
-    warmup = {"source": WARMUP_SOURCE, "sentences": len(sentences), "tokens": sum(map(len, sentences)),
-              "batches": len(sentences), "batch_size": 1, "text_sha256": text_sha}
+    warmup = {
+        "source": WARMUP_SOURCE,
+        "sentences": len(sentences),
+        "tokens": sum(map(len, sentences)),
+        "batches": len(sentences),
+        "batch_size": 1,
+        "text_sha256": text_sha,
+    }
     log.info("warm state from %d warm-up sentences in %.1f s", len(sentences), time.perf_counter() - t)
     return state, warmup

@@ -48,8 +48,9 @@ CONV = Conversion(lambda a: (a[0].transpose(2, 1, 0),), lambda w: w.transpose(2,
 # Stored without the padding row: our char ids are shifted by 1, so row 0 is added as zeros.
 CHAR_EMBEDDING = Conversion(lambda a: (np.concatenate([np.zeros((1, a.shape[1])), a]),), lambda w: w[1:])
 # W_0 multiplies concat([x, h]): the first P rows act on x (input_to_gates), the rest on h.
-LSTM_KERNEL = Conversion(lambda a: (a[: len(a) // 2].T, a[len(a) // 2 :].T),
-                         lambda w_x, w_h: np.concatenate([w_x.T, w_h.T]))
+LSTM_KERNEL = Conversion(
+    lambda a: (a[: len(a) // 2].T, a[len(a) // 2 :].T), lambda w_x, w_h: np.concatenate([w_x.T, w_h.T])
+)
 # TF's LSTMCell adds forget_bias=1.0 at run time; the file's B does not include it.
 LSTM_BIAS = Conversion(lambda a: (a + _forget_bias(len(a)),), lambda b: b - _forget_bias(len(b)))
 
@@ -90,22 +91,32 @@ def name_map(options: ElmoOptions) -> dict[str, Entry]:
     rows = [("char_embed", (N_CHAR_IDS - 1, e), ["token_embedder.char_embedding.weight"], CHAR_EMBEDDING)]
     for i, (width, n) in enumerate(o.filters):
         conv = f"token_embedder.convolutions.{i}"
-        rows += [(f"CNN/W_cnn_{i}", (1, width, e, n), [f"{conv}.weight"], CONV),
-                 (f"CNN/b_cnn_{i}", (n,), [f"{conv}.bias"], AS_IS)]
+        rows += [
+            (f"CNN/W_cnn_{i}", (1, width, e, n), [f"{conv}.weight"], CONV),
+            (f"CNN/b_cnn_{i}", (n,), [f"{conv}.bias"], AS_IS),
+        ]
     for k in range(o.n_highway):
         for part in ("transform", "carry"):
             linear = f"token_embedder.highway_{part}.{k}"
-            rows += [(f"CNN_high_{k}/W_{part}", (f, f), [f"{linear}.weight"], LINEAR),
-                     (f"CNN_high_{k}/b_{part}", (f,), [f"{linear}.bias"], AS_IS)]
+            rows += [
+                (f"CNN_high_{k}/W_{part}", (f, f), [f"{linear}.weight"], LINEAR),
+                (f"CNN_high_{k}/b_{part}", (f,), [f"{linear}.bias"], AS_IS),
+            ]
     if o.token_projection:  # bilm-tf writes no CNN_proj when the filters sum to projection_dim
-        rows += [("CNN_proj/W_proj", (f, p), ["token_embedder.projection.weight"], LINEAR),
-                 ("CNN_proj/b_proj", (p,), ["token_embedder.projection.bias"], AS_IS)]
+        rows += [
+            ("CNN_proj/W_proj", (f, p), ["token_embedder.projection.weight"], LINEAR),
+            ("CNN_proj/b_proj", (p,), ["token_embedder.projection.bias"], AS_IS),
+        ]
     for layer in range(o.n_layers):
         for direction in range(2):
             cell = f"cells.{layer}.{direction}"
             rows += [
-                (lstm_dataset(direction, layer, "W_0"), (2 * p, 4 * d),
-                 [f"{cell}.input_to_gates.weight", f"{cell}.hidden_to_gates.weight"], LSTM_KERNEL),
+                (
+                    lstm_dataset(direction, layer, "W_0"),
+                    (2 * p, 4 * d),
+                    [f"{cell}.input_to_gates.weight", f"{cell}.hidden_to_gates.weight"],
+                    LSTM_KERNEL,
+                ),
                 (lstm_dataset(direction, layer, "B"), (4 * d,), [f"{cell}.input_to_gates.bias"], LSTM_BIAS),
             ]
             if o.lstm_projection:  # an LSTMCell without num_proj has no W_P_0
@@ -147,7 +158,7 @@ def _link_problem(fin: h5py.File, name: str) -> str | None:
             followed += 1
             if followed > _MAX_SOFT_LINKS:
                 return f"goes through more than {_MAX_SOFT_LINKS} soft links (a loop?)"
-            target = posixpath.normpath(posixpath.join(group_path, link.path, *parts[i + 1:]))
+            target = posixpath.normpath(posixpath.join(group_path, link.path, *parts[i + 1 :]))
             parts, i, group_path = [p for p in target.split("/") if p], 0, "/"
             continue
         group_path = posixpath.join(group_path, parts[i])
@@ -177,8 +188,10 @@ def storage_problem(fin: h5py.File, name: str) -> str | None:
     declared, stored = dataset.size * dataset.dtype.itemsize, dataset.id.get_storage_size()
     limit = stored * (_MAX_COMPRESSION_RATIO if plist.get_nfilters() else 1)
     if declared and declared > limit:
-        return (f"declares {declared} bytes but stores {stored} (unwritten chunks would be read as fill "
-                "values, allocated in full)")
+        return (
+            f"declares {declared} bytes but stores {stored} (unwritten chunks would be read as fill "
+            "values, allocated in full)"
+        )
     return None
 
 
@@ -186,8 +199,9 @@ def check_storage(fin: h5py.File, path: Path, names) -> None:
     """Refuse, in one line, datasets whose bytes are not inside `fin` itself (see `storage_problem`)."""
     problems = [f"{name!r} {why}" for name in names if (why := storage_problem(fin, name)) is not None]
     if problems:
-        raise WeightFileError(f"{path}: dataset {'; '.join(problems)}: a weights file must hold its own data, "
-                              "refusing to read it")
+        raise WeightFileError(
+            f"{path}: dataset {'; '.join(problems)}: a weights file must hold its own data, refusing to read it"
+        )
 
 
 def _check(fin: h5py.File, path: Path, entries: dict[str, Entry], options_source: str) -> None:
@@ -203,9 +217,7 @@ def _check(fin: h5py.File, path: Path, entries: dict[str, Entry], options_source
         elif not np.issubdtype(fin[name].dtype, np.floating):
             problems.append(f"dataset {name!r} holds {fin[name].dtype} values, expected floating point")
     if problems:
-        raise WeightFileError(
-            f"{path} does not match {options_source}:\n  " + "\n  ".join(problems)
-        )
+        raise WeightFileError(f"{path} does not match {options_source}:\n  " + "\n  ".join(problems))
 
 
 def check_weight_file(options: ElmoOptions, path: str | Path, options_source: str = "the options") -> None:

@@ -1,7 +1,7 @@
 """Torch-free ELMo embeddings from an exported ONNX model package.
 
-    from elmo_runtime import Elmo
-    vectors = Elmo("path/to/package").embed(["The cat sat.", "Hi!"])
+from elmo_runtime import Elmo
+vectors = Elmo("path/to/package").embed(["The cat sat.", "Hi!"])
 """
 
 from __future__ import annotations

@@ -54,8 +54,10 @@ def plan_batches(lengths: Sequence[int], batch_tokens: int, batch_size: int | No
 
 def check_budget(batch_tokens: int | None = None, batch_size: int | None = None) -> None:
     """Raise ValueError naming a budget given that is not a positive int (None: not given)."""
-    for name, value, allowed in (("batch_tokens", batch_tokens, "a positive integer"),
-                                 ("batch_size", batch_size, "a positive integer or None")):
+    for name, value, allowed in (
+        ("batch_tokens", batch_tokens, "a positive integer"),
+        ("batch_size", batch_size, "a positive integer or None"),
+    ):
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
             raise ValueError(f"{name} is {value!r}; expected {allowed}")
 
@@ -76,4 +78,3 @@ def chunks_by_tokens(items: Iterable[T], size_of: Callable[[T], int], max_tokens
         if not chunk:
             return
         yield chunk
-

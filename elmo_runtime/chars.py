@@ -45,9 +45,7 @@ def tokens_to_char_ids(tokens: Sequence[str], width: int = C.MAX_CHARACTERS_PER_
         encoded = [t.encode("utf-8", "ignore")[: width - 2] for t in tokens]
     except AttributeError:
         bad = next(i for i, t in enumerate(tokens) if not isinstance(t, str))
-        raise TypeError(
-            f"token {bad} is {type(tokens[bad]).__name__} {tokens[bad]!r}; tokens must be str"
-        ) from None
+        raise TypeError(f"token {bad} is {type(tokens[bad]).__name__} {tokens[bad]!r}; tokens must be str") from None
     lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=n)
     flat = np.frombuffer(b"".join(encoded), dtype=np.uint8).astype(np.int32)
 

@@ -28,8 +28,9 @@ class Tolerance:
     min_cosine: float | None = None
     mean_cosine: float | None = None
 
-    def violations(self, max_abs: float, mean_cosine: float | None = None,
-                   min_cosine: float | None = None) -> list[str]:
+    def violations(
+        self, max_abs: float, mean_cosine: float | None = None, min_cosine: float | None = None
+    ) -> list[str]:
         """What the figures of one layer break, one phrase each (none: within tolerance).
 
         A NaN anywhere is a violation by itself, whatever is checked: NaN compares false.

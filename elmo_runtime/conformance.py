@@ -63,7 +63,11 @@ def decode_array(entry: object, where: str) -> np.ndarray:
     Raises:
         ConformanceFileError: a malformed entry (naming `where`).
     """
-    if not isinstance(entry, dict) or not isinstance(entry.get("shape"), list) or not isinstance(entry.get("float32_base64"), str):
+    if (
+        not isinstance(entry, dict)
+        or not isinstance(entry.get("shape"), list)
+        or not isinstance(entry.get("float32_base64"), str)
+    ):
         raise ConformanceFileError(f"{where}: expected {{'shape': [...], 'float32_base64': '...'}}")
     shape = entry["shape"]
     if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
@@ -122,8 +126,10 @@ class VerifyReport:
         measured = [c for c in self.checks if c.max_abs is not None]
         if not measured:
             return {}
-        return {"max_abs": float(np.max([c.max_abs for c in measured])),
-                "min_cosine": float(np.min([c.min_cosine for c in measured]))}
+        return {
+            "max_abs": float(np.max([c.max_abs for c in measured])),
+            "min_cosine": float(np.min([c.min_cosine for c in measured])),
+        }
 
 
 def read_conformance(path: Path) -> dict:
@@ -187,8 +193,10 @@ def verify_package(package: str | Path, device: str = "cpu", threads: int | None
     # The precision's own bar, not the file's `tolerance`: the file is what is being checked.
     report.tolerance = tol = CONFORMANCE_TOLERANCES.get(manifest.precision)
     if tol is None:
-        report.failures.append(f"package: precision {manifest.precision!r} has no conformance bar in this runtime "
-                               f"(it knows {', '.join(CONFORMANCE_TOLERANCES)})")
+        report.failures.append(
+            f"package: precision {manifest.precision!r} has no conformance bar in this runtime "
+            f"(it knows {', '.join(CONFORMANCE_TOLERANCES)})"
+        )
         return report
     try:
         elmo = Elmo(manifest.directory, device=device, threads=threads, token_cache=0, verify=False)
@@ -208,14 +216,29 @@ def _check_sentence(report: VerifyReport, elmo, scheme, tol: Tolerance, i: int, 
     name = sentence.get("name", "?") if isinstance(sentence, dict) else "?"
     tokens = sentence.get("tokens") if isinstance(sentence, dict) else None
     expected = sentence.get("expected") if isinstance(sentence, dict) else None
-    if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens) or not isinstance(expected, dict) or not expected:
-        report.fail(LayerCheck(i, name, None, None, error="malformed entry: needs 'tokens' (a list of str) and 'expected' (state -> layers)"))
+    if (
+        not isinstance(tokens, list)
+        or not all(isinstance(t, str) for t in tokens)
+        or not isinstance(expected, dict)
+        or not expected
+    ):
+        report.fail(
+            LayerCheck(
+                i,
+                name,
+                None,
+                None,
+                error="malformed entry: needs 'tokens' (a list of str) and 'expected' (state -> layers)",
+            )
+        )
         return
     for input_name, ids in scheme.encode(tokens).items():  # char_ids; word_ids with a word table
         want_ids, got_ids = sentence.get(input_name), ids.tolist()
         if want_ids != got_ids:
-            bad = next((j for j, (a, b) in enumerate(zip(got_ids, want_ids or [])) if a != b),
-                       min(len(got_ids), len(want_ids or [])))
+            bad = next(
+                (j for j, (a, b) in enumerate(zip(got_ids, want_ids or [])) if a != b),
+                min(len(got_ids), len(want_ids or [])),
+            )
             what = input_name.replace("_", " ")
             report.fail(LayerCheck(i, name, None, None, error=f"{what} differ from the file's at token {bad}"))
     for state, entry in expected.items():
@@ -229,14 +252,20 @@ def _check_sentence(report: VerifyReport, elmo, scheme, tol: Tolerance, i: int, 
             report.fail(LayerCheck(i, name, state, None, error=f"the runtime failed: {type(e).__name__}: {e}"))
             continue
         if got.shape != want.shape:
-            report.fail(LayerCheck(i, name, state, None, error=f"layers have shape {list(got.shape)}, expected {list(want.shape)}"))
+            report.fail(
+                LayerCheck(
+                    i, name, state, None, error=f"layers have shape {list(got.shape)}, expected {list(want.shape)}"
+                )
+            )
             continue
         figures = compare(got, want)
         for k in range(got.shape[0]):
             check = LayerCheck(i, name, state, k, float(figures.max_abs[k]), float(figures.min_cosine[k]))
             report.checks.append(check)
             # The first violation only: one line per layer, as the Node.js client reports.
-            report.failures += [f"{check.where}: {v}" for v in tol.violations(check.max_abs, None, check.min_cosine)[:1]]
+            report.failures += [
+                f"{check.where}: {v}" for v in tol.violations(check.max_abs, None, check.min_cosine)[:1]
+            ]
 
 
 def _check_layers(report: VerifyReport, check: LayerCheck, got: np.ndarray, want: np.ndarray) -> None:
@@ -273,6 +302,7 @@ def _verify_cases(elmo, data: dict, report: VerifyReport) -> None:
 
     chunks = data.get("time_chunks")
     if isinstance(chunks, dict):
+
         def run_chunks() -> None:
             # The runtime's chunk is batch_tokens // 2 - 2 tokens (two rows per call, <S> and </S>).
             budget = 2 * (int(chunks["chunk_tokens"]) + 2)
@@ -280,9 +310,11 @@ def _verify_cases(elmo, data: dict, report: VerifyReport) -> None:
                 got = elmo.embed([chunks["tokens"]], state=state, batch_tokens=budget)[0]
                 want = decode_array(entry["layers"], "time chunks")
                 _check_layers(report, LayerCheck(-1, chunks.get("name", "time chunks"), state, None), got, want)
+
         guarded("time chunks", run_chunks)
     stream = data.get("stream")
     if isinstance(stream, dict):
+
         def run_stream() -> None:
             for state, calls in stream["expected"].items():
                 carried = elmo.stream(state)
@@ -290,22 +322,28 @@ def _verify_cases(elmo, data: dict, report: VerifyReport) -> None:
                     for b, (got, entry) in enumerate(zip(carried.embed(batch), want_rows)):
                         check = LayerCheck(-1, f"{stream.get('name', 'stream')} call {k} row {b}", state, None)
                         _check_layers(report, check, got, decode_array(entry, "stream"))
+
         guarded("stream", run_stream)
     tokenizer = data.get("tokenizer")
     for i, case in enumerate(tokenizer.get("cases", []) if isinstance(tokenizer, dict) else []):
         got = tokenize(case["text"])
         if got != case["tokens"]:
             report.failures.append(
-                f"tokenizer case {i} ({case['text'][:40]!r}): tokens {got} differ from {case['tokens']}")
+                f"tokenizer case {i} ({case['text'][:40]!r}): tokens {got} differ from {case['tokens']}"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
     """`elmo-verify PACKAGE`: exit 0 when the installed runtime reproduces the package's vectors, 1 otherwise."""
     parser = argparse.ArgumentParser(
         prog="elmo-verify",
-        description="Check that this runtime reproduces a package's conformance vectors (conformance.json).")
-    parser.add_argument("package", help="a package directory written by elmo-export, or a name as Elmo takes it "
-                                        "(default, a catalog name, hf:owner/repo)")
+        description="Check that this runtime reproduces a package's conformance vectors (conformance.json).",
+    )
+    parser.add_argument(
+        "package",
+        help="a package directory written by elmo-export, or a name as Elmo takes it "
+        "(default, a catalog name, hf:owner/repo)",
+    )
     parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads per session")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -322,19 +360,39 @@ def main(argv: list[str] | None = None) -> int:
 
 def _print_report(args: argparse.Namespace, report: VerifyReport) -> None:
     if args.json:
-        print(json.dumps({"package": report.package, "precision": report.precision, "passed": report.passed,
-                          "worst": report.worst(), "failures": report.failures}, indent=1))
+        print(
+            json.dumps(
+                {
+                    "package": report.package,
+                    "precision": report.precision,
+                    "passed": report.passed,
+                    "worst": report.worst(),
+                    "failures": report.failures,
+                },
+                indent=1,
+            )
+        )
     else:
         sentences = {c.sentence for c in report.checks if c.sentence >= 0}
         worst = report.worst()
-        summary = (f"{len(sentences)} sentences, {len(report.checks)} layer checks; worst max abs "
-                   f"{worst['max_abs']:.3g}, min cosine {worst['min_cosine']:.6f}" if worst else "nothing checked")
-        tol = "" if report.tolerance is None else f" (tolerance max abs {report.tolerance.max_abs:g}" + (
-            f", min cosine {report.tolerance.min_cosine:g})" if report.tolerance.min_cosine is not None else ")")
+        summary = (
+            f"{len(sentences)} sentences, {len(report.checks)} layer checks; worst max abs "
+            f"{worst['max_abs']:.3g}, min cosine {worst['min_cosine']:.6f}"
+            if worst
+            else "nothing checked"
+        )
+        tol = (
+            ""
+            if report.tolerance is None
+            else f" (tolerance max abs {report.tolerance.max_abs:g}"
+            + (f", min cosine {report.tolerance.min_cosine:g})" if report.tolerance.min_cosine is not None else ")")
+        )
         if report.passed:
             print(f"{args.package}: conformance passed ({report.precision}): {summary}{tol}")
         else:
-            print(f"{args.package}: conformance FAILED ({len(report.failures)} failures; {summary}{tol})", file=sys.stderr)
+            print(
+                f"{args.package}: conformance FAILED ({len(report.failures)} failures; {summary}{tol})", file=sys.stderr
+            )
             for line in report.failures:
                 print(f"  {line}", file=sys.stderr)
 

@@ -69,8 +69,10 @@ FINAL_C = "final_c"  # like INITIAL_C
 SENTENCE_EDGES = "sentence_edges"
 WHOLE_SENTENCES = ((1, 1),)
 
-PIPELINE = ("char_ids -> token_embedder -> (token_embeddings, mask) -> bilm with (initial_h, initial_c) "
-            "-> (layers, final_h, final_c)")
+PIPELINE = (
+    "char_ids -> token_embedder -> (token_embeddings, mask) -> bilm with (initial_h, initial_c) "
+    "-> (layers, final_h, final_c)"
+)
 
 
 def precision_name(name: str, what: str = "precision") -> str:
@@ -81,8 +83,10 @@ def precision_name(name: str, what: str = "precision") -> str:
     """
     canonical = PRECISION_ALIASES.get(name, name) if isinstance(name, str) else name
     if canonical not in PRECISIONS:
-        raise ValueError(f"{what} is {name!r}; choose one of {', '.join(PRECISIONS)} "
-                         f"({', '.join(f'{a} = {c}' for a, c in PRECISION_ALIASES.items())})")
+        raise ValueError(
+            f"{what} is {name!r}; choose one of {', '.join(PRECISIONS)} "
+            f"({', '.join(f'{a} = {c}' for a, c in PRECISION_ALIASES.items())})"
+        )
     return canonical
 
 
@@ -121,13 +125,16 @@ class GraphSpec:
     outputs: tuple[TensorSpec, ...]
 
     def to_dict(self) -> dict:
-        return {"file": self.file,
-                "inputs": {t.name: t.to_dict() for t in self.inputs},
-                "outputs": {t.name: t.to_dict() for t in self.outputs}}
+        return {
+            "file": self.file,
+            "inputs": {t.name: t.to_dict() for t in self.inputs},
+            "outputs": {t.name: t.to_dict() for t in self.outputs},
+        }
 
 
-def graph_specs(n_layers: int, projection_dim: int, dim: int, max_characters_per_token: int | None = None,
-                word_ids: bool = False) -> dict[str, GraphSpec]:
+def graph_specs(
+    n_layers: int, projection_dim: int, dim: int, max_characters_per_token: int | None = None, word_ids: bool = False
+) -> dict[str, GraphSpec]:
     """The export spec: each graph's file, inputs and outputs, for one architecture.
 
     `max_characters_per_token`: the char-id width (None: 50); `word_ids`: the token embedder
@@ -150,10 +157,18 @@ def graph_specs(n_layers: int, projection_dim: int, dim: int, max_characters_per
         "token_embedder": GraphSpec(TOKEN_EMBEDDER_FILE, token_inputs, (embeddings, mask)),
         "bilm": GraphSpec(
             BILM_FILE,
-            (embeddings, mask, TensorSpec(INITIAL_H, "float32", h), TensorSpec(INITIAL_C, "float32", c),
-             TensorSpec(SENTENCE_EDGES, "int64", ("edge_rows", 2))),
-            (TensorSpec(LAYERS, "float32", (n + 1, BATCH, TOKENS, 2 * p)),
-             TensorSpec(FINAL_H, "float32", h), TensorSpec(FINAL_C, "float32", c)),
+            (
+                embeddings,
+                mask,
+                TensorSpec(INITIAL_H, "float32", h),
+                TensorSpec(INITIAL_C, "float32", c),
+                TensorSpec(SENTENCE_EDGES, "int64", ("edge_rows", 2)),
+            ),
+            (
+                TensorSpec(LAYERS, "float32", (n + 1, BATCH, TOKENS, 2 * p)),
+                TensorSpec(FINAL_H, "float32", h),
+                TensorSpec(FINAL_C, "float32", c),
+            ),
         ),
     }
 

@@ -86,9 +86,16 @@ class Elmo:
         RuntimeError: device="cuda" and CUDA is not usable (the error lists what is).
     """
 
-    def __init__(self, package: str | Path = SHIPPED_NAME, device: str = "auto", threads: int | None = None,
-                 batch_tokens: int | None = None, token_cache: int | None = None, verify: bool = True,
-                 tokenizer: str | Callable[[str], list[str]] | None = None):
+    def __init__(
+        self,
+        package: str | Path = SHIPPED_NAME,
+        device: str = "auto",
+        threads: int | None = None,
+        batch_tokens: int | None = None,
+        token_cache: int | None = None,
+        verify: bool = True,
+        tokenizer: str | Callable[[str], list[str]] | None = None,
+    ):
         check_budget(batch_tokens)
         # The low-level path, public for wrappers that need the sessions themselves.
         self.runner = PackageRunner(resolve_package(package), device=device, threads=threads, verify=verify)
@@ -96,8 +103,7 @@ class Elmo:
         self.tokenizer = _tokenizer_for(self.manifest.input, tokenizer)
         if token_cache is None:
             token_cache = DEFAULT_CACHE_BYTES // (4 * self.manifest.projection_dim)
-        self.token_cache = TokenEmbeddingCache(self.runner.embed_tokens,
-                                               self.manifest.projection_dim, token_cache)
+        self.token_cache = TokenEmbeddingCache(self.runner.embed_tokens, self.manifest.projection_dim, token_cache)
         if batch_tokens is None:
             batch_tokens = DEFAULT_BATCH_TOKENS.get(self.providers[0], DEFAULT_BATCH_TOKENS[CPU])
         self.batch_tokens = int(batch_tokens)
@@ -123,12 +129,21 @@ class Elmo:
         return self.manifest.initial_state_mode
 
     def __repr__(self) -> str:
-        return (f"Elmo({str(self.manifest.directory)!r}, precision={self.manifest.precision!r}, "
-                f"layers={self.num_layers}, dim={self.dim}, provider={self.providers[0]!r})")
+        return (
+            f"Elmo({str(self.manifest.directory)!r}, precision={self.manifest.precision!r}, "
+            f"layers={self.num_layers}, dim={self.dim}, provider={self.providers[0]!r})"
+        )
 
-    def embed(self, sentences: Iterable[Sentence], layers: Layers = "all", pool: str | None = None,
-              state: str | None = None, return_tokens: bool = False, batch_tokens: int | None = None,
-              batch_size: int | None = None) -> list[np.ndarray] | tuple[list[np.ndarray], list[list[str]]]:
+    def embed(
+        self,
+        sentences: Iterable[Sentence],
+        layers: Layers = "all",
+        pool: str | None = None,
+        state: str | None = None,
+        return_tokens: bool = False,
+        batch_tokens: int | None = None,
+        batch_size: int | None = None,
+    ) -> list[np.ndarray] | tuple[list[np.ndarray], list[list[str]]]:
         """Embed sentences, one float32 array per sentence, in the order given.
 
         Args:
@@ -171,9 +186,16 @@ class Elmo:
         vectors = self._embed_tokens(token_lists, _Options.make(self, layers, pool, state, batch_tokens, batch_size))
         return (vectors, token_lists) if return_tokens else vectors
 
-    def embed_iter(self, sentences: Iterable[Sentence], layers: Layers = "all", pool: str | None = None,
-                   state: str | None = None, return_tokens: bool = False, batch_tokens: int | None = None,
-                   batch_size: int | None = None) -> Iterator[np.ndarray] | Iterator[tuple[np.ndarray, list[str]]]:
+    def embed_iter(
+        self,
+        sentences: Iterable[Sentence],
+        layers: Layers = "all",
+        pool: str | None = None,
+        state: str | None = None,
+        return_tokens: bool = False,
+        batch_tokens: int | None = None,
+        batch_size: int | None = None,
+    ) -> Iterator[np.ndarray] | Iterator[tuple[np.ndarray, list[str]]]:
         """Embed a stream of sentences lazily, yielding one array per sentence in order.
 
         The input is consumed in chunks of about 4 batches' worth of tokens (`CHUNK_BATCHES` x
@@ -215,8 +237,9 @@ class Elmo:
         """
         return self.runner.initial_state(_check_state(self, state), rows)
 
-    def embed_with_state(self, batch: Sequence[Sentence], h: np.ndarray, c: np.ndarray, layers: Layers = "all",
-                         pool: str | None = None) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    def embed_with_state(
+        self, batch: Sequence[Sentence], h: np.ndarray, c: np.ndarray, layers: Layers = "all", pool: str | None = None
+    ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
         """One model call on `batch` as given (not sorted or split), from the LSTM state `h`, `c`.
 
         The low-level stateful call (`ElmoStream` is built on it): row i starts from
@@ -241,8 +264,10 @@ class Elmo:
         m, rows = self.manifest, len(token_lists)
         want_h, want_c = (m.n_layers, 2, rows, m.projection_dim), (m.n_layers, 2, rows, m.dim)
         if np.shape(h) != want_h or np.shape(c) != want_c:
-            raise ValueError(f"h and c have shapes {np.shape(h)} and {np.shape(c)}; for {rows} sentences this "
-                             f"package needs {want_h} and {want_c}")
+            raise ValueError(
+                f"h and c have shapes {np.shape(h)} and {np.shape(c)}; for {rows} sentences this "
+                f"package needs {want_h} and {want_c}"
+            )
         return self._embed_with_state(token_lists, np.asarray(h, np.float32), np.asarray(c, np.float32), options)
 
     def stream(self, state: str | None = None) -> "ElmoStream":
@@ -260,12 +285,14 @@ class Elmo:
 
     # -- internals ------------------------------------------------------------------------
 
-    def _embed_with_state(self, token_lists: list[list[str]], h: np.ndarray, c: np.ndarray, options: "_Options"
-                          ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    def _embed_with_state(
+        self, token_lists: list[list[str]], h: np.ndarray, c: np.ndarray, options: "_Options"
+    ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
         if not token_lists:
             return [], h, c
         layers, final_h, final_c = self._run(token_lists, h, c)
         return list(options.per_row(layers, [len(tokens) for tokens in token_lists])), final_h, final_c
+
     def _embed_tokens(self, token_lists: list[list[str]], options: "_Options") -> list[np.ndarray]:
         out: list[np.ndarray | None] = [None] * len(token_lists)
         lengths = [len(tokens) for tokens in token_lists]
@@ -314,8 +341,9 @@ class Elmo:
             backward = final_h[:, :, 1:2], final_c[:, :, 1:2]
         return sink.result()
 
-    def _run(self, batch: list[list[str]], h: np.ndarray, c: np.ndarray, edges: np.ndarray | None = None
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _run(
+        self, batch: list[list[str]], h: np.ndarray, c: np.ndarray, edges: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Both graphs on one batch: `layers (L + 1, B, T, dim)`, final `h`, `c`.
 
         Token embeddings come from the cache, the token embedder running on new tokens only.
@@ -325,7 +353,10 @@ class Elmo:
             embeddings, mask = self.token_cache.embed_batch(batch)  # (B, T, P), (B, T)
             if mask.shape[1] == 0:
                 # Every row empty: one padding position runs the same as none (the graphs need T > 0).
-                embeddings, mask = np.zeros((len(batch), 1, embeddings.shape[2]), np.float32), np.zeros((len(batch), 1), np.int32)
+                embeddings, mask = (
+                    np.zeros((len(batch), 1, embeddings.shape[2]), np.float32),
+                    np.zeros((len(batch), 1), np.int32),
+                )
             return self.runner.bilm(embeddings, mask, h, c, edges)
         except RUN_ERRORS as e:
             raise RuntimeError(
@@ -366,8 +397,9 @@ class ElmoStream:
         with self._lock:
             self._h = self._c = None
 
-    def embed(self, batch: Sequence[Sentence], layers: Layers = "all", pool: str | None = None,
-              return_tokens: bool = False) -> list[np.ndarray] | tuple[list[np.ndarray], list[list[str]]]:
+    def embed(
+        self, batch: Sequence[Sentence], layers: Layers = "all", pool: str | None = None, return_tokens: bool = False
+    ) -> list[np.ndarray] | tuple[list[np.ndarray], list[list[str]]]:
         """Embed one batch, carrying each row's state in and out.
 
         Args:
@@ -397,6 +429,7 @@ class ElmoStream:
 
 # -- input checking ---------------------------------------------------------------------------
 
+
 def _sentence_iterable(sentences) -> Iterable:
     if isinstance(sentences, (str, bytes)):
         raise TypeError(
@@ -404,8 +437,10 @@ def _sentence_iterable(sentences) -> Iterable:
             f"e.g. embed([{sentences[:20]!r}])"
         )
     if sentences is None or not isinstance(sentences, Iterable):
-        raise TypeError(f"sentences is {type(sentences).__name__}; expected a list of sentences "
-                        "(each a str or a list of token strings)")
+        raise TypeError(
+            f"sentences is {type(sentences).__name__}; expected a list of sentences "
+            "(each a str or a list of token strings)"
+        )
     return sentences
 
 
@@ -425,8 +460,9 @@ def _tokenizer_for(input_entry: dict, tokenizer) -> Callable[[str], list[str]] |
         pretokenized = (input_entry or {}).get("tokenization") == "pretokenized"
         return None if pretokenized else tokenize
     if tokenizer not in TOKENIZERS:
-        raise ValueError(f"tokenizer is {tokenizer!r}; choose one of {', '.join(TOKENIZERS)}, or pass a function "
-                         "str -> list of str")
+        raise ValueError(
+            f"tokenizer is {tokenizer!r}; choose one of {', '.join(TOKENIZERS)}, or pass a function str -> list of str"
+        )
     return TOKENIZERS[tokenizer]
 
 
@@ -468,9 +504,13 @@ def _check_state(elmo: Elmo, state: str | None) -> str:
     if state is None:
         return elmo.default_state
     if state not in C.STATE_MODES:
-        raise ValueError(f"state is {state!r}; choose one of {', '.join(C.STATE_MODES)}, or None (the package's default)")
+        raise ValueError(
+            f"state is {state!r}; choose one of {', '.join(C.STATE_MODES)}, or None (the package's default)"
+        )
     if state == C.WARM and elmo.manifest.warm_h is None:
-        raise ValueError(f"{elmo.manifest.directory} was exported without a warm state; use state='zero' (elmo-embed: --state zero)")
+        raise ValueError(
+            f"{elmo.manifest.directory} was exported without a warm state; use state='zero' (elmo-embed: --state zero)"
+        )
     return state
 
 
@@ -490,8 +530,15 @@ class _Options:
     batch_size: int | None
 
     @classmethod
-    def make(cls, elmo: Elmo, layers: Layers, pool: str | None, state: str | None, batch_tokens: int | None,
-             batch_size: int | None) -> "_Options":
+    def make(
+        cls,
+        elmo: Elmo,
+        layers: Layers,
+        pool: str | None,
+        state: str | None,
+        batch_tokens: int | None,
+        batch_size: int | None,
+    ) -> "_Options":
         if pool not in POOL_CHOICES:
             raise ValueError(f"pool is {pool!r}; choose None or 'mean'")
         check_budget(batch_tokens, batch_size)  # the instance's own was checked when it was made

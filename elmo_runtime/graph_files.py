@@ -72,7 +72,7 @@ def _fields(buf: memoryview):
             size, pos = _varint(buf, pos)
             if pos + size > len(buf):
                 raise GraphFormatError("a field runs past the end of the message")
-            yield number, buf[pos:pos + size]
+            yield number, buf[pos : pos + size]
             pos += size
         else:
             raise GraphFormatError(f"unsupported protobuf wire type {wire}")

@@ -36,8 +36,14 @@ def read_json(path: str | Path, what: str, error: type[ValueError] = ValueError)
         raise error(f"{path}: not a valid JSON {what} (nested too deeply)") from None
 
 
-def json_field(data: Any, path: str, kind: type | tuple[type, ...], source: str | Path,
-               error: type[ValueError] = ValueError, default: Any = _REQUIRED) -> Any:
+def json_field(
+    data: Any,
+    path: str,
+    kind: type | tuple[type, ...],
+    source: str | Path,
+    error: type[ValueError] = ValueError,
+    default: Any = _REQUIRED,
+) -> Any:
     """The value at dotted `path` in `data`, checked to be of `kind` (a bool is never an int).
 
     Args:

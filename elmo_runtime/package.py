@@ -189,6 +189,7 @@ class Manifest:
             PackageError: a missing or mistyped field, a newer format version, or graphs whose
                 interface differs from the contract (the field is named).
         """
+
         def get(path: str, kind: type | tuple[type, ...], default=...):
             if default is ...:
                 return json_field(data, path, kind, source, PackageError)
@@ -270,8 +271,10 @@ def _initial_state(data: dict, source: str | Path, n_layers: int, p: int, d: int
     raw_h = json_field(data, "initial_state.h", list, source, PackageError)
     raw_c = json_field(data, "initial_state.c", list, source, PackageError)
     if not (_numbers_only(raw_h) and _numbers_only(raw_c)):
-        raise PackageError(f"{source}: initial_state.h/c hold something other than numbers (a string, a boolean or "
-                           "null); the package is corrupt")
+        raise PackageError(
+            f"{source}: initial_state.h/c hold something other than numbers (a string, a boolean or "
+            "null); the package is corrupt"
+        )
     try:
         with np.errstate(over="ignore"):  # 1e300 becomes inf, refused below by name
             h, c = np.asarray(raw_h, dtype=np.float32), np.asarray(raw_c, dtype=np.float32)
@@ -285,8 +288,10 @@ def _initial_state(data: dict, source: str | Path, n_layers: int, p: int, d: int
     for key, value in (("h", h), ("c", c)):
         if not np.all(np.isfinite(value)):
             bad = tuple(int(i) for i in np.argwhere(~np.isfinite(value))[0])
-            raise PackageError(f"{source}: initial_state.{key} holds a non-finite value "
-                               f"({value[bad]} at index {list(bad)}); the package is corrupt")
+            raise PackageError(
+                f"{source}: initial_state.{key} holds a non-finite value "
+                f"({value[bad]} at index {list(bad)}); the package is corrupt"
+            )
     if mode == C.ZERO and (h.any() or c.any()):
         raise PackageError(f"{source}: initial_state.mode is 'zero' but initial_state.h/c are not all zeros")
     _check_state_values(data, source, h, c)
@@ -301,12 +306,16 @@ def _check_state_values(data: dict, source: str | Path, h: np.ndarray, c: np.nda
         if isinstance(bound, (int, float)) and not isinstance(bound, bool) and bound > 0 and value.size:
             worst = float(np.abs(value).max())
             if worst > bound * (1 + 1e-6):
-                raise PackageError(f"{source}: initial_state.{key} reaches {worst:g}, beyond architecture.lstm.{clip} "
-                                   f"{bound:g}, which bounds every state a run can leave; the package is corrupt")
+                raise PackageError(
+                    f"{source}: initial_state.{key} reaches {worst:g}, beyond architecture.lstm.{clip} "
+                    f"{bound:g}, which bounds every state a run can leave; the package is corrupt"
+                )
     digest = data["initial_state"].get("sha256")
     if digest is not None and digest != state_digest(h, c):
-        raise PackageError(f"{source}: initial_state.h/c do not match initial_state.sha256 (a changed value?); the "
-                           "package is corrupt or altered")
+        raise PackageError(
+            f"{source}: initial_state.h/c do not match initial_state.sha256 (a changed value?); the "
+            "package is corrupt or altered"
+        )
 
 
 def _check_chars(data: dict, source: str | Path) -> None:
@@ -319,10 +328,14 @@ def _check_chars(data: dict, source: str | Path) -> None:
     chars = data["chars"]
     scheme, width = chars["scheme"], chars["max_characters_per_token"]
     if scheme not in (BYTES, DICTIONARY):
-        raise PackageError(f"{source}: chars.scheme is {scheme!r}; this runtime implements {BYTES!r} and {DICTIONARY!r}")
+        raise PackageError(
+            f"{source}: chars.scheme is {scheme!r}; this runtime implements {BYTES!r} and {DICTIONARY!r}"
+        )
     if not 3 <= width <= C.MAX_CHARACTERS_PER_TOKEN_LIMIT:
-        raise PackageError(f"{source}: chars.max_characters_per_token is {width}; this runtime implements "
-                           f"3..{C.MAX_CHARACTERS_PER_TOKEN_LIMIT}")
+        raise PackageError(
+            f"{source}: chars.max_characters_per_token is {width}; this runtime implements "
+            f"3..{C.MAX_CHARACTERS_PER_TOKEN_LIMIT}"
+        )
     want = C.char_constants(width)
     for key in ("id_offset", "padding_row_id"):
         if chars[key] != want[key]:
@@ -364,10 +377,17 @@ def _confined(directory: Path, name: str, what: str) -> Path:
     A name is '/'-separated parts, none empty, '.' or '..', with no backslash or ':' (drive
     letters, alternate streams): the rule every client applies (docs/package-format.md, "Files").
     """
-    if not name or name.startswith("/") or "\\" in name or ":" in name \
-            or any(part in ("", ".", "..") for part in name.split("/")):
-        raise PackageError(f"{directory}: {what} {name!r} is not a plain file name inside the package "
-                           "(absolute paths, '..', '.', empty parts, '\\' and ':' are refused)")
+    if (
+        not name
+        or name.startswith("/")
+        or "\\" in name
+        or ":" in name
+        or any(part in ("", ".", "..") for part in name.split("/"))
+    ):
+        raise PackageError(
+            f"{directory}: {what} {name!r} is not a plain file name inside the package "
+            "(absolute paths, '..', '.', empty parts, '\\' and ':' are refused)"
+        )
     path = directory / name
     try:
         inside = path.resolve(strict=False).is_relative_to(directory.resolve(strict=True))
@@ -387,8 +407,9 @@ def load_manifest(package_dir: str | Path, verify_files: bool = True, *, require
     return load_package(package_dir, verify_files, require_parity=require_parity)[0]
 
 
-def load_package(package_dir: str | Path, verify_files: bool = True, *, require_parity: bool = True
-                 ) -> tuple[Manifest, dict[str, GraphBytes]]:
+def load_package(
+    package_dir: str | Path, verify_files: bool = True, *, require_parity: bool = True
+) -> tuple[Manifest, dict[str, GraphBytes]]:
     """Read and check the package in `package_dir`: its manifest, and each graph's bytes as verified.
 
     Every check is made before a graph is handed to ONNX Runtime: the manifest's fields (a
@@ -426,8 +447,10 @@ def load_package(package_dir: str | Path, verify_files: bool = True, *, require_
     manifest = Manifest.from_json(read_json(source, "manifest", PackageError), source, directory)
     if require_parity and not (isinstance(manifest.parity, dict) and manifest.parity.get("passed") is True):
         state = "no parity report" if manifest.parity is None else "a parity report that did not pass"
-        raise PackageError(f"{source}: the package has {state}; it was not verified against the reference "
-                           "(an interrupted or failed export?). Export it again")
+        raise PackageError(
+            f"{source}: the package has {state}; it was not verified against the reference "
+            "(an interrupted or failed export?). Export it again"
+        )
     return manifest, _check_files(manifest, directory, source, verify_files)
 
 
@@ -440,13 +463,17 @@ def _check_files(manifest: Manifest, directory: Path, source: Path, verify_files
         path = _confined(directory, name, "file")
         if not path.is_file():
             raise PackageError(f"{directory}: file {name!r} listed in the manifest is missing")
-        if not isinstance(entry, dict) or not isinstance(entry.get("bytes"), int) \
-                or not isinstance(entry.get("sha256"), str):
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("bytes"), int)
+            or not isinstance(entry.get("sha256"), str)
+        ):
             raise PackageError(f"{source}: files[{name!r}] needs 'bytes' (int) and 'sha256' (str)")
         size = path.stat().st_size
         if size != entry["bytes"]:
             raise PackageError(
-                f"{directory}: file {name!r} has {size} bytes, the manifest says {entry['bytes']} (corrupt or truncated)"
+                f"{directory}: file {name!r} has {size} bytes, the manifest says {entry['bytes']} "
+                "(corrupt or truncated)"
             )
         listed[path.resolve()] = name
 
@@ -462,20 +489,29 @@ def _check_files(manifest: Manifest, directory: Path, source: Path, verify_files
     if verify_files:
         for path, name in listed.items():
             if path not in checked and sha256_of(path) != manifest.files[name]["sha256"]:
-                raise PackageError(f"{directory}: file {name!r} does not match its sha256 in the manifest "
-                                   "(corrupt or altered)")
+                raise PackageError(
+                    f"{directory}: file {name!r} does not match its sha256 in the manifest (corrupt or altered)"
+                )
 
     conformance = _confined(directory, manifest.conformance["file"], "conformance file")
     if not conformance.is_file():
         raise PackageError(f"{directory}: conformance file {manifest.conformance['file']!r} is missing")
     if conformance.resolve() not in listed:
-        raise PackageError(f"{source}: conformance file {manifest.conformance['file']!r} is not listed in 'files' "
-                           "(no size or sha256 to check)")
+        raise PackageError(
+            f"{source}: conformance file {manifest.conformance['file']!r} is not listed in 'files' "
+            "(no size or sha256 to check)"
+        )
     return graphs
 
 
-def _read_graphs(manifest: Manifest, directory: Path, source: Path, listed: dict[Path, str],
-                 checked: dict[Path, bytes], verify_files: bool) -> dict[str, GraphBytes]:
+def _read_graphs(
+    manifest: Manifest,
+    directory: Path,
+    source: Path,
+    listed: dict[Path, str],
+    checked: dict[Path, bytes],
+    verify_files: bool,
+) -> dict[str, GraphBytes]:
     """Each graph and the weights files it names, read once into `checked`, each of its listed
     size and (verify_files) sha256 before the graph is parsed or the next file read."""
 
@@ -486,11 +522,14 @@ def _read_graphs(manifest: Manifest, directory: Path, source: Path, listed: dict
             name, data = listed[key], path.read_bytes()
             entry = manifest.files[name]
             if len(data) != entry["bytes"]:
-                raise PackageError(f"{directory}: file {name!r} has {len(data)} bytes, the manifest says "
-                                   f"{entry['bytes']} (corrupt or truncated)")
+                raise PackageError(
+                    f"{directory}: file {name!r} has {len(data)} bytes, the manifest says "
+                    f"{entry['bytes']} (corrupt or truncated)"
+                )
             if verify_files and hashlib.sha256(data).hexdigest() != entry["sha256"]:
-                raise PackageError(f"{directory}: file {name!r} does not match its sha256 in the manifest "
-                                   "(corrupt or altered)")
+                raise PackageError(
+                    f"{directory}: file {name!r} does not match its sha256 in the manifest (corrupt or altered)"
+                )
             checked[key] = data
         return checked[key]
 
@@ -500,27 +539,33 @@ def _read_graphs(manifest: Manifest, directory: Path, source: Path, listed: dict
         if not path.is_file():
             raise PackageError(f"{directory}: graph file {spec.file!r} ({graph}) is missing")
         if path.resolve() not in listed:
-            raise PackageError(f"{source}: graph file {spec.file!r} ({graph}) is not listed in 'files' "
-                               "(no size or sha256 to check)")
+            raise PackageError(
+                f"{source}: graph file {spec.file!r} ({graph}) is not listed in 'files' (no size or sha256 to check)"
+            )
         try:
             check_graph_size(path)
             model = read_checked(path)  # before it is parsed
             tensors = external_tensors(model)
         except GraphFormatError as e:
-            raise PackageError(f"{directory}: graph file {spec.file!r} ({graph}) is not a valid ONNX file ({e})"
-                               ) from None
+            raise PackageError(
+                f"{directory}: graph file {spec.file!r} ({graph}) is not a valid ONNX file ({e})"
+            ) from None
         external = {}
         for tensor in tensors:
             what = f"external data of {spec.file} (tensor {tensor.name!r})"
             data_path = _confined(path.parent, tensor.location, what)
             _confined(directory, str(data_path.relative_to(directory)), what)
             if data_path.resolve() not in listed:
-                raise PackageError(f"{source}: {spec.file} keeps tensor {tensor.name!r} in {tensor.location!r}, "
-                                   "which is not listed in 'files' (no size or sha256 to check)")
+                raise PackageError(
+                    f"{source}: {spec.file} keeps tensor {tensor.name!r} in {tensor.location!r}, "
+                    "which is not listed in 'files' (no size or sha256 to check)"
+                )
             if tensor.in_subgraph:
-                raise PackageError(f"{directory}: {spec.file} keeps tensor {tensor.name!r} of a subgraph in external "
-                                   f"data; format {C.FORMAT_VERSION} keeps only main-graph initializers there "
-                                   "(export the package again)")
+                raise PackageError(
+                    f"{directory}: {spec.file} keeps tensor {tensor.name!r} of a subgraph in external "
+                    f"data; format {C.FORMAT_VERSION} keeps only main-graph initializers there "
+                    "(export the package again)"
+                )
             external[tensor.location] = read_checked(data_path)
         graphs[graph] = GraphBytes(path, model, external)
     return graphs

@@ -37,15 +37,25 @@ GPU_INSTALL_OVER_BOTH = 'pip uninstall -y onnxruntime onnxruntime-gpu && pip ins
 _ORT_ERRORS = ort.capi.onnxruntime_pybind11_state
 # InvalidArgument too: a 0-byte graph ("No graph was found in the protobuf") and some damaged
 # ones raise it; and NoSuchFile, NotImplemented (an unknown op) for others.
-LOAD_ERRORS = (_ORT_ERRORS.InvalidGraph, _ORT_ERRORS.InvalidProtobuf, _ORT_ERRORS.Fail, _ORT_ERRORS.InvalidArgument,
-               _ORT_ERRORS.NoSuchFile, _ORT_ERRORS.NotImplemented)
+LOAD_ERRORS = (
+    _ORT_ERRORS.InvalidGraph,
+    _ORT_ERRORS.InvalidProtobuf,
+    _ORT_ERRORS.Fail,
+    _ORT_ERRORS.InvalidArgument,
+    _ORT_ERRORS.NoSuchFile,
+    _ORT_ERRORS.NotImplemented,
+)
 RUN_ERRORS = (_ORT_ERRORS.Fail, _ORT_ERRORS.RuntimeException, _ORT_ERRORS.InvalidArgument, _ORT_ERRORS.EPFail)
 # The thread limit (`max_threads`): this many per CPU, and never below the floor.
 THREADS_PER_CPU = 4
 MIN_MAX_THREADS = 16
 # The element types of ONNX Runtime's NodeArg.type strings.
-_ORT_DTYPES = {"tensor(float)": "float32", "tensor(int32)": "int32", "tensor(float16)": "float16",
-               "tensor(int64)": "int64"}
+_ORT_DTYPES = {
+    "tensor(float)": "float32",
+    "tensor(int32)": "int32",
+    "tensor(float16)": "float16",
+    "tensor(int64)": "int64",
+}
 
 
 def providers_for(device: str) -> list[str]:
@@ -94,8 +104,10 @@ def check_threads(threads: int | None) -> None:
     if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1:
         raise ValueError(f"threads is {threads!r}; expected a positive integer or None")
     if threads > max_threads():
-        raise ValueError(f"threads is {threads}; at most {max_threads()} ({THREADS_PER_CPU} per CPU this process may "
-                         f"use, at least {MIN_MAX_THREADS}): more threads than cores only wait for each other")
+        raise ValueError(
+            f"threads is {threads}; at most {max_threads()} ({THREADS_PER_CPU} per CPU this process may "
+            f"use, at least {MIN_MAX_THREADS}): more threads than cores only wait for each other"
+        )
 
 
 def create_session(graph: Path | GraphBytes, device: str = "auto", threads: int | None = None) -> ort.InferenceSession:
@@ -137,7 +149,8 @@ def create_session(graph: Path | GraphBytes, device: str = "auto", threads: int 
     if graph.external:
         names = list(graph.external)
         options.add_external_initializers_from_files_in_memory(
-            names, [graph.external[n] for n in names], [len(graph.external[n]) for n in names])
+            names, [graph.external[n] for n in names], [len(graph.external[n]) for n in names]
+        )
     requested = providers_for(device)
     try:
         session = ort.InferenceSession(graph.model, sess_options=options, providers=requested)
@@ -147,8 +160,10 @@ def create_session(graph: Path | GraphBytes, device: str = "auto", threads: int 
     if requested[0] == CUDA and running[0] != CUDA:
         # onnxruntime-gpu is installed, but CUDA did not start (no GPU, driver, CUDA or cuDNN
         # libraries): ONNX Runtime quietly falls back to the CPU.
-        reason = (f"onnxruntime offers {CUDA} but it did not start for {path.name} (no usable GPU, "
-                  f"or the CUDA/cuDNN libraries onnxruntime-gpu needs are missing); running on {running[0]}")
+        reason = (
+            f"onnxruntime offers {CUDA} but it did not start for {path.name} (no usable GPU, "
+            f"or the CUDA/cuDNN libraries onnxruntime-gpu needs are missing); running on {running[0]}"
+        )
         if device == "cuda":
             raise RuntimeError(f"device='cuda': {reason}. Use device='cpu' or 'auto' to run on the CPU")
         log.warning("CUDA was requested (device=%r) but the CPU runs: %s", device, reason)
@@ -189,8 +204,11 @@ def _warn_if_two_onnxruntimes() -> None:
         except metadata.PackageNotFoundError:
             pass
     if len(installed) == 2:
-        log.warning("both %s and %s are installed; they overwrite each other's files. For CUDA keep "
-                    "only onnxruntime-gpu: %s", *installed, GPU_INSTALL_OVER_BOTH)
+        log.warning(
+            "both %s and %s are installed; they overwrite each other's files. For CUDA keep only onnxruntime-gpu: %s",
+            *installed,
+            GPU_INSTALL_OVER_BOTH,
+        )
 
 
 def check_session(session: ort.InferenceSession, spec: C.GraphSpec, path: Path) -> None:
@@ -200,7 +218,10 @@ def check_session(session: ort.InferenceSession, spec: C.GraphSpec, path: Path) 
         PackageError: every difference, named.
     """
     problems = []
-    for kind, got, want in (("inputs", session.get_inputs(), spec.inputs), ("outputs", session.get_outputs(), spec.outputs)):
+    for kind, got, want in (
+        ("inputs", session.get_inputs(), spec.inputs),
+        ("outputs", session.get_outputs(), spec.outputs),
+    ):
         found = {arg.name: arg for arg in got}
         missing = [t.name for t in want if t.name not in found]
         extra = [name for name in found if name not in {t.name for t in want}]
@@ -214,8 +235,10 @@ def check_session(session: ort.InferenceSession, spec: C.GraphSpec, path: Path) 
             if dtype != t.dtype:
                 problems.append(f"{kind[:-1]} {t.name!r} is {dtype}, the contract says {t.dtype}")
             if len(arg.shape) != len(t.shape):
-                problems.append(f"{kind[:-1]} {t.name!r} has rank {len(arg.shape)} {arg.shape}, "
-                                f"the contract says {len(t.shape)} {list(t.shape)}")
+                problems.append(
+                    f"{kind[:-1]} {t.name!r} has rank {len(arg.shape)} {arg.shape}, "
+                    f"the contract says {len(t.shape)} {list(t.shape)}"
+                )
     if problems:
         raise PackageError(f"{path}: the graph does not match the package contract:\n  " + "\n  ".join(problems))
 
@@ -227,8 +250,14 @@ class Sessions(NamedTuple):
     bilm: ort.InferenceSession
 
 
-def open_package(package_dir: str | Path, device: str = "auto", threads: int | None = None, *,
-                 verify: bool = True, require_parity: bool = True) -> tuple[Manifest, TokenScheme, Sessions]:
+def open_package(
+    package_dir: str | Path,
+    device: str = "auto",
+    threads: int | None = None,
+    *,
+    verify: bool = True,
+    require_parity: bool = True,
+) -> tuple[Manifest, TokenScheme, Sessions]:
     """Open a package in one pass: its manifest and files checked, its token scheme, its sessions.
 
     Every check is made before ONNX Runtime parses a graph (`package.load_package`), and the
@@ -274,13 +303,26 @@ class PackageRunner:
             outputs differ from the contract (`contract.graph_specs`).
     """
 
-    def __init__(self, package_dir: str | Path, device: str = "auto", threads: int | None = None, *,
-                 verify: bool = True, require_parity: bool = True):
-        self.manifest, self.scheme, self.sessions = open_package(package_dir, device, threads, verify=verify,
-                                                                 require_parity=require_parity)
+    def __init__(
+        self,
+        package_dir: str | Path,
+        device: str = "auto",
+        threads: int | None = None,
+        *,
+        verify: bool = True,
+        require_parity: bool = True,
+    ):
+        self.manifest, self.scheme, self.sessions = open_package(
+            package_dir, device, threads, verify=verify, require_parity=require_parity
+        )
         self.providers = self.sessions.bilm.get_providers()
-        log.info("loaded %s (%s) on %s (device=%r)", self.manifest.directory, self.manifest.precision,
-                 self.providers[0], device)
+        log.info(
+            "loaded %s (%s) on %s (device=%r)",
+            self.manifest.directory,
+            self.manifest.precision,
+            self.providers[0],
+            device,
+        )
 
     def token_embeddings(self, inputs: np.ndarray | Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Token ids -> `(B, T, P)` float32 embeddings and `(B, T)` int32 mask.
@@ -301,15 +343,20 @@ class PackageRunner:
         inputs = {name: value[None] for name, value in self.scheme.encode(tokens).items()}
         return self.token_embeddings(inputs)[0][0]
 
-    def bilm(self, embeddings: np.ndarray, mask: np.ndarray, h: np.ndarray, c: np.ndarray,
-             edges: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def bilm(
+        self, embeddings: np.ndarray, mask: np.ndarray, h: np.ndarray, c: np.ndarray, edges: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Run the biLM: -> `layers (L+1, B, T, 2P)`, `final_h (L, 2, B, P)`, `final_c (L, 2, B, D)`.
 
         `edges` (B, 2): per row, whether <S> precedes it and </S> follows it (None: both, a
         whole sentence; see `contract.SENTENCE_EDGES`).
         """
-        feeds = {C.TOKEN_EMBEDDINGS: embeddings, C.MASK: mask.astype(np.int32, copy=False),
-                 C.INITIAL_H: h.astype(np.float32, copy=False), C.INITIAL_C: c.astype(np.float32, copy=False)}
+        feeds = {
+            C.TOKEN_EMBEDDINGS: embeddings,
+            C.MASK: mask.astype(np.int32, copy=False),
+            C.INITIAL_H: h.astype(np.float32, copy=False),
+            C.INITIAL_C: c.astype(np.float32, copy=False),
+        }
         feeds[C.SENTENCE_EDGES] = np.asarray(C.WHOLE_SENTENCES if edges is None else edges, dtype=np.int64)
         layers, final_h, final_c = self.sessions.bilm.run([C.LAYERS, C.FINAL_H, C.FINAL_C], feeds)
         return layers, final_h, final_c
@@ -319,14 +366,19 @@ class PackageRunner:
         m = self.manifest
         C.check_state_mode(mode)
         if mode == C.ZERO:
-            return (np.zeros((m.n_layers, 2, batch, m.projection_dim), np.float32),
-                    np.zeros((m.n_layers, 2, batch, m.dim), np.float32))
+            return (
+                np.zeros((m.n_layers, 2, batch, m.projection_dim), np.float32),
+                np.zeros((m.n_layers, 2, batch, m.dim), np.float32),
+            )
         if m.warm_h is None:
-            raise ValueError(f"{m.directory} was exported with a zero initial state; use state='zero' (elmo-embed: --state zero)")
+            raise ValueError(
+                f"{m.directory} was exported with a zero initial state; use state='zero' (elmo-embed: --state zero)"
+            )
         return (np.repeat(m.warm_h[:, :, None], batch, axis=2), np.repeat(m.warm_c[:, :, None], batch, axis=2))
 
-    def run(self, inputs: np.ndarray | Mapping[str, np.ndarray], h: np.ndarray, c: np.ndarray
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def run(
+        self, inputs: np.ndarray | Mapping[str, np.ndarray], h: np.ndarray, c: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Both graphs: token ids (as for `token_embeddings`) -> `(layers, mask, final_h, final_c)`."""
         emb, mask = self.token_embeddings(inputs)
         layers, final_h, final_c = self.bilm(emb, mask, h, c)

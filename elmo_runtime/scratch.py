@@ -53,8 +53,10 @@ FOREIGN_STALE_S = 24 * 3600.0
 def _host_tag() -> str:
     """4 hex digits for this host, boot and PID namespace (where a PID means what `os.kill` sees)."""
     parts = [socket.gethostname()]
-    for read in (lambda: Path("/proc/sys/kernel/random/boot_id").read_text().strip(),
-                 lambda: os.readlink("/proc/self/ns/pid")):
+    for read in (
+        lambda: Path("/proc/sys/kernel/random/boot_id").read_text().strip(),
+        lambda: os.readlink("/proc/self/ns/pid"),
+    ):
         try:
             parts.append(read())
         except OSError:
@@ -105,7 +107,7 @@ def _owner(path: Path, target_name: str, suffix: str) -> tuple[int, str] | None:
     prefix = f".{target_name}."
     if not (name.startswith(prefix) and name.endswith(suffix)):
         return None
-    middle = name[len(prefix):len(name) - len(suffix)].split(".")
+    middle = name[len(prefix) : len(name) - len(suffix)].split(".")
     if len(middle) != 2 or not middle[0].isdigit() or len(middle[1]) != 8:
         return None
     return int(middle[0]), middle[1][:4]
@@ -187,6 +189,7 @@ def remove_stale(target: Path, suffix: str) -> list[Path]:
     Returns:
         The paths removed.
     """
+
     def dead(pid: int, tag: str, path: Path) -> bool:
         if tag == HOST_TAG:
             return not _alive(pid)
@@ -243,12 +246,17 @@ def refuse_foreign(folder: Path, ours: set[str], what: str) -> None:
     Raises:
         FileExistsError: naming up to five foreign entries (and how many more).
     """
-    foreign = sorted(p.name + ("/" if p.is_dir() and not p.is_symlink() else "") for p in folder.iterdir()
-                     if p.name not in ours or (p.is_dir() and not p.is_symlink()))
+    foreign = sorted(
+        p.name + ("/" if p.is_dir() and not p.is_symlink() else "")
+        for p in folder.iterdir()
+        if p.name not in ours or (p.is_dir() and not p.is_symlink())
+    )
     if foreign:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-        raise FileExistsError(f"output {folder} holds what is not part of {what}: {shown}; refusing to replace it "
-                              "(even with --force): move those out or choose another output")
+        raise FileExistsError(
+            f"output {folder} holds what is not part of {what}: {shown}; refusing to replace it "
+            "(even with --force): move those out or choose another output"
+        )
 
 
 def current_umask() -> int:

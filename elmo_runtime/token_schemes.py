@@ -117,8 +117,10 @@ class DictionaryScheme:
     def _code_points(self) -> tuple[np.ndarray, np.ndarray]:
         """The single-character entries as sorted code points and their ids (a vectorised lookup)."""
         single = sorted((ord(k), v) for k, v in self.chars.items() if len(k) == 1)
-        return (np.asarray([c for c, _ in single], dtype=np.uint32).reshape(-1),
-                np.asarray([v for _, v in single], dtype=np.int32).reshape(-1))
+        return (
+            np.asarray([c for c, _ in single], dtype=np.uint32).reshape(-1),
+            np.asarray([v for _, v in single], dtype=np.int32).reshape(-1),
+        )
 
     def _lookup(self, code_points: np.ndarray) -> np.ndarray:
         keys, values = self._code_points
@@ -149,8 +151,9 @@ class DictionaryScheme:
         out = {CHAR_IDS: ids + C.CHAR_ID_OFFSET}
         if self.words is not None:
             get, unknown = self.words.get, self.unknown_word
-            out[WORD_IDS] = np.fromiter((get(t[: self.max_token_chars], unknown) for t in tokens),
-                                        dtype=np.int32, count=len(tokens))
+            out[WORD_IDS] = np.fromiter(
+                (get(t[: self.max_token_chars], unknown) for t in tokens), dtype=np.int32, count=len(tokens)
+            )
         return out
 
     def encode_batch(self, sentences: Sequence[Sequence[str]]) -> dict[str, np.ndarray]:
@@ -184,11 +187,21 @@ class DictionaryScheme:
             "words": None,
         }
         if self.words is not None:
-            params["words"] = {"file": self.WORDS_FILE, "unknown": self.unknown_word, "bos": self.bos_word,
-                               "eos": self.eos_word, "size": len(self.words),
-                               "truncation": "as for chars (the truncated token is looked up)"}
-        return {"scheme": DICTIONARY, "max_characters_per_token": self.max_characters_per_token,
-                "id_offset": C.CHAR_ID_OFFSET, "padding_row_id": 0, DICTIONARY: params}
+            params["words"] = {
+                "file": self.WORDS_FILE,
+                "unknown": self.unknown_word,
+                "bos": self.bos_word,
+                "eos": self.eos_word,
+                "size": len(self.words),
+                "truncation": "as for chars (the truncated token is looked up)",
+            }
+        return {
+            "scheme": DICTIONARY,
+            "max_characters_per_token": self.max_characters_per_token,
+            "id_offset": C.CHAR_ID_OFFSET,
+            "padding_row_id": 0,
+            DICTIONARY: params,
+        }
 
     def write_files(self, directory: Path) -> list[Path]:
         """Write the dictionaries (JSON objects token -> id) into a package directory."""
@@ -266,8 +279,9 @@ def scheme_from_manifest(entry: Mapping, directory: str | Path) -> TokenScheme:
     params = entry.get(DICTIONARY)
     if not isinstance(params, dict):
         raise SchemeError(f"{directory}: chars.{DICTIONARY} is missing: the dictionary scheme's parameters")
-    bow, eow, pad, unk, bos, eos = ids(params, f"chars.{DICTIONARY}", "begin_of_word", "end_of_word", "padding",
-                                       "unknown", "bos_char", "eos_char")
+    bow, eow, pad, unk, bos, eos = ids(
+        params, f"chars.{DICTIONARY}", "begin_of_word", "end_of_word", "padding", "unknown", "bos_char", "eos_char"
+    )
     for key in ("bos_token", "eos_token"):
         if not isinstance(params.get(key), str) or not params[key]:
             raise SchemeError(f"{directory}: chars.{DICTIONARY}.{key} is missing or not a non-empty str")
@@ -276,5 +290,19 @@ def scheme_from_manifest(entry: Mapping, directory: str | Path) -> TokenScheme:
     if words:
         word_table = table("words", words)
         unk_w, bos_w, eos_w = ids(words, f"chars.{DICTIONARY}.words", "unknown", "bos", "eos")
-    return DictionaryScheme(table("chars", params), word_table, width, bow, eow, pad, unk, bos, eos,
-                            unk_w, bos_w, eos_w, params["bos_token"], params["eos_token"])
+    return DictionaryScheme(
+        table("chars", params),
+        word_table,
+        width,
+        bow,
+        eow,
+        pad,
+        unk,
+        bos,
+        eos,
+        unk_w,
+        bos_w,
+        eos_w,
+        params["bos_token"],
+        params["eos_token"],
+    )

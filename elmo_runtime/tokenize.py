@@ -73,12 +73,81 @@ logger = logging.getLogger(__name__)
 # pattern; "i.e" and "e.g" are covered by the dotted-abbreviation rule), plus "Jr", which news
 # text needs. Case-sensitive, as in Moses.
 NONBREAKING_PREFIXES: tuple[str, ...] = (
-    "Adj", "Adm", "Adv", "Apr", "Asst", "Aug", "Bart", "Bldg", "Brig", "Bros", "Capt", "Cmdr",
-    "Col", "Comdr", "Con", "Corp", "Cpl", "DR", "Dec", "Dr", "Drs", "Ens", "Feb", "Gen", "Gov",
-    "Hon", "Hosp", "Hr", "Insp", "Jan", "Jr", "Jul", "Jun", "Lt", "MM", "MR", "MRS", "MS",
-    "Maj", "Mar", "Messrs", "Mlle", "Mme", "Mr", "Mrs", "Ms", "Msgr", "Nos", "Nov", "Nr",
-    "Oct", "Op", "Ord", "Pfc", "Ph", "Prof", "Pvt", "Rep", "Reps", "Res", "Rev", "Rs", "Rt", "Sen",
-    "Sens", "Sep", "Sfc", "Sgt", "Sr", "St", "Supt", "Surg", "rev", "v", "vs",
+    "Adj",
+    "Adm",
+    "Adv",
+    "Apr",
+    "Asst",
+    "Aug",
+    "Bart",
+    "Bldg",
+    "Brig",
+    "Bros",
+    "Capt",
+    "Cmdr",
+    "Col",
+    "Comdr",
+    "Con",
+    "Corp",
+    "Cpl",
+    "DR",
+    "Dec",
+    "Dr",
+    "Drs",
+    "Ens",
+    "Feb",
+    "Gen",
+    "Gov",
+    "Hon",
+    "Hosp",
+    "Hr",
+    "Insp",
+    "Jan",
+    "Jr",
+    "Jul",
+    "Jun",
+    "Lt",
+    "MM",
+    "MR",
+    "MRS",
+    "MS",
+    "Maj",
+    "Mar",
+    "Messrs",
+    "Mlle",
+    "Mme",
+    "Mr",
+    "Mrs",
+    "Ms",
+    "Msgr",
+    "Nos",
+    "Nov",
+    "Nr",
+    "Oct",
+    "Op",
+    "Ord",
+    "Pfc",
+    "Ph",
+    "Prof",
+    "Pvt",
+    "Rep",
+    "Reps",
+    "Res",
+    "Rev",
+    "Rs",
+    "Rt",
+    "Sen",
+    "Sens",
+    "Sep",
+    "Sfc",
+    "Sgt",
+    "Sr",
+    "St",
+    "Supt",
+    "Surg",
+    "rev",
+    "v",
+    "vs",
 )
 # Moses' "#NUMERIC_ONLY#" prefixes: they keep their period only before a number.
 NUMERIC_ONLY_PREFIXES: tuple[str, ...] = ("No", "Art", "pp")
@@ -216,7 +285,7 @@ class Tokenizer:
             first_end = run.start() + MAX_RUN_CHARS
             tokens += self._pieces(text[start:first_end])
             for piece in range(first_end, run.end(), MAX_RUN_CHARS):
-                tokens += self._pieces(text[piece:min(piece + MAX_RUN_CHARS, run.end())])
+                tokens += self._pieces(text[piece : min(piece + MAX_RUN_CHARS, run.end())])
             start = run.end()
         return tokens + self._pieces(text[start:])
 
@@ -230,8 +299,10 @@ class Tokenizer:
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as e:  # a Rust panic arrives as pyo3's PanicException, a BaseException
-            raise TokenizerError(f"the tokenizer failed on this text ({type(e).__name__}: "
-                                 f"{str(e).splitlines()[0] if str(e) else 'no message'})") from None
+            raise TokenizerError(
+                f"the tokenizer failed on this text ({type(e).__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else 'no message'})"
+            ) from None
         return [piece for piece, _ in pieces]
 
 

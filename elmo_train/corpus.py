@@ -65,9 +65,7 @@ def read_wordnet(wordnet_dir: Path = WORDNET_DIR) -> list[str]:
     for name in DATA_FILES:
         path = wordnet_dir / name
         if not path.is_file():
-            raise FileNotFoundError(
-                f"{path} not found; install WordNet 3.0 with `apt-get install wordnet-base`"
-            )
+            raise FileNotFoundError(f"{path} not found; install WordNet 3.0 with `apt-get install wordnet-base`")
         with path.open(encoding="utf-8") as fin:
             for line in fin:
                 for sentence in gloss_sentences(line):
@@ -97,11 +95,12 @@ def is_heldout(sentence: str, per_mille: int) -> bool:
 def build_vocab(sentences: list[list[str]], min_count: int) -> list[tuple[str, int]]:
     """`(word, count)` rows: <S>, </S> (one per sentence), <UNK> (tokens cut), then the words."""
     counts = Counter(t for s in sentences for t in s)
-    kept = sorted(((w, n) for w, n in counts.items() if n >= min_count and w not in SPECIAL_TOKENS),
-                  key=lambda wn: (-wn[1], wn[0].encode("utf-8")))
+    kept = sorted(
+        ((w, n) for w, n in counts.items() if n >= min_count and w not in SPECIAL_TOKENS),
+        key=lambda wn: (-wn[1], wn[0].encode("utf-8")),
+    )
     unk = sum(counts.values()) - sum(n for _, n in kept)
-    return [(contract.BOS_TOKEN, len(sentences)), (contract.EOS_TOKEN, len(sentences)),
-            (UNK_TOKEN, unk), *kept]
+    return [(contract.BOS_TOKEN, len(sentences)), (contract.EOS_TOKEN, len(sentences)), (UNK_TOKEN, unk), *kept]
 
 
 def write_vocab(rows: list[tuple[str, int]], path: Path) -> None:
@@ -121,8 +120,9 @@ def read_vocab(path: str | Path) -> list[tuple[str, int]]:
     return rows
 
 
-def prepare_corpus(out_dir: str | Path, wordnet_dir: str | Path = WORDNET_DIR,
-                   heldout_per_mille: int = 20, min_count: int = 3) -> dict:
+def prepare_corpus(
+    out_dir: str | Path, wordnet_dir: str | Path = WORDNET_DIR, heldout_per_mille: int = 20, min_count: int = 3
+) -> dict:
     """Extract, tokenize, split and count WordNet's glosses into `out_dir`.
 
     Returns:

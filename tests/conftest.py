@@ -36,17 +36,27 @@ def pytest_make_collect_report(collector):
 
 
 def pytest_addoption(parser):
-    parser.addoption("--run-full-size", action="store_true",
-                     help="also run the tests marked full_size (released-size architectures; not in CI)")
-    parser.addoption("--run-flair", action="store_true",
-                     help="also run the tests marked flair (need the flair package: too heavy for CI)")
+    parser.addoption(
+        "--run-full-size",
+        action="store_true",
+        help="also run the tests marked full_size (released-size architectures; not in CI)",
+    )
+    parser.addoption(
+        "--run-flair",
+        action="store_true",
+        help="also run the tests marked flair (need the flair package: too heavy for CI)",
+    )
 
 
 def pytest_collection_modifyitems(config, items):
     # Only these opt-in markers: the `slow` tests (a wheel installed into a fresh venv) run by default, as in CI.
-    opt_in = {"full_size": ("--run-full-size", "released-size architecture: pass --run-full-size to run it"),
-              "flair": ("--run-flair", "needs the flair package (tests/test_compat_flair.py says how): "
-                                       "pass --run-flair to run it")}
+    opt_in = {
+        "full_size": ("--run-full-size", "released-size architecture: pass --run-full-size to run it"),
+        "flair": (
+            "--run-flair",
+            "needs the flair package (tests/test_compat_flair.py says how): pass --run-flair to run it",
+        ),
+    }
     for marker, (option, reason) in opt_in.items():
         if config.getoption(option):
             continue
@@ -77,8 +87,13 @@ def sizes(tiny_model):
     from types import SimpleNamespace
 
     o = tiny_model.options
-    return SimpleNamespace(layers=o.n_layers + 1, dim=2 * o.projection_dim, n_layers=o.n_layers,
-                           projection_dim=o.projection_dim, cells=o.dim)
+    return SimpleNamespace(
+        layers=o.n_layers + 1,
+        dim=2 * o.projection_dim,
+        n_layers=o.n_layers,
+        projection_dim=o.projection_dim,
+        cells=o.dim,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -109,8 +124,12 @@ def exported(tmp_path_factory, model_files):
     def get(name, precision="fp32", state="warm"):
         if (name, precision, state) not in done:
             done[name, precision, state] = export_package(
-                *model_files(name), root / f"{name}-{precision}-{state}", precision=precision,
-                initial_state=state, progress=False)
+                *model_files(name),
+                root / f"{name}-{precision}-{state}",
+                precision=precision,
+                initial_state=state,
+                progress=False,
+            )
         return done[name, precision, state]
 
     return get

@@ -35,8 +35,9 @@ class HubState:
             parent = entry["refs"].get(branch)
             snapshot = dict(entry["commits"][parent]) if parent else {}
             snapshot.update(files)
-            sha = hashlib.sha1(json.dumps([parent, sorted((k, hashlib.sha256(v).hexdigest())
-                                                           for k, v in snapshot.items())]).encode()).hexdigest()
+            sha = hashlib.sha1(
+                json.dumps([parent, sorted((k, hashlib.sha256(v).hexdigest()) for k, v in snapshot.items())]).encode()
+            ).hexdigest()
             entry["commits"][sha] = snapshot
             entry["refs"][branch] = sha
             return sha
@@ -95,8 +96,9 @@ class HubHandler(BaseHTTPRequestHandler):
             return self._error(404, "RevisionNotFound")
         files = entry["commits"][commit]
         if filename not in files:
-            return self._json(404, {"error": "EntryNotFound"}, {"X-Error-Code": "EntryNotFound",
-                                                                 "X-Repo-Commit": commit})
+            return self._json(
+                404, {"error": "EntryNotFound"}, {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": commit}
+            )
         body = files[filename]
         start = 0
         requested = self.headers.get("Range")
@@ -117,8 +119,11 @@ class HubHandler(BaseHTTPRequestHandler):
         path = self._record()
         body = self._body()
         if not self.headers.get("Authorization", "").startswith("Bearer "):
-            return self._json(401, {"error": "Invalid credentials in Authorization header"},
-                              {"X-Error-Message": "Invalid credentials in Authorization header"})
+            return self._json(
+                401,
+                {"error": "Invalid credentials in Authorization header"},
+                {"X-Error-Message": "Invalid credentials in Authorization header"},
+            )
         if path == "/api/repos/create":
             data = json.loads(body)
             repo = f"{data['organization']}/{data['name']}"
@@ -135,8 +140,14 @@ class HubHandler(BaseHTTPRequestHandler):
             return self._error(404, "RepoNotFound")
         if action == "preupload":
             files = json.loads(body)["files"]
-            return self._json(200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
-                                               "oid": None} for f in files]})
+            return self._json(
+                200,
+                {
+                    "files": [
+                        {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False, "oid": None} for f in files
+                    ]
+                },
+            )
         added = {}
         for line in body.decode().splitlines():
             item = json.loads(line)
@@ -145,8 +156,9 @@ class HubHandler(BaseHTTPRequestHandler):
             elif item["key"] != "header":
                 return self._json(400, {"error": f"unsupported operation {item['key']}"})
         sha = self.state.commit(repo, added, branch=revision)
-        return self._json(200, {"commitUrl": f"{self.state.url}/{repo}/commit/{sha}", "commitOid": sha,
-                                "pullRequestUrl": None})
+        return self._json(
+            200, {"commitUrl": f"{self.state.url}/{repo}/commit/{sha}", "commitOid": sha, "pullRequestUrl": None}
+        )
 
     def log_message(self, format: str, *args) -> None:  # keep test output quiet
         pass

@@ -7,6 +7,7 @@ The line is tokenized text; every layer is written. A short line goes through th
 first, so that what loads once (libraries, codecs, thread pools) is not counted; then the peak
 is reset (`/proc/self/clear_refs`) and measured over the long line alone.
 """
+
 import json
 import sys
 from pathlib import Path

@@ -44,8 +44,9 @@ def packages(tiny_weights, tiny_package, tmp_path_factory):
     """The tiny preset in every precision."""
     out = {"fp32": tiny_package}
     for precision in ("fp16", "int8", "int4"):
-        out[precision] = export_package(*tiny_weights, tmp_path_factory.mktemp(precision) / precision,
-                                        precision=precision, progress=False)
+        out[precision] = export_package(
+            *tiny_weights, tmp_path_factory.mktemp(precision) / precision, precision=precision, progress=False
+        )
     return out
 
 
@@ -76,8 +77,11 @@ def _random_run(elmo: Elmo, rng: np.random.Generator) -> tuple[list[int], list[n
 
 
 def _differences(picks, vectors, want) -> list[str]:
-    return [f"sentence {i} {SENTENCES[i][:3]}: max abs {np.abs(v - want[i]).max() if v.size else 0:.3g}"
-            for i, v in zip(picks, vectors) if not np.array_equal(v, want[i])]
+    return [
+        f"sentence {i} {SENTENCES[i][:3]}: max abs {np.abs(v - want[i]).max() if v.size else 0:.3g}"
+        for i, v in zip(picks, vectors)
+        if not np.array_equal(v, want[i])
+    ]
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
@@ -118,8 +122,21 @@ def test_elmo_embed_writes_the_vectors_of_each_sentence_alone(packages, alone, p
     text = tmp_path / "in.txt"
     text.write_text("\n".join(" ".join(SENTENCES[i]) for i in picks) + "\n", encoding="utf-8")
     out = tmp_path / "out.hdf5"
-    assert cli.main([str(packages[precision]), str(text), str(out), "--tokenized", "--batch-tokens", "100",
-                     "--no-progress", "-q"]) == 0
+    assert (
+        cli.main(
+            [
+                str(packages[precision]),
+                str(text),
+                str(out),
+                "--tokenized",
+                "--batch-tokens",
+                "100",
+                "--no-progress",
+                "-q",
+            ]
+        )
+        == 0
+    )
     with h5py.File(out, "r") as f:
         vectors = [f[str(k)][()] for k in range(len(picks))]
     assert _differences(picks, vectors, alone[precision]) == []

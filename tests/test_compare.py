@@ -56,14 +56,20 @@ def test_compare_with_no_token_and_with_nan():
     assert figures.max_abs[0] == 0.0 and np.isnan(figures.max_abs[1]) and np.isnan(figures.mean_cosine[1])
 
 
-@pytest.mark.parametrize(("tolerance", "figures", "expected"), [
-    (Tolerance(max_abs=1e-4), (0.01, 1.0, 1.0), ["max abs difference 0.01 > 0.0001"]),
-    (Tolerance(max_abs=1e-4), (1e-5, 0.5, 0.1), []),
-    (Tolerance(mean_cosine=0.99), (5.0, 0.95, 0.0), ["mean cosine 0.950000 < 0.99"]),
-    (Tolerance(min_cosine=0.999, mean_cosine=0.99), (5.0, 0.95, 0.0),
-     ["min cosine 0.000000 < 0.999", "mean cosine 0.950000 < 0.99"]),
-    (Tolerance(mean_cosine=0.99), (float("nan"), 1.0, 1.0), ["non-finite values"]),
-    (Tolerance(max_abs=1.0), (0.5, None, float("nan")), ["non-finite values"]),
-])
+@pytest.mark.parametrize(
+    ("tolerance", "figures", "expected"),
+    [
+        (Tolerance(max_abs=1e-4), (0.01, 1.0, 1.0), ["max abs difference 0.01 > 0.0001"]),
+        (Tolerance(max_abs=1e-4), (1e-5, 0.5, 0.1), []),
+        (Tolerance(mean_cosine=0.99), (5.0, 0.95, 0.0), ["mean cosine 0.950000 < 0.99"]),
+        (
+            Tolerance(min_cosine=0.999, mean_cosine=0.99),
+            (5.0, 0.95, 0.0),
+            ["min cosine 0.000000 < 0.999", "mean cosine 0.950000 < 0.99"],
+        ),
+        (Tolerance(mean_cosine=0.99), (float("nan"), 1.0, 1.0), ["non-finite values"]),
+        (Tolerance(max_abs=1.0), (0.5, None, float("nan")), ["non-finite values"]),
+    ],
+)
 def test_tolerance_violations(tolerance, figures, expected):
     assert tolerance.violations(*figures) == expected

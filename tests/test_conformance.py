@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import shutil
 from pathlib import Path
@@ -15,7 +14,8 @@ from elmo_export.conformance import CONFORMANCE_TOLERANCES
 from elmo_export.model import LstmState
 from elmo_runtime import contract as C
 from elmo_runtime.chars import BOS_CHAR_IDS, EOS_CHAR_IDS
-from elmo_runtime.conformance import decode_array, encode_array, main as verify_main, verify_package
+from elmo_runtime.conformance import decode_array, encode_array, verify_package
+from elmo_runtime.conformance import main as verify_main
 from elmo_runtime.package import PackageError, load_manifest, sha256_of
 
 SPEC = Path(__file__).resolve().parents[1] / "docs" / "package-format.md"
@@ -42,7 +42,10 @@ def sentence(doc: dict, name: str) -> dict:
 def test_every_package_carries_its_conformance_vectors(tiny_package, tiny_zero_package):
     warm, zero = conformance_of(tiny_package), conformance_of(tiny_zero_package)
     assert C.CONFORMANCE_FILE in load_manifest(tiny_package).files  # with its sha256, like the graphs
-    assert warm["precision"] == "fp32" and warm["tolerance"] == {"max_abs": CONFORMANCE_TOLERANCES["fp32"].max_abs, "min_cosine": None}
+    assert warm["precision"] == "fp32" and warm["tolerance"] == {
+        "max_abs": CONFORMANCE_TOLERANCES["fp32"].max_abs,
+        "min_cosine": None,
+    }
     assert all(set(s["expected"]) == {"zero", "warm"} for s in warm["sentences"])
     assert all(set(s["expected"]) == {"zero"} for s in zero["sentences"])
     lengths = {s["name"]: len(s["tokens"]) for s in warm["sentences"]}
@@ -64,8 +67,10 @@ def test_every_package_carries_its_conformance_vectors(tiny_package, tiny_zero_p
 
 def test_expected_layers_are_the_reference_s_within_fp32_parity(tiny_package, tiny_model):
     doc, manifest = conformance_of(tiny_package), load_manifest(tiny_package)
-    states = {"zero": tiny_model.zero_state(1),
-              "warm": LstmState(torch.from_numpy(manifest.warm_h[:, :, None]), torch.from_numpy(manifest.warm_c[:, :, None]))}
+    states = {
+        "zero": tiny_model.zero_state(1),
+        "warm": LstmState(torch.from_numpy(manifest.warm_h[:, :, None]), torch.from_numpy(manifest.warm_c[:, :, None])),
+    }
     for s in doc["sentences"]:
         for mode, state in states.items():
             got = decode_array(s["expected"][mode], s["name"])
@@ -121,16 +126,22 @@ def test_elmo_verify_names_the_sentence_state_and_layer_that_differ(tiny_package
     assert "layer 1" not in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("damage, message", [
-    ("weights", "sentence 0 ('literal boundary tokens'), state zero, layer 1: "),
-    ("truncated graph", f"file {C.BILM_FILE!r} has 100 bytes, the manifest says"),
-    ("truncated vectors", f"file {C.CONFORMANCE_FILE!r} has 1000 bytes, the manifest says"),
-    ("not json", "cannot read the conformance vectors"),
-    ("bad base64", "sentence 3 ('tokens over 48 bytes'), state zero: expected layers: float32_base64 is not base64"),
-    ("wrong shape", "sentence 4 ('one token'), state warm: layers have shape [3, 1, 32], expected [3, 2, 32]"),
-    ("wrong char ids", "sentence 1 ('multi-byte UTF-8'): char ids differ from the file's at token 2"),
-    ("no manifest", "is not an elmo-onnx model package: it has no elmo.json"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("weights", "sentence 0 ('literal boundary tokens'), state zero, layer 1: "),
+        ("truncated graph", f"file {C.BILM_FILE!r} has 100 bytes, the manifest says"),
+        ("truncated vectors", f"file {C.CONFORMANCE_FILE!r} has 1000 bytes, the manifest says"),
+        ("not json", "cannot read the conformance vectors"),
+        (
+            "bad base64",
+            "sentence 3 ('tokens over 48 bytes'), state zero: expected layers: float32_base64 is not base64",
+        ),
+        ("wrong shape", "sentence 4 ('one token'), state warm: layers have shape [3, 1, 32], expected [3, 2, 32]"),
+        ("wrong char ids", "sentence 1 ('multi-byte UTF-8'): char ids differ from the file's at token 2"),
+        ("no manifest", "is not an elmo-onnx model package: it has no elmo.json"),
+    ],
+)
 def test_elmo_verify_on_a_damaged_package_fails_without_a_traceback(tiny_package, tmp_path, capsys, damage, message):
     package = copy_of(tiny_package, tmp_path)
     vectors = package / C.CONFORMANCE_FILE
@@ -150,9 +161,11 @@ def test_elmo_verify_on_a_damaged_package_fails_without_a_traceback(tiny_package
     elif damage == "bad base64":
         _rewrite(vectors, lambda d: d["sentences"][3]["expected"]["zero"].update(float32_base64="not base64!"))
     elif damage == "wrong shape":
+
         def two_tokens(doc):
             entry = doc["sentences"][4]["expected"]["warm"]
             entry.update(encode_array(np.repeat(decode_array(entry, "x"), 2, axis=1)))
+
         _rewrite(vectors, two_tokens)
     elif damage == "wrong char ids":
         _rewrite(vectors, lambda d: d["sentences"][1]["char_ids"][2].__setitem__(1, 7))
@@ -179,17 +192,24 @@ def test_a_manifest_lacking_a_required_field_fails_to_load_naming_it(tiny_packag
         load_manifest(package)
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("chars.scheme", "code_points", "chars.scheme is 'code_points'; this runtime implements 'bytes'"),
-    ("chars.bytes.unencodable", "replace", "chars.bytes.unencodable is 'replace'"),
-    ("chars.bytes.max_token_bytes", 30, "chars.bytes.max_token_bytes is 30; this runtime implements 48"),
-    ("chars.max_characters_per_token", 5000, "chars.max_characters_per_token is 5000; this runtime implements 3..1024"),
-    ("chars.bytes.special_tokens", {}, "chars.bytes.special_tokens is {}"),
-    ("sentences.empty", "run", "sentences.empty is 'run'"),
-    ("initial_state.directions", ["backward", "forward"], "initial_state.directions is ['backward', 'forward']"),
-    ("format_version", 1, "format version 1 is older than this runtime reads (3); export the package again"),
-    ("format_version", 2, "format version 2 is older than this runtime reads (3); export the package again"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("chars.scheme", "code_points", "chars.scheme is 'code_points'; this runtime implements 'bytes'"),
+        ("chars.bytes.unencodable", "replace", "chars.bytes.unencodable is 'replace'"),
+        ("chars.bytes.max_token_bytes", 30, "chars.bytes.max_token_bytes is 30; this runtime implements 48"),
+        (
+            "chars.max_characters_per_token",
+            5000,
+            "chars.max_characters_per_token is 5000; this runtime implements 3..1024",
+        ),
+        ("chars.bytes.special_tokens", {}, "chars.bytes.special_tokens is {}"),
+        ("sentences.empty", "run", "sentences.empty is 'run'"),
+        ("initial_state.directions", ["backward", "forward"], "initial_state.directions is ['backward', 'forward']"),
+        ("format_version", 1, "format version 1 is older than this runtime reads (3); export the package again"),
+        ("format_version", 2, "format version 2 is older than this runtime reads (3); export the package again"),
+    ],
+)
 def test_a_package_this_runtime_would_misread_is_refused(tiny_package, tmp_path, field, value, message):
     package = copy_of(tiny_package, tmp_path)
     manifest = json.loads((package / C.MANIFEST_FILE).read_text())

@@ -30,14 +30,16 @@ def test_a_long_url_like_run_is_tokenized_in_bounded_pieces():
     tokens = tokenize(PANIC_LINE)
     assert "".join(tokens) == PANIC_LINE  # nothing lost: the run holds no whitespace
     assert max(map(len, tokens)) == MAX_RUN_CHARS
-    assert tokens[:2] == [PANIC_LINE[:MAX_RUN_CHARS - 1], "."]  # the URL rule on the first piece, minus its period
+    assert tokens[:2] == [PANIC_LINE[: MAX_RUN_CHARS - 1], "."]  # the URL rule on the first piece, minus its period
 
 
 def test_text_around_a_long_run_is_tokenized_as_without_the_cut():
     run = "x" * (3 * MAX_RUN_CHARS + 7)
     assert tokenize(f"Mr. Smith , Inc. {run} said it .") == (
-        ["Mr.", "Smith", ",", "Inc."] + [run[i:i + MAX_RUN_CHARS] for i in range(0, len(run), MAX_RUN_CHARS)]
-        + ["said", "it", "."])
+        ["Mr.", "Smith", ",", "Inc."]
+        + [run[i : i + MAX_RUN_CHARS] for i in range(0, len(run), MAX_RUN_CHARS)]
+        + ["said", "it", "."]
+    )
     assert tokenize("U.S. " + "y" * MAX_RUN_CHARS + " end.") == ["U.S.", "y" * MAX_RUN_CHARS, "end", "."]
 
 
@@ -66,8 +68,9 @@ def test_a_tokenizer_panic_becomes_one_line_naming_the_line(tiny_package, tmp_pa
     (tmp_path / "in.txt").write_text("The cat sat .\nPANIC here\n")
     assert cli.main([str(tiny_package), str(tmp_path / "in.txt"), str(tmp_path / "out.hdf5"), "-q"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith(f"elmo-embed: error: {tmp_path / 'in.txt'}:2: the tokenizer failed on this text "
-                          "(PanicException: ")
+    assert err.startswith(
+        f"elmo-embed: error: {tmp_path / 'in.txt'}:2: the tokenizer failed on this text (PanicException: "
+    )
     assert err.count("\n") == 1
     assert not (tmp_path / "out.hdf5").exists()
 
@@ -94,8 +97,14 @@ def test_a_tokenizer_panic_in_a_ray_worker_is_one_line_naming_the_line(tiny_pack
         assert list(partial.iterdir()) == []
 
 
-RAY_SETTINGS = {"layers": "top", "pool": None, "dtype": "float32", "tokenized": False, "state": None,
-                "batch_tokens": None}
+RAY_SETTINGS = {
+    "layers": "top",
+    "pool": None,
+    "dtype": "float32",
+    "tokenized": False,
+    "state": None,
+    "batch_tokens": None,
+}
 
 
 def test_the_review_line_embeds_through_elmo_embed_and_a_ray_worker(elmo, tiny_package, tmp_path):
@@ -109,8 +118,12 @@ def test_the_review_line_embeds_through_elmo_embed_and_a_ray_worker(elmo, tiny_p
 
     (tmp_path / "in.txt").write_text(f"Hi !\n{PANIC_LINE}\n")
     expected = elmo.embed([tokenize(PANIC_LINE)], layers="top")[0]
-    assert cli.main([str(tiny_package), str(tmp_path / "in.txt"), str(tmp_path / "out.npz"), "--format", "npz",
-                     "--top", "-q"]) == 0
+    assert (
+        cli.main(
+            [str(tiny_package), str(tmp_path / "in.txt"), str(tmp_path / "out.npz"), "--format", "npz", "--top", "-q"]
+        )
+        == 0
+    )
     with np.load(tmp_path / "out.npz") as npz:
         np.testing.assert_array_equal(npz["1"], expected)
     (chunk,), _ = plan_chunks(tmp_path / "in.txt")
@@ -123,6 +136,7 @@ def test_the_review_line_embeds_through_elmo_embed_and_a_ray_worker(elmo, tiny_p
 
 # -- M3: a resumed Ray job trusts nothing it finds in .OUTPUT.partial ---------------------------
 
+
 def interrupted_job(package, input, output, chunk_rows: int, done: int):
     """What an interrupted `--engine ray` run leaves: the partial folder with its plan and the
     first `done` parts, written by the job's own worker function (called here, without a cluster)."""
@@ -132,8 +146,9 @@ def interrupted_job(package, input, output, chunk_rows: int, done: int):
     embedder = TableEmbedder(package, device="cpu", threads=1, **RAY_SETTINGS)
     partial = output.parent / f".{output.name}.partial"
     plan, chunks = _open_job(embedder, package, input, output, partial, False, chunk_rows, False)
-    worker = ChunkWorker(str(package), str(partial), 1, plan["settings"], False, True, _plan_id(plan),
-                         plan["package_sha256"])
+    worker = ChunkWorker(
+        str(package), str(partial), 1, plan["settings"], False, True, _plan_id(plan), plan["package_sha256"]
+    )
     for chunk in chunks[:done]:
         assert worker({k: [v] for k, v in chunk.to_dict().items()})["error"] == [""]
     return partial, plan, chunks
@@ -154,7 +169,7 @@ def test_damaged_parts_are_embedded_again(tiny_package, tmp_path, caplog):
     partial, plan, chunks = interrupted_job(tiny_package, tmp_path / "in.txt", tmp_path / "out", 2, done=5)
     parts = [partial / c.name for c in chunks]
     data = [p.read_bytes() if p.exists() else None for p in parts]
-    parts[0].write_bytes(data[0][:len(data[0]) // 2])
+    parts[0].write_bytes(data[0][: len(data[0]) // 2])
     parts[1].write_bytes(np.random.default_rng(0).bytes(len(data[1])))
     parts[2].write_bytes(data[3])
     flipped = bytearray(data[4])
@@ -165,8 +180,10 @@ def test_damaged_parts_are_embedded_again(tiny_package, tmp_path, caplog):
     assert sorted(p.name for p in partial.glob("part-*")) == [chunks[3].name]
     assert parts[3].read_bytes() == data[3]
     said = {Path(r.getMessage().split(" ", 1)[0]): r.getMessage().split(" ", 1)[1] for r in caplog.records}
-    assert said[parts[0]] == f"has {len(data[0]) // 2} bytes, {len(data[0])} when it was written (cut short or " \
-                             "replaced): embedding that chunk again"
+    assert (
+        said[parts[0]] == f"has {len(data[0]) // 2} bytes, {len(data[0])} when it was written (cut short or "
+        "replaced): embedding that chunk again"
+    )
     sha_mismatch = "does not match the sha256 recorded when it was written (damaged or replaced)"
     assert said[parts[1]].startswith(sha_mismatch) and said[parts[4]].startswith(sha_mismatch)
     assert said[parts[2]].startswith(sha_mismatch if len(data[3]) == len(data[2]) else f"has {len(data[3])} bytes")
@@ -192,11 +209,14 @@ def test_an_input_edited_between_runs_has_its_changed_chunks_embedded_again(tiny
     assert [c.first_id for c in todo] == [2, 6]
     assert any(f"lines 3..4 of {source} changed" in r.getMessage() for r in caplog.records)
     # A worker handed the old chunk (the file edited while the job ran) refuses to embed it.
-    worker = ChunkWorker(str(tiny_package), str(partial), 1, plan["settings"], False, True, _plan_id(plan),
-                         plan["package_sha256"])
+    worker = ChunkWorker(
+        str(tiny_package), str(partial), 1, plan["settings"], False, True, _plan_id(plan), plan["package_sha256"]
+    )
     (error,) = worker({k: [v] for k, v in chunks[1].to_dict().items()})["error"]
-    assert error == f"InputError: {source}:3..4: these lines changed after the job was planned; run the command " \
-                    "again once the input stays as it is"
+    assert (
+        error == f"InputError: {source}:3..4: these lines changed after the job was planned; run the command "
+        "again once the input stays as it is"
+    )
 
 
 def test_a_package_replaced_at_its_path_is_refused(tiny_package, exported, tmp_path):
@@ -213,8 +233,11 @@ def test_a_package_replaced_at_its_path_is_refused(tiny_package, exported, tmp_p
     partial, plan, chunks = interrupted_job(package, tmp_path / "in.txt", tmp_path / "out", 2, done=1)
     shutil.rmtree(package)
     shutil.copytree(exported("tiny", "int8"), package)
-    with pytest.raises(ValueError, match=rf"^{partial} holds an interrupted run, but the package {package} has "
-                                         r"changed since \(another elmo.json: its vectors would mix\); pass --force"):
+    with pytest.raises(
+        ValueError,
+        match=rf"^{partial} holds an interrupted run, but the package {package} has "
+        r"changed since \(another elmo.json: its vectors would mix\); pass --force",
+    ):
         embed_to_parquet(package, tmp_path / "in.txt", tmp_path / "out", **RAY_SETTINGS)
     worker = ChunkWorker(str(package), str(partial), 1, plan["settings"], False, True, "", plan["package_sha256"])
     (error,) = worker({k: [v] for k, v in chunks[1].to_dict().items()})["error"]
@@ -239,9 +262,26 @@ def test_a_resumed_ray_job_publishes_only_verified_parts(elmo, tiny_package, tmp
     first = partial / chunks[0].name
     first.write_bytes(first.read_bytes()[:100])
     (partial / chunks[1].name).write_bytes((partial / chunks[2].name).read_bytes())
-    done = subprocess.run([sys.executable, "-m", "elmo_runtime.cli", str(tiny_package), str(tmp_path / "in.txt"),
-                           str(tmp_path / "out"), "--top", "--engine", "ray", "--workers", "2", "--num-cpus", "2"],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "elmo_runtime.cli",
+            str(tiny_package),
+            str(tmp_path / "in.txt"),
+            str(tmp_path / "out"),
+            "--top",
+            "--engine",
+            "ray",
+            "--workers",
+            "2",
+            "--num-cpus",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resuming" in done.stderr and "2 of 5 parts done" in done.stderr
     table = pq.read_table(tmp_path / "out")
@@ -256,6 +296,7 @@ def test_a_resumed_ray_job_publishes_only_verified_parts(elmo, tiny_package, tmp
 
 
 # -- L1: every layer selection is bit-identical alone and batched -------------------------------
+
 
 @pytest.mark.parametrize("layers", ["average", "weights"])
 def test_mixed_layers_are_the_same_alone_and_batched(elmo, sizes, layers):
@@ -285,11 +326,12 @@ def test_a_layer_mix_of_one_row_is_that_row_of_the_batched_mix(n_layers):
             stacked = rng.standard_normal((n_layers, batch, tokens, dim)).astype(np.float32)  # (L + 1, B, T, dim)
             mixed = options.mix_layers(stacked)
             for b in range(batch):
-                alone = options.mix_layers(np.ascontiguousarray(stacked[:, b:b + 1, :tokens - 1]))[0]
-                np.testing.assert_array_equal(alone, mixed[b, :tokens - 1])
+                alone = options.mix_layers(np.ascontiguousarray(stacked[:, b : b + 1, : tokens - 1]))[0]
+                np.testing.assert_array_equal(alone, mixed[b, : tokens - 1])
 
 
 # -- L3, L4: crafted manifests and graphs are PackageErrors naming the file ----------------------
+
 
 def package_copy(tiny_package, tmp_path):
     import shutil
@@ -318,6 +360,7 @@ def replace_listed_file(package, name: str, data: bytes | None = None, size: int
 
 def nested_graphs(depth: int) -> bytes:
     """A ModelProto whose graph holds a node whose attribute holds a graph ... `depth` times."""
+
     def field(number: int, payload: bytes) -> bytes:
         size, out = len(payload), bytearray([number << 3 | 2])
         while size > 0x7F:
@@ -351,8 +394,11 @@ def test_deeply_nested_json_and_graphs_are_package_errors(tiny_package, tmp_path
         read_conformance(deep_json)
     graph_pkg = package_copy(tiny_package, tmp_path)
     replace_listed_file(graph_pkg, "token_embedder.onnx", nested_graphs(3000))
-    with pytest.raises(PackageError, match=r"graph file 'token_embedder.onnx' \(token_embedder\) is not a valid ONNX "
-                                           r"file \(subgraphs nested more than 100 deep\)$"):
+    with pytest.raises(
+        PackageError,
+        match=r"graph file 'token_embedder.onnx' \(token_embedder\) is not a valid ONNX "
+        r"file \(subgraphs nested more than 100 deep\)$",
+    ):
         Elmo(graph_pkg, device="cpu")
     assert json.loads((graph_pkg / "elmo.json").read_text())  # the test's own manifest stays readable
 
@@ -376,17 +422,21 @@ def test_a_graph_over_2_gib_is_refused_before_it_is_read(tiny_package, tmp_path)
 
     package = package_copy(tiny_package, tmp_path)
     replace_listed_file(package, "token_embedder.onnx", size=(2 << 30) + 1)
-    script = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (1_500_000_000,) * 2)\n"
-              "from elmo_runtime import Elmo\nfrom elmo_runtime.package import PackageError\n"
-              "try:\n    Elmo(sys.argv[1], device='cpu', verify=False)\n"
-              "except PackageError as e:\n    print(e)\n")
+    script = (
+        "import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (1_500_000_000,) * 2)\n"
+        "from elmo_runtime import Elmo\nfrom elmo_runtime.package import PackageError\n"
+        "try:\n    Elmo(sys.argv[1], device='cpu', verify=False)\n"
+        "except PackageError as e:\n    print(e)\n"
+    )
     done = subprocess.run([sys.executable, "-c", script, str(package)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip().endswith("is not a valid ONNX file (2147483649 bytes, over the 2 GiB that ONNX Runtime "
-                                        "reads in a graph file)")
+    assert done.stdout.strip().endswith(
+        "is not a valid ONNX file (2147483649 bytes, over the 2 GiB that ONNX Runtime reads in a graph file)"
+    )
 
 
 # -- L8: the token cache never keeps huge tokens --------------------------------------------------
+
 
 def test_long_tokens_are_embedded_but_not_cached(tiny_package):
     import tracemalloc
@@ -411,6 +461,7 @@ def test_long_tokens_are_embedded_but_not_cached(tiny_package):
 
 # -- L12: a bounded thread count ------------------------------------------------------------------
 
+
 def test_a_huge_thread_count_is_refused_in_one_line(tiny_package, tmp_path):
     """--threads 20000 under a 4 GB address cap deadlocked ONNX Runtime (and ignored SIGTERM)."""
     import resource
@@ -424,22 +475,43 @@ def test_a_huge_thread_count_is_refused_in_one_line(tiny_package, tmp_path):
         Elmo(tiny_package, device="cpu", threads=max_threads() + 1)
     assert Elmo(tiny_package, device="cpu", threads=max_threads()).embed([["ok"]])[0].shape[1] == 1
     (tmp_path / "in.txt").write_text("The cat sat .\n")
-    done = subprocess.run([sys.executable, "-m", "elmo_runtime.cli", str(tiny_package), str(tmp_path / "in.txt"),
-                           str(tmp_path / "out.hdf5"), "--threads", "20000"], capture_output=True, text=True,
-                          timeout=120, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (4 << 30,) * 2))
-    assert (done.returncode, done.stderr) == (1, f"elmo-embed: error: threads is 20000; at most {max_threads()} (4 per "
-                                                 "CPU this process may use, at least 16): more threads than cores only "
-                                                 "wait for each other\n")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "elmo_runtime.cli",
+            str(tiny_package),
+            str(tmp_path / "in.txt"),
+            str(tmp_path / "out.hdf5"),
+            "--threads",
+            "20000",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (4 << 30,) * 2),
+    )
+    assert (done.returncode, done.stderr) == (
+        1,
+        f"elmo-embed: error: threads is 20000; at most {max_threads()} (4 per "
+        "CPU this process may use, at least 16): more threads than cores only "
+        "wait for each other\n",
+    )
 
 
 # -- L14: a reader that goes away, a full disk ----------------------------------------------------
+
 
 def test_elmo_verify_into_a_closed_pipe_exits_quietly(tiny_package):
     import subprocess
     import sys
 
-    proc = subprocess.Popen([sys.executable, "-m", "elmo_runtime.conformance", str(tiny_package), "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "elmo_runtime.conformance", str(tiny_package), "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     proc.stdout.close()  # `| head -c 0`: the reader is gone before anything is written
     err = proc.stderr.read()
     assert (proc.wait(timeout=120), err) == (141, "")
@@ -454,9 +526,23 @@ def test_parquet_on_a_full_disk_names_the_output(tiny_package, tmp_path):
 
     (tmp_path / "in.txt").write_text(numbered_lines(3000))
     out = tmp_path / "out.parquet"
-    done = subprocess.run([sys.executable, "-m", "elmo_runtime.cli", str(tiny_package), str(tmp_path / "in.txt"),
-                           str(out), "--format", "parquet", "-q"], capture_output=True, text=True, timeout=300,
-                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (200_000,) * 2))
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "elmo_runtime.cli",
+            str(tiny_package),
+            str(tmp_path / "in.txt"),
+            str(out),
+            "--format",
+            "parquet",
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (200_000,) * 2),
+    )
     assert done.returncode == 1
     assert done.stderr.startswith(f"elmo-embed: error: cannot write {out}: ") and "File too large" in done.stderr
     assert done.stderr.count("\n") == 1

@@ -54,7 +54,7 @@ PAGES = sorted([REPO / "README.md", *(REPO / "docs").glob("**/*.md")])
 SETUP_COMMANDS = (
     "pip install -q \".[hdf5]\" && printf 'The cat sat on the mat .\\nELMo vectors depend on context .\\n' > "
     "sentences.txt && elmo-embed default sentences.txt vectors.hdf5",
-    "pip install -q torch==2.13.0 && pip install -q -e \".[export,test]\" && python -m pytest -q",
+    'pip install -q torch==2.13.0 && pip install -q -e ".[export,test]" && python -m pytest -q',
 )
 RUN = {"python", "bash"}
 NODE = {"js", "javascript"}
@@ -102,11 +102,17 @@ def blocks_of(path: Path) -> list[Block]:
             i += 1
             continue
         indent, fence = opening["indent"], opening["fence"]
-        end = next((j for j in range(i + 1, len(lines))
-                    if lines[j].strip().startswith(fence) and not lines[j].strip().strip(fence[0])), None)
+        end = next(
+            (
+                j
+                for j in range(i + 1, len(lines))
+                if lines[j].strip().startswith(fence) and not lines[j].strip().strip(fence[0])
+            ),
+            None,
+        )
         assert end is not None, f"{page}:{i + 1}: a code fence is never closed"
         info = opening["info"].split()
-        body = [line[len(indent):] if line.startswith(indent) else line.lstrip() for line in lines[i + 1:end]]
+        body = [line[len(indent) :] if line.startswith(indent) else line.lstrip() for line in lines[i + 1 : end]]
         found.append(Block(page, i + 2, info[0] if info else "", tuple(info[1:]), "\n".join(body) + "\n"))
         i = end + 1
     return found
@@ -115,8 +121,10 @@ def blocks_of(path: Path) -> list[Block]:
 def is_run(block: Block) -> bool:
     """Whether the runner executes the block (see the module docstring for the rules)."""
     if block.lang not in RUN | NODE | DATA:
-        raise AssertionError(f"{block.where}: fence info {block.lang or '(none)'!r}: use one of "
-                             f"{sorted(RUN | NODE | DATA)} (tests/test_docs.py says how each is treated)")
+        raise AssertionError(
+            f"{block.where}: fence info {block.lang or '(none)'!r}: use one of "
+            f"{sorted(RUN | NODE | DATA)} (tests/test_docs.py says how each is treated)"
+        )
     if "norun" in block.flags or block.lang in DATA:
         return False
     if block.lang in NODE:
@@ -148,8 +156,12 @@ class PageRun:
     def __init__(self, workdir: Path):
         self.workdir = workdir
         bin_dir = str(Path(sys.executable).parent)
-        self.env = {**os.environ, "ELMO_REPO": str(REPO), "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
-                    "PYTHONUNBUFFERED": "1"}
+        self.env = {
+            **os.environ,
+            "ELMO_REPO": str(REPO),
+            "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+            "PYTHONUNBUFFERED": "1",
+        }
         self.python: subprocess.Popen | None = None
         self.servers: list[subprocess.Popen] = []
 
@@ -164,15 +176,22 @@ class PageRun:
             self._command(["node", "--input-type=module"], block, stdin=block.code)
 
     def _command(self, argv: list[str], block: Block, stdin: str | None = None) -> None:
-        done = subprocess.run(argv, cwd=self.workdir, env=self.env, input=stdin, capture_output=True, text=True,
-                              timeout=BLOCK_TIMEOUT_S)
+        done = subprocess.run(
+            argv, cwd=self.workdir, env=self.env, input=stdin, capture_output=True, text=True, timeout=BLOCK_TIMEOUT_S
+        )
         sys.stdout.write(done.stdout)
         assert done.returncode == 0, f"{block.where}: exit {done.returncode}\n{block.code}\n{done.stderr[-4000:]}"
 
     def _python(self, block: Block) -> None:
         if self.python is None:
-            self.python = subprocess.Popen([sys.executable, "-c", PYTHON_DRIVER], cwd=self.workdir, env=self.env,
-                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            self.python = subprocess.Popen(
+                [sys.executable, "-c", PYTHON_DRIVER],
+                cwd=self.workdir,
+                env=self.env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
         self.python.stdin.write(json.dumps([block.code, str(REPO / block.page), block.line]) + "\n")
         self.python.stdin.flush()
         # One reply line per block, so nothing waits in the pipe's buffer: select sees it coming.
@@ -187,8 +206,9 @@ class PageRun:
     def _server(self, block: Block) -> None:
         port = block.option("port")
         assert port and port.isdigit(), f"{block.where}: a background block needs port=NNNN"
-        server = subprocess.Popen(["bash", "-euo", "pipefail", "-c", block.code], cwd=self.workdir, env=self.env,
-                                  start_new_session=True)
+        server = subprocess.Popen(
+            ["bash", "-euo", "pipefail", "-c", block.code], cwd=self.workdir, env=self.env, start_new_session=True
+        )
         self.servers.append(server)
         deadline = time.monotonic() + SERVER_WAIT_S
         while True:
@@ -197,8 +217,9 @@ class PageRun:
                 socket.create_connection(("127.0.0.1", int(port)), timeout=1).close()
                 return
             except OSError:
-                assert time.monotonic() < deadline, f"{block.where}: nothing listens on port {port} after " \
-                                                    f"{SERVER_WAIT_S} s"
+                assert time.monotonic() < deadline, (
+                    f"{block.where}: nothing listens on port {port} after {SERVER_WAIT_S} s"
+                )
                 time.sleep(0.2)
 
     def close(self) -> None:
@@ -269,15 +290,21 @@ def test_the_readme_links_point_at_files_of_the_repository():
 
 def test_the_site_builds_without_warnings(tmp_path):
     pytest.importorskip("mkdocs", reason="mkdocs and mkdocs-material are in the test extra")
-    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     assert (tmp_path / "site" / "index.html").is_file()
 
 
 def test_the_layout_page_is_what_the_tree_gives():
-    done = subprocess.run([sys.executable, str(REPO / "tools" / "layout.py"), "--check"], capture_output=True,
-                          text=True)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "layout.py"), "--check"], capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
 
 
@@ -289,18 +316,47 @@ def test_the_readme_stays_a_front_door():
 def test_the_runner_reads_fences_as_documented(tmp_path, monkeypatch):
     monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
     page = tmp_path / "page.md"
-    page.write_text("\n".join([
-        "```python", "a = 1", "```",
-        "- a list item:", "", "  ```bash", "  echo indented", "  ```",
-        "```bash background port=8000", "serve", "```",
-        "```js", "browser()", "```", "```js run", "node()", "```",
-        "```python norun", "gpu()", "```", "```json", "{}", "```",
-    ]) + "\n", encoding="utf-8")
+    page.write_text(
+        "\n".join(
+            [
+                "```python",
+                "a = 1",
+                "```",
+                "- a list item:",
+                "",
+                "  ```bash",
+                "  echo indented",
+                "  ```",
+                "```bash background port=8000",
+                "serve",
+                "```",
+                "```js",
+                "browser()",
+                "```",
+                "```js run",
+                "node()",
+                "```",
+                "```python norun",
+                "gpu()",
+                "```",
+                "```json",
+                "{}",
+                "```",
+            ]
+        )
+        + "\n",
+        encoding="utf-8",
+    )
     blocks = blocks_of(page)
     assert [(b.line, b.lang, b.flags, b.code) for b in blocks] == [
-        (2, "python", (), "a = 1\n"), (7, "bash", (), "echo indented\n"),
-        (10, "bash", ("background", "port=8000"), "serve\n"), (13, "js", (), "browser()\n"),
-        (16, "js", ("run",), "node()\n"), (19, "python", ("norun",), "gpu()\n"), (22, "json", (), "{}\n")]
+        (2, "python", (), "a = 1\n"),
+        (7, "bash", (), "echo indented\n"),
+        (10, "bash", ("background", "port=8000"), "serve\n"),
+        (13, "js", (), "browser()\n"),
+        (16, "js", ("run",), "node()\n"),
+        (19, "python", ("norun",), "gpu()\n"),
+        (22, "json", (), "{}\n"),
+    ]
     assert [is_run(b) for b in blocks] == [True, True, True, False, True, False, False]
     assert blocks[2].option("port") == "8000"
     with pytest.raises(AssertionError, match="fence info 'sh'"):

@@ -117,10 +117,14 @@ def test_clean_download_then_reuse_without_network(served, source, tmp_path):
     assert sorted(p.name for p in (cache / "tiny").iterdir()) == ["options.json", "sha256.json", "weights.hdf5"]
     record = json.loads((cache / "tiny" / "sha256.json").read_text())
     assert record["options.json"] == {
-        "url": entry.options_url, "size": len(source["options"]), "sha256": sha(source["options"])
+        "url": entry.options_url,
+        "size": len(source["options"]),
+        "sha256": sha(source["options"]),
     }
     assert record["weights.hdf5"] == {
-        "url": entry.weights_url, "size": len(source["weights"]), "sha256": sha(source["weights"])
+        "url": entry.weights_url,
+        "size": len(source["weights"]),
+        "sha256": sha(source["weights"]),
     }
     assert [r["range"] for r in server.requests] == [None, None]
 
@@ -290,8 +294,9 @@ def test_a_read_only_cache_filled_by_hand_works_offline(source, tmp_path, monkey
     entry = tiny_entry("http://127.0.0.1:9")  # nothing listens there: offline must not ask
     assert fetch(entry, cache, offline=True) == (cache / "tiny" / "options.json", cache / "tiny" / "weights.hdf5")
     # Pinned: verified against the pins; the record cannot be written, which is only a warning.
-    pinned = tiny_entry("http://127.0.0.1:9", options_sha256=sha(source["options"]),
-                        weights_sha256=sha(source["weights"]))
+    pinned = tiny_entry(
+        "http://127.0.0.1:9", options_sha256=sha(source["options"]), weights_sha256=sha(source["weights"])
+    )
     assert fetch(pinned, cache, offline=True)[1] == cache / "tiny" / "weights.hdf5"
     assert sorted(p.name for p in (cache / "tiny").iterdir()) == ["options.json", "weights.hdf5"]
 
@@ -445,8 +450,14 @@ def test_shipped_catalog_lists_the_official_models():
     catalog = load_catalog()
     assert list(catalog) == OFFICIAL
     summary = {
-        name: (m.architecture.lstm_dim, m.architecture.projection_dim, m.architecture.n_layers,
-               m.architecture.n_highway, m.architecture.cnn_filters, m.parameters_millions)
+        name: (
+            m.architecture.lstm_dim,
+            m.architecture.projection_dim,
+            m.architecture.n_layers,
+            m.architecture.n_highway,
+            m.architecture.cnn_filters,
+            m.parameters_millions,
+        )
         for name, m in catalog.items()
     }
     assert summary == {
@@ -489,19 +500,32 @@ def _shipped() -> dict:
     "change, message",
     [
         (lambda d: d["models"]["medium"].pop("weights_url"), "model 'medium': missing field 'weights_url'"),
-        (lambda d: d["models"]["small"]["architecture"].update(lstm_dim="1024"),
-         "model 'small': field 'architecture.lstm_dim' is '1024' (str), expected an integer"),
-        (lambda d: d["models"]["small"]["architecture"].update(n_highway=True),
-         "model 'small': field 'architecture.n_highway' is True (bool), expected an integer"),
-        (lambda d: d["models"]["small"]["architecture"].update(n_layers=0),
-         "model 'small': field 'architecture.n_layers' is 0 (int), expected at least 1"),
-        (lambda d: d["models"]["original"].update(parameters_millions="93.6M"),
-         "model 'original': field 'parameters_millions' is '93.6M' (str), expected a number"),
+        (
+            lambda d: d["models"]["small"]["architecture"].update(lstm_dim="1024"),
+            "model 'small': field 'architecture.lstm_dim' is '1024' (str), expected an integer",
+        ),
+        (
+            lambda d: d["models"]["small"]["architecture"].update(n_highway=True),
+            "model 'small': field 'architecture.n_highway' is True (bool), expected an integer",
+        ),
+        (
+            lambda d: d["models"]["small"]["architecture"].update(n_layers=0),
+            "model 'small': field 'architecture.n_layers' is 0 (int), expected at least 1",
+        ),
+        (
+            lambda d: d["models"]["original"].update(parameters_millions="93.6M"),
+            "model 'original': field 'parameters_millions' is '93.6M' (str), expected a number",
+        ),
         (lambda d: d["models"]["original"].update(licence="MIT"), "model 'original': unknown field(s) 'licence'"),
-        (lambda d: d["models"]["small"].update(options_url="s3://allennlp/x.json"),
-         "model 'small': field 'options_url' is 's3://allennlp/x.json' (str), expected an http:// or https:// URL"),
+        (
+            lambda d: d["models"]["small"].update(options_url="s3://allennlp/x.json"),
+            "model 'small': field 'options_url' is 's3://allennlp/x.json' (str), expected an http:// or https:// URL",
+        ),
         (lambda d: d["models"]["small"].update(weights_sha256="abc"), "expected 64 lower-case hex digits"),
-        (lambda d: d["models"]["small"].update(description=""), "field 'description' is '' (str), expected a non-empty"),
+        (
+            lambda d: d["models"]["small"].update(description=""),
+            "field 'description' is '' (str), expected a non-empty",
+        ),
         (lambda d: d["models"]["small"].update(architecture=[1024]), "model 'small': architecture is list"),
         (lambda d: d["models"].update({"../evil": d["models"]["small"]}), "model name '../evil' is not allowed"),
         (lambda d: d.update(schema_version=2), "schema_version 2 is not supported"),

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from elmo_runtime import Elmo, cli
-from elmo_runtime.corpus import files
 from elmo_runtime import contract as C
+from elmo_runtime.corpus import files
 
 LINES = ["The cat sat on the mat.", "Hi!", "Call me Ishmael.", "The cat sat on the mat."]
 
@@ -40,7 +40,11 @@ def test_hdf5_in_allennlp_layout(tiny_package, elmo, text_file, tmp_path, sizes)
     with h5py.File(out, "r") as f:
         assert sorted(f.keys()) == ["0", "1", "2", "3", "sentence_to_index"]
         for i, vectors in enumerate(want):
-            assert f[str(i)].shape == vectors.shape == (sizes.layers, len(elmo.embed([LINES[i]], return_tokens=True)[1][0]), sizes.dim)
+            assert (
+                f[str(i)].shape
+                == vectors.shape
+                == (sizes.layers, len(elmo.embed([LINES[i]], return_tokens=True)[1][0]), sizes.dim)
+            )
             assert f[str(i)].dtype == np.float32
             np.testing.assert_allclose(f[str(i)][...], vectors, atol=1e-5)
         # As AllenNLP writes it: a (1,) string dataset holding json.dumps({sentence: key}).
@@ -134,12 +138,15 @@ def test_empty_file(tiny_package, tmp_path, capsys):
     assert not (tmp_path / "out.hdf5").exists() and leftovers(tmp_path) == []
 
 
-@pytest.mark.parametrize("problem, message", [
-    ("no input", "input file not found"),
-    ("no package", "model package not found"),
-    ("newer package", "is newer than this runtime reads"),
-    ("no output directory", "output directory"),
-])
+@pytest.mark.parametrize(
+    "problem, message",
+    [
+        ("no input", "input file not found"),
+        ("no package", "model package not found"),
+        ("newer package", "is newer than this runtime reads"),
+        ("no output directory", "output directory"),
+    ],
+)
 def test_clear_errors_without_tracebacks(tiny_package, text_file, tmp_path, capsys, problem, message):
     package, source, out = Path(tiny_package), text_file, tmp_path / "out.hdf5"
     if problem == "no input":
@@ -172,8 +179,9 @@ def test_a_crash_leaves_no_truncated_output(tiny_package, text_file, tmp_path, m
 
     monkeypatch.setattr(Elmo, "embed_iter", crashing)
     assert run(tiny_package, text_file, out, "--force") == 1
-    assert capsys.readouterr().err == ("elmo-embed: error: out of memory (simulated crash); lower --batch-tokens, or "
-                                       "give the process more memory\n")  # one line, not a traceback
+    assert capsys.readouterr().err == (
+        "elmo-embed: error: out of memory (simulated crash); lower --batch-tokens, or give the process more memory\n"
+    )  # one line, not a traceback
     assert out.read_text() == "the previous, complete output" and leftovers(tmp_path) == []
 
 
@@ -209,23 +217,55 @@ def test_progress_bar_only_when_asked_or_on_a_terminal(tiny_package, text_file, 
 
 def test_the_console_script(tiny_package, text_file, tmp_path, sizes):
     out = tmp_path / "out.hdf5"
-    done = subprocess.run([sys.executable, "-m", "elmo_runtime.cli", str(tiny_package), str(text_file), str(out),
-                           "--average", "--device", "cpu", "--threads", "1"],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "elmo_runtime.cli",
+            str(tiny_package),
+            str(text_file),
+            str(out),
+            "--average",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     assert "on CPUExecutionProvider" in done.stderr and "wrote 4 sentences" in done.stderr
     with h5py.File(out) as f:
         assert f["1"].shape == (2, sizes.dim)
-    bad = subprocess.run([sys.executable, "-m", "elmo_runtime.cli", str(tiny_package), str(text_file), str(out)],
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "elmo_runtime.cli", str(tiny_package), str(text_file), str(out)],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
 
 
 def test_standard_input_and_forget_sentences(tiny_package, elmo, tmp_path):
     out = tmp_path / "out.npz"
-    done = subprocess.run([sys.executable, "-m", "elmo_runtime.cli", str(tiny_package), "-", str(out), "--top",
-                           "--format", "npz", "--forget-sentences", "-q"],
-                          input="Piped in.\nAnd again.\n", capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "elmo_runtime.cli",
+            str(tiny_package),
+            "-",
+            str(out),
+            "--top",
+            "--format",
+            "npz",
+            "--forget-sentences",
+            "-q",
+        ],
+        input="Piped in.\nAnd again.\n",
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0 and done.stderr == "", done.stderr
     with np.load(out) as f:
         assert sorted(f.files) == ["0", "1"]

@@ -62,7 +62,9 @@ def test_fp32_package_reproduces_tensorflow_with_state_carried(exported, name):
         layers, _, h, c = runner.run(batch_to_char_ids(batch), h, c)
         for row, sentence in enumerate(batch):
             if (i, row) in fixture.expected:
-                np.testing.assert_allclose(layers[-1, row, : len(sentence)], fixture.expected[i, row], atol=1e-6, rtol=1e-5)
+                np.testing.assert_allclose(
+                    layers[-1, row, : len(sentence)], fixture.expected[i, row], atol=1e-6, rtol=1e-5
+                )
                 checked += 1
     assert checked == (30 if name == "bilm-tf" else 10)
 
@@ -84,9 +86,11 @@ def test_char_cnn_of_the_package_reproduces_tensorflow_token_embeddings(exported
 
 def test_carrying_state_through_onnx_equals_carrying_through_the_reference(exported, tiny_model):
     runner = PackageRunner(exported("tiny"), device="cpu")
-    batches = [[["The", "cat", "sat", "."], ["Hi"], ["A", "longer", "one", "with", "more", "tokens", "."]],
-               [["Then"], ["it", "rained", "all", "day"], ["Zürich", "x" * 60]],
-               [["Yes", "."], ["No", "!"], ["Maybe", "later", ",", "perhaps", "."]]]
+    batches = [
+        [["The", "cat", "sat", "."], ["Hi"], ["A", "longer", "one", "with", "more", "tokens", "."]],
+        [["Then"], ["it", "rained", "all", "day"], ["Zürich", "x" * 60]],
+        [["Yes", "."], ["No", "!"], ["Maybe", "later", ",", "perhaps", "."]],
+    ]
     h, c = runner.initial_state("warm", 3)
     state = LstmState(torch.from_numpy(h.copy()), torch.from_numpy(c.copy()))
     for batch in batches:
@@ -104,31 +108,57 @@ def test_carrying_state_through_onnx_equals_carrying_through_the_reference(expor
 def test_manifest_has_the_contract_keys_and_true_hashes(exported, tiny_weights, tiny_model):
     package = exported("tiny", "int8")
     manifest = manifest_of(package)
-    assert list(manifest) == ["format_version", "producer", "architecture", "chars", "graphs", "pipeline",
-                              "precision", "opset", "initial_state", "sentences", "conformance", "source", "files",
-                              "parity"]
+    assert list(manifest) == [
+        "format_version",
+        "producer",
+        "architecture",
+        "chars",
+        "graphs",
+        "pipeline",
+        "precision",
+        "opset",
+        "initial_state",
+        "sentences",
+        "conformance",
+        "source",
+        "files",
+        "parity",
+    ]
     assert manifest["format_version"] == C.FORMAT_VERSION
     assert manifest["producer"]["name"] == "elmo-onnx" and manifest["producer"]["version"]
     assert manifest["architecture"] == tiny_model.options.to_dict()
     assert manifest["chars"] == C.char_constants()
     assert manifest["graphs"] == {name: spec.to_dict() for name, spec in graph_specs(tiny_model.options).items()}
     o = tiny_model.options
-    assert manifest["graphs"]["bilm"]["inputs"]["initial_h"] == {"dtype": "float32",
-                                                                 "shape": [o.n_layers, 2, "batch", o.projection_dim]}
+    assert manifest["graphs"]["bilm"]["inputs"]["initial_h"] == {
+        "dtype": "float32",
+        "shape": [o.n_layers, 2, "batch", o.projection_dim],
+    }
     assert manifest["precision"]["name"] == "int8" and manifest["precision"]["per_channel"] is True
     assert manifest["opset"] == C.DEFAULT_OPSET
 
     # Every file but the manifest, with its true sha256 and size.
     on_disk = {p.name for p in package.iterdir()} - {C.MANIFEST_FILE}
-    assert set(manifest["files"]) == on_disk == {C.TOKEN_EMBEDDER_FILE, C.BILM_FILE, C.TOKEN_EMBEDDER_FILE + ".data",
-                                                 C.BILM_FILE + ".data", C.CONFORMANCE_FILE}
+    assert (
+        set(manifest["files"])
+        == on_disk
+        == {
+            C.TOKEN_EMBEDDER_FILE,
+            C.BILM_FILE,
+            C.TOKEN_EMBEDDER_FILE + ".data",
+            C.BILM_FILE + ".data",
+            C.CONFORMANCE_FILE,
+        }
+    )
     for name, entry in manifest["files"].items():
         data = (package / name).read_bytes()
         assert entry == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
     options, weights = tiny_weights
     assert manifest["source"] == {
-        "options_file": "options.json", "options_sha256": hashlib.sha256(Path(options).read_bytes()).hexdigest(),
-        "weights_file": "weights.hdf5", "weights_sha256": hashlib.sha256(Path(weights).read_bytes()).hexdigest(),
+        "options_file": "options.json",
+        "options_sha256": hashlib.sha256(Path(options).read_bytes()).hexdigest(),
+        "weights_file": "weights.hdf5",
+        "weights_sha256": hashlib.sha256(Path(weights).read_bytes()).hexdigest(),
     }
     load_manifest(package, verify_files=True)
 
@@ -168,8 +198,13 @@ def test_other_opsets_export(tmp_path, tiny_weights):
 def test_weights_go_to_external_data_files(exported):
     package = exported("tiny")
     files = manifest_of(package)["files"]
-    assert set(files) == {C.TOKEN_EMBEDDER_FILE, C.BILM_FILE, C.TOKEN_EMBEDDER_FILE + ".data", C.BILM_FILE + ".data",
-                          C.CONFORMANCE_FILE}
+    assert set(files) == {
+        C.TOKEN_EMBEDDER_FILE,
+        C.BILM_FILE,
+        C.TOKEN_EMBEDDER_FILE + ".data",
+        C.BILM_FILE + ".data",
+        C.CONFORMANCE_FILE,
+    }
     assert manifest_of(package)["parity"]["passed"]
     graph = onnx.load(package / C.BILM_FILE, load_external_data=False)
     # The LSTM's recurrent weights live in the Scan bodies: those go external too.
@@ -226,20 +261,26 @@ def _zero_first_tokens(graph: onnx.GraphProto) -> None:
 
     for node in graph.node:
         node.output[:] = ["raw_layers" if o == C.LAYERS else o for o in node.output]
-    graph.initializer.extend([helper.make_tensor("t_axis", TensorProto.INT64, [1], [2]),
-                              helper.make_tensor("zero", TensorProto.INT64, [], [0]),
-                              helper.make_tensor("one", TensorProto.INT64, [], [1]),
-                              helper.make_tensor("last_axis", TensorProto.INT64, [1], [1])])
-    graph.node.extend([
-        helper.make_node("Shape", ["raw_layers"], ["shape"]),
-        helper.make_node("Gather", ["shape", "t_axis"], ["t"]),
-        helper.make_node("Squeeze", ["t"], ["t_scalar"]),
-        helper.make_node("Range", ["zero", "t_scalar", "one"], ["positions"]),
-        helper.make_node("Greater", ["positions", "zero"], ["kept"]),
-        helper.make_node("Cast", ["kept"], ["keep"], to=TensorProto.FLOAT),
-        helper.make_node("Unsqueeze", ["keep", "last_axis"], ["keep_column"]),  # (T, 1)
-        helper.make_node("Mul", ["raw_layers", "keep_column"], [C.LAYERS]),
-    ])
+    graph.initializer.extend(
+        [
+            helper.make_tensor("t_axis", TensorProto.INT64, [1], [2]),
+            helper.make_tensor("zero", TensorProto.INT64, [], [0]),
+            helper.make_tensor("one", TensorProto.INT64, [], [1]),
+            helper.make_tensor("last_axis", TensorProto.INT64, [1], [1]),
+        ]
+    )
+    graph.node.extend(
+        [
+            helper.make_node("Shape", ["raw_layers"], ["shape"]),
+            helper.make_node("Gather", ["shape", "t_axis"], ["t"]),
+            helper.make_node("Squeeze", ["t"], ["t_scalar"]),
+            helper.make_node("Range", ["zero", "t_scalar", "one"], ["positions"]),
+            helper.make_node("Greater", ["positions", "zero"], ["kept"]),
+            helper.make_node("Cast", ["kept"], ["keep"], to=TensorProto.FLOAT),
+            helper.make_node("Unsqueeze", ["keep", "last_axis"], ["keep_column"]),  # (T, 1)
+            helper.make_node("Mul", ["raw_layers", "keep_column"], [C.LAYERS]),
+        ]
+    )
 
 
 def test_the_conformance_check_fails_an_export_that_zeroes_some_tokens(tmp_path, tiny_weights, monkeypatch):
@@ -273,8 +314,9 @@ def test_the_int8_parity_gate_fails_a_package_that_zeroes_some_tokens(tmp_path, 
         graph = onnx.load(bilm)
         _zero_first_tokens(graph.graph)
         onnx.save(graph, bilm)
-        manifest["files"][bilm.name].update(sha256=hashlib.sha256(bilm.read_bytes()).hexdigest(),
-                                            bytes=bilm.stat().st_size)
+        manifest["files"][bilm.name].update(
+            sha256=hashlib.sha256(bilm.read_bytes()).hexdigest(), bytes=bilm.stat().st_size
+        )
         (package / C.MANIFEST_FILE).write_text(json.dumps(manifest))
     report = parity.check_parity(tiny_model, package, "int8", raise_on_failure=False)
     worst = report.worst()
@@ -382,8 +424,13 @@ def test_int4_records_its_calibration_and_a_text_of_ones_own_changes_the_roundin
     own.write_text("Ein kleiner Text auf Deutsch .\nZwei Sätze , nicht mehr .\n", encoding="utf-8")
     package = export_package(*tiny_weights, tmp_path / "own", precision="int4", calibration=own, progress=False)
     assert manifest_of(package)["precision"]["calibration"] == {
-        "text": "own.txt", "sha256": hashlib.sha256(own.read_bytes()).hexdigest(), "sentences": 2, "tokens": 12}
+        "text": "own.txt",
+        "sha256": hashlib.sha256(own.read_bytes()).hexdigest(),
+        "sentences": 2,
+        "tokens": 12,
+    }
     assert manifest_of(package)["parity"]["passed"]
+
     def bilm_bytes(directory):  # the graph, and its weights wherever they are stored
         return [p.read_bytes() for p in sorted(directory.glob(f"{C.BILM_FILE}*"))]
 

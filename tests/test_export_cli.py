@@ -10,8 +10,8 @@ import pytest
 from elmo_export import cli, parity
 from elmo_export.cli import EXIT_OK, EXIT_PARITY, EXIT_USAGE, main
 from elmo_export.sources import ModelSourceError, base, official, resolve
-from elmo_runtime.compare import Tolerance
 from elmo_runtime import contract as C
+from elmo_runtime.compare import Tolerance
 
 
 @pytest.fixture
@@ -29,8 +29,20 @@ def test_help_explains_every_option_with_an_example(capsys):
         main(["--help"])
     assert info.value.code == 0
     text = capsys.readouterr().out
-    for option in ("MODEL", "--options", "--weights", "-o OUT", "--quantize", "{fp32,fp16,int8,int4}",
-                   "--initial-state", "{warm,zero}", "--opset", "--force", "--no-progress", "exit codes"):
+    for option in (
+        "MODEL",
+        "--options",
+        "--weights",
+        "-o OUT",
+        "--quantize",
+        "{fp32,fp16,int8,int4}",
+        "--initial-state",
+        "{warm,zero}",
+        "--opset",
+        "--force",
+        "--no-progress",
+        "exit codes",
+    ):
         assert option in text
     assert "examples:" in text and "elmo-export path/to/model -o" in text
 
@@ -49,18 +61,41 @@ def test_exports_a_model_directory_and_prints_a_summary(model_dir, tmp_path, cap
 
 def test_options_and_weights_flags_map_onto_the_library(tiny_weights, tmp_path, monkeypatch):
     seen = {}
-    monkeypatch.setattr("elmo_export.exporter.export",
-                        lambda model, out, **k: seen.update(model=model, out=out, kwargs=k) or out)
+    monkeypatch.setattr(
+        "elmo_export.exporter.export", lambda model, out, **k: seen.update(model=model, out=out, kwargs=k) or out
+    )
     monkeypatch.setattr(cli, "summary", lambda package, seconds: "summary")
     options, weights = tiny_weights
-    code = main(["--options", str(options), "--weights", str(weights), "-o", str(tmp_path / "x"), "--quantize", "int4",
-                 "--initial-state", "zero", "--opset", "18", "--force", "--no-progress"])
+    code = main(
+        [
+            "--options",
+            str(options),
+            "--weights",
+            str(weights),
+            "-o",
+            str(tmp_path / "x"),
+            "--quantize",
+            "int4",
+            "--initial-state",
+            "zero",
+            "--opset",
+            "18",
+            "--force",
+            "--no-progress",
+        ]
+    )
     assert code == EXIT_OK
     assert seen["model"].files == (Path(options), Path(weights)) and seen["out"] == tmp_path / "x"
     stop = seen["kwargs"].pop("stop")  # the CLI's signal event, unset: no signal came
     assert isinstance(stop, threading.Event) and not stop.is_set()
-    assert seen["kwargs"] == {"precision": "int4", "initial_state": "zero", "opset": 18, "force": True,
-                              "progress": False, "calibration": None}
+    assert seen["kwargs"] == {
+        "precision": "int4",
+        "initial_state": "zero",
+        "opset": 18,
+        "force": True,
+        "progress": False,
+        "calibration": None,
+    }
     # fp32 has one name; "none" is accepted as its alias; --precision is --quantize's other name.
     files = ["--options", str(options), "--weights", str(weights), "-o", str(tmp_path / "x")]
     assert main([*files, "--quantize", "none"]) == 0
@@ -73,10 +108,23 @@ def test_the_library_exports_any_form_with_typed_settings(model_dir, tmp_path):
     import elmo_export
     from elmo_export import Int8Settings, export
 
-    assert set(elmo_export.__all__) >= {"export", "export_package", "ExportSettings", "Fp32Settings", "Fp16Settings",
-                                        "Int8Settings", "Int4Settings", "ParityError"}
-    package = export(str(model_dir), tmp_path / "pkg", precision=Int8Settings(per_channel=False), initial_state="zero",
-                     progress=False)
+    assert set(elmo_export.__all__) >= {
+        "export",
+        "export_package",
+        "ExportSettings",
+        "Fp32Settings",
+        "Fp16Settings",
+        "Int8Settings",
+        "Int4Settings",
+        "ParityError",
+    }
+    package = export(
+        str(model_dir),
+        tmp_path / "pkg",
+        precision=Int8Settings(per_channel=False),
+        initial_state="zero",
+        progress=False,
+    )
     manifest = json.loads((package / C.MANIFEST_FILE).read_text())
     assert manifest["precision"]["name"] == "int8" and manifest["precision"]["per_channel"] is False
     assert manifest["source"]["weights_file"] == "elmo_tiny_weights.hdf5"
@@ -90,8 +138,10 @@ def test_importing_the_exporter_stays_light():
     import subprocess
     import sys
 
-    code = ("import sys, elmo_export, elmo_export.cli, elmo_export.sources.official as o; o.load_catalog(); "
-            "heavy = [m for m in ('torch', 'onnx', 'h5py') if m in sys.modules]; assert not heavy, heavy")
+    code = (
+        "import sys, elmo_export, elmo_export.cli, elmo_export.sources.official as o; o.load_catalog(); "
+        "heavy = [m for m in ('torch', 'onnx', 'h5py') if m in sys.modules]; assert not heavy, heavy"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
 
 
@@ -99,7 +149,9 @@ def test_a_model_directory_must_hold_options_and_one_weights_file(model_dir):
     (model_dir / "softmax.hdf5").write_bytes(b"")  # a training run's extra file: *weights.hdf5 wins
     assert resolve(str(model_dir)).files == (model_dir / "options.json", model_dir / "elmo_tiny_weights.hdf5")
     (model_dir / "other_weights.hdf5").write_bytes(b"")
-    with pytest.raises(ModelSourceError, match=r"exactly one weights \.hdf5 file, found 3 \.hdf5 files.*other_weights\.hdf5"):
+    with pytest.raises(
+        ModelSourceError, match=r"exactly one weights \.hdf5 file, found 3 \.hdf5 files.*other_weights\.hdf5"
+    ):
         resolve(str(model_dir))
     for f in model_dir.glob("*.hdf5"):
         f.unlink()
@@ -211,7 +263,9 @@ def test_a_broken_catalog_is_an_error_that_names_the_file(catalog, tmp_path, mon
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(models / catalog) in err and "no such model" not in err
     (models / catalog).unlink()
-    with pytest.raises(FileNotFoundError, match=f"looked for {tmp_path / 'installed' / catalog} and {models / catalog}"):
+    with pytest.raises(
+        FileNotFoundError, match=f"looked for {tmp_path / 'installed' / catalog} and {models / catalog}"
+    ):
         resolve("not-a-model")
 
 
@@ -221,5 +275,9 @@ def test_without_torch_it_says_in_one_line_what_to_install(tmp_path, monkeypatch
     monkeypatch.setitem(sys.modules, "torch", None)  # as on a base install: torch cannot be found
     assert main(["-o", str(tmp_path / "out")]) == EXIT_USAGE
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "needs torch" in err and 'pip install torch==2.13.0 && pip install "elmo-onnx[export]"' in err
+    assert (
+        err.count("\n") == 1
+        and "needs torch" in err
+        and 'pip install torch==2.13.0 && pip install "elmo-onnx[export]"' in err
+    )
     assert not (tmp_path / "out").exists()

@@ -17,7 +17,6 @@ import h5py
 import numpy as np
 import pytest
 
-from elmo_export import cli
 from elmo_export.cli import EXIT_INTERNAL, EXIT_USAGE, main
 from elmo_runtime import scratch
 
@@ -42,10 +41,17 @@ def set_option(model_dir: Path, section: str, key: str, value) -> None:
 
 def export_capped(model_dir: Path, out: Path) -> subprocess.CompletedProcess:
     """elmo-export in a child whose address space is capped: a runaway allocation fails, fast."""
+
     def cap():
         resource.setrlimit(resource.RLIMIT_AS, (MEMORY_CAP, MEMORY_CAP))
-    return subprocess.run([sys.executable, "-m", "elmo_export.cli", str(model_dir), "-o", str(out), "-q", "--no-progress"],
-                          capture_output=True, text=True, timeout=120, preexec_fn=cap)
+
+    return subprocess.run(
+        [sys.executable, "-m", "elmo_export.cli", str(model_dir), "-o", str(out), "-q", "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=cap,
+    )
 
 
 def test_huge_dims_fail_on_the_weight_shapes_before_torch_allocates(model_dir, tmp_path):
@@ -60,14 +66,17 @@ def test_huge_dims_fail_on_the_weight_shapes_before_torch_allocates(model_dir, t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no .partial left
 
 
-@pytest.mark.parametrize("section, key, value, message", [
-    ("lstm", "dim", 10_000_000, "dim is 10000000, above the sane limit 65536"),
-    ("lstm", "n_layers", 1_000_000, "n_layers is 1000000, above the sane limit 64"),
-    ("char_cnn", "n_highway", 1_000_000, "n_highway is 1000000, above the sane limit 64"),
-    ("char_cnn", "filters", [[1, 10**9]], "a filter count of char_cnn.filters is above the sane limit"),
-    ("lstm", "cell_clip", -3, "lstm.cell_clip is -3, expected a positive finite number"),
-    ("lstm", "proj_clip", float("nan"), "lstm.proj_clip is nan, expected a positive finite number"),
-])
+@pytest.mark.parametrize(
+    "section, key, value, message",
+    [
+        ("lstm", "dim", 10_000_000, "dim is 10000000, above the sane limit 65536"),
+        ("lstm", "n_layers", 1_000_000, "n_layers is 1000000, above the sane limit 64"),
+        ("char_cnn", "n_highway", 1_000_000, "n_highway is 1000000, above the sane limit 64"),
+        ("char_cnn", "filters", [[1, 10**9]], "a filter count of char_cnn.filters is above the sane limit"),
+        ("lstm", "cell_clip", -3, "lstm.cell_clip is -3, expected a positive finite number"),
+        ("lstm", "proj_clip", float("nan"), "lstm.proj_clip is nan, expected a positive finite number"),
+    ],
+)
 def test_absurd_options_are_input_errors(model_dir, tmp_path, capsys, section, key, value, message):
     set_option(model_dir, section, key, value)
     started = time.monotonic()
@@ -88,16 +97,20 @@ def test_a_string_dataset_is_an_input_error(model_dir, tmp_path, capsys):
 def test_an_unexpected_error_exits_3_in_one_line_not_the_parity_code(model_dir, tmp_path, capsys, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("you tried to allocate 64000000000 bytes\nmore torch detail")
+
     monkeypatch.setattr("elmo_export.exporter.export", boom)
     assert main([str(model_dir), "-o", str(tmp_path / "out"), "-q"]) == EXIT_INTERNAL
     err = capsys.readouterr().err
-    assert err == ("elmo-export: unexpected error: RuntimeError: you tried to allocate 64000000000 bytes "
-                   "(run with -v for the traceback)\n")
+    assert err == (
+        "elmo-export: unexpected error: RuntimeError: you tried to allocate 64000000000 bytes "
+        "(run with -v for the traceback)\n"
+    )
 
 
 def test_ctrl_c_prints_one_line(model_dir, tmp_path, capsys, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
+
     monkeypatch.setattr("elmo_export.exporter.export", interrupted)
     assert main([str(model_dir), "-o", str(tmp_path / "out"), "-q"]) == 130
     err = capsys.readouterr().err
@@ -108,7 +121,6 @@ def test_dot_as_output_is_refused_by_name(model_dir, tmp_path, monkeypatch, caps
     monkeypatch.chdir(tmp_path)
     assert main([str(model_dir), "-o", ".", "--force", "-q"]) == EXIT_USAGE
     assert "names no directory of its own" in capsys.readouterr().err
-
 
 
 def test_staging_directories_of_dead_exports_are_removed_on_the_next_run(model_dir, tmp_path, dead_pid):
@@ -126,8 +138,11 @@ def test_staging_directories_of_dead_exports_are_removed_on_the_next_run(model_d
 
 def test_sigterm_stops_an_export_in_one_line_and_leaves_nothing(model_dir, tmp_path):
     out = tmp_path / "out"
-    child = subprocess.Popen([sys.executable, "-m", "elmo_export.cli", str(model_dir), "-o", str(out), "--no-progress", "-q"],
-                             stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "elmo_export.cli", str(model_dir), "-o", str(out), "--no-progress", "-q"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while not list(tmp_path.glob(f".out.{child.pid}.*.partial")) and time.monotonic() < deadline:
         time.sleep(0.02)

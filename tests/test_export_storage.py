@@ -20,10 +20,10 @@ import h5py
 import numpy as np
 import pytest
 
-from elmo_export.cli import EXIT_USAGE
 from elmo_export import export_package
-from elmo_export.weights import WeightFileError, check_weight_file
+from elmo_export.cli import EXIT_USAGE
 from elmo_export.model import ElmoOptions
+from elmo_export.weights import WeightFileError, check_weight_file
 
 SECRET = b"HF_TOKEN=hf_FAKEtokenFORstorageTEST"
 TARGET = "char_embed"
@@ -32,9 +32,11 @@ TARGET = "char_embed"
 def copy_except(source: Path, dest: Path, skip: str) -> None:
     """Every dataset of `source` into `dest`, except `skip` (the caller writes that one)."""
     with h5py.File(source, "r") as fin, h5py.File(dest, "w") as fout:
+
         def copy(name, obj):
             if isinstance(obj, h5py.Dataset) and name != skip:
                 fout.create_dataset(name, data=obj[...])
+
         fin.visititems(copy)
 
 
@@ -88,13 +90,16 @@ def files_hold(root: Path, needle: bytes) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file() and needle in p.read_bytes()]
 
 
-@pytest.mark.parametrize("how, says", [
-    ("external-storage", "keeps its bytes in external file(s)"),
-    ("external-link", "is an HDF5 external link to '/stolen'"),
-    ("soft-to-external-link", "is an HDF5 external link to '/stolen'"),
-    ("virtual", "is a virtual dataset mapping"),
-    ("unwritten", "declares"),
-])
+@pytest.mark.parametrize(
+    "how, says",
+    [
+        ("external-storage", "keeps its bytes in external file(s)"),
+        ("external-link", "is an HDF5 external link to '/stolen'"),
+        ("soft-to-external-link", "is an HDF5 external link to '/stolen'"),
+        ("virtual", "is a virtual dataset mapping"),
+        ("unwritten", "declares"),
+    ],
+)
 def test_a_dataset_stored_outside_the_weights_file_is_refused(crafted, tmp_path, how, says):
     model = crafted(how)
     out = tmp_path / "out"
@@ -112,8 +117,12 @@ def test_a_dataset_stored_outside_the_weights_file_is_refused(crafted, tmp_path,
 def test_the_command_line_refuses_external_storage_with_exit_2_and_writes_nothing(crafted, tmp_path):
     model = crafted("external-storage")
     out = tmp_path / "out"
-    done = subprocess.run([sys.executable, "-m", "elmo_export.cli", str(model), "-o", str(out), "-q", "--no-progress"],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "elmo_export.cli", str(model), "-o", str(out), "-q", "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == EXIT_USAGE, done.stderr
     assert f"dataset '{TARGET}' keeps its bytes in external file(s) '{tmp_path / 'secret.txt'}'" in done.stderr
     assert "Traceback" not in done.stderr
@@ -153,8 +162,9 @@ def test_a_model_zip_extracts_only_model_files_and_refuses_a_bomb(tmp_path, monk
     monkeypatch.setattr(tempfile, "tempdir", str(scratch_dir))
     extracted = []  # what the loader finds in the temporary directory, while it is there
     find_model = archives.directory_loader
-    monkeypatch.setattr(archives, "directory_loader",
-                        lambda d: extracted.append(sorted(p.name for p in d.iterdir())) or find_model(d))
+    monkeypatch.setattr(
+        archives, "directory_loader", lambda d: extracted.append(sorted(p.name for p in d.iterdir())) or find_model(d)
+    )
     model, source = archives.archive_loader(model_zip)()
     assert extracted == [["meta.json", "model.hdf5", "options.json", "vocab.txt"]]
     assert source["archive"]["file"] == "model.zip"
@@ -163,7 +173,10 @@ def test_a_model_zip_extracts_only_model_files_and_refuses_a_bomb(tmp_path, monk
     bomb = write_nlpl_zip("tiny", tmp_path / "bomb.zip")
     with zipfile.ZipFile(bomb, "a", zipfile.ZIP_DEFLATED) as z:
         z.writestr("notes.txt", bytes(200 << 20))  # a model-like name, 200 MiB unpacked
-    with pytest.raises(ValueError, match=r"bomb.zip: its model files would take \d+ bytes unpacked \('notes.txt' alone "
-                                         rf"{200 << 20}\), more than 4 times the archive; refusing"):
+    with pytest.raises(
+        ValueError,
+        match=r"bomb.zip: its model files would take \d+ bytes unpacked \('notes.txt' alone "
+        rf"{200 << 20}\), more than 4 times the archive; refusing",
+    ):
         archives.archive_loader(bomb)()
     assert list(scratch_dir.iterdir()) == []  # nothing left, and nothing of the 200 MiB was written

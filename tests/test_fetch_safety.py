@@ -25,8 +25,8 @@ from http_server import Handler, ServerState, serving
 from elmo_export.publish import archive_package
 from elmo_runtime.fetch import download
 from elmo_runtime.fetch.download import DownloadError
-from elmo_runtime.package import PackageError, load_manifest
 from elmo_runtime.fetch.resolve import resolve_package
+from elmo_runtime.package import PackageError, load_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "tiny-fp32"
@@ -60,7 +60,7 @@ class MisbehavingHandler(Handler):
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 for i in range(0, len(body), 64 << 10):
-                    self.wfile.write(body[i:i + (64 << 10)])
+                    self.wfile.write(body[i : i + (64 << 10)])
                     time.sleep(0.01)
                 return
             return super().do_GET()
@@ -148,8 +148,11 @@ def test_an_announced_length_other_than_the_catalogs_is_refused_before_the_body(
     data, entry = archived
     server.files[f"/pkgs/{NAME}.zip"] = data + bytes(1 << 20)  # honest Content-Length, not the catalog's
     catalog = write_catalog(tmp_path, entry, f"{server.url}/pkgs/{NAME}.zip")
-    with pytest.raises(DownloadError, match=f"the server announces {len(data) + (1 << 20)} bytes, the catalog "
-                                            f"says {entry['bytes']}; the partial file was deleted"):
+    with pytest.raises(
+        DownloadError,
+        match=f"the server announces {len(data) + (1 << 20)} bytes, the catalog "
+        f"says {entry['bytes']}; the partial file was deleted",
+    ):
         resolve_package(NAME, catalog=[catalog], progress=False)
     assert list(archives_dir(tmp_path).iterdir()) == []
 
@@ -159,13 +162,16 @@ def test_a_dripping_server_ends_in_a_stall_error_naming_the_url(server, archived
     server.drip_total = entry["bytes"]
     url = f"{server.url}/drip/{NAME}.zip"
     catalog = write_catalog(tmp_path, entry, url)
-    code = ("import sys; from elmo_runtime.fetch.resolve import resolve_package\n"
-            "try:\n    resolve_package(sys.argv[1], catalog=[sys.argv[2]], progress=False)\n"
-            "except Exception as e:\n    print(type(e).__name__, e); sys.exit(1)\n")
+    code = (
+        "import sys; from elmo_runtime.fetch.resolve import resolve_package\n"
+        "try:\n    resolve_package(sys.argv[1], catalog=[sys.argv[2]], progress=False)\n"
+        "except Exception as e:\n    print(type(e).__name__, e); sys.exit(1)\n"
+    )
     env = {**os.environ, "PYTHONPATH": str(REPO), STALL_ENV: "1"}
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-c", code, NAME, str(catalog)], capture_output=True, text=True,
-                          timeout=30, env=env)
+    done = subprocess.run(
+        [sys.executable, "-c", code, NAME, str(catalog)], capture_output=True, text=True, timeout=30, env=env
+    )
     seconds = time.monotonic() - started
     assert done.returncode == 1, done.stderr
     assert f"DownloadError download of {url} failed: the transfer stalled after " in done.stdout
@@ -200,8 +206,11 @@ def test_a_server_that_goes_silent_ends_in_a_stall_error_and_keeps_nothing(archi
     monkeypatch.setenv(STALL_ENV, "0.5")
     started = time.monotonic()
     try:
-        with pytest.raises(DownloadError, match=f"download of {url} failed: the transfer stalled after 4096 bytes: "
-                                                r"the server stopped sending \(3 attempt\(s\)\); the partial file"):
+        with pytest.raises(
+            DownloadError,
+            match=f"download of {url} failed: the transfer stalled after 4096 bytes: "
+            r"the server stopped sending \(3 attempt\(s\)\); the partial file",
+        ):
             resolve_package(NAME, catalog=[catalog], progress=False)
     finally:
         listener.close()
@@ -243,8 +252,16 @@ def test_concurrent_processes_loading_one_package_all_succeed_with_one_download(
     catalog = write_catalog(tmp_path, entry, f"{server.url}/pkgs/{NAME}.zip")
     go = tmp_path / "go"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    racers = [subprocess.Popen([sys.executable, "-c", RACER, NAME, str(catalog), str(go)], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env=env) for _ in range(6)]
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACER, NAME, str(catalog), str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(6)
+    ]
     time.sleep(3)  # every racer has imported and waits for the start
     go.touch()
     results = [r.communicate(timeout=120) for r in racers]

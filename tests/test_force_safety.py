@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from elmo_export.cli import EXIT_USAGE, main
 from elmo_export import export_package
+from elmo_export.cli import EXIT_USAGE, main
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -47,8 +47,10 @@ def test_export_force_refuses_a_package_with_the_users_files_in_it(tiny_package,
     before = snapshot(out)
     assert main([str(tiny_weights[1].parent), "-o", str(out), "--force", "-q", "--no-progress"]) == EXIT_USAGE
     err = capsys.readouterr().err
-    assert f"output {out} holds what is not part of the package its elmo.json lists: NOTES.md, source/; " \
-           "refusing to replace it (even with --force)" in err
+    assert (
+        f"output {out} holds what is not part of the package its elmo.json lists: NOTES.md, source/; "
+        "refusing to replace it (even with --force)" in err
+    )
     assert len(err.strip().splitlines()) == 1
     assert snapshot(out) == before
 
@@ -65,12 +67,18 @@ def test_ray_force_refuses_a_folder_with_a_foreign_marker_or_foreign_files(tiny_
 
     ours = tmp_path / "vectors"  # a real output of ours, into which someone put notes
     ours.mkdir()
-    (ours / "_elmo.json").write_text(json.dumps({"format": "elmo-onnx parquet folder", "version": 1,
-                                                 "parts": [{"file": "part-000000000000.parquet"}]}))
+    (ours / "_elmo.json").write_text(
+        json.dumps(
+            {"format": "elmo-onnx parquet folder", "version": 1, "parts": [{"file": "part-000000000000.parquet"}]}
+        )
+    )
     (ours / "part-000000000000.parquet").write_bytes(b"part")
     (ours / "important.txt").write_text("precious")
     before = snapshot(ours)
-    with pytest.raises(FileExistsError, match=r"holds what is not part of a Parquet folder its _elmo.json lists: "
-                                              r"important.txt; refusing"):
+    with pytest.raises(
+        FileExistsError,
+        match=r"holds what is not part of a Parquet folder its _elmo.json lists: "
+        r"important.txt; refusing",
+    ):
         embed_to_parquet(tiny_package, tmp_path / "in.txt", ours, force=True, workers=1, num_cpus=1, progress=False)
     assert snapshot(ours) == before

@@ -9,8 +9,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from elmo_export.calibration import input_moments
-from elmo_export.calibration import load_calibration_sentences
+from elmo_export.calibration import input_moments, load_calibration_sentences
 from elmo_export.quantize.gptq import LEVELS, block_params, matmul_nbits, quantize_gptq
 
 
@@ -18,7 +17,9 @@ def _correlated_inputs(rng: np.random.Generator, rows: int, k: int, samples: int
     """`samples` draws of `rows` inputs from one distribution whose columns go together (as an
     LSTM's do): a shared offset and a low-rank mix, plus a little noise."""
     mix, offset = rng.standard_normal((8, k)), rng.standard_normal(k)
-    draws = [rng.standard_normal((rows, 8)) @ mix + 0.1 * rng.standard_normal((rows, k)) + offset for _ in range(samples)]
+    draws = [
+        rng.standard_normal((rows, 8)) @ mix + 0.1 * rng.standard_normal((rows, k)) + offset for _ in range(samples)
+    ]
     return draws[0] if samples == 1 else draws
 
 
@@ -32,7 +33,7 @@ def _textbook_gptq(weight: np.ndarray, moments: np.ndarray, block: int, damp: fl
     levels = torch.zeros_like(w)
     for i in range(w.shape[1]):
         if i % block == 0:
-            group = w[:, i:i + block]
+            group = w[:, i : i + block]
             low = torch.clamp(group.min(dim=1).values, max=0).float()  # stored in float32
             high = torch.clamp(group.max(dim=1).values, min=0).float()
             scale = ((high - low) / LEVELS).double()
@@ -72,10 +73,12 @@ def test_gptq_lowers_the_output_error_on_inputs_it_was_not_calibrated_on():
 def _one_matmul(weight: np.ndarray) -> onnx.ModelProto:
     k, n = weight.shape
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "W"], ["y"], name="product")], "one_product",
+        [helper.make_node("MatMul", ["x", "W"], ["y"], name="product")],
+        "one_product",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, k])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, n])],
-        [numpy_helper.from_array(weight, "W")])
+        [numpy_helper.from_array(weight, "W")],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -86,8 +89,9 @@ def test_round_to_nearest_packs_byte_for_byte_as_onnxruntimes_quantizer(k):
     weight = (0.1 * np.random.default_rng(k).standard_normal((k, 24))).astype(np.float32)
     logging.disable(logging.INFO)  # the quantizer logs each node
     try:
-        quantizer = MatMulNBitsQuantizer(_one_matmul(weight), bits=4, block_size=64, is_symmetric=False,
-                                         op_types_to_quantize=("MatMul",))
+        quantizer = MatMulNBitsQuantizer(
+            _one_matmul(weight), bits=4, block_size=64, is_symmetric=False, op_types_to_quantize=("MatMul",)
+        )
         quantizer.process()
     finally:
         logging.disable(logging.NOTSET)
@@ -144,11 +148,11 @@ def _nearest(weight: np.ndarray, block: int) -> np.ndarray:
     """Round to nearest in float64, as onnxruntime's GPTQ computes."""
     out = weight.copy()
     for start in range(0, len(weight), block):
-        rows = weight[start:start + block]
+        rows = weight[start : start + block]
         low, high = np.minimum(rows.min(0), 0), np.maximum(rows.max(0), 0)
         scale = (high - low) / LEVELS
         zero = np.round(-low / scale)
-        out[start:start + block] = (np.clip(np.round(rows / scale) + zero, 0, LEVELS) - zero) * scale
+        out[start : start + block] = (np.clip(np.round(rows / scale) + zero, 0, LEVELS) - zero) * scale
     return out
 
 

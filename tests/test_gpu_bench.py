@@ -13,8 +13,24 @@ import onnxruntime as ort
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
-DRY_RUN = ["--device", "cpu", "--preset", "tiny", "--repeats", "1", "--batches", "1", "--sizes", "4", "8",
-           "--sentences", "16", "--budgets", "64", "128"]
+DRY_RUN = [
+    "--device",
+    "cpu",
+    "--preset",
+    "tiny",
+    "--repeats",
+    "1",
+    "--batches",
+    "1",
+    "--sizes",
+    "4",
+    "8",
+    "--sentences",
+    "16",
+    "--budgets",
+    "64",
+    "128",
+]
 
 
 @pytest.fixture

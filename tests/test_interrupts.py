@@ -51,7 +51,9 @@ def test_before_any_signal_a_lost_keyboardinterrupt_is_still_printed(monkeypatch
 def test_an_interrupt_that_escapes_does_not_make_python_kill_itself():
     # Python's own KeyboardInterrupt escaping `python -c` ends the process by SIGINT (-2), which
     # would also happen to a command that caught ours elsewhere; ours ends it as an error (1).
-    code = ("import os, signal, time\nfrom elmo_runtime.interrupts import interrupts_raise\n"
-            "with interrupts_raise():\n    os.kill(os.getpid(), signal.SIGINT)\n    time.sleep(5)\n")
+    code = (
+        "import os, signal, time\nfrom elmo_runtime.interrupts import interrupts_raise\n"
+        "with interrupts_raise():\n    os.kill(os.getpid(), signal.SIGINT)\n    time.sleep(5)\n"
+    )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert run.returncode == 1 and "Interrupted" in run.stderr, (run.returncode, run.stderr)

@@ -19,8 +19,9 @@ def sentence(n: int, seed: int = 0) -> list[str]:
 
 
 @pytest.mark.parametrize("state", ["warm", "zero"])
-@pytest.mark.parametrize("layers, pool", [("all", None), ("top", None), ([0.2, 0.5, 0.3], None), (0, "mean"),
-                                          ("all", "mean")])
+@pytest.mark.parametrize(
+    "layers, pool", [("all", None), ("top", None), ([0.2, 0.5, 0.3], None), (0, "mean"), ("all", "mean")]
+)
 def test_time_chunks_equal_the_whole_sentence(elmo, state, layers, pool):
     tokens = sentence(101)
     whole = elmo.embed([tokens], layers=layers, pool=pool, state=state, batch_tokens=10**6)[0]
@@ -62,8 +63,9 @@ CHILD = textwrap.dedent("""
 
 
 def run_capped(package, n: int, budget: int) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", CHILD, str(package), str(n), str(budget)],
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", CHILD, str(package), str(n), str(budget)], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_a_200k_token_sentence_runs_under_a_memory_cap_the_whole_one_exceeds(tiny_package):

@@ -40,8 +40,9 @@ try:
 except ImportError:  # only the tests that run the oracle need it; the loader's own tests run without it
     elmoformanylangs = None
 # A skip, and a failure in CI (tests/conftest.py): the test extra installs the oracle.
-needs_oracle = pytest.mark.skipif(elmoformanylangs is None,
-                                  reason="the ELMoForManyLangs oracle (elmoformanylangs) is in the test extra")
+needs_oracle = pytest.mark.skipif(
+    elmoformanylangs is None, reason="the ELMoForManyLangs oracle (elmoformanylangs) is in the test extra"
+)
 logging.getLogger("elmoformanylangs").setLevel(logging.ERROR)
 
 # Tokens that exercise the scheme: unknown characters and words, a token over 48 code points,
@@ -136,8 +137,11 @@ def test_package_carries_both_dictionaries_and_describes_the_scheme(tiny_fp32, t
 @needs_oracle
 @pytest.mark.parametrize("precision", ["none", "int8"])
 def test_exported_package_matches_the_oracle(tiny_dir, tiny_fp32, tmp_path, precision):
-    package = tiny_fp32 if precision == "none" else export(tiny_dir, tmp_path / precision, precision=precision,
-                                                                      progress=False)
+    package = (
+        tiny_fp32
+        if precision == "none"
+        else export(tiny_dir, tmp_path / precision, precision=precision, progress=False)
+    )
     want = oracle_embed(tiny_dir, SENTENCES)
     got = Elmo(package, device="cpu").embed(SENTENCES, state="zero")
     if precision == "none":
@@ -150,8 +154,9 @@ def test_exported_package_matches_the_oracle(tiny_dir, tiny_fp32, tmp_path, prec
         table = next(t for t in graph.graph.initializer if "word_embedding" in t.name)
         assert table.data_type == onnx.TensorProto.FLOAT  # a Gather input: int8 leaves it float
         real = [(g.reshape(-1, g.shape[-1]), w.reshape(-1, w.shape[-1])) for g, w in zip(got, want)]
-        cos = np.concatenate([(g * w).sum(-1) / np.linalg.norm(g, axis=-1) / np.linalg.norm(w, axis=-1)
-                              for g, w in real])
+        cos = np.concatenate(
+            [(g * w).sum(-1) / np.linalg.norm(g, axis=-1) / np.linalg.norm(w, axis=-1) for g, w in real]
+        )
         assert cos.mean() >= 0.99, cos.mean()
         # The batch-invariant quantizer (per-row activation scales): alone or in a batch, bit for bit.
         elmo = Elmo(package, device="cpu", token_cache=0)
@@ -279,8 +284,10 @@ def test_the_conformance_vectors_list_word_ids_and_the_runtime_reproduces_them(t
     sentences[1]["word_ids"][0] += 1
     (wrong / "conformance.json").write_text(json.dumps(document), encoding="utf-8")
     manifest = json.loads((wrong / "elmo.json").read_text(encoding="utf-8"))  # sealed again: only the ids differ
-    manifest["files"]["conformance.json"] = {"sha256": sha256_of(wrong / "conformance.json"),
-                                             "bytes": (wrong / "conformance.json").stat().st_size}
+    manifest["files"]["conformance.json"] = {
+        "sha256": sha256_of(wrong / "conformance.json"),
+        "bytes": (wrong / "conformance.json").stat().st_size,
+    }
     (wrong / "elmo.json").write_text(json.dumps(manifest), encoding="utf-8")
     assert "word ids differ from the file's at token 0" in "\n".join(verify_package(wrong).failures)
 
@@ -309,6 +316,7 @@ def test_cli_exports_a_directory_and_a_zip(tiny_dir, tmp_path, capsys):
 
 
 # -- bad input ------------------------------------------------------------------------------------
+
 
 def _copy(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
@@ -449,21 +457,31 @@ def test_released_size_model_matches_the_oracle(tmp_path):
             for g, w in zip(embedded + [chunked], want + [whole]):
                 np.testing.assert_allclose(g, w, rtol=0, atol=1e-4)
         else:
-            cos = np.concatenate([((g * w).sum(-1) / np.linalg.norm(g, axis=-1) / np.linalg.norm(w, axis=-1)).ravel()
-                                  for g, w in zip(embedded, want)])
-            figures[f"{precision}_mean_cosine"], figures[f"{precision}_min_cosine"] = float(cos.mean()), float(cos.min())
+            cos = np.concatenate(
+                [
+                    ((g * w).sum(-1) / np.linalg.norm(g, axis=-1) / np.linalg.norm(w, axis=-1)).ravel()
+                    for g, w in zip(embedded, want)
+                ]
+            )
+            figures[f"{precision}_mean_cosine"], figures[f"{precision}_min_cosine"] = (
+                float(cos.mean()),
+                float(cos.min()),
+            )
             assert cos.mean() >= {"int8": 0.99, "int4": 0.98}[precision], cos.mean()  # the parity gate's bars
     print("\nreleased-size figures:", json.dumps({k: round(v, 7) for k, v in figures.items()}))
 
 
 # -- by name --------------------------------------------------------------------------------------
 
+
 def test_catalog_names_every_released_language_and_norelmo():
     models = load_archives()
     hit = [a for a in models.values() if a.family == "elmoformanylangs"]
     assert len(hit) == 44 and sorted(a.nlpl_id for a in hit) == list(range(136, 180))
     assert all(a.url == f"http://vectors.nlpl.eu/repository/11/{a.nlpl_id}.zip" for a in hit)
-    assert models["manylangs-fi"].language == "Finnish" and models["manylangs-zh"].tokenization.startswith("word-segmented")
+    assert models["manylangs-fi"].language == "Finnish" and models["manylangs-zh"].tokenization.startswith(
+        "word-segmented"
+    )
     assert sorted(a.nlpl_id for a in models.values() if a.family == "bilm-tf") == [210, 211, 217, 218]
     assert "lemma" in models["norelmo-210"].tokenization
     assert all(a.sha256 is None for a in models.values())  # none computed here: nothing downloaded
@@ -490,7 +508,9 @@ def test_a_model_by_name_is_downloaded_once_then_exported(tiny_dir, tmp_path, mo
         entry = json.loads(Path(archives.archives_path()).read_text(encoding="utf-8"))
         test_entry = dict(entry["models"]["manylangs-en"], url=f"http://127.0.0.1:{httpd.server_port}/144.zip")
         catalog = tmp_path / "archives.json"
-        catalog.write_text(json.dumps({"schema_version": 1, "models": {"manylangs-test": test_entry}}), encoding="utf-8")
+        catalog.write_text(
+            json.dumps({"schema_version": 1, "models": {"manylangs-test": test_entry}}), encoding="utf-8"
+        )
         monkeypatch.setattr(archives, "archives_path", lambda: catalog)
         monkeypatch.setenv("ELMO_ONNX_CACHE", str(tmp_path / "cache"))
         path = fetch_archive("manylangs-test", progress=False)

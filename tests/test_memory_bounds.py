@@ -33,8 +33,13 @@ def peak_beyond(mode: str, package, line: Path, scratch: Path) -> int:
     scratch.mkdir()
     root = str(Path(__file__).parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, str(PROBE), mode, str(package), str(line), str(scratch)],
-                          capture_output=True, text=True, timeout=300, env=env)
+    done = subprocess.run(
+        [sys.executable, str(PROBE), mode, str(package), str(line), str(scratch)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.splitlines()[-1])["beyond"]
 
@@ -54,7 +59,8 @@ def test_one_long_line_needs_memory_in_proportion_to_its_vectors(mode, bound, ti
     beyond = peak_beyond(mode, tiny_package, long_line, tmp_path / "scratch")
     assert beyond <= bound * vector_bytes, (
         f"{mode}: writing {vector_bytes / 2**20:.1f} MB of vectors took {beyond / 2**20:.1f} MB "
-        f"({beyond / vector_bytes:.1f}x; the bound is {bound}x)")
+        f"({beyond / vector_bytes:.1f}x; the bound is {bound}x)"
+    )
 
 
 # Python memory an NPZ output may gain per sentence written with forget_sentences: zipfile kept
@@ -85,8 +91,15 @@ def test_npz_output_memory_does_not_grow_with_the_sentences(elmo, tmp_path):
     sampler = Sampler()
     tracemalloc.start()
     try:
-        embed_file(elmo, tmp_path / "in.txt", tmp_path / "out.npz", format="npz", tokenized=True,
-                   forget_sentences=True, stop=sampler)
+        embed_file(
+            elmo,
+            tmp_path / "in.txt",
+            tmp_path / "out.npz",
+            format="npz",
+            tokenized=True,
+            forget_sentences=True,
+            stop=sampler,
+        )
     finally:
         tracemalloc.stop()
     per_sentence = (sampler.traced[total] - sampler.traced[first]) / (total - first)
@@ -103,8 +116,11 @@ def test_npz_members_are_checked_by_zipfile(tmp_path):
 
     from elmo_runtime.corpus.npz import NpzWriter
 
-    arrays = {"0": np.arange(12, dtype=np.float32).reshape(3, 4), "1": np.zeros((0, 4), np.float16),
-              "sentence_to_index": np.array('{"a": "0"}')}
+    arrays = {
+        "0": np.arange(12, dtype=np.float32).reshape(3, 4),
+        "1": np.zeros((0, 4), np.float16),
+        "sentence_to_index": np.array('{"a": "0"}'),
+    }
     writer = NpzWriter(tmp_path / "x.npz")
     for name, array in arrays.items():
         writer.add(name, array)

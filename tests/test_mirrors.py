@@ -40,16 +40,37 @@ def servers(tiny_weights):
 
 def entry(primary: str, mirror: str) -> CatalogModel:
     o = ElmoOptions.from_dict(ARCHITECTURES["tiny"])
-    return parse_catalog({"schema_version": 1, "models": {"tiny": {
-        "allennlp_name": "tiny", "description": "synthetic weights for tests",
-        "options_url": f"{primary}/tiny/options.json", "weights_url": f"{primary}/tiny/weights.hdf5",
-        "architecture": {"lstm_dim": o.dim, "projection_dim": o.projection_dim, "n_layers": o.n_layers,
-                         "n_highway": o.n_highway, "cnn_filters": o.n_filters},
-        "parameters_millions": 0.1, "training_data": "none", "license": "Apache-2.0",
-        "homepage": "https://example.org",
-        "mirrors": [{"options_url": f"{mirror}/tiny/options.json", "weights_url": f"{mirror}/tiny/weights.hdf5",
-                     "note": "a stand-in for the Hub"}],
-    }}})["tiny"]
+    return parse_catalog(
+        {
+            "schema_version": 1,
+            "models": {
+                "tiny": {
+                    "allennlp_name": "tiny",
+                    "description": "synthetic weights for tests",
+                    "options_url": f"{primary}/tiny/options.json",
+                    "weights_url": f"{primary}/tiny/weights.hdf5",
+                    "architecture": {
+                        "lstm_dim": o.dim,
+                        "projection_dim": o.projection_dim,
+                        "n_layers": o.n_layers,
+                        "n_highway": o.n_highway,
+                        "cnn_filters": o.n_filters,
+                    },
+                    "parameters_millions": 0.1,
+                    "training_data": "none",
+                    "license": "Apache-2.0",
+                    "homepage": "https://example.org",
+                    "mirrors": [
+                        {
+                            "options_url": f"{mirror}/tiny/options.json",
+                            "weights_url": f"{mirror}/tiny/weights.hdf5",
+                            "note": "a stand-in for the Hub",
+                        }
+                    ],
+                }
+            },
+        }
+    )["tiny"]
 
 
 def test_a_missing_file_on_the_primary_comes_from_the_mirror_and_is_reused(servers, tiny_weights, tmp_path):
@@ -99,6 +120,9 @@ def test_the_shipped_catalog_lists_a_hub_mirror_pinned_to_a_commit():
     assert model.urls("weights")[0] == model.weights_url  # AllenNLP's S3 first
     (mirror,) = model.mirrors
     for url, name in ((mirror.options_url, "options.json"), (mirror.weights_url, "weights.hdf5")):
-        assert re.fullmatch(r"https://huggingface\.co/lysandre/elmo-2x4096_512_2048cnn_2xhighway/resolve/[0-9a-f]{40}/"
-                            + re.escape(name), url)
+        assert re.fullmatch(
+            r"https://huggingface\.co/lysandre/elmo-2x4096_512_2048cnn_2xhighway/resolve/[0-9a-f]{40}/"
+            + re.escape(name),
+            url,
+        )
     assert model.urls("options") == [model.options_url, mirror.options_url]

@@ -20,16 +20,19 @@ import numpy as np
 import pytest
 import torch
 
-from elmo_export.cli import main as export_main
 from elmo_export.architectures import NLPL_VARIANTS as NLPL_PRESETS
+from elmo_export.cli import main as export_main
 from elmo_export.synthetic import write_nlpl_zip
 from elmo_export.weights import load_reference
 from elmo_runtime import Elmo
 from elmo_runtime import contract as C
 from elmo_runtime.conformance import verify_package
 
-SENTENCES = [["Det", "var", "en", "gang", "."], ["Привет", "мир", "очень-очень-длинное-слово-без-пробелов", "!"],
-             ["x" * 70]]
+SENTENCES = [
+    ["Det", "var", "en", "gang", "."],
+    ["Привет", "мир", "очень-очень-длинное-слово-без-пробелов", "!"],
+    ["x" * 70],
+]
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

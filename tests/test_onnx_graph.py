@@ -25,8 +25,19 @@ def sessions(model, precision="fp32"):
 
 def run(te, bilm, ids, h, c):
     emb, mask = te.run(None, {"char_ids": ids})
-    return (*bilm.run(None, {"token_embeddings": emb, "mask": mask, "initial_h": h, "initial_c": c,
-                              "sentence_edges": np.ones((1, 2), np.int64)}), mask)
+    return (
+        *bilm.run(
+            None,
+            {
+                "token_embeddings": emb,
+                "mask": mask,
+                "initial_h": h,
+                "initial_c": c,
+                "sentence_edges": np.ones((1, 2), np.int64),
+            },
+        ),
+        mask,
+    )
 
 
 def test_the_recurrence_is_a_scan_not_unrolled(tiny_model):
@@ -43,8 +54,9 @@ def test_the_recurrence_is_a_scan_not_unrolled(tiny_model):
 
 # Rows in any order, ties, empty rows, all rows empty, padding columns past the longest row:
 # the graph sorts rows by length and computes only those still running at each step.
-@pytest.mark.parametrize("lengths, padding", [([1], 0), ([7, 3, 12], 0), ([40, 1], 0), ([3, 0, 3, 9, 0], 0),
-                                              ([0, 0], 1), ([2, 5], 3)])
+@pytest.mark.parametrize(
+    "lengths, padding", [([1], 0), ([7, 3, 12], 0), ([40, 1], 0), ([3, 0, 3, 9, 0], 0), ([0, 0], 1), ([2, 5], 3)]
+)
 def test_graphs_match_the_reference_for_any_batch_and_length(tiny_model, sizes, lengths, padding):
     te, bilm = sessions(tiny_model)
     rng = np.random.default_rng(len(lengths))
@@ -90,7 +102,7 @@ def _token_embeddings_float64(model, char_ids: np.ndarray) -> np.ndarray:
     for conv in te.convolutions:
         w = weight(conv)  # (F, E, K)
         k = w.shape[2]
-        windows = np.stack([x[:, i:i + k, :] for i in range(x.shape[1] - k + 1)], axis=1)  # (N, C-K+1, K, E)
+        windows = np.stack([x[:, i : i + k, :] for i in range(x.shape[1] - k + 1)], axis=1)  # (N, C-K+1, K, E)
         out = np.einsum("npke,fek->npf", windows, w) + bias(conv)  # (N, C-K+1, F)
         pooled.append(act(out.max(axis=1)))
     x = np.concatenate(pooled, axis=-1)  # (N, F)

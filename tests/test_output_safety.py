@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import h5py
 import pytest
@@ -26,7 +25,6 @@ def text_file(tmp_path):
     path = tmp_path / "in.txt"
     path.write_text("\n".join(LINES) + "\n", encoding="utf-8")
     return path
-
 
 
 def test_force_refuses_to_replace_a_fifo(elmo, text_file, tmp_path):
@@ -140,16 +138,20 @@ def test_a_stop_event_interrupts_and_leaves_nothing(elmo, text_file, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]
 
 
-@pytest.mark.parametrize("signum, format", [(signal.SIGTERM, "hdf5"), (signal.SIGINT, "hdf5"),
-                                            (signal.SIGTERM, "parquet")])
+@pytest.mark.parametrize(
+    "signum, format", [(signal.SIGTERM, "hdf5"), (signal.SIGINT, "hdf5"), (signal.SIGTERM, "parquet")]
+)
 def test_a_signal_stops_elmo_embed_cleanly(tiny_package, tmp_path, signum, format):
     if format == "parquet":
         pytest.importorskip("pyarrow")
     big = tmp_path / "big.txt"
     big.write_text("The cat sat on the mat number 7 .\n" * 200_000)
     out = tmp_path / f"out.{format}"
-    child = subprocess.Popen([sys.executable, "-m", "elmo_runtime.cli", str(tiny_package), str(big), str(out), "-q",
-                              "--format", format], stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "elmo_runtime.cli", str(tiny_package), str(big), str(out), "-q", "--format", format],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while not list(tmp_path.glob(f".{out.name}.{child.pid}.*.tmp")) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -175,14 +177,19 @@ sys.exit(main(sys.argv[1:]))
 def test_a_full_disk_fails_in_one_line_and_keeps_the_old_output(tiny_package, tmp_path, suffix):
     text = tmp_path / "in.txt"
     # Each line its own number: Parquet's dictionary encoding would shrink 200 equal lines below the limit.
-    text.write_text("".join(f"the cat sat on mat {i} while an old dog watched it\n" for i in range(200)),
-                    encoding="utf-8")
+    text.write_text(
+        "".join(f"the cat sat on mat {i} while an old dog watched it\n" for i in range(200)), encoding="utf-8"
+    )
     out = tmp_path / f"out.{suffix}"
     out.write_bytes(b"the previous output")
     if suffix == "parquet":
         pytest.importorskip("pyarrow")
-    run = subprocess.run([sys.executable, "-c", FULL_DISK, str(tiny_package), str(text), str(out), "--force",
-                          "--format", suffix, "-q"], capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-c", FULL_DISK, str(tiny_package), str(text), str(out), "--force", "--format", suffix, "-q"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 1, run.stderr
     assert run.stderr.startswith(f"elmo-embed: error: cannot write {out}") and run.stderr.count("\n") == 1, run.stderr
     assert "Traceback" not in run.stderr

@@ -30,8 +30,10 @@ def edit_manifest(package: Path, edit) -> None:
 
 def relist(package: Path, name: str) -> None:
     """Record a changed file's size and sha256, as a careful attacker would."""
+
     def edit(m):
         m["files"][name] = {"sha256": sha256_of(package / name), "bytes": (package / name).stat().st_size}
+
     edit_manifest(package, edit)
 
 
@@ -120,6 +122,7 @@ def test_swapped_graphs_fail_at_load_not_at_the_first_embed(package):
     def swap(m):
         g = m["graphs"]
         g["bilm"]["file"], g["token_embedder"]["file"] = g["token_embedder"]["file"], g["bilm"]["file"]
+
     edit_manifest(package, swap)
     with pytest.raises(PackageError, match="bilm.onnx: the graph does not match the package contract"):
         Elmo(package, device="cpu")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import h5py
@@ -19,9 +18,8 @@ from http_server import serving
 from hub_server import HubHandler, HubState
 
 from elmo_export.publish import SourceLicense, archive_package, push_to_hub
-from elmo_runtime import Elmo, PackageError
+from elmo_runtime import Elmo, PackageError, scratch
 from elmo_runtime import cli as embed_cli
-from elmo_runtime import scratch
 from elmo_runtime.fetch import download
 from elmo_runtime.fetch.catalog import load_catalogs
 from elmo_runtime.fetch.download import CorruptCacheError, DownloadError
@@ -99,8 +97,14 @@ def test_a_local_folder_comes_first(tiny_package, tmp_path, monkeypatch):
 def published(tiny_package, tmp_path):
     """The tiny package archived, served on 127.0.0.1, and listed in a team catalog."""
     with serving() as server:
-        entry = archive_package(tiny_package, tmp_path / "tiny-fp32.zip", url=f"{server.url}/pkgs/tiny-fp32.zip",
-                                name="tiny-fp32", model="tiny", description="synthetic weights for tests")
+        entry = archive_package(
+            tiny_package,
+            tmp_path / "tiny-fp32.zip",
+            url=f"{server.url}/pkgs/tiny-fp32.zip",
+            name="tiny-fp32",
+            model="tiny",
+            description="synthetic weights for tests",
+        )
         server.files["/pkgs/tiny-fp32.zip"] = (tmp_path / "tiny-fp32.zip").read_bytes()
         catalog = tmp_path / "team-catalog.json"
         catalog.write_text(json.dumps({"schema_version": 1, "packages": {"tiny-fp32": entry}}))
@@ -115,8 +119,12 @@ def test_a_catalog_package_downloads_once_then_works_offline(published, tiny_pac
     for a, b in zip(got, want):
         np.testing.assert_array_equal(a, b)
     packages = tmp_path / "cache" / "packages"
-    assert sorted(p.name for p in packages.iterdir()) == [".archives", ".tiny-fp32.lock", "tiny-fp32",
-                                                          "tiny-fp32.source.json"]
+    assert sorted(p.name for p in packages.iterdir()) == [
+        ".archives",
+        ".tiny-fp32.lock",
+        "tiny-fp32",
+        "tiny-fp32.source.json",
+    ]
     assert not (packages / ".archives" / "tiny-fp32.zip").exists()  # the unpacked package is what is kept
     assert json.loads((packages / "tiny-fp32.source.json").read_text())["sha256"] == entry["sha256"]
     monkeypatch.setenv("ELMO_ONNX_OFFLINE", "1")
@@ -136,8 +144,12 @@ def test_what_a_killed_install_left_goes_at_the_next_install(published, tmp_path
         (debris / "elmo.json").write_text("{}")
     path = resolve_package("tiny-fp32", catalog=[catalog], progress=False)
     assert path == packages / "tiny-fp32" and (path / "elmo.json").is_file()
-    assert sorted(p.name for p in packages.iterdir()) == [".archives", ".tiny-fp32.lock", "tiny-fp32",
-                                                          "tiny-fp32.source.json"]
+    assert sorted(p.name for p in packages.iterdir()) == [
+        ".archives",
+        ".tiny-fp32.lock",
+        "tiny-fp32",
+        "tiny-fp32.source.json",
+    ]
 
 
 def test_an_interrupted_download_resumes(published, tmp_path, monkeypatch):
@@ -180,8 +192,13 @@ def test_an_archive_with_a_damaged_file_never_loads(published, tiny_package, tmp
             z.write(f, f.name)
     body = (tmp_path / "bad.zip").read_bytes()
     server.files["/pkgs/bad.zip"] = body
-    entry = {"model": "tiny", "precision": "fp32", "url": f"{server.url}/pkgs/bad.zip", "bytes": len(body),
-             "sha256": hashlib.sha256(body).hexdigest()}
+    entry = {
+        "model": "tiny",
+        "precision": "fp32",
+        "url": f"{server.url}/pkgs/bad.zip",
+        "bytes": len(body),
+        "sha256": hashlib.sha256(body).hexdigest(),
+    }
     catalog.write_text(json.dumps({"schema_version": 1, "packages": {"bad": entry}}))
     with pytest.raises(PackageError, match="'bilm.onnx.data' does not match its sha256"):
         resolve_package("bad", catalog=[catalog], progress=False)
@@ -296,10 +313,12 @@ def test_a_tampered_hub_file_is_deleted_and_named(hub, tiny_package, tmp_path):
     assert "'bilm.onnx.data' does not match its sha256" in str(failed.value)
     assert "deleted" in str(failed.value)
     assert not (tmp_path / "cache" / "packages" / "hf" / "evil" / "elmo").exists() or not any(
-        p for p in (tmp_path / "cache" / "packages" / "hf" / "evil" / "elmo").iterdir() if not p.name.startswith("."))
+        p for p in (tmp_path / "cache" / "packages" / "hf" / "evil" / "elmo").iterdir() if not p.name.startswith(".")
+    )
     blobs = list((tmp_path / "cache" / "hub").rglob("blobs/*"))
     assert hashlib.sha256(files["bilm.onnx.data"]).hexdigest() not in {
-        hashlib.sha256(b.read_bytes()).hexdigest() for b in blobs if b.is_file()}
+        hashlib.sha256(b.read_bytes()).hexdigest() for b in blobs if b.is_file()
+    }
 
 
 def test_the_hub_offline_with_an_empty_cache_says_what_to_do(hub, monkeypatch):
@@ -315,8 +334,24 @@ def test_elmo_export_pushes_to_the_hub(hub, tiny_weights, tmp_path):
 
     options, _ = tiny_weights
     out = tmp_path / "pkg"
-    assert main([str(Path(options).parent), "-o", str(out), "--quantize", "int8", "--no-progress", "-q",
-                 "--push-to-hub", "team/tiny-int8", "--license", "Apache-2.0"]) == 0
+    assert (
+        main(
+            [
+                str(Path(options).parent),
+                "-o",
+                str(out),
+                "--quantize",
+                "int8",
+                "--no-progress",
+                "-q",
+                "--push-to-hub",
+                "team/tiny-int8",
+                "--license",
+                "Apache-2.0",
+            ]
+        )
+        == 0
+    )
     files = hub.files("team/tiny-int8")
     assert files["elmo.json"] == (out / "elmo.json").read_bytes()
     card = files["README.md"].decode()
@@ -324,6 +359,5 @@ def test_elmo_export_pushes_to_the_hub(hub, tiny_weights, tmp_path):
     resolve_package("hf:team/tiny-int8")
 
     # Without a licence, and none to be found beside the weights: refused before exporting.
-    assert main([str(Path(options).parent), "-o", str(tmp_path / "other"), "-q",
-                 "--push-to-hub", "team/other"]) == 2
+    assert main([str(Path(options).parent), "-o", str(tmp_path / "other"), "-q", "--push-to-hub", "team/other"]) == 2
     assert not (tmp_path / "other").exists()

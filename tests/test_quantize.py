@@ -62,8 +62,9 @@ def test_int8_quantizes_every_weight_matmul_including_the_scan_bodies(graphs, ti
 
 
 @pytest.mark.parametrize("rounding", ["gptq", "rtn"])
-def test_int4_quantizes_the_scan_bodies_and_keeps_the_char_cnn_and_projection_float(graphs, tiny_model, moments,
-                                                                                    rounding):
+def test_int4_quantizes_the_scan_bodies_and_keeps_the_char_cnn_and_projection_float(
+    graphs, tiny_model, moments, rounding
+):
     n_layers = tiny_model.options.n_layers
     settings = Int4Settings(rounding=rounding)
     bilm = quantize_int4(graphs["bilm"], settings, moments)
@@ -107,8 +108,9 @@ def _weight_scale_sizes(graph):
 
 @pytest.mark.parametrize("per_channel", [True, False])
 @pytest.mark.parametrize("per_channel_steps", [True, False])
-def test_int8_scales_per_column_or_per_matrix_outside_and_inside_the_recurrence(graphs, tiny_model, per_channel,
-                                                                                 per_channel_steps):
+def test_int8_scales_per_column_or_per_matrix_outside_and_inside_the_recurrence(
+    graphs, tiny_model, per_channel, per_channel_steps
+):
     d, p = tiny_model.options.dim, tiny_model.options.projection_dim
     settings = Int8Settings(per_channel=per_channel, per_channel_steps=per_channel_steps)
     bilm = quantize_int8(graphs["bilm"], settings)
@@ -119,10 +121,17 @@ def test_int8_scales_per_column_or_per_matrix_outside_and_inside_the_recurrence(
     assert float_weight_matmuls(bilm) == []
 
 
-@pytest.mark.parametrize("settings", [Int8Settings(), Int8Settings(per_channel=False, weight_type="QUInt8"),
-                                      Int8Settings(per_channel_steps=True),
-                                      Int4Settings(), Int4Settings(rounding="rtn"),
-                                      Int4Settings(rounding="rtn", block_size=128, symmetric=True)])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        Int8Settings(),
+        Int8Settings(per_channel=False, weight_type="QUInt8"),
+        Int8Settings(per_channel_steps=True),
+        Int4Settings(),
+        Int4Settings(rounding="rtn"),
+        Int4Settings(rounding="rtn", block_size=128, symmetric=True),
+    ],
+)
 def test_quantized_graphs_pass_the_checker_and_run_close_to_fp32(graphs, sizes, settings, moments):
     rng = np.random.default_rng(0)
     b, t = 2, 5
@@ -194,8 +203,12 @@ def test_every_precision_has_typed_settings_with_its_name_manifest_entry_and_tol
 
     assert tuple(DEFAULT_SETTINGS) == C.PRECISIONS  # the contract's list is the only one
     assert Fp32Settings().to_dict() == {"name": "fp32"}
-    assert Fp16Settings().to_dict() == {"name": "fp16", "weights": "float16", "compute": "float16",
-                                        "inputs_outputs": "float32"}
+    assert Fp16Settings().to_dict() == {
+        "name": "fp16",
+        "weights": "float16",
+        "compute": "float16",
+        "inputs_outputs": "float32",
+    }
     for name, settings in DEFAULT_SETTINGS.items():
         assert settings.name == settings.to_dict()["name"] == name
         assert settings.parity_tolerance(tiny_model.options) == PARITY_TOLERANCES[name]
@@ -253,7 +266,9 @@ def test_int8_takes_fixed_scales_from_the_graphs_bounds_and_per_row_scales_elsew
     # Per layer and direction, h (within proj_clip) and the projection's input sigmoid * tanh
     # (within 1), around zero point 128; the second layer's packed inputs are the first
     # layer's h: within proj_clip too.
-    want = [(round(o.proj_clip / 127, 9), 128)] * (2 * o.n_layers + 2 * (o.n_layers - 1)) + [(round(1 / 127, 9), 128)] * 2 * o.n_layers
+    want = [(round(o.proj_clip / 127, 9), 128)] * (2 * o.n_layers + 2 * (o.n_layers - 1)) + [
+        (round(1 / 127, 9), 128)
+    ] * 2 * o.n_layers
     assert fixed == sorted(want)
     # The first layer's packed inputs are token embeddings: no bound, a scale per row.
     assert [v for v in found.values() if v[0] == "per row"] == [("per row", 128)] * 2
@@ -262,7 +277,9 @@ def test_int8_takes_fixed_scales_from_the_graphs_bounds_and_per_row_scales_elsew
     # The char CNN's windows are rows of the char embedding table: its range, a fixed scale.
     # After the ReLUs, the highway and projection inputs are non-negative (all 255 levels
     # above zero point 0), with a scale per row.
-    table = onnx.numpy_helper.to_array(next(t for t in graphs["token_embedder"].graph.initializer if "char_embedding" in t.name))
+    table = onnx.numpy_helper.to_array(
+        next(t for t in graphs["token_embedder"].graph.initializer if "char_embedding" in t.name)
+    )
     windows = sorted(v for v in embedder.values() if v[1] == 128)
     assert windows == [(pytest.approx(np.abs(table).max() / 127), 128)] * len(o.filters)
     assert sorted(v for v in embedder.values() if v[1] == 0) == [("per row", 0)] * (o.n_highway + 1)
@@ -285,7 +302,9 @@ def test_int8_products_with_a_fixed_scale_add_their_bias_themselves(graphs, tiny
     assert len(with_bias) == 4 * 2 * (n_layers - 1)
     assert not any("Add" in readers.get(n.output[0], []) for n in with_bias)  # read by the Scan bodies
     assert sorted(readers[n.output[0]] for n in products if len(n.input) == 6) == [["Mul"]] * 4 * 2
-    assert op_counts(quantize_int8(graphs["bilm"]))["main"]["Add"] == op_counts(graphs["bilm"])["main"]["Add"] - len(with_bias)
+    assert op_counts(quantize_int8(graphs["bilm"]))["main"]["Add"] == op_counts(graphs["bilm"])["main"]["Add"] - len(
+        with_bias
+    )
     # The Scan bodies' products have no bias of their own: nothing folded there.
     assert op_counts(quantize_int8(graphs["bilm"]))["subgraphs"]["Add"] == op_counts(graphs["bilm"])["subgraphs"]["Add"]
 
@@ -310,17 +329,24 @@ def test_int8_rows_do_not_depend_on_the_other_rows(graphs, settings):
     mask = (np.arange(t)[None] < lengths[:, None]).astype(np.int32)
     feeds = {
         # Rows of very different magnitudes: one scale for all would quantize the small ones coarsely.
-        "token_embeddings": (rng.normal(size=(b, t, 16)) * mask[..., None] * rng.uniform(0.1, 10, (b, 1, 1))).astype(np.float32),
+        "token_embeddings": (rng.normal(size=(b, t, 16)) * mask[..., None] * rng.uniform(0.1, 10, (b, 1, 1))).astype(
+            np.float32
+        ),
         "mask": mask,
         "initial_h": np.zeros((2, 2, b, 16), np.float32),
         "initial_c": np.zeros((2, 2, b, 64), np.float32),
         "sentence_edges": np.ones((1, 2), np.int64),
     }
-    session = ort.InferenceSession(quantize_int8(graphs["bilm"], settings).SerializeToString(),
-                                   providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        quantize_int8(graphs["bilm"], settings).SerializeToString(), providers=["CPUExecutionProvider"]
+    )
     together = session.run(["layers"], feeds)[0]
     for row, n in enumerate(lengths):
-        one = {"token_embeddings": feeds["token_embeddings"][row:row + 1, :n], "mask": mask[row:row + 1, :n],
-               "initial_h": feeds["initial_h"][:, :, :1], "initial_c": feeds["initial_c"][:, :, :1],
-               "sentence_edges": feeds["sentence_edges"]}
+        one = {
+            "token_embeddings": feeds["token_embeddings"][row : row + 1, :n],
+            "mask": mask[row : row + 1, :n],
+            "initial_h": feeds["initial_h"][:, :, :1],
+            "initial_c": feeds["initial_c"][:, :, :1],
+            "sentence_edges": feeds["sentence_edges"],
+        }
         assert np.array_equal(session.run(["layers"], one)[0][:, 0], together[:, row, :n])

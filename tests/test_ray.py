@@ -24,8 +24,9 @@ from elmo_runtime.corpus.table import to_numpy  # noqa: E402
 
 TIMEOUT = 300
 RAY = ("--engine", "ray", "--workers", "2", "--num-cpus", "2")
-WORDS = ("the a cat dog sat ran on under mat tree quickly slowly , . ! ? Ω naïve 東京 don't "
-         "co-operate 1,000 U.S. e-mail").split()
+WORDS = (
+    "the a cat dog sat ran on under mat tree quickly slowly , . ! ? Ω naïve 東京 don't co-operate 1,000 U.S. e-mail"
+).split()
 
 
 def sentences(n: int, seed: int) -> list[str]:
@@ -35,8 +36,14 @@ def sentences(n: int, seed: int) -> list[str]:
 
 def start_elmo_embed(*args: str) -> subprocess.Popen:
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    return subprocess.Popen([sys.executable, "-m", "elmo_runtime.cli", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-m", "elmo_runtime.cli", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env=env,
+    )
 
 
 def finish(proc: subprocess.Popen, timeout: float = TIMEOUT) -> tuple[int, str]:
@@ -78,8 +85,9 @@ def test_parquet_parity(elmo, tiny_package, tmp_path):
     ids = random.Random(1).sample(range(10**12), len(texts))
     (tmp_path / "in").mkdir()
     for k in range(4):
-        pq.write_table(pa.table({"id": ids[k::4], "text": texts[k::4]}), tmp_path / "in" / f"{k}.parquet",
-                       row_group_size=500)
+        pq.write_table(
+            pa.table({"id": ids[k::4], "text": texts[k::4]}), tmp_path / "in" / f"{k}.parquet", row_group_size=500
+        )
     code, err = elmo_embed(tiny_package, tmp_path / "in", tmp_path / "out", *RAY, "--top")
     assert code == 0, err
     table, manifest = read_output(tmp_path / "out")
@@ -148,7 +156,7 @@ def test_failed_job_resumes(elmo, tiny_package, tmp_path):
     folder = tmp_path / "corpus"
     folder.mkdir()
     for k in range(4):
-        (folder / f"{k}.txt").write_text("\n".join(texts[500 * k:500 * (k + 1)]) + "\n")
+        (folder / f"{k}.txt").write_text("\n".join(texts[500 * k : 500 * (k + 1)]) + "\n")
     good = (folder / "3.txt").read_bytes()
     lines = good.split(b"\n")
     lines[400] = b"caf\xe9" + lines[400][4:]  # latin-1, not UTF-8: line 401 of the last file
@@ -241,16 +249,30 @@ def test_a_job_stopped_early_shuts_ray_down_after_its_threads(tiny_package, tmp_
     lines = sentences(600, seed=21)
     lines[2] = "caf\udce9"  # written with surrogateescape: byte 0xE9, not UTF-8, on line 3
     (tmp_path / "in.txt").write_bytes("\n".join(lines).encode("utf-8", "surrogateescape") + b"\n")
-    proc = subprocess.Popen([sys.executable, "-c", STOPPED_EARLY_SCRIPT, str(tiny_package), str(tmp_path / "in.txt"),
-                             str(tmp_path / "out")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            STOPPED_EARLY_SCRIPT,
+            str(tiny_package),
+            str(tmp_path / "in.txt"),
+            str(tmp_path / "out"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
+    )
     try:
         out, err = proc.communicate(timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         pytest.fail(f"still running after {TIMEOUT} s; stderr:\n{proc.communicate()[1][-3000:]}")
     assert proc.returncode == 0, err
-    ours = [line for line in out.splitlines() if line.startswith(("alive at ray.shutdown:", "error:"))]  # Ray prints too
+    ours = [
+        line for line in out.splitlines() if line.startswith(("alive at ray.shutdown:", "error:"))
+    ]  # Ray prints too
     assert ours == ["alive at ray.shutdown: []", f"error: {tmp_path / 'in.txt'}:3: not valid UTF-8"], out + err
 
 
@@ -269,9 +291,14 @@ def test_embed_dataset(elmo, tiny_package, tmp_path):
     """The Python API on a dataset Ray reads itself: its read tasks get a CPU, every worker a block."""
     texts = sentences(1000, seed=18)
     pq.write_table(pa.table({"id": [f"doc{i}" for i in range(1000)], "text": texts}), tmp_path / "in.parquet")
-    proc = subprocess.Popen([sys.executable, "-c", DATASET_SCRIPT, str(tiny_package), str(tmp_path / "in.parquet"),
-                             str(tmp_path / "out")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", DATASET_SCRIPT, str(tiny_package), str(tmp_path / "in.parquet"), str(tmp_path / "out")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
+    )
     code, err = finish(proc)
     assert code == 0, err
     files = list((tmp_path / "out").glob("*.parquet"))
@@ -282,7 +309,7 @@ def test_embed_dataset(elmo, tiny_package, tmp_path):
     got = dict(zip(table.column("id").to_pylist(), to_numpy(table.column("vectors"))))
     for i, expected in enumerate(elmo.embed(texts, layers="top", pool="mean")):
         # float16 keeps 11 significant bits: within half a unit in the last place of float32's value.
-        np.testing.assert_allclose(got[f"doc{i}"].astype(np.float32), expected, rtol=2 ** -11, atol=1e-6)
+        np.testing.assert_allclose(got[f"doc{i}"].astype(np.float32), expected, rtol=2**-11, atol=1e-6)
 
 
 def test_workers_leave_a_cpu_for_ray():
@@ -306,7 +333,7 @@ def test_cluster_flags_need_the_ray_engine(tiny_package, tmp_path):
 
 def embed_to_parquet_quickly(package, input, output, **kwargs):
     """`embed_to_parquet` for the checks made before any cluster starts (these tests start none)."""
-    from elmo_runtime.corpus.job import RAY_DATA_THREAD, embed_to_parquet
+    from elmo_runtime.corpus.job import embed_to_parquet
 
     return embed_to_parquet(package, input, output, workers=1, num_cpus=1, progress=False, **kwargs)
 
@@ -314,8 +341,11 @@ def embed_to_parquet_quickly(package, input, output, **kwargs):
 def finished_output(folder, mode=0o755):
     """A folder that looks like a finished `--engine ray` output."""
     folder.mkdir()
-    (folder / "_elmo.json").write_text(json.dumps({"format": "elmo-onnx parquet folder", "version": 1,
-                                                   "parts": [{"file": "part-000000000000.parquet"}]}))
+    (folder / "_elmo.json").write_text(
+        json.dumps(
+            {"format": "elmo-onnx parquet folder", "version": 1, "parts": [{"file": "part-000000000000.parquet"}]}
+        )
+    )
     (folder / "part-000000000000.parquet").write_bytes(b"old")
     folder.chmod(mode)
     return folder
@@ -394,15 +424,21 @@ def test_a_worker_that_cannot_write_reports_one_line_and_leaves_no_scratch(tiny_
     """A full disk in a worker: the chunk comes back as an OSError naming the part, no temporary file stays."""
     import errno
 
-    from elmo_runtime.corpus.job import ChunkWorker, _raise_chunk_error
     from elmo_runtime.corpus.chunks import plan_chunks
+    from elmo_runtime.corpus.job import ChunkWorker, _raise_chunk_error
 
     (tmp_path / "in.txt").write_text("The cat sat .\nHi !\n")
     (chunk,), _ = plan_chunks(tmp_path / "in.txt")
     partial = tmp_path / ".out.partial"
     partial.mkdir()
-    settings = {"layers": "top", "pool": None, "dtype": "float32", "tokenized": False, "state": None,
-                "batch_tokens": None}
+    settings = {
+        "layers": "top",
+        "pool": None,
+        "dtype": "float32",
+        "tokenized": False,
+        "state": None,
+        "batch_tokens": None,
+    }
     worker = ChunkWorker(str(tiny_package), str(partial), 1, settings, False)
 
     def full_disk(self, table):

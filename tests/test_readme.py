@@ -53,13 +53,17 @@ def _embed(package: str, tmp_path: Path) -> list[float]:
     lstm = ARCHITECTURES["default-wordnet"]["lstm"]
     with h5py.File(tmp_path / "vectors.hdf5") as f:
         assert [f[str(i)].shape for i in range(3)] == [
-            (lstm["n_layers"] + 1, len(s.split()), 2 * lstm["projection_dim"]) for s in SENTENCES]
+            (lstm["n_layers"] + 1, len(s.split()), 2 * lstm["projection_dim"]) for s in SENTENCES
+        ]
         return [float(f[key][tuple(index)]) for key, *index in PINNED]
 
 
 def test_the_readme_main_job_gives_the_pinned_vectors(tmp_path):
     # elmo-export --quantize int8 -o elmo-int8   (no MODEL: the shipped default model)
-    for name, quantize, want, atol in (("elmo-int8", ["--quantize", "int8"], INT8, 2e-3), ("elmo-fp32", [], FP32, 1e-4)):
+    for name, quantize, want, atol in (
+        ("elmo-int8", ["--quantize", "int8"], INT8, 2e-3),
+        ("elmo-fp32", [], FP32, 1e-4),
+    ):
         package = tmp_path / name
         assert export_cli.main([*quantize, "-o", str(package), "--no-progress", "-q"]) == 0
         got = _embed(str(package), tmp_path / f"{name}-job")

@@ -4,10 +4,10 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from tf_fixtures import FIXTURE_SETS, load_fixture_set
 
 from elmo_export.weights import load_reference
 from elmo_runtime.chars import batch_to_char_ids, tokens_to_char_ids
-from tf_fixtures import FIXTURE_SETS, load_fixture_set
 
 
 @pytest.mark.parametrize("name", FIXTURE_SETS)

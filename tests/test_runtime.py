@@ -19,6 +19,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from tf_fixtures import FIXTURE_SETS, load_fixture_set
 
 from elmo_export.model import LstmState
 from elmo_runtime import Elmo, PackageError
@@ -26,7 +27,6 @@ from elmo_runtime import embedder as embedder_module
 from elmo_runtime.batching import batch_cost, check_budget, plan_batches
 from elmo_runtime.chars import batch_to_char_ids
 from elmo_runtime.package import sha256_of
-from tf_fixtures import FIXTURE_SETS, load_fixture_set
 
 SENTENCES = [
     ["The", "cat", "sat", "on", "the", "mat", "."],
@@ -34,8 +34,36 @@ SENTENCES = [
     ["Call", "me", "Ishmael", "."],
     ["The", "naïve", "café", "owner", "served", "crème", "brûlée", "in", "Zürich", "."],
     ["x" * 60, "tokens", "longer", "than", "48", "bytes", "are", "cut"],
-    ["It", "was", "the", "best", "of", "times", ",", "it", "was", "the", "worst", "of", "times", ",",
-     "it", "was", "the", "age", "of", "wisdom", ",", "it", "was", "the", "age", "of", "foolishness", "."],
+    [
+        "It",
+        "was",
+        "the",
+        "best",
+        "of",
+        "times",
+        ",",
+        "it",
+        "was",
+        "the",
+        "worst",
+        "of",
+        "times",
+        ",",
+        "it",
+        "was",
+        "the",
+        "age",
+        "of",
+        "wisdom",
+        ",",
+        "it",
+        "was",
+        "the",
+        "age",
+        "of",
+        "foolishness",
+        ".",
+    ],
     ["One"],
 ]
 
@@ -55,6 +83,7 @@ def reference_layers(model, sentences, elmo, state):
 
 
 # -- the README's examples ---------------------------------------------------------------------
+
 
 def test_embed_pretokenized_and_raw_text(elmo, sizes):
     vectors = elmo.embed([["The", "cat", "sat", "."], ["Hi", "!"]])
@@ -76,8 +105,9 @@ def test_layer_choices(elmo):
     np.testing.assert_allclose(elmo.embed(sentence, layers="average")[0], all_layers.mean(0), atol=1e-6)
     # A weighted mix uses the weights as given: no softmax, no gamma.
     weights = [0.5, -1.0, 2.0]
-    np.testing.assert_allclose(elmo.embed(sentence, layers=weights)[0],
-                               sum(w * layer for w, layer in zip(weights, all_layers)), atol=1e-6)
+    np.testing.assert_allclose(
+        elmo.embed(sentence, layers=weights)[0], sum(w * layer for w, layer in zip(weights, all_layers)), atol=1e-6
+    )
 
 
 def test_mean_pooling_gives_one_vector_per_sentence(elmo, sizes):
@@ -109,6 +139,7 @@ def test_properties_and_repr(elmo, sizes):
 
 
 # -- parity with the reference and with TensorFlow ------------------------------------------------
+
 
 @pytest.mark.parametrize("state", ["warm", "zero"])
 def test_runtime_matches_the_reference(elmo, tiny_model, state):
@@ -250,6 +281,7 @@ def test_every_precision_streams_and_batches_like_fp32(exported, precision):
 
 # -- batching -------------------------------------------------------------------------------------
 
+
 def test_batches_respect_the_budget_and_keep_the_order():
     rng = np.random.default_rng(0)
     lengths = list(rng.integers(0, 50, 500)) + [300]
@@ -309,7 +341,9 @@ def test_many_short_sentences_are_streamed_within_the_budget(tiny_package, monke
 
     def token_embeddings(inputs):
         char_ids = inputs["char_ids"]
-        return np.zeros((*char_ids.shape[:2], sizes.projection_dim), np.float32), (char_ids > 0).any(-1).astype(np.int32)
+        return np.zeros((*char_ids.shape[:2], sizes.projection_dim), np.float32), (char_ids > 0).any(-1).astype(
+            np.int32
+        )
 
     def bilm(embeddings, mask, h, c, edges=None):
         shapes.append(mask.shape)
@@ -347,8 +381,9 @@ def test_embed_iter_matches_embed(elmo):
 def test_threads_share_one_elmo_safely(tiny_package):
     rng = np.random.default_rng(2)
     words = [w for s in SENTENCES for w in s] + [f"new{i}" for i in range(200)]
-    jobs = [[[words[i] for i in rng.integers(0, len(words), rng.integers(1, 30))] for _ in range(20)]
-            for _ in range(16)]
+    jobs = [
+        [[words[i] for i in rng.integers(0, len(words), rng.integers(1, 30))] for _ in range(20)] for _ in range(16)
+    ]
     # Threads first, on an empty token cache: they miss and fill it concurrently.
     elmo = Elmo(tiny_package, device="cpu")
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -363,32 +398,39 @@ def test_threads_share_one_elmo_safely(tiny_package):
 
 # -- bad input ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("sentences, error, message", [
-    ("The cat sat.", TypeError, r"sentences is a single str; pass a list of sentences"),
-    (None, TypeError, r"sentences is NoneType"),
-    ([["The", "cat"], None], TypeError, r"sentence 1 is NoneType None"),
-    ([["The", 5]], TypeError, r"sentence 0, token 1 is int 5; tokens must be str"),
-    ([["ok"], ["fine", None]], TypeError, r"sentence 1, token 1 is NoneType"),
-    ([[["The", "cat"]]], TypeError, r"sentence 0, token 0 is a list, not a str: sentences nest one level too deep"),
-    ([b"bytes"], TypeError, r"sentence 0 is bytes; decode it to str first"),
-    ([{"a": 1}], TypeError, r"sentence 0 is dict"),
-])
+
+@pytest.mark.parametrize(
+    "sentences, error, message",
+    [
+        ("The cat sat.", TypeError, r"sentences is a single str; pass a list of sentences"),
+        (None, TypeError, r"sentences is NoneType"),
+        ([["The", "cat"], None], TypeError, r"sentence 1 is NoneType None"),
+        ([["The", 5]], TypeError, r"sentence 0, token 1 is int 5; tokens must be str"),
+        ([["ok"], ["fine", None]], TypeError, r"sentence 1, token 1 is NoneType"),
+        ([[["The", "cat"]]], TypeError, r"sentence 0, token 0 is a list, not a str: sentences nest one level too deep"),
+        ([b"bytes"], TypeError, r"sentence 0 is bytes; decode it to str first"),
+        ([{"a": 1}], TypeError, r"sentence 0 is dict"),
+    ],
+)
 def test_malformed_input_names_the_sentence(elmo, sentences, error, message):
     with pytest.raises(error, match=message):
         elmo.embed(sentences)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"layers": "middle"}, r"layers is 'middle'; choose 'all', 'top', 'average', a layer index in -3..2"),
-    ({"layers": 3}, r"layers is 3; this package has 3 layers"),
-    ({"layers": True}, r"layers is bool True"),
-    ({"layers": [1.0, 2.0]}, r"expected 3 finite weights"),
-    ({"layers": ["a", "b", "c"]}, r"the weights must be numbers"),
-    ({"pool": "max"}, r"pool is 'max'; choose None or 'mean'"),
-    ({"state": "carried"}, r"state is 'carried'; choose one of warm, zero, or None"),
-    ({"batch_tokens": 0}, r"batch_tokens is 0; expected a positive integer"),
-    ({"batch_size": -1}, r"batch_size is -1; expected a positive integer or None"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"layers": "middle"}, r"layers is 'middle'; choose 'all', 'top', 'average', a layer index in -3..2"),
+        ({"layers": 3}, r"layers is 3; this package has 3 layers"),
+        ({"layers": True}, r"layers is bool True"),
+        ({"layers": [1.0, 2.0]}, r"expected 3 finite weights"),
+        ({"layers": ["a", "b", "c"]}, r"the weights must be numbers"),
+        ({"pool": "max"}, r"pool is 'max'; choose None or 'mean'"),
+        ({"state": "carried"}, r"state is 'carried'; choose one of warm, zero, or None"),
+        ({"batch_tokens": 0}, r"batch_tokens is 0; expected a positive integer"),
+        ({"batch_size": -1}, r"batch_size is -1; expected a positive integer or None"),
+    ],
+)
 def test_bad_settings_are_refused_before_any_work(elmo, kwargs, message):
     with pytest.raises(ValueError, match=message):
         elmo.embed([["Hi"]], **kwargs)
@@ -414,6 +456,7 @@ def test_control_characters(elmo, tiny_model):
 
 
 # -- packages -------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def package_copy(tiny_package, tmp_path):
@@ -487,10 +530,18 @@ def rewrite_graph(package, name, change):
     model = onnx.load(str(path))
     change(model.graph)
     (package / f"{name}.data").unlink()
-    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=f"{name}.data", size_threshold=1024)
-    files = {f: {"sha256": hashlib.sha256((package / f).read_bytes()).hexdigest(), "bytes": (package / f).stat().st_size}
-             for f in (name, f"{name}.data")}
+    onnx.save_model(
+        model,
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=f"{name}.data",
+        size_threshold=1024,
+    )
+    files = {
+        f: {"sha256": hashlib.sha256((package / f).read_bytes()).hexdigest(), "bytes": (package / f).stat().st_size}
+        for f in (name, f"{name}.data")
+    }
     edit_manifest(package, lambda d: d["files"].update(files))
 
 
@@ -512,9 +563,12 @@ def test_a_graph_output_the_contract_does_not_name_is_refused(package_copy):
         next(o for o in graph.output if o.name == "final_c").name = "cell_state"
 
     rewrite_graph(package_copy, "bilm.onnx", rename_final_c)
-    with pytest.raises(PackageError, match=r"bilm.onnx: the graph does not match the package contract:\n  "
-                                           r"outputs are \['layers', 'final_h', 'cell_state'\], the contract says "
-                                           r"\['layers', 'final_h', 'final_c'\]"):
+    with pytest.raises(
+        PackageError,
+        match=r"bilm.onnx: the graph does not match the package contract:\n  "
+        r"outputs are \['layers', 'final_h', 'cell_state'\], the contract says "
+        r"\['layers', 'final_h', 'final_c'\]",
+    ):
         Elmo(package_copy)
 
 
@@ -527,7 +581,9 @@ def test_a_graph_output_of_another_type_is_refused(package_copy):
         next(o for o in graph.output if o.name == "mask").type.tensor_type.elem_type = TensorProto.INT64
 
     rewrite_graph(package_copy, "token_embedder.onnx", mask_as_int64)
-    with pytest.raises(PackageError, match=r"token_embedder.onnx: [\s\S]*output 'mask' is int64, the contract says int32"):
+    with pytest.raises(
+        PackageError, match=r"token_embedder.onnx: [\s\S]*output 'mask' is int64, the contract says int32"
+    ):
         Elmo(package_copy)
 
 
@@ -544,7 +600,10 @@ def test_the_contract_check_names_names_types_and_ranks():
         return SimpleNamespace(get_inputs=lambda: args(inputs), get_outputs=lambda: args(outputs))
 
     good_in = [("char_ids", "tensor(int32)", ["batch", "tokens", 50])]
-    good_out = [("token_embeddings", "tensor(float)", ["batch", "tokens", 16]), ("mask", "tensor(int32)", ["batch", "tokens"])]
+    good_out = [
+        ("token_embeddings", "tensor(float)", ["batch", "tokens", 16]),
+        ("mask", "tensor(int32)", ["batch", "tokens"]),
+    ]
     check_session(session(good_in, good_out), spec, Path("te.onnx"))  # no error
     with pytest.raises(PackageError) as info:
         check_session(session([("char_ids", "tensor(int64)", ["batch", 50])], good_out[::-1]), spec, Path("te.onnx"))
@@ -572,15 +631,19 @@ def test_the_manifest_reads_back_as_written(tiny_package):
 
 # -- devices and threads --------------------------------------------------------------------------
 
+
 def cuda_usable() -> bool:
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         return False
     try:
         from onnx import TensorProto, helper
 
-        graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe",
-                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+        graph = helper.make_graph(
+            [helper.make_node("Identity", ["x"], ["y"])],
+            "probe",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+        )
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
         session = ort.InferenceSession(model.SerializeToString(), providers=["CUDAExecutionProvider"])
         return session.get_providers()[0] == "CUDAExecutionProvider"
@@ -589,8 +652,10 @@ def cuda_usable() -> bool:
 
 
 CUDA_USABLE = cuda_usable()
-needs_cuda = pytest.mark.skipif(not CUDA_USABLE, reason="needs onnxruntime-gpu with a usable CUDA device "
-                                f"(onnxruntime offers {ort.get_available_providers()})")
+needs_cuda = pytest.mark.skipif(
+    not CUDA_USABLE,
+    reason=f"needs onnxruntime-gpu with a usable CUDA device (onnxruntime offers {ort.get_available_providers()})",
+)
 
 
 def test_unknown_device(tiny_package):
@@ -600,8 +665,11 @@ def test_unknown_device(tiny_package):
 
 @pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="onnxruntime-gpu is installed")
 def test_cuda_without_onnxruntime_gpu_is_a_clear_error(tiny_package):
-    with pytest.raises(RuntimeError, match=r"device='cuda' but onnxruntime offers no CUDAExecutionProvider "
-                                           r"\(available: .*CPUExecutionProvider.*\); install the GPU build"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"device='cuda' but onnxruntime offers no CUDAExecutionProvider "
+        r"\(available: .*CPUExecutionProvider.*\); install the GPU build",
+    ):
         Elmo(tiny_package, device="cuda")
 
 
@@ -621,7 +689,9 @@ def test_a_cuda_provider_that_does_not_start(tiny_package, monkeypatch, caplog):
         elmo = Elmo(tiny_package, device="auto")
     assert elmo.providers[0] == "CPUExecutionProvider"
     assert any("CUDA was requested (device='auto') but the CPU runs" in r.getMessage() for r in caplog.records)
-    with pytest.raises(RuntimeError, match="device='cuda': onnxruntime offers CUDAExecutionProvider but it did not start"):
+    with pytest.raises(
+        RuntimeError, match="device='cuda': onnxruntime offers CUDAExecutionProvider but it did not start"
+    ):
         Elmo(tiny_package, device="cuda")
 
 
@@ -633,8 +703,9 @@ def test_onnxruntime_and_onnxruntime_gpu_side_by_side_is_flagged(monkeypatch, ca
     with caplog.at_level(logging.WARNING, logger="elmo_runtime"):
         runner.providers_for("auto")
     runner._warn_if_two_onnxruntimes.cache_clear()
-    assert any("both onnxruntime 1.31.0 and onnxruntime-gpu 1.31.0 are installed" in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        "both onnxruntime 1.31.0 and onnxruntime-gpu 1.31.0 are installed" in r.getMessage() for r in caplog.records
+    )
 
 
 def test_thread_count(tiny_package, elmo):
@@ -655,6 +726,7 @@ def test_cuda_matches_the_cpu(tiny_package, elmo):
 
 
 # -- the torch-free promise -----------------------------------------------------------------------
+
 
 def test_the_runtime_never_imports_torch(tiny_package, sizes):
     code = (

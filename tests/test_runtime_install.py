@@ -22,23 +22,35 @@ pytestmark = pytest.mark.slow  # builds a wheel and installs it with its depende
 
 REPO = Path(__file__).resolve().parents[1]
 # Copied to build from: everything but environments, VCS data and build or test leftovers.
-NOT_SOURCES = shutil.ignore_patterns(".venv*", ".git", "__pycache__", "*.egg-info", "build", "dist",
-                                     ".pytest_cache", "out", "*.whl")
-OFFLINE_SIGNS = ("No matching distribution found", "Could not find a version that satisfies",
-                 "NewConnectionError", "Temporary failure in name resolution", "Network is unreachable",
-                 "ConnectTimeoutError", "ReadTimeoutError", "Max retries exceeded")
+NOT_SOURCES = shutil.ignore_patterns(
+    ".venv*", ".git", "__pycache__", "*.egg-info", "build", "dist", ".pytest_cache", "out", "*.whl"
+)
+OFFLINE_SIGNS = (
+    "No matching distribution found",
+    "Could not find a version that satisfies",
+    "NewConnectionError",
+    "Temporary failure in name resolution",
+    "Network is unreachable",
+    "ConnectTimeoutError",
+    "ReadTimeoutError",
+    "Max retries exceeded",
+)
 
 
 def clean_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP", "PIP_REQUIRE_VIRTUALENV")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP", "PIP_REQUIRE_VIRTUALENV")
+    }
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     return env
 
 
 def pip(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True,
-                          env=clean_env(), timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "pip", *args], capture_output=True, text=True, env=clean_env(), timeout=timeout
+    )
 
 
 def test_base_install_embeds_text_without_torch(tiny_package, tmp_path):
@@ -52,8 +64,11 @@ def test_base_install_embeds_text_without_torch(tiny_package, tmp_path):
     members = zipfile.ZipFile(wheel).namelist()
     # What the runtime never reads stays out: the default model's TF weights and training files.
     assert not [m for m in members if m.endswith((".hdf5", "vocab.txt"))], members
-    assert {"elmo_runtime/default/elmo.json", "elmo_runtime/default/bilm.onnx.data",
-            "elmo_runtime/catalog.json"} <= set(members)
+    assert {
+        "elmo_runtime/default/elmo.json",
+        "elmo_runtime/default/bilm.onnx.data",
+        "elmo_runtime/catalog.json",
+    } <= set(members)
 
     venv = tmp_path / "venv"
     # No pip inside (saves ensurepip's seconds): this interpreter's pip installs into it via --python.
@@ -86,9 +101,22 @@ def test_base_install_embeds_text_without_torch(tiny_package, tmp_path):
 
     text = tmp_path / "in.txt"
     text.write_text("One line.\nAnother line.\n", encoding="utf-8")
-    script = subprocess.run([str(venv / "bin" / "elmo-embed"), str(tiny_package), str(text), str(tmp_path / "out.npz"),
-                             "--format", "npz", "--top", "-q"], capture_output=True, text=True, env=clean_env(),
-                            cwd=tmp_path)
+    script = subprocess.run(
+        [
+            str(venv / "bin" / "elmo-embed"),
+            str(tiny_package),
+            str(text),
+            str(tmp_path / "out.npz"),
+            "--format",
+            "npz",
+            "--top",
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        cwd=tmp_path,
+    )
     assert script.returncode == 0, script.stderr
     assert (tmp_path / "out.npz").is_file()
     # HDF5 output is the hdf5 extra: without it, one line saying how to get it, and no file.
@@ -103,12 +131,22 @@ def test_base_install_embeds_text_without_torch(tiny_package, tmp_path):
     assert script.returncode == 0 and (tmp_path / "default.hdf5").is_file(), script.stderr
 
     # The exporter's command is there, but says in one line what it needs instead of a traceback.
-    export = subprocess.run([str(venv / "bin" / "elmo-export"), "-o", str(tmp_path / "pkg")], capture_output=True,
-                            text=True, env=clean_env(), cwd=tmp_path)
+    export = subprocess.run(
+        [str(venv / "bin" / "elmo-export"), "-o", str(tmp_path / "pkg")],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        cwd=tmp_path,
+    )
     assert export.returncode == 2
     assert export.stderr.count("\n") == 1 and "pip install torch==2.13.0" in export.stderr, export.stderr
     assert "Traceback" not in export.stderr and not (tmp_path / "pkg").exists()
-    verify = subprocess.run([str(venv / "bin" / "elmo-verify"), str(tiny_package)], capture_output=True, text=True,
-                            env=clean_env(), cwd=tmp_path)
+    verify = subprocess.run(
+        [str(venv / "bin" / "elmo-verify"), str(tiny_package)],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        cwd=tmp_path,
+    )
     assert verify.returncode == 0 and "conformance passed" in verify.stdout, verify.stderr
     print(f"install test took {time.perf_counter() - started:.1f} s")

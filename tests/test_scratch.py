@@ -38,8 +38,9 @@ with scratch.staged_dir(target) as staging:
 
 def _killed_mid_write(target: Path, stop: str) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), *sys.path])}
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(target), stop], stdout=subprocess.PIPE, text=True,
-                             env=env)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(target), stop], stdout=subprocess.PIPE, text=True, env=env
+    )
     try:
         assert child.stdout.readline().strip() == "ready"
     finally:

@@ -32,8 +32,10 @@ def test_a_sample_event_gets_sentence_vectors(lambda_handler):
     assert response["statusCode"] == 200
     body = json.loads(response["body"])
     assert body["dim"] == 256 and body["precision"] == "int8" and body["package"] == "default"
-    assert body["tokens"] == [["The", "cat", "sat", "on", "the", "mat", "."],
-                              ["ELMo", "vectors", "depend", "on", "context", "."]]
+    assert body["tokens"] == [
+        ["The", "cat", "sat", "on", "the", "mat", "."],
+        ["ELMo", "vectors", "depend", "on", "context", "."],
+    ]
     want = Elmo("default").embed(event["sentences"], layers="average", pool="mean")
     for got, expected in zip(body["vectors"], want):
         np.testing.assert_allclose(np.array(got, dtype=np.float32), expected, rtol=0, atol=1e-6)
@@ -61,8 +63,9 @@ def test_a_catalog_package_is_fetched_to_tmp_on_the_cold_start(lambda_handler, t
     from elmo_export.publish import archive_package
 
     with serving() as server:
-        entry = archive_package(tiny_package, tmp_path / "tiny.zip", url=f"{server.url}/tiny.zip", name="tiny-fp32",
-                                model="tiny")
+        entry = archive_package(
+            tiny_package, tmp_path / "tiny.zip", url=f"{server.url}/tiny.zip", name="tiny-fp32", model="tiny"
+        )
         server.files["/tiny.zip"] = (tmp_path / "tiny.zip").read_bytes()
         catalog = tmp_path / "catalog.json"
         catalog.write_text(json.dumps({"schema_version": 1, "packages": {"tiny-fp32": entry}}))

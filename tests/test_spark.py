@@ -39,8 +39,14 @@ def test_spark_recipe(elmo, tiny_package, tmp_path):
     texts = [f"sentence number {i} , with words ." for i in range(200)]
     (tmp_path / "corpus").mkdir()
     pq.write_table(pa.table({"id": list(range(200)), "text": texts}), tmp_path / "corpus" / "in.parquet")
-    result = subprocess.run([sys.executable, "-c", recipe(tiny_package)], capture_output=True, text=True, timeout=300,
-                            cwd=tmp_path, env={**os.environ, "PYSPARK_PYTHON": sys.executable})  # executors need it too
+    result = subprocess.run(
+        [sys.executable, "-c", recipe(tiny_package)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={**os.environ, "PYSPARK_PYTHON": sys.executable},
+    )  # executors need it too
     assert result.returncode == 0, result.stderr[-3000:]
     table = pq.read_table(tmp_path / "vectors")
     got = dict(zip(table.column("id").to_pylist(), table.column("vectors").to_pylist()))

@@ -65,7 +65,8 @@ def test_runtime_imports_without_pyarrow(tiny_package):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
-        "ImportError: Arrow tables and Parquet output need pyarrow: pip install 'elmo-onnx[parquet]'")
+        "ImportError: Arrow tables and Parquet output need pyarrow: pip install 'elmo-onnx[parquet]'"
+    )
 
 
 def test_chunks_have_stable_ids(tmp_path):
@@ -75,7 +76,11 @@ def test_chunks_have_stable_ids(tmp_path):
     chunks, rows = plan_chunks(tmp_path)
     assert rows == 16
     assert [(c.path.rsplit("/", 1)[1], c.first_id, c.rows, c.line) for c in chunks] == [
-        ("a.txt", 0, 16, 1), ("a.txt", 16, 16, 17), ("a.txt", 32, 10, 33), ("b.txt", 42, 3, 1)]
+        ("a.txt", 0, 16, 1),
+        ("a.txt", 16, 16, 17),
+        ("a.txt", 32, 10, 33),
+        ("b.txt", 42, 3, 1),
+    ]
     assert plan_chunks(str(tmp_path / "[ab].txt"))[0] == chunks
     table = read_chunk(chunks[0], allow_empty_lines=True)
     assert table.column("id").to_pylist() == list(range(16))
@@ -87,9 +92,16 @@ def test_chunks_have_stable_ids(tmp_path):
 
 def test_chunks_of_parquet(tmp_path):
     for n, first in ((50, 0), (30, 50)):
-        pq.write_table(pa.table({"id": [f"s{i}" for i in range(first, first + n)],
-                                 "text": [f"sentence {i}" for i in range(first, first + n)]}),
-                       tmp_path / f"part{first}.parquet", row_group_size=7)
+        pq.write_table(
+            pa.table(
+                {
+                    "id": [f"s{i}" for i in range(first, first + n)],
+                    "text": [f"sentence {i}" for i in range(first, first + n)],
+                }
+            ),
+            tmp_path / f"part{first}.parquet",
+            row_group_size=7,
+        )
     chunks, _ = plan_chunks(tmp_path, chunk_rows=20)
     ids = [i for c in chunks for i in read_chunk(c).column("id").to_pylist()]
     assert ids == [f"s{i}" for i in range(80)]
@@ -109,8 +121,22 @@ def test_elmo_embed_compact_outputs(elmo, tiny_package, tmp_path, format):
     lines = ["The cat sat on the mat .", "Hi !", "ELMo vectors depend on context ."]
     (tmp_path / "in.txt").write_text("\n".join(lines) + "\n")
     out = tmp_path / f"out.{format}"
-    assert main([str(tiny_package), str(tmp_path / "in.txt"), str(out), "--format", format, "--top",
-                 "--dtype", "float16", "--sentence-vectors"]) == 0
+    assert (
+        main(
+            [
+                str(tiny_package),
+                str(tmp_path / "in.txt"),
+                str(out),
+                "--format",
+                format,
+                "--top",
+                "--dtype",
+                "float16",
+                "--sentence-vectors",
+            ]
+        )
+        == 0
+    )
     if format == "hdf5":
         import h5py
 

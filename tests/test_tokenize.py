@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 import pytest
+from tf_fixtures import FIXTURES, require_fixture
 
 from elmo_runtime.tokenize import Tokenizer, tokenize, tokenize_batch
-from tf_fixtures import FIXTURES, require_fixture
 
 SENTENCES = FIXTURES / "bilm-tf" / "lm_embeddings_sentences.json"
 

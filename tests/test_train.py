@@ -10,10 +10,18 @@ import torch
 from elmo_export.architectures import ARCHITECTURES
 from elmo_export.sentences import read_sentences
 from elmo_export.weights import load_reference
-from elmo_train.corpus import build_vocab, write_vocab
-from elmo_train.train import (BACKWARD, FORWARD, TrainSettings, encode, evaluate, load_language_model, train,
-                              unigram_perplexity)
 from elmo_runtime.chars import batch_to_char_ids
+from elmo_train.corpus import build_vocab, write_vocab
+from elmo_train.train import (
+    BACKWARD,
+    FORWARD,
+    TrainSettings,
+    encode,
+    evaluate,
+    load_language_model,
+    train,
+    unigram_perplexity,
+)
 
 SHIPPED = Path(__file__).resolve().parent.parent / "models" / "default-wordnet"
 
@@ -34,9 +42,18 @@ def _tiny_corpus(folder: Path) -> Path:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
-    settings = TrainSettings(steps=100, batch_size=4, unroll_steps=8, learning_rate=2e-2,
-                             warmup_steps=1, dropout=0.0, cutoffs=(), eval_every=0, log_every=10,
-                             heldout_sample=5)
+    settings = TrainSettings(
+        steps=100,
+        batch_size=4,
+        unroll_steps=8,
+        learning_rate=2e-2,
+        warmup_steps=1,
+        dropout=0.0,
+        cutoffs=(),
+        eval_every=0,
+        log_every=10,
+        heldout_sample=5,
+    )
     torch.set_num_threads(1)
     result = train(_tiny_corpus(root / "corpus"), root / "out", ARCHITECTURES["train-tiny"], settings)
     return result, root / "out"
@@ -52,8 +69,7 @@ def test_training_lowers_the_loss(trained):
 
 def test_training_writes_the_official_files(trained):
     _, out = trained
-    for name in ("options.json", "weights.hdf5", "vocab.txt", "softmax.hdf5", "training.json",
-                 "heldout_sample.txt"):
+    for name in ("options.json", "weights.hdf5", "vocab.txt", "softmax.hdf5", "training.json", "heldout_sample.txt"):
         assert (out / name).is_file(), name
     options = json.loads((out / "options.json").read_text())
     assert options["lstm"]["use_skip_connections"] is True
@@ -70,13 +86,16 @@ def test_written_weights_reproduce_the_trained_language_models(trained):
         layers = reference(torch.from_numpy(batch_to_char_ids([sentence]))).layers  # (L+1, 1, n, 2P)
         table = encode([sentence], {"<S>": 0, "</S>": 1, "<UNK>": 2})
         ids = torch.from_numpy(table.sentences[0])
-        streams = {FORWARD: torch.cat([torch.tensor([0]), ids, torch.tensor([1])]),
-                   BACKWARD: torch.cat([torch.tensor([1]), ids.flip(0), torch.tensor([0])])}
+        streams = {
+            FORWARD: torch.cat([torch.tensor([0]), ids, torch.tensor([1])]),
+            BACKWARD: torch.cat([torch.tensor([1]), ids.flip(0), torch.tensor([0])]),
+        }
         embedded = model.embed_types(table.char_ids, table.n_bytes)
         state = model.bilm.zero_state(1)
         for direction, tokens in streams.items():
-            top, _, _ = model.run_lm(direction, embedded[tokens][None],
-                                     state.h[:, direction], state.c[:, direction])  # (1, n+2, P)
+            top, _, _ = model.run_lm(
+                direction, embedded[tokens][None], state.h[:, direction], state.c[:, direction]
+            )  # (1, n+2, P)
             words = top[0, 1 : n + 1] if direction == FORWARD else top[0, 1 : n + 1].flip(0)
             expected = layers[-1, 0, :, direction * p : (direction + 1) * p]
             np.testing.assert_allclose(words.numpy(), expected.numpy(), atol=1e-5)
@@ -117,10 +136,11 @@ def test_the_shipped_model_is_the_default_wordnet_architecture():
 def test_gloss_lines_give_the_definition_and_each_example():
     from elmo_train.corpus import gloss_sentences
 
-    line = ('00004492 29 v 01 hold 4 001 @ 02422681 v 0000 01 + 08 00 | keep from exhaling or '
-            'expelling; "hold your breath"; "she held her breath"  \n')
-    assert gloss_sentences(line) == ["keep from exhaling or expelling", "hold your breath",
-                                     "she held her breath"]
+    line = (
+        "00004492 29 v 01 hold 4 001 @ 02422681 v 0000 01 + 08 00 | keep from exhaling or "
+        'expelling; "hold your breath"; "she held her breath"  \n'
+    )
+    assert gloss_sentences(line) == ["keep from exhaling or expelling", "hold your breath", "she held her breath"]
     assert gloss_sentences("  1 This software and database is being provided to you\n") == []
 
 

@@ -15,13 +15,12 @@ from pathlib import Path
 import h5py
 import pytest
 
-from elmo_runtime import Elmo
+from elmo_runtime import Elmo, scratch
 from elmo_runtime import contract as C
-from elmo_runtime import scratch
 from elmo_runtime.conformance import decode_array, encode_array
 from elmo_runtime.conformance import main as verify_main
-from elmo_runtime.package import PackageError, load_manifest, sha256_of
 from elmo_runtime.fetch.resolve import SHIPPED_PACKAGE
+from elmo_runtime.package import PackageError, load_manifest, sha256_of
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -68,8 +67,9 @@ def test_elmo_verify_takes_the_name_default_whatever_the_current_folder_holds(tm
 # --- L10: Elmo() is the shipped package, whatever the current folder holds ------------------
 
 
-def test_a_default_folder_in_the_current_directory_does_not_replace_the_shipped_package(tiny_package, tmp_path,
-                                                                                          monkeypatch):
+def test_a_default_folder_in_the_current_directory_does_not_replace_the_shipped_package(
+    tiny_package, tmp_path, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
     copy_of(tiny_package, tmp_path / "default")  # a planted fp32 package
     assert Elmo().manifest.directory == SHIPPED_PACKAGE
@@ -85,17 +85,27 @@ def test_an_output_that_is_the_file_redirected_to_stdin_is_refused(tiny_package,
     text.write_text("The cat sat .\nA dog ran .\n")
     before = text.read_bytes()
     with open(text, "rb") as stdin:
-        done = subprocess.run([sys.executable, "-m", "elmo_runtime.cli", str(tiny_package), "-", str(text), "--force",
-                               "-q"], stdin=stdin, capture_output=True, text=True, timeout=120,
-                              env={**os.environ, "PYTHONPATH": str(REPO)})
+        done = subprocess.run(
+            [sys.executable, "-m", "elmo_runtime.cli", str(tiny_package), "-", str(text), "--force", "-q"],
+            stdin=stdin,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
     assert done.returncode != 0
     assert f"output {text} is the input file; refusing to overwrite it (even with --force)" in done.stderr
     assert "Traceback" not in done.stderr
     assert text.read_bytes() == before
     with open(text, "rb") as stdin:  # another file as OUTPUT still works from the same stdin
-        done = subprocess.run([sys.executable, "-m", "elmo_runtime.cli", str(tiny_package), "-",
-                               str(tmp_path / "v.hdf5"), "-q"], stdin=stdin, capture_output=True, text=True,
-                              timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+        done = subprocess.run(
+            [sys.executable, "-m", "elmo_runtime.cli", str(tiny_package), "-", str(tmp_path / "v.hdf5"), "-q"],
+            stdin=stdin,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
     assert done.returncode == 0, done.stderr
     with h5py.File(tmp_path / "v.hdf5") as f:
         assert sorted(f) == ["0", "1", "sentence_to_index"]
@@ -121,7 +131,7 @@ def test_stale_cleanup_keeps_a_live_temporary_of_another_pid_namespace(tmp_path,
 
 def test_temporaries_carry_this_hosts_tag(tmp_path):
     made = scratch.create_file(tmp_path / "out.hdf5", ".tmp")
-    pid, tail = made.name[len(".out.hdf5."):-len(".tmp")].split(".")
+    pid, tail = made.name[len(".out.hdf5.") : -len(".tmp")].split(".")
     assert int(pid) == os.getpid() and tail[:4] == scratch.HOST_TAG and len(tail) == 8
     assert scratch.remove_own(tmp_path / "out.hdf5", ".tmp") == [made]
 
@@ -144,13 +154,16 @@ def test_an_exported_manifest_records_its_states_digest(tiny_package):
     assert recorded == state_digest(manifest.initial_state.h, manifest.initial_state.c)
 
 
-@pytest.mark.parametrize("change, message", [
-    # one digit of the warm state changed: the 2026-12 probe moved vectors by 0.0089 with no warning
-    (lambda s: s["h"][0][0].__setitem__(0, s["h"][0][0][0] + 0.001), "do not match initial_state.sha256"),
-    (lambda s: s["c"][1][1].__setitem__(3, "0.5"), "hold something other than numbers"),
-    (lambda s: s["h"][0][1].__setitem__(2, True), "hold something other than numbers"),
-    (lambda s: s["c"][0][0].__setitem__(0, 1e38), r"initial_state.c reaches 1e\+38, beyond .*lstm.cell_clip 3"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        # one digit of the warm state changed: the 2026-12 probe moved vectors by 0.0089 with no warning
+        (lambda s: s["h"][0][0].__setitem__(0, s["h"][0][0][0] + 0.001), "do not match initial_state.sha256"),
+        (lambda s: s["c"][1][1].__setitem__(3, "0.5"), "hold something other than numbers"),
+        (lambda s: s["h"][0][1].__setitem__(2, True), "hold something other than numbers"),
+        (lambda s: s["c"][0][0].__setitem__(0, 1e38), r"initial_state.c reaches 1e\+38, beyond .*lstm.cell_clip 3"),
+    ],
+)
 def test_a_changed_warm_state_is_refused_at_load(tiny_package, tmp_path, change, message):
     package = copy_of(tiny_package, tmp_path / "pkg")
     edit_manifest(package, lambda m: change(m["initial_state"]))

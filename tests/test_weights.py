@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from elmo_export.model import ElmoOptions
 from elmo_export.architectures import ARCHITECTURES
+from elmo_export.model import ElmoOptions
 from elmo_export.synthetic import random_model, write_synthetic
 from elmo_export.weights import WeightFileError, check_weight_file, load_reference, save_weights
 from elmo_runtime.chars import batch_to_char_ids
@@ -71,7 +71,9 @@ def test_wrong_shape_names_dataset_expected_and_found(tiny_copy):
     with h5py.File(weights, "a") as f:
         del f["CNN_proj/W_proj"]
         f["CNN_proj/W_proj"] = np.zeros((f_, p + 1), np.float32)
-    with pytest.raises(WeightFileError, match=rf"'CNN_proj/W_proj' has shape \({f_}, {p + 1}\), expected \({f_}, {p}\)"):
+    with pytest.raises(
+        WeightFileError, match=rf"'CNN_proj/W_proj' has shape \({f_}, {p + 1}\), expected \({f_}, {p}\)"
+    ):
         load_reference(options, weights)
 
 
@@ -91,7 +93,9 @@ def test_options_that_disagree_with_the_weights(tiny_copy):
     data = json.loads(options.read_text())
     data["lstm"]["dim"] = 128
     options.write_text(json.dumps(data))
-    with pytest.raises(WeightFileError, match=r"does not match .*options.json[\s\S]*W_0' has shape \(32, 256\), expected \(32, 512\)"):
+    with pytest.raises(
+        WeightFileError, match=r"does not match .*options.json[\s\S]*W_0' has shape \(32, 256\), expected \(32, 512\)"
+    ):
         load_reference(options, weights)
 
 

@@ -29,8 +29,10 @@ def require_fixture(path: Path) -> Path:
     In CI (environment variable CI set) the ground truth must never go missing unnoticed.
     """
     if not path.exists():
-        where = (f"TF fixture not found at {path}: the fixtures must be in ../shared/fixtures beside the "
-                 f"checkout (here {FIXTURES}); they are not copied into the repository")
+        where = (
+            f"TF fixture not found at {path}: the fixtures must be in ../shared/fixtures beside the "
+            f"checkout (here {FIXTURES}); they are not copied into the repository"
+        )
         if os.environ.get("CI"):
             pytest.fail(where + " (CI is set: a missing fixture is a failure, not a skip)")
         pytest.skip(where)

@@ -58,8 +58,15 @@ from pathlib import Path
 
 WHEEL = "onnxruntime_gpu-1.31.1-cp312-cp312-manylinux_2_28_x86_64.whl"
 REQUIREMENT = "onnxruntime-gpu==1.31.1"
-PLATFORM_ARGS = ["--only-binary=:all:", "--python-version", "3.12", "--implementation", "cp",
-                 "--platform", "manylinux_2_28_x86_64"]
+PLATFORM_ARGS = [
+    "--only-binary=:all:",
+    "--python-version",
+    "3.12",
+    "--implementation",
+    "cp",
+    "--platform",
+    "manylinux_2_28_x86_64",
+]
 CALL_LIMIT = 64 * 2**20  # what one device call may carry: the checkout and the carried paths
 MARGIN = 4 * 2**20  # for files that appear in the checkout between now and the calls
 MIN_PART = 8 * 2**20
@@ -81,8 +88,12 @@ def sha256(path: Path) -> str:
 def checkout_bytes(root: Path) -> int:
     """What a device call sends besides its carried paths: tracked and untracked-not-ignored
     files, and `shared/` where the checkout has one."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=root,
-                            check=True, capture_output=True).stdout.split(b"\0")
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=root,
+        check=True,
+        capture_output=True,
+    ).stdout.split(b"\0")
     files = [root / name.decode() for name in listed if name]
     shared = root / "shared"
     if shared.is_dir():
@@ -98,8 +109,10 @@ def part_size(tree_bytes: int, limit: int = CALL_LIMIT, margin: int = MARGIN) ->
     """
     room = (limit - margin - tree_bytes) // 2**20 * 2**20
     if room < MIN_PART:
-        raise ValueError(f"the checkout sends {tree_bytes / 2**20:.1f} MiB of a call's {limit / 2**20:.0f} MiB: "
-                         f"{max(room, 0) / 2**20:.0f} MiB is left for a part; commit or remove large files first")
+        raise ValueError(
+            f"the checkout sends {tree_bytes / 2**20:.1f} MiB of a call's {limit / 2**20:.0f} MiB: "
+            f"{max(room, 0) / 2**20:.0f} MiB is left for a part; commit or remove large files first"
+        )
     return room
 
 
@@ -117,8 +130,13 @@ def split(wheel: Path, out: Path, size: int) -> list[Path]:
             path = folder / f"{wheel.name}.{n:03d}"
             path.write_bytes(f.read(size))
             parts.append(path)
-    manifest = {"wheel": wheel.name, "bytes": total, "sha256": sha256(wheel), "part_bytes": size,
-                "parts": {p.name: sha256(p) for p in parts}}
+    manifest = {
+        "wheel": wheel.name,
+        "bytes": total,
+        "sha256": sha256(wheel),
+        "part_bytes": size,
+        "parts": {p.name: sha256(p) for p in parts},
+    }
     for p in parts:
         (p.parent / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     return parts
@@ -138,8 +156,9 @@ def receive(checkout: Path, store: Path) -> tuple[list[str], list[str]]:
     if manifest is None and (store / MANIFEST).exists():
         manifest = json.loads((store / MANIFEST).read_text())
     if manifest is None:
-        raise SystemExit(f"no part under {checkout / LOCAL_DIR} and none received before: "
-                         f"carry a {PART_PREFIX}N folder")
+        raise SystemExit(
+            f"no part under {checkout / LOCAL_DIR} and none received before: carry a {PART_PREFIX}N folder"
+        )
     held = sorted(name for name in manifest["parts"] if (store / name).exists())
     return held, sorted(set(manifest["parts"]) - set(held))
 
@@ -153,8 +172,10 @@ def join(store: Path) -> Path:
     manifest = json.loads((store / MANIFEST).read_text())
     missing = [name for name in manifest["parts"] if not (store / name).exists()]
     if missing:
-        raise SystemExit(f"parts still missing in {store}: {', '.join(missing)} (this machine was not the one "
-                         "that received them, or they were not sent): send them, then install")
+        raise SystemExit(
+            f"parts still missing in {store}: {', '.join(missing)} (this machine was not the one "
+            "that received them, or they were not sent): send them, then install"
+        )
     wheel = store / manifest["wheel"]
     with wheel.open("wb") as out:
         for name in sorted(manifest["parts"]):
@@ -162,8 +183,9 @@ def join(store: Path) -> Path:
                 shutil.copyfileobj(part, out)
     if sha256(wheel) != manifest["sha256"]:
         wheel.unlink()
-        raise SystemExit(f"the joined {wheel.name} does not match its sha256 {manifest['sha256']}: "
-                         "send the parts again")
+        raise SystemExit(
+            f"the joined {wheel.name} does not match its sha256 {manifest['sha256']}: send the parts again"
+        )
     return wheel
 
 
@@ -173,13 +195,32 @@ def install(store: Path, target: Path) -> None:
     manifest = json.loads((store / MANIFEST).read_text())
     if not (stamp.exists() and stamp.read_text() == manifest["sha256"]):
         wheel = join(store)
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
-                        "--no-cache-dir", "--upgrade", "--target", str(target), str(wheel)], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--no-index",
+                "--no-deps",
+                "--no-compile",
+                "--no-cache-dir",
+                "--upgrade",
+                "--target",
+                str(target),
+                str(wheel),
+            ],
+            check=True,
+        )
         stamp.write_text(manifest["sha256"])
-    probe = ("import sys, onnxruntime as o; print(o.__version__, o.__file__, o.get_available_providers()); "
-             "sys.exit('CUDAExecutionProvider' not in o.get_available_providers())")
-    checked = subprocess.run([sys.executable, "-c", probe], env={**os.environ, "PYTHONPATH": str(target)},
-                             capture_output=True, text=True)
+    probe = (
+        "import sys, onnxruntime as o; print(o.__version__, o.__file__, o.get_available_providers()); "
+        "sys.exit('CUDAExecutionProvider' not in o.get_available_providers())"
+    )
+    checked = subprocess.run(
+        [sys.executable, "-c", probe], env={**os.environ, "PYTHONPATH": str(target)}, capture_output=True, text=True
+    )
     print(checked.stdout.strip() or checked.stderr.strip())
     if checked.returncode != 0:
         raise SystemExit(f"onnxruntime from {target} offers no CUDAExecutionProvider: {checked.stderr.strip()}")
@@ -193,12 +234,16 @@ def device_calls(parts: list[Path], root: Path) -> list[tuple[str, list[str], in
     for n, part in enumerate(parts, 1):
         command, timeout = receive_part, None
         if n == 1:
-            command += (" && (setsid nohup python3 benchmarks/gpu.py --prepare-only --work /tmp/elmo-gpu "
-                        "> /tmp/elmo-gpu-prepare.log 2>&1 &)")
+            command += (
+                " && (setsid nohup python3 benchmarks/gpu.py --prepare-only --work /tmp/elmo-gpu "
+                "> /tmp/elmo-gpu-prepare.log 2>&1 &)"
+            )
         if n == len(parts):
-            command += (f" && python3 tools/{Path(__file__).name} install && (tail -3 /tmp/elmo-gpu-prepare.log; "
-                        "PYTHONPATH=/tmp/ort-gpu:. PYTHONUNBUFFERED=1 python3 benchmarks/gpu.py --work /tmp/elmo-gpu "
-                        "--out $OUT)")
+            command += (
+                f" && python3 tools/{Path(__file__).name} install && (tail -3 /tmp/elmo-gpu-prepare.log; "
+                "PYTHONPATH=/tmp/ort-gpu:. PYTHONUNBUFFERED=1 python3 benchmarks/gpu.py --work /tmp/elmo-gpu "
+                "--out $OUT)"
+            )
             timeout = 600
         calls.append((command, [str(part.parent.relative_to(root))], timeout))
     return calls
@@ -218,14 +263,18 @@ def main(argv: list[str] | None = None) -> None:
         local = root / LOCAL_DIR
         wheel = args.wheel or local / WHEEL
         if not wheel.exists():
-            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", *PLATFORM_ARGS, "-d", str(local),
-                            REQUIREMENT], check=True)
+            subprocess.run(
+                [sys.executable, "-m", "pip", "download", "--no-deps", *PLATFORM_ARGS, "-d", str(local), REQUIREMENT],
+                check=True,
+            )
         tree = checkout_bytes(root)
         size = part_size(tree)
         parts = split(wheel, local, size)
-        print(f"{wheel.name}: {wheel.stat().st_size / 2**20:.1f} MiB in {len(parts)} parts of at most "
-              f"{size / 2**20:.0f} MiB; the checkout sends {tree / 2**20:.1f} MiB: each call "
-              f"{(tree + size) / 2**20:.1f} MiB of {CALL_LIMIT / 2**20:.0f}. Device calls, back to back:")
+        print(
+            f"{wheel.name}: {wheel.stat().st_size / 2**20:.1f} MiB in {len(parts)} parts of at most "
+            f"{size / 2**20:.0f} MiB; the checkout sends {tree / 2**20:.1f} MiB: each call "
+            f"{(tree + size) / 2**20:.1f} MiB of {CALL_LIMIT / 2**20:.0f}. Device calls, back to back:"
+        )
         for command, carry, timeout in device_calls(parts, root):
             print(f'  run(command="{command}", carry={json.dumps(carry)}{f", timeout_s={timeout}" if timeout else ""})')
     elif args.step == "receive":

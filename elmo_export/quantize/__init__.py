@@ -38,14 +38,27 @@ from elmo_export.quantize.settings import (
 )
 
 __all__ = [
-    "DEFAULT_SETTINGS", "Fp16Settings", "Fp32Settings", "Int4Settings", "Int8Settings", "PrecisionSettings",
-    "QuantizationSettings", "activation_ranges", "float_weight_matmuls", "op_counts", "precision_settings",
-    "quantize", "quantize_int4", "quantize_int8", "sort_nodes",
+    "DEFAULT_SETTINGS",
+    "Fp16Settings",
+    "Fp32Settings",
+    "Int4Settings",
+    "Int8Settings",
+    "PrecisionSettings",
+    "QuantizationSettings",
+    "activation_ranges",
+    "float_weight_matmuls",
+    "op_counts",
+    "precision_settings",
+    "quantize",
+    "quantize_int4",
+    "quantize_int8",
+    "sort_nodes",
 ]
 
 
-def quantize(model: onnx.ModelProto, settings: QuantizationSettings,
-             moments: Mapping[str, np.ndarray] | None = None) -> onnx.ModelProto:
+def quantize(
+    model: onnx.ModelProto, settings: QuantizationSettings, moments: Mapping[str, np.ndarray] | None = None
+) -> onnx.ModelProto:
     """Quantize an fp32 graph with `settings`; `model` is left unchanged.
 
     `moments`: for int4's GPTQ, `{weight initializer: E[x x^T] of its product's input}`

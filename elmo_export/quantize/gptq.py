@@ -91,22 +91,23 @@ def quantize_gptq(weight: np.ndarray, moments: np.ndarray | None, block: int, da
         errors = np.zeros((stop - start, n))
         for i in range(start, stop):
             if i % block == 0:  # the block's parameters from its rows as they are now
-                scales[i // block], zero_points[i // block] = block_params(w[i:i + block])
+                scales[i // block], zero_points[i // block] = block_params(w[i : i + block])
             scale, zero = scales[i // block], zero_points[i // block]
             q = np.clip(np.round(w[i] / scale) + zero, 0, LEVELS)
             levels[i] = q
             if factor is None:
                 continue
             error = (w[i] - (q - zero) * scale) / factor[i, i]
-            w[i + 1:stop] -= np.outer(factor[i, i + 1:stop], error)
+            w[i + 1 : stop] -= np.outer(factor[i, i + 1 : stop], error)
             errors[i - start] = error
         if factor is not None:
             w[stop:] -= factor[start:stop, stop:].T @ errors
     return Blocks(levels, scales, zero_points.astype(np.uint8), block)
 
 
-def matmul_nbits(node: onnx.NodeProto, weight_name: str, blocks: Blocks,
-                 accuracy_level: int | None = None) -> tuple[onnx.NodeProto, list[onnx.TensorProto]]:
+def matmul_nbits(
+    node: onnx.NodeProto, weight_name: str, blocks: Blocks, accuracy_level: int | None = None
+) -> tuple[onnx.NodeProto, list[onnx.TensorProto]]:
     """The `MatMulNBits` node (and its initializers) that replaces MatMul `node`.
 
     Layout (onnxruntime's contrib op): `B (N, blocks, block / 2)` uint8, two levels a byte,
@@ -132,6 +133,12 @@ def matmul_nbits(node: onnx.NodeProto, weight_name: str, blocks: Blocks,
     attrs = {"K": k, "N": n, "bits": 4, "block_size": blocks.block}
     if accuracy_level is not None:
         attrs["accuracy_level"] = accuracy_level
-    new = helper.make_node("MatMulNBits", [node.input[0], *names], list(node.output), name=f"{node.name}_Q4",
-                           domain="com.microsoft", **attrs)
+    new = helper.make_node(
+        "MatMulNBits",
+        [node.input[0], *names],
+        list(node.output),
+        name=f"{node.name}_Q4",
+        domain="com.microsoft",
+        **attrs,
+    )
     return new, initializers

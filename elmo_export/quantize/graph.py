@@ -29,8 +29,9 @@ def subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
             yield from attr.graphs
 
 
-def walk(graph: onnx.GraphProto, depth: int = 0, scope: tuple[dict[str, onnx.TensorProto], ...] = ()
-         ) -> Iterator[tuple[int, onnx.NodeProto, tuple[dict[str, onnx.TensorProto], ...]]]:
+def walk(
+    graph: onnx.GraphProto, depth: int = 0, scope: tuple[dict[str, onnx.TensorProto], ...] = ()
+) -> Iterator[tuple[int, onnx.NodeProto, tuple[dict[str, onnx.TensorProto], ...]]]:
     """Every node with its nesting depth (0: main graph) and the initializers in scope, innermost last."""
     scope = scope + ({t.name: t for t in graph.initializer},)
     for node in graph.node:

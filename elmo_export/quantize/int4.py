@@ -21,8 +21,9 @@ from elmo_export.quantize.settings import Int4Settings
 log = logging.getLogger(__name__)
 
 
-def quantize_int4(model: onnx.ModelProto, settings: Int4Settings = Int4Settings(),
-                  moments: Mapping[str, np.ndarray] | None = None) -> onnx.ModelProto:
+def quantize_int4(
+    model: onnx.ModelProto, settings: Int4Settings = Int4Settings(), moments: Mapping[str, np.ndarray] | None = None
+) -> onnx.ModelProto:
     """Weight-only 4-bit: MatMuls with a constant 2-D weight -> `MatMulNBits`; `model` is unchanged.
 
     Subgraphs (the LSTM's Scan bodies) included. GPTQ (`settings.rounding`) takes each weight's
@@ -37,8 +38,10 @@ def quantize_int4(model: onnx.ModelProto, settings: Int4Settings = Int4Settings(
     """
     if settings.rounding == "gptq":
         if moments is None:
-            raise ValueError("int4 GPTQ needs the input moments of the weights (calibration.input_moments); "
-                             "use Int4Settings(rounding='rtn') to round to nearest without them")
+            raise ValueError(
+                "int4 GPTQ needs the input moments of the weights (calibration.input_moments); "
+                "use Int4Settings(rounding='rtn') to round to nearest without them"
+            )
         return _quantize_gptq(model, settings, moments)
     return _quantize_nearest(model, settings)
 
@@ -75,8 +78,9 @@ def _quantize_nearest(model: onnx.ModelProto, settings: Int4Settings) -> onnx.Mo
     return out
 
 
-def _quantize_gptq(model: onnx.ModelProto, settings: Int4Settings,
-                   moments: Mapping[str, np.ndarray]) -> onnx.ModelProto:
+def _quantize_gptq(
+    model: onnx.ModelProto, settings: Int4Settings, moments: Mapping[str, np.ndarray]
+) -> onnx.ModelProto:
     """Replace each MatMul whose weight is an initializer of its own graph, the weights read one
     at a time (the main graph and every subgraph)."""
     out = onnx.ModelProto()
@@ -89,8 +93,9 @@ def _quantize_gptq(model: onnx.ModelProto, settings: Int4Settings,
             if weight is None or len(weight.dims) != 2 or settings.keeps_float(weight.name):
                 continue
             value = numpy_helper.to_array(weight)
-            blocks = quantize_gptq(value, moments.get(weight.name), settings.block_size_for(value.shape[0]),
-                                   settings.damp)
+            blocks = quantize_gptq(
+                value, moments.get(weight.name), settings.block_size_for(value.shape[0]), settings.damp
+            )
             new, initializers = matmul_nbits(node, weight.name, blocks, settings.accuracy_level)
             graph.node[position].CopyFrom(new)
             graph.initializer.extend(initializers)

@@ -61,8 +61,9 @@ class _Int8Graph:
     """The rewrite of one graph (and, recursively, its subgraphs): each MatMul with a constant
     2-D weight becomes `MatMulIntegerToFloat`, its activation quantized once for all its readers."""
 
-    def __init__(self, graph: onnx.GraphProto, settings: Int8Settings, opset: int, depth: int, outer: Scope,
-                 replaced: set[str]):
+    def __init__(
+        self, graph: onnx.GraphProto, settings: Int8Settings, opset: int, depth: int, outer: Scope, replaced: set[str]
+    ):
         self.graph, self.settings, self.opset, self.depth, self.outer = graph, settings, opset, depth, outer
         self.replaced = replaced  # the float weights replaced, in every graph
         self.scope = outer + [{t.name: t for t in graph.initializer}]
@@ -81,8 +82,11 @@ class _Int8Graph:
             if node.op_type == "Add" and node.output[0] in self.folded:
                 continue
             for sub in subgraphs(node):
-                inner = scan_ranges(node, [ranges.get(n, UNKNOWN) for n in node.input], self.scope, ranges)[0] \
-                    if node.op_type == "Scan" else ranges
+                inner = (
+                    scan_ranges(node, [ranges.get(n, UNKNOWN) for n in node.input], self.scope, ranges)[0]
+                    if node.op_type == "Scan"
+                    else ranges
+                )
                 _Int8Graph(sub, self.settings, self.opset, self.depth + 1, self.scope, self.replaced).rewrite(inner)
             w_name = node.input[1] if node.op_type == "MatMul" and len(node.input) == 2 else None
             w = constant(w_name, self.scope) if w_name is not None else None
@@ -111,15 +115,24 @@ class _Int8Graph:
         zero = np.int8(0)
         if self.settings.weight_type == "QUInt8":
             q, zero = (q.astype(np.int16) + 128).astype(np.uint8), np.uint8(128)
-        tensors = [numpy_helper.from_array(q, f"{name}_quantized"), numpy_helper.from_array(scale, f"{name}_scale"),
-                   numpy_helper.from_array(np.asarray(zero), f"{name}_zero_point")]
+        tensors = [
+            numpy_helper.from_array(q, f"{name}_quantized"),
+            numpy_helper.from_array(scale, f"{name}_scale"),
+            numpy_helper.from_array(np.asarray(zero), f"{name}_zero_point"),
+        ]
         if tensors[0].name not in self.consts:
             self.consts.update((t.name, t) for t in tensors)
         self.replaced.add(name)
         return tensors[0].name, tensors[1].name, tensors[2].name
 
-    def _matmul(self, node: onnx.NodeProto, w_name: str, w: np.ndarray, span: Interval,
-                biases: dict[str, tuple[onnx.NodeProto, str]]) -> None:
+    def _matmul(
+        self,
+        node: onnx.NodeProto,
+        w_name: str,
+        w: np.ndarray,
+        span: Interval,
+        biases: dict[str, tuple[onnx.NodeProto, str]],
+    ) -> None:
         """The nodes replacing MatMul `node` of activation range `span` and constant weight `w`."""
         x = node.input[0]
         if x not in self.activations:
@@ -134,14 +147,14 @@ class _Int8Graph:
             # The op adds the bias itself: one pass over the product less.
             inputs, product = inputs + [bias], add.output[0]
             self.folded.add(add.output[0])
-        self.nodes.append(helper.make_node("MatMulIntegerToFloat", inputs, [product], name=f"{node.name}_int8",
-                                           domain=MS_DOMAIN))
+        self.nodes.append(
+            helper.make_node("MatMulIntegerToFloat", inputs, [product], name=f"{node.name}_int8", domain=MS_DOMAIN)
+        )
         if row_scale:
             self.nodes.append(helper.make_node("Mul", [product, row_scale], [node.output[0]], name=f"{node.name}_rows"))
 
 
-def _bias_adds(graph: onnx.GraphProto, scope: Scope
-               ) -> dict[str, tuple[onnx.NodeProto, str]]:
+def _bias_adds(graph: onnx.GraphProto, scope: Scope) -> dict[str, tuple[onnx.NodeProto, str]]:
     """The Adds of a constant 1-D bias that are the only readers of a value of `graph`, with the
     bias, by that value.
 
@@ -165,9 +178,9 @@ def _bias_adds(graph: onnx.GraphProto, scope: Scope
     return adds
 
 
-def _quantize_activation(x: str, span: Interval, fixed: bool, opset: int, const: Callable[[str, object], str],
-                         nodes: list[onnx.NodeProto]
-                         ) -> tuple[str, str, str, str | None]:
+def _quantize_activation(
+    x: str, span: Interval, fixed: bool, opset: int, const: Callable[[str, object], str], nodes: list[onnx.NodeProto]
+) -> tuple[str, str, str, str | None]:
     """Nodes quantizing `x` to uint8, with a fixed scale from `span` or one scale per row (last axis).
 
     A non-negative `x` uses all 255 levels above zero point 0; any other, 127 on each side of 128.

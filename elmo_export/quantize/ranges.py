@@ -19,8 +19,19 @@ Interval = tuple[float, float]
 UNKNOWN: Interval = (-math.inf, math.inf)
 _EMPTY: Interval = (math.inf, -math.inf)  # no value yet: a Scan state before the induction
 # Ops that only move values around: the output's range is the data input's (the first).
-_MOVERS = {"Gather", "Slice", "Identity", "Reshape", "Transpose", "Compress", "ReverseSequence",
-           "Squeeze", "Unsqueeze", "Expand", "Flatten"}
+_MOVERS = {
+    "Gather",
+    "Slice",
+    "Identity",
+    "Reshape",
+    "Transpose",
+    "Compress",
+    "ReverseSequence",
+    "Squeeze",
+    "Unsqueeze",
+    "Expand",
+    "Flatten",
+}
 
 
 def _hull(*ranges: Interval) -> Interval:
@@ -34,8 +45,9 @@ def _times(a: Interval, b: Interval) -> Interval:
     return min(products), max(products)
 
 
-def activation_ranges(graph: onnx.GraphProto, known: dict[str, Interval],
-                      scope: Scope | None = None) -> dict[str, Interval]:
+def activation_ranges(
+    graph: onnx.GraphProto, known: dict[str, Interval], scope: Scope | None = None
+) -> dict[str, Interval]:
     """The range `[lo, hi]` each value of `graph` is guaranteed to lie in, by name (±inf: none).
 
     From constants, `Clip` with constant limits, `Relu`, `Sigmoid`, `Tanh`, sums and products,
@@ -75,8 +87,13 @@ def _lerp(a: str, other: str, ranges: dict[str, Interval], producer: dict[str, o
     return None
 
 
-def _node_range(node: onnx.NodeProto, ins: list[Interval], scope: Scope, ranges: dict[str, Interval],
-                producer: dict[str, onnx.NodeProto]) -> Interval:
+def _node_range(
+    node: onnx.NodeProto,
+    ins: list[Interval],
+    scope: Scope,
+    ranges: dict[str, Interval],
+    producer: dict[str, onnx.NodeProto],
+) -> Interval:
     """The range of a (non-Scan) node's outputs, given its inputs' `ins`."""
     op = node.op_type
     if op == "Clip" and len(node.input) == 3:
@@ -93,8 +110,11 @@ def _node_range(node: onnx.NodeProto, ins: list[Interval], scope: Scope, ranges:
     if op == "Mul":
         return _times(ins[0], ins[1])
     if op == "Add":
-        return _lerp(*node.input, ranges, producer) or _lerp(*node.input[::-1], ranges, producer) or (
-            _EMPTY if _EMPTY in ins else (ins[0][0] + ins[1][0], ins[0][1] + ins[1][1]))
+        return (
+            _lerp(*node.input, ranges, producer)
+            or _lerp(*node.input[::-1], ranges, producer)
+            or (_EMPTY if _EMPTY in ins else (ins[0][0] + ins[1][0], ins[0][1] + ins[1][1]))
+        )
     if op == "Sub":
         return _EMPTY if _EMPTY in ins else (ins[0][0] - ins[1][1], ins[0][1] - ins[1][0])
     if op in _MOVERS:
@@ -104,8 +124,9 @@ def _node_range(node: onnx.NodeProto, ins: list[Interval], scope: Scope, ranges:
     return UNKNOWN
 
 
-def scan_ranges(node: onnx.NodeProto, ins: list[Interval], scope: Scope, known: dict[str, Interval]
-                ) -> tuple[dict[str, Interval], list[Interval]]:
+def scan_ranges(
+    node: onnx.NodeProto, ins: list[Interval], scope: Scope, known: dict[str, Interval]
+) -> tuple[dict[str, Interval], list[Interval]]:
     """A Scan's body input ranges (its states by induction over the steps) and output ranges.
 
     `ins`: the ranges of the Scan's inputs; `known`: of the values its body reads from outside.

@@ -190,9 +190,11 @@ class Int4Settings(_Precision):
         return {
             "name": self.name,
             **asdict(self),
-            "method": "weight-only block-wise, GPTQ on calibration inputs" if gptq
+            "method": "weight-only block-wise, GPTQ on calibration inputs"
+            if gptq
             else "weight-only block-wise, round to nearest",
-            "tool": "elmo_export.quantize.gptq.quantize_gptq" if gptq
+            "tool": "elmo_export.quantize.gptq.quantize_gptq"
+            if gptq
             else "onnxruntime.quantization.matmul_nbits_quantizer.MatMulNBitsQuantizer",
             "op": "com.microsoft.MatMulNBits",
             "keep_float": list(self.keep_float),

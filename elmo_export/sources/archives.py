@@ -100,9 +100,16 @@ def _verify_archive(path: Path) -> None:
         raise ValueError(f"{path}: member {bad!r} is corrupt")
 
 
-def fetch_archive(model: str | ArchiveModel, cache_dir: str | Path | None = None, *, progress: bool = True,
-                  force: bool = False, offline: bool | None = None, retries: int = 3,
-                  timeout_s: float = 60.0) -> Path:
+def fetch_archive(
+    model: str | ArchiveModel,
+    cache_dir: str | Path | None = None,
+    *,
+    progress: bool = True,
+    force: bool = False,
+    offline: bool | None = None,
+    retries: int = 3,
+    timeout_s: float = 60.0,
+) -> Path:
     """Make sure a model's ZIP is in the cache (`<cache>/<name>/model.zip`), verified; download it if not.
 
     The arguments and errors are `official.fetch_model`'s.
@@ -113,10 +120,17 @@ def fetch_archive(model: str | ArchiveModel, cache_dir: str | Path | None = None
             raise ValueError(f"unknown archive model {model!r}")
         model = found
     directory = model_cache_dir(model.name, cache_dir)
-    files = CachedFiles(directory, f"model {model.name!r}", offline=resolve_offline(offline), force=force,
-                        progress=progress, retries=retries, timeout_s=timeout_s,
-                        hint=f"To use a ZIP you already have, pass it instead: elmo-export path/to/{model.nlpl_id}.zip",
-                        how_to_fix=f"Delete it (or the folder {directory}) and fetch again.")
+    files = CachedFiles(
+        directory,
+        f"model {model.name!r}",
+        offline=resolve_offline(offline),
+        force=force,
+        progress=progress,
+        retries=retries,
+        timeout_s=timeout_s,
+        hint=f"To use a ZIP you already have, pass it instead: elmo-export path/to/{model.nlpl_id}.zip",
+        how_to_fix=f"Delete it (or the folder {directory}) and fetch again.",
+    )
     return files.ensure(ARCHIVE_FILE, model.url, sha256=model.sha256, verify=_verify_archive)
 
 
@@ -162,8 +176,10 @@ def _extract_model_files(archive: zipfile.ZipFile, path: Path, into: Path) -> No
     total = sum(i.file_size for i in wanted)
     if total > budget:
         biggest = max(wanted, key=lambda i: i.file_size)
-        raise ValueError(f"{path}: its model files would take {total} bytes unpacked ({biggest.filename!r} alone "
-                         f"{biggest.file_size}), more than {EXTRACT_RATIO} times the archive; refusing to extract it")
+        raise ValueError(
+            f"{path}: its model files would take {total} bytes unpacked ({biggest.filename!r} alone "
+            f"{biggest.file_size}), more than {EXTRACT_RATIO} times the archive; refusing to extract it"
+        )
     skipped = len(archive.infolist()) - len(wanted)
     if skipped:
         log.info("%s: %d member(s) no loader reads were not extracted", path, skipped)
@@ -193,7 +209,8 @@ def archive_loader(path: str | Path) -> Loader:
                 raise ValueError(
                     f"{path}: holds neither a bilm-tf model (options.json + model.hdf5) nor an ELMoForManyLangs "
                     f"model (config.json, char.dic, word.dic, token_embedder.pkl, encoder.pkl); it holds: "
-                    f"{', '.join(names[:20])}{' ...' if len(names) > 20 else ''}")
+                    f"{', '.join(names[:20])}{' ...' if len(names) > 20 else ''}"
+                )
             model, source = inner()
         source["archive"] = {"file": path.name, "sha256": sha256_of(path)}
         return model, source

@@ -62,8 +62,11 @@ def models_file(name: str, what: str) -> Path:
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(f"the {what} is missing: looked for " + " and ".join(str(c) for c in candidates)
-                            + " (a broken install? reinstall elmo-onnx)")
+    raise FileNotFoundError(
+        f"the {what} is missing: looked for "
+        + " and ".join(str(c) for c in candidates)
+        + " (a broken install? reinstall elmo-onnx)"
+    )
 
 
 def listing(directory: Path) -> str:

@@ -48,8 +48,14 @@ def model_files(directory: Path) -> tuple[Path, Path]:
     return directory / C.OPTIONS_FILE, weights[0]
 
 
-def files_loader(options: str | Path, weights: str | Path, description: str | None = None,
-                 folder: Path | None = None, license: str | None = None, license_url: str | None = None) -> Loader:
+def files_loader(
+    options: str | Path,
+    weights: str | Path,
+    description: str | None = None,
+    folder: Path | None = None,
+    license: str | None = None,
+    license_url: str | None = None,
+) -> Loader:
     """The loader of an `options.json` + weights pair; `folder`: the model folder they came from,
     whose NLPL `meta.json` (if any) is recorded; `license`: as a catalog states it (`Loader`)."""
     options_path, weights_path = Path(options), Path(weights)
@@ -69,8 +75,14 @@ def files_loader(options: str | Path, weights: str | Path, description: str | No
             source["meta"] = meta
         return model, source
 
-    return Loader(load, description or f"{options_path} + {weights_path}", (options_path, weights_path),
-                  license, license_url, folder if folder is not None else options_path.parent)
+    return Loader(
+        load,
+        description or f"{options_path} + {weights_path}",
+        (options_path, weights_path),
+        license,
+        license_url,
+        folder if folder is not None else options_path.parent,
+    )
 
 
 def directory_loader(directory: Path) -> Loader:

@@ -24,8 +24,10 @@ def how_to_pass() -> str:
     """How to name a model, for error messages."""
     names = official.official_names()
     named = f", or an official model name ({', '.join(names)})" if names else ""
-    return (f"pass a model directory holding {C.OPTIONS_FILE} and its weights .hdf5 "
-            f"(elmo-export path/to/model -o OUT), or --options FILE --weights FILE{named}")
+    return (
+        f"pass a model directory holding {C.OPTIONS_FILE} and its weights .hdf5 "
+        f"(elmo-export path/to/model -o OUT), or --options FILE --weights FILE{named}"
+    )
 
 
 def default_model_dir(models_dirs: tuple[Path, ...] | None = None) -> Path:
@@ -38,16 +40,23 @@ def default_model_dir(models_dirs: tuple[Path, ...] | None = None) -> Path:
     for models_dir in models_dirs:
         candidates = sorted(p for p in models_dir.glob("default*") if p.is_dir()) if models_dir.is_dir() else []
         if len(candidates) > 1:
-            raise ModelSourceError(f"no MODEL given, and {models_dir} holds several default models "
-                                   f"({', '.join(p.name for p in candidates)}); name one of them as MODEL")
+            raise ModelSourceError(
+                f"no MODEL given, and {models_dir} holds several default models "
+                f"({', '.join(p.name for p in candidates)}); name one of them as MODEL"
+            )
         if candidates:
             return candidates[0]
     looked = " and ".join(f"{d}/default*/" for d in models_dirs)
     raise ModelSourceError(f"no MODEL given, and there is no default model yet (none in {looked}); " + how_to_pass())
 
 
-def resolve(model: str | Path | None = None, options: str | Path | None = None, weights: str | Path | None = None,
-            *, progress: bool = True) -> Loader:
+def resolve(
+    model: str | Path | None = None,
+    options: str | Path | None = None,
+    weights: str | Path | None = None,
+    *,
+    progress: bool = True,
+) -> Loader:
     """The loader of the model that `model`, or the pair `options` + `weights`, names.
 
     Args:
@@ -78,8 +87,9 @@ def resolve(model: str | Path | None = None, options: str | Path | None = None, 
     if path.is_dir():
         loader = archives.directory_loader(path)
         if loader is None:
-            raise ModelSourceError(f"model directory {path} has no {C.OPTIONS_FILE} (found: {listing(path)}); "
-                                   + how_to_pass())
+            raise ModelSourceError(
+                f"model directory {path} has no {C.OPTIONS_FILE} (found: {listing(path)}); " + how_to_pass()
+            )
         return loader
     if archives.is_archive(path):
         return archives.archive_loader(path)
@@ -98,9 +108,15 @@ def _by_name(name: str, progress: bool) -> Loader:
     try:
         entry = official.get_model(name, models)
     except ValueError as e:
-        raise ModelSourceError(f"no such model directory: {name}, nor is it an official model name ({e}); "
-                               + how_to_pass()) from None
+        raise ModelSourceError(
+            f"no such model directory: {name}, nor is it an official model name ({e}); " + how_to_pass()
+        ) from None
     log.info("fetching the official model %s (%s)", entry.name, entry.allennlp_name)
     options, weights = official.fetch_model(entry, progress=progress)
-    return bilm_tf.files_loader(options, weights, description=f"the official model {entry.name}",
-                                license=entry.license, license_url=entry.homepage)
+    return bilm_tf.files_loader(
+        options,
+        weights,
+        description=f"the official model {entry.name}",
+        license=entry.license,
+        license_url=entry.homepage,
+    )

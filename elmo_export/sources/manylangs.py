@@ -58,8 +58,11 @@ WORD_SPECIALS = ("<oov>", "<pad>")
 def is_manylangs_dir(directory: str | Path) -> bool:
     """Whether `directory` looks like an ELMoForManyLangs model (its two pickles, or config + a .dic)."""
     d = Path(directory)
-    return (d / ENCODER_PKL).exists() or (d / TOKEN_EMBEDDER_PKL).exists() or (
-        (d / CONFIG_FILE).is_file() and ((d / CHAR_DIC).exists() or (d / WORD_DIC).exists()))
+    return (
+        (d / ENCODER_PKL).exists()
+        or (d / TOKEN_EMBEDDER_PKL).exists()
+        or ((d / CONFIG_FILE).is_file() and ((d / CHAR_DIC).exists() or (d / WORD_DIC).exists()))
+    )
 
 
 def _require(path: Path, what: str) -> Path:
@@ -96,9 +99,14 @@ def read_architecture(directory: str | Path) -> tuple[dict, str | None]:
     for candidate in (d / named, d / Path(named.replace("\\", "/")).name):
         if candidate.is_file():
             return _read_json(candidate), str(candidate)
-    log.warning("%s: the architecture file %s is not in %s (released downloads lack it); assuming the released "
-                "architecture (%s, the same for every ELMoForManyLangs language) and checking that the weights fit it",
-                config_path, named, d, RELEASED_ARCHITECTURE_FILE)
+    log.warning(
+        "%s: the architecture file %s is not in %s (released downloads lack it); assuming the released "
+        "architecture (%s, the same for every ELMoForManyLangs language) and checking that the weights fit it",
+        config_path,
+        named,
+        d,
+        RELEASED_ARCHITECTURE_FILE,
+    )
     return copy.deepcopy(MANYLANGS_ARCHITECTURES["released"]), None
 
 
@@ -147,10 +155,13 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise WeightFileError(
             f"{path}: refused: the pickle asks for more than tensors ({reason}). Weights are read with "
             "torch.load(weights_only=True), which never runs code from the file; a released model holds only a "
-            "state_dict") from None
+            "state_dict"
+        ) from None
     except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, AttributeError) as e:
-        raise WeightFileError(f"{path}: not a readable torch.save file ({type(e).__name__}: "
-                              f"{str(e).strip().splitlines()[0] if str(e).strip() else ''})") from None
+        raise WeightFileError(
+            f"{path}: not a readable torch.save file ({type(e).__name__}: "
+            f"{str(e).strip().splitlines()[0] if str(e).strip() else ''})"
+        ) from None
     if not isinstance(data, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in data.items()):
         raise WeightFileError(f"{path}: expected a state_dict (names -> tensors), found {type(data).__name__}")
     return data
@@ -167,7 +178,8 @@ def options_from_architecture(arch: dict, source: str, n_chars: int, n_words: in
     if encoder.lower() != "elmo":
         raise ValueError(
             f"{source}: encoder.name is {encoder!r}: only the 'elmo' encoder (ElmobiLm, every released model) is "
-            "supported; the 'lstm' variant (LstmbiLm: nn.LSTM + one shared projection) is not ELMo's biLM")
+            "supported; the 'lstm' variant (LstmbiLm: nn.LSTM + one shared projection) is not ELMo's biLM"
+        )
     embedder = json_field(arch, "token_embedder.name", str, source)
     if embedder.lower() != "cnn":
         raise ValueError(f"{source}: token_embedder.name is {embedder!r}: only the 'cnn' token embedder is supported")
@@ -175,8 +187,9 @@ def options_from_architecture(arch: dict, source: str, n_chars: int, n_words: in
     if char_dim <= 0:
         raise ValueError(f"{source}: token_embedder.char_dim is {char_dim}: word-only models are not supported")
     filters = json_field(arch, "token_embedder.filters", list, source)
-    if not filters or not all(isinstance(f, list) and len(f) == 2 and all(type(v) is int and v > 0 for v in f)
-                              for f in filters):
+    if not filters or not all(
+        isinstance(f, list) and len(f) == 2 and all(type(v) is int and v > 0 for v in f) for f in filters
+    ):
         raise ValueError(f"{source}: field token_embedder.filters is {filters!r}, expected [[width, count], ...]")
     # ELMoForManyLangs clips only where the value is truthy: 0 means no clip.
     cell_clip = json_field(arch, "encoder.cell_clip", (int, float), source, default=0) or None
@@ -234,11 +247,15 @@ def expected_shapes(o: ElmoOptions) -> tuple[dict[str, tuple], dict[str, tuple]]
 def _check_tensors(path: Path, tensors: dict[str, torch.Tensor], expected: dict[str, tuple], against: str) -> None:
     problems = []
     if path.name == ENCODER_PKL and any(k.startswith("encoder.weight_ih_l") for k in tensors):
-        raise WeightFileError(f"{path}: this is the 'lstm' encoder variant (LstmbiLm: keys encoder.weight_ih_l0, ...), "
-                              "which is not ELMo's biLM; only the 'elmo' encoder is supported")
+        raise WeightFileError(
+            f"{path}: this is the 'lstm' encoder variant (LstmbiLm: keys encoder.weight_ih_l0, ...), "
+            "which is not ELMo's biLM; only the 'elmo' encoder is supported"
+        )
     if path.name == TOKEN_EMBEDDER_PKL and any(k.startswith("char_lstm.") for k in tensors):
-        raise WeightFileError(f"{path}: this is the 'lstm' token embedder variant (keys char_lstm.*); only the "
-                              "'cnn' token embedder is supported")
+        raise WeightFileError(
+            f"{path}: this is the 'lstm' token embedder variant (keys char_lstm.*); only the "
+            "'cnn' token embedder is supported"
+        )
     for name, shape in expected.items():
         if name not in tensors:
             problems.append(f"{name!r} is missing (expected shape {shape})")
@@ -248,8 +265,9 @@ def _check_tensors(path: Path, tensors: dict[str, torch.Tensor], expected: dict[
             problems.append(f"{name!r} is {tensors[name].dtype}, expected floating point")
         elif not torch.isfinite(tensors[name]).all():
             problems.append(f"{name!r} holds NaN or infinite values")
-    problems += [f"unexpected tensor {name!r} with shape {tuple(t.shape)}"
-                 for name, t in tensors.items() if name not in expected]
+    problems += [
+        f"unexpected tensor {name!r} with shape {tuple(t.shape)}" for name, t in tensors.items() if name not in expected
+    ]
     if problems:
         raise WeightFileError(f"{path} does not match {against}:\n  " + "\n  ".join(problems))
 
@@ -260,8 +278,10 @@ def _specials(path: Path, lexicon: dict[str, int], names: tuple[str, ...], rows:
         raise ValueError(f"{path}: the special entries {', '.join(missing)} are missing")
     bad = sorted((i, t) for t, i in lexicon.items() if not 0 <= i < rows)
     if bad:
-        raise ValueError(f"{path}: ids must lie in 0..{rows - 1} (the table has {rows} rows); "
-                         f"found {', '.join(f'{t!r}: {i}' for i, t in bad[:5])}")
+        raise ValueError(
+            f"{path}: ids must lie in 0..{rows - 1} (the table has {rows} rows); "
+            f"found {', '.join(f'{t!r}: {i}' for i, t in bad[:5])}"
+        )
 
 
 def load_manylangs(directory: str | Path) -> tuple[ElmoBiLm, dict]:
@@ -290,7 +310,8 @@ def load_manylangs(directory: str | Path) -> tuple[ElmoBiLm, dict]:
     token_sd = load_state_dict(d / TOKEN_EMBEDDER_PKL)
     encoder_sd = load_state_dict(d / ENCODER_PKL)
     against = f"{arch_source} with {CHAR_DIC} ({len(chars)} entries)" + (
-        f" and {WORD_DIC} ({len(words)} entries)" if words is not None else "")
+        f" and {WORD_DIC} ({len(words)} entries)" if words is not None else ""
+    )
     _check_tensors(d / TOKEN_EMBEDDER_PKL, token_sd, token_expected, against)
     _check_tensors(d / ENCODER_PKL, encoder_sd, encoder_expected, against)
     _specials(d / CHAR_DIC, chars, CHAR_SPECIALS, len(chars))
@@ -301,8 +322,13 @@ def load_manylangs(directory: str | Path) -> tuple[ElmoBiLm, dict]:
     _copy_weights(model, token_sd, encoder_sd)
     model.eval()
     source = _source_entry(d, arch_path, words is not None)
-    log.info("ELMoForManyLangs model %s: %d chars, %s words, architecture from %s", d, len(chars),
-             len(words) if words is not None else "no", arch_source)
+    log.info(
+        "ELMoForManyLangs model %s: %d chars, %s words, architecture from %s",
+        d,
+        len(chars),
+        len(words) if words is not None else "no",
+        arch_source,
+    )
     return model, source
 
 
@@ -310,11 +336,17 @@ def _scheme(chars: dict[str, int], words: dict[str, int] | None, max_characters_
     """How the model's tokens become ids: its two dictionaries and their special entries."""
     oov_word = words["<oov>"] if words is not None else None
     return DictionaryScheme(
-        chars=chars, words=words, max_characters_per_token=max_characters_per_token,
+        chars=chars,
+        words=words,
+        max_characters_per_token=max_characters_per_token,
         # ELMoForManyLangs frames a word with its <eow> id first and its <bow> id last (frontend.py,
         # and biLM.py when training): the model learned it so.
-        begin_of_word=chars["<eow>"], end_of_word=chars["<bow>"], padding=chars["<pad>"],
-        unknown_char=chars["<oov>"], bos_char=chars["<bos>"], eos_char=chars["<eos>"],
+        begin_of_word=chars["<eow>"],
+        end_of_word=chars["<bow>"],
+        padding=chars["<pad>"],
+        unknown_char=chars["<oov>"],
+        bos_char=chars["<bos>"],
+        eos_char=chars["<eos>"],
         unknown_word=oov_word,
         bos_word=None if words is None else words.get("<bos>", oov_word),
         eos_word=None if words is None else words.get("<eos>", oov_word),

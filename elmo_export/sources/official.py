@@ -233,16 +233,32 @@ def fetch_model(
         model = get_model(name, models)
     directory = model_cache_dir(model.name, cache_dir)
     fetch = CachedFiles(
-        directory, f"model {model.name!r}", offline=resolve_offline(offline), force=force, progress=progress,
-        retries=retries, timeout_s=timeout_s, hint=_LOCAL_FILES_HINT,
-        how_to_fix=(f"Delete it (or the folder {directory}) and fetch again, or call "
-                    f"fetch_model({model.name!r}, force=True) to download it again over the cached copy."),
+        directory,
+        f"model {model.name!r}",
+        offline=resolve_offline(offline),
+        force=force,
+        progress=progress,
+        retries=retries,
+        timeout_s=timeout_s,
+        hint=_LOCAL_FILES_HINT,
+        how_to_fix=(
+            f"Delete it (or the folder {directory}) and fetch again, or call "
+            f"fetch_model({model.name!r}, force=True) to download it again over the cached copy."
+        ),
     )
     # The model's own URLs first, then its mirrors: each copy must pass the same checks.
-    options_path = fetch.ensure(C.OPTIONS_FILE, model.urls("options"), sha256=model.options_sha256,
-                                verify=lambda path: _verify_options(model, path))
-    weights_path = fetch.ensure(C.WEIGHTS_FILE, model.urls("weights"), sha256=model.weights_sha256,
-                                verify=lambda path: _verify_weights(options_path, path))
+    options_path = fetch.ensure(
+        C.OPTIONS_FILE,
+        model.urls("options"),
+        sha256=model.options_sha256,
+        verify=lambda path: _verify_options(model, path),
+    )
+    weights_path = fetch.ensure(
+        C.WEIGHTS_FILE,
+        model.urls("weights"),
+        sha256=model.weights_sha256,
+        verify=lambda path: _verify_weights(options_path, path),
+    )
     return options_path, weights_path
 
 

@@ -54,9 +54,7 @@ def _check_value(hint: Any, value: Any, metadata: Mapping, where: str, path: str
         return _check_value(inner, value, metadata, where, path)
 
     def bad(expected: str) -> ValueError:
-        return ValueError(
-            f"{where}: field {path!r} is {value!r} ({type(value).__name__}), expected {expected}"
-        )
+        return ValueError(f"{where}: field {path!r} is {value!r} ({type(value).__name__}), expected {expected}")
 
     if isinstance(hint, type) and hasattr(hint, "__dataclass_fields__"):
         return build(hint, value, where, f"{path}.")
@@ -129,8 +127,7 @@ def parse_models(data: Any, schema: type[Entry], source: str = "catalog") -> dic
     unknown = sorted(set(data) - {"schema_version", "models"})
     if unknown:
         raise ValueError(
-            f"{source}: unknown top-level field(s) {', '.join(map(repr, unknown))}; "
-            "allowed: schema_version, models"
+            f"{source}: unknown top-level field(s) {', '.join(map(repr, unknown))}; allowed: schema_version, models"
         )
     version = data.get("schema_version")
     if version is None:
@@ -145,5 +142,7 @@ def parse_models(data: Any, schema: type[Entry], source: str = "catalog") -> dic
     models = data.get("models")
     if not isinstance(models, dict) or not models:
         raise ValueError(f"{source}: 'models' is {models!r}, expected a non-empty object of models by name")
-    return {check_model_name(name, source): build(schema, entry, f"{source}: model {name!r}", "", preset={"name": name})
-            for name, entry in models.items()}
+    return {
+        check_model_name(name, source): build(schema, entry, f"{source}: model {name!r}", "", preset={"name": name})
+        for name, entry in models.items()
+    }

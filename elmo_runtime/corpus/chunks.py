@@ -73,11 +73,16 @@ def input_files(input: str | Path) -> tuple[list[Path], str]:
     if path.is_file():
         files = [path]
     elif path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file()
-                       and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts))
+        files = sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file() and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts)
+        )
     elif path.exists():
-        raise InputError(f"input {input} is not a regular file or a folder (a pipe or a device?): the cluster "
-                         "engines read their input twice, to plan the chunks and to embed them; give files")
+        raise InputError(
+            f"input {input} is not a regular file or a folder (a pipe or a device?): the cluster "
+            "engines read their input twice, to plan the chunks and to embed them; give files"
+        )
     elif any(ch in str(input) for ch in "*?["):
         files = sorted(Path(p) for p in glob.glob(str(input), recursive=True) if Path(p).is_file())
     else:
@@ -86,8 +91,10 @@ def input_files(input: str | Path) -> tuple[list[Path], str]:
         raise FileNotFoundError(f"input {input} has no files")
     parquet = [p.suffix == ".parquet" for p in files]
     if any(parquet) and not all(parquet):
-        raise InputError(f"input {input} mixes Parquet files ({files[parquet.index(True)]}) and other files "
-                         f"({files[parquet.index(False)]}); give one kind")
+        raise InputError(
+            f"input {input} mixes Parquet files ({files[parquet.index(True)]}) and other files "
+            f"({files[parquet.index(False)]}); give one kind"
+        )
     return [p.resolve() for p in files], "parquet" if all(parquet) else "text"
 
 
@@ -147,8 +154,10 @@ def read_chunk(chunk: Chunk, tokenized: bool = False, allow_empty_lines: bool = 
         raws = [f.readline() for _ in range(chunk.rows)]
     lines = list(decode_lines(raws, chunk.path, chunk.line))
     if chunk.digest and hashlib.sha256(b"".join(raws)).hexdigest() != chunk.digest:
-        raise InputError(f"{chunk.path}:{chunk.line}..{chunk.line + chunk.rows - 1}: these lines changed after the "
-                         "job was planned; run the command again once the input stays as it is")
+        raise InputError(
+            f"{chunk.path}:{chunk.line}..{chunk.line + chunk.rows - 1}: these lines changed after the "
+            "job was planned; run the command again once the input stays as it is"
+        )
     if not allow_empty_lines:
         from elmo_runtime.tokenize import tokenize
 
@@ -200,7 +209,9 @@ def _read_parquet_rows(pa, chunk: Chunk) -> "pa.Table":  # noqa: F821
     table = table.slice(chunk.start - (first or 0), chunk.rows)
     if has_id:
         if table.column("id").null_count:
-            raise InputError(f"{chunk.path}: column 'id' has a null in rows {chunk.line}..{chunk.line + chunk.rows - 1}")
+            raise InputError(
+                f"{chunk.path}: column 'id' has a null in rows {chunk.line}..{chunk.line + chunk.rows - 1}"
+            )
         return table.select(["id", "text"])
     ids = pa.array(range(chunk.first_id, chunk.first_id + chunk.rows), pa.int64())
     return pa.table({"id": ids, "text": table.column("text")})

@@ -33,8 +33,9 @@ def decode_lines(raw_lines: Iterable[bytes], path: str | Path, first_number: int
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as e:
-            raise InputError(f"{path}:{number}: not valid UTF-8 (byte {raw[e.start:e.start + 1]!r} "
-                             f"at column {e.start + 1})") from None
+            raise InputError(
+                f"{path}:{number}: not valid UTF-8 (byte {raw[e.start : e.start + 1]!r} at column {e.start + 1})"
+            ) from None
         if number == 1:
             line = line.removeprefix("\ufeff")
         yield number, line.strip()
@@ -50,8 +51,9 @@ def read_lines(path: str | Path) -> Iterator[tuple[int, str]]:
             stream.close()
 
 
-def line_tokens(split: Callable[[str], list[str]], text: str, path: str | Path, number: int,
-                allow_empty_lines: bool) -> list[str]:
+def line_tokens(
+    split: Callable[[str], list[str]], text: str, path: str | Path, number: int, allow_empty_lines: bool
+) -> list[str]:
     """The tokens of one line; a line with no tokens is refused unless `allow_empty_lines`.
 
     Raises:
@@ -64,8 +66,10 @@ def line_tokens(split: Callable[[str], list[str]], text: str, path: str | Path, 
         raise InputError(f"{path}:{number}: {e}") from None
     if not tokens and not allow_empty_lines:
         what = "is empty" if not text else "has no tokens"
-        raise InputError(f"{path}:{number}: line {what}; remove it or pass --allow-empty-lines "
-                         "(allow_empty_lines=True) to embed it as 0 tokens")
+        raise InputError(
+            f"{path}:{number}: line {what}; remove it or pass --allow-empty-lines "
+            "(allow_empty_lines=True) to embed it as 0 tokens"
+        )
     return tokens
 
 

@@ -57,8 +57,9 @@ class NpzWriter:
         member = f"{name}.npy".encode()
         offset = self._file.tell()
         # Sizes go in the ZIP64 extra field (patched below with the CRC), so a member may be any size.
-        self._file.write(_LOCAL.pack(0x04034B50, _ZIP64_VERSION, 0, 0, 0, _DOS_DATE, 0, _FULL32, _FULL32,
-                                     len(member), 20))
+        self._file.write(
+            _LOCAL.pack(0x04034B50, _ZIP64_VERSION, 0, 0, 0, _DOS_DATE, 0, _FULL32, _FULL32, len(member), 20)
+        )
         self._file.write(member + struct.pack("<HHQQ", 1, 16, 0, 0))
         data = _Counting(self._file)
         np.lib.format.write_array(data, array, allow_pickle=False)
@@ -68,8 +69,27 @@ class NpzWriter:
         self._file.seek(offset + _LOCAL.size + len(member) + 4)
         self._file.write(struct.pack("<QQ", data.size, data.size))
         self._file.seek(end)
-        self._directory.write(_CENTRAL.pack(0x02014B50, _MADE_BY, _ZIP64_VERSION, 0, 0, 0, _DOS_DATE, data.crc,
-                                            _FULL32, _FULL32, len(member), 28, 0, 0, 0, _MEMBER_MODE, _FULL32))
+        self._directory.write(
+            _CENTRAL.pack(
+                0x02014B50,
+                _MADE_BY,
+                _ZIP64_VERSION,
+                0,
+                0,
+                0,
+                _DOS_DATE,
+                data.crc,
+                _FULL32,
+                _FULL32,
+                len(member),
+                28,
+                0,
+                0,
+                0,
+                _MEMBER_MODE,
+                _FULL32,
+            )
+        )
         self._directory.write(member + struct.pack("<HHQQQ", 1, 24, data.size, data.size, offset))
         self._members += 1
 
@@ -82,11 +102,13 @@ class NpzWriter:
             size = self._file.tell() - start
             end64 = self._file.tell()
             n = self._members
-            self._file.write(_END64.pack(0x06064B50, _END64.size - 12, _MADE_BY, _ZIP64_VERSION, 0, 0, n, n,
-                                         size, start))
+            self._file.write(
+                _END64.pack(0x06064B50, _END64.size - 12, _MADE_BY, _ZIP64_VERSION, 0, 0, n, n, size, start)
+            )
             self._file.write(_LOCATOR64.pack(0x07064B50, 0, end64, 1))
-            self._file.write(_END.pack(0x06054B50, 0, 0, min(n, 0xFFFF), min(n, 0xFFFF), min(size, _FULL32),
-                                       min(start, _FULL32), 0))
+            self._file.write(
+                _END.pack(0x06054B50, 0, 0, min(n, 0xFFFF), min(n, 0xFFFF), min(size, _FULL32), min(start, _FULL32), 0)
+            )
             self._file.flush()
         finally:
             self.abort()

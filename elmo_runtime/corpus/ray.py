@@ -54,8 +54,15 @@ def worker_cpus(cluster_cpus: float, workers: int) -> float:
     return max(cluster_cpus - 1, cluster_cpus / 2) / workers
 
 
-def embed_dataset(ds: "ray.data.Dataset", package: str | Path, *, workers: int | None = None, threads: int = 1,
-                  rows_per_block: int = ROWS_PER_BLOCK, **settings: Any) -> "ray.data.Dataset":
+def embed_dataset(
+    ds: "ray.data.Dataset",
+    package: str | Path,
+    *,
+    workers: int | None = None,
+    threads: int = 1,
+    rows_per_block: int = ROWS_PER_BLOCK,
+    **settings: Any,
+) -> "ray.data.Dataset":
     """Embed a Ray dataset with columns `id` and `text`; lazily, as Ray datasets go.
 
     Args:
@@ -78,10 +85,14 @@ def embed_dataset(ds: "ray.data.Dataset", package: str | Path, *, workers: int |
     workers = workers or max(1, int(cpus // threads))
     TableEmbedder(package, threads=threads, device="cpu", **settings)  # bad settings fail here, not in a worker
     return ds.repartition(target_num_rows_per_block=rows_per_block).map_batches(
-        TableEmbedder, fn_constructor_args=(str(package),),
+        TableEmbedder,
+        fn_constructor_args=(str(package),),
         fn_constructor_kwargs={"threads": threads, "device": "cpu", **settings},
-        batch_size=None, batch_format="pyarrow", compute=ActorPoolStrategy(size=workers),
-        num_cpus=worker_cpus(cpus, workers))
+        batch_size=None,
+        batch_format="pyarrow",
+        compute=ActorPoolStrategy(size=workers),
+        num_cpus=worker_cpus(cpus, workers),
+    )
 
 
 def cluster_cpus(ray) -> float:

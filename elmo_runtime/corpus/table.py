@@ -77,18 +77,33 @@ class TableEmbedder:
         ValueError: a bad `layers`, `pool`, `dtype` or `state`.
     """
 
-    def __init__(self, package: str | Path | Elmo, *, layers: Layers = "all", pool: str | None = None,
-                 dtype: str = "float32", tokenized: bool = False, threads: int | None = None,
-                 state: str | None = None, batch_tokens: int | None = None, device: str = "auto",
-                 verify: bool = True):
+    def __init__(
+        self,
+        package: str | Path | Elmo,
+        *,
+        layers: Layers = "all",
+        pool: str | None = None,
+        dtype: str = "float32",
+        tokenized: bool = False,
+        threads: int | None = None,
+        state: str | None = None,
+        batch_tokens: int | None = None,
+        device: str = "auto",
+        verify: bool = True,
+    ):
         self._pa = require_pyarrow()
         if dtype not in DTYPES:
             raise ValueError(f"dtype is {dtype!r}; choose one of {', '.join(DTYPES)}")
         if isinstance(layers, (list, tuple, np.ndarray)):
-            raise ValueError("layers must be 'all', 'top', 'average' or a layer index for tables; "
-                             "mix the layers of layers='all' output yourself")
-        self.elmo = package if isinstance(package, Elmo) else Elmo(package, device=device, threads=threads,
-                                                                    batch_tokens=batch_tokens, verify=verify)
+            raise ValueError(
+                "layers must be 'all', 'top', 'average' or a layer index for tables; "
+                "mix the layers of layers='all' output yourself"
+            )
+        self.elmo = (
+            package
+            if isinstance(package, Elmo)
+            else Elmo(package, device=device, threads=threads, batch_tokens=batch_tokens, verify=verify)
+        )
         # Check the settings once, on an empty call, so a bad value fails here and not per batch.
         self.elmo.embed([], layers=layers, pool=pool, state=state)
         self.layers, self.pool, self.dtype, self.tokenized = layers, pool, dtype, tokenized
@@ -127,8 +142,9 @@ class TableEmbedder:
         columns = {"id": ids}
         if self.pool is None:
             columns["tokens"] = pa.array(token_lists, type=pa.list_(pa.string()))
-        columns["vectors"] = _vector_array(pa, vectors, self.vector_type, np.dtype(self.dtype), self.layers == "all",
-                                           self.pool == "mean")
+        columns["vectors"] = _vector_array(
+            pa, vectors, self.vector_type, np.dtype(self.dtype), self.layers == "all", self.pool == "mean"
+        )
         return pa.table(columns, schema=self.output_schema(ids.type))
 
     def iter_rows(self, table: "pa.Table | pa.RecordBatch") -> Iterator[tuple[object, list[str], np.ndarray]]:
@@ -146,8 +162,10 @@ class TableEmbedder:
         """The `id` column and each row's tokens, checked."""
         missing = [c for c in ("id", "text") if c not in table.column_names]
         if missing:
-            raise ValueError(f"the table has no {' or '.join(map(repr, missing))} column "
-                             f"(columns: {', '.join(table.column_names) or 'none'})")
+            raise ValueError(
+                f"the table has no {' or '.join(map(repr, missing))} column "
+                f"(columns: {', '.join(table.column_names) or 'none'})"
+            )
         ids = table.column("id")
         split = str.split if self.tokenized else self.elmo.tokenizer
         return ids, _token_lists(table.column("text"), ids, split, self.elmo.manifest.directory)
@@ -155,9 +173,11 @@ class TableEmbedder:
 
 def pretokenized_message(package) -> str:
     """What to do with raw text for a package whose model expects pre-tokenized input."""
-    return (f"{package}: this package's model expects pre-tokenized input (ELMoForManyLangs: Universal Dependencies "
-            "tokens); give 'text' as lists of tokens, or as tokens separated by whitespace with tokenized=True "
-            "(elmo-embed --tokenized)")
+    return (
+        f"{package}: this package's model expects pre-tokenized input (ELMoForManyLangs: Universal Dependencies "
+        "tokens); give 'text' as lists of tokens, or as tokens separated by whitespace with tokenized=True "
+        "(elmo-embed --tokenized)"
+    )
 
 
 def vector_type(num_layers: int, dim: int, all_layers: bool, pooled: bool, dtype: str = "float32") -> "pa.DataType":
@@ -188,7 +208,7 @@ def to_numpy(vectors: "pa.ChunkedArray | pa.Array") -> list[np.ndarray]:
     if pooled:
         return list(flat)
     offsets = vectors.offsets.to_numpy() - vectors.offsets[0].as_py()
-    rows = [flat[offsets[i]:offsets[i + 1]] for i in range(len(vectors))]
+    rows = [flat[offsets[i] : offsets[i + 1]] for i in range(len(vectors))]
     return [row.transpose(1, 0, 2) if row.ndim == 3 else row for row in rows]
 
 
@@ -201,7 +221,8 @@ def _token_lists(text: "pa.ChunkedArray", ids: "pa.ChunkedArray", split_text, pa
             raise ValueError(pretokenized_message(package))
         split = split_text
     elif (pa.types.is_list(kind) or pa.types.is_large_list(kind)) and (
-            pa.types.is_string(kind.value_type) or pa.types.is_large_string(kind.value_type)):
+        pa.types.is_string(kind.value_type) or pa.types.is_large_string(kind.value_type)
+    ):
         split = list
     else:
         raise ValueError(f"column 'text' is {kind}; expected strings (raw text) or lists of strings (tokens)")
@@ -209,8 +230,11 @@ def _token_lists(text: "pa.ChunkedArray", ids: "pa.ChunkedArray", split_text, pa
     out = []
     for row, value in enumerate(values):
         if value is None or (split is list and any(t is None for t in value)):
-            raise ValueError(f"row with id {ids[row].as_py()!r}: 'text' is null" if value is None
-                             else f"row with id {ids[row].as_py()!r}: a token in 'text' is null")
+            raise ValueError(
+                f"row with id {ids[row].as_py()!r}: 'text' is null"
+                if value is None
+                else f"row with id {ids[row].as_py()!r}: a token in 'text' is null"
+            )
         try:
             out.append(split(value))
         except TokenizerError as e:
@@ -218,8 +242,9 @@ def _token_lists(text: "pa.ChunkedArray", ids: "pa.ChunkedArray", split_text, pa
     return out
 
 
-def _vector_array(pa, vectors: list[np.ndarray], type_: "pa.DataType", dtype: np.dtype, all_layers: bool,
-                  pooled: bool) -> "pa.Array":
+def _vector_array(
+    pa, vectors: list[np.ndarray], type_: "pa.DataType", dtype: np.dtype, all_layers: bool, pooled: bool
+) -> "pa.Array":
     """Per-row arrays -> one Arrow array of `type_`, built from a single flat buffer."""
     if pooled:
         flat = np.stack(vectors).astype(dtype, copy=False) if vectors else np.zeros(0, dtype)  # (B, [L + 1,] dim)
@@ -278,9 +303,20 @@ class ParquetWriter:
         metadata: key-value metadata stored in the file's schema.
     """
 
-    def __init__(self, path: str | Path, num_layers: int, dim: int, *, all_layers: bool, pooled: bool,
-                 dtype: str = "float32", rows_per_group: int = 256, values_per_group: int = VALUES_PER_GROUP,
-                 id_type: "pa.DataType | None" = None, metadata: dict[str, str] | None = None):
+    def __init__(
+        self,
+        path: str | Path,
+        num_layers: int,
+        dim: int,
+        *,
+        all_layers: bool,
+        pooled: bool,
+        dtype: str = "float32",
+        rows_per_group: int = 256,
+        values_per_group: int = VALUES_PER_GROUP,
+        id_type: "pa.DataType | None" = None,
+        metadata: dict[str, str] | None = None,
+    ):
         pa = require_pyarrow()
         import pyarrow.parquet as pq
 

@@ -57,8 +57,10 @@ def check_entry(name: Any, data: Any, source: Path) -> PackageEntry:
     """One catalog entry checked against the schema (ValueError naming the file, package and field)."""
     where = f"{source}: package {name!r}"
     if not isinstance(name, str) or not _NAME.match(name) or name == SHIPPED_NAME:
-        raise ValueError(f"{where}: the name is not allowed: use lower-case letters, digits, '.', '_' and '-', "
-                         f"starting with a letter or digit (and not {SHIPPED_NAME!r}, the shipped package)")
+        raise ValueError(
+            f"{where}: the name is not allowed: use lower-case letters, digits, '.', '_' and '-', "
+            f"starting with a letter or digit (and not {SHIPPED_NAME!r}, the shipped package)"
+        )
     if not isinstance(data, dict):
         raise ValueError(f"{where}: the entry is {type(data).__name__}, expected an object")
     allowed = ("model", "precision", "url", "bytes", "sha256", "description")
@@ -84,8 +86,16 @@ def check_entry(name: Any, data: Any, source: Path) -> PackageEntry:
         raise bad("bytes", "a positive integer")
     if not isinstance(data["sha256"], str) or not _SHA256.match(data["sha256"]):
         raise bad("sha256", "64 lower-case hex digits")
-    return PackageEntry(name, data["model"], data["precision"], data["url"], data["bytes"], data["sha256"],
-                        data.get("description", ""), source)
+    return PackageEntry(
+        name,
+        data["model"],
+        data["precision"],
+        data["url"],
+        data["bytes"],
+        data["sha256"],
+        data.get("description", ""),
+        source,
+    )
 
 
 def read_catalog(path: str | Path) -> dict[str, PackageEntry]:
@@ -106,8 +116,10 @@ def read_catalog(path: str | Path) -> dict[str, PackageEntry]:
     if not isinstance(data, dict) or set(data) != {"schema_version", "packages"}:
         raise ValueError(f"{path}: expected an object with exactly 'schema_version' and 'packages'")
     if data["schema_version"] != SCHEMA_VERSION or type(data["schema_version"]) is not int:
-        raise ValueError(f"{path}: schema_version {data['schema_version']!r} is not supported: this elmo-onnx "
-                         f"reads schema_version {SCHEMA_VERSION}")
+        raise ValueError(
+            f"{path}: schema_version {data['schema_version']!r} is not supported: this elmo-onnx "
+            f"reads schema_version {SCHEMA_VERSION}"
+        )
     if not isinstance(data["packages"], dict):
         raise ValueError(f"{path}: 'packages' is {type(data['packages']).__name__}, expected an object by name")
     return {name: check_entry(name, entry, path) for name, entry in data["packages"].items()}
@@ -130,7 +142,8 @@ def load_catalogs(paths: list[str | Path] | None = None) -> dict[str, PackageEnt
     for path in catalog_files() if paths is None else paths:
         for name, entry in read_catalog(path).items():
             if name in packages:
-                raise ValueError(f"package {name!r} is listed twice: in {packages[name].catalog} and in {path}; "
-                                 "rename one of them")
+                raise ValueError(
+                    f"package {name!r} is listed twice: in {packages[name].catalog} and in {path}; rename one of them"
+                )
             packages[name] = entry
     return packages

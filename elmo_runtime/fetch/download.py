@@ -117,8 +117,7 @@ def offline_mode() -> bool:
     if value in _FALSE:
         return False
     raise ValueError(
-        f"{ENV_OFFLINE}={os.environ[ENV_OFFLINE]!r} is not understood: "
-        "use 1/true/yes/on or 0/false/no/off"
+        f"{ENV_OFFLINE}={os.environ[ENV_OFFLINE]!r} is not understood: use 1/true/yes/on or 0/false/no/off"
     )
 
 
@@ -189,9 +188,21 @@ class CachedFiles:
         hint: a sentence every download failure ends with (e.g. how to use local files).
     """
 
-    def __init__(self, directory: Path, label: str, *, offline: str | None = None, force: bool = False,
-                 progress: bool = True, retries: int = 3, timeout_s: float = 60.0, stall_s: float | None = None,
-                 how_to_fix: str = "", hint: str = "", lock: bool = True):
+    def __init__(
+        self,
+        directory: Path,
+        label: str,
+        *,
+        offline: str | None = None,
+        force: bool = False,
+        progress: bool = True,
+        retries: int = 3,
+        timeout_s: float = 60.0,
+        stall_s: float | None = None,
+        how_to_fix: str = "",
+        hint: str = "",
+        lock: bool = True,
+    ):
         if type(retries) is not int or retries < 1:
             raise ValueError(f"retries is {retries!r}, expected an integer >= 1")
         if not timeout_s > 0:
@@ -231,11 +242,19 @@ class CachedFiles:
                 tmp.unlink(missing_ok=True)
             except OSError:
                 pass
-            log.warning("could not record %s's sha256 in %s (%s); it will be checked again next time",
-                        filename, self.sidecar, e)
+            log.warning(
+                "could not record %s's sha256 in %s (%s); it will be checked again next time", filename, self.sidecar, e
+            )
 
-    def ensure(self, filename: str, url: str | Sequence[str], *, sha256: str | None = None, size: int | None = None,
-               verify: Callable[[Path], None] | None = None) -> Path:
+    def ensure(
+        self,
+        filename: str,
+        url: str | Sequence[str],
+        *,
+        sha256: str | None = None,
+        size: int | None = None,
+        verify: Callable[[Path], None] | None = None,
+    ) -> Path:
         """Return `<directory>/<filename>`, complete and verified: from the cache, or downloaded.
 
         Args:
@@ -261,8 +280,14 @@ class CachedFiles:
             self.record, self.record_error = self._read_sidecar()
             return self._ensure(filename, url, sha256, size, verify)
 
-    def _ensure(self, filename: str, url: str | Sequence[str], sha256: str | None, size: int | None,
-                verify: Callable[[Path], None] | None) -> Path:
+    def _ensure(
+        self,
+        filename: str,
+        url: str | Sequence[str],
+        sha256: str | None,
+        size: int | None,
+        verify: Callable[[Path], None] | None,
+    ) -> Path:
         urls = [url] if isinstance(url, str) else list(url)
         final = self.directory / filename
         check = _with_size(verify, size)
@@ -284,11 +309,19 @@ class CachedFiles:
                     log.warning("%s; trying the next source, %s", e, urls[k + 1])
         if len(failures) == 1:
             raise failures[0]
-        raise DownloadError(f"{filename}: every source failed ({len(failures)}): "
-                            + " | ".join(str(e) for e in failures))
+        raise DownloadError(
+            f"{filename}: every source failed ({len(failures)}): " + " | ".join(str(e) for e in failures)
+        )
 
-    def _fetch(self, final: Path, filename: str, url: str, sha256: str | None, size: int | None,
-               check: Callable[[Path], None] | None) -> Path:
+    def _fetch(
+        self,
+        final: Path,
+        filename: str,
+        url: str,
+        sha256: str | None,
+        size: int | None,
+        check: Callable[[Path], None] | None,
+    ) -> Path:
         """Download `url` to `final` through its `.part`, and verify it (DownloadError if not)."""
         if self.offline:
             raise DownloadError(
@@ -317,19 +350,20 @@ class CachedFiles:
         log.info("downloaded and verified %s (%d bytes, sha256 %s)", final, final.stat().st_size, digest)
         return final
 
-    def _reuse(self, final: Path, filename: str, urls: list[str], pinned: str | None,
-               verify: Callable[[Path], None] | None) -> Path | None:
+    def _reuse(
+        self, final: Path, filename: str, urls: list[str], pinned: str | None, verify: Callable[[Path], None] | None
+    ) -> Path | None:
         """The cached file if it checks out; None if it came from another URL (fetch anew)."""
         entry, url = self.record.get(filename), urls[0]
         if entry is None:
             return self._reuse_unrecorded(final, filename, url, pinned, verify)
         if entry.get("url") not in urls:
             if self.offline:
-                log.warning("%s came from %s, the catalog now says %s: using it (offline)",
-                            final, entry.get("url"), url)
+                log.warning(
+                    "%s came from %s, the catalog now says %s: using it (offline)", final, entry.get("url"), url
+                )
             else:
-                log.warning("%s came from %s, the catalog now says %s: downloading again",
-                            final, entry.get("url"), url)
+                log.warning("%s came from %s, the catalog now says %s: downloading again", final, entry.get("url"), url)
                 return None
         digest = sha256_of(final)
         if digest != entry["sha256"]:
@@ -345,8 +379,9 @@ class CachedFiles:
         log.info("using cached %s (sha256 verified)", final)
         return final
 
-    def _reuse_unrecorded(self, final: Path, filename: str, url: str, pinned: str | None,
-                          verify: Callable[[Path], None] | None) -> Path:
+    def _reuse_unrecorded(
+        self, final: Path, filename: str, url: str, pinned: str | None, verify: Callable[[Path], None] | None
+    ) -> Path:
         """A cached file with no record: put there by hand, or its record was lost or garbled."""
         if self.record_error is not None and pinned is None:
             # Whatever recorded the digest is gone: the file may have changed since, and nothing
@@ -365,8 +400,11 @@ class CachedFiles:
             self._remember(filename, url, final, digest)
             log.info("verified %s against its pinned sha256 and recorded it", final)
         else:
-            log.warning("using %s, found in the cache without a record: its content was checked, but no "
-                        "sha256 is pinned for it, so it is not recorded as verified", final)
+            log.warning(
+                "using %s, found in the cache without a record: its content was checked, but no "
+                "sha256 is pinned for it, so it is not recorded as verified",
+                final,
+            )
         return final
 
     def _download(self, url: str, part: Path, meta: Path, desc: str, size: int | None = None) -> None:
@@ -375,8 +413,9 @@ class CachedFiles:
         for attempt in range(1, self.retries + 1):
             if attempt > 1:
                 delay = RETRY_DELAY_S * (attempt - 1)
-                log.warning("download of %s: %s; attempt %d of %d in %.0f s",
-                            url, last_error, attempt, self.retries, delay)
+                log.warning(
+                    "download of %s: %s; attempt %d of %d in %.0f s", url, last_error, attempt, self.retries, delay
+                )
                 time.sleep(delay)
             try:
                 bounds = _Bounds(size, min(self.timeout_s, self.stall_s), self.stall_s)
@@ -388,8 +427,7 @@ class CachedFiles:
         if stalled:  # a server that crawls or hangs is misbehaving: what it sent is not kept to resume
             raise _discard(url, part, meta, f"{last_error} ({self.retries} attempt(s))", self.hint)
         have = part.stat().st_size if part.exists() else 0
-        kept = (f" The {have} bytes received are kept in {part}: calling again resumes from there."
-                if have else "")
+        kept = f" The {have} bytes received are kept in {part}: calling again resumes from there." if have else ""
         raise DownloadError(
             f"download of {url} failed after {self.retries} attempt(s): {last_error}.{kept} {self.hint}".rstrip()
         )
@@ -442,13 +480,13 @@ def _attempt(url: str, part: Path, meta: Path, desc: str, bounds: _Bounds, progr
     with response:
         offset, total, mode = _start(response, url, part, meta, offset, hint)
         if bounds.size is not None and total is not None and total != bounds.size:
-            raise _discard(url, part, meta, f"the server announces {total} bytes, the catalog says {bounds.size}",
-                           hint)
+            raise _discard(url, part, meta, f"the server announces {total} bytes, the catalog says {bounds.size}", hint)
         limit = bounds.size if bounds.size is not None else total
         received = _stream(response, part, mode, offset, total, desc, progress, limit, bounds.stall_s)
         if limit is not None and received > limit:
-            raise _discard(url, part, meta, f"the server sent more than the {limit} bytes expected "
-                           f"(stopped at {received})", hint)
+            raise _discard(
+                url, part, meta, f"the server sent more than the {limit} bytes expected (stopped at {received})", hint
+            )
     total = total if total is not None else bounds.size
     if total is None:
         return True  # no length known: verification is the only check
@@ -508,10 +546,10 @@ def _start(response, url: str, part: Path, meta: Path, offset: int, hint: str) -
         match = _CONTENT_RANGE.match(response.headers.get("Content-Range", "") or "")
         if not match or int(match.group(1)) != offset:
             part.unlink(missing_ok=True)
-            raise _Retry(f"the server resumed at the wrong place "
-                         f"(Content-Range {response.headers.get('Content-Range')!r})")
-        total = (int(match.group(3)) if match.group(3) != "*"
-                 else offset + length if length is not None else None)
+            raise _Retry(
+                f"the server resumed at the wrong place (Content-Range {response.headers.get('Content-Range')!r})"
+            )
+        total = int(match.group(3)) if match.group(3) != "*" else offset + length if length is not None else None
         log.info("resuming %s at byte %d", url, offset)
         return offset, total, "ab"
     if response.status == 200:
@@ -525,8 +563,17 @@ def _start(response, url: str, part: Path, meta: Path, offset: int, hint: str) -
     )
 
 
-def _stream(response, part: Path, mode: str, offset: int, total: int | None, desc: str, progress: bool,
-            limit: int | None, stall_s: float) -> int:
+def _stream(
+    response,
+    part: Path,
+    mode: str,
+    offset: int,
+    total: int | None,
+    desc: str,
+    progress: bool,
+    limit: int | None,
+    stall_s: float,
+) -> int:
     """Append the body to `part`; the byte count it then holds (`limit + 1` once it passes `limit`).
 
     `read1` returns what has arrived instead of waiting for a whole chunk: a slow server shows
@@ -534,10 +581,19 @@ def _stream(response, part: Path, mode: str, offset: int, total: int | None, des
     """
     received = offset
     window_start, window_bytes = time.monotonic(), 0
-    with open(part, mode) as out, tqdm(
-        total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-        desc=desc, disable=None if progress else True, leave=False,
-    ) as bar:
+    with (
+        open(part, mode) as out,
+        tqdm(
+            total=total,
+            initial=offset,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=desc,
+            disable=None if progress else True,
+            leave=False,
+        ) as bar,
+    ):
         try:
             while chunk := response.read1(CHUNK_BYTES):
                 if limit is not None and received + len(chunk) > limit:
@@ -548,8 +604,10 @@ def _stream(response, part: Path, mode: str, offset: int, total: int | None, des
                 window_bytes += len(chunk)
                 if time.monotonic() - window_start >= stall_s:
                     if window_bytes < STALL_MIN_BYTES:
-                        raise _Stall(f"the transfer stalled after {received} bytes: {window_bytes} bytes in the last "
-                                     f"{stall_s:g} s (the limit is {STALL_MIN_BYTES} per {ENV_STALL} seconds)")
+                        raise _Stall(
+                            f"the transfer stalled after {received} bytes: {window_bytes} bytes in the last "
+                            f"{stall_s:g} s (the limit is {STALL_MIN_BYTES} per {ENV_STALL} seconds)"
+                        )
                     window_start, window_bytes = time.monotonic(), 0
         except TimeoutError:
             out.flush()

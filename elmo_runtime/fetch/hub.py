@@ -39,8 +39,9 @@ def parse_repo(spec: str) -> tuple[str, str | None]:
     """
     repo, _, revision = spec.partition("@")
     if not _REPO.match(repo) or ".." in repo or (_ and not revision):
-        raise ValueError(f"hf:{spec} is not a Hub package: write hf:owner/repo or hf:owner/repo@revision "
-                         "(a branch, tag or commit)")
+        raise ValueError(
+            f"hf:{spec} is not a Hub package: write hf:owner/repo or hf:owner/repo@revision (a branch, tag or commit)"
+        )
     return repo, revision or None
 
 
@@ -49,8 +50,9 @@ def endpoint() -> str | None:
     return os.environ.get(ENV_ENDPOINT, "").strip().rstrip("/") or None
 
 
-def fetch_hub_package(spec: str, *, cache_dir: str | Path | None = None, offline: bool | None = None,
-                      progress: bool = True) -> Path:
+def fetch_hub_package(
+    spec: str, *, cache_dir: str | Path | None = None, offline: bool | None = None, progress: bool = True
+) -> Path:
     """The verified folder of the package in Hub repository `owner/repo[@revision]`.
 
     Raises:
@@ -90,8 +92,7 @@ def fetch_hub_package(spec: str, *, cache_dir: str | Path | None = None, offline
     return final
 
 
-def _download(repo: str, filename: str, at: str | None, where: str, common: dict,
-              offline_source: str | None) -> Path:
+def _download(repo: str, filename: str, at: str | None, where: str, common: dict, offline_source: str | None) -> Path:
     """One file of the repository through huggingface_hub's cache; its errors as ours, in one line."""
     from huggingface_hub import errors as hf_errors
     from huggingface_hub import hf_hub_download
@@ -107,13 +108,18 @@ def _download(repo: str, filename: str, at: str | None, where: str, common: dict
             raise DownloadError(
                 f"offline mode ({offline_source}): {filename} of {where} is not in the cache ({common['cache_dir']}). "
                 "Run once with network access (or unset ELMO_ONNX_OFFLINE) to fill the cache, or download "
-                "the repository's files into a folder yourself and pass that folder.") from None
-        raise DownloadError(f"{where}: {filename} could not be downloaded (is the Hub reachable? "
-                            f"{ENV_ENDPOINT}={endpoint() or 'unset'})") from None
+                "the repository's files into a folder yourself and pass that folder."
+            ) from None
+        raise DownloadError(
+            f"{where}: {filename} could not be downloaded (is the Hub reachable? "
+            f"{ENV_ENDPOINT}={endpoint() or 'unset'})"
+        ) from None
     except hf_errors.EntryNotFoundError:
         if filename == C.MANIFEST_FILE:
-            raise PackageError(f"{where} has no {C.MANIFEST_FILE}: it is not an elmo-onnx model package "
-                               "(publish one with elmo-export --push-to-hub)") from None
+            raise PackageError(
+                f"{where} has no {C.MANIFEST_FILE}: it is not an elmo-onnx model package "
+                "(publish one with elmo-export --push-to-hub)"
+            ) from None
         raise PackageError(f"{where}: {filename}, listed in its {C.MANIFEST_FILE}, is missing") from None
     except (hf_errors.HfHubHTTPError, OSError) as e:
         raise DownloadError(f"{where}: downloading {filename} failed: {e}") from None
@@ -137,8 +143,9 @@ def _verify(directory: Path, where: str, delete: Path) -> None:
         load_manifest(directory, verify_files=True)
     except (PackageError, FileNotFoundError) as e:
         shutil.rmtree(delete, ignore_errors=True)
-        raise CorruptCacheError(f"{where}: {e}; the downloaded copy was deleted: load it again to download "
-                                "it again") from None
+        raise CorruptCacheError(
+            f"{where}: {e}; the downloaded copy was deleted: load it again to download it again"
+        ) from None
 
 
 def _install(manifest_path: Path, paths: dict[str, Path], final: Path, where: str) -> None:
@@ -159,8 +166,9 @@ def _install(manifest_path: Path, paths: dict[str, Path], final: Path, where: st
         except (PackageError, FileNotFoundError) as e:
             for source in paths.values():  # a wrong blob must not be served again from the Hub's cache
                 source.unlink(missing_ok=True)
-            raise PackageError(f"{where}: {str(e).replace(str(staging), 'the download')}; the downloaded files "
-                               "were deleted") from None
+            raise PackageError(
+                f"{where}: {str(e).replace(str(staging), 'the download')}; the downloaded files were deleted"
+            ) from None
         try:
             os.rename(staging, final)
         except OSError:

@@ -49,14 +49,22 @@ ARCHIVES = ".archives"  # where archives download (resumable) before they are un
 
 def accepted_forms(names: list[str]) -> str:
     """The sentence every "unknown package" error ends with."""
-    return (f"Packages by name: {', '.join(names)}. Also accepted: a package folder (holding "
-            f"{C.MANIFEST_FILE}), hf:owner/repo[@revision] for a package on the Hugging Face Hub, or a name "
-            f"from a catalog of your own ({ENV_CATALOG}=/path/to/catalog.json).")
+    return (
+        f"Packages by name: {', '.join(names)}. Also accepted: a package folder (holding "
+        f"{C.MANIFEST_FILE}), hf:owner/repo[@revision] for a package on the Hugging Face Hub, or a name "
+        f"from a catalog of your own ({ENV_CATALOG}=/path/to/catalog.json)."
+    )
 
 
-def resolve_package(name_or_path: str | os.PathLike = SHIPPED_NAME, *, cache_dir: str | Path | None = None,
-                    offline: bool | None = None, catalog: list[str | Path] | None = None,
-                    progress: bool = True, force: bool = False) -> Path:
+def resolve_package(
+    name_or_path: str | os.PathLike = SHIPPED_NAME,
+    *,
+    cache_dir: str | Path | None = None,
+    offline: bool | None = None,
+    catalog: list[str | Path] | None = None,
+    progress: bool = True,
+    force: bool = False,
+) -> Path:
     """The folder of a verified package for a path, a name or a Hub repository.
 
     Args:
@@ -86,23 +94,33 @@ def resolve_package(name_or_path: str | os.PathLike = SHIPPED_NAME, *, cache_dir
     if text.startswith(HUB_PREFIX):
         from elmo_runtime.fetch.hub import fetch_hub_package  # imported here: huggingface_hub takes time
 
-        return fetch_hub_package(text[len(HUB_PREFIX):], cache_dir=cache_dir, offline=offline, progress=progress)
+        return fetch_hub_package(text[len(HUB_PREFIX) :], cache_dir=cache_dir, offline=offline, progress=progress)
     if path.exists():
-        raise FileNotFoundError(f"{path} is a file, not a package folder (a package is a folder holding "
-                                f"{C.MANIFEST_FILE})")
-    looks_like_a_path = (not isinstance(name_or_path, str) or os.sep in text or (os.altsep and os.altsep in text)
-                         or text.startswith((".", "~")))
+        raise FileNotFoundError(
+            f"{path} is a file, not a package folder (a package is a folder holding {C.MANIFEST_FILE})"
+        )
+    looks_like_a_path = (
+        not isinstance(name_or_path, str)
+        or os.sep in text
+        or (os.altsep and os.altsep in text)
+        or text.startswith((".", "~"))
+    )
     if looks_like_a_path:
         raise FileNotFoundError(f"model package not found: there is no folder {text}")
     packages = load_catalogs(catalog)
     if text not in packages:
         raise ValueError(f"unknown package {text!r}. {accepted_forms([SHIPPED_NAME, *packages])}")
-    return fetch_catalog_package(packages[text], cache_dir=cache_dir, offline=offline, progress=progress,
-                                 force=force)
+    return fetch_catalog_package(packages[text], cache_dir=cache_dir, offline=offline, progress=progress, force=force)
 
 
-def fetch_catalog_package(entry: PackageEntry, *, cache_dir: str | Path | None = None, offline: bool | None = None,
-                          progress: bool = True, force: bool = False) -> Path:
+def fetch_catalog_package(
+    entry: PackageEntry,
+    *,
+    cache_dir: str | Path | None = None,
+    offline: bool | None = None,
+    progress: bool = True,
+    force: bool = False,
+) -> Path:
     """`<cache>/packages/<name>/`, verified: from the cache, or downloaded and unpacked.
 
     Raises:
@@ -121,15 +139,17 @@ def fetch_catalog_package(entry: PackageEntry, *, cache_dir: str | Path | None =
         return _fetch_catalog_package(entry, packages, offline, progress, force)
 
 
-def _fetch_catalog_package(entry: PackageEntry, packages: Path, offline: bool | None, progress: bool,
-                           force: bool) -> Path:
+def _fetch_catalog_package(
+    entry: PackageEntry, packages: Path, offline: bool | None, progress: bool, force: bool
+) -> Path:
     """`fetch_catalog_package` once it holds the package's lock (or the cache cannot be written)."""
     from elmo_runtime.fetch.download import CachedFiles, DownloadError, read_json_object, resolve_offline
 
     final, record_path = packages / entry.name, packages / (entry.name + SOURCE_SUFFIX)
     offline_source = resolve_offline(offline)
-    how_to_fix = (f"Delete {final} and {record_path.name} beside it and load it again (or pass force=True) to "
-                  "download it again.")
+    how_to_fix = (
+        f"Delete {final} and {record_path.name} beside it and load it again (or pass force=True) to download it again."
+    )
     if final.is_dir() and not force:
         record = read_json_object(record_path)
         if record.get("sha256") == entry.sha256 or (offline_source and record):
@@ -141,8 +161,10 @@ def _fetch_catalog_package(entry: PackageEntry, packages: Path, offline: bool | 
         if not record:
             from elmo_runtime.fetch.download import CorruptCacheError
 
-            raise CorruptCacheError(f"{final} has no readable record of where it came from ({record_path}): "
-                                    f"it cannot be trusted as package {entry.name!r}. {how_to_fix}")
+            raise CorruptCacheError(
+                f"{final} has no readable record of where it came from ({record_path}): "
+                f"it cannot be trusted as package {entry.name!r}. {how_to_fix}"
+            )
         log.info("the catalog lists a new archive for %s: downloading it", entry.name)
     if offline_source:
         raise DownloadError(
@@ -152,12 +174,17 @@ def _fetch_catalog_package(entry: PackageEntry, packages: Path, offline: bool | 
             f"and pass that folder instead of the name."
         )
     # No lock of its own: the package's lock is held, and .archives is shared by every package.
-    archives = CachedFiles(packages / ARCHIVES, f"package {entry.name!r}", progress=progress, force=force,
-                           how_to_fix=how_to_fix, lock=False)
+    archives = CachedFiles(
+        packages / ARCHIVES,
+        f"package {entry.name!r}",
+        progress=progress,
+        force=force,
+        how_to_fix=how_to_fix,
+        lock=False,
+    )
     archive = archives.ensure(entry.name + ".zip", entry.url, sha256=entry.sha256, size=entry.bytes)
     try:
-        _install(archive, final, record_path, {"url": entry.url, "sha256": entry.sha256,
-                                               "catalog": str(entry.catalog)})
+        _install(archive, final, record_path, {"url": entry.url, "sha256": entry.sha256, "catalog": str(entry.catalog)})
     finally:
         archive.unlink(missing_ok=True)  # the unpacked package is what is kept; a bad one is not kept at all
     return final
@@ -178,7 +205,8 @@ def _check_cached(directory: Path, record: dict, record_path: Path, how_to_fix: 
     if digest != record.get("manifest_sha256"):
         raise CorruptCacheError(
             f"cached package {directory} is corrupt: {C.MANIFEST_FILE} has sha256 {digest}, but {record_path} "
-            f"recorded {record.get('manifest_sha256')} when it was installed. {how_to_fix}")
+            f"recorded {record.get('manifest_sha256')} when it was installed. {how_to_fix}"
+        )
     try:
         load_manifest(directory, verify_files=True)
     except (PackageError, FileNotFoundError) as e:
@@ -195,8 +223,11 @@ def _install(archive: Path, final: Path, record_path: Path, record: dict) -> Non
         try:
             load_manifest(staging, verify_files=True)
         except (PackageError, FileNotFoundError) as e:
-            raise PackageError(f"the package archive downloaded from {record['url']} is not a valid package: "
-                               f"{e}".replace(str(staging), "(archive)")) from None
+            raise PackageError(
+                f"the package archive downloaded from {record['url']} is not a valid package: {e}".replace(
+                    str(staging), "(archive)"
+                )
+            ) from None
         record = {**record, "manifest_sha256": manifest_sha256(staging)}
         tmp = record_path.with_name(record_path.name + ".tmp")
         tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
@@ -223,22 +254,30 @@ def _unpack(archive: Path, into: Path) -> None:
             for info in z.infolist():
                 name = PurePosixPath(info.filename)
                 if info.is_dir() or len(name.parts) != 1 or name.name in ("", ".", "..") or "\\" in info.filename:
-                    raise PackageError(f"package archive {archive.name}: member {info.filename!r} is not a plain "
-                                       "file name (a package archive holds the package's files, no folders)")
+                    raise PackageError(
+                        f"package archive {archive.name}: member {info.filename!r} is not a plain "
+                        "file name (a package archive holds the package's files, no folders)"
+                    )
                 if info.filename in members:
                     raise PackageError(f"package archive {archive.name}: member {info.filename!r} appears twice")
                 members[info.filename] = info
             wanted = _listed_sizes(z, members, archive.name)
             skipped = sorted(set(members) - set(wanted))
             if skipped:
-                log.warning("package archive %s: skipped %d member(s) its manifest does not list: %s",
-                            archive.name, len(skipped), ", ".join(skipped[:5]))
+                log.warning(
+                    "package archive %s: skipped %d member(s) its manifest does not list: %s",
+                    archive.name,
+                    len(skipped),
+                    ", ".join(skipped[:5]),
+                )
             for name, size in wanted.items():
                 if name not in members:
                     continue  # load_manifest names the missing file
                 if members[name].file_size != size:
-                    raise PackageError(f"package archive {archive.name}: member {name!r} has {members[name].file_size}"
-                                       f" bytes, its manifest says {size}")
+                    raise PackageError(
+                        f"package archive {archive.name}: member {name!r} has {members[name].file_size}"
+                        f" bytes, its manifest says {size}"
+                    )
                 with z.open(members[name]) as source, open(into / name, "xb") as out:
                     shutil.copyfileobj(source, out, 1 << 20)
     except zipfile.BadZipFile as e:
@@ -251,14 +290,16 @@ def _listed_sizes(z: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo], archi
     if info is None:
         raise PackageError(f"package archive {archive} holds no {C.MANIFEST_FILE}")
     if info.file_size > MAX_MANIFEST_BYTES:
-        raise PackageError(f"package archive {archive}: {C.MANIFEST_FILE} has {info.file_size} bytes, more than a "
-                           f"manifest can need ({MAX_MANIFEST_BYTES})")
+        raise PackageError(
+            f"package archive {archive}: {C.MANIFEST_FILE} has {info.file_size} bytes, more than a "
+            f"manifest can need ({MAX_MANIFEST_BYTES})"
+        )
     try:
         files = json.loads(z.read(info)).get("files")
     except (ValueError, AttributeError, RecursionError) as e:
         raise PackageError(f"package archive {archive}: {C.MANIFEST_FILE} is not a JSON manifest ({e})") from None
     wanted = {C.MANIFEST_FILE: info.file_size}
-    for name, listed in (files.items() if isinstance(files, dict) else ()):
+    for name, listed in files.items() if isinstance(files, dict) else ():
         size = listed.get("bytes") if isinstance(listed, dict) else None
         if isinstance(name, str) and name in members and type(size) is int and name != C.MANIFEST_FILE:
             wanted[name] = size

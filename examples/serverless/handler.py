@@ -95,6 +95,15 @@ def handler(event: dict, context: object = None) -> dict:
         vectors, tokens = elmo.embed(sentences, layers=layers, pool=pool, return_tokens=True)
     except (ValueError, IndexError) as e:  # e.g. a layer index this model does not have
         return respond(400, {"error": str(e)})
-    return respond(200, {"vectors": [v.tolist() for v in vectors], "tokens": tokens, "dim": elmo.dim,
-                         "layers": layers, "pool": pool, "package": os.environ.get("ELMO_PACKAGE", "default"),
-                         "precision": elmo.manifest.precision})
+    return respond(
+        200,
+        {
+            "vectors": [v.tolist() for v in vectors],
+            "tokens": tokens,
+            "dim": elmo.dim,
+            "layers": layers,
+            "pool": pool,
+            "package": os.environ.get("ELMO_PACKAGE", "default"),
+            "precision": elmo.manifest.precision,
+        },
+    )
