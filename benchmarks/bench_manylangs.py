@@ -76,6 +76,41 @@ def speed(package: Path, batches: list, one: list[str], repeats: int, threads: i
     return n_tokens / t, latency * 1000
 
 
+def _report(
+    args: argparse.Namespace,
+    load: tuple[float, float, float],
+    export_rows: list[tuple],
+    speed_rows: list[tuple],
+    n_batches: int,
+) -> list[str]:
+    """The lines of RESULTS-manylangs.md: the export table, then the speed table."""
+    lines = [
+        "# ELMoForManyLangs benchmark",
+        "",
+        f"{time.strftime('%Y-%m-%d')}, `python benchmarks/bench_manylangs.py`; {bench.machine()}",
+        f"Load average at the start (1, 5, 15 min): {load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f} (a shared machine: "
+        "read the ratios, measured side by side, more than the absolute figures).",
+        "",
+        f"Released-size synthetic model, {args.words:,} words in `word.dic`. Export: one `elmo-export DIR` process "
+        "per precision (parity gate included), peak RSS = VmHWM.",
+        "",
+        "| precision | export (s) | peak RSS (GiB) | package (MB) | word table (MB) |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    lines += [f"| {p} | {s:.1f} | {r / 1024:.2f} | {size:.1f} | {w:.1f} |" for p, s, r, size, w in export_rows]
+    lines += [
+        "",
+        f"Speed, same token lists for both ({n_batches} batches of {bench.BATCH} sentences of the GPL; "
+        f"one {bench.LATENCY_TOKENS}-token sentence), token cache off, medians of {args.repeats}:",
+        "",
+        "| precision | model | batch 32 tokens/s | x original | batch 1, 20 tokens (ms) |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    base = {p: t for p, n, t, _ in speed_rows if n.startswith("original")}
+    lines += [f"| {p} | {n} | {t:,.0f} | {t / base[p]:.2f} | {ms:.1f} |" for p, n, t, ms in speed_rows]
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--precisions", nargs="+", default=list(C.PRECISIONS), choices=C.PRECISIONS)
@@ -117,30 +152,7 @@ def main() -> None:
             speed_rows.append((precision, name, tok_s, ms))
             print(f"speed {precision} {name}: {tok_s:.0f} tokens/s, {ms:.1f} ms", flush=True)
 
-    lines = [
-        "# ELMoForManyLangs benchmark",
-        "",
-        f"{time.strftime('%Y-%m-%d')}, `python benchmarks/bench_manylangs.py`; {bench.machine()}",
-        f"Load average at the start (1, 5, 15 min): {load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f} (a shared machine: "
-        "read the ratios, measured side by side, more than the absolute figures).",
-        "",
-        f"Released-size synthetic model, {args.words:,} words in `word.dic`. Export: one `elmo-export DIR` process "
-        "per precision (parity gate included), peak RSS = VmHWM.",
-        "",
-        "| precision | export (s) | peak RSS (GiB) | package (MB) | word table (MB) |",
-        "| --- | ---: | ---: | ---: | ---: |",
-    ]
-    lines += [f"| {p} | {s:.1f} | {r / 1024:.2f} | {size:.1f} | {w:.1f} |" for p, s, r, size, w in export_rows]
-    lines += [
-        "",
-        f"Speed, same token lists for both ({len(batches)} batches of {bench.BATCH} sentences of the GPL; "
-        f"one {bench.LATENCY_TOKENS}-token sentence), token cache off, medians of {args.repeats}:",
-        "",
-        "| precision | model | batch 32 tokens/s | x original | batch 1, 20 tokens (ms) |",
-        "| --- | --- | ---: | ---: | ---: |",
-    ]
-    base = {p: t for p, n, t, _ in speed_rows if n.startswith("original")}
-    lines += [f"| {p} | {n} | {t:,.0f} | {t / base[p]:.2f} | {ms:.1f} |" for p, n, t, ms in speed_rows]
+    lines = _report(args, load, export_rows, speed_rows, len(batches))
     text = "\n".join(lines) + "\n"
     print(text)
     if args.write:

@@ -137,36 +137,16 @@ def fresh(code: str, *args: str) -> dict:
     return run_child(code, *args, python=VENV / "bin" / "python", env=env, cwd=CACHE)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--output", type=Path, default=HERE / "FOOTPRINT.md")
-    parser.add_argument(
-        "--cold",
-        nargs="+",
-        default=["default", "small-int8", "original-int8"],
-        help="the packages whose cold start and peak RSS are measured",
-    )
-    args = parser.parse_args()
-    CACHE.mkdir(exist_ok=True)
-    load = os.getloadavg()
-
-    dists = build_venv()
-    total = venv_bytes()
-    presets = {"small": ["fp32", "fp16", "int8", "int4"], "original": ["int8"]}
-    presets = {p: v for p, v in presets.items() if any(c.startswith(p + "-") for c in args.cold)}
-    pkgs = packages(presets)
-    from bench import sentences, throughput_batches
-
-    workload = CACHE / "footprint-batch.json"
-    workload.write_text(json.dumps(throughput_batches(sentences(), 1)[0]))
-
-    imports = [fresh(_IMPORT) for _ in range(args.repeats)]
-    rows = {}
-    for name in args.cold:
-        runs = [fresh(_COLD, str(pkgs[name]), repr(time.time()), str(workload)) for _ in range(args.repeats)]
-        rows[name] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-
+def _report(
+    args: argparse.Namespace,
+    load: tuple[float, float, float],
+    dists: dict[str, int],
+    total: int,
+    pkgs: dict[str, Path],
+    imports: list[dict],
+    rows: dict[str, dict],
+) -> list[str]:
+    """The lines of FOOTPRINT.md: install sizes, package sizes, import time, cold starts."""
     mib = 1024 * 1024
     lines = [
         "# Footprint of a runtime-only install",
@@ -206,6 +186,40 @@ def main() -> None:
             f"| {name} | {r['start_s']:.2f} | {r['import_s']:.2f} | {r['load_s']:.2f} | {r['first_s']:.2f} | "
             f"{r['cold_s']:.2f} | {r['rss_first_mib']:.0f} | {r['rss_batch_mib']:.0f} |"
         )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--output", type=Path, default=HERE / "FOOTPRINT.md")
+    parser.add_argument(
+        "--cold",
+        nargs="+",
+        default=["default", "small-int8", "original-int8"],
+        help="the packages whose cold start and peak RSS are measured",
+    )
+    args = parser.parse_args()
+    CACHE.mkdir(exist_ok=True)
+    load = os.getloadavg()
+
+    dists = build_venv()
+    total = venv_bytes()
+    presets = {"small": ["fp32", "fp16", "int8", "int4"], "original": ["int8"]}
+    presets = {p: v for p, v in presets.items() if any(c.startswith(p + "-") for c in args.cold)}
+    pkgs = packages(presets)
+    from bench import sentences, throughput_batches
+
+    workload = CACHE / "footprint-batch.json"
+    workload.write_text(json.dumps(throughput_batches(sentences(), 1)[0]))
+
+    imports = [fresh(_IMPORT) for _ in range(args.repeats)]
+    rows = {}
+    for name in args.cold:
+        runs = [fresh(_COLD, str(pkgs[name]), repr(time.time()), str(workload)) for _ in range(args.repeats)]
+        rows[name] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+
+    lines = _report(args, load, dists, total, pkgs, imports, rows)
     args.output.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
 

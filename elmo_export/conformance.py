@@ -80,36 +80,7 @@ def write_conformance(
 
     entries, modes = [], {mode: [] for mode in states}
     for sentence in load_sentences():
-        tokens = sentence["tokens"]
-        ids = model.scheme.encode(tokens)  # char_ids (T, W); word_ids (T,) with a word table
-        expected = {}
-        for mode, (h, c) in states.items():
-            if not tokens:  # the empty-sentence rule: not run, 0 positions
-                expected[mode] = encode_array(np.zeros((o.n_layers + 1, 0, 2 * o.projection_dim), np.float32))
-                continue
-            emb, mask = token_embedder.run(None, {name: value[None] for name, value in ids.items()})
-            feeds = {
-                C.TOKEN_EMBEDDINGS: emb,
-                C.MASK: mask,
-                C.INITIAL_H: h[:, :, None],
-                C.INITIAL_C: c[:, :, None],
-                C.SENTENCE_EDGES: np.asarray(C.WHOLE_SENTENCES, np.int64),
-            }
-            layers = bilm.run([C.LAYERS], feeds)[0][:, 0]  # (L + 1, T, 2P)
-            expected[mode] = encode_array(layers)
-            with torch.no_grad():
-                start = LstmState(torch.from_numpy(h[:, :, None]), torch.from_numpy(c[:, :, None]))
-                ref = model.run_tokens([tokens], start)
-            modes[mode].append((sentence["name"], compare(layers, ref.layers.numpy()[:, 0])))
-        entries.append(
-            {
-                "name": sentence["name"],
-                "why": sentence["why"],
-                "tokens": tokens,
-                **{name: value.tolist() for name, value in ids.items()},
-                "expected": expected,
-            }
-        )
+        entries.append(_sentence_entry(model, sentence, (token_embedder, bilm), states, modes))
 
     builtin = load_builtin()
     sessions = (token_embedder, bilm)
@@ -122,6 +93,47 @@ def write_conformance(
     _check_against_reference(modes, precision, model)
     cases = {"time_chunks": chunks, "stream": stream, "tokenizer": _tokenizer_cases(builtin["tokenizer"])}
     return _write_document(directory, precision, entries, cases)
+
+
+def _sentence_entry(
+    model: ElmoBiLm,
+    sentence: dict,
+    sessions: tuple,
+    states: dict[str, tuple[np.ndarray, np.ndarray]],
+    modes: dict[str, list],
+) -> dict:
+    """One sentence's entry: its ids and, per start state, the graphs' output; the comparison of
+    each output with the reference is appended to `modes[state]`."""
+    o = model.options
+    token_embedder, bilm = sessions
+    tokens = sentence["tokens"]
+    ids = model.scheme.encode(tokens)  # char_ids (T, W); word_ids (T,) with a word table
+    expected = {}
+    for mode, (h, c) in states.items():
+        if not tokens:  # the empty-sentence rule: not run, 0 positions
+            expected[mode] = encode_array(np.zeros((o.n_layers + 1, 0, 2 * o.projection_dim), np.float32))
+            continue
+        emb, mask = token_embedder.run(None, {name: value[None] for name, value in ids.items()})
+        feeds = {
+            C.TOKEN_EMBEDDINGS: emb,
+            C.MASK: mask,
+            C.INITIAL_H: h[:, :, None],
+            C.INITIAL_C: c[:, :, None],
+            C.SENTENCE_EDGES: np.asarray(C.WHOLE_SENTENCES, np.int64),
+        }
+        layers = bilm.run([C.LAYERS], feeds)[0][:, 0]  # (L + 1, T, 2P)
+        expected[mode] = encode_array(layers)
+        with torch.no_grad():
+            start = LstmState(torch.from_numpy(h[:, :, None]), torch.from_numpy(c[:, :, None]))
+            ref = model.run_tokens([tokens], start)
+        modes[mode].append((sentence["name"], compare(layers, ref.layers.numpy()[:, 0])))
+    return {
+        "name": sentence["name"],
+        "why": sentence["why"],
+        "tokens": tokens,
+        **{name: value.tolist() for name, value in ids.items()},
+        "expected": expected,
+    }
 
 
 def _write_document(directory: Path, precision: str, entries: list[dict], cases: dict) -> Path:

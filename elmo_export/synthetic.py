@@ -129,7 +129,29 @@ def write_synthetic_manylangs(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     arch_name = M.RELEASED_ARCHITECTURE_FILE if preset == "released" else f"cnn_{preset}.json"
-    config = {
+    config = _manylangs_config(arch_name)
+    (out / M.CONFIG_FILE).write_text(json.dumps(config), encoding="utf-8")
+    if architecture_file:
+        (out / arch_name).write_text(json.dumps(arch, indent=1), encoding="utf-8")
+
+    chars = list(dict.fromkeys(_MANYLANGS_CHARS)) + list(M.CHAR_SPECIALS)
+    (out / M.CHAR_DIC).write_text("".join(f"{c}\t{i}\n" for i, c in enumerate(chars)), encoding="utf-8")
+    words = ["<oov>", "<bos>", "<eos>", "<pad>"] + _MANYLANGS_WORDS + [f"w{i}" for i in range(extra_words)]
+    (out / M.WORD_DIC).write_text("".join(f"{w}\t{i}\n" for i, w in enumerate(words)), encoding="utf-8")
+
+    token, encoder = _manylangs_state_dicts(arch, len(chars), len(words), seed)
+    for name, state in ((M.TOKEN_EMBEDDER_PKL, token), (M.ENCODER_PKL, encoder)):
+        if legacy_format:
+            _save_like_pytorch_04_on_a_gpu(state, out / name)
+        else:
+            torch.save(state, out / name)
+    return out
+
+
+def _manylangs_config(arch_name: str) -> dict:
+    """A released-style `config.json`: training paths on the authors' machines, the architecture
+    by an absolute path elsewhere."""
+    return {
         "seed": 1,
         "gpu": 3,
         "train_path": "/users4/conll18st/raw_text/xx.raw",
@@ -151,22 +173,6 @@ def write_synthetic_manylangs(
         "valid_size": 0,
         "eval_steps": 10000,
     }
-    (out / M.CONFIG_FILE).write_text(json.dumps(config), encoding="utf-8")
-    if architecture_file:
-        (out / arch_name).write_text(json.dumps(arch, indent=1), encoding="utf-8")
-
-    chars = list(dict.fromkeys(_MANYLANGS_CHARS)) + list(M.CHAR_SPECIALS)
-    (out / M.CHAR_DIC).write_text("".join(f"{c}\t{i}\n" for i, c in enumerate(chars)), encoding="utf-8")
-    words = ["<oov>", "<bos>", "<eos>", "<pad>"] + _MANYLANGS_WORDS + [f"w{i}" for i in range(extra_words)]
-    (out / M.WORD_DIC).write_text("".join(f"{w}\t{i}\n" for i, w in enumerate(words)), encoding="utf-8")
-
-    token, encoder = _manylangs_state_dicts(arch, len(chars), len(words), seed)
-    for name, state in ((M.TOKEN_EMBEDDER_PKL, token), (M.ENCODER_PKL, encoder)):
-        if legacy_format:
-            _save_like_pytorch_04_on_a_gpu(state, out / name)
-        else:
-            torch.save(state, out / name)
-    return out
 
 
 def _manylangs_state_dicts(arch: dict, n_chars: int, n_words: int, seed: int) -> tuple[dict, dict]:

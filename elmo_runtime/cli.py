@@ -60,6 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="HDF5 (or --format npz|parquet) file to write (not '-': every format needs a "
         "file); with --engine ray a folder",
     )
+    _add_output_arguments(parser)
+    _add_run_arguments(parser)
+    _add_cluster_arguments(parser)
+    return parser
+
+
+def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """What is written: the layers, the format and dtype, token or sentence vectors."""
     which = parser.add_mutually_exclusive_group()
     which.add_argument(
         "--all",
@@ -93,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--tokenized", action="store_true", help="lines are tokenized already: split on whitespace, not tokenized"
     )
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """How it runs: batching, device, state, overwriting, verification, logging."""
     parser.add_argument(
         "--batch-size",
         type=int,
@@ -138,8 +150,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="no progress bar (it shows only on a terminal anyway)",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
-    _add_cluster_arguments(parser)
-    return parser
 
 
 def _add_cluster_arguments(parser: argparse.ArgumentParser) -> None:

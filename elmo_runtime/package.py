@@ -504,6 +504,32 @@ def _check_files(manifest: Manifest, directory: Path, source: Path, verify_files
     return graphs
 
 
+def _read_listed(
+    path: Path,
+    manifest: Manifest,
+    directory: Path,
+    listed: dict[Path, str],
+    checked: dict[Path, bytes],
+    verify_files: bool,
+) -> bytes:
+    """The file's bytes, read once into `checked`, of the listed size and (verify_files) sha256."""
+    key = path.resolve()
+    if key not in checked:
+        name, data = listed[key], path.read_bytes()
+        entry = manifest.files[name]
+        if len(data) != entry["bytes"]:
+            raise PackageError(
+                f"{directory}: file {name!r} has {len(data)} bytes, the manifest says "
+                f"{entry['bytes']} (corrupt or truncated)"
+            )
+        if verify_files and hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            raise PackageError(
+                f"{directory}: file {name!r} does not match its sha256 in the manifest (corrupt or altered)"
+            )
+        checked[key] = data
+    return checked[key]
+
+
 def _read_graphs(
     manifest: Manifest,
     directory: Path,
@@ -516,22 +542,7 @@ def _read_graphs(
     size and (verify_files) sha256 before the graph is parsed or the next file read."""
 
     def read_checked(path: Path) -> bytes:
-        """The file's bytes, read once, of the listed size and (verify_files) sha256."""
-        key = path.resolve()
-        if key not in checked:
-            name, data = listed[key], path.read_bytes()
-            entry = manifest.files[name]
-            if len(data) != entry["bytes"]:
-                raise PackageError(
-                    f"{directory}: file {name!r} has {len(data)} bytes, the manifest says "
-                    f"{entry['bytes']} (corrupt or truncated)"
-                )
-            if verify_files and hashlib.sha256(data).hexdigest() != entry["sha256"]:
-                raise PackageError(
-                    f"{directory}: file {name!r} does not match its sha256 in the manifest (corrupt or altered)"
-                )
-            checked[key] = data
-        return checked[key]
+        return _read_listed(path, manifest, directory, listed, checked, verify_files)
 
     graphs = {}
     for graph, spec in manifest.graphs.items():

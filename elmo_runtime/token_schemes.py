@@ -240,6 +240,26 @@ class SchemeError(ValueError):
     """A manifest whose token scheme this runtime cannot read (the field is named)."""
 
 
+def _dictionary_table(directory: Path, section: str, spec: Mapping) -> dict[str, int]:
+    """The JSON dictionary file `spec["file"]` names: tokens to integer ids."""
+    path = directory / str(spec.get("file", ""))
+    try:
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise SchemeError(f"{directory}: the {section} dictionary {path.name!r} cannot be read ({e})") from None
+    if not isinstance(loaded, dict) or not all(type(v) is int for v in loaded.values()):
+        raise SchemeError(f"{path}: expected a JSON object mapping tokens to integer ids")
+    return loaded
+
+
+def _int_fields(directory: Path, spec: Mapping, section: str, *keys: str) -> list[int]:
+    """The int values of `keys` in `spec` (the manifest section `section`), in order."""
+    missing = [k for k in keys if type(spec.get(k)) is not int]
+    if missing:
+        raise SchemeError(f"{directory}: {section}.{missing[0]} is missing or not an int")
+    return [spec[k] for k in keys]
+
+
 def scheme_from_manifest(entry: Mapping, directory: str | Path) -> TokenScheme:
     """The token scheme a package's manifest describes in its `chars` entry.
 
@@ -260,27 +280,19 @@ def scheme_from_manifest(entry: Mapping, directory: str | Path) -> TokenScheme:
     if name != DICTIONARY:
         raise SchemeError(f"{directory}: chars.scheme is {name!r}; this runtime reads {BYTES!r} and {DICTIONARY!r}")
 
-    def table(section: str, spec: Mapping) -> dict[str, int]:
-        path = directory / str(spec.get("file", ""))
-        try:
-            loaded = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise SchemeError(f"{directory}: the {section} dictionary {path.name!r} cannot be read ({e})") from None
-        if not isinstance(loaded, dict) or not all(type(v) is int for v in loaded.values()):
-            raise SchemeError(f"{path}: expected a JSON object mapping tokens to integer ids")
-        return loaded
-
-    def ids(spec: Mapping, section: str, *keys: str) -> list[int]:
-        missing = [k for k in keys if type(spec.get(k)) is not int]
-        if missing:
-            raise SchemeError(f"{directory}: {section}.{missing[0]} is missing or not an int")
-        return [spec[k] for k in keys]
-
     params = entry.get(DICTIONARY)
     if not isinstance(params, dict):
         raise SchemeError(f"{directory}: chars.{DICTIONARY} is missing: the dictionary scheme's parameters")
-    bow, eow, pad, unk, bos, eos = ids(
-        params, f"chars.{DICTIONARY}", "begin_of_word", "end_of_word", "padding", "unknown", "bos_char", "eos_char"
+    bow, eow, pad, unk, bos, eos = _int_fields(
+        directory,
+        params,
+        f"chars.{DICTIONARY}",
+        "begin_of_word",
+        "end_of_word",
+        "padding",
+        "unknown",
+        "bos_char",
+        "eos_char",
     )
     for key in ("bos_token", "eos_token"):
         if not isinstance(params.get(key), str) or not params[key]:
@@ -288,10 +300,10 @@ def scheme_from_manifest(entry: Mapping, directory: str | Path) -> TokenScheme:
     words = params.get("words")
     word_table = unk_w = bos_w = eos_w = None
     if words:
-        word_table = table("words", words)
-        unk_w, bos_w, eos_w = ids(words, f"chars.{DICTIONARY}.words", "unknown", "bos", "eos")
+        word_table = _dictionary_table(directory, "words", words)
+        unk_w, bos_w, eos_w = _int_fields(directory, words, f"chars.{DICTIONARY}.words", "unknown", "bos", "eos")
     return DictionaryScheme(
-        table("chars", params),
+        _dictionary_table(directory, "chars", params),
         word_table,
         width,
         bow,

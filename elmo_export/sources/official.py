@@ -226,11 +226,7 @@ def fetch_model(
         DownloadError: offline with a file missing, the network or server failed, or a
             downloaded file did not verify (it is deleted; nothing is left under the final name).
     """
-    if isinstance(name, CatalogModel):
-        model = name
-    else:
-        models = load_catalog(catalog) if isinstance(catalog, (str, Path)) else catalog
-        model = get_model(name, models)
+    model = _catalog_model(name, catalog)
     directory = model_cache_dir(model.name, cache_dir)
     fetch = CachedFiles(
         directory,
@@ -241,10 +237,7 @@ def fetch_model(
         retries=retries,
         timeout_s=timeout_s,
         hint=_LOCAL_FILES_HINT,
-        how_to_fix=(
-            f"Delete it (or the folder {directory}) and fetch again, or call "
-            f"fetch_model({model.name!r}, force=True) to download it again over the cached copy."
-        ),
+        how_to_fix=_how_to_fix(model, directory),
     )
     # The model's own URLs first, then its mirrors: each copy must pass the same checks.
     options_path = fetch.ensure(
@@ -260,6 +253,22 @@ def fetch_model(
         verify=lambda path: _verify_weights(options_path, path),
     )
     return options_path, weights_path
+
+
+def _catalog_model(name: str | CatalogModel, catalog: Mapping[str, CatalogModel] | str | Path | None) -> CatalogModel:
+    """The model `name` names in `catalog` (a mapping, a catalog file, or None: the shipped one)."""
+    if isinstance(name, CatalogModel):
+        return name
+    models = load_catalog(catalog) if isinstance(catalog, (str, Path)) else catalog
+    return get_model(name, models)
+
+
+def _how_to_fix(model: CatalogModel, directory: Path) -> str:
+    """What to do about a corrupt cached file of `model`."""
+    return (
+        f"Delete it (or the folder {directory}) and fetch again, or call "
+        f"fetch_model({model.name!r}, force=True) to download it again over the cached copy."
+    )
 
 
 def _verify_options(model: CatalogModel, path: Path) -> None:
