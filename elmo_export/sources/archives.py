@@ -31,9 +31,8 @@ from typing import Mapping
 import elmo_export.sources.bilm_tf as bilm_tf
 import elmo_export.sources.manylangs as manylangs
 from elmo_export.sources.base import Loader, models_file
-from elmo_export.sources.official import model_cache_dir
+from elmo_export.sources.official import model_files
 from elmo_export.sources.schema import parse_models
-from elmo_runtime.fetch.download import CachedFiles, resolve_offline
 from elmo_runtime.jsonfile import read_json
 from elmo_runtime.package import sha256_of
 
@@ -119,17 +118,10 @@ def fetch_archive(
         if found is None:
             raise ValueError(f"unknown archive model {model!r}")
         model = found
-    directory = model_cache_dir(model.name, cache_dir)
-    files = CachedFiles(
-        directory,
-        f"model {model.name!r}",
-        offline=resolve_offline(offline),
-        force=force,
-        progress=progress,
-        retries=retries,
-        timeout_s=timeout_s,
-        hint=f"To use a ZIP you already have, pass it instead: elmo-export path/to/{model.nlpl_id}.zip",
-        how_to_fix=f"Delete it (or the folder {directory}) and fetch again.",
+    fetching = {"offline": offline, "force": force, "progress": progress, "retries": retries, "timeout_s": timeout_s}
+    hint = f"To use a ZIP you already have, pass it instead: elmo-export path/to/{model.nlpl_id}.zip"
+    files = model_files(
+        model.name, cache_dir, hint, lambda d: f"Delete it (or the folder {d}) and fetch again.", fetching
     )
     return files.ensure(ARCHIVE_FILE, model.url, sha256=model.sha256, verify=_verify_archive)
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from elmo_export.sources.base import models_file
 from elmo_export.sources.schema import check_model_name, parse_models
@@ -194,6 +194,20 @@ def model_cache_dir(name: str, cache_dir: str | Path | None = None) -> Path:
     return (Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()) / name
 
 
+def model_files(
+    name: str, cache_dir: str | Path | None, hint: str, how_to_fix: Callable[[Path], str], fetching: dict
+) -> CachedFiles:
+    """A model's cache folder as `CachedFiles`: what `fetch_model` and `archives.fetch_archive` download into.
+
+    Args:
+        hint, how_to_fix: what the errors add (`how_to_fix` is given the folder).
+        fetching: `offline` (None reads `ELMO_ONNX_OFFLINE`), `force`, `progress`, `retries`, `timeout_s`.
+    """
+    directory = model_cache_dir(name, cache_dir)
+    options = {**fetching, "offline": resolve_offline(fetching.get("offline"))}
+    return CachedFiles(directory, f"model {name!r}", hint=hint, how_to_fix=how_to_fix(directory), **options)
+
+
 def fetch_model(
     name: str | CatalogModel,
     cache_dir: str | Path | None = None,
@@ -227,17 +241,9 @@ def fetch_model(
             downloaded file did not verify (it is deleted; nothing is left under the final name).
     """
     model = _catalog_model(name, catalog)
-    directory = model_cache_dir(model.name, cache_dir)
-    fetch = CachedFiles(
-        directory,
-        f"model {model.name!r}",
-        offline=resolve_offline(offline),
-        force=force,
-        progress=progress,
-        retries=retries,
-        timeout_s=timeout_s,
-        hint=_LOCAL_FILES_HINT,
-        how_to_fix=_how_to_fix(model, directory),
+    fetching = {"offline": offline, "force": force, "progress": progress, "retries": retries, "timeout_s": timeout_s}
+    fetch = model_files(
+        model.name, cache_dir, _LOCAL_FILES_HINT, lambda directory: _how_to_fix(model, directory), fetching
     )
     # The model's own URLs first, then its mirrors: each copy must pass the same checks.
     options_path = fetch.ensure(
