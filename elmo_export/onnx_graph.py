@@ -21,6 +21,7 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from elmo_export import activations
 from elmo_export.model import ElmoBiLm
 from elmo_runtime import contract as C
 
@@ -41,8 +42,17 @@ class _Graph:
     `weight(..., source=)`): the calibration for int4's GPTQ runs on the reference's modules.
     """
 
-    def __init__(self, prefix: str, precision: Precision, opset: int, sources: dict[str, str] | None = None):
+    def __init__(
+        self,
+        prefix: str,
+        precision: Precision,
+        opset: int,
+        sources: dict[str, str] | None = None,
+        outer: _Graph | None = None,
+    ):
         self.prefix = prefix
+        self.outer = outer  # the enclosing graph (of a Scan body): it holds the activation tables
+        self.tables: dict[str, tuple[str, str, str]] = {}
         self.sources = sources
         self.precision = precision
         self.np_dtype, self.onnx_dtype = _DTYPES[precision]
@@ -100,6 +110,34 @@ class _Graph:
         lo = self.const(np.asarray(-limit, dtype=self.np_dtype), "clip_lo")
         hi = self.const(np.asarray(limit, dtype=self.np_dtype), "clip_hi")
         return self.op("Clip", [x, lo, hi])
+
+    def activation(self, op_type: str, x: str) -> str:
+        """`Sigmoid` or `Tanh` of `x`: in float32 a table lookup of exactly rounded ops, the same
+        bits in every ONNX Runtime build (`elmo_export.activations`); in float16 the op itself."""
+        if self.onnx_dtype != TensorProto.FLOAT:
+            return self.op(op_type, [x])
+        table = activations.TABLES[op_type]
+        a, b, c = self.table(table)
+        limit = self.const(np.asarray(table.limit, np.float32), "limit")
+        clipped = self.op("Clip", [x, self.const(np.asarray(-table.limit, np.float32), "neg_limit"), limit])
+        v = self.op("Mul", [clipped, self.const(np.asarray(2.0**table.exponent, np.float32), "per_step")])
+        k = self.op("Floor", [v])
+        d = self.op("Sub", [v, k])
+        row = self.op("Cast", [k], to=TensorProto.INT64)
+        a, b, c = (self.op("Gather", [t, row], f"{table.name}_{t[-1]}") for t in (a, b, c))
+        y = self.op("Add", [a, self.op("Mul", [d, self.op("Add", [b, self.op("Mul", [d, c])])])])
+        low, high = (self.const(np.asarray(v, np.float32), "range") for v in (table.low, table.high))
+        return self.op("Clip", [y, low, high], table.name)
+
+    def table(self, table: activations.Table) -> tuple[str, str, str]:
+        """The names of `table`'s coefficients, made once in the outermost graph: Scan bodies read them from there."""
+        if self.outer is not None:
+            return self.outer.table(table)
+        if table.name not in self.tables:
+            self.tables[table.name] = tuple(
+                self.const(v, f"{table.name}_{part}") for v, part in zip(activations.coefficients(table), "abc")
+            )
+        return self.tables[table.name]
 
     def to_float(self, x: str) -> str:
         """Cast to the graph's precision (no-op in fp32)."""
@@ -203,7 +241,7 @@ def _token_embedding(g: _Graph, model: ElmoBiLm, char_ids: str, word_ids: str | 
         y = g.op("MatMul", [win, g.weight(kernel, f"{CNN_KERNEL}_{width}")])  # (N, C-w+1, n)
         # max(x) + b == max(x + b): add the bias after pooling, on C-w+1 times fewer values.
         y = g.op("Add", [g.reduce("ReduceMax", y, [1], keepdims=0), g.weight(conv.bias, f"b_cnn_{width}")])
-        pooled.append(g.op("Tanh" if o.activation == "tanh" else "Relu", [y]))
+        pooled.append(g.activation("Tanh", y) if o.activation == "tanh" else g.op("Relu", [y]))
     x = g.op("Concat", pooled, "cnn", axis=-1)  # (N, F)
     f = o.n_filters
     for k, (transform, carry) in enumerate(zip(te.highway_transform, te.highway_carry)):
@@ -213,7 +251,7 @@ def _token_embedding(g: _Graph, model: ElmoBiLm, char_ids: str, word_ids: str | 
         w = g.weight(w, f"W_highway_{k}", f"token_embedder.highway_transform.{k}")  # carry's input is the same
         both = g.op("Add", [g.op("MatMul", [x, w]), g.weight(b, f"b_highway_{k}")])
         t, c = g.op("Split", [both, g.ints([f, f], "split")], "highway", n_out=2, axis=-1)
-        gate = g.op("Sigmoid", [c])
+        gate = g.activation("Sigmoid", c)
         # gate * relu(t) + (1 - gate) * x == x + gate * (relu(t) - x)
         x = g.op("Add", [x, g.op("Mul", [gate, g.op("Sub", [g.op("Relu", [t]), x])])])
     if te.word_embedding is not None:
@@ -284,14 +322,7 @@ def _gate_biases(cell: torch.nn.Module) -> list[np.ndarray]:
     return np.split(cell.input_to_gates.bias.detach().cpu().numpy(), len(GATES))
 
 
-def _lstm_step_body(
-    model: ElmoBiLm,
-    layer: int,
-    precision: Precision,
-    opset: int,
-    products: dict[str, list[str]],
-    sources: dict[str, str] | None,
-) -> onnx.GraphProto:
+def _lstm_step_body(model: ElmoBiLm, layer: int, outer: _Graph, products: dict[str, list[str]]) -> onnx.GraphProto:
     """One time step of both directions of a layer: the body of the layer's Scan.
 
     State in: h_f, c_f, h_b, c_b. Scan inputs: the scalars `start_t`, `end_t`, `n_t`. The rows
@@ -308,7 +339,7 @@ def _lstm_step_body(
     with Gather, faster than Slice here.
     """
     o = model.options
-    g = _Graph(f"l{layer}/", precision, opset, sources)
+    g = _Graph(f"l{layer}/", outer.precision, outer.opset, outer.sources, outer)
     p, d = o.projection_dim, o.dim
     one = g.const(np.asarray(1, np.int64), "one")
     active_rows = g.op("Range", [g.const(np.asarray(0, np.int64), "zero"), "n_t", one])
@@ -352,11 +383,10 @@ def _cell_update(
     """The new cell state `(n, D)` and output `(n, P)` of the active rows, from gates i, j, f, o."""
     o = model.options
     i, j, f, out_gate = gates
-    c_new = g.op(
-        "Add", [g.op("Mul", [g.op("Sigmoid", [f]), c]), g.op("Mul", [g.op("Sigmoid", [i]), g.op("Tanh", [j])])]
-    )
+    sigmoid, tanh = (lambda x: g.activation("Sigmoid", x)), (lambda x: g.activation("Tanh", x))
+    c_new = g.op("Add", [g.op("Mul", [sigmoid(f), c]), g.op("Mul", [sigmoid(i), tanh(j)])])
     c_new = g.clip(c_new, o.cell_clip)
-    m = g.op("Mul", [g.op("Sigmoid", [out_gate]), g.op("Tanh", [c_new])])  # (n, D)
+    m = g.op("Mul", [sigmoid(out_gate), tanh(c_new)])  # (n, D)
     if cell.projection is None:  # no projection (bilm-tf without num_proj): no proj_clip either
         return c_new, m
     w_p = g.weight(cell.projection.weight.T, f"W_p_{side}", f"{path}.projection")
@@ -540,7 +570,7 @@ def _bilm_layer(
         for gate, w, b in zip(GATES, _gate_columns(cell.input_to_gates.weight, o.dim), _gate_biases(cell)):
             product = g.op("MatMul", [packed, g.weight(w, f"W_x_{gate}_{side}", f"cells.{layer}.{d}.input_to_gates")])
             products[side].append(g.op("Add", [product, g.weight(b, f"b_{gate}_{side}")], f"xw_{gate}_{side}"))
-    body = _lstm_step_body(model, layer, g.precision, g.opset, products, g.sources)
+    body = _lstm_step_body(model, layer, g, products)
     initial = [
         _state_of(g, rows.h0, layer, 0),
         _state_of(g, rows.c0, layer, 0),

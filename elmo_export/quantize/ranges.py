@@ -50,7 +50,8 @@ def activation_ranges(
 ) -> dict[str, Interval]:
     """The range `[lo, hi]` each value of `graph` is guaranteed to lie in, by name (±inf: none).
 
-    From constants, `Clip` with constant limits, `Relu`, `Sigmoid`, `Tanh`, sums and products,
+    From constants, `Clip` with constant limits (the end of `elmo_export.activations`' sigmoid
+    and tanh), `Relu`, `Sigmoid`, `Tanh`, sums and products,
     `a + g * (b - a)` with `g` in [0, 1] (a highway layer's mix stays between `a` and `b`), ops
     that only move values, and a Scan's state by induction over its steps (given an initial
     state within the range that the steps keep).
@@ -142,7 +143,11 @@ def scan_ranges(
     states = [first.get(name, UNKNOWN) for name in body_out[:n_state]]
     # ... and whether they keep it when they get a state in that range.
     second = activation_ranges(body, known | scanned | dict(zip(body_in, states)), scope)
-    kept = [s if _hull(s, second.get(name, UNKNOWN)) == s else UNKNOWN for name, s in zip(body_out, states)]
+    # A state the steps never bound (still no value after the induction) is unknown.
+    kept = [
+        s if s != _EMPTY and _hull(s, second.get(name, UNKNOWN)) == s else UNKNOWN
+        for name, s in zip(body_out, states)
+    ]
     inputs = known | scanned | dict(zip(body_in, kept))
     final = activation_ranges(body, inputs, scope)
     return inputs, kept + [final.get(name, UNKNOWN) for name in body_out[n_state:]]
