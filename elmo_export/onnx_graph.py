@@ -53,6 +53,7 @@ class _Graph:
         self.prefix = prefix
         self.outer = outer  # the enclosing graph (of a Scan body): it holds the activation tables
         self.tables: dict[str, tuple[str, str, str]] = {}
+        self.scalars: dict[float, str] = {}
         self.sources = sources
         self.precision = precision
         self.np_dtype, self.onnx_dtype = _DTYPES[precision]
@@ -118,16 +119,21 @@ class _Graph:
             return self.op(op_type, [x])
         table = activations.TABLES[op_type]
         a, b, c = self.table(table)
-        limit = self.const(np.asarray(table.limit, np.float32), "limit")
-        clipped = self.op("Clip", [x, self.const(np.asarray(-table.limit, np.float32), "neg_limit"), limit])
-        v = self.op("Mul", [clipped, self.const(np.asarray(2.0**table.exponent, np.float32), "per_step")])
+        clipped = self.op("Clip", [x, self.scalar(-table.limit), self.scalar(table.limit)])
+        v = self.op("Mul", [clipped, self.scalar(2.0**table.exponent)])  # exact: a power of two
         k = self.op("Floor", [v])
-        d = self.op("Sub", [v, k])
+        d = self.op("Sub", [v, k])  # the fraction of v, in [0, 1]
         row = self.op("Cast", [k], to=TensorProto.INT64)
-        a, b, c = (self.op("Gather", [t, row], f"{table.name}_{t[-1]}") for t in (a, b, c))
+        a, b, c = (self.op("Gather", [t, row], table.name) for t in (a, b, c))
         y = self.op("Add", [a, self.op("Mul", [d, self.op("Add", [b, self.op("Mul", [d, c])])])])
-        low, high = (self.const(np.asarray(v, np.float32), "range") for v in (table.low, table.high))
+        low, high = self.scalar(table.low), self.scalar(table.high)
         return self.op("Clip", [y, low, high], table.name)
+
+    def scalar(self, value: float) -> str:
+        """A float32 scalar initializer, one per value in this graph."""
+        if value not in self.scalars:
+            self.scalars[value] = self.const(np.asarray(value, np.float32), "scalar")
+        return self.scalars[value]
 
     def table(self, table: activations.Table) -> tuple[str, str, str]:
         """The names of `table`'s coefficients, made once in the outermost graph: Scan bodies read them from there."""
