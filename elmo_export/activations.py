@@ -1,69 +1,97 @@
 """Sigmoid and tanh from exactly rounded ops: the same bits from every ONNX Runtime build.
 
-ONNX Runtime's `Sigmoid` and `Tanh` kernels are approximations that differ by target: native
-x86 runs MLAS's AVX2/AVX-512 kernels with fused multiply-adds, onnxruntime-web's wasm build
-(no relaxed SIMD, so no FMA) the portable ones. Measured on 1.5M inputs (AMD EPYC, onnxruntime
-1.32 against onnxruntime-web 1.30): Sigmoid differs on 23% of them by up to 2.4e-7, Tanh on 37%
-by up to 4.8e-7 (Exp, Log and Erf differ too). In the char CNN's highway gate that moved layer 0
-by up to 3e-6; in int8, such a difference can flip an activation's rounding to the next level,
-and the recurrence carries it along a long sentence (max abs 0.15 over 3000 tokens).
+ONNX Runtime's `Sigmoid` and `Tanh` kernels (MLAS) evaluate a rational approximation whose
+rounding depends on the target: native x86-64 dispatches to hand-written AVX2/AVX-512 kernels
+that fuse each multiply-add (FMA: one rounding), onnxruntime-web's wasm build runs the portable
+kernel, whose multiply-adds round twice (wasm SIMD has no FMA without relaxed SIMD, which
+onnxruntime-web 1.30 does not use). Measured on 1.5M inputs (AMD EPYC, onnxruntime 1.32 against
+onnxruntime-web 1.30): Sigmoid differs on 23% of them by up to 2.4e-7, Tanh on 37% by up to
+4.8e-7 (Exp, Log and Erf differ too). In the char CNN's highway gate that moved layer 0 by up to
+3e-6; in int8 such a difference can flip an activation's rounding to the next level, and the
+recurrence carries it along a long sentence (max abs 0.15 over 3000 tokens).
 
-Here each function is a table lookup with quadratic interpolation, written with ops whose
-result IEEE 754 fixes to the bit on every target: Clip, Mul by a power of two, Floor, Sub, Cast,
-Gather, Add and Mul. The tables are computed in float64 once, at export, and rounded to float32.
-Absolute error against the float64 function: at most 8.6e-8 (float32's own rounding near 1 is
-3e-8), below the 2.4e-7 and 4.8e-7 by which the kernels disagree with each other.
+Here the graph spells the same approximation out (the coefficients MLAS and Eigen use) as
+Clip, Mul, Add and Div nodes. Each of those IEEE 754 rounds exactly, and ONNX Runtime fuses none
+of them, so every build computes the same bits: x86 with or without FMA, AVX-512, ARM, wasm.
+A table lookup (Gather) would need fewer nodes but ran 3.5 times slower here: ONNX Runtime's
+Gather copies element by element.
 """
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
 
-class Table(NamedTuple):
-    """A function tabulated on `[-limit, limit]` in steps of `2**-exponent` (`limit * 2**exponent`
-    an integer); beyond, the end value."""
+class Rational(NamedTuple):
+    """`f(x) ~ offset + x * p(x^2) / q(x^2)` for x clipped to `[-limit, limit]`, clipped to `[low, high]`.
+
+    `p` and `q` list their coefficients from the highest power of x^2 down, as Horner's rule
+    takes them. The final clip also tells the int8 quantizer's interval analysis
+    (`quantize.ranges`) the range of the value.
+    """
 
     name: str
-    function: Callable[[np.ndarray], np.ndarray]  # float64 in, float64 out
     limit: float
-    exponent: int
-    low: float  # the function's range: the output is clipped to it, which also tells the
-    high: float  # int8 quantizer's interval analysis (`quantize.ranges`) the bound of the value
+    p: tuple[float, ...]
+    q: tuple[float, ...]
+    offset: float
+    low: float
+    high: float
 
 
-# Beyond the limits the functions are within 4.2e-8 of their end values; 13 KB a table.
-SIGMOID = Table("sigmoid", lambda x: 0.5 * (1.0 + np.tanh(0.5 * x)), 17.0, 5, 0.0, 1.0)  # 1089 rows
-TANH = Table("tanh", np.tanh, 9.0, 6, -1.0, 1.0)  # 1153 rows
-TABLES = {"Sigmoid": SIGMOID, "Tanh": TANH}
+# MLAS's `MlasLogisticConstants` and `MlasTanhConstants` (onnxruntime/core/mlas/lib/logistic.cpp
+# and tanh.cpp), which are Eigen's.
+SIGMOID = Rational(
+    "sigmoid",
+    18.0,
+    (4.37031012579801e-11, 1.15627324459942e-07, 6.08574864600143e-05, 8.51377133304701e-03, 2.48287947061529e-01),
+    (
+        6.10247389755681e-13,
+        5.76102136993427e-09,
+        6.29106785017040e-06,
+        1.70198817374094e-03,
+        1.16817656904453e-01,
+        9.93151921023180e-01,
+    ),
+    0.5,
+    0.0,
+    1.0,
+)
+TANH = Rational(
+    "tanh",
+    9.0,
+    (
+        -2.76076847742355e-16,
+        2.00018790482477e-13,
+        -8.60467152213735e-11,
+        5.12229709037114e-08,
+        1.48572235717979e-05,
+        6.37261928875436e-04,
+        4.89352455891786e-03,
+    ),
+    (1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03, 4.89352518554385e-03),
+    0.0,
+    -1.0,
+    1.0,
+)
+FUNCTIONS = {"Sigmoid": SIGMOID, "Tanh": TANH}
 
 
-def coefficients(table: Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per grid step k in `[-n, n]`: `(a, b, c)` of `f(x) ~ a + d * (b + d * c)` for
-    `x = (k + d) * 2**-exponent`, `d` in [0, 1): the parabola through the step's ends and middle.
-
-    Row k sits at index `k mod (2n + 1)`, so that `Gather` takes k itself as its index (ONNX
-    counts a negative index from the end): no offset to add in the graph.
-    """
-    n = int(table.limit * 2**table.exponent)
-    k = np.arange(-n, n + 1, dtype=np.float64)
-    step = 2.0**-table.exponent
-    start, middle, end = (table.function((k + s) * step) for s in (0.0, 0.5, 1.0))
-    c = 2.0 * (start + end - 2.0 * middle)
-    b = end - start - c
-    order = np.argsort(k.astype(np.int64) % (2 * n + 1))
-    return tuple(v[order].astype(np.float32) for v in (start, b, c))
-
-
-def evaluate(table: Table, x: np.ndarray) -> np.ndarray:
+def evaluate(f: Rational, x: np.ndarray) -> np.ndarray:
     """What the graph's nodes compute, op by op in float32 (numpy rounds each op as IEEE says)."""
-    a, b, c = coefficients(table)
-    v = np.clip(np.asarray(x, np.float32), np.float32(-table.limit), np.float32(table.limit))
-    v = v * np.float32(2.0**table.exponent)
-    k = np.floor(v)
-    d = v - k
-    i = k.astype(np.int64)
-    y = a[i] + d * (b[i] + d * c[i])
-    return np.clip(y, np.float32(table.low), np.float32(table.high))
+    f32 = np.float32
+    v = np.clip(np.asarray(x, f32), f32(-f.limit), f32(f.limit))
+    v2 = v * v
+
+    def horner(coefficients: tuple[float, ...]) -> np.ndarray:
+        acc = v2 * f32(coefficients[0]) + f32(coefficients[1])
+        for c in coefficients[2:]:
+            acc = acc * v2 + f32(c)
+        return acc
+
+    y = (horner(f.p) * v) / horner(f.q)
+    if f.offset:
+        y = y + f32(f.offset)
+    return np.clip(y, f32(f.low), f32(f.high))

@@ -42,17 +42,8 @@ class _Graph:
     `weight(..., source=)`): the calibration for int4's GPTQ runs on the reference's modules.
     """
 
-    def __init__(
-        self,
-        prefix: str,
-        precision: Precision,
-        opset: int,
-        sources: dict[str, str] | None = None,
-        outer: _Graph | None = None,
-    ):
+    def __init__(self, prefix: str, precision: Precision, opset: int, sources: dict[str, str] | None = None):
         self.prefix = prefix
-        self.outer = outer  # the enclosing graph (of a Scan body): it holds the activation tables
-        self.tables: dict[str, tuple[str, str, str]] = {}
         self.scalars: dict[float, str] = {}
         self.sources = sources
         self.precision = precision
@@ -113,37 +104,31 @@ class _Graph:
         return self.op("Clip", [x, lo, hi])
 
     def activation(self, op_type: str, x: str) -> str:
-        """`Sigmoid` or `Tanh` of `x`: in float32 a table lookup of exactly rounded ops, the same
-        bits in every ONNX Runtime build (`elmo_export.activations`); in float16 the op itself."""
+        """`Sigmoid` or `Tanh` of `x`: in float32 a rational function of Clip, Mul, Add and Div
+        nodes, the same bits in every ONNX Runtime build (`elmo_export.activations`); in float16
+        the op itself."""
         if self.onnx_dtype != TensorProto.FLOAT:
             return self.op(op_type, [x])
-        table = activations.TABLES[op_type]
-        a, b, c = self.table(table)
-        clipped = self.op("Clip", [x, self.scalar(-table.limit), self.scalar(table.limit)])
-        v = self.op("Mul", [clipped, self.scalar(2.0**table.exponent)])  # exact: a power of two
-        k = self.op("Floor", [v])
-        d = self.op("Sub", [v, k])  # the fraction of v, in [0, 1]
-        row = self.op("Cast", [k], to=TensorProto.INT64)
-        a, b, c = (self.op("Gather", [t, row], table.name) for t in (a, b, c))
-        y = self.op("Add", [a, self.op("Mul", [d, self.op("Add", [b, self.op("Mul", [d, c])])])])
-        low, high = self.scalar(table.low), self.scalar(table.high)
-        return self.op("Clip", [y, low, high], table.name)
+        f = activations.FUNCTIONS[op_type]
+        v = self.op("Clip", [x, self.scalar(-f.limit), self.scalar(f.limit)])
+        v2 = self.op("Mul", [v, v])
+
+        def horner(coefficients: tuple[float, ...]) -> str:
+            acc = self.op("Add", [self.op("Mul", [v2, self.scalar(coefficients[0])]), self.scalar(coefficients[1])])
+            for c in coefficients[2:]:
+                acc = self.op("Add", [self.op("Mul", [acc, v2]), self.scalar(c)])
+            return acc
+
+        y = self.op("Div", [self.op("Mul", [horner(f.p), v]), horner(f.q)])
+        if f.offset:
+            y = self.op("Add", [y, self.scalar(f.offset)])
+        return self.op("Clip", [y, self.scalar(f.low), self.scalar(f.high)], f.name)
 
     def scalar(self, value: float) -> str:
-        """A float32 scalar initializer, one per value in this graph."""
+        """A scalar initializer in the graph's precision, one per value in this graph."""
         if value not in self.scalars:
-            self.scalars[value] = self.const(np.asarray(value, np.float32), "scalar")
+            self.scalars[value] = self.const(np.asarray(value, self.np_dtype), "scalar")
         return self.scalars[value]
-
-    def table(self, table: activations.Table) -> tuple[str, str, str]:
-        """The names of `table`'s coefficients, made once in the outermost graph: Scan bodies read them from there."""
-        if self.outer is not None:
-            return self.outer.table(table)
-        if table.name not in self.tables:
-            self.tables[table.name] = tuple(
-                self.const(v, f"{table.name}_{part}") for v, part in zip(activations.coefficients(table), "abc")
-            )
-        return self.tables[table.name]
 
     def to_float(self, x: str) -> str:
         """Cast to the graph's precision (no-op in fp32)."""
@@ -342,10 +327,10 @@ def _lstm_step_body(model: ElmoBiLm, layer: int, outer: _Graph, products: dict[s
     Why this shape (measured in `benchmarks/RESULTS.md`, "Design measurements"): input products
     hoisted over the packed active positions read each weight once per layer instead of once
     per step; one MatMul per gate spares a Split of the gate sum every step; rows are taken
-    with Gather, faster than Slice here.
+    with Gather, faster than Slice here. `outer`: the layer's graph (precision, opset, sources).
     """
     o = model.options
-    g = _Graph(f"l{layer}/", outer.precision, outer.opset, outer.sources, outer)
+    g = _Graph(f"l{layer}/", outer.precision, outer.opset, outer.sources)
     p, d = o.projection_dim, o.dim
     one = g.const(np.asarray(1, np.int64), "one")
     active_rows = g.op("Range", [g.const(np.asarray(0, np.int64), "zero"), "n_t", one])
@@ -362,41 +347,74 @@ def _lstm_step_body(model: ElmoBiLm, layer: int, outer: _Graph, products: dict[s
         rest = g.op("Slice", [old, n, g.ints([_LAST], "last"), g.ints([0], "rows")])
         return g.op("Concat", [new, rest], axis=0, output=name)
 
-    for direction, (side, h, c) in enumerate([("f", "h_f_in", "c_f_in"), ("b", "h_b_in", "c_b_in")]):
-        cell = model.cells[layer][direction]
+    sides = [("f", "h_f_in", "c_f_in"), ("b", "h_b_in", "c_b_in")]
+    gates, cells, projections = [], [], []  # per direction: {gate: (n, D)}, the active rows' c (n, D), W_p
+    for direction, (side, h_all, c_all) in enumerate(sides):
         path = f"cells.{layer}.{direction}"
-        h_all, c_all = h, c
-        h, c = active(h_all), active(c_all)  # (n, P), (n, D)
-        w_h = _gate_columns(cell.hidden_to_gates.weight, d)
-        i, j, f, out_gate = (  # (n, D) each
-            g.op(
-                "Add",
-                [this_step(xw), g.op("MatMul", [h, g.weight(w, f"W_h_{gate}_{side}", f"{path}.hidden_to_gates")])],
-                f"{gate}_{side}",
-            )
-            for gate, w, xw in zip(GATES, w_h, products[side])
+        h = active(h_all)  # (n, P)
+        w_h = _gate_columns(model.cells[layer][direction].hidden_to_gates.weight, d)
+        gates.append(
+            {
+                gate: g.op(
+                    "Add",
+                    [this_step(xw), g.op("MatMul", [h, g.weight(w, f"W_h_{gate}_{side}", f"{path}.hidden_to_gates")])],
+                    f"{gate}_{side}",
+                )
+                for gate, w, xw in zip(GATES, w_h, products[side])
+            }
         )
-        c_new, h_new = _cell_update(g, model, cell, path, side, (i, j, f, out_gate), c)
+        cells.append(active(c_all))
+        projections.append(_projection_weight(g, model, layer, direction))  # here: the weights keep their order
+    c_new, m = _cell_updates(g, model, gates, cells)
+    for direction, (side, h_all, c_all) in enumerate(sides):
+        w_p = projections[direction]
+        h_new = m[direction] if w_p is None else g.clip(g.op("MatMul", [m[direction], w_p]), o.proj_clip)  # (n, P)
         kept(h_new, h_all, f"h_{side}_out")
-        kept(c_new, c_all, f"c_{side}_out")
+        kept(c_new[direction], c_all, f"c_{side}_out")
         g.op("Identity", [f"h_{side}_out"], output=f"y_{side}_t")
     return _step_graph(g, layer, p, d)
 
 
-def _cell_update(
-    g: _Graph, model: ElmoBiLm, cell: torch.nn.Module, path: str, side: str, gates: tuple[str, str, str, str], c: str
-) -> tuple[str, str]:
-    """The new cell state `(n, D)` and output `(n, P)` of the active rows, from gates i, j, f, o."""
-    o = model.options
-    i, j, f, out_gate = gates
-    sigmoid, tanh = (lambda x: g.activation("Sigmoid", x)), (lambda x: g.activation("Tanh", x))
-    c_new = g.op("Add", [g.op("Mul", [sigmoid(f), c]), g.op("Mul", [sigmoid(i), tanh(j)])])
-    c_new = g.clip(c_new, o.cell_clip)
-    m = g.op("Mul", [sigmoid(out_gate), tanh(c_new)])  # (n, D)
-    if cell.projection is None:  # no projection (bilm-tf without num_proj): no proj_clip either
-        return c_new, m
-    w_p = g.weight(cell.projection.weight.T, f"W_p_{side}", f"{path}.projection")
-    return c_new, g.clip(g.op("MatMul", [m, w_p]), o.proj_clip)  # (n, P)
+def _cell_updates(
+    g: _Graph, model: ElmoBiLm, gates: list[dict[str, str]], cells: list[str]
+) -> tuple[list[str], list[str]]:
+    """Per direction, from its gates `{i, j, f, o: (n, D)}` and cell state `(n, D)`: the new cell
+    state and `m = sigmoid(o) * tanh(c_new)`, `(n, D)` each.
+
+    One sigmoid runs over both directions' gates, j's too, as tanh(j) = 2 sigmoid(2j) - 1: in
+    float32 an activation is two dozen ops (`_Graph.activation`), and on a step's few rows an
+    op's run costs more than its arithmetic.
+    """
+    d = model.options.dim
+    two, one = g.scalar(2.0), g.scalar(1.0)
+    j2 = g.op("Mul", [_concat(g, [gs["j"] for gs in gates]), two])  # exact: a power of two
+    sigmoid = _split(g, g.activation("Sigmoid", _concat(g, [gs[k] for gs in gates for k in "ifo"] + [j2])), 7, d)
+    tanh_j = _split(g, g.op("Sub", [g.op("Mul", [sigmoid[6], two]), one]), 2, d)
+    c_new = []
+    for direction, c in enumerate(cells):
+        sig_i, sig_f = sigmoid[3 * direction : 3 * direction + 2]
+        c = g.op("Add", [g.op("Mul", [sig_f, c]), g.op("Mul", [sig_i, tanh_j[direction]])])
+        c_new.append(g.clip(c, model.options.cell_clip))
+    tanh_c = _split(g, g.activation("Tanh", _concat(g, c_new)), 2, d)
+    return c_new, [g.op("Mul", [sigmoid[3 * k + 2], tanh_c[k]]) for k in range(len(cells))]
+
+
+def _concat(g: _Graph, parts: list[str]) -> str:
+    return g.op("Concat", parts, axis=-1)
+
+
+def _split(g: _Graph, x: str, parts: int, width: int) -> list[str]:
+    """`x (n, parts * width)` -> `parts` tensors `(n, width)`; `(n, width * 2)`, the last of 7."""
+    sizes = [width] * parts if parts < 7 else [width] * 6 + [2 * width]
+    return g.op("Split", [x, g.ints(sizes, "split")], n_out=parts, axis=-1)
+
+
+def _projection_weight(g: _Graph, model: ElmoBiLm, layer: int, direction: int) -> str | None:
+    """The cell's projection `(D, P)`, or None without one (bilm-tf without num_proj: no proj_clip either)."""
+    cell = model.cells[layer][direction]
+    if cell.projection is None:
+        return None
+    return g.weight(cell.projection.weight.T, f"W_p_{'fb'[direction]}", f"cells.{layer}.{direction}.projection")
 
 
 def _step_graph(g: _Graph, layer: int, p: int, d: int) -> onnx.GraphProto:

@@ -31,6 +31,7 @@ _MOVERS = {
     "Unsqueeze",
     "Expand",
     "Flatten",
+    "Split",
 }
 
 
@@ -145,8 +146,7 @@ def scan_ranges(
     second = activation_ranges(body, known | scanned | dict(zip(body_in, states)), scope)
     # A state the steps never bound (still no value after the induction) is unknown.
     kept = [
-        s if s != _EMPTY and _hull(s, second.get(name, UNKNOWN)) == s else UNKNOWN
-        for name, s in zip(body_out, states)
+        s if s != _EMPTY and _hull(s, second.get(name, UNKNOWN)) == s else UNKNOWN for name, s in zip(body_out, states)
     ]
     inputs = known | scanned | dict(zip(body_in, kept))
     final = activation_ranges(body, inputs, scope)
