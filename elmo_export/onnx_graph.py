@@ -44,7 +44,7 @@ class _Graph:
 
     def __init__(self, prefix: str, precision: Precision, opset: int, sources: dict[str, str] | None = None):
         self.prefix = prefix
-        self.scalars: dict[float, str] = {}
+        self.scalars: dict[float | tuple[float, float], str] = {}
         self.sources = sources
         self.precision = precision
         self.np_dtype, self.onnx_dtype = _DTYPES[precision]
@@ -104,30 +104,36 @@ class _Graph:
         return self.op("Clip", [x, lo, hi])
 
     def activation(self, op_type: str, x: str) -> str:
-        """`Sigmoid` or `Tanh` of `x`: in float32 a rational function of Clip, Mul, Add and Div
-        nodes, the same bits in every ONNX Runtime build (`elmo_export.activations`); in float16
-        the op itself."""
+        """`Sigmoid` or `Tanh` of a 2-D `x`: in float32 a rational function of Clip, Mul, Add and
+        Div nodes, the same bits in every ONNX Runtime build (`elmo_export.activations`); in
+        float16 the op itself.
+
+        The numerator and the denominator run through Horner's rule together, as the two rows of
+        one `(2, rows, width)` tensor (the shorter padded with leading zero coefficients, which
+        leaves its bits as they are): half the nodes, and in a Scan step each node costs more
+        than its arithmetic.
+        """
         if self.onnx_dtype != TensorProto.FLOAT:
             return self.op(op_type, [x])
         f = activations.FUNCTIONS[op_type]
         v = self.op("Clip", [x, self.scalar(-f.limit), self.scalar(f.limit)])
         v2 = self.op("Mul", [v, v])
-
-        def horner(coefficients: tuple[float, ...]) -> str:
-            acc = self.op("Add", [self.op("Mul", [v2, self.scalar(coefficients[0])]), self.scalar(coefficients[1])])
-            for c in coefficients[2:]:
-                acc = self.op("Add", [self.op("Mul", [acc, v2]), self.scalar(c)])
-            return acc
-
-        y = self.op("Div", [self.op("Mul", [horner(f.p), v]), horner(f.q)])
+        n = max(len(f.p), len(f.q))
+        pairs = [self.scalar(pq) for pq in zip(*((0.0,) * (n - len(c)) + c for c in (f.p, f.q)))]
+        both = self.op("Add", [self.op("Mul", [v2, pairs[0]]), pairs[1]])
+        for pair in pairs[2:]:
+            both = self.op("Add", [self.op("Mul", [both, v2]), pair])
+        p, q = (self.op("Gather", [both, self.const(np.asarray(k, np.int64), "row")], axis=0) for k in (0, 1))
+        y = self.op("Div", [self.op("Mul", [p, v]), q])
         if f.offset:
             y = self.op("Add", [y, self.scalar(f.offset)])
         return self.op("Clip", [y, self.scalar(f.low), self.scalar(f.high)], f.name)
 
-    def scalar(self, value: float) -> str:
-        """A scalar initializer in the graph's precision, one per value in this graph."""
+    def scalar(self, value: float | tuple[float, float]) -> str:
+        """A scalar in the graph's precision (a pair: shape `(2, 1, 1)`), one per value in this graph."""
         if value not in self.scalars:
-            self.scalars[value] = self.const(np.asarray(value, self.np_dtype), "scalar")
+            shape = (2, 1, 1) if isinstance(value, tuple) else ()
+            self.scalars[value] = self.const(np.asarray(value, self.np_dtype).reshape(shape), "scalar")
         return self.scalars[value]
 
     def to_float(self, x: str) -> str:

@@ -33,8 +33,8 @@ def _run(op_type: str, x: np.ndarray) -> np.ndarray:
     graph = helper.make_graph(
         g.nodes,
         "activation",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, None])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, None])],
         g.initializers,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", C.DEFAULT_OPSET)])
@@ -42,7 +42,7 @@ def _run(op_type: str, x: np.ndarray) -> np.ndarray:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # as the runtime and js/ run
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return session.run(None, {"x": x})[0]
+    return session.run(None, {"x": x.reshape(1, -1)})[0].reshape(-1)
 
 
 @pytest.mark.parametrize("op_type", sorted(FUNCTIONS))
