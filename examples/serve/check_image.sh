@@ -100,8 +100,8 @@ offline=$("$DOCKER" exec "$NAME" printenv ELMO_ONNX_OFFLINE || true)
 [ "$offline" = 1 ] || fail "ELMO_ONNX_OFFLINE is '$offline' in the container, not 1"
 echo "PID 1 runs as uid $uid; ELMO_ONNX_OFFLINE=$offline"
 
-# The served vectors against this checkout's Elmo in-process: the JSON floats themselves (a
-# float32 printed and parsed back is exact), not a tolerance.
+# The served vectors against this checkout's Elmo in-process, bit for bit: the server writes each
+# float32 in its shortest form that reads back as the same float32, so no tolerance.
 PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" - "$PORT" <<'PY' || fail "/embed differs from the in-process Elmo"
 import json
 import sys
@@ -119,8 +119,9 @@ request = urllib.request.Request(
 served = json.load(urllib.request.urlopen(request, timeout=30))
 local = Elmo().embed(sentences, layers="average", pool="mean")
 for sentence, s, v in zip(sentences, served, local, strict=True):
-    if s != [float(x) for x in v]:
-        sys.exit(f"{sentence!r}: served and in-process vectors differ (max |diff| {np.abs(np.float32(s) - v).max()})")
+    s = np.asarray(s, dtype=np.float32)
+    if s.shape != v.shape or not np.array_equal(s.view(np.uint32), v.view(np.uint32)):
+        sys.exit(f"{sentence!r}: served and in-process vectors differ (max |diff| {np.abs(s - v).max()})")
 print(f"/embed: {len(sentences)} vectors of {len(local[0])} floats, bit-identical to Elmo().embed in-process")
 PY
 
