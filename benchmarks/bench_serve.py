@@ -9,8 +9,8 @@ own process on 127.0.0.1) gets 1, 8 and 32 concurrent clients, each sending one 
 one in-process `Elmo.embed` call on the same sentences (the runtime's own batches, sorted by
 length: the best the runtime can do). Latency p50/p99 per request. The added latency: each
 sentence alone, once in-process and once as a request (a fresh connection, the request's whole
-round trip), in turn; the median of the differences. The in-process throughput is measured just
-before and just after each level. Memory:
+round trip), in turn; the median of the differences. Each level runs in rounds (one in-process
+pass, then the requests) and reports the median of the rounds' ratios. Memory:
 the server's RSS after 1,000 requests and after 20,000.
 
 Inputs: the GPL-3 sentences of `bench.py` (223, median 25 tokens). Models: the shipped
@@ -66,7 +66,7 @@ class InProcess:
         self.elmo.embed(token_lists, layers="average", pool="mean")  # warm-up (and a warm token cache, as the server's)
 
     def throughput(self, repeats: int) -> float:
-        """Sentences/s of one `embed` call over all the sentences (median of `repeats`)."""
+        """Sentences/s of one `embed` call over all the sentences (the median of `repeats` calls)."""
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
@@ -148,8 +148,9 @@ def run_model(
     log_dir: Path,
     config: str,
 ) -> dict:
-    """Each level's server throughput against the in-process one measured just before and just
-    after it (the mean of the two): the machine's load drifts, the ratio should not."""
+    """Each level in `repeats` rounds, a round being one in-process pass over the sentences and then
+    `requests` requests to the server: the ratio is taken round by round (both sides saw the same
+    machine load) and the median of the rounds' ratios reported."""
     package = package_of(model)
     reference = InProcess(package, token_lists)
     bodies = [json.dumps({"inputs": [tokens], "normalize": False}).encode() for tokens in token_lists]
@@ -159,14 +160,13 @@ def run_model(
     try:
         load(server.port, bodies, 8, len(bodies))  # warm-up: every sentence once
         for clients in CLIENTS:
-            before = reference.throughput(repeats)
-            seconds, latencies = load(server.port, bodies, clients, requests)
-            baseline = (before + reference.throughput(repeats)) / 2
-            ms = np.array(latencies) * 1000
+            rounds = [level_round(server.port, reference, bodies, clients, requests) for _ in range(repeats)]
+            ms = np.concatenate([r["latencies"] for r in rounds]) * 1000
             row[f"c{clients}"] = {
-                "in_process_sentences_per_s": round(baseline, 1),
-                "sentences_per_s": round(requests / seconds, 1),
-                "ratio": round(requests / seconds / baseline, 3),
+                "in_process_sentences_per_s": round(statistics.median(r["in_process"] for r in rounds), 1),
+                "sentences_per_s": round(statistics.median(r["server"] for r in rounds), 1),
+                "ratio": round(statistics.median(r["server"] / r["in_process"] for r in rounds), 3),
+                "ratios": [round(r["server"] / r["in_process"], 3) for r in rounds],
                 "p50_ms": round(float(np.percentile(ms, 50)), 2),
                 "p99_ms": round(float(np.percentile(ms, 99)), 2),
             }
@@ -178,6 +178,13 @@ def run_model(
     finally:
         server.stop()
     return row
+
+
+def level_round(port: int, reference: InProcess, bodies: list[bytes], clients: int, requests: int) -> dict:
+    """One in-process pass, then `requests` requests from `clients` clients: each one's sentences/s."""
+    in_process = reference.throughput(1)
+    seconds, latencies = load(port, bodies, clients, requests)
+    return {"in_process": in_process, "server": requests / seconds, "latencies": np.array(latencies)}
 
 
 def memory(server: Served, bodies: list[bytes], total: int) -> dict:
@@ -205,9 +212,10 @@ def table(rows: list[dict], args: argparse.Namespace) -> str:
         "Runtime's default threads, --max-wait-ms 2, --max-batch-tokens 2048, access log on); clients send "
         "one pre-tokenized GPL sentence per `/embed` "
         f"request, {args.requests} requests per level. In-process: one `Elmo.embed` over the 223 sentences "
-        "(the runtime's batches, its default threads), same layer mix and pooling, measured just before "
-        "and after each level "
-        "(the mean of the two medians: the ratio follows the machine's drifting load).",
+        "(the runtime's batches, its default threads), same layer mix and pooling. Each level runs "
+        f"{args.repeats} rounds of one in-process pass then the requests; the ratio is the median of the "
+        "rounds' ratios (both sides of a round saw the same machine load), the sentences/s columns the "
+        "medians of each side.",
         "",
         "| model | server | in-process sentences/s | clients | server sentences/s | x in-process | p50 ms | p99 ms |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -261,7 +269,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000, help="requests per concurrency level")
     parser.add_argument("--memory-requests", type=int, default=20_000, help="0: no memory run")
     parser.add_argument("--memory-models", nargs="+", default=["default"], help="models the memory run is for")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5, help="rounds per level")
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()

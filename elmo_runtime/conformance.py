@@ -185,11 +185,39 @@ def verify_package(package: str | Path, device: str = "cpu", threads: int | None
     for name, entry in manifest.files.items():
         if isinstance(entry, dict) and entry.get("sha256") and sha256_of(manifest.directory / name) != entry["sha256"]:
             report.failures.append(f"file {name!r}: does not match its sha256 in the manifest (damaged)")
+    checks = _conformance_of(manifest, report)
+    if checks is None:
+        return report
+    try:
+        elmo = Elmo(manifest.directory, device=device, threads=threads, token_cache=0, verify=False)
+    except Exception as e:  # as above: reported, never a traceback
+        report.failures.append(f"package: the runtime cannot load it ({type(e).__name__}: {e})")
+        return report
+    _run_checks(report, elmo, *checks)
+    return report
+
+
+def verify_loaded(elmo) -> VerifyReport:
+    """The conformance vectors of the package an `Elmo` has loaded, run on that `Elmo`'s own
+    sessions: what a server checks before it says it is ready (its files' hashes were checked
+    when it loaded them; see `verify_package` for the whole check of a folder).
+    """
+    manifest = elmo.manifest
+    report = VerifyReport(str(manifest.directory))
+    report.precision = manifest.precision
+    checks = _conformance_of(manifest, report)
+    if checks is not None:
+        _run_checks(report, elmo, *checks)
+    return report
+
+
+def _conformance_of(manifest, report: VerifyReport) -> tuple[dict, Tolerance] | None:
+    """The package's conformance file and its precision's bar, or None with the failure reported."""
     try:
         data = read_conformance(manifest.conformance_file)
     except ConformanceFileError as e:
         report.failures.append(str(e))
-        return report
+        return None
     # The precision's own bar, not the file's `tolerance`: the file is what is being checked.
     report.tolerance = tol = CONFORMANCE_TOLERANCES.get(manifest.precision)
     if tol is None:
@@ -197,18 +225,15 @@ def verify_package(package: str | Path, device: str = "cpu", threads: int | None
             f"package: precision {manifest.precision!r} has no conformance bar in this runtime "
             f"(it knows {', '.join(CONFORMANCE_TOLERANCES)})"
         )
-        return report
-    try:
-        elmo = Elmo(manifest.directory, device=device, threads=threads, token_cache=0, verify=False)
-        scheme = elmo.runner.scheme
-    except Exception as e:  # as above: reported, never a traceback
-        report.failures.append(f"package: the runtime cannot load it ({type(e).__name__}: {e})")
-        return report
+        return None
+    return data, tol
 
+
+def _run_checks(report: VerifyReport, elmo, data: dict, tol: Tolerance) -> None:
+    scheme = elmo.runner.scheme
     for i, sentence in enumerate(data["sentences"]):
         _check_sentence(report, elmo, scheme, tol, i, sentence)
     _verify_cases(elmo, data, report)
-    return report
 
 
 def _check_sentence(report: VerifyReport, elmo, scheme, tol: Tolerance, i: int, sentence: object) -> None:

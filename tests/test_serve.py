@@ -13,8 +13,10 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import httpx
 import numpy as np
@@ -23,7 +25,7 @@ import pytest
 openai = pytest.importorskip("openai")
 pytest.importorskip("fastapi")
 
-from serve_process import ROOT, Served  # noqa: E402
+from serve_process import ROOT, Served, free_port  # noqa: E402
 
 from elmo_runtime import Elmo  # noqa: E402
 from elmo_runtime.serve.inputs import normalized  # noqa: E402
@@ -367,6 +369,45 @@ def test_sigterm_answers_every_accepted_request_then_exits_0(tiny_package, elmo,
     assert all(line["inputs"] == 1 and line["tokens"] > 0 for line in embeds)
 
 
+def _post_or_error(url: str, body: dict) -> int | str:
+    try:
+        return httpx.post(url, json=body, timeout=120).status_code
+    except httpx.TransportError as e:
+        return type(e).__name__
+
+
+def test_past_the_graceful_timeout_queued_work_is_dropped_and_the_server_exits_0(tiny_package, tmp_path_factory):
+    # One request per batch on one model thread: of four long inputs, one runs and three queue.
+    server = serve(
+        tmp_path_factory,
+        tiny_package,
+        *("--max-input-tokens", "200000", "--max-batch-requests", "1", "--threads", "1"),
+        *("--graceful-timeout", "0.5", "--json-output"),
+    )
+    body = {"inputs": [[f"w{i % 50}" for i in range(40_000)]]}
+    started = time.monotonic()
+    assert httpx.post(f"{server.url}/embed", json=body, timeout=120).status_code == 200
+    one = time.monotonic() - started
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(_post_or_error, f"{server.url}/embed", body) for _ in range(4)]
+        deadline = time.monotonic() + 10
+        while server.metric("elmo_requests_in_flight") < 4 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert server.metric("elmo_requests_in_flight") == 4 and server.metric("elmo_queue_size") == 3
+        server.terminate()
+        signalled = time.monotonic()
+        assert server.proc.wait(120) == 0
+        exit_s = time.monotonic() - signalled
+        outcomes = [f.result() for f in futures]
+    # The running batch finishes (ONNX Runtime's call is not interrupted); the three queued never
+    # run: had they, the exit would take about four times `one`.
+    assert exit_s < 0.5 + 2 * one, (exit_s, one)
+    assert 200 not in outcomes, outcomes
+    lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    cut = [line for line in lines if line.get("error") == "shutdown"]
+    assert len(cut) == 4 and {line["status"] for line in cut} == {503}, lines
+
+
 def test_a_client_that_leaves_leaves_no_work_behind(tiny_package, tmp_path_factory):
     server = serve(tmp_path_factory, tiny_package, "--max-wait-ms", "1000")
     try:
@@ -381,6 +422,60 @@ def test_a_client_that_leaves_leaves_no_work_behind(tiny_package, tmp_path_facto
         assert server.stop() == 0
 
 
+class _BreaksOn(Elmo):
+    """The real model, except that a sentence holding the token "BOOM" fails, as a broken backend would."""
+
+    def embed(self, sentences, **kwargs):
+        if any("BOOM" in sentence for sentence in sentences):
+            raise RuntimeError("the model broke on BOOM")
+        return super().embed(sentences, **kwargs)
+
+
+@contextmanager
+def _in_thread(elmo: Elmo, **settings):
+    """The app on a real uvicorn server on 127.0.0.1, in a thread of this process (for a model
+    that only exists here)."""
+    import uvicorn
+
+    from elmo_runtime.serve.app import create_app
+    from elmo_runtime.serve.settings import ServeSettings
+
+    port = free_port()
+    app = create_app(elmo, ServeSettings(port=port, **settings))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def test_a_request_that_breaks_the_model_gets_424_and_its_batch_neighbours_their_vectors(tiny_package, elmo):
+    # The first batch waits 500 ms for company: the six requests share it, and it fails.
+    sentences = [["BOOM", "here"], *TOKENIZED, ["one", "more"], ["and", "BOOM"]]
+    with _in_thread(_BreaksOn(tiny_package, device="cpu"), max_wait_ms=500) as url:
+        with ThreadPoolExecutor(len(sentences)) as pool:
+            replies = list(
+                pool.map(lambda s: httpx.post(f"{url}/embed", json={"inputs": [s], "normalize": False}), sentences)
+            )
+        for sentence, r in zip(sentences, replies):
+            if "BOOM" in sentence:
+                assert r.status_code == 424 and r.json()["error_type"] == "backend", r.text
+                assert "the model broke on BOOM" in r.json()["error"]
+            else:
+                assert r.status_code == 200, r.text
+                want = elmo.embed([sentence], layers="average", pool="mean")[0]
+                assert np.array_equal(np.asarray(r.json()[0], np.float32), want)
+        metrics = httpx.get(f"{url}/metrics").text
+    assert "elmo_batch_next_size_count 1.0" in metrics  # one batch, failed, then run request by request
+    assert 'elmo_request_failure_total{err="backend"} 2.0' in metrics
+
+
 def test_a_damaged_package_refuses_to_start_naming_the_file(tiny_package, tmp_path):
     damaged = tmp_path / "damaged"
     shutil.copytree(tiny_package, damaged)
@@ -393,6 +488,27 @@ def test_a_damaged_package_refuses_to_start_naming_the_file(tiny_package, tmp_pa
     errors = [line for line in server.log().splitlines() if line.startswith("elmo-serve: error:")]
     assert len(errors) == 1 and data.name in errors[0], server.log()
     assert "Traceback" not in server.log()
+
+
+def test_a_package_whose_conformance_vectors_fail_refuses_to_start(tiny_package, tmp_path):
+    # Sealed (hashes match), but one expected value is off: the sessions the server would serve
+    # with disagree with the package's own vectors.
+    from test_conformance import _rewrite, copy_of, decode_array, encode_array, sentence
+
+    package = copy_of(tiny_package, tmp_path)
+
+    def nudge(doc):
+        entry = sentence(doc, "sixty tokens")["expected"]["warm"]
+        layers = decode_array(entry, "x").copy()
+        layers[1, 3, 0] += 0.5
+        entry.update(encode_array(layers))
+
+    _rewrite(package / "conformance.json", nudge)
+    server = Served(package, log=tmp_path / "server.log")
+    assert server.proc.wait(60) == 1
+    errors = [line for line in server.log().splitlines() if line.startswith("elmo-serve: error:")]
+    assert len(errors) == 1 and "conformance vectors FAILED (1 failures" in errors[0], server.log()
+    assert "sentence 5 ('sixty tokens'), state warm, layer 1: max abs difference 0.5" in errors[0]
 
 
 def test_import_elmo_runtime_stays_light():

@@ -221,10 +221,10 @@ class Batcher:
             sentences = [tokens for i in members for tokens in batch[i].tokens]
             try:
                 vectors = self._embed(sentences, layers=first.layers, pool=first.pool, batch_tokens=self.batch_tokens)
-            except Exception as e:  # one group's failure is its requests' 500, not the server's end
-                log.error("a batch of %d sentences failed: %s", len(sentences), e)
+            except Exception as e:
+                log.error("a batch of %d requests failed (%s); running them one by one", len(members), e)
                 for i in members:
-                    results[i] = e
+                    results[i] = self._run_alone(batch[i])
                 continue
             start = 0
             for i in members:
@@ -232,6 +232,15 @@ class Batcher:
                 results[i] = vectors[start : start + n]
                 start += n
         return results
+
+    def _run_alone(self, job: Job) -> list[np.ndarray] | BaseException:
+        """One request's own `embed` call: a request that breaks the model fails alone (its 424),
+        not the others that shared its batch (vectors do not depend on the batch: the same bits)."""
+        try:
+            return self._embed(job.tokens, layers=job.layers, pool=job.pool, batch_tokens=self.batch_tokens)
+        except Exception as e:
+            log.error("a request of %d sentences failed: %s", len(job.tokens), e)
+            return e
 
 
 def _report_crash(task: asyncio.Task) -> None:

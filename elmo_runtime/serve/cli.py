@@ -173,18 +173,17 @@ def load(settings: ServeSettings):
     import onnxruntime
 
     from elmo_runtime import Elmo
-    from elmo_runtime.conformance import verify_package
+    from elmo_runtime.conformance import verify_loaded
 
     started = time.perf_counter()
-    threads = settings.threads
     elmo = Elmo(
         settings.package,
         device=settings.device,
-        threads=threads,
+        threads=settings.threads,
         batch_tokens=settings.batch_tokens,
         verify=settings.verify,
     )
-    report = verify_package(elmo.manifest.directory, device=settings.device, threads=threads)
+    report = verify_loaded(elmo)  # the sessions that will serve, not a second copy of them
     if not report.passed:
         shown = "; ".join(report.failures[:3]) or "nothing was checked"
         raise RuntimeError(

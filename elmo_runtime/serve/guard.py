@@ -6,6 +6,7 @@ through which they notice a client that has gone.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -88,6 +89,11 @@ class Guard:
         except ApiError as e:
             scope.setdefault("state", {})["error"] = e.kind
             await _send_error(send_status, path, e)
+        except asyncio.CancelledError:
+            # The graceful timeout ran out at shutdown: the connection closes unanswered.
+            scope.setdefault("state", {})["error"] = "shutdown"
+            reply["status"] = 503
+            raise
         finally:
             self._account(scope, route, reply["status"], time.perf_counter() - started)
 
