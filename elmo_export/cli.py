@@ -129,6 +129,13 @@ def _export_arguments(parser: argparse.ArgumentParser) -> None:
         help="int4 only: a UTF-8 text of tokenized sentences (tokens separated by spaces, one sentence a line) "
         "in the model's language, to calibrate the 4-bit rounding on (default: a built-in English text)",
     )
+    parser.add_argument(
+        "--exact-activations",
+        action="store_true",
+        help="write sigmoid and tanh out in exactly rounded float32 ops instead of ONNX Runtime's kernels, whose "
+        "last bits differ between builds: an int8 package then gives the same bits in every ONNX Runtime, "
+        "onnxruntime-web (wasm) included, at about twice the run time (not for fp16)",
+    )
     supported = C.SUPPORTED_OPSETS
     parser.add_argument(
         "--opset",
@@ -232,6 +239,7 @@ def _export(args: argparse.Namespace) -> tuple[int, Path | None, SourceLicense |
         force=args.force,
         progress=args.progress,
         calibration=args.calibration,
+        exact_activations=args.exact_activations,
     )
     license = None
     try:

@@ -68,7 +68,8 @@ def export(
             place (KeyboardInterrupt, nothing left at `out`); the command line sets it on
             SIGINT or SIGTERM, whose own KeyboardInterrupt can be lost inside library code.
         settings: `ExportSettings`' fields: `precision` ("fp32", "fp16", "int8", "int4" or
-            their settings objects), `initial_state`, `opset`, `force`, `progress`, `calibration`.
+            their settings objects), `initial_state`, `opset`, `force`, `progress`, `calibration`,
+            `exact_activations`.
 
     Returns:
         `out`, holding the package.
@@ -204,7 +205,7 @@ def _build_graphs(model: ElmoBiLm, settings: ExportSettings, directory: Path) ->
     for name, build in builders.items():
         t = time.perf_counter()
         sources: dict[str, str] = {}
-        graph = build(model, graph_precision, settings.graph_opset, sources)
+        graph = build(model, graph_precision, settings.graph_opset, sources, settings.exact_activations)
         if settings.quantization is not None:
             by_weight = None if moments is None else {w: moments[p] for w, p in sources.items() if p in moments}
             graph = quantize_graph(graph, settings.quantization, by_weight)

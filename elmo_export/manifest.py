@@ -49,6 +49,8 @@ def build_manifest(
     else:
         initial_state = InitialState(settings.initial_state, state.h.numpy(), state.c.numpy(), warmup)
     described = {k: v for k, v in settings.precision.to_dict().items() if k != "name"}
+    if settings.exact_activations:  # unsaid, "onnxruntime": packages exported without it keep their bytes
+        described["activation_functions"] = settings.activation_functions
     return Manifest(
         architecture=model.options.to_dict(),
         graphs=graph_specs(model.options),

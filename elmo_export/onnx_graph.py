@@ -14,6 +14,7 @@ Graph contract: `elmo_runtime.contract`.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Literal, NamedTuple
 
 import numpy as np
@@ -40,10 +41,19 @@ class _Graph:
 
     `sources`, when given, collects which reference module each weight comes from (filled by
     `weight(..., source=)`): the calibration for int4's GPTQ runs on the reference's modules.
+    `exact`: float32 sigmoid and tanh written out in exactly rounded ops (`activation`).
     """
 
-    def __init__(self, prefix: str, precision: Precision, opset: int, sources: dict[str, str] | None = None):
+    def __init__(
+        self,
+        prefix: str,
+        precision: Precision,
+        opset: int,
+        sources: dict[str, str] | None = None,
+        exact: bool = False,
+    ):
         self.prefix = prefix
+        self.exact = exact
         self.scalars: dict[float | tuple[float, float], str] = {}
         self.sources = sources
         self.precision = precision
@@ -104,16 +114,16 @@ class _Graph:
         return self.op("Clip", [x, lo, hi])
 
     def activation(self, op_type: str, x: str) -> str:
-        """`Sigmoid` or `Tanh` of a 2-D `x`: in float32 a rational function of Clip, Mul, Add and
-        Div nodes, the same bits in every ONNX Runtime build (`elmo_export.activations`); in
-        float16 the op itself.
+        """`Sigmoid` or `Tanh` of a 2-D `x`: the op itself, or with `exact` in float32 a rational
+        function of Clip, Mul, Add and Div nodes, the same bits in every ONNX Runtime build
+        (`elmo_export.activations`) at about twice the run time of ONNX Runtime's kernels.
 
         The numerator and the denominator run through Horner's rule together, as the two rows of
         one `(2, rows, width)` tensor (the shorter padded with leading zero coefficients, which
         leaves its bits as they are): half the nodes, and in a Scan step each node costs more
         than its arithmetic.
         """
-        if self.onnx_dtype != TensorProto.FLOAT:
+        if not self.exact or self.onnx_dtype != TensorProto.FLOAT:
             return self.op(op_type, [x])
         f = activations.FUNCTIONS[op_type]
         v = self.op("Clip", [x, self.scalar(-f.limit), self.scalar(f.limit)])
@@ -263,16 +273,22 @@ def _token_embedding(g: _Graph, model: ElmoBiLm, char_ids: str, word_ids: str | 
 
 
 def build_token_embedder(
-    model: ElmoBiLm, precision: Precision = "fp32", opset: int = C.DEFAULT_OPSET, sources: dict[str, str] | None = None
+    model: ElmoBiLm,
+    precision: Precision = "fp32",
+    opset: int = C.DEFAULT_OPSET,
+    sources: dict[str, str] | None = None,
+    exact_activations: bool = False,
 ) -> onnx.ModelProto:
     """Char ids `(batch, tokens, 50)` -> token embeddings `(batch, tokens, P)` and the mask.
 
     `sources`, if given, receives `{weight initializer: reference module path}` for the weights
     that are a `nn.Linear`'s (the char CNN's are not: their product's input is a char window).
+    `exact_activations`: float32 sigmoid and tanh in exactly rounded ops (`_Graph.activation`):
+    the same bits from every ONNX Runtime build, at about twice the run time.
     """
     C.check_opset(opset)
     o = model.options
-    g = _Graph("te/", precision, opset, sources)
+    g = _Graph("te/", precision, opset, sources, exact_activations)
     ids = C.CHAR_IDS
     flat = g.op("Reshape", [ids, g.ints([-1, o.max_characters_per_token])], "flat_ids")
     has_words = model.token_embedder.word_embedding is not None
@@ -333,10 +349,11 @@ def _lstm_step_body(model: ElmoBiLm, layer: int, outer: _Graph, products: dict[s
     Why this shape (measured in `benchmarks/RESULTS.md`, "Design measurements"): input products
     hoisted over the packed active positions read each weight once per layer instead of once
     per step; one MatMul per gate spares a Split of the gate sum every step; rows are taken
-    with Gather, faster than Slice here. `outer`: the layer's graph (precision, opset, sources).
+    with Gather, faster than Slice here. `outer`: the layer's graph (precision, opset, sources,
+    exact activations).
     """
     o = model.options
-    g = _Graph(f"l{layer}/", outer.precision, outer.opset, outer.sources)
+    g = _Graph(f"l{layer}/", outer.precision, outer.opset, outer.sources, outer.exact)
     p, d = o.projection_dim, o.dim
     one = g.const(np.asarray(1, np.int64), "one")
     active_rows = g.op("Range", [g.const(np.asarray(0, np.int64), "zero"), "n_t", one])
@@ -354,31 +371,47 @@ def _lstm_step_body(model: ElmoBiLm, layer: int, outer: _Graph, products: dict[s
         return g.op("Concat", [new, rest], axis=0, output=name)
 
     sides = [("f", "h_f_in", "c_f_in"), ("b", "h_b_in", "c_b_in")]
-    gates, cells, projections = [], [], []  # per direction: {gate: (n, D)}, the active rows' c (n, D), W_p
-    for direction, (side, h_all, c_all) in enumerate(sides):
-        path = f"cells.{layer}.{direction}"
-        h = active(h_all)  # (n, P)
-        w_h = _gate_columns(model.cells[layer][direction].hidden_to_gates.weight, d)
-        gates.append(
-            {
-                gate: g.op(
-                    "Add",
-                    [this_step(xw), g.op("MatMul", [h, g.weight(w, f"W_h_{gate}_{side}", f"{path}.hidden_to_gates")])],
-                    f"{gate}_{side}",
-                )
-                for gate, w, xw in zip(GATES, w_h, products[side])
-            }
-        )
-        cells.append(active(c_all))
-        projections.append(_projection_weight(g, model, layer, direction))  # here: the weights keep their order
-    c_new, m = _cell_updates(g, model, gates, cells)
-    for direction, (side, h_all, c_all) in enumerate(sides):
-        w_p = projections[direction]
-        h_new = m[direction] if w_p is None else g.clip(g.op("MatMul", [m[direction], w_p]), o.proj_clip)  # (n, P)
-        kept(h_new, h_all, f"h_{side}_out")
-        kept(c_new[direction], c_all, f"c_{side}_out")
+
+    def finish(direction: int, c_new: str, m: str) -> None:  # the direction's new state, (n, D) each
+        side, h_all, c_all = sides[direction]
+        kept(_projected(g, model, layer, direction, m), h_all, f"h_{side}_out")
+        kept(c_new, c_all, f"c_{side}_out")
         g.op("Identity", [f"h_{side}_out"], output=f"y_{side}_t")
+
+    updates = []  # per direction: {gate: (n, D)} and the active rows' c (n, D)
+    for direction, (side, h_all, c_all) in enumerate(sides):
+        h, c = active(h_all), active(c_all)  # (n, P), (n, D)
+        updates.append((_gates(g, model, layer, direction, h, this_step, products[side]), c))
+        if not g.exact:  # ONNX Runtime's Sigmoid and Tanh: one direction after the other
+            finish(direction, *_cell_update(g, model, *updates[-1]))
+    if g.exact:  # written-out activations: both directions' gates through one sigmoid
+        for direction, (c_new, m) in enumerate(zip(*_cell_updates(g, model, *zip(*updates)))):
+            finish(direction, c_new, m)
     return _step_graph(g, layer, p, d)
+
+
+def _gates(
+    g: _Graph, model: ElmoBiLm, layer: int, direction: int, h: str, this_step: Callable[[str], str], xw: list[str]
+) -> dict[str, str]:
+    """A direction's gates `{i, j, f, o: (n, D)}`: this step's input products `xw` (by `this_step`) + h's."""
+    side, path = "fb"[direction], f"cells.{layer}.{direction}"
+    w_h = _gate_columns(model.cells[layer][direction].hidden_to_gates.weight, model.options.dim)
+    return {
+        gate: g.op(
+            "Add",
+            [this_step(x), g.op("MatMul", [h, g.weight(w, f"W_h_{gate}_{side}", f"{path}.hidden_to_gates")])],
+            f"{gate}_{side}",
+        )
+        for gate, w, x in zip(GATES, w_h, xw)
+    }
+
+
+def _cell_update(g: _Graph, model: ElmoBiLm, gates: dict[str, str], c: str) -> tuple[str, str]:
+    """The new cell state and `m = sigmoid(o) * tanh(c_new)`, `(n, D)` each, from gates i, j, f, o."""
+    sigmoid, tanh = (lambda x: g.activation("Sigmoid", x)), (lambda x: g.activation("Tanh", x))
+    c_new = g.op("Add", [g.op("Mul", [sigmoid(gates["f"]), c]), g.op("Mul", [sigmoid(gates["i"]), tanh(gates["j"])])])
+    c_new = g.clip(c_new, model.options.cell_clip)
+    return c_new, g.op("Mul", [sigmoid(gates["o"]), tanh(c_new)])
 
 
 def _cell_updates(
@@ -387,9 +420,9 @@ def _cell_updates(
     """Per direction, from its gates `{i, j, f, o: (n, D)}` and cell state `(n, D)`: the new cell
     state and `m = sigmoid(o) * tanh(c_new)`, `(n, D)` each.
 
-    One sigmoid runs over both directions' gates, j's too, as tanh(j) = 2 sigmoid(2j) - 1: in
-    float32 an activation is two dozen ops (`_Graph.activation`), and on a step's few rows an
-    op's run costs more than its arithmetic.
+    For exact activations (`_Graph.exact`): one sigmoid runs over both directions' gates, j's
+    too, as tanh(j) = 2 sigmoid(2j) - 1: written out, an activation is two dozen ops
+    (`_Graph.activation`), and on a step's few rows an op's run costs more than its arithmetic.
     """
     d = model.options.dim
     two, one = g.scalar(2.0), g.scalar(1.0)
@@ -415,12 +448,14 @@ def _split(g: _Graph, x: str, parts: int, width: int) -> list[str]:
     return g.op("Split", [x, g.ints(sizes, "split")], n_out=parts, axis=-1)
 
 
-def _projection_weight(g: _Graph, model: ElmoBiLm, layer: int, direction: int) -> str | None:
-    """The cell's projection `(D, P)`, or None without one (bilm-tf without num_proj: no proj_clip either)."""
+def _projected(g: _Graph, model: ElmoBiLm, layer: int, direction: int, m: str) -> str:
+    """The cell's output `(n, P)` from `m (n, D)`: projected and clipped (bilm-tf without num_proj
+    has no projection, and no proj_clip either)."""
     cell = model.cells[layer][direction]
     if cell.projection is None:
-        return None
-    return g.weight(cell.projection.weight.T, f"W_p_{'fb'[direction]}", f"cells.{layer}.{direction}.projection")
+        return m
+    w_p = g.weight(cell.projection.weight.T, f"W_p_{'fb'[direction]}", f"cells.{layer}.{direction}.projection")
+    return g.clip(g.op("MatMul", [m, w_p]), model.options.proj_clip)
 
 
 def _step_graph(g: _Graph, layer: int, p: int, d: int) -> onnx.GraphProto:
@@ -451,14 +486,18 @@ def _step_graph(g: _Graph, layer: int, p: int, d: int) -> onnx.GraphProto:
 
 
 def build_bilm(
-    model: ElmoBiLm, precision: Precision = "fp32", opset: int = C.DEFAULT_OPSET, sources: dict[str, str] | None = None
+    model: ElmoBiLm,
+    precision: Precision = "fp32",
+    opset: int = C.DEFAULT_OPSET,
+    sources: dict[str, str] | None = None,
+    exact_activations: bool = False,
 ) -> onnx.ModelProto:
     """Token embeddings, mask and initial state -> all layers and each row's final state.
 
-    `sources`: as for `build_token_embedder` (every weight of the biLM has one).
+    `sources`, `exact_activations`: as for `build_token_embedder` (every weight of the biLM has a source).
     """
     C.check_opset(opset)
-    g = _Graph("bilm/", precision, opset, sources)
+    g = _Graph("bilm/", precision, opset, sources, exact_activations)
     # Up to the recurrence the graph works in float32 whatever the precision: it is cheap,
     # and ONNX Runtime (1.32) crashed optimizing some float16 Transposes here.
     edges = _with_boundaries(g, model)

@@ -23,6 +23,10 @@ class ExportSettings:
         progress: tqdm progress bars for the long steps.
         calibration: int4 (GPTQ) only: a UTF-8 text file of tokenized sentences, one a line, to
             calibrate the rounding on (`calibration.py`); None: the built-in English text.
+        exact_activations: write sigmoid and tanh out in exactly rounded float32 ops instead of
+            ONNX Runtime's Sigmoid and Tanh, whose rounding differs between builds (x86, wasm):
+            int8 packages then compute the same bits in every ONNX Runtime build, onnxruntime-web
+            included, at about twice the run time. Not for fp16 (its graphs compute in float16).
     """
 
     precision: str | PrecisionSettings = "fp32"
@@ -31,10 +35,17 @@ class ExportSettings:
     force: bool = False
     progress: bool = True
     calibration: str | Path | None = None
+    exact_activations: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "precision", precision_settings(self.precision))
         C.check_state_mode(self.initial_state, "initial_state")
+        if not isinstance(self.exact_activations, bool):
+            raise TypeError(f"exact_activations must be True or False, not {self.exact_activations!r}")
+        if self.exact_activations and self.precision.name == "fp16":
+            raise ValueError(
+                "exact activations are float32 ops; an fp16 package computes in float16: export fp32, int8 or int4"
+            )
         if self.opset is not None:
             C.check_opset(self.opset)
         if self.calibration is not None:
@@ -56,6 +67,11 @@ class ExportSettings:
     def quantization(self) -> QuantizationSettings | None:
         """The quantizer's settings; None for fp32 and fp16, which the graph builders make."""
         return None if self.precision.name in ("fp32", "fp16") else self.precision
+
+    @property
+    def activation_functions(self) -> str:
+        """How the graphs compute sigmoid and tanh, as the manifest records it (`contract.ACTIVATION_FUNCTIONS`)."""
+        return C.EXACT_ACTIVATIONS if self.exact_activations else C.ONNXRUNTIME_ACTIVATIONS
 
     @property
     def graph_opset(self) -> int:

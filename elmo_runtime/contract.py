@@ -69,6 +69,15 @@ FINAL_C = "final_c"  # like INITIAL_C
 SENTENCE_EDGES = "sentence_edges"
 WHOLE_SENTENCES = ((1, 1),)
 
+# How the graphs compute sigmoid and tanh: the manifest's `precision.activation_functions`.
+# "onnxruntime": its Sigmoid and Tanh kernels, whose last bits differ between builds (x86's fuse
+# multiply-adds, wasm's do not); "exact": written out in exactly rounded float32 ops, the same
+# bits in every build (`elmo-export --exact-activations`). Absent (every package before the
+# field, and exports without the flag): "onnxruntime".
+ONNXRUNTIME_ACTIVATIONS = "onnxruntime"
+EXACT_ACTIVATIONS = "exact"
+ACTIVATION_FUNCTIONS = (ONNXRUNTIME_ACTIVATIONS, EXACT_ACTIVATIONS)
+
 PIPELINE = (
     "char_ids -> token_embedder -> (token_embeddings, mask) -> bilm with (initial_h, initial_c) "
     "-> (layers, final_h, final_c)"

@@ -79,7 +79,8 @@ class Manifest:
         architecture: the model's options, in the official `options.json` layout.
         graphs: each graph's file and interface (`contract.graph_specs`).
         precision: "fp32", "fp16", "int8" or "int4".
-        precision_settings: how that precision was made (quantization settings), by name.
+        precision_settings: how that precision was made (quantization settings), by name, and
+            `activation_functions` where sigmoid and tanh are exact (`activation_functions`).
         opset: the graphs' ONNX opset.
         initial_state: the default initial state.
         source: the source model files and their sha256.
@@ -126,6 +127,12 @@ class Manifest:
     @property
     def output_dim(self) -> int:
         return 2 * self.projection_dim
+
+    @property
+    def activation_functions(self) -> str:
+        """How the graphs compute sigmoid and tanh (`contract.ACTIVATION_FUNCTIONS`): "exact" or
+        "onnxruntime" (also a package that does not say)."""
+        return self.precision_settings.get("activation_functions", C.ONNXRUNTIME_ACTIVATIONS)
 
     @property
     def initial_state_mode(self) -> str:
@@ -219,6 +226,12 @@ class Manifest:
         n_layers, p, d = (architecture["lstm"][k] for k in ("n_layers", "projection_dim", "dim"))
         precision = get("precision", dict)
         name = get("precision.name", str)
+        activations = get("precision.activation_functions", str, C.ONNXRUNTIME_ACTIVATIONS)
+        if activations not in C.ACTIVATION_FUNCTIONS:
+            raise PackageError(
+                f"{source}: precision.activation_functions is {activations!r}; this runtime knows "
+                f"{' and '.join(map(repr, C.ACTIVATION_FUNCTIONS))}"
+            )
         chars = get("chars", dict, {})
         graphs = _graphs(data, source, C.graph_specs(n_layers, p, d, *_token_interface(chars)))
         return cls(

@@ -112,7 +112,8 @@ def model_files(tiny_weights):
 
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory, model_files):
-    """`exported(name, precision="fp32", state="warm")`: that export, made once per session.
+    """`exported(name, precision="fp32", state="warm", exact_activations=False)`: that export,
+    made once per session.
 
     Tests that only read a package share it; tests that break one work on a copy.
     """
@@ -121,16 +122,18 @@ def exported(tmp_path_factory, model_files):
     root = tmp_path_factory.mktemp("packages")
     done = {}
 
-    def get(name, precision="fp32", state="warm"):
-        if (name, precision, state) not in done:
-            done[name, precision, state] = export_package(
+    def get(name, precision="fp32", state="warm", exact_activations=False):
+        key = name, precision, state, exact_activations
+        if key not in done:
+            done[key] = export_package(
                 *model_files(name),
-                root / f"{name}-{precision}-{state}",
+                root / f"{name}-{precision}-{state}{'-exact' if exact_activations else ''}",
                 precision=precision,
                 initial_state=state,
+                exact_activations=exact_activations,
                 progress=False,
             )
-        return done[name, precision, state]
+        return done[key]
 
     return get
 

@@ -237,8 +237,8 @@ def test_a_parity_failure_raises_and_leaves_no_package(tmp_path, tiny_weights, m
 def test_a_corrupted_graph_weight_fails_parity(tmp_path, tiny_weights, monkeypatch):
     build = onnx_graph.build_bilm
 
-    def corrupted(model, precision="fp32", opset=C.DEFAULT_OPSET, sources=None):
-        graph = build(model, precision, opset, sources)
+    def corrupted(model, *args, **kwargs):
+        graph = build(model, *args, **kwargs)
         scan = next(n for n in graph.graph.node if n.op_type == "Scan")
         body = scan.attribute[0].g
         weight = next(t for t in body.initializer if len(t.dims) == 2)
@@ -288,8 +288,8 @@ def test_the_conformance_check_fails_an_export_that_zeroes_some_tokens(tmp_path,
     catches the dropped tokens in the conformance sentences, and nothing is written."""
     build = onnx_graph.build_bilm
 
-    def tampered(model, precision="fp32", opset=C.DEFAULT_OPSET, sources=None):
-        built = build(model, precision, opset, sources)
+    def tampered(model, *args, **kwargs):
+        built = build(model, *args, **kwargs)
         _zero_first_tokens(built.graph)
         return built
 
