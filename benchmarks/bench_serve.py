@@ -177,7 +177,30 @@ def run_model(
             print(model, row["memory"], flush=True)
     finally:
         server.stop()
+    row["http_only"] = http_only(package, bodies, requests, repeats, log_dir, row[f"c{CLIENTS[-1]}"])
+    print(model, "HTTP only", row["http_only"], flush=True)
     return row
+
+
+def http_only(package: str, bodies: list[bytes], requests: int, repeats: int, log_dir: Path, level: dict) -> dict:
+    """The server's own work, measured apart: `serve_stub.py` (the same app around a model that
+    answers at once) under the most clients. Its requests/s bound what any model can reach: with
+    the model's in-process rate r and this rate h sharing the same cores, the ratio to in-process
+    cannot pass 1 / (1 + r / h)."""
+    stub = Served(
+        package, log=log_dir / "serve-stub.log", program=[sys.executable, str(HERE / "serve_stub.py")]
+    ).wait_ready()
+    try:
+        load(stub.port, bodies, 8, len(bodies))
+        rates = [requests / load(stub.port, bodies, CLIENTS[-1], requests)[0] for _ in range(repeats)]
+    finally:
+        stub.stop()
+    per_s = statistics.median(rates)
+    return {
+        "clients": CLIENTS[-1],
+        "requests_per_s": round(per_s, 1),
+        "ceiling_ratio": round(1 / (1 + level["in_process_sentences_per_s"] / per_s), 3),
+    }
 
 
 def level_round(port: int, reference: InProcess, bodies: list[bytes], clients: int, requests: int) -> dict:
@@ -235,6 +258,20 @@ def table(rows: list[dict], args: argparse.Namespace) -> str:
     lines += [
         f"| {r['model']} | {r['server']} | {r['in_process_one_ms']:.2f} | {r['server_one_ms']:.2f} | "
         f"{r['added_latency_ms']:.2f} |"
+        for r in rows
+    ]
+    lines += [
+        "",
+        f"The server's own work apart (`serve_stub.py`: the same app, batcher, JSON and access log around a model "
+        f"that answers at once; {CLIENTS[-1]} clients): the ceiling of the ratio is 1 / (1 + in-process rate / "
+        "this rate), both sharing the same cores.",
+        "",
+        "| model | server | HTTP only, requests/s | ceiling of x in-process | measured x in-process |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    lines += [
+        f"| {r['model']} | {r['server']} | {r['http_only']['requests_per_s']:,.0f} | "
+        f"{r['http_only']['ceiling_ratio']:.2f} | {r[f'c{CLIENTS[-1]}']['ratio']:.2f} |"
         for r in rows
     ]
     measured = [r for r in rows if "memory" in r]

@@ -29,17 +29,16 @@ class Served:
         package: a package folder (None: the server's default, the shipped package).
         args: more command-line flags.
         log: where its stderr goes.
-        api_key: the key to send on the readiness probe's behalf (/health needs none).
+        program: the command to run instead of `python -m elmo_runtime.serve` (it takes the same
+            PACKAGE, --host and --port: benchmarks/serve_stub.py).
     """
 
-    def __init__(self, package: str | Path | None, *args: str, log: Path):
+    def __init__(self, package: str | Path | None, *args: str, log: Path, program: list[str] | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log
         command = [
-            sys.executable,
-            "-m",
-            "elmo_runtime.serve",
+            *(program or [sys.executable, "-m", "elmo_runtime.serve"]),
             *([str(package)] if package else []),
             "--host",
             "127.0.0.1",

@@ -152,6 +152,27 @@ def test_the_page_embeds_like_the_python_runtime(node, server, packages, tmp_pat
             shutil.copyfile(shot, SCREENSHOT_COPY)
 
 
+def test_a_package_folder_picked_in_the_page_embeds_as_the_served_package(node, server, packages, tmp_path):
+    """The page's "a folder on this computer": the folder given to the browser's file chooser."""
+    folder = tmp_path / "my-package"
+    shutil.copytree(packages / "int8", folder)
+    served = in_browser(node, tmp_path, {"url": server, "packageUrl": "/package/int8/", "sentences": SENTENCES})
+    request = {"url": server, "folder": str(folder), "sentences": SENTENCES, "selfCheck": True}
+    picked = in_browser(node, tmp_path, request)
+    assert sorted(picked["picked"]) == sorted(f"my-package/{p.name}" for p in folder.iterdir())
+    assert picked["status"].startswith("loaded int8") and picked["selfCheck"]["passed"], picked
+    # The same bytes through the same wasm build: the same vectors, bit for bit.
+    assert [e["float32_base64"] for e in picked["embedded"]] == [e["float32_base64"] for e in served["embedded"]]
+
+    data = folder / "bilm.onnx.data" if (folder / "bilm.onnx.data").exists() else folder / "bilm.onnx"
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    data.write_bytes(bytes(raw))
+    damaged = in_browser(node, tmp_path, {"url": server, "folder": str(folder)})
+    assert not damaged["status"].startswith("loaded") and data.name in damaged["status"], damaged["status"]
+    assert "sha256" in damaged["status"], damaged["status"]
+
+
 def test_the_page_runs_threads_and_works_offline_once_loaded(node, server, tmp_path):
     """Two wasm threads compute the same bits as one, for int8 with exact activations."""
     url = "/package/int8-exact/"

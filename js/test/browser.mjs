@@ -2,7 +2,7 @@
 // Opens the page in Debian's headless chromium (puppeteer-core: no browser download), loads the
 // package, and in the page: embeds `sentences` (float32 bytes back in base64), runs the
 // self-check, optionally times loads and sentences, and takes a screenshot.
-// request: {url, userDataDir, screenshot?, threads?, sentences?, selfCheck?, damaged?, bench?}
+// request: {url, userDataDir, screenshot?, threads?, packageUrl?, folder?, sentences?, selfCheck?, damaged?, bench?}
 import puppeteer from 'puppeteer-core';
 
 const chunks = [];
@@ -41,6 +41,12 @@ try {
   if (request.packageUrl) {
     await page.select('#package', 'url');
     await page.type('#package-url', request.packageUrl);
+  }
+  if (request.folder) {  // "a folder on this computer": picked in the browser's file chooser, as a user does
+    await page.select('#package', 'folder');
+    const [chooser] = await Promise.all([page.waitForFileChooser(), page.click('#package-folder')]);
+    await chooser.accept([request.folder]);
+    out.picked = await page.$eval('#package-folder', (e) => [...e.files].map((f) => f.webkitRelativePath));
   }
   const started = Date.now();
   await page.click('#load');
