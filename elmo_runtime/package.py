@@ -226,12 +226,7 @@ class Manifest:
         n_layers, p, d = (architecture["lstm"][k] for k in ("n_layers", "projection_dim", "dim"))
         precision = get("precision", dict)
         name = get("precision.name", str)
-        activations = get("precision.activation_functions", str, C.ONNXRUNTIME_ACTIVATIONS)
-        if activations not in C.ACTIVATION_FUNCTIONS:
-            raise PackageError(
-                f"{source}: precision.activation_functions is {activations!r}; this runtime knows "
-                f"{' and '.join(map(repr, C.ACTIVATION_FUNCTIONS))}"
-            )
+        _check_activation_functions(get("precision.activation_functions", str, C.ONNXRUNTIME_ACTIVATIONS), source)
         chars = get("chars", dict, {})
         graphs = _graphs(data, source, C.graph_specs(n_layers, p, d, *_token_interface(chars)))
         return cls(
@@ -252,6 +247,15 @@ class Manifest:
             pipeline=get("pipeline", str, ""),
             format_version=version,
             directory=directory,
+        )
+
+
+def _check_activation_functions(value: str, source: str | Path) -> None:
+    """Refuse a `precision.activation_functions` this runtime does not know (`contract.ACTIVATION_FUNCTIONS`)."""
+    if value not in C.ACTIVATION_FUNCTIONS:
+        raise PackageError(
+            f"{source}: precision.activation_functions is {value!r}; this runtime knows "
+            f"{' and '.join(map(repr, C.ACTIVATION_FUNCTIONS))}"
         )
 
 

@@ -82,6 +82,7 @@ def test_options_and_weights_flags_map_onto_the_library(tiny_weights, tmp_path, 
             "18",
             "--force",
             "--no-progress",
+            "--exact-activations",
         ]
     )
     assert code == EXIT_OK
@@ -95,11 +96,12 @@ def test_options_and_weights_flags_map_onto_the_library(tiny_weights, tmp_path, 
         "force": True,
         "progress": False,
         "calibration": None,
+        "exact_activations": True,
     }
     # fp32 has one name; "none" is accepted as its alias; --precision is --quantize's other name.
     files = ["--options", str(options), "--weights", str(weights), "-o", str(tmp_path / "x")]
     assert main([*files, "--quantize", "none"]) == 0
-    assert seen["kwargs"]["precision"] == "fp32"
+    assert seen["kwargs"]["precision"] == "fp32" and seen["kwargs"]["exact_activations"] is False  # off by default
     assert main([*files, "--precision", "int8"]) == 0
     assert seen["kwargs"]["precision"] == "int8"
 
