@@ -6,6 +6,7 @@ input alone in this process, however the server batched it with other clients' r
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import io
@@ -284,6 +285,34 @@ def test_limits_key_cors_and_unknown_routes(guarded):
         f"{guarded.url}/embed", headers={"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
     )
     assert preflight.status_code == 200  # no key on a preflight: browsers send none
+
+
+def test_under_load_a_batch_waits_for_its_clients_in_proportion_to_the_last_batch():
+    """A large model's clients come back over several milliseconds after its batch: the next batch
+    waits for them up to 5% of the last batch's run time (here 20 ms), not only --max-wait-ms."""
+    from elmo_runtime.serve.batcher import Batcher
+
+    sizes = []
+
+    def slow_embed(sentences, **options):  # a model that takes 0.4 s a batch
+        sizes.append(len(sentences))
+        time.sleep(0.4)
+        return [np.zeros(2, np.float32) for _ in sentences]
+
+    async def clients():
+        batcher = Batcher(slow_embed, max_batch_tokens=2048, max_batch_requests=64, max_wait_ms=2)
+        batcher.start()
+        first = [batcher.submit([["a"]], "average", "mean", "k") for _ in range(4)]
+        await asyncio.gather(*(job.future for job in first))
+        later = []
+        for _ in range(4):  # back one by one, 2.5 ms apart: over --max-wait-ms, within 20 ms
+            later.append(batcher.submit([["b"]], "average", "mean", "k"))
+            await asyncio.sleep(0.0025)
+        await asyncio.gather(*(job.future for job in later))
+        await batcher.stop()
+
+    asyncio.run(clients())
+    assert sizes == [4, 4]
 
 
 # -- long inputs, load, shutdown, clients that leave --------------------------------------------

@@ -71,7 +71,13 @@ _NUMBERS = (
     ("--batch-tokens", int, "N", "token positions per model run (default: the runtime's, 512 on CPU)"),
     ("--max-batch-tokens", int, "N", "token positions a server batch collects (default {})"),
     ("--max-batch-requests", int, "N", "requests per server batch (default {})"),
-    ("--max-wait-ms", float, "MS", "how long a batch's first request waits for others (default {})"),
+    (
+        "--max-wait-ms",
+        float,
+        "MS",
+        "how long a batch's first request waits for others (default {}; under load up to 5%% of the "
+        "last batch's run time when that is longer)",
+    ),
     ("--max-concurrent-requests", int, "N", "requests in flight; more get 429 (default {})"),
     ("--max-client-batch-size", int, "N", "inputs per request; more get 413 (default {})"),
     ("--max-input-tokens", int, "N", "tokens per input; more get 413 unless truncate (default {})"),
