@@ -228,8 +228,7 @@ def table(rows: list[dict], args: argparse.Namespace) -> str:
         "",
         f"{date.today().isoformat()}, `python benchmarks/bench_serve.py {' '.join(sys.argv[1:])}`. "
         f"Machine: {machine()}. Load average at the end {' / '.join(f'{x:.1f}' for x in os.getloadavg())} "
-        "on 2 cores: the machine was shared with other work, so the numbers are indicative (medians; "
-        "the load generator runs on the same cores as the server).",
+        "on 2 cores (medians; the load generator runs on the same cores as the server).",
         "",
         "Server: `elmo-serve PACKAGE` with the settings in the column (defaults: one model thread with ONNX "
         "Runtime's default threads, --max-wait-ms 2, --max-batch-tokens 2048, access log on); clients send "
