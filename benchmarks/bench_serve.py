@@ -259,20 +259,7 @@ def table(rows: list[dict], args: argparse.Namespace) -> str:
         f"{r['added_latency_ms']:.2f} |"
         for r in rows
     ]
-    lines += [
-        "",
-        f"The server's own work apart (`serve_stub.py`: the same app, batcher, JSON and access log around a model "
-        f"that answers at once; {CLIENTS[-1]} clients): the ceiling of the ratio is 1 / (1 + in-process rate / "
-        "this rate), both sharing the same cores.",
-        "",
-        "| model | server | HTTP only, requests/s | ceiling of x in-process | measured x in-process |",
-        "| --- | --- | ---: | ---: | ---: |",
-    ]
-    lines += [
-        f"| {r['model']} | {r['server']} | {r['http_only']['requests_per_s']:,.0f} | "
-        f"{r['http_only']['ceiling_ratio']:.2f} | {r[f'c{CLIENTS[-1]}']['ratio']:.2f} |"
-        for r in rows
-    ]
+    lines += http_only_table(rows)
     measured = [r for r in rows if "memory" in r]
     if measured:
         lines += [
@@ -286,6 +273,23 @@ def table(rows: list[dict], args: argparse.Namespace) -> str:
             for r in measured
         ]
     return "\n".join(lines) + "\n"
+
+
+def http_only_table(rows: list[dict]) -> list[str]:
+    lines = [
+        "",
+        f"The server's own work apart (`serve_stub.py`: the same app, batcher, JSON and access log around a model "
+        f"that answers at once; {CLIENTS[-1]} clients): the ceiling of the ratio is 1 / (1 + in-process rate / "
+        "this rate), both sharing the same cores.",
+        "",
+        "| model | server | HTTP only, requests/s | ceiling of x in-process | measured x in-process |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    return lines + [
+        f"| {r['model']} | {r['server']} | {r['http_only']['requests_per_s']:,.0f} | "
+        f"{r['http_only']['ceiling_ratio']:.2f} | {r[f'c{CLIENTS[-1]}']['ratio']:.2f} |"
+        for r in rows
+    ]
 
 
 def write_results(section: str) -> None:

@@ -110,16 +110,23 @@ def _reseal(path: Path) -> None:
     manifest_file.write_text(json.dumps(manifest))
 
 
-def test_elmo_verify_names_the_sentence_state_and_layer_that_differ(tiny_package, tmp_path, capsys):
-    package = copy_of(tiny_package, tmp_path)
+def nudged_copy(package: Path, tmp_path: Path, where: tuple[int, int, int], by: float) -> Path:
+    """A sealed copy of `package` (hashes match) whose expected layers of the sentence 'sixty
+    tokens' (state warm) are off by `by` at `where` (layer, token, component)."""
+    package = copy_of(package, tmp_path)
 
     def nudge(doc):
         entry = sentence(doc, "sixty tokens")["expected"]["warm"]
         layers = decode_array(entry, "x").copy()
-        layers[2, 17, 3] += 0.01
+        layers[where] += by
         entry.update(encode_array(layers))
 
     _rewrite(package / C.CONFORMANCE_FILE, nudge)
+    return package
+
+
+def test_elmo_verify_names_the_sentence_state_and_layer_that_differ(tiny_package, tmp_path, capsys):
+    package = nudged_copy(tiny_package, tmp_path, (2, 17, 3), 0.01)
     assert verify_main([str(package)]) == 1
     err = capsys.readouterr().err
     assert "sentence 5 ('sixty tokens'), state warm, layer 2: max abs difference 0.01 > 0.0001" in err

@@ -522,17 +522,9 @@ def test_a_damaged_package_refuses_to_start_naming_the_file(tiny_package, tmp_pa
 def test_a_package_whose_conformance_vectors_fail_refuses_to_start(tiny_package, tmp_path):
     # Sealed (hashes match), but one expected value is off: the sessions the server would serve
     # with disagree with the package's own vectors.
-    from test_conformance import _rewrite, copy_of, decode_array, encode_array, sentence
+    from test_conformance import nudged_copy
 
-    package = copy_of(tiny_package, tmp_path)
-
-    def nudge(doc):
-        entry = sentence(doc, "sixty tokens")["expected"]["warm"]
-        layers = decode_array(entry, "x").copy()
-        layers[1, 3, 0] += 0.5
-        entry.update(encode_array(layers))
-
-    _rewrite(package / "conformance.json", nudge)
+    package = nudged_copy(tiny_package, tmp_path, (1, 3, 0), 0.5)
     server = Served(package, log=tmp_path / "server.log")
     assert server.proc.wait(60) == 1
     errors = [line for line in server.log().splitlines() if line.startswith("elmo-serve: error:")]
